@@ -1,0 +1,3 @@
+"""cfcl: counterfactual contrastive learning for medical imaging."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,135 @@
+"""Typed, validated configuration shared by every stage.
+
+Each stage has one pydantic model (``extra="forbid"``). A config is built from defaults,
+then an optional YAML file, then ``--set dotted.key=value`` overrides, and validated once;
+any problem becomes a one-line :class:`ConfigError` naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cfcl.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str] | None:
+    """Allowed keys of the (nested) model section that ``loc`` points into."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = field.annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return None
+
+
+def _describe(model: type[BaseModel], err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not isinstance(p, int))
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        allowed = _field_names(model, loc[:-1]) or []
+        return f"{source}: unknown key '{key}' (allowed here: {', '.join(allowed)})"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f", got {value!r}"
+    return f"{source}: invalid value for '{key}': {first['msg']}{shown}"
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    """Set ``raw[a][b][c] = value`` for ``key == "a.b.c"``, creating sections as needed."""
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{key}': '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
+    """Turn ``["a.b=3", "c=[1, 2]"]`` into ``[("a.b", 3), ("c", [1, 2])]``; values are YAML."""
+    parsed = []
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form dotted.key=value")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({exc.problem})") from None
+        parsed.append((key.strip(), value))
+    return parsed
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys to values")
+    return raw
+
+
+def build_config(
+    model: type[M],
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    base: dict | None = None,
+) -> M:
+    """Defaults <- ``base`` <- YAML file <- overrides, validated as ``model``."""
+    raw: dict = json.loads(json.dumps(base or {}))
+    if path is not None:
+        _merge(raw, read_yaml(path))
+    for key, value in parse_overrides(overrides):
+        set_dotted(raw, key, value)
+    source = f"config {path}" if path is not None else "config"
+    if overrides:
+        source += " (with --set overrides)"
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(model, err, source)) from None
+
+
+def _merge(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def config_dict(config: BaseModel) -> dict:
+    """Plain JSON-able dict of a config (paths as strings)."""
+    return config.model_dump(mode="json")
+
+
+def config_hash(config: BaseModel) -> str:
+    """Stable content hash of a config, used to decide whether a stage's output is up to date."""
+    text = json.dumps(config_dict(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

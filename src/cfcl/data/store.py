@@ -1,0 +1,244 @@
+"""The image store every stage reads (DESIGN §3).
+
+A store is a folder holding ``images.npy`` (uint8 ``[N, H, W]``, memory-mapped on read),
+``metadata.csv`` (one row per image) and ``store.json`` (format version, size, names of
+domains and labels, content hash). ``store.json`` is written last: a folder without it is an
+incomplete store. A counterfactual store has the same layout plus the columns
+``source_index`` and ``target_domain``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cfcl import atomic
+from cfcl.errors import StoreError
+
+FORMAT = "cfcl-image-store"
+VERSION = 1
+INFO = "store.json"
+IMAGES = "images.npy"
+METADATA = "metadata.csv"
+PROGRESS = "progress.json"
+REQUIRED_COLUMNS = {
+    "images": ["index", "image_id", "patient_id", "split", "domain", "label"],
+    "counterfactuals": ["index", "source_index", "target_domain"],
+}
+
+
+def _content_hash(images: np.ndarray, meta_path: Path) -> str:
+    digest = hashlib.sha256()
+    step = max(1, (1 << 24) // max(1, images[0].size if len(images) else 1))
+    for start in range(0, len(images), step):
+        digest.update(np.ascontiguousarray(images[start : start + step]).tobytes())
+    digest.update(meta_path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class ImageStore:
+    """A complete store opened read-only; ``images`` is a memory map."""
+
+    path: Path
+    info: dict[str, Any]
+    meta: pd.DataFrame
+    images: np.ndarray
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "ImageStore":
+        path = Path(path)
+        info_path = path / INFO
+        if not path.is_dir():
+            raise StoreError(f"image store {path} does not exist")
+        if not info_path.is_file():
+            raise StoreError(f"image store {path} is incomplete: {INFO} is missing (interrupted write?)")
+        try:
+            info = json.loads(info_path.read_text())
+        except json.JSONDecodeError:
+            raise StoreError(f"image store {path}: {INFO} is not valid JSON") from None
+        if info.get("format") != FORMAT or info.get("version") != VERSION:
+            raise StoreError(
+                f"image store {path} has format {info.get('format')!r} version {info.get('version')!r}; "
+                f"this cfcl reads {FORMAT!r} version {VERSION}"
+            )
+        try:
+            images = np.load(path / IMAGES, mmap_mode="r")
+        except (OSError, ValueError) as exc:
+            raise StoreError(f"image store {path}: cannot read {IMAGES} ({exc})") from None
+        expected = (info["n"], info["height"], info["width"])
+        if images.dtype != np.uint8 or images.shape != expected:
+            raise StoreError(
+                f"image store {path}: {IMAGES} is {images.dtype} {images.shape}, expected uint8 {expected}"
+            )
+        meta = pd.read_csv(path / METADATA, keep_default_na=False, low_memory=False)
+        missing = [c for c in REQUIRED_COLUMNS[info["kind"]] if c not in meta.columns]
+        if missing:
+            raise StoreError(f"image store {path}: {METADATA} lacks column(s) {', '.join(missing)}")
+        if len(meta) != info["n"]:
+            raise StoreError(f"image store {path}: {METADATA} has {len(meta)} rows, expected {info['n']}")
+        return cls(path, info, meta, images)
+
+    @property
+    def kind(self) -> str:
+        return self.info["kind"]
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.info["domains"])
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.info["labels"])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.info["height"], self.info["width"]
+
+    @property
+    def content_hash(self) -> str:
+        return self.info["content_hash"]
+
+    def __len__(self) -> int:
+        return self.info["n"]
+
+    def indices(self, split: str | list[str] | None = None, domains: list[int] | None = None) -> np.ndarray:
+        """Row indices of the images in ``split`` (one or several) and, optionally, ``domains``."""
+        mask = np.ones(len(self), dtype=bool)
+        if split is not None:
+            splits = [split] if isinstance(split, str) else list(split)
+            mask &= self.meta["split"].isin(splits).to_numpy()
+        if domains is not None:
+            mask &= self.meta["domain"].isin(domains).to_numpy()
+        return np.flatnonzero(mask)
+
+    def counterfactual_table(self, n_sources: int, n_domains: int) -> np.ndarray:
+        """``[n_sources, n_domains]`` row of each (source image, target domain) here, -1 where absent."""
+        if self.kind != "counterfactuals":
+            raise StoreError(f"{self.path} is an image store, not a counterfactual store")
+        table = np.full((n_sources, n_domains), -1, dtype=np.int64)
+        src = self.meta["source_index"].to_numpy()
+        tgt = self.meta["target_domain"].to_numpy()
+        if len(src) and (src.max() >= n_sources or tgt.max() >= n_domains):
+            raise StoreError(
+                f"counterfactual store {self.path} refers to images or domains beyond its source store "
+                f"({n_sources} images, {n_domains} domains)"
+            )
+        table[src, tgt] = self.meta["index"].to_numpy()
+        return table
+
+
+class StoreWriter:
+    """Writes a store in chunks that survive interruption.
+
+    Images go to ``images.npy.partial`` (a memory map) and finished chunks are recorded in
+    ``progress.json`` under ``key``; a new writer with the same key resumes, one with another
+    key starts afresh. :meth:`finish` writes the metadata, renames the images into place and
+    writes ``store.json`` last.
+    """
+
+    def __init__(self, path: str | os.PathLike, n: int, height: int, width: int, key: str = "", chunk: int = 1024):
+        if n < 0 or height <= 0 or width <= 0:
+            raise StoreError(f"cannot write a store of {n} images of {height}x{width}")
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / INFO).unlink(missing_ok=True)
+        self.n, self.shape, self.chunk = n, (n, height, width), max(1, chunk)
+        self.key = json.dumps({"key": key, "shape": list(self.shape), "chunk": self.chunk})
+        partial = self.path / (IMAGES + ".partial")
+        progress = self._read_progress()
+        if progress is not None and progress["key"] == self.key and partial.is_file():
+            self.images = np.lib.format.open_memmap(partial, mode="r+")
+            self.done = set(progress["done"])
+        else:
+            self.images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=self.shape)
+            self.done = set()
+            self._save_progress()
+
+    def _read_progress(self) -> dict | None:
+        try:
+            return json.loads((self.path / PROGRESS).read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def _save_progress(self) -> None:
+        atomic.write_json(self.path / PROGRESS, {"key": self.key, "done": sorted(self.done)})
+
+    def pending(self) -> list[tuple[int, int]]:
+        """``(start, stop)`` of every chunk not yet written."""
+        return [
+            (s, min(s + self.chunk, self.n)) for s in range(0, self.n, self.chunk) if s not in self.done
+        ]
+
+    def write(self, start: int, images: np.ndarray) -> None:
+        """Write one whole chunk starting at ``start`` (a multiple of ``chunk``)."""
+        if start % self.chunk or images.shape[0] != min(self.chunk, self.n - start):
+            raise ValueError(f"chunk at {start} of {images.shape[0]} images does not match chunk size {self.chunk}")
+        if images.dtype != np.uint8 or images.shape[1:] != self.shape[1:]:
+            raise ValueError(f"images must be uint8 {self.shape[1:]}, got {images.dtype} {images.shape[1:]}")
+        self.images[start : start + len(images)] = images
+        self.images.flush()
+        self.done.add(start)
+        self._save_progress()
+
+    def finish(
+        self,
+        meta: pd.DataFrame,
+        domains: list[str],
+        labels: list[str],
+        kind: str = "images",
+        extra: dict[str, Any] | None = None,
+    ) -> ImageStore:
+        if self.pending():
+            raise StoreError(f"{self.path}: {len(self.pending())} chunk(s) not written yet")
+        if kind not in REQUIRED_COLUMNS:
+            raise ValueError(f"kind must be one of {sorted(REQUIRED_COLUMNS)}")
+        missing = [c for c in REQUIRED_COLUMNS[kind] if c not in meta.columns]
+        if missing or len(meta) != self.n:
+            raise StoreError(f"metadata for {self.path} must have {self.n} rows and columns {REQUIRED_COLUMNS[kind]}")
+        self.images.flush()
+        del self.images
+        atomic.write_text(self.path / METADATA, meta.to_csv(index=False))
+        os.replace(self.path / (IMAGES + ".partial"), self.path / IMAGES)
+        images = np.load(self.path / IMAGES, mmap_mode="r")
+        info = {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": kind,
+            "n": self.n,
+            "height": self.shape[1],
+            "width": self.shape[2],
+            "domains": list(domains),
+            "labels": list(labels),
+            "content_hash": _content_hash(images, self.path / METADATA),
+            **(extra or {}),
+        }
+        atomic.write_json(self.path / INFO, info)
+        (self.path / PROGRESS).unlink(missing_ok=True)
+        return ImageStore.open(self.path)
+
+
+def write_store(
+    path: str | os.PathLike,
+    images: np.ndarray,
+    meta: pd.DataFrame,
+    domains: list[str],
+    labels: list[str],
+    kind: str = "images",
+    extra: dict[str, Any] | None = None,
+) -> ImageStore:
+    """Write a whole store from an in-memory uint8 array ``[N, H, W]``."""
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must be [N, H, W], got shape {images.shape}")
+    writer = StoreWriter(path, len(images), images.shape[1], images.shape[2], chunk=max(1, len(images)))
+    if len(images):
+        writer.write(0, images.astype(np.uint8, copy=False))
+    return writer.finish(meta, domains, labels, kind, extra)

@@ -1,0 +1,149 @@
+"""Stage output folders: resolved config, manifest, and the up-to-date check.
+
+Every stage writes one folder holding its artefacts, ``config.yaml`` (the resolved config)
+and ``manifest.json`` (inputs with their fingerprints, code version, timings, status).
+A stage whose manifest is complete and whose config and inputs are unchanged is up to date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from cfcl import __version__, atomic
+from cfcl.config import config_dict, config_hash
+from cfcl.errors import StoreError
+
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def read_manifest(folder: str | Path) -> dict | None:
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def fingerprint(path: str | Path) -> str:
+    """Content fingerprint of an input: a stage folder's recorded fingerprint, or a file's sha256."""
+    path = Path(path)
+    if path.is_dir():
+        manifest = read_manifest(path)
+        if manifest is None or manifest.get("status") != "complete":
+            raise StoreError(f"{path} is not a complete stage output (no complete {MANIFEST})")
+        return manifest["fingerprint"]
+    if path.is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()[:16]
+    raise StoreError(f"input {path} does not exist")
+
+
+def _fingerprint_of(name: str, cfg_hash: str, inputs: dict[str, str]) -> str:
+    text = json.dumps({"stage": name, "config": cfg_hash, "inputs": inputs}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def is_up_to_date(out: str | Path, name: str, config: BaseModel, inputs: dict[str, Path]) -> bool:
+    """True when ``out`` holds a complete run of this stage with this config and these inputs."""
+    manifest = read_manifest(out)
+    if manifest is None or manifest.get("status") != "complete" or manifest.get("stage") != name:
+        return False
+    try:
+        current = {k: fingerprint(v) for k, v in inputs.items()}
+    except StoreError:
+        return False
+    return manifest.get("fingerprint") == _fingerprint_of(name, config_hash(config), current)
+
+
+@dataclass
+class Stage:
+    """A stage run in progress; :meth:`finish` marks its folder complete."""
+
+    name: str
+    out: Path
+    config: BaseModel
+    inputs: dict[str, str]
+    started: float = field(default_factory=time.time)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        return _fingerprint_of(self.name, config_hash(self.config), self.inputs)
+
+    def _manifest(self, status: str, extra: dict[str, Any]) -> dict:
+        return {
+            "stage": self.name,
+            "status": status,
+            "fingerprint": self.fingerprint,
+            "config_hash": config_hash(self.config),
+            "inputs": self.inputs,
+            "code_version": code_version(),
+            "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
+            "timings": self.timings,
+            **extra,
+        }
+
+    def timed(self, label: str, seconds: float) -> None:
+        self.timings[label] = round(self.timings.get(label, 0.0) + seconds, 3)
+
+    def finish(self, **extra: Any) -> dict:
+        self.timings["total"] = round(time.time() - self.started, 3)
+        manifest = self._manifest("complete", {"finished": datetime.now(timezone.utc).isoformat(), **extra})
+        atomic.write_json(self.out / MANIFEST, manifest)
+        return manifest
+
+
+def start_stage(
+    name: str,
+    out: str | Path,
+    config: BaseModel,
+    inputs: dict[str, Path] | None = None,
+    force: bool = False,
+) -> Stage:
+    """Claim ``out`` for a run of stage ``name``; refuses to overwrite a different complete output."""
+    out = Path(out)
+    previous = read_manifest(out)
+    fingerprints = {k: fingerprint(v) for k, v in (inputs or {}).items()}
+    stage = Stage(name, out, config, fingerprints)
+    if previous is not None and previous.get("status") == "complete" and not force:
+        if previous.get("stage") != name or previous.get("fingerprint") != stage.fingerprint:
+            raise StoreError(
+                f"{out} already holds a complete '{previous.get('stage')}' output made with another "
+                "config or inputs; pass --force to overwrite it"
+            )
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"output {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_yaml(out / CONFIG, config_dict(config))
+    atomic.write_json(out / MANIFEST, stage._manifest("running", {}))
+    return stage

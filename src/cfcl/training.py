@@ -1,0 +1,85 @@
+"""The one place that builds Lightning trainers, so every training loop behaves the same.
+
+CPU by default and several GPUs or nodes unchanged (``devices``, ``num_nodes``, ``strategy``),
+mixed precision on GPU, a checkpoint every epoch plus ``last.ckpt`` (also written on
+interrupt), CSV and TensorBoard logs, a progress bar, and resume from ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from cfcl.config import StrictModel
+
+
+class TrainerConfig(StrictModel):
+    """Hardware and loop settings shared by every training stage."""
+
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: int | Literal["auto"] = 1
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "auto"] = "auto"
+    max_epochs: int = Field(10, ge=1)
+    max_steps: int = -1
+    log_every_n_steps: int = Field(10, ge=1)
+    gradient_clip_val: float | None = None
+    progress_bar: bool = True
+    num_workers: int = Field(0, ge=0)
+
+
+def resolve_precision(cfg: TrainerConfig) -> str:
+    """``auto``: bf16/16 mixed precision on a CUDA GPU, full precision on CPU."""
+    if cfg.precision != "auto":
+        return cfg.precision
+    import torch
+
+    if cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def last_checkpoint(out: str | os.PathLike) -> Path | None:
+    """The checkpoint a killed run resumes from, if one was written."""
+    path = Path(out) / "checkpoints" / "last.ckpt"
+    return path if path.is_file() else None
+
+
+def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | None = None, **overrides):
+    """A Lightning ``Trainer`` writing checkpoints and logs under ``out``."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    out = Path(out)
+    checkpoint = ModelCheckpoint(
+        dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+        save_last=True, save_top_k=-1, every_n_epochs=1,
+    )
+    loggers = [
+        CSVLogger(out, name="logs", version=""),
+        TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False),
+    ]
+    kwargs = dict(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=resolve_precision(cfg),
+        max_epochs=cfg.max_epochs,
+        max_steps=cfg.max_steps,
+        log_every_n_steps=cfg.log_every_n_steps,
+        gradient_clip_val=cfg.gradient_clip_val,
+        enable_progress_bar=cfg.progress_bar,
+        callbacks=[checkpoint, OnExceptionCheckpoint(out / "checkpoints", filename="last"), *(callbacks or [])],
+        logger=loggers,
+        default_root_dir=out,
+        enable_model_summary=False,
+        deterministic="warn",
+    )
+    kwargs.update(overrides)
+    return L.Trainer(**kwargs)

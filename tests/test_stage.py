@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from cfcl.config import StrictModel
+from cfcl.errors import StoreError
+from cfcl.stage import fingerprint, is_up_to_date, start_stage
+
+
+class Cfg(StrictModel):
+    value: int = 1
+
+
+def test_stage_writes_config_and_manifest(tmp_path):
+    out = tmp_path / "stage"
+    stage = start_stage("demo", out, Cfg(value=3))
+    running = json.loads((out / "manifest.json").read_text())
+    assert running["status"] == "running"
+    assert "value: 3" in (out / "config.yaml").read_text()
+    assert not is_up_to_date(out, "demo", Cfg(value=3), {})
+    stage.finish(outputs={"x": 1})
+    done = json.loads((out / "manifest.json").read_text())
+    assert done["status"] == "complete" and done["timings"]["total"] >= 0
+    assert is_up_to_date(out, "demo", Cfg(value=3), {})
+    assert not is_up_to_date(out, "demo", Cfg(value=4), {})
+    assert not is_up_to_date(out, "other", Cfg(value=3), {})
+
+
+def test_inputs_change_makes_stage_stale(tmp_path):
+    upstream = tmp_path / "up"
+    start_stage("up", upstream, Cfg()).finish()
+    down = tmp_path / "down"
+    start_stage("down", down, Cfg(), {"data": upstream}).finish()
+    assert is_up_to_date(down, "down", Cfg(), {"data": upstream})
+    start_stage("up", upstream, Cfg(value=2), force=True).finish()
+    assert not is_up_to_date(down, "down", Cfg(), {"data": upstream})
+
+
+def test_different_complete_output_needs_force(tmp_path):
+    out = tmp_path / "s"
+    start_stage("demo", out, Cfg(value=1)).finish()
+    with pytest.raises(StoreError, match="--force"):
+        start_stage("demo", out, Cfg(value=2))
+    start_stage("demo", out, Cfg(value=2), force=True).finish()
+    assert is_up_to_date(out, "demo", Cfg(value=2), {})
+
+
+def test_fingerprint_of_files_and_missing_inputs(tmp_path):
+    f = tmp_path / "w.bin"
+    f.write_bytes(b"abc")
+    first = fingerprint(f)
+    f.write_bytes(b"abd")
+    assert fingerprint(f) != first
+    with pytest.raises(StoreError, match="does not exist"):
+        fingerprint(tmp_path / "missing")
+    (tmp_path / "half").mkdir()
+    with pytest.raises(StoreError, match="not a complete"):
+        fingerprint(tmp_path / "half")
