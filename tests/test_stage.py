@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,23 +18,30 @@ def test_stage_writes_config_and_manifest(tmp_path):
     running = json.loads((out / "manifest.json").read_text())
     assert running["status"] == "running"
     assert "value: 3" in (out / "config.yaml").read_text()
-    assert not is_up_to_date(out, "demo", Cfg(value=3), {})
+    assert not is_up_to_date(out, "demo", Cfg(value=3))
     stage.finish(outputs={"x": 1})
     done = json.loads((out / "manifest.json").read_text())
     assert done["status"] == "complete" and done["timings"]["total"] >= 0
-    assert is_up_to_date(out, "demo", Cfg(value=3), {})
-    assert not is_up_to_date(out, "demo", Cfg(value=4), {})
-    assert not is_up_to_date(out, "other", Cfg(value=3), {})
+    assert is_up_to_date(out, "demo", Cfg(value=3))
+    assert not is_up_to_date(out, "demo", Cfg(value=4))
+    assert not is_up_to_date(out, "other", Cfg(value=3))
 
 
-def test_inputs_change_makes_stage_stale(tmp_path):
+class Downstream(StrictModel):
+    data: Path
+    weights: Path | None = None
+
+
+def test_inputs_come_from_config_paths_and_changes_make_stage_stale(tmp_path):
     upstream = tmp_path / "up"
     start_stage("up", upstream, Cfg()).finish()
     down = tmp_path / "down"
-    start_stage("down", down, Cfg(), {"data": upstream}).finish()
-    assert is_up_to_date(down, "down", Cfg(), {"data": upstream})
+    cfg = Downstream(data=upstream, weights=tmp_path / "absent.pt")
+    manifest = start_stage("down", down, cfg).finish()
+    assert list(manifest["inputs"]) == ["data"]
+    assert is_up_to_date(down, "down", cfg)
     start_stage("up", upstream, Cfg(value=2), force=True).finish()
-    assert not is_up_to_date(down, "down", Cfg(), {"data": upstream})
+    assert not is_up_to_date(down, "down", cfg)
 
 
 def test_different_complete_output_needs_force(tmp_path):
@@ -42,7 +50,7 @@ def test_different_complete_output_needs_force(tmp_path):
     with pytest.raises(StoreError, match="--force"):
         start_stage("demo", out, Cfg(value=2))
     start_stage("demo", out, Cfg(value=2), force=True).finish()
-    assert is_up_to_date(out, "demo", Cfg(value=2), {})
+    assert is_up_to_date(out, "demo", Cfg(value=2))
 
 
 def test_fingerprint_of_files_and_missing_inputs(tmp_path):

@@ -68,21 +68,45 @@ def fingerprint(path: str | Path) -> str:
     raise StoreError(f"input {path} does not exist")
 
 
-def _fingerprint_of(name: str, cfg_hash: str, inputs: dict[str, str]) -> str:
-    text = json.dumps({"stage": name, "config": cfg_hash, "inputs": inputs}, sort_keys=True)
+def _fingerprint_of(name: str, cfg_hash: str, inputs: dict[str, dict]) -> str:
+    prints = {k: v["fingerprint"] for k, v in inputs.items()}
+    text = json.dumps({"stage": name, "config": cfg_hash, "inputs": prints}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def is_up_to_date(out: str | Path, name: str, config: BaseModel, inputs: dict[str, Path]) -> bool:
-    """True when ``out`` holds a complete run of this stage with this config and these inputs."""
+def config_inputs(config: BaseModel) -> dict[str, Path]:
+    """Every existing file or folder a config points at (its ``Path`` values), by dotted key."""
+    found: dict[str, Path] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, Path):
+            if value.exists():
+                found[key] = value
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name), f"{key}.{name}" if key else name)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                walk(item, f"{key}.{i}")
+        elif isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{key}.{name}")
+
+    walk(config, "")
+    return found
+
+
+def is_up_to_date(out: str | Path, name: str, config: BaseModel) -> bool:
+    """True when ``out`` holds a complete run of this stage with this config and unchanged inputs."""
     manifest = read_manifest(out)
     if manifest is None or manifest.get("status") != "complete" or manifest.get("stage") != name:
         return False
+    if manifest.get("config_hash") != config_hash(config):
+        return False
     try:
-        current = {k: fingerprint(v) for k, v in inputs.items()}
+        return all(fingerprint(v["path"]) == v["fingerprint"] for v in manifest.get("inputs", {}).values())
     except StoreError:
         return False
-    return manifest.get("fingerprint") == _fingerprint_of(name, config_hash(config), current)
 
 
 @dataclass
@@ -92,7 +116,7 @@ class Stage:
     name: str
     out: Path
     config: BaseModel
-    inputs: dict[str, str]
+    inputs: dict[str, dict]
     started: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -130,11 +154,16 @@ def start_stage(
     inputs: dict[str, Path] | None = None,
     force: bool = False,
 ) -> Stage:
-    """Claim ``out`` for a run of stage ``name``; refuses to overwrite a different complete output."""
+    """Claim ``out`` for a run of stage ``name``; refuses to overwrite a different complete output.
+
+    The inputs recorded are every path in ``config`` that exists, plus ``inputs``; each is
+    fingerprinted so that a changed upstream output makes this stage out of date.
+    """
     out = Path(out)
     previous = read_manifest(out)
-    fingerprints = {k: fingerprint(v) for k, v in (inputs or {}).items()}
-    stage = Stage(name, out, config, fingerprints)
+    paths = {**config_inputs(config), **(inputs or {})}
+    recorded = {k: {"path": str(v), "fingerprint": fingerprint(v)} for k, v in paths.items()}
+    stage = Stage(name, out, config, recorded)
     if previous is not None and previous.get("status") == "complete" and not force:
         if previous.get("stage") != name or previous.get("fingerprint") != stage.fingerprint:
             raise StoreError(
