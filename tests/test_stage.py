@@ -18,13 +18,13 @@ def test_stage_writes_config_and_manifest(tmp_path):
     running = json.loads((out / "manifest.json").read_text())
     assert running["status"] == "running"
     assert "value: 3" in (out / "config.yaml").read_text()
-    assert not is_up_to_date(out, "demo", Cfg(value=3))
+    assert not is_up_to_date(out, Cfg(value=3), "demo")
     stage.finish(outputs={"x": 1})
     done = json.loads((out / "manifest.json").read_text())
     assert done["status"] == "complete" and done["timings"]["total"] >= 0
-    assert is_up_to_date(out, "demo", Cfg(value=3))
-    assert not is_up_to_date(out, "demo", Cfg(value=4))
-    assert not is_up_to_date(out, "other", Cfg(value=3))
+    assert is_up_to_date(out, Cfg(value=3), "demo")
+    assert not is_up_to_date(out, Cfg(value=4), "demo")
+    assert not is_up_to_date(out, Cfg(value=3), "other")
 
 
 class Downstream(StrictModel):
@@ -39,9 +39,9 @@ def test_inputs_come_from_config_paths_and_changes_make_stage_stale(tmp_path):
     cfg = Downstream(data=upstream, weights=tmp_path / "absent.pt")
     manifest = start_stage("down", down, cfg).finish()
     assert list(manifest["inputs"]) == ["data"]
-    assert is_up_to_date(down, "down", cfg)
+    assert is_up_to_date(down, cfg, "down")
     start_stage("up", upstream, Cfg(value=2), force=True).finish()
-    assert not is_up_to_date(down, "down", cfg)
+    assert not is_up_to_date(down, cfg, "down")
 
 
 def test_different_complete_output_needs_force(tmp_path):
@@ -50,7 +50,7 @@ def test_different_complete_output_needs_force(tmp_path):
     with pytest.raises(StoreError, match="--force"):
         start_stage("demo", out, Cfg(value=2))
     start_stage("demo", out, Cfg(value=2), force=True).finish()
-    assert is_up_to_date(out, "demo", Cfg(value=2))
+    assert is_up_to_date(out, Cfg(value=2), "demo")
 
 
 def test_fingerprint_of_files_and_missing_inputs(tmp_path):
@@ -64,3 +64,14 @@ def test_fingerprint_of_files_and_missing_inputs(tmp_path):
     (tmp_path / "half").mkdir()
     with pytest.raises(StoreError, match="not a complete"):
         fingerprint(tmp_path / "half")
+
+
+def test_stage_state_tells_interrupted_from_stale(tmp_path):
+    from cfcl.stage import stage_state
+
+    out = tmp_path / "s"
+    assert stage_state(out, Cfg()) == "absent"
+    start_stage("demo", out, Cfg(value=1))
+    assert stage_state(out, Cfg(value=1)) == "interrupted"
+    assert stage_state(out, Cfg(value=2)) == "stale"
+    assert stage_state(out, Cfg(value=1), "other") == "stale"

@@ -100,16 +100,21 @@ def build_config(
     path: str | Path | None = None,
     overrides: Iterable[str] = (),
     base: dict | None = None,
+    source: str | None = None,
 ) -> M:
-    """Defaults <- ``base`` <- YAML file <- overrides, validated as ``model``."""
+    """Defaults <- ``base`` <- YAML file <- overrides, validated as ``model``.
+
+    ``source`` names where the values came from in error messages (default: the file).
+    """
     raw: dict = json.loads(json.dumps(base or {}))
     if path is not None:
         _merge(raw, read_yaml(path))
     for key, value in parse_overrides(overrides):
         set_dotted(raw, key, value)
-    source = f"config {path}" if path is not None else "config"
-    if overrides:
-        source += " (with --set overrides)"
+    if source is None:
+        source = f"config {path}" if path is not None else "config"
+        if overrides:
+            source += " (with --set overrides)"
     try:
         return model.model_validate(raw)
     except ValidationError as err:

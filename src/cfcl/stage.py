@@ -96,17 +96,31 @@ def config_inputs(config: BaseModel) -> dict[str, Path]:
     return found
 
 
-def is_up_to_date(out: str | Path, name: str, config: BaseModel) -> bool:
-    """True when ``out`` holds a complete run of this stage with this config and unchanged inputs."""
+def stage_state(out: str | Path, config: BaseModel, name: str | None = None) -> str:
+    """What ``out`` holds for this stage (of stage ``name``, if given), config and current inputs.
+
+    ``complete``: finished with them (nothing to do); ``interrupted``: started with them and
+    killed (resume from its checkpoints); ``stale``: made with something else; ``absent``.
+    """
     manifest = read_manifest(out)
-    if manifest is None or manifest.get("status") != "complete" or manifest.get("stage") != name:
-        return False
-    if manifest.get("config_hash") != config_hash(config):
-        return False
+    if manifest is None:
+        return "absent"
+    if (name is not None and manifest.get("stage") != name) or manifest.get("config_hash") != config_hash(config):
+        return "stale"
     try:
-        return all(fingerprint(v["path"]) == v["fingerprint"] for v in manifest.get("inputs", {}).values())
+        same_inputs = all(
+            fingerprint(v["path"]) == v["fingerprint"] for v in manifest.get("inputs", {}).values()
+        )
     except StoreError:
-        return False
+        same_inputs = False
+    if not same_inputs:
+        return "stale"
+    return "complete" if manifest.get("status") == "complete" else "interrupted"
+
+
+def is_up_to_date(out: str | Path, config: BaseModel, name: str | None = None) -> bool:
+    """True when ``out`` holds a complete run of this stage with this config and unchanged inputs."""
+    return stage_state(out, config, name) == "complete"
 
 
 @dataclass
