@@ -25,6 +25,7 @@ class Flag:
     key: str
     help: str
     repeat: bool = False
+    const: str | None = None  # a switch: present means ``key=const``
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,41 @@ STAGES: tuple[StageCommand, ...] = (
         "cfcl.data.synthetic.config:SynthConfig",
         "cfcl.data.synthetic.generate:run",
     ),
+    StageCommand(
+        ("data", "prepare"),
+        "convert a real dataset (padchest, chexpert, rsna, embed, vindr or any csv + folder) into an image store",
+        "cfcl.data.prepare:PrepareConfig",
+        "cfcl.data.prepare:run",
+        (
+            Flag("--dataset", "dataset", "padchest, chexpert, rsna, embed, vindr or csv"),
+            Flag("--root", "root", "folder holding the dataset as distributed"),
+            Flag("--size", "size", "output size: N (square) or [H, W]; short side resized, centre cropped"),
+            Flag("--workers", "workers", "decoding processes"),
+            Flag("--skip-bad", "skip_bad", "leave out unreadable images and list them in bad_rows.csv", const="true"),
+        ),
+    ),
+    StageCommand(
+        ("cf", "classifier"),
+        "train a scanner (domain) classifier on real images: --config cf_guide (guides fine-tuning) or cf_judge (judges quality)",
+        "cfcl.counterfactual.classifier_module:ClassifierConfig",
+        "cfcl.counterfactual.classifier_module:run",
+        (Flag("--data", "data", "image store to train on (its train/val splits)"),),
+    ),
+    StageCommand(
+        ("cf", "evaluate"),
+        "counterfactual quality: effectiveness (judge), composition, reversibility, error vs true counterfactuals",
+        "cfcl.counterfactual.evaluate:EvaluateConfig",
+        "cfcl.counterfactual.evaluate:run",
+        (
+            Flag("--data", "data", "image store the counterfactuals are made from"),
+            Flag("--generator", "generator", "generator folder (cfcl cf train / finetune) or a counterfactual store"),
+            Flag("--judge", "judge", "judge classifier folder (cfcl cf classifier --config cf_judge)"),
+        ),
+    ),
 )
 
 
-def _load(ref: str):
+def load_ref(ref: str):
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -63,6 +95,9 @@ def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> Non
     parser.add_argument("--out", required=True, type=Path, help="output folder of this stage")
     parser.add_argument("--force", action="store_true", help="overwrite an output made with another config")
     for flag in command.flags:
+        if flag.const is not None:
+            parser.add_argument(flag.name, dest=f"flag:{flag.key}", help=flag.help, action="store_const", const=flag.const)
+            continue
         parser.add_argument(flag.name, dest=f"flag:{flag.key}", help=flag.help, action="append" if flag.repeat else None)
     parser.set_defaults(handler=_run_stage, command=command)
 
@@ -78,8 +113,42 @@ def _run_stage(args: argparse.Namespace) -> None:
         if value is not None:
             overrides.insert(0, f"{flag.key}={value}")
     path = resolve_config_path(args.config) if args.config else None
-    config = build_config(_load(command.config), path, overrides)
-    _load(command.runner)(config, out=args.out, force=args.force)
+    config = build_config(load_ref(command.config), path, overrides)
+    load_ref(command.runner)(config, out=args.out, force=args.force)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from cfcl.pipeline.run import load_run_config, run_pipeline
+
+    run, source = load_run_config(args.config, args.out, args.overrides)
+    run_pipeline(run, source, only=args.only, start=args.start, force=args.force, dry_run=args.dry_run)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    from cfcl.pipeline.run import demo
+
+    demo(args.out, args.overrides, dry_run=args.dry_run)
+
+
+def _pipeline_parsers(top: argparse._SubParsersAction) -> None:
+    from cfcl.pipeline.plan import GROUPS
+
+    run = top.add_parser("run", help="run every stage of a run config (cached, resumable)",
+                         description="Run data -> generator -> classifiers -> fine-tuning -> counterfactuals -> "
+                         "quality -> pretraining -> evaluation -> report, skipping stages that are up to date.")
+    run.add_argument("config", help="run config file or preset name (demo, benchmark, padchest, ...)")
+    run.add_argument("--only", choices=GROUPS, help="run this stage only")
+    run.add_argument("--from", dest="start", choices=GROUPS, help="re-run this stage and all after it")
+    run.add_argument("--force", action="store_true", help="re-run every stage")
+    demo = top.add_parser("demo", help="the whole pipeline on the synthetic benchmark (configs/demo.yaml)",
+                          description="cfcl run demo: SimCLR, SimCLR+, CF-SimCLR and the oracle on the synthetic "
+                          "benchmark; prints the headline table and the report's path.")
+    for parser, handler in ((run, _run), (demo, _demo)):
+        parser.add_argument("--out", type=Path, help="run folder (default: the config's 'out')")
+        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                            help="override a run-config value, e.g. --set seeds=[0,1,2] (repeatable)")
+        parser.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
+        parser.set_defaults(handler=handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
             gp = top.add_parser(group, help=group_help.get(group), description=group_help.get(group))
             groups[group] = gp.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
         _stage_parser(groups[group], command)
+    _pipeline_parsers(top)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""``cfcl run`` / ``cfcl demo``: every stage as one cached, resumable graph."""

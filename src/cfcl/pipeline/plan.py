@@ -1,0 +1,101 @@
+"""Turn a run config into the ordered list of stages to run, each with its resolved config."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from cfcl.cli import STAGES, StageCommand, load_ref
+from cfcl.config import build_config, read_yaml
+from cfcl.errors import ConfigError
+from cfcl.pipeline.config import RunConfig
+from cfcl.presets import preset_dir
+
+GROUPS = (
+    "data", "cf_model", "cf_guide", "cf_judge", "cf_finetune", "cf_store", "cf_quality",
+    "pretrain", "evaluate", "report",
+)
+
+
+@dataclass
+class Node:
+    """One stage of a run: where it writes and the config it runs with."""
+
+    name: str
+    group: str
+    command: StageCommand
+    config: BaseModel
+    out: Path
+
+
+def _command(*words: str) -> StageCommand:
+    return next(c for c in STAGES if c.words == words)
+
+
+class _Planner:
+    def __init__(self, run: RunConfig, source: str):
+        self.run, self.source, self.nodes = run, source, []
+
+    def add(self, name: str, group: str, words: tuple[str, ...], section: dict, inject: dict[str, Any],
+            preset: str | None = None) -> Path:
+        command = _command(*words)
+        model = load_ref(command.config)
+        raw: dict = read_yaml(preset_dir() / f"{preset}.yaml") if preset else {}
+        _merge(raw, copy.deepcopy(section))
+        if "trainer" in model.model_fields and self.run.trainer:
+            _merge(raw.setdefault("trainer", {}), copy.deepcopy(self.run.trainer))
+        raw.update({k: str(v) if isinstance(v, Path) else v for k, v in inject.items()})
+        section_name = name.split("/")[0]
+        config = build_config(model, base=raw, source=f"{self.source}, section '{section_name}'")
+        out = self.run.out / name
+        self.nodes.append(Node(name, group, command, config, out))
+        return out
+
+
+def _merge(dst: dict, src: dict) -> None:
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value)
+        else:
+            dst[key] = value
+
+
+def plan(run: RunConfig, source: str = "run config") -> list[Node]:
+    """All stages of ``run`` in dependency order (DESIGN §2 layout under ``run.out``)."""
+    p = _Planner(run, source)
+    if run.data.source == "synth":
+        data = p.add("data", "data", ("data", "synth"), run.data.synth, {})
+    else:
+        data = p.add("data", "data", ("data", "prepare"), run.data.prepare, {})
+    if "oracle" in run.methods and run.data.source != "synth":
+        raise ConfigError(f"{source}: method 'oracle' needs true counterfactuals, which only the synthetic benchmark has")
+    cf_store = None
+    if run.needs_generator:
+        model = p.add("cf_model", "cf_model", ("cf", "train"), run.generator, {"data": data})
+        guide = p.add("cf_guide", "cf_guide", ("cf", "classifier"), run.guide, {"data": data}, preset="cf_guide")
+        judge = p.add("cf_judge", "cf_judge", ("cf", "classifier"), run.judge, {"data": data}, preset="cf_judge")
+        generator = model
+        if run.finetune.enabled:
+            p.add("cf_quality_base", "cf_quality", ("cf", "evaluate"), run.cf_quality,
+                  {"data": data, "generator": model, "judge": judge})
+            generator = p.add("cf_finetune", "cf_finetune", ("cf", "finetune"), run.finetune.config,
+                              {"data": data, "generator": model, "guide": guide})
+        cf_store = p.add("cf_store", "cf_store", ("cf", "generate"), run.cf_store,
+                         {"data": data, "generator": generator})
+        p.add("cf_quality", "cf_quality", ("cf", "evaluate"), run.cf_quality,
+              {"data": data, "generator": generator, "judge": judge})
+    encoders = []
+    for seed in run.seeds:
+        for method in run.methods:
+            inject: dict[str, Any] = {"data": data, "method": method, "seed": seed}
+            if method == "oracle":
+                inject["cf_store"] = data / "true_cf"
+            elif method != "simclr":
+                inject["cf_store"] = cf_store
+            encoders.append(p.add(f"pretrain/{method}-s{seed}", "pretrain", ("pretrain",), run.pretrain, inject))
+    p.add("eval", "evaluate", ("evaluate",), run.evaluate, {"data": data, "encoders": [str(e) for e in encoders]})
+    return p.nodes
