@@ -1,0 +1,443 @@
+"""Each dataset adapter on a tiny copy of its dataset as distributed (file names, columns, folders,
+DICOM attributes), through ``cfcl data prepare`` into an image store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from test_imageio import write_dicom
+
+from cfcl.cli import main
+from cfcl.data.datasets.common import DatasetError, assign_splits
+from cfcl.data.imageio import ImageReadError
+from cfcl.data.prepare import PrepareConfig, run
+from cfcl.data.store import ImageStore
+from cfcl.errors import ConfigError, StoreError
+
+SIZE = 16
+
+
+def prepare(root: Path, out: Path, dataset: str, **keys) -> ImageStore:
+    config = PrepareConfig.model_validate({"dataset": dataset, "root": str(root), "size": SIZE, **keys})
+    return run(config, out)
+
+
+def image_of(store: ImageStore, image_id: str) -> np.ndarray:
+    row = store.meta.index[store.meta["image_id"] == image_id]
+    assert len(row) == 1, image_id
+    return np.asarray(store.images[row[0]])
+
+
+def assert_patient_level(store: ImageStore) -> None:
+    per_patient = store.meta.groupby("patient_id")["split"].nunique()
+    assert (per_patient == 1).all(), per_patient[per_patient > 1]
+
+
+# ----------------------------------------------------------------------------- PadChest
+
+
+def padchest_root(tmp_path: Path) -> Path:
+    root = tmp_path / "padchest"
+    rows = []
+    for i in range(24):
+        patient = f"p{i // 2:03d}"
+        image_id = f"{i:04d}_{patient}.png"
+        image_dir = str(i % 3)
+        rows.append(
+            {
+                "ImageID": image_id,
+                "ImageDir": image_dir,
+                "StudyDate_DICOM": 20150310,
+                "StudyID": f"s{i}",
+                "PatientID": patient,
+                "PatientBirth": 1950.0 + i,
+                "PatientSex_DICOM": "F" if i % 4 < 2 else "M",
+                "ViewPosition_DICOM": "POSTEROANTERIOR",
+                "Projection": "PA",
+                "Pediatric": "No",
+                "Manufacturer_DICOM": "PhilipsMedicalSystems" if i % 2 else "ImagingDynamicsCompanyLtd",
+                "Labels": "['pneumonia', ' infiltrates']" if i % 3 == 0 else "['normal']",
+            }
+        )
+        values = np.full((24, 32), 1000 + 100 * i, dtype=np.uint16)
+        values[:, 16:] = 3000 + 100 * i
+        (root / image_dir).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(values).save(root / image_dir / image_id)
+    rows[1]["Projection"] = "L"
+    rows[2]["Pediatric"] = "Yes"
+    rows[3]["Labels"] = "['exclude']"
+    rows[4]["Labels"] = "['suboptimal study', 'normal']"
+    pd.DataFrame(rows).to_csv(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv")
+    return root
+
+
+def test_padchest_filters_labels_domains_splits_and_pixels(tmp_path):
+    store = prepare(padchest_root(tmp_path), tmp_path / "out", "padchest")
+    ids = set(store.meta["image_id"])
+    assert len(store) == 20 and not ids & {"0001_p000.png", "0002_p001.png", "0003_p001.png", "0004_p002.png"}
+    assert store.labels == ["negative", "pneumonia"]
+    assert store.domains == ["ImagingDynamicsCompanyLtd", "PhilipsMedicalSystems"]
+    row = store.meta.set_index("image_id").loc["0006_p003.png"]
+    assert row["label"] == 1 and row["domain"] == 0 and row["sex"] == "M" and row["age"] == 2015 - 1956
+    assert store.meta.set_index("image_id").loc["0007_p003.png", "label"] == 0
+    assert_patient_level(store)
+    assert set(store.meta["split"]) <= {"train", "val", "test"}
+    image = image_of(store, "0006_p003.png")  # 16-bit, two levels: min-max maps them to 0 and 255
+    assert (image[:, :6] == 0).all() and (image[:, 10:] == 255).all()
+    assert store.info["dataset"] == "padchest" and store.info["ood_domains"] == []
+
+
+def test_padchest_ood_domain_gets_ood_splits_without_leaking_test_patients(tmp_path):
+    root = padchest_root(tmp_path)
+    table = pd.read_csv(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv", index_col=0)
+    store = prepare(root, tmp_path / "out", "padchest", ood_domains=["PhilipsMedicalSystems"], test_fraction=0.4)
+    ood = store.meta["domain"] == store.domains.index("PhilipsMedicalSystems")
+    assert set(store.meta.loc[ood, "split"]) == {"ood_train", "ood_test"}
+    assert set(store.meta.loc[~ood, "split"]) <= {"train", "val", "test"}
+    assert store.info["ood_domains"] == [1]
+    test_patients = set(store.meta.loc[store.meta["split"].isin(["test", "ood_test"]), "patient_id"])
+    train_patients = set(store.meta.loc[store.meta["split"].isin(["train", "val", "ood_train"]), "patient_id"])
+    assert not test_patients & train_patients and len(table) == 24
+
+
+def test_padchest_missing_column_is_named(tmp_path):
+    root = padchest_root(tmp_path)
+    csv = root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
+    pd.read_csv(csv).drop(columns="Pediatric").to_csv(csv, index=False)
+    with pytest.raises(DatasetError, match="PADCHEST_chest.*'Pediatric'"):
+        prepare(root, tmp_path / "out", "padchest")
+
+
+# ----------------------------------------------------------------------------- CheXpert
+
+
+def chexpert_root(tmp_path: Path) -> Path:
+    root = tmp_path / "CheXpert-v1.0-small"
+    tables = {"train": [], "valid": []}
+    for i in range(16):
+        split = "valid" if i >= 13 else "train"
+        patient = f"patient{i // 2 + 1:05d}"
+        lateral = i == 5
+        rel = f"{split}/{patient}/study1/view{i % 2 + 1}_{'lateral' if lateral else 'frontal'}.jpg"
+        pneumonia = [1.0, 0.0, -1.0, np.nan][i % 4]
+        tables[split].append(
+            {
+                "Path": f"CheXpert-v1.0-small/{rel}",
+                "Sex": "Female" if i % 2 else "Male",
+                "Age": 40 + i,
+                "Frontal/Lateral": "Lateral" if lateral else "Frontal",
+                "AP/PA": np.nan if lateral else ("AP" if i % 3 == 0 else "PA"),
+                "No Finding": np.nan,
+                "Cardiomegaly": 1.0,
+                "Pneumonia": pneumonia,
+                "Support Devices": np.nan,
+            }
+        )
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (20, 16), 10 * i).save(root / rel, quality=95)
+    for split, rows in tables.items():
+        pd.DataFrame(rows).to_csv(root / f"{split}.csv", index=False)
+    return root
+
+
+@pytest.mark.parametrize("policy", ["zeros", "ones", "ignore"])
+def test_chexpert_frontal_views_and_uncertain_policy(tmp_path, policy):
+    root = chexpert_root(tmp_path)
+    store = prepare(root, tmp_path / "out", "chexpert", chexpert={"views": ["AP", "PA"], "uncertain": policy})
+    assert store.domains == ["AP", "PA"]
+    meta = store.meta.set_index("image_id")
+    assert "train/patient00003/study1/view2_lateral.jpg" not in meta.index
+    uncertain = "train/patient00002/study1/view1_frontal.jpg"  # i = 2: Pneumonia -1
+    if policy == "ignore":
+        assert uncertain not in meta.index and len(store) == 15 - 4
+    else:
+        assert meta.loc[uncertain, "label"] == (1 if policy == "ones" else 0) and len(store) == 15
+    assert meta.loc["train/patient00001/study1/view1_frontal.jpg", "label"] == 1
+    assert meta.loc["train/patient00002/study1/view2_frontal.jpg", "label"] == 0  # blank -> 0
+    assert meta.loc["valid/patient00008/study1/view2_frontal.jpg", "official_split"] == "valid"
+    assert meta.loc["train/patient00001/study1/view2_frontal.jpg", "sex"] == "F"
+    assert_patient_level(store)
+    assert np.abs(image_of(store, "train/patient00003/study1/view1_frontal.jpg").astype(int) - 40).max() <= 2
+
+
+def test_chexpert_reference_filter_keeps_pa_only(tmp_path):
+    store = prepare(chexpert_root(tmp_path), tmp_path / "out", "chexpert")
+    assert store.domains == ["PA"] and (store.meta["view"] == "PA").all() and len(store) == 9
+
+
+# ----------------------------------------------------------------------------- RSNA
+
+
+def rsna_root(tmp_path: Path) -> Path:
+    root = tmp_path / "rsna"
+    boxes, classes = [], []
+    for i in range(10):
+        pid = f"{i:04x}-rsna"
+        target = int(i % 3 == 0)
+        for _ in range(2 if target else 1):
+            boxes.append({"patientId": pid, "x": 10.0 if target else np.nan, "y": 20.0 if target else np.nan,
+                          "width": 5.0 if target else np.nan, "height": 5.0 if target else np.nan, "Target": target})
+        classes.append({"patientId": pid, "class": "Lung Opacity" if target else "Normal"})
+        stored = np.full((32, 32), 10 * i, dtype=np.uint8)
+        stored[:, :16] = 200
+        write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", stored, 8, PatientSex="F" if i % 2 else "M",
+                    PatientAge=str(30 + i), ViewPosition="AP" if i < 6 else "PA", Modality="CR")
+    pd.DataFrame(boxes).to_csv(root / "stage_2_train_labels.csv", index=False)
+    pd.DataFrame(classes).to_csv(root / "stage_2_detailed_class_info.csv", index=False)
+    return root
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR AS")  # RSNA writes PatientAge as '51', as here
+def test_rsna_label_from_boxes_and_attributes_from_dicom_headers(tmp_path):
+    store = prepare(rsna_root(tmp_path), tmp_path / "out", "rsna")
+    meta = store.meta.set_index("image_id")
+    assert len(store) == 10 and store.domains == ["AP", "PA"]
+    assert meta.loc["0003-rsna", "label"] == 1 and meta.loc["0004-rsna", "label"] == 0
+    assert meta.loc["0003-rsna", "sex"] == "F" and meta.loc["0003-rsna", "age"] == 33
+    assert meta.loc["0007-rsna", "domain"] == 1 and meta.loc["0003-rsna", "class"] == "Lung Opacity"
+    image = image_of(store, "0004-rsna")
+    assert (image[:, :7] == 200).all() and (image[:, 9:] == 40).all()
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR AS")
+def test_rsna_unreadable_header_is_named_or_skipped(tmp_path):
+    root = rsna_root(tmp_path)
+    (root / "stage_2_train_images/0002-rsna.dcm").unlink()
+    with pytest.raises(DatasetError, match="0002-rsna.dcm"):
+        prepare(root, tmp_path / "out", "rsna")
+    store = prepare(root, tmp_path / "out", "rsna", skip_bad=True)
+    assert len(store) == 9 and "0002-rsna" not in set(store.meta["image_id"])
+    bad = pd.read_csv(tmp_path / "out/bad_rows.csv")
+    assert list(bad["image_id"]) == ["0002-rsna"] and list(bad["kind"]) == ["missing file"]
+
+
+# ----------------------------------------------------------------------------- EMBED
+
+EMBED_PREFIX = "/mnt/NAS2/mammo/anon_dicom/"
+
+
+def mammogram(breast_on_left: bool, value: int = 3000) -> np.ndarray:
+    stored = np.zeros((40, 32), dtype=np.uint16)
+    stored[8:32, :14] = value
+    stored[2:4, 26:30] = 4000  # burned-in marker away from the breast
+    return stored if breast_on_left else stored[:, ::-1].copy()
+
+
+def embed_root(tmp_path: Path) -> Path:
+    root = tmp_path / "embed"
+    meta, clinical = [], []
+    models = ["Selenia Dimensions", "Senographe Essential", "Lorad Selenia"]
+    for i in range(12):
+        empi, acc = f"{100 + i // 2}", f"{5000 + i}"
+        side = "R" if i % 2 else "L"
+        rel = f"cohort_1/{empi}/{acc}/1.2.3.{i}.dcm"
+        meta.append({"empi_anon": empi, "acc_anon": acc, "anon_dicom_path": EMBED_PREFIX + rel,
+                     "FinalImageType": "cview" if i == 11 else "2D", "ManufacturerModelName": models[i % 3],
+                     "ViewPosition": "CC", "ImageLateralityFinal": side, "Manufacturer": "HOLOGIC, Inc."})
+        density = [1, 2, 3, 4, 5, np.nan][i % 6] if i < 6 else 1 + i % 4
+        clinical.append({"empi_anon": empi, "acc_anon": acc, "tissueden": density, "age_at_study": 50.5 + i,
+                         "side": side, "GENDER_DESC": "Female"})
+        clinical.append({"empi_anon": empi, "acc_anon": acc, "tissueden": density, "age_at_study": 50.5 + i,
+                         "side": "B", "GENDER_DESC": "Female"})
+        photometric = "MONOCHROME1" if i == 7 else "MONOCHROME2"
+        stored = mammogram(side == "L")
+        if photometric == "MONOCHROME1":
+            stored = (4095 - stored).astype(np.uint16)
+        write_dicom(root / rel, stored, 12, PhotometricInterpretation=photometric, ImageLaterality=side,
+                    WindowCenter=2048, WindowWidth=4096)
+    (root / "tables").mkdir()
+    pd.DataFrame(meta).to_csv(root / "tables/EMBED_OpenData_metadata.csv", index=False)
+    pd.DataFrame(clinical).to_csv(root / "tables/EMBED_OpenData_clinical.csv", index=False)
+    return root
+
+
+def test_embed_2d_only_density_scanner_and_breast_orientation(tmp_path):
+    store = prepare(embed_root(tmp_path), tmp_path / "out", "embed")
+    meta = store.meta.set_index("image_id")
+    # dropped: i=4 (tissueden 5), i=5 (unknown density), i=11 (C-view)
+    assert sorted(meta.index) == sorted(f"1.2.3.{i}" for i in [0, 1, 2, 3, 6, 7, 8, 9, 10])
+    assert store.labels == ["A", "B", "C", "D"]
+    assert store.domains == ["Lorad Selenia", "Selenia Dimensions", "Senographe Essential"]
+    assert meta.loc["1.2.3.2", "label"] == 2 and meta.loc["1.2.3.6", "label"] == 2 and meta.loc["1.2.3.7", "label"] == 3
+    assert meta.loc["1.2.3.1", "domain_name"] == "Senographe Essential" and meta.loc["1.2.3.1", "age"] == 51.5
+    reference = image_of(store, "1.2.3.0")
+    assert reference[3:13, :6].min() > 150 and reference[:, 9:].max() == 0  # breast kept, marker masked
+    for image_id in ["1.2.3.1", "1.2.3.7"]:  # right breasts (one MONOCHROME1) come out like the left one
+        assert np.abs(image_of(store, image_id).astype(int) - reference).max() <= 1
+    assert_patient_level(store)
+    report = pd.read_json(tmp_path / "out/prepare_report.json", typ="series")
+    assert report["filtered"] == {"FinalImageType not in ['2D']": 1, "density unknown or 5 (male / not assessed)": 2}
+
+
+# ----------------------------------------------------------------------------- VinDr-Mammo
+
+
+def vindr_root(tmp_path: Path) -> Path:
+    root = tmp_path / "vindr"
+    notes, meta = [], []
+    models = ["Mammomat Inspiration", "Planmed Nuance"]
+    for i in range(8):
+        study, image = f"study{i // 2}", f"img{i:03d}"
+        side = "R" if i % 2 else "L"
+        notes.append({"study_id": study, "series_id": f"ser{i}", "image_id": image, "laterality": side,
+                      "view_position": "MLO", "height": 40, "width": 32, "breast_birads": "BI-RADS 1",
+                      "breast_density": f"DENSITY {'ABCD'[i % 4]}", "split": "test" if i >= 6 else "training"})
+        meta.append({"Series Instance UID": f"ser{i}", "SOP Instance UID": image, "Patient's Age": f"{40 + i:03d}Y",
+                     "View Position": "MLO", "Image Laterality": side, "Photometric Interpretation": "MONOCHROME2",
+                     "Manufacturer": "SIEMENS" if i % 2 == 0 else "Planmed", "Manufacturer's Model Name": models[i % 2]})
+        write_dicom(root / "images" / study / f"{image}.dicom", mammogram(side == "L"), 12)
+    pd.DataFrame(notes).to_csv(root / "breast-level_annotations.csv", index=False)
+    pd.DataFrame(meta).to_csv(root / "metadata.csv", index=False)
+    return root
+
+
+def test_vindr_density_model_domain_and_ood(tmp_path):
+    store = prepare(vindr_root(tmp_path), tmp_path / "out", "vindr", ood_domains=["Planmed Nuance"], test_fraction=0.5)
+    meta = store.meta.set_index("image_id")
+    assert len(store) == 8 and store.domains == ["Mammomat Inspiration", "Planmed Nuance"]
+    assert [meta.loc[f"img00{i}", "label"] for i in range(4)] == [0, 1, 2, 3]
+    assert meta.loc["img005", "age"] == 45 and meta.loc["img006", "official_split"] == "test"
+    assert set(meta.loc[meta["domain"] == 1, "split"]) <= {"ood_train", "ood_test"}
+    assert np.abs(image_of(store, "img001").astype(int) - image_of(store, "img000")).max() <= 1
+
+
+# ----------------------------------------------------------------------------- generic CSV and bad input
+
+
+def csv_root(tmp_path: Path, n: int = 12) -> Path:
+    root = tmp_path / "any"
+    rows = []
+    for i in range(n):
+        (root / "imgs").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((20, 20), 10 * i, dtype=np.uint8)).save(root / "imgs" / f"{i}.png")
+        rows.append({"file": f"{i}.png", "scanner": ["a", "b", "c"][i % 3], "finding": ["no", "yes"][i % 2],
+                     "subject": f"s{i // 3}", "age_years": str(20 + i), "site": "x"})
+    pd.DataFrame(rows).to_csv(root / "table.csv", index=False)
+    return root
+
+
+CSV_OPTIONS = {"file": "table.csv", "images": "imgs", "path_column": "file", "domain_column": "scanner",
+               "label_column": "finding", "patient_column": "subject", "age_column": "age_years",
+               "extra_columns": ["site"], "labels": ["no", "yes"]}
+
+
+def test_csv_adapter_uses_the_named_columns(tmp_path):
+    store = prepare(csv_root(tmp_path), tmp_path / "out", "csv", csv=CSV_OPTIONS, seed=3)
+    meta = store.meta.set_index("image_id")
+    assert store.domains == ["a", "b", "c"] and store.labels == ["no", "yes"]
+    assert meta.loc["5.png", "label"] == 1 and meta.loc["5.png", "domain"] == 2 and meta.loc["5.png", "age"] == 25
+    assert (meta["site"] == "x").all() and meta.loc["5.png", "path"] == "imgs/5.png"
+    assert (image_of(store, "7.png") == 70).all()
+    assert_patient_level(store)
+
+
+def test_unknown_domain_value_is_an_error_naming_value_and_column(tmp_path):
+    root = csv_root(tmp_path)
+    with pytest.raises(DatasetError, match=r"column 'scanner' holds value\(s\) \['c'\]"):
+        prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS, domains=["a", "b"])
+    store = prepare(root, tmp_path / "out2", "csv", csv=CSV_OPTIONS, domains=["b", "a"], other_domains="drop")
+    assert store.domains == ["b", "a"] and len(store) == 8
+    with pytest.raises(ConfigError, match="ood_domains"):
+        prepare(root, tmp_path / "out3", "csv", csv=CSV_OPTIONS, ood_domains=["z"])
+
+
+def test_csv_empty_cell_is_named(tmp_path):
+    root = csv_root(tmp_path)
+    table = pd.read_csv(root / "table.csv", dtype=str)
+    table.loc[4, "subject"] = ""
+    table.to_csv(root / "table.csv", index=False)
+    with pytest.raises(DatasetError, match="column 'subject' is empty in row 6"):
+        prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS)
+
+
+def test_prepare_presets_are_valid():
+    from cfcl.config import build_config
+    from cfcl.presets import available_presets, resolve_config_path
+
+    names = [p for p in available_presets() if p.startswith("prepare_")]
+    assert {"prepare_padchest", "prepare_chexpert", "prepare_rsna", "prepare_embed", "prepare_vindr"} <= set(names)
+    for name in names:
+        config = build_config(PrepareConfig, resolve_config_path(name))
+        assert name == f"prepare_{config.dataset}"
+
+
+def test_missing_and_corrupt_images_error_or_are_skipped_with_a_report(tmp_path):
+    root = csv_root(tmp_path)
+    (root / "imgs/3.png").unlink()
+    (root / "imgs/8.png").write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match="imgs/3.png"):
+        prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS)
+    assert not (tmp_path / "out/store.json").exists()
+    (root / "imgs/3.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="imgs/3.png: not a readable PNG/JPEG image"):
+        prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS, chunk=4)
+    (root / "imgs/3.png").unlink()
+    store = prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS, skip_bad=True, chunk=5)
+    assert len(store) == 10 and not {"3.png", "8.png"} & set(store.meta["image_id"])
+    assert list(store.meta["index"]) == list(range(10)) and (image_of(store, "9.png") == 90).all()
+    bad = pd.read_csv(tmp_path / "out/bad_rows.csv")
+    assert dict(zip(bad["image_id"], bad["kind"])) == {"3.png": "missing file", "8.png": "unreadable or corrupt image"}
+    report = pd.read_json(tmp_path / "out/prepare_report.json", typ="series")
+    assert report["skipped"] == {"missing file": 1, "unreadable or corrupt image": 1} and report["images"] == 10
+    assert not (tmp_path / "out/.prepare-bad").exists() and not (tmp_path / "out/images.npy.partial").exists()
+
+
+def test_a_killed_prepare_resumes_and_is_never_readable_half_written(tmp_path, monkeypatch):
+    import cfcl.data.prepare as prepare_module
+
+    root = csv_root(tmp_path, n=20)
+    complete = prepare(root, tmp_path / "ref", "csv", csv=CSV_OPTIONS, chunk=4)
+    real = prepare_module.decode_chunk
+    calls = []
+
+    def dies_after_two(paths, *args):
+        calls.append(paths[0])
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(paths, *args)
+
+    monkeypatch.setattr(prepare_module, "decode_chunk", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS, chunk=4)
+    with pytest.raises(StoreError, match="incomplete"):
+        ImageStore.open(tmp_path / "out")
+    calls.clear()
+    monkeypatch.setattr(prepare_module, "decode_chunk", lambda paths, *a: calls.append(paths[0]) or real(paths, *a))
+    resumed = prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS, chunk=4)
+    assert len(calls) == 3  # 5 chunks, 2 were done before the kill
+    assert np.array_equal(np.asarray(resumed.images), np.asarray(complete.images))
+    assert resumed.content_hash == complete.content_hash
+
+
+def test_two_workers_give_the_same_store_as_one(tmp_path):
+    root = csv_root(tmp_path)
+    one = prepare(root, tmp_path / "one", "csv", csv=CSV_OPTIONS, chunk=3)
+    two = prepare(root, tmp_path / "two", "csv", csv=CSV_OPTIONS, chunk=3, workers=2)
+    assert one.content_hash == two.content_hash
+
+
+def test_splits_are_seeded_and_patient_level():
+    patients = pd.Series([f"p{i // 3}" for i in range(300)])
+    first = assign_splits(patients, pd.Series([False] * 300), 7, 0.1, 0.2)
+    assert first.equals(assign_splits(patients, pd.Series([False] * 300), 7, 0.1, 0.2))
+    assert not first.equals(assign_splits(patients, pd.Series([False] * 300), 8, 0.1, 0.2))
+    assert (pd.DataFrame({"p": patients, "s": first}).groupby("p")["s"].nunique() == 1).all()
+    assert first.value_counts().to_dict() == {"train": 210, "test": 60, "val": 30}
+
+
+def test_cli_prepare_with_flags(tmp_path, capsys):
+    root = csv_root(tmp_path)
+    (root / "imgs/2.png").write_bytes(b"broken")
+    options = [f"--set=csv.{k}={v}" for k, v in CSV_OPTIONS.items() if not isinstance(v, list)]
+    argv = ["data", "prepare", "--dataset", "csv", "--root", str(root), "--out", str(tmp_path / "out"),
+            "--size", "[12, 8]", "--workers", "1", *options]
+    assert main(argv) == 2 and "2.png" in capsys.readouterr().err
+    assert main([*argv, "--skip-bad"]) == 0
+    store = ImageStore.open(tmp_path / "out")
+    assert store.size == (12, 8) and len(store) == 11
+    assert main(["data", "prepare", "--dataset", "csv", "--out", str(tmp_path / "x")]) == 2
+    assert "--root" in capsys.readouterr().err
