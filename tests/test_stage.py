@@ -75,3 +75,25 @@ def test_stage_state_tells_interrupted_from_stale(tmp_path):
     assert stage_state(out, Cfg(value=1)) == "interrupted"
     assert stage_state(out, Cfg(value=2)) == "stale"
     assert stage_state(out, Cfg(value=1), "other") == "stale"
+
+
+def test_checkpoints_survive_only_an_interrupted_run_of_the_same_config(tmp_path):
+    out = tmp_path / "s"
+    start_stage("demo", out, Cfg(value=1))
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    start_stage("demo", out, Cfg(value=1))
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    start_stage("demo", out, Cfg(value=2))
+    assert not (out / "checkpoints").exists()
+
+
+def test_store_folders_are_fingerprinted_by_content_hash(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from cfcl.data.store import write_store
+
+    meta = pd.DataFrame({"index": [0], "image_id": ["a"], "patient_id": ["p"], "split": ["train"], "domain": [0], "label": [0]})
+    store = write_store(tmp_path / "store", np.zeros((1, 2, 2), np.uint8), meta, ["A"], ["n"])
+    assert fingerprint(tmp_path / "store") == store.content_hash

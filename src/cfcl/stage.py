@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ from cfcl.errors import StoreError
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
+STORE_INFO = "store.json"
+CHECKPOINTS = "checkpoints"
 
 
 def code_version() -> str:
@@ -52,13 +55,17 @@ def read_manifest(folder: str | Path) -> dict | None:
 
 
 def fingerprint(path: str | Path) -> str:
-    """Content fingerprint of an input: a stage folder's recorded fingerprint, or a file's sha256."""
+    """Content fingerprint of an input: a stage folder's recorded fingerprint, a bare image
+    store's content hash (e.g. ``DATA/true_cf``), or a file's sha256."""
     path = Path(path)
     if path.is_dir():
         manifest = read_manifest(path)
-        if manifest is None or manifest.get("status") != "complete":
-            raise StoreError(f"{path} is not a complete stage output (no complete {MANIFEST})")
-        return manifest["fingerprint"]
+        if manifest is not None and manifest.get("status") == "complete":
+            return manifest["fingerprint"]
+        store_info = path / STORE_INFO
+        if manifest is None and store_info.is_file():
+            return json.loads(store_info.read_text())["content_hash"]
+        raise StoreError(f"{path} is not a complete stage output or image store (no complete {MANIFEST})")
     if path.is_file():
         digest = hashlib.sha256()
         with open(path, "rb") as f:
@@ -171,10 +178,14 @@ def start_stage(
     """Claim ``out`` for a run of stage ``name``; refuses to overwrite a different complete output.
 
     The inputs recorded are every path in ``config`` that exists, plus ``inputs``; each is
-    fingerprinted so that a changed upstream output makes this stage out of date.
+    fingerprinted so that a changed upstream output makes this stage out of date. Checkpoints
+    in ``out`` survive only when ``out`` holds an interrupted run of this very stage and config,
+    so a training loop resumes that run and never another one.
     """
     out = Path(out)
     previous = read_manifest(out)
+    if stage_state(out, config, name) != "interrupted":
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     paths = {**config_inputs(config), **(inputs or {})}
     recorded = {k: {"path": str(v), "fingerprint": fingerprint(v)} for k, v in paths.items()}
     stage = Stage(name, out, config, recorded)

@@ -1,0 +1,156 @@
+"""Scanner (domain) classifiers over ``[B, 1, H, W]`` images in [0, 1].
+
+Two independent ones are trained on real images: the *guide* steers counterfactual
+fine-tuning, the *judge* scores counterfactual quality. They differ in seed and architecture,
+and the judge never guides (DESIGN §6: reusing the guide as judge is circular).
+A classifier is a backbone (a plain CNN here, or one of the contrastive encoders) plus a linear
+head giving one logit per domain of the store, indexed by the store's domain ids.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cfcl import atomic
+from cfcl.contrastive.encoders import ARCHS as ENCODER_ARCHS
+from cfcl.contrastive.encoders import INPUT_MEAN, INPUT_STD, build_encoder
+from cfcl.errors import CheckpointError, ConfigError
+
+CLASSIFIER_FILE = "classifier.pt"
+FORMAT = "cfcl-domain-classifier"
+ARCHS = ("cnn", *ENCODER_ARCHS)
+ROLES = ("guide", "judge")
+
+
+class PlainCNN(nn.Module):
+    """Conv-BN-ReLU-maxpool stages then global average pooling: a quick, non-residual backbone."""
+
+    def __init__(self, widths: tuple[int, ...] | list[int] = (16, 32, 64, 64)):
+        super().__init__()
+        layers, channels = [], 1
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
+            channels = width
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_channels = channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features((x - INPUT_MEAN) / INPUT_STD)
+
+
+class DomainClassifier(nn.Module):
+    """Backbone features -> one logit per domain."""
+
+    def __init__(self, arch: str, n_domains: int, arch_kwargs: dict[str, Any]):
+        super().__init__()
+        self.arch, self.arch_kwargs, self.n_domains = arch, dict(arch_kwargs), n_domains
+        self.backbone = _build_backbone(arch, arch_kwargs)
+        self.head = nn.Linear(self.backbone.out_channels, n_domains)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))
+
+
+def _build_backbone(arch: str, arch_kwargs: dict[str, Any]) -> nn.Module:
+    if arch not in ARCHS:
+        raise ConfigError(f"unknown classifier architecture {arch!r} (expected one of {', '.join(ARCHS)})")
+    if arch == "cnn":
+        try:
+            return PlainCNN(**arch_kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"classifier 'cnn': invalid arguments {arch_kwargs} ({exc})") from None
+    encoder = build_encoder(arch, **arch_kwargs)
+    encoder.out_channels = encoder.feature_dim
+    return encoder
+
+
+def build_classifier(arch: str, n_domains: int, **arch_kwargs: Any) -> DomainClassifier:
+    if n_domains < 2:
+        raise ConfigError(f"a domain classifier needs at least 2 domains, got {n_domains}")
+    return DomainClassifier(arch, n_domains, arch_kwargs)
+
+
+def balanced_class_weights(domains: np.ndarray, n_domains: int) -> torch.Tensor:
+    """Cross-entropy weights ``n / (k * count_d)`` over the k domains present, 0 for absent ones.
+
+    With them every present domain contributes equally to the loss whatever its prevalence.
+    """
+    counts = np.bincount(np.asarray(domains, dtype=np.int64), minlength=n_domains).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_domains)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def classifier_file(path: str | os.PathLike) -> Path:
+    """``path`` itself, or ``path/classifier.pt`` when ``path`` is a (classifier stage) folder."""
+    path = Path(path)
+    return path / CLASSIFIER_FILE if path.is_dir() else path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def save_classifier(path: str | os.PathLike, model: DomainClassifier, info: dict[str, Any]) -> Path:
+    """Write ``classifier.pt``; ``info`` holds role, domains, trained_domains, image_size, seed, metrics."""
+    missing = [k for k in ("role", "domains", "trained_domains", "image_size", "seed") if k not in info]
+    if missing:
+        raise ValueError(f"save_classifier: info lacks {missing}")
+    if info["role"] not in ROLES:
+        raise ValueError(f"save_classifier: role must be one of {ROLES}, got {info['role']!r}")
+    target = classifier_file(path)
+    checkpoint = {
+        **_plain(info),
+        "format": FORMAT,
+        "arch": model.arch,
+        "arch_kwargs": _plain(model.arch_kwargs),
+        "n_domains": int(model.n_domains),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    atomic.torch_save(checkpoint, target)
+    return target
+
+
+def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str, Any]]:
+    """The classifier at ``path`` (file or stage folder) in eval mode, and its info (all but the weights)."""
+    target = classifier_file(path)
+    if not target.is_file():
+        raise CheckpointError(f"classifier checkpoint {target} does not exist")
+    try:
+        checkpoint = torch.load(target, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is the same user error
+        raise CheckpointError(
+            f"classifier checkpoint {target} is corrupt or not a torch checkpoint ({type(exc).__name__})"
+        ) from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"classifier checkpoint {target} is not a cfcl domain classifier (no format {FORMAT!r})")
+    if checkpoint.get("role") not in ROLES:
+        raise CheckpointError(f"classifier checkpoint {target} has role {checkpoint.get('role')!r}, expected one of {ROLES}")
+    try:
+        model = build_classifier(checkpoint["arch"], checkpoint["n_domains"], **checkpoint["arch_kwargs"])
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except (ConfigError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"classifier checkpoint {target} cannot be rebuilt: {exc}") from None
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"classifier checkpoint {target} does not match its architecture {checkpoint['arch']!r}: {first}"
+        ) from None
+    info = {k: v for k, v in checkpoint.items() if k != "state_dict"}
+    return model.eval(), info

@@ -1,0 +1,108 @@
+"""Domain classifiers: class weights, checkpoints (and their errors), the training stage end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cf_stores import make_store
+from cfcl.cli import main
+from cfcl.counterfactual.classifier import (
+    balanced_class_weights,
+    build_classifier,
+    load_classifier,
+    save_classifier,
+)
+from cfcl.errors import CheckpointError, ConfigError
+
+
+def test_class_weights_equalise_domains():
+    weights = balanced_class_weights(np.array([0] * 6 + [1] * 3 + [2]), n_domains=4)
+    # n / (k * count): 10 / (3 * 6), 10 / (3 * 3), 10 / (3 * 1); the absent domain gets 0.
+    assert torch.allclose(weights, torch.tensor([10 / 18, 10 / 9, 10 / 3, 0.0]))
+    counts = torch.tensor([6.0, 3.0, 1.0, 0.0])
+    assert torch.allclose(weights * counts, torch.full((4,), 10 / 3) * (counts > 0))
+
+
+@pytest.mark.parametrize("arch,kwargs", [("cnn", {"widths": [4, 8]}), ("small", {"width": 4, "blocks": [1, 1]})])
+def test_classifier_roundtrip(tmp_path, arch, kwargs):
+    torch.manual_seed(0)
+    model = build_classifier(arch, 3, **kwargs)
+    x = torch.rand(5, 1, 16, 16)
+    model.eval()
+    info = {"role": "judge", "domains": ["a", "b", "c"], "trained_domains": [0, 1, 2], "image_size": [16, 16], "seed": 7}
+    save_classifier(tmp_path, model, info)
+    loaded, loaded_info = load_classifier(tmp_path)
+    assert not loaded.training
+    assert torch.allclose(loaded(x), model(x))
+    assert loaded(x).shape == (5, 3)
+    assert loaded_info["role"] == "judge" and loaded_info["arch"] == arch and loaded_info["seed"] == 7
+
+
+def test_classifier_checkpoint_errors(tmp_path):
+    model = build_classifier("cnn", 3, widths=[4, 8])
+    info = {"role": "guide", "domains": ["a", "b", "c"], "trained_domains": [0, 1, 2], "image_size": [16, 16], "seed": 0}
+    path = save_classifier(tmp_path / "c.pt", model, info)
+
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt") as error:
+        load_classifier(corrupt)
+    assert "\n" not in str(error.value)
+
+    foreign = tmp_path / "encoder.pt"
+    torch.save({"arch": "small", "state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a cfcl domain classifier"):
+        load_classifier(foreign)
+
+    other_arch = torch.load(path, weights_only=True)
+    other_arch["arch"], other_arch["arch_kwargs"] = "small", {"width": 4, "blocks": [1]}
+    torch.save(other_arch, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="does not match its architecture 'small'"):
+        load_classifier(tmp_path / "other.pt")
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_classifier(tmp_path / "missing.pt")
+    with pytest.raises(ConfigError, match="unknown classifier architecture"):
+        build_classifier("vit", 3)
+
+
+def test_cli_trains_guide_and_judge(tmp_path):
+    store = make_store(tmp_path / "store")
+    common = ["--data", str(store.path), "--set", "trainer.max_epochs=8", "--set", "trainer.progress_bar=false",
+              "--set", "batch_size=16", "--set", "lr=0.01"]
+    assert main(["cf", "classifier", "--config", "cf_guide", "--out", str(tmp_path / "guide"), *common,
+                 "--set", "arch_kwargs.widths=[8,16]"]) == 0
+    assert main(["cf", "classifier", "--config", "cf_judge", "--out", str(tmp_path / "judge"), *common,
+                 "--set", "arch_kwargs.width=4"]) == 0
+
+    guide, guide_info = load_classifier(tmp_path / "guide")
+    judge, judge_info = load_classifier(tmp_path / "judge")
+    assert (guide_info["role"], judge_info["role"]) == ("guide", "judge")
+    assert guide_info["arch"] != judge_info["arch"] and guide_info["seed"] != judge_info["seed"]
+    assert guide_info["domains"] == ["major", "middle", "rare", "ood"] and guide_info["trained_domains"] == [0, 1, 2]
+    # gamma curves are trivially separable: both must beat chance (1/3) by far on held-out images
+    for info in (guide_info, judge_info):
+        assert info["val_balanced_accuracy"] >= 0.8 and info["test_balanced_accuracy"] >= 0.8
+    manifest = json.loads((tmp_path / "judge" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["metrics"]["val"]["balanced_accuracy"] == judge_info["val_balanced_accuracy"]
+
+    # same config and seed -> same weights
+    assert main(["cf", "classifier", "--config", "cf_guide", "--out", str(tmp_path / "guide2"), *common,
+                 "--set", "arch_kwargs.widths=[8,16]"]) == 0
+    again, _ = load_classifier(tmp_path / "guide2")
+    for a, b in zip(guide.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_cli_classifier_bad_input(tmp_path, capsys):
+    assert main(["cf", "classifier", "--out", str(tmp_path / "c")]) == 2
+    assert "--data" in capsys.readouterr().err
+    assert main(["cf", "classifier", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    store = make_store(tmp_path / "store")
+    assert main(["cf", "classifier", "--data", str(store.path), "--set", "val_split=nope", "--out", str(tmp_path / "c")]) == 2
+    assert "split(s) nope" in capsys.readouterr().err
