@@ -1,0 +1,1 @@
+"""Evaluation: linear probes, fine-tuning, metrics with intervals, embedding analysis (DESIGN §5)."""

@@ -1,0 +1,276 @@
+"""The ``cfcl evaluate`` stage: probes, fine-tuning and baselines over label fractions and seeds.
+
+Writes into ``out``: ``metrics.csv`` (long format, see :mod:`cfcl.evaluation.results`),
+``gains.csv`` (AUROC gain over the reference method with paired bootstrap intervals),
+``domain_predictability.csv``, ``tsne/<method>.csv`` + ``tsne_<method>.png``, ``notes.txt``
+(everything skipped and why), ``features/`` (cached frozen features) and ``finetune/``
+(one Lightning run folder per fine-tuning: logs and ``test_prob.npy``; its checkpoints are
+deleted once the test predictions are saved, and a run with saved predictions is not repeated).
+
+Protocols: ``linear`` probes trained on ID labels are tested on ID ``test`` (test_set ``id``)
+and probes trained on ``ood_train`` labels on ``ood_test`` (test_set ``ood``, the reference
+protocol); ``transfer`` applies the ID probe unchanged to ``ood_test``; ``finetune`` trains
+encoder and head on ID labels (test_set ``id``) and, if enabled, on ``ood_train`` (test_set ``ood``).
+A label fraction too small to hold every class is skipped with a line in ``notes.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cfcl import atomic
+from cfcl.config import config_hash
+from cfcl.contrastive.encoders import build_encoder, encoder_file, load_encoder
+from cfcl.data.store import ImageStore
+from cfcl.errors import CheckpointError, ConfigError
+from cfcl.evaluation import embeddings
+from cfcl.evaluation.config import EvaluateConfig
+from cfcl.evaluation.features import cache_key, cached, extract_features, resolve_device, save_array
+from cfcl.evaluation.finetune import finetune, predict
+from cfcl.evaluation.metrics import MetricError
+from cfcl.evaluation.probe import class_probabilities, fit_probe
+from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS, Prediction, as_frame, gain_rows, metric_rows
+from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
+from cfcl.report.figures import save_png, tsne_figure
+from cfcl.stage import fingerprint, is_up_to_date, start_stage
+
+STAGE = "evaluate"
+RANDOM = "random"
+SUPERVISED = "supervised"
+PREDICTABILITY_COLUMNS = ["method", "seed", "balanced_accuracy", "std", "chance", "n_domains", "n_per_domain"]
+ID_TRAIN, ID_VAL, ID_TEST, OOD_TRAIN, OOD_TEST = "train", "val", "test", "ood_train", "ood_test"
+
+
+@dataclass
+class EncoderRef:
+    """A pretrained encoder (``path``) or a random initialisation (``path`` None) of ``info``'s architecture."""
+
+    method: str
+    seed: int
+    info: dict
+    path: Path | None = None
+
+    def key(self, store: ImageStore) -> str:
+        """Identifies the weights (checkpoint content, or architecture + seed) and the store's content."""
+        if self.path is None:
+            arch = json.dumps([self.info["arch"], self.info["arch_kwargs"]], sort_keys=True)
+            return cache_key(self.method, arch, str(self.seed), torch.__version__, store.content_hash)
+        return cache_key(fingerprint(encoder_file(self.path)), store.content_hash)
+
+    def features(self, store: ImageStore, cache: Path, batch_size: int, device: torch.device) -> np.ndarray:
+        """Frozen features of every store image, cached under :meth:`key`."""
+        return cached(cache, self.key(store), lambda: extract_features(self.build(), store.images, batch_size, device))
+
+    def build(self) -> torch.nn.Module:
+        if self.path is not None:
+            return load_encoder(self.path)[0]
+        torch.manual_seed(self.seed)
+        return build_encoder(self.info["arch"], **self.info["arch_kwargs"])
+
+
+def load_encoders(paths: list[Path], store: ImageStore) -> dict[str, dict[int, EncoderRef]]:
+    """``{method: {pretraining seed: encoder}}``; every checkpoint must fit the store's images."""
+    methods: dict[str, dict[int, EncoderRef]] = {}
+    for path in paths:
+        _, info = load_encoder(path)
+        target = encoder_file(path)
+        if tuple(info["image_size"]) != tuple(store.size):
+            h, w = info["image_size"]
+            raise CheckpointError(
+                f"encoder checkpoint {target} was trained on {h}x{w} images; store {store.path} holds "
+                f"{store.size[0]}x{store.size[1]}"
+            )
+        method, seed = str(info["method"]), int(info["seed"])
+        if method in (RANDOM, SUPERVISED):
+            raise ConfigError(f"encoder {target}: method name {method!r} is reserved for a baseline")
+        if seed in methods.get(method, {}):
+            raise ConfigError(f"encoders {methods[method][seed].path} and {path} are both {method} seed {seed}")
+        methods.setdefault(method, {})[seed] = EncoderRef(method, seed, info, Path(path))
+    return methods
+
+
+def encoder_for_seed(encoders: dict[int, EncoderRef], seed: int) -> EncoderRef:
+    """The encoder pretrained with ``seed`` if there is one, else the one with the lowest seed."""
+    return encoders.get(seed, encoders[min(encoders)])
+
+
+def _open_inputs(config: EvaluateConfig) -> tuple[ImageStore, dict[str, dict[int, EncoderRef]]]:
+    if config.data is None:
+        raise ConfigError("evaluate: 'data' is not set (pass --data STORE)")
+    if not config.encoders:
+        raise ConfigError("evaluate: no encoder given (pass --encoder PRETRAIN_FOLDER, repeatable)")
+    store = ImageStore.open(config.data)
+    for split in (ID_TRAIN, ID_TEST):
+        if len(store.indices(split)) == 0:
+            raise ConfigError(f"image store {store.path} has no '{split}' images")
+    for split in (ID_TEST, OOD_TEST):
+        present = np.unique(store.meta["label"].to_numpy()[store.indices(split)])
+        if len(store.indices(split)) and len(present) < 2:
+            raise MetricError(
+                f"image store {store.path}: split '{split}' holds a single label {present.tolist()}; AUROC is undefined"
+            )
+    return store, load_encoders(config.encoders, store)
+
+
+class Evaluation:
+    """One evaluation run: shared inputs, collected predictions and notes."""
+
+    def __init__(self, config: EvaluateConfig, store: ImageStore, out: Path):
+        self.config, self.store, self.out = config, store, out
+        self.device = resolve_device(config.device)
+        self.labels = store.meta["label"].to_numpy()
+        self.domains = store.meta["domain"].to_numpy()
+        self.n_classes = len(store.labels)
+        self.rows = {s: store.indices(s) for s in (ID_TRAIN, ID_VAL, ID_TEST, OOD_TRAIN, OOD_TEST)}
+        self.predictions: list[Prediction] = []
+        self.notes: list[str] = []
+
+    def subset(self, split: str, fraction: float, seed: int) -> np.ndarray | None:
+        if len(self.rows[split]) == 0:
+            return None
+        try:
+            return labelled_subset(self.store.meta, self.rows[split], fraction, seed, split)
+        except SubsetTooSmall as exc:
+            self.notes.append(f"seed {seed}: skipped: {exc}")
+            return None
+
+    def record(self, method: str, seed: int, protocol: str, fraction: float, test_set: str, rows: np.ndarray, prob: np.ndarray) -> None:
+        self.predictions.append(
+            Prediction(method, seed, protocol, fraction, test_set, self.labels[rows], self.domains[rows], prob)
+        )
+
+    def linear(self, method: str, seed: int, features: np.ndarray, fraction: float) -> None:
+        """ID probe -> ID test (linear) and OOD test (transfer); OOD probe -> OOD test (linear)."""
+        probe_cfg = self.config.probe
+        test, ood_test = self.rows[ID_TEST], self.rows[OOD_TEST]
+        train = self.subset(ID_TRAIN, fraction, seed)
+        if train is not None:
+            probe = fit_probe(features[train], self.labels[train], probe_cfg.C, probe_cfg.max_iter, seed)
+            self.record(method, seed, "linear", fraction, "id", test, class_probabilities(probe, features[test], self.n_classes))
+            if len(ood_test):
+                prob = class_probabilities(probe, features[ood_test], self.n_classes)
+                self.record(method, seed, "transfer", fraction, "ood", ood_test, prob)
+        ood_train = self.subset(OOD_TRAIN, fraction, seed)
+        if ood_train is not None and len(ood_test):
+            probe = fit_probe(features[ood_train], self.labels[ood_train], probe_cfg.C, probe_cfg.max_iter, seed)
+            self.record(method, seed, "linear", fraction, "ood", ood_test, class_probabilities(probe, features[ood_test], self.n_classes))
+
+    def finetune(self, ref: EncoderRef, method: str, seed: int, fraction: float) -> None:
+        """Fine-tune on ID labels (validation: the ID val split) and, if enabled, on OOD labels."""
+        cfg = self.config.finetune
+        plans = [("id", self.subset(ID_TRAIN, fraction, seed), self.rows[ID_VAL], self.rows[ID_TEST])]
+        if cfg.ood and len(self.rows[OOD_TEST]):
+            ood = self.subset(OOD_TRAIN, fraction, seed)
+            split = None
+            if ood is not None:
+                try:
+                    split = patient_holdout(self.store.meta, ood, cfg.ood_val_fraction, seed)
+                except SubsetTooSmall as exc:
+                    self.notes.append(f"{method} seed {seed} fraction {fraction:g}: OOD fine-tuning skipped: {exc}")
+            if split is not None:
+                plans.append(("ood", split[0], split[1], self.rows[OOD_TEST]))
+        for test_set, train, val, test in plans:
+            if train is None:
+                continue
+            if len(np.unique(self.labels[val])) < 2:
+                self.notes.append(f"{method} seed {seed}: fine-tuning on {test_set} skipped: validation set holds a single class")
+                continue
+            key = cache_key(ref.key(self.store), config_hash(cfg))
+            run_dir = self.out / "finetune" / f"{method}-s{seed}-f{fraction:g}-{test_set}-{key}"
+            result = run_dir / "test_prob.npy"
+            if result.is_file():
+                prob = np.load(result)
+            else:
+                model = finetune(ref.build().train(), self.store.images, self.labels, train, val, self.n_classes, cfg, run_dir, seed)
+                prob = predict(model, self.store.images, test, self.config.batch_size, self.device)
+                save_array(result, prob)
+                for folder in ("checkpoints", "best"):
+                    shutil.rmtree(run_dir / folder, ignore_errors=True)
+            self.record(method, seed, "finetune", fraction, test_set, test, prob)
+
+    def embedding_rows(self, method: str, seed: int, features: np.ndarray) -> dict:
+        """Domain predictability on equal numbers of images per domain, and a t-SNE map."""
+        cfg = self.config.embeddings
+        pool = self.store.indices(cfg.split)
+        chosen = pool[embeddings.equal_per_domain(self.domains[pool], cfg.per_domain, seed)]
+        n_domains = len(np.unique(self.domains[chosen]))
+        mean, std = embeddings.domain_predictability(features[chosen], self.domains[chosen], cfg.pca_dim, cfg.folds, seed)
+        shown = chosen[np.random.default_rng(seed).permutation(len(chosen))[: cfg.tsne_points]]
+        xy = embeddings.tsne_map(features[shown], cfg.perplexity, seed)
+        table = pd.DataFrame({
+            "x": xy[:, 0], "y": xy[:, 1],
+            "domain": [self.store.domains[d] for d in self.domains[shown]],
+            "label": [self.store.labels[c] for c in self.labels[shown]],
+        })
+        atomic.write_text(self.out / "tsne" / f"{method}.csv", table.to_csv(index=False))
+        save_png(tsne_figure(table, method), self.out / f"tsne_{method}.png")
+        return dict(
+            method=method, seed=seed, balanced_accuracy=mean, std=std, chance=1 / n_domains,
+            n_domains=n_domains, n_per_domain=len(chosen) // n_domains,
+        )
+
+
+def run(config: EvaluateConfig, out: Path, force: bool = False) -> None:
+    """Run every probe, fine-tuning and embedding analysis the config asks for into ``out``."""
+    out = Path(out)
+    store, methods = _open_inputs(config)
+    if not force and is_up_to_date(out, config, STAGE):
+        print(f"{out}: evaluation is up to date (same config and inputs); nothing to do")
+        return
+    stage = start_stage(STAGE, out, config, force=force)
+    ev = Evaluation(config, store, out)
+    first = next(iter(methods.values()))
+    architecture = first[min(first)].info
+    if config.random_baseline:
+        methods[RANDOM] = {s: EncoderRef(RANDOM, s, architecture) for s in config.seeds}
+
+    tic = time.time()
+    for method, encoders in methods.items():
+        for seed in config.seeds:
+            features = encoder_for_seed(encoders, seed).features(store, out / "features", config.batch_size, ev.device)
+            for fraction in config.label_fractions:
+                ev.linear(method, seed, features, fraction)
+    stage.timed("linear", time.time() - tic)
+
+    tic = time.time()
+    tuned = {m: e for m, e in methods.items() if m != RANDOM} if config.finetune.enabled else {}
+    if config.finetune.supervised:
+        tuned[SUPERVISED] = {s: EncoderRef(SUPERVISED, s, architecture) for s in config.seeds}
+    for method, encoders in tuned.items():
+        for seed in config.seeds:
+            for fraction in config.label_fractions:
+                ev.finetune(encoder_for_seed(encoders, seed), method, seed, fraction)
+    stage.timed("finetune", time.time() - tic)
+
+    tic = time.time()
+    predictability = []
+    if config.embeddings.enabled:
+        for method, encoders in methods.items():
+            ref = encoders[min(encoders)]
+            predictability.append(ev.embedding_rows(method, ref.seed, ref.features(store, out / "features", config.batch_size, ev.device)))
+    stage.timed("embeddings", time.time() - tic)
+
+    tic = time.time()
+    rows = []
+    for pred in ev.predictions:
+        rows += metric_rows(pred, store.domains, config.n_boot, config.ci_level, ev.notes)
+    gains = gain_rows(ev.predictions, config.reference_method, store.domains, config.n_boot, config.ci_level)
+    metrics = as_frame(rows, COLUMNS)
+    atomic.write_text(out / "metrics.csv", metrics.to_csv(index=False))
+    atomic.write_text(out / "gains.csv", as_frame(gains, GAIN_COLUMNS).to_csv(index=False))
+    atomic.write_text(out / "domain_predictability.csv", pd.DataFrame(predictability, columns=PREDICTABILITY_COLUMNS).to_csv(index=False))
+    notes = list(dict.fromkeys(ev.notes))
+    atomic.write_text(out / "notes.txt", "".join(f"{n}\n" for n in notes))
+    stage.timed("metrics", time.time() - tic)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"evaluation: {len(metrics)} metric rows for {len(set(metrics['method']))} methods -> {out / 'metrics.csv'}")
+    stage.finish(n_rows=len(metrics), notes=notes)

@@ -1,0 +1,120 @@
+"""Full fine-tuning of an encoder plus a linear head, early stopping on validation AUROC.
+
+The Lightning module only wires the encoder, the class-weighted cross-entropy and the
+validation AUROC (:func:`cfcl.evaluation.metrics.auroc`); the trainer comes from
+:func:`cfcl.training.make_trainer`, so checkpoints, resume, devices and precision behave as
+in every other stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from cfcl.evaluation.config import FinetuneConfig
+from cfcl.evaluation.features import image_batch
+from cfcl.evaluation.metrics import auroc
+from cfcl.training import last_checkpoint, make_trainer
+
+VAL_METRIC = "val_auroc"
+
+
+class StoreRows(Dataset):
+    """``(image [1, H, W] float32 in [0, 1], label)`` for the given store rows."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, rows: np.ndarray):
+        self.images, self.labels, self.rows = images, labels, np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        row = self.rows[i]
+        return image_batch(self.images, np.array([row]), torch.device("cpu"))[0], int(self.labels[row])
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """``n / (n_classes * count)`` per class (scikit-learn's "balanced"); absent classes get 0."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    weights = np.where(counts > 0, len(labels) / (np.count_nonzero(counts) * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+class FinetuneModule(L.LightningModule):
+    """Encoder + linear head trained end to end."""
+
+    def __init__(self, encoder: nn.Module, n_classes: int, weights: torch.Tensor, lr: float, weight_decay: float):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(encoder.feature_dim, n_classes)
+        self.register_buffer("class_weights", weights)
+        self.lr, self.weight_decay = lr, weight_decay
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, weight=self.class_weights)
+        self.log("train_loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self._val.append((self(x).float().softmax(-1), y))
+
+    def on_validation_epoch_end(self):
+        prob = self.all_gather(torch.cat([p for p, _ in self._val])).reshape(-1, self.head.out_features)
+        y = self.all_gather(torch.cat([t for _, t in self._val])).reshape(-1)
+        self._val.clear()
+        self.log(VAL_METRIC, auroc(y.cpu().numpy(), prob.cpu().numpy(), name="validation"), prog_bar=True, sync_dist=False)
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+
+
+def finetune(
+    encoder: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    train_rows: np.ndarray,
+    val_rows: np.ndarray,
+    n_classes: int,
+    cfg: FinetuneConfig,
+    out: Path,
+    seed: int,
+) -> FinetuneModule:
+    """Train on ``train_rows``, stop when validation AUROC stalls; returns the best epoch's model."""
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = FinetuneModule(encoder, n_classes, class_weights(labels[train_rows], n_classes), cfg.lr, cfg.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    loader = dict(batch_size=cfg.batch_size, num_workers=cfg.trainer.num_workers)
+    train = DataLoader(StoreRows(images, labels, train_rows), shuffle=True, generator=generator, **loader)
+    val = DataLoader(StoreRows(images, labels, val_rows), shuffle=False, **loader)
+    best = ModelCheckpoint(dirpath=out / "best", filename="best", monitor=VAL_METRIC, mode="max", save_top_k=1)
+    stop = EarlyStopping(monitor=VAL_METRIC, mode="max", patience=cfg.patience)
+    trainer = make_trainer(cfg.trainer, out, callbacks=[best, stop], num_sanity_val_steps=0)
+    trainer.fit(model, train, val, ckpt_path=last_checkpoint(out))
+    if best.best_model_path:
+        state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict(state)
+    return model.eval()
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+    """``[len(rows), n_classes]`` softmax probabilities."""
+    model.eval().to(device)
+    chunks = [
+        model(image_batch(images, rows[s : s + batch_size], device)).float().softmax(-1).cpu().numpy()
+        for s in range(0, len(rows), batch_size)
+    ]
+    return np.concatenate(chunks)

@@ -1,0 +1,122 @@
+"""Classification metrics and their bootstrap intervals, as pure functions over numpy arrays.
+
+AUROC is computed from ranks (Mann-Whitney U), which vectorises over bootstrap resamples;
+it equals scikit-learn's ``roc_auc_score`` (binary) and its macro one-vs-rest average
+(several classes). Bootstrap resamples are drawn within each class, so every resample holds
+every class of the test set and the metric is always defined.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from cfcl.errors import CfclError
+
+
+class MetricError(CfclError):
+    """A metric is undefined on the given test set (e.g. AUROC with a single class)."""
+
+
+def _check_classes(y: np.ndarray, n_classes: int, name: str) -> None:
+    present = np.unique(y)
+    if len(present) < 2:
+        raise MetricError(
+            f"test set '{name}' holds a single class ({present.tolist()}): AUROC is undefined"
+        )
+    if present.min() < 0 or present.max() >= n_classes:
+        raise MetricError(f"test set '{name}': labels {present.tolist()} outside 0..{n_classes - 1}")
+
+
+def binary_auroc(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """AUROC of ``score`` for boolean ``positive`` along the last axis (ties count one half)."""
+    ranks = rankdata(score, axis=-1)
+    n_pos = positive.sum(axis=-1)
+    n_neg = positive.shape[-1] - n_pos
+    rank_sum = np.where(positive, ranks, 0.0).sum(axis=-1)
+    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def auroc(y: np.ndarray, prob: np.ndarray, name: str = "test") -> float:
+    """ROC-AUC; with more than two classes, the macro average of one-vs-rest AUROCs.
+
+    ``prob`` is ``[N, n_classes]``; binary uses column 1.
+    """
+    y, prob = np.asarray(y), np.asarray(prob, dtype=np.float64)
+    _check_classes(y, prob.shape[1], name)
+    return float(_auroc_rows(y[None], prob[None])[0])
+
+
+def _auroc_rows(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """AUROC of each row of ``y [R, N]`` with scores ``prob [R, N, C]``."""
+    n_classes = prob.shape[-1]
+    if n_classes == 2:
+        return binary_auroc(y == 1, prob[..., 1])
+    per_class = [binary_auroc(y == c, prob[..., c]) for c in range(n_classes) if (y[0] == c).any()]
+    return np.mean(per_class, axis=0)
+
+
+def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y`` (scikit-learn's definition)."""
+    return float(_balanced_accuracy_rows(np.asarray(y)[None], np.asarray(pred)[None])[0])
+
+
+def _balanced_accuracy_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    recalls = [((pred == c) & (y == c)).sum(-1) / (y == c).sum(-1) for c in np.unique(y[0])]
+    return np.mean(recalls, axis=0)
+
+
+def stratified_resamples(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``[n_boot, N]`` indices, each row resampling every class with replacement at its own size."""
+    y = np.asarray(y)
+    rows = np.empty((n_boot, len(y)), dtype=np.int64)
+    start = 0
+    for c in np.unique(y):
+        members = np.flatnonzero(y == c)
+        rows[:, start : start + len(members)] = rng.choice(members, size=(n_boot, len(members)))
+        start += len(members)
+    return rows
+
+
+def bootstrap_ci(
+    y: np.ndarray, prob: np.ndarray, n_boot: int = 200, level: float = 0.95, seed: int = 0
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of AUROC and balanced accuracy (class-stratified resamples)."""
+    y, prob = np.asarray(y), np.asarray(prob, dtype=np.float64)
+    idx = stratified_resamples(y, n_boot, np.random.default_rng(seed))
+    yb, pb = y[idx], prob[idx]
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for name, values in (
+        ("auroc", _auroc_rows(yb, pb)),
+        ("balanced_accuracy", _balanced_accuracy_rows(yb, pb.argmax(-1))),
+    ):
+        low, high = np.percentile(values, [tail, 100 - tail])
+        out[name] = (float(low), float(high))
+    return out
+
+
+def paired_gain_ci(
+    y: np.ndarray,
+    prob: list[np.ndarray],
+    reference: list[np.ndarray],
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Gain in AUROC of one method over a reference on the same test set, averaged over seeds.
+
+    ``prob[s]`` and ``reference[s]`` are the scores of seed ``s``; each bootstrap resample of
+    the test images is shared by all seeds and both methods (paired), so the interval reflects
+    test-set sampling of the seed-averaged gain.
+    """
+    y = np.asarray(y)
+    idx = stratified_resamples(y, n_boot, np.random.default_rng(seed))
+    gain = np.mean([auroc(y, p) - auroc(y, r) for p, r in zip(prob, reference)])
+    boot = np.mean(
+        [_auroc_rows(y[idx], np.asarray(p)[idx]) - _auroc_rows(y[idx], np.asarray(r)[idx]) for p, r in zip(prob, reference)],
+        axis=0,
+    )
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    return float(gain), float(low), float(high)

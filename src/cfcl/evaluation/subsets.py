@@ -1,0 +1,59 @@
+"""Label-fraction subsets of a training split, stratified by domain and label, seeded."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+class SubsetTooSmall(Exception):
+    """The requested fraction leaves out a class; the caller skips it and records why."""
+
+
+def labelled_subset(
+    meta: pd.DataFrame, rows: np.ndarray, fraction: float, seed: int, split: str = "train"
+) -> np.ndarray:
+    """Sorted rows: ``round(fraction * n)`` random images of every (domain, label) group.
+
+    The same seed and fraction always give the same subset, whatever encoder is evaluated, so
+    methods are compared on identical labels. Raises :class:`SubsetTooSmall` when the subset
+    lacks a class that ``rows`` holds.
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng([seed, round(fraction * 1_000_000)])
+    table = meta.iloc[rows][["domain", "label"]].assign(row=rows)
+    chosen = []
+    for _, group in table.groupby(["domain", "label"], sort=True):
+        take = int(round(fraction * len(group)))
+        chosen.append(rng.choice(group["row"].to_numpy(), size=take, replace=False))
+    subset = np.sort(np.concatenate(chosen)) if chosen else np.array([], dtype=np.int64)
+    missing = sorted(set(table["label"]) - set(meta["label"].to_numpy()[subset]))
+    if missing:
+        raise SubsetTooSmall(
+            f"label fraction {fraction:g} of split '{split}' ({len(rows)} images) holds no image of "
+            f"label(s) {missing}"
+        )
+    return subset
+
+
+def patient_holdout(
+    meta: pd.DataFrame, rows: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(train, val)`` rows: about ``fraction`` held out for validation, no patient in both.
+
+    Folds are stratified by label as far as the patient grouping allows. Raises
+    :class:`SubsetTooSmall` when the validation rows would hold a single class.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    labels = meta["label"].to_numpy()[rows]
+    groups = meta["patient_id"].astype(str).to_numpy()[rows]
+    n_splits = max(2, round(1 / fraction))
+    if len(np.unique(labels)) < 2 or len(np.unique(groups)) < n_splits:
+        raise SubsetTooSmall(f"{len(rows)} images are too few to hold out a validation part holding every class")
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    train, val = next(folds.split(rows, labels, groups))
+    if len(np.unique(labels[val])) < 2:
+        raise SubsetTooSmall(f"the validation part held out of {len(rows)} images holds a single class")
+    return np.sort(rows[train]), np.sort(rows[val])

@@ -1,0 +1,1 @@
+"""Run report: figures, summary.md and a self-contained index.html."""

@@ -1,0 +1,151 @@
+"""Report figures, drawn with matplotlib's object API (no pyplot state, no display needed)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from cfcl import atomic
+
+DPI = 100
+LINESTYLE = {"linear": "-", "transfer": "-", "finetune": "--"}
+
+
+def method_colours(methods) -> dict[str, str]:
+    """The same colour for a method in every panel."""
+    return {m: f"C{i % 10}" for i, m in enumerate(sorted(set(methods)))}
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def save_png(fig: Figure, path: str | Path) -> bytes:
+    """Write ``fig`` as a PNG atomically; returns the bytes written."""
+    data = png_bytes(fig)
+    atomic.write_bytes(path, data)
+    return data
+
+
+def _scatter_by(ax, table: pd.DataFrame, column: str, title: str) -> None:
+    for value, group in table.groupby(column, sort=True):
+        ax.scatter(group["x"], group["y"], s=6, alpha=0.7, label=str(value))
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=7, markerscale=2, loc="best")
+
+
+def tsne_figure(table: pd.DataFrame, method: str) -> Figure:
+    """Two t-SNE panels of the same points (columns x, y, domain, label): by domain and by label."""
+    fig = Figure(figsize=(9, 4.2))
+    left, right = fig.subplots(1, 2)
+    _scatter_by(left, table, "domain", f"{method}: coloured by domain")
+    _scatter_by(right, table, "label", f"{method}: coloured by label")
+    fig.tight_layout()
+    return fig
+
+
+def test_columns(metrics: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """``(column name, test_set, domain)`` of the headline test sets present, ID first.
+
+    Domains keep their order in ``metrics`` (the evaluation writes them in store order).
+    """
+    present = metrics[["test_set", "domain"]].drop_duplicates()
+    id_domains = [d for d in present.loc[present["test_set"] == "id", "domain"] if d != "all"]
+    columns = [("ID", "id", "all"), *[(f"ID {d}", "id", d) for d in id_domains], ("OOD (own labels)", "ood", "all")]
+    return [c for c in columns if ((present["test_set"] == c[1]) & (present["domain"] == c[2])).any()]
+
+
+def seed_summary(metrics: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
+    """Mean, std (over seeds; 0 for one seed) and seed count per method/protocol/fraction/test set/domain."""
+    keys = ["method", "protocol", "label_fraction", "test_set", "domain"]
+    values = metrics[metrics["metric"] == metric]
+    summary = values.groupby(keys)["value"].agg(["mean", "std", "count"]).reset_index()
+    summary["std"] = summary["std"].fillna(0.0)
+    return summary
+
+
+def auroc_vs_fraction(metrics: pd.DataFrame) -> Figure:
+    """AUROC (mean ± std over seeds) against label fraction, one panel per test set."""
+    summary = seed_summary(metrics)
+    panels = [(name, t, d, False) for name, t, d in test_columns(metrics)]
+    if (summary["protocol"] == "transfer").any():
+        panels.append(("OOD, direct transfer", "ood", "all", True))
+    n, cols = len(panels), min(len(panels), 3)
+    rows = int(np.ceil(n / cols))
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colours = method_colours(summary["method"])
+    fractions = sorted(summary["label_fraction"].unique() * 100)
+    for ax, (name, test_set, domain, transfer) in zip(axes, panels):
+        part = summary[(summary["test_set"] == test_set) & (summary["domain"] == domain)]
+        part = part[(part["protocol"] == "transfer") == transfer]
+        for (method, protocol), line in part.groupby(["method", "protocol"], sort=True):
+            line = line.sort_values("label_fraction")
+            ax.errorbar(line["label_fraction"] * 100, line["mean"], yerr=line["std"], marker="o", capsize=3,
+                        color=colours[method], ls=LINESTYLE.get(protocol, "-"), label=f"{method} ({protocol})")
+        ax.set_xscale("log")
+        ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+        ax.minorticks_off()
+        ax.set_title(name)
+        ax.set_xlabel("label fraction (%)")
+        ax.set_ylabel("AUROC")
+        ax.grid(alpha=0.3)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def gain_figure(gains: pd.DataFrame, colours: dict[str, str] | None = None) -> Figure:
+    """AUROC gain over the reference per domain, with paired-bootstrap intervals; one panel per protocol x fraction.
+
+    ``colours``: method colours shared with the other figures (default: from the methods shown).
+    """
+    panels = gains[["protocol", "label_fraction"]].drop_duplicates().sort_values(["protocol", "label_fraction"])
+    n = len(panels)
+    fig = Figure(figsize=(max(5.0, 1.3 * gains["domain"].nunique() + 3), 2.8 * n))
+    axes = fig.subplots(n, 1, squeeze=False).ravel()
+    methods = sorted(gains["method"].unique())
+    colours = colours or method_colours(methods)
+    width = 0.8 / max(1, len(methods))
+    for ax, (_, panel) in zip(axes, panels.iterrows()):
+        part = gains[(gains["protocol"] == panel["protocol"]) & (gains["label_fraction"] == panel["label_fraction"])]
+        groups = list(dict.fromkeys(f"{r.test_set}/{r.domain}" for r in part.itertuples()))
+        for i, method in enumerate(methods):
+            rows = part[part["method"] == method]
+            x = [groups.index(f"{r.test_set}/{r.domain}") + (i - (len(methods) - 1) / 2) * width for r in rows.itertuples()]
+            err = np.vstack([rows["gain"] - rows["ci_low"], rows["ci_high"] - rows["gain"]])
+            ax.errorbar(x, rows["gain"], yerr=err, fmt="o", capsize=3, color=colours[method], label=method)
+        ax.axhline(0, color="grey", lw=1)
+        ax.set_xticks(range(len(groups)), groups, fontsize=8)
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        reference = part["reference"].iloc[0] if len(part) else ""
+        ax.set_title(f"{panel['protocol']}, {panel['label_fraction'] * 100:g}% labels: AUROC gain over {reference}")
+        ax.set_ylabel("AUROC gain")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def predictability_figure(table: pd.DataFrame) -> Figure:
+    """Domain predictability per method (lower is more domain-invariant), with the chance level."""
+    fig = Figure(figsize=(max(4.0, 0.9 * len(table) + 2), 3.4))
+    ax = fig.subplots()
+    ax.bar(table["method"], table["balanced_accuracy"], yerr=table["std"], capsize=4, color="tab:blue")
+    ax.axhline(float(table["chance"].iloc[0]), color="tab:red", ls="--", label="chance")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("domain balanced accuracy")
+    ax.set_title("Domain predictability from frozen features")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,265 @@
+"""``cfcl report RUN_DIR``: gather what a run folder holds into ``index.html``, ``summary.md`` and figures.
+
+A partial run gets a partial report: every section shows what exists and names what is absent.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from cfcl import atomic
+from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS
+from cfcl.report import figures
+from cfcl.report.html import Block, Section, render_page
+from cfcl.report.summary import ReportError, headline_fractions, headline_table, markdown_table
+from cfcl.stage import CONFIG, read_manifest
+
+EXPECTED_STAGES = ("data", "cf_model", "cf_store", "cf_quality", "pretrain", "eval")
+CF_QUALITY = "cf_quality.json"
+
+
+@dataclass
+class Report:
+    """Sections for the HTML page, markdown lines, and the figures to write under ``figures/``."""
+
+    sections: list[Section] = field(default_factory=list)
+    markdown: list[str] = field(default_factory=list)
+    pngs: dict[str, bytes] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
+
+    def section(self, title: str) -> Section:
+        self.sections.append(Section(title))
+        self.markdown.append(f"\n## {title}\n")
+        return self.sections[-1]
+
+    def figure(self, section: Section, name: str, png: bytes, caption: str) -> None:
+        self.pngs[name] = png
+        section.blocks.append(Block("image", png, caption))
+        self.markdown.append(f"![{caption}](figures/{name})\n")
+
+    def table(self, section: Section, frame: pd.DataFrame, caption: str = "", index_name: str = "") -> None:
+        section.blocks.append(Block("table", frame, caption))
+        self.markdown.append((f"**{caption}**\n\n" if caption else "") + markdown_table(frame, index_name) + "\n")
+
+    def missing(self, section: Section, what: str) -> None:
+        self.absent.append(what)
+        section.blocks.append(Block("absent", f"absent: {what}"))
+        self.markdown.append(f"*absent: {what}*\n")
+
+
+def stage_folders(run_dir: Path) -> list[Path]:
+    """Every folder of the run holding a stage manifest (``pretrain/<method>-s<seed>`` included)."""
+    folders = [p for p in sorted(run_dir.iterdir()) if p.is_dir() and (p / "manifest.json").is_file()]
+    pretrain = run_dir / "pretrain"
+    if pretrain.is_dir():
+        folders += [p for p in sorted(pretrain.iterdir()) if p.is_dir() and (p / "manifest.json").is_file()]
+    return folders
+
+
+def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as exc:
+        raise ReportError(f"{path} is not a readable CSV table ({exc})") from None
+    lacking = [c for c in columns if c not in frame.columns]
+    if lacking:
+        raise ReportError(f"{path} lacks column(s) {', '.join(lacking)}")
+    return frame
+
+
+def optional_csv(path: Path, columns: list[str]) -> pd.DataFrame | None:
+    """The table at ``path``, or None when the file is absent or holds no rows."""
+    if not path.is_file() or not path.read_text().strip():
+        return None
+    frame = read_csv(path, columns)
+    return None if frame.empty else frame
+
+
+def png_file(path: Path) -> bytes | None:
+    """The bytes of a PNG that decodes, else None."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+            if image.format != "PNG":
+                return None
+    except (OSError, UnidentifiedImageError):
+        return None
+    return path.read_bytes()
+
+
+def quality_tables(data: dict) -> list[tuple[str, pd.DataFrame]]:
+    """One table per top-level section of ``cf_quality.json``: rows of nested dicts, or key/value pairs."""
+    tables = []
+    for name, value in data.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            frame = pd.DataFrame.from_dict({k: pd.json_normalize(v, sep=".").iloc[0] for k, v in value.items()}, orient="index")
+        elif isinstance(value, dict):
+            flat = pd.json_normalize(value, sep=".")
+            frame = pd.DataFrame({"value": flat.iloc[0].astype(str)}) if len(flat.columns) else pd.DataFrame()
+        else:
+            frame = pd.DataFrame({"value": [str(value)]}, index=[name])
+        tables.append((name, frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)))
+    return tables
+
+
+def _results(report: Report, run_dir: Path) -> None:
+    eval_dir = run_dir / "eval"
+    section = report.section("Headline results")
+    if not (eval_dir / "metrics.csv").is_file():
+        report.missing(section, f"{eval_dir / 'metrics.csv'} (run `cfcl evaluate`)")
+        return
+    metrics = read_csv(eval_dir / "metrics.csv", COLUMNS)
+    if metrics.empty:
+        report.missing(section, f"rows in {eval_dir / 'metrics.csv'} (every evaluation was skipped; see notes)")
+        return
+    for fraction in headline_fractions(metrics):
+        n_seeds = metrics.loc[metrics["label_fraction"] == fraction, "seed"].nunique()
+        caption = f"AUROC at {fraction * 100:g}% labels, mean ± std over {n_seeds} seed(s)"
+        report.table(section, headline_table(metrics, fraction), caption, "method (protocol)")
+    curves = report.section("AUROC against label fraction")
+    report.figure(curves, "auroc_vs_fraction.png", figures.png_bytes(figures.auroc_vs_fraction(metrics)),
+                  "AUROC (mean ± std over seeds) per test set")
+    gains_section = report.section("Gain over the reference method per domain")
+    gains_path = eval_dir / "gains.csv"
+    gains = optional_csv(gains_path, GAIN_COLUMNS)
+    if gains is None:
+        report.missing(gains_section, f"gains in {gains_path} (the reference method was not evaluated)")
+    else:
+        report.figure(gains_section, "gain_over_reference.png", figures.png_bytes(figures.gain_figure(gains, figures.method_colours(metrics["method"]))),
+                      "Seed-averaged AUROC gain with 95% paired-bootstrap intervals")
+        shown = gains.assign(**{c: gains[c].map("{:+.3f}".format) for c in ("gain", "ci_low", "ci_high")})
+        report.table(gains_section, shown.set_index("method"), "AUROC gain over the reference", "method")
+    notes = eval_dir / "notes.txt"
+    if notes.is_file() and notes.read_text().strip():
+        section.blocks.append(Block("pre", notes.read_text(), "evaluation notes (skipped settings)"))
+        report.markdown.append("Evaluation notes:\n\n```\n" + notes.read_text() + "```\n")
+
+
+def _embeddings(report: Report, run_dir: Path) -> None:
+    eval_dir = run_dir / "eval"
+    section = report.section("Domain invariance of the embeddings")
+    path = eval_dir / "domain_predictability.csv"
+    table = optional_csv(path, ["method", "balanced_accuracy", "std", "chance"])
+    if table is None:
+        report.missing(section, f"{path} (run `cfcl evaluate` with embeddings enabled)")
+    else:
+        report.figure(section, "domain_predictability.png", figures.png_bytes(figures.predictability_figure(table)),
+                      "Balanced accuracy of predicting the domain from frozen features (PCA-16, 5-fold); dashed: chance")
+        report.table(section, table.set_index("method").round(3), "Domain predictability", "method")
+    maps = sorted((eval_dir / "tsne").glob("*.csv")) if (eval_dir / "tsne").is_dir() else []
+    if not maps:
+        report.missing(section, f"t-SNE maps in {eval_dir / 'tsne'}")
+    for path in maps:
+        frame = read_csv(path, ["x", "y", "domain", "label"])
+        report.figure(section, f"tsne_{path.stem}.png", figures.png_bytes(figures.tsne_figure(frame, path.stem)),
+                      f"t-SNE of {path.stem} features, coloured by domain and by label")
+
+
+def _counterfactuals(report: Report, run_dir: Path) -> None:
+    section = report.section("Counterfactuals")
+    quality = run_dir / "cf_quality"
+    path = quality / CF_QUALITY
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise ReportError(f"{path} is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise ReportError(f"{path} must hold a JSON object of quality sections")
+        for name, frame in quality_tables(data):
+            report.table(section, frame, f"counterfactual quality: {name}")
+    else:
+        report.missing(section, f"{path} (run `cfcl cf evaluate`)")
+    folders = (quality, run_dir / "cf_finetune", run_dir / "cf_model")
+    grids = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.png"))]
+    if not grids:
+        report.missing(section, f"counterfactual grids (*.png) in {', '.join(str(f) for f in folders)}")
+    for grid in grids:
+        png = png_file(grid)
+        if png is None:
+            report.missing(section, f"a readable PNG at {grid}")
+        else:
+            report.figure(section, f"{grid.parent.name}_{grid.name}", png, f"{grid.parent.name}/{grid.name}")
+
+
+def _pretraining(report: Report, run_dir: Path) -> None:
+    section = report.section("Pretraining")
+    folders = sorted(p for p in (run_dir / "pretrain").glob("*") if p.is_dir()) if (run_dir / "pretrain").is_dir() else []
+    if not folders:
+        report.missing(section, f"pretrained encoders in {run_dir / 'pretrain'} (run `cfcl pretrain`)")
+    for folder in folders:
+        png = png_file(folder / "loss_curve.png") if (folder / "loss_curve.png").is_file() else None
+        if png is None:
+            report.missing(section, f"{folder / 'loss_curve.png'}")
+        else:
+            report.figure(section, f"loss_{folder.name}.png", png, f"{folder.name}: contrastive loss")
+
+
+def _stages(report: Report, run_dir: Path, folders: list[Path]) -> None:
+    section = report.section("Stages, timings and configs")
+    rows = {}
+    for folder in folders:
+        manifest = read_manifest(folder) or {}
+        total = (manifest.get("timings") or {}).get("total")
+        rows[str(folder.relative_to(run_dir))] = {
+            "stage": manifest.get("stage", "?"),
+            "status": manifest.get("status", "unreadable manifest"),
+            "time (s)": f"{total:.1f}" if isinstance(total, (int, float)) else "–",
+            "finished": manifest.get("finished", "–"),
+        }
+    report.table(section, pd.DataFrame.from_dict(rows, orient="index"), "Stage folders", "folder")
+    present = {f.relative_to(run_dir).parts[0] for f in folders}
+    for name in EXPECTED_STAGES:
+        if name not in present:
+            report.missing(section, f"stage output {run_dir / name}")
+    for folder in folders:
+        if (folder / CONFIG).is_file():
+            text = (folder / CONFIG).read_text()
+            section.blocks.append(Block("pre", text, f"{folder.relative_to(run_dir)}/{CONFIG}"))
+            report.markdown.append(f"<details><summary>{folder.relative_to(run_dir)}/{CONFIG}</summary>\n\n```yaml\n{text}```\n</details>\n")
+
+
+def build_report(run_dir: Path) -> Report:
+    """Everything the report shows, with what is absent noted in place."""
+    folders = stage_folders(run_dir)
+    if not folders:
+        raise ReportError(
+            f"run folder {run_dir} holds no stage outputs (expected some of {', '.join(EXPECTED_STAGES)} with manifest.json)"
+        )
+    report = Report()
+    _results(report, run_dir)
+    _embeddings(report, run_dir)
+    _counterfactuals(report, run_dir)
+    _pretraining(report, run_dir)
+    _stages(report, run_dir, folders)
+    return report
+
+
+def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``index.html``, ``summary.md`` and ``figures/`` for ``run_dir``; returns the index.html path."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"run folder {run_dir} does not exist")
+    out = Path(out) if out is not None else run_dir / "report"
+    report = build_report(run_dir)
+    title = f"cfcl report: {run_dir.resolve().name}"
+    status = (
+        "Complete run." if not report.absent
+        else f"Partial run: {len(report.absent)} part(s) absent, marked in place."
+    )
+    sections = [Section("Run", [Block("text", f"Run folder: {run_dir.resolve()}. {status}")]), *report.sections]
+    for name, png in report.pngs.items():
+        atomic.write_bytes(out / "figures" / name, png)
+    summary = [f"# {title}\n", f"Run folder: `{run_dir.resolve()}`. {status}\n"]
+    if report.absent:
+        summary.append("Absent:\n\n" + "".join(f"- {a}\n" for a in report.absent))
+    atomic.write_text(out / "summary.md", "\n".join(summary + report.markdown))
+    index = out / "index.html"
+    atomic.write_text(index, render_page(title, sections))
+    print(f"report: {index} ({len(report.pngs)} figures{', partial run' if report.absent else ''})")
+    return index

@@ -1,0 +1,172 @@
+"""The evaluate stage end to end on a tiny store: metrics.csv layout, protocols, baselines, caching, bad input."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cfcl.cli import main
+from cfcl.contrastive.encoders import build_encoder
+from cfcl.errors import CheckpointError, ConfigError
+from cfcl.evaluation import evaluate as evaluate_module
+from cfcl.evaluation.config import EvaluateConfig
+from cfcl.evaluation.embeddings import domain_predictability, equal_per_domain
+from cfcl.evaluation.evaluate import run
+from cfcl.evaluation.features import extract_features
+from cfcl.evaluation.metrics import MetricError
+from cfcl.evaluation.results import COLUMNS
+from test_evaluation_fixtures import DOMAINS, tiny_encoder, tiny_store
+
+SMALL_EMBEDDINGS = {"per_domain": 30, "tsne_points": 60, "folds": 3}
+
+
+def config(store, encoders, **changes):
+    base = dict(data=store, encoders=encoders, seeds=[0, 1], label_fractions=[0.5, 1.0], n_boot=50,
+                embeddings=SMALL_EMBEDDINGS, finetune={"supervised": False})
+    return EvaluateConfig(**{**base, **changes})
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """One evaluation with every protocol: two pretrained methods, both baselines, fine-tuning for one epoch."""
+    root = tmp_path_factory.mktemp("run")
+    tiny_store(root / "data")
+    encoders = [tiny_encoder(root / "pretrain" / f"{m}-s0", m, 0) for m in ("simclr", "cf_simclr")]
+    cfg = config(root / "data", encoders, finetune={
+        "enabled": True, "supervised": True, "ood": True, "batch_size": 32,
+        "trainer": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
+    })
+    run(cfg, root / "eval")
+    return root
+
+
+def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
+    assert list(metrics.columns) == COLUMNS
+    combos = set(metrics[["method", "protocol", "test_set"]].itertuples(index=False, name=None))
+    for method in ("simclr", "cf_simclr", "random"):
+        assert {(method, "linear", "id"), (method, "linear", "ood"), (method, "transfer", "ood")} <= combos
+    for method in ("simclr", "cf_simclr", "supervised"):
+        assert {(method, "finetune", "id"), (method, "finetune", "ood")} <= combos
+    assert not {("random", "finetune", "id"), ("supervised", "linear", "id")} & combos
+    assert set(metrics["seed"]) == {0, 1} and set(metrics["label_fraction"]) == {0.5, 1.0}
+    assert set(metrics.loc[metrics["test_set"] == "id", "domain"]) == {"all", *DOMAINS[:3]}
+    assert set(metrics.loc[metrics["test_set"] == "ood", "domain"]) == {"all"}
+    assert set(metrics["metric"]) == {
+        "auroc", "balanced_accuracy", "auroc_ci_low", "auroc_ci_high", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
+    }
+    wide = metrics.pivot_table(index=COLUMNS[:6], columns="metric", values="value")
+    assert (wide["auroc_ci_low"] <= wide["auroc"]).all() and (wide["auroc"] <= wide["auroc_ci_high"]).all()
+    assert wide["auroc"].between(0, 1).all()
+
+
+def test_pretrained_features_beat_nothing_and_the_label_is_learnt(evaluated):
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
+    linear = metrics[(metrics["protocol"] == "linear") & (metrics["metric"] == "auroc") & (metrics["domain"] == "all")]
+    # the tiny store's label is a bright square: any conv features separate it well above chance
+    assert linear.groupby("method")["value"].mean().min() > 0.7
+
+
+def test_gains_and_embedding_outputs(evaluated):
+    gains = pd.read_csv(evaluated / "eval" / "gains.csv")
+    assert set(gains["reference"]) == {"simclr"} and "simclr" not in set(gains["method"])
+    assert (gains["ci_low"] <= gains["gain"]).all() and (gains["gain"] <= gains["ci_high"]).all()
+    assert set(gains["n_seeds"]) == {2}
+    predictability = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
+    assert set(predictability["method"]) == {"simclr", "cf_simclr", "random"}
+    assert np.allclose(predictability["chance"], 1 / 4)
+    for method in ("simclr", "cf_simclr", "random"):
+        tsne = pd.read_csv(evaluated / "eval" / "tsne" / f"{method}.csv")
+        assert list(tsne.columns) == ["x", "y", "domain", "label"] and len(tsne) == 60
+        assert (evaluated / "eval" / f"tsne_{method}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_features_are_cached_and_reused(evaluated, monkeypatch, tmp_path):
+    cached = sorted((evaluated / "eval" / "features").glob("*.npy"))
+    assert len(cached) == 2 + 2  # two pretrained encoders, one random encoder per seed
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("features were extracted again")
+
+    monkeypatch.setattr(evaluate_module, "extract_features", refuse)
+    encoders = sorted((evaluated / "pretrain").iterdir())
+    run(config(evaluated / "data", encoders, embeddings={"enabled": False}), evaluated / "eval", force=True)
+    assert sorted((evaluated / "eval" / "features").glob("*.npy")) == cached
+
+
+def test_same_config_gives_identical_metrics(evaluated, tmp_path):
+    encoders = [evaluated / "pretrain" / "simclr-s0"]
+    cfg = config(evaluated / "data", encoders, embeddings={"enabled": False}, random_baseline=False)
+    run(cfg, tmp_path / "a")
+    assert main(["evaluate", "--data", str(evaluated / "data"), "--encoder", str(encoders[0]), "--out", str(tmp_path / "b"),
+                 "--set", "seeds=[0,1]", "--set", "label_fractions=[0.5,1.0]", "--set", "n_boot=50",
+                 "--set", "embeddings.enabled=false", "--set", "random_baseline=false",
+                 "--set", "finetune.supervised=false"]) == 0
+    assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()
+
+
+def test_feature_extraction_keeps_batchnorm_in_eval_mode():
+    torch.manual_seed(0)
+    encoder = build_encoder("small", width=4, blocks=[1, 1]).train()
+    stats = encoder.backbone.stem[1].running_mean.clone()
+    images = np.random.default_rng(0).integers(0, 255, (10, 16, 16), dtype=np.uint8)
+    whole = extract_features(encoder, images, batch_size=10)
+    one_by_one = extract_features(encoder, images, batch_size=1)
+    assert np.allclose(whole, one_by_one, atol=1e-5)
+    assert torch.equal(encoder.backbone.stem[1].running_mean, stats) and encoder.training
+
+
+def test_multiclass_labels_use_macro_auroc(tmp_path):
+    tiny_store(tmp_path / "data", n_labels=4)
+    encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
+    run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[1.0], embeddings={"enabled": False}), tmp_path / "eval")
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    assert metrics.query("metric == 'auroc' and domain == 'all'")["value"].between(0.5, 1).all()
+
+
+def test_fraction_too_small_for_every_class_is_skipped_with_a_note(tmp_path):
+    tiny_store(tmp_path / "data")
+    encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
+    run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[0.001, 1.0], embeddings={"enabled": False},
+               random_baseline=False), tmp_path / "eval")
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    assert set(metrics["label_fraction"]) == {1.0}
+    notes = (tmp_path / "eval" / "notes.txt").read_text()
+    assert "label fraction 0.001 of split 'train'" in notes and "label fraction 0.001 of split 'ood_train'" in notes
+
+
+def test_encoder_of_another_resolution_is_a_one_line_error(tmp_path):
+    tiny_store(tmp_path / "data")
+    encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0, size=32)
+    with pytest.raises(CheckpointError, match=r"simclr-s0/encoder.pt was trained on 32x32 images; store .* holds 16x16"):
+        run(config(tmp_path / "data", [encoder]), tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()
+
+
+def test_missing_inputs_and_single_class_test_set_are_clear_errors(tmp_path):
+    store = tiny_store(tmp_path / "data")
+    with pytest.raises(CheckpointError, match="nowhere does not exist"):
+        run(config(tmp_path / "data", [tmp_path / "nowhere"]), tmp_path / "eval")
+    with pytest.raises(ConfigError, match="no encoder given"):
+        run(config(tmp_path / "data", []), tmp_path / "eval")
+    meta = store.meta.copy()
+    meta.loc[meta["split"] == "ood_test", "label"] = 1
+    from cfcl.data.store import write_store
+    from test_evaluation_fixtures import complete_stage
+
+    write_store(tmp_path / "one_class", np.asarray(store.images), meta, store.domains, store.labels, extra={"ood_domains": [3]})
+    complete_stage(tmp_path / "one_class", "data_synth")
+    encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
+    with pytest.raises(MetricError, match="split 'ood_test' holds a single label"):
+        run(config(tmp_path / "one_class", [encoder]), tmp_path / "eval")
+
+
+def test_domain_predictability_is_high_for_domain_features_and_near_chance_for_noise():
+    rng = np.random.default_rng(0)
+    domains = rng.choice(4, 2000, p=[0.7, 0.1, 0.1, 0.1])
+    chosen = equal_per_domain(domains, 100, seed=0)
+    assert np.bincount(domains[chosen]).tolist() == [100] * 4
+    coded = np.eye(4)[domains[chosen]] * 3 + rng.normal(size=(400, 4))
+    noise = rng.normal(size=(400, 32))
+    assert domain_predictability(np.hstack([coded, noise]), domains[chosen], seed=0)[0] > 0.9
+    assert abs(domain_predictability(noise, domains[chosen], seed=0)[0] - 0.25) < 0.1

@@ -1,0 +1,59 @@
+"""Builders shared by the evaluation and report tests: a tiny labelled multi-domain store and encoders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from cfcl.contrastive.encoders import build_encoder, save_encoder
+from cfcl.config import StrictModel
+from cfcl.data.store import ImageStore, write_store
+from cfcl.stage import start_stage
+
+DOMAINS = ["major", "middle", "rare", "held_out"]
+SPLITS = {"train": 180, "val": 60, "test": 120, "ood_train": 60, "ood_test": 60}
+
+
+class FixtureConfig(StrictModel):
+    what: str = "fixture"
+
+
+def complete_stage(folder: Path, name: str) -> None:
+    """Mark ``folder`` as a finished stage output, as the real stage would."""
+    start_stage(name, folder, FixtureConfig(what=str(folder))).finish()
+
+
+def tiny_store(path: Path, size: int = 16, n_labels: int = 2, seed: int = 0) -> ImageStore:
+    """Label = brightness of a central square; domain = global intensity offset; domain 3 is OOD."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for split, n in SPLITS.items():
+        for i in range(n):
+            domain = 3 if split.startswith("ood") else (0, 0, 1, 2)[i % 4]
+            rows.append((split, domain, (i // 4) % n_labels))
+    meta = pd.DataFrame(rows, columns=["split", "domain", "label"])
+    n = len(meta)
+    images = rng.normal(0.3, 0.08, size=(n, size, size))
+    images += 0.12 * meta["domain"].to_numpy()[:, None, None]
+    c = size // 4
+    images[:, c:-c, c:-c] += 0.15 * meta["label"].to_numpy()[:, None, None] + rng.normal(0, 0.06, (n, 1, 1))
+    meta.insert(0, "index", np.arange(n))
+    meta.insert(1, "image_id", [f"img{i}" for i in range(n)])
+    meta.insert(2, "patient_id", [f"p{i // 2}" for i in range(n)])
+    pixels = (np.clip(images, 0, 1) * 255).astype(np.uint8)
+    labels = ["A", "B", "C", "D"][:n_labels] if n_labels > 2 else ["healthy", "opacity"]
+    store = write_store(path, pixels, meta, DOMAINS, labels, extra={"ood_domains": [3]})
+    complete_stage(path, "data_synth")
+    return store
+
+
+def tiny_encoder(folder: Path, method: str, seed: int, size: int = 16) -> Path:
+    """A small random ResNet saved as a pretrain folder's ``encoder.pt``."""
+    torch.manual_seed(100 + seed + hash(method) % 97)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_encoder(folder, build_encoder("small", width=4, blocks=[1, 1]), {"image_size": [size, size], "method": method, "seed": seed})
+    complete_stage(folder, "pretrain")
+    return folder

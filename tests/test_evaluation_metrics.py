@@ -1,0 +1,87 @@
+"""Metrics: AUROC / balanced accuracy against hand-computed values and scikit-learn; bootstrap intervals."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from cfcl.evaluation.metrics import (
+    MetricError,
+    auroc,
+    balanced_accuracy,
+    bootstrap_ci,
+    paired_gain_ci,
+    stratified_resamples,
+)
+
+
+def binary_prob(score):
+    score = np.asarray(score, dtype=float)
+    return np.stack([1 - score, score], axis=1)
+
+
+def test_auroc_hand_computed_with_a_tie():
+    # positives score 0.8, 0.4; negatives 0.4, 0.1: pairs (0.8>0.4), (0.8>0.1), (0.4=0.4 -> 1/2), (0.4>0.1)
+    y = np.array([1, 1, 0, 0])
+    assert auroc(y, binary_prob([0.8, 0.4, 0.4, 0.1])) == pytest.approx(3.5 / 4)
+
+
+def test_auroc_matches_sklearn_binary_and_macro_one_vs_rest():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    score = rng.random(200) + 0.5 * y
+    assert auroc(y, binary_prob(score)) == pytest.approx(roc_auc_score(y, score))
+    y4 = rng.integers(0, 4, 300)
+    logits = rng.normal(size=(300, 4)) + np.eye(4)[y4]
+    prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    assert auroc(y4, prob) == pytest.approx(roc_auc_score(y4, prob, multi_class="ovr", average="macro"))
+
+
+def test_auroc_of_a_single_class_test_set_is_a_clear_error():
+    with pytest.raises(MetricError, match="'ood' holds a single class"):
+        auroc(np.ones(5, dtype=int), binary_prob(np.linspace(0, 1, 5)), name="ood")
+
+
+def test_balanced_accuracy_hand_computed_and_sklearn():
+    y = np.array([0, 0, 0, 0, 1, 1])
+    pred = np.array([0, 0, 0, 1, 1, 0])
+    assert balanced_accuracy(y, pred) == pytest.approx((3 / 4 + 1 / 2) / 2)
+    rng = np.random.default_rng(1)
+    y, pred = rng.integers(0, 3, 100), rng.integers(0, 3, 100)
+    assert balanced_accuracy(y, pred) == pytest.approx(balanced_accuracy_score(y, pred))
+
+
+def test_stratified_resamples_keep_each_class_count_and_stay_in_class():
+    y = np.array([0] * 7 + [1] * 3 + [2] * 5)
+    idx = stratified_resamples(y, 50, np.random.default_rng(0))
+    assert idx.shape == (50, 15)
+    for row in idx:
+        assert np.bincount(y[row], minlength=3).tolist() == [7, 3, 5]
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_data():
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        y = np.repeat([0, 1], n)
+        return y, binary_prob(rng.random(2 * n) + 0.6 * y)
+
+    y, prob = sample(60)
+    ci = bootstrap_ci(y, prob, n_boot=300, seed=0)
+    low, high = ci["auroc"]
+    assert low < auroc(y, prob) < high
+    assert ci["balanced_accuracy"][0] < balanced_accuracy(y, prob.argmax(1)) < ci["balanced_accuracy"][1]
+    y_big, prob_big = sample(2000)
+    low_big, high_big = bootstrap_ci(y_big, prob_big, n_boot=300, seed=0)["auroc"]
+    assert high_big - low_big < (high - low) / 3
+    assert bootstrap_ci(y, prob, n_boot=300, seed=0) == ci
+
+
+def test_paired_gain_is_zero_for_identical_scores_and_positive_for_a_better_method():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    reference = [binary_prob(rng.random(200) + 0.3 * y) for _ in range(2)]
+    assert paired_gain_ci(y, reference, reference, n_boot=100) == (0.0, 0.0, 0.0)
+    better = [binary_prob(rng.random(200) + 1.5 * y) for _ in range(2)]
+    gain, low, high = paired_gain_ci(y, better, reference, n_boot=200)
+    expected = np.mean([auroc(y, b) - auroc(y, r) for b, r in zip(better, reference)])
+    assert gain == pytest.approx(expected) and 0 < low < gain < high

@@ -1,0 +1,139 @@
+"""The run report: headline table values, self-contained HTML, partial runs, bad run folders."""
+
+import base64
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+from PIL import Image
+
+from cfcl.cli import main
+from cfcl.evaluation.results import COLUMNS
+from cfcl.report.figures import save_png
+from cfcl.report.report import run_report
+from cfcl.report.summary import ReportError, headline_table, print_headline
+from test_evaluation_fixtures import complete_stage
+
+DOMAINS = ["major", "rare"]
+
+
+def fake_metrics(rng) -> pd.DataFrame:
+    rows = []
+    for method in ("simclr", "cf_simclr"):
+        for seed in (0, 1, 2):
+            for fraction in (0.1, 0.5, 1.0):
+                for protocol, test_set, domains in (
+                    ("linear", "id", ["all", *DOMAINS]), ("linear", "ood", ["all"]), ("transfer", "ood", ["all"]),
+                ):
+                    for domain in domains:
+                        value = rng.uniform(0.6, 0.9)
+                        for metric, v in (("auroc", value), ("auroc_ci_low", value - 0.05), ("auroc_ci_high", value + 0.05),
+                                          ("balanced_accuracy", value - 0.1)):
+                            rows.append((method, seed, protocol, fraction, test_set, domain, metric, v))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def png(path):
+    fig = Figure(figsize=(2, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    save_png(fig, path)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A complete-looking run folder with every stage's outputs (written by hand, no training)."""
+    rng = np.random.default_rng(0)
+    run = tmp_path / "run"
+    for stage in ("data", "cf_model", "cf_store", "cf_quality", "eval"):
+        complete_stage(run / stage, stage)
+    for name in ("simclr-s0", "cf_simclr-s0"):
+        complete_stage(run / "pretrain" / name, "pretrain")
+        png(run / "pretrain" / name / "loss_curve.png")
+    eval_dir = run / "eval"
+    fake_metrics(rng).to_csv(eval_dir / "metrics.csv", index=False)
+    pd.DataFrame([dict(method="cf_simclr", reference="simclr", protocol="linear", label_fraction=f, test_set="id",
+                       domain=d, n_seeds=3, gain=0.02, ci_low=-0.01, ci_high=0.05)
+                  for f in (0.1, 1.0) for d in ("all", *DOMAINS)]).to_csv(eval_dir / "gains.csv", index=False)
+    pd.DataFrame(dict(method=["simclr", "cf_simclr"], seed=[0, 0], balanced_accuracy=[0.9, 0.4], std=[0.02, 0.03],
+                      chance=[1 / 3] * 2, n_domains=[3] * 2, n_per_domain=[50] * 2)).to_csv(eval_dir / "domain_predictability.csv", index=False)
+    (eval_dir / "tsne").mkdir()
+    pd.DataFrame(dict(x=rng.normal(size=30), y=rng.normal(size=30), domain=rng.choice(DOMAINS, 30),
+                      label=rng.choice(["healthy", "opacity"], 30))).to_csv(eval_dir / "tsne" / "simclr.csv", index=False)
+    (run / "cf_quality" / "cf_quality.json").write_text(json.dumps({
+        "effectiveness": {"major->rare": {"accuracy": 0.91, "n": 40}, "rare->major": {"accuracy": 0.85, "n": 40}},
+        "composition": {"mae": 0.0123},
+        "reversibility": {"mae": {"mean": 0.02, "std": 0.01}},
+        "note": "judge: cf_judge",
+    }))
+    png(run / "cf_quality" / "cf_grid.png")
+    return run
+
+
+def test_headline_table_is_mean_and_std_over_seeds(run_dir):
+    metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
+    table = headline_table(metrics, 0.1)
+    assert list(table.columns) == ["ID", "ID major", "ID rare", "OOD (own labels)", "OOD (direct transfer)"]
+    assert list(table.index) == ["cf_simclr (linear)", "simclr (linear)"]
+    values = metrics.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'")["value"]
+    assert table.loc["simclr (linear)", "OOD (direct transfer)"] == f"{values.mean():.3f} ± {values.std():.3f}"
+    values = metrics.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and domain == 'rare' "
+                           "and label_fraction == 0.1 and metric == 'auroc'")["value"]
+    assert table.loc["cf_simclr (linear)", "ID rare"] == f"{values.mean():.3f} ± {values.std():.3f}"
+
+
+def test_report_is_one_self_contained_page_with_every_figure(run_dir):
+    index = run_report(run_dir)
+    assert index == run_dir / "report" / "index.html"
+    page = index.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page), "the page must not load external resources"
+    assert "<script" not in page
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    # auroc curves, gains, predictability, one t-SNE, one cf grid, two loss curves
+    assert len(images) == 7
+    for data in images:
+        Image.open(io.BytesIO(base64.b64decode(data))).load()
+    for text in ("Headline results", "cf_simclr (linear)", "major-&gt;rare", "0.91", "reversibility", "cf_grid.png",
+                 "Stages, timings and configs", "pretrain/simclr-s0/config.yaml", "Complete run."):
+        assert text in page
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "| cf_simclr (linear) |" in summary and "absent" not in summary
+    assert sorted(p.name for p in (run_dir / "report" / "figures").glob("*.png")) == sorted(
+        re.findall(r"\(figures/([^)]+)\)", summary))
+
+
+def test_partial_run_report_shows_what_exists_and_names_what_is_absent(run_dir, tmp_path):
+    partial = tmp_path / "partial"
+    complete_stage(partial / "data", "data")
+    index = run_report(partial, tmp_path / "out")
+    page = index.read_text()
+    assert "Partial run" in page
+    for missing in ("eval/metrics.csv", "cf_quality/cf_quality.json", "pretrained encoders in", "stage output"):
+        assert missing in page
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Absent:" in summary and "eval/metrics.csv (run `cfcl evaluate`)" in summary
+
+
+def test_bad_run_folders_are_one_line_errors(tmp_path, run_dir):
+    with pytest.raises(ReportError, match="run folder .*nowhere does not exist"):
+        run_report(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="holds no stage outputs"):
+        run_report(tmp_path / "empty")
+    (run_dir / "eval" / "metrics.csv").write_text("method,seed\nsimclr,0\n")
+    with pytest.raises(ReportError, match=r"eval/metrics.csv lacks column\(s\) protocol"):
+        run_report(run_dir)
+
+
+def test_print_headline_and_cli(run_dir, capsys):
+    print_headline(run_dir)
+    out = capsys.readouterr().out
+    assert "AUROC at 10% labels (mean ± std over 3 seeds)" in out and "AUROC at 100% labels" in out
+    assert "simclr (linear)" in out
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "report" / "index.html").is_file()
+    assert main(["report", str(run_dir / "missing")]) == 2
+    assert "run folder" in capsys.readouterr().err
