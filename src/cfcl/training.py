@@ -55,6 +55,12 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
     from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    class KeptOnExceptionCheckpoint(OnExceptionCheckpoint):
+        """Lightning's callback deletes its file at teardown; here that file is last.ckpt, which must stay."""
+
+        def teardown(self, *args, **kwargs) -> None:
+            pass
+
     out = Path(out)
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
@@ -75,7 +81,7 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val,
         enable_progress_bar=cfg.progress_bar,
-        callbacks=[checkpoint, OnExceptionCheckpoint(out / "checkpoints", filename="last"), *(callbacks or [])],
+        callbacks=[checkpoint, KeptOnExceptionCheckpoint(out / "checkpoints", filename="last"), *(callbacks or [])],
         logger=loggers,
         default_root_dir=out,
         enable_model_summary=False,

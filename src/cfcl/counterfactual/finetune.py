@@ -1,0 +1,102 @@
+"""``cfcl cf finetune``: counterfactual fine-tuning of a trained generator with a guidance classifier."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from cfcl.counterfactual import figures
+from cfcl.counterfactual.classifier import classifier_file, load_classifier
+from cfcl.counterfactual.config import CFFinetuneConfig
+from cfcl.counterfactual.data import ParentImageDataset, make_loader, split_batch, split_indices
+from cfcl.counterfactual.finetune_module import CounterfactualFinetuneModule
+from cfcl.counterfactual.generator import generator_file, load_generator, save_generator
+from cfcl.counterfactual.hvae import HVAE
+from cfcl.counterfactual.losses import elbo_terms
+from cfcl.counterfactual.parents import ParentSpec
+from cfcl.counterfactual.train import grid_batch, open_image_store
+from cfcl.data.store import INFO
+from cfcl.errors import CheckpointError, ConfigError
+from cfcl.stage import start_stage
+from cfcl.training import last_checkpoint, make_trainer
+
+NAME = "cf_finetune"
+
+
+def load_guide(path: Path) -> tuple[torch.nn.Module, dict]:
+    """The guidance classifier; a judge is refused, so quality is never judged by the model that guided."""
+    guide, info = load_classifier(path)
+    if info.get("role") != "guide":
+        raise ConfigError(f"{path} is a '{info.get('role')}' classifier; fine-tuning needs a guide (the judge never guides)")
+    return guide, info
+
+
+def domain_spec(model: HVAE) -> ParentSpec:
+    spec = next((s for s in model.specs if s.name == "domain"), None)
+    if spec is None or len(spec.seen) < 2:
+        raise CheckpointError("counterfactual fine-tuning needs a generator with a 'domain' parent of two or more domains")
+    return spec
+
+
+@torch.no_grad()
+def mean_nelbo(model: HVAE, loader, batches: int) -> float:
+    """Mean negative ELBO (nats per pixel) of the first ``batches`` batches."""
+    values = []
+    for i, batch in enumerate(loader):
+        if i == batches:
+            break
+        x, pa = split_batch(batch)
+        values.append(float(elbo_terms(model, x, pa)["nelbo"]))
+    return sum(values) / len(values)
+
+
+def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
+    out = Path(out)
+    store = open_image_store(config.data)
+    model, gen_info = load_generator(config.generator)
+    guide, guide_info = load_guide(config.guide)
+    inputs = {"data": store.path / INFO, "generator": generator_file(config.generator), "guide": classifier_file(config.guide)}
+    stage = start_stage(NAME, out, config, inputs=inputs, force=force)
+    if list(guide_info.get("domains", [])) != store.domains or gen_info.get("domains") != store.domains:
+        raise CheckpointError(
+            f"domains differ: store {store.domains}, generator {gen_info.get('domains')}, guide {guide_info.get('domains')}"
+        )
+    spec = domain_spec(model)
+    L.seed_everything(config.seed, workers=True)
+    train_set = ParentImageDataset(store, split_indices(store, config.splits), model.specs)
+    loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, num_workers=config.trainer.num_workers)
+    initial = mean_nelbo(model, loader, config.bound_batches)
+    bound = config.elbo_bound if config.elbo_bound is not None else initial * (1 + config.elbo_tolerance)
+    model.requires_grad_(True).train()
+    module = CounterfactualFinetuneModule(
+        model, guide, list(spec.seen), bound=bound, lr=config.lr, weight_decay=config.weight_decay,
+        multiplier_init=config.multiplier_init, multiplier_lr=config.multiplier_lr,
+        grad_clip=config.grad_clip, grad_skip=config.grad_skip, ema_decay=config.ema_decay,
+    )
+    trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
+    started = time.time()
+    trainer.fit(module, loader, ckpt_path=last_checkpoint(out))
+    stage.timed("fit", time.time() - started)
+    if not trainer.is_global_zero:
+        return {}
+    tuned = module.ema_model.cpu().eval().requires_grad_(False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    info = {
+        **{k: gen_info[k] for k in ("store", "domains", "splits") if k in gen_info},
+        "finetuned_from": stage.inputs["generator"]["fingerprint"], "guide": stage.inputs["guide"]["fingerprint"],
+        "elbo_bound": bound, "initial_nelbo": initial, "steps": trainer.global_step,
+        "skipped_updates": int(module.skipped), "parameters": sum(p.numel() for p in tuned.parameters()), "metrics": metrics,
+    }
+    generator_path = save_generator(out, tuned, info)
+    x, pa = split_batch(grid_batch(train_set, config.grid_images))
+    figures.counterfactual_grid(tuned, x, pa, out / "counterfactual_grid.png")
+    figures.training_curve(
+        out / "logs" / "metrics.csv", out / "training_curve.png",
+        ["train/ce_step", "train/nelbo_step", "train/multiplier_step", "train/guide_accuracy_step"],
+    )
+    return stage.finish(
+        artefacts={"generator": generator_path.name}, metrics=metrics, elbo_bound=bound, initial_nelbo=initial
+    )

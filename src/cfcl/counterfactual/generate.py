@@ -1,0 +1,140 @@
+"""``cfcl cf generate``: the counterfactual store of every source image x every other target domain.
+
+Rows are ordered source-major. They are written in chunks through :class:`StoreWriter`, keyed
+by the generator checkpoint's hash, so an interrupted run resumes and a new generator starts
+afresh; within a chunk each source image is abducted once and decoded under every target.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from cfcl.counterfactual.config import CFGenerateConfig
+from cfcl.counterfactual.generator import generator_file, load_generator
+from cfcl.counterfactual.hvae import HVAE
+from cfcl.counterfactual.inference import Abduction, abduct, predict
+from cfcl.counterfactual.parents import ParentError, ParentSpec, parents_from_store
+from cfcl.counterfactual.train import open_image_store
+from cfcl.data.store import INFO, ImageStore, StoreWriter
+from cfcl.errors import CheckpointError
+from cfcl.stage import is_up_to_date, read_manifest, start_stage
+
+NAME = "cf_generate"
+
+
+def target_domains(spec: ParentSpec, store: ImageStore, requested: list[int] | None, include_ood: bool) -> list[int]:
+    """Requested targets (checked against the domains the generator saw) or every seen ID domain."""
+    ood = set(store.info.get("ood_domains", []))
+    if requested is None:
+        return [d for d in spec.seen if include_ood or d not in ood]
+    unseen = [d for d in requested if d not in spec.seen]
+    if unseen:
+        names = [store.domains[d] if 0 <= d < len(store.domains) else str(d) for d in unseen]
+        raise ParentError(f"target domain(s) {', '.join(names)} never seen by the generator (seen: {list(spec.seen)})")
+    if ood & set(requested) and not include_ood:
+        raise ParentError(f"target domain(s) {sorted(ood & set(requested))} are out-of-distribution; set include_ood: true")
+    return list(requested)
+
+
+def counterfactual_rows(store: ImageStore, sources: np.ndarray, targets: list[int]) -> pd.DataFrame:
+    """One row per (source image, target domain other than its own), source-major."""
+    domain = store.meta["domain"].to_numpy()
+    source_index = np.repeat(sources, len(targets))
+    target = np.tile(np.asarray(targets, dtype=np.int64), len(sources))
+    keep = domain[source_index] != target
+    source_index, target = source_index[keep], target[keep]
+    src = store.meta.iloc[source_index]
+    return pd.DataFrame({
+        "index": np.arange(len(source_index)),
+        "source_index": source_index,
+        "target_domain": target,
+        "split": src["split"].to_numpy(),
+        "domain": target,
+        "label": src["label"].to_numpy(),
+        "patient_id": src["patient_id"].to_numpy(),
+        "image_id": [f"{i}_cf{t}" for i, t in zip(src["image_id"], target)],
+    })
+
+
+def _to_device(pa: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in pa.items()}
+
+
+@torch.inference_mode()
+def generate_chunk(
+    model: HVAE, store: ImageStore, rows: pd.DataFrame, batch_size: int, device: torch.device
+) -> np.ndarray:
+    """uint8 counterfactuals ``[len(rows), H, W]``: each distinct source abducted once."""
+    sources, position = np.unique(rows["source_index"].to_numpy(), return_inverse=True)
+    latents: list[list[torch.Tensor]] = []
+    noise: list[torch.Tensor] = []
+    for start in range(0, len(sources), batch_size):
+        idx = sources[start : start + batch_size]
+        x = torch.from_numpy(np.ascontiguousarray(store.images[idx])).to(device)[:, None].float() / 255.0
+        ab = abduct(model, x, _to_device(parents_from_store(store, idx, model.specs), device))
+        latents.append(ab.latents)
+        noise.append(ab.u)
+    all_latents = [torch.cat(parts) for parts in zip(*latents)]
+    all_noise = torch.cat(noise)
+    out = np.empty((len(rows), *store.size), dtype=np.uint8)
+    targets = torch.tensor(rows["target_domain"].to_numpy())
+    for start in range(0, len(rows), batch_size):
+        take = torch.as_tensor(position[start : start + batch_size], device=device)
+        idx = sources[position[start : start + batch_size]]
+        pa_star = parents_from_store(store, idx, model.specs)
+        pa_star["domain"] = targets[start : start + batch_size]
+        ab = Abduction([z[take] for z in all_latents], all_noise[take])
+        x_star = predict(model, ab, _to_device(pa_star, device))
+        out[start : start + len(idx)] = (x_star[:, 0] * 255).round().to(torch.uint8).cpu().numpy()
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
+    out = Path(out)
+    store = open_image_store(config.data)
+    gen_path = generator_file(config.generator)
+    model, info = load_generator(gen_path)
+    inputs = {"data": store.path / INFO, "generator": gen_path}
+    if not force and is_up_to_date(out, config, NAME):
+        return read_manifest(out)
+    if info.get("domains") != store.domains:
+        raise CheckpointError(f"generator {gen_path} was trained on domains {info.get('domains')}, store {store.path} has {store.domains}")
+    spec = next((s for s in model.specs if s.name == "domain"), None)
+    if spec is None:
+        raise CheckpointError(f"generator {gen_path} has no 'domain' parent; it cannot make scanner counterfactuals")
+    targets = target_domains(spec, store, config.target_domains, config.include_ood)
+    rows = counterfactual_rows(store, store.indices(config.splits), targets)
+    stage = start_stage(NAME, out, config, inputs=inputs, force=force)
+    device = resolve_device(config.device)
+    model.to(device)
+    h, w = store.size
+    generator_hash = stage.inputs["generator"]["fingerprint"]
+    key = json.dumps({"generator": generator_hash, "store": store.content_hash, "rows": stage.fingerprint})
+    writer = StoreWriter(out, len(rows), h, w, key=key, chunk=config.chunk)
+    started = time.time()
+    pending = writer.pending()
+    with tqdm(total=len(rows), initial=len(rows) - sum(b - a for a, b in pending), desc="counterfactuals",
+              unit="img", disable=not config.progress_bar) as bar:
+        for a, b in pending:
+            writer.write(a, generate_chunk(model, store, rows.iloc[a:b], config.batch_size, device))
+            bar.update(b - a)
+    stage.timed("generate", time.time() - started)
+    writer.finish(
+        rows, store.domains, store.labels, kind="counterfactuals",
+        extra={"source_store": store.content_hash, "generator": generator_hash, "splits": config.splits,
+               "target_domains": targets, "ood_domains": store.info.get("ood_domains", [])},
+    )
+    return stage.finish(n=len(rows), target_domains=targets, generator=generator_hash)

@@ -1,0 +1,85 @@
+"""``cfcl cf train``: fit the HVAE image mechanism on a store and write ``generator.pt``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+
+from cfcl.counterfactual import figures
+from cfcl.counterfactual.config import CFTrainConfig
+from cfcl.counterfactual.data import ParentImageDataset, make_loader, split_batch, split_indices
+from cfcl.counterfactual.generator import save_generator
+from cfcl.counterfactual.hvae import HVAE
+from cfcl.counterfactual.module import HVAETrainModule
+from cfcl.counterfactual.parents import parent_specs
+from cfcl.data.store import INFO, ImageStore
+from cfcl.errors import StoreError
+from cfcl.stage import start_stage
+from cfcl.training import last_checkpoint, make_trainer
+
+NAME = "cf_train"
+
+
+def open_image_store(path: Path) -> ImageStore:
+    store = ImageStore.open(path)
+    if store.kind != "images":
+        raise StoreError(f"{path} is a {store.kind} store; the generator needs an image store")
+    h, w = store.size
+    if h != w:
+        raise StoreError(f"image store {path} holds {h}x{w} images; the HVAE needs square images")
+    return store
+
+
+def grid_batch(dataset: ParentImageDataset, n: int) -> dict[str, torch.Tensor]:
+    """``n`` images spread evenly over the dataset, as one batch."""
+    rows = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int)
+    items = [dataset[i] for i in rows]
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
+def run(config: CFTrainConfig, out: Path, force: bool = False) -> dict:
+    out = Path(out)
+    store = open_image_store(config.data)
+    stage = start_stage(NAME, out, config, inputs={"data": store.path / INFO}, force=force)
+    train_rows = split_indices(store, config.splits)
+    specs = parent_specs(store, config.parents, train_rows)
+    L.seed_everything(config.seed, workers=True)
+    model = HVAE(store.size[0], config.arch, specs)
+    train_set = ParentImageDataset(store, train_rows, specs)
+    loader = make_loader(
+        train_set, config.batch_size, shuffle=True, seed=config.seed,
+        balanced=config.balanced_sampling, num_workers=config.trainer.num_workers,
+    )
+    val_loader = None
+    val_rows = store.indices(config.val_split) if config.val_split else np.array([], dtype=int)
+    if len(val_rows) and config.val_images:
+        val_rows = val_rows[np.linspace(0, len(val_rows) - 1, min(config.val_images, len(val_rows))).astype(int)]
+        val_loader = make_loader(ParentImageDataset(store, val_rows, specs), config.batch_size, shuffle=False, seed=config.seed)
+    module = HVAETrainModule(
+        model, beta=config.beta, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+        warmup_steps=config.optim.warmup_steps, grad_clip=config.optim.grad_clip,
+        grad_skip=config.optim.grad_skip, ema_decay=config.optim.ema_decay,
+    )
+    trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
+    started = time.time()
+    trainer.fit(module, loader, val_loader, ckpt_path=last_checkpoint(out))
+    stage.timed("fit", time.time() - started)
+    if not trainer.is_global_zero:
+        return {}
+    ema = module.ema_model.cpu().eval()
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    info = {
+        "store": store.content_hash, "domains": store.domains, "splits": config.splits,
+        "beta": config.beta, "steps": trainer.global_step, "skipped_updates": int(module.skipped),
+        "parameters": sum(p.numel() for p in ema.parameters()), "metrics": metrics,
+    }
+    generator_path = save_generator(out, ema, info)
+    x, pa = split_batch(grid_batch(train_set, config.grid_images))
+    figures.counterfactual_grid(ema, x, pa, out / "counterfactual_grid.png")
+    figures.prior_samples(ema, pa, out / "prior_samples.png")
+    figures.training_curve(out / "logs" / "metrics.csv", out / "training_curve.png", ["train/nelbo_step", "train/kl_step", "val/nelbo"])
+    return stage.finish(artefacts={"generator": generator_path.name}, metrics=metrics, parameters=info["parameters"])

@@ -1,0 +1,216 @@
+"""The HVAE mechanism and its maths: likelihood, KL, parents, abduction and counterfactuals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch.distributions import Normal, kl_divergence
+
+from cfcl.config import build_config
+from cfcl.counterfactual.config import CFTrainConfig
+from cfcl.counterfactual.data import domain_balanced_weights
+from cfcl.counterfactual.generator import load_generator, save_generator
+from cfcl.counterfactual.hvae import HVAE, HVAEArch
+from cfcl.counterfactual.inference import abduct, apply_noise, counterfactual, pixel_noise, predict
+from cfcl.counterfactual.likelihood import discretized_gaussian_log_likelihood, gaussian_kl
+from cfcl.counterfactual.losses import ascend_multiplier, elbo_terms, lagrangian, random_other_domains
+from cfcl.counterfactual.module import ema_average, warmup_factor
+from cfcl.counterfactual.parents import ParentError, encode_parents, intervene, parent_specs, parents_from_store
+from cfcl.data.store import write_store
+from cfcl.errors import CheckpointError, ConfigError, StoreError
+from cfcl.presets import resolve_config_path
+
+TINY = HVAEArch(widths=[8, 8, 16], blocks=[1, 1, 1], latent_channels=4, stochastic_max_res=8)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """16 px random images with domain (3 seen of 4), sex (text) and age (integer years) parents."""
+    rng = np.random.default_rng(0)
+    n = 24
+    meta = pd.DataFrame({
+        "index": range(n), "image_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
+        "split": ["train"] * 18 + ["val"] * 6, "domain": np.arange(n) % 3, "label": np.arange(n) % 2,
+        "sex": ["F", "M"] * (n // 2), "age": rng.integers(20, 90, n),
+    })
+    images = rng.integers(0, 256, (n, 16, 16), dtype=np.uint8)
+    return write_store(tmp_path_factory.mktemp("hvae") / "store", images, meta, ["a", "b", "c", "d"], ["neg", "pos"])
+
+
+@pytest.fixture(scope="module")
+def model(store):
+    torch.manual_seed(0)
+    return HVAE(16, TINY, parent_specs(store, ["domain", "sex", "age"], store.indices("train"))).eval()
+
+
+def batch(store, specs, rows=range(6)):
+    rows = np.asarray(list(rows))
+    x = torch.from_numpy(np.ascontiguousarray(store.images[rows])).float()[:, None] / 255
+    return x, parents_from_store(store, rows, specs)
+
+
+def test_discretized_gaussian_matches_normal_cdf():
+    x = torch.tensor([0.0, 1 / 255, 0.5, 200 / 255, 1.0, 0.02], dtype=torch.float64)
+    mu = torch.tensor([0.1, 0.0, 0.52, 0.3, 0.9, 0.1], dtype=torch.float64)
+    log_scale = torch.log(torch.tensor([0.05, 0.01, 0.2, 0.1, 0.03, 0.02], dtype=torch.float64))
+    cdf, h = Normal(mu, log_scale.exp()).cdf, 0.5 / 255
+    upper = torch.where(x > 1 - h, torch.ones_like(x), cdf(x + h))
+    lower = torch.where(x < h, torch.zeros_like(x), cdf(x - h))
+    expected = torch.log(upper - lower)
+    got = discretized_gaussian_log_likelihood(x, mu, log_scale)
+    assert torch.allclose(got, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_discretized_gaussian_is_a_distribution_over_256_levels():
+    x = torch.arange(256, dtype=torch.float32) / 255
+    for mu, sigma in [(0.3, 0.1), (0.99, 0.001), (-0.2, 0.05), (0.5, 3.0)]:
+        logp = discretized_gaussian_log_likelihood(x, torch.full_like(x, mu), torch.full_like(x, float(np.log(sigma))))
+        assert torch.isfinite(logp).all()
+        assert logp.exp().sum().item() == pytest.approx(1.0, abs=1e-4)
+
+
+def test_gaussian_kl_matches_torch():
+    g = torch.Generator().manual_seed(0)
+    mq, lq, mp, lp = (torch.randn(10, generator=g) for _ in range(4))
+    expected = kl_divergence(Normal(mq, lq.exp()), Normal(mp, lp.exp()))
+    assert torch.allclose(gaussian_kl(mq, lq, mp, lp), expected, atol=1e-5)
+
+
+def test_parent_specs_and_encoding(store):
+    specs = parent_specs(store, ["domain", "sex", "age"], store.indices("train"))
+    domain, sex, age = specs
+    assert (domain.kind, domain.n_classes, domain.seen) == ("discrete", 4, (0, 1, 2))
+    assert (sex.kind, sex.categories) == ("discrete", ("F", "M"))
+    assert age.kind == "continuous"
+    train_age = store.meta["age"].to_numpy()[store.indices("train")]
+    assert age.mean == pytest.approx(train_age.mean()) and age.std == pytest.approx(train_age.std(ddof=1))
+    pa = parents_from_store(store, np.array([0, 1, 5]), specs)
+    assert pa["domain"].dtype == torch.long and pa["sex"].tolist() == [0, 1, 1] and pa["age"].dtype == torch.float32
+    vec = encode_parents(pa, specs)
+    assert vec.shape == (3, 4 + 2 + 1)
+    assert vec[:, :4].tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]
+    assert torch.allclose(vec[:, 6], (pa["age"] - age.mean) / age.std)
+
+
+def test_missing_parent_column_is_a_one_line_error(store):
+    with pytest.raises(StoreError, match="parent 'scanner_model' is not a column"):
+        parent_specs(store, ["domain", "scanner_model"])
+
+
+def test_intervene_changes_only_the_named_parent(store, model):
+    _, pa = batch(store, model.specs)
+    before = {k: v.clone() for k, v in pa.items()}
+    changed = intervene(pa, domain=2)
+    assert changed["domain"].tolist() == [2] * 6
+    assert torch.equal(changed["sex"], pa["sex"]) and torch.equal(changed["age"], pa["age"])
+    assert all(torch.equal(pa[k], before[k]) for k in pa)
+    with pytest.raises(ParentError, match="cannot intervene on 'scanner'"):
+        intervene(pa, scanner=1)
+
+
+def test_null_intervention_reproduces_the_image(store, model):
+    x, pa = batch(store, model.specs)
+    with torch.no_grad():
+        x_star = counterfactual(model, x, pa, pa)
+        sampled = counterfactual(model, x, pa, pa, t=1.0)
+    assert (x_star * 255).round().equal(x * 255) and (x_star - x).abs().max() < 1e-5
+    assert (sampled * 255).round().equal(x * 255)
+
+
+def test_pixel_noise_by_hand(store, model):
+    assert pixel_noise(torch.tensor([0.5]), torch.tensor([0.3]), torch.log(torch.tensor([0.1]))).item() == pytest.approx(2.0)
+    assert apply_noise(torch.tensor([0.9, 0.1]), torch.log(torch.tensor([0.1, 0.1])), torch.tensor([2.0, -0.5])).tolist() == (
+        pytest.approx([1.0, 0.05])
+    )
+    x, pa = batch(store, model.specs)
+    with torch.no_grad():
+        ab = abduct(model, x, pa)
+        decoded = model.decode(pa, latents=ab.latents, batch_size=len(x))
+        assert len(ab.latents) == 2  # one stochastic block at 8 px and one at 4 px
+        assert torch.allclose(ab.u, (x - decoded.mu) / decoded.log_scale.exp(), atol=1e-5)
+        x_star = predict(model, ab, intervene(pa, domain=1))
+        dec_star = model.decode(intervene(pa, domain=1), latents=ab.latents, batch_size=len(x))
+    assert torch.allclose(x_star, (dec_star.mu + dec_star.log_scale.exp() * ab.u).clamp(0, 1), atol=1e-6)
+    assert not torch.allclose(x_star, x, atol=1e-3)
+
+
+def test_parents_condition_prior_posterior_and_decoder(store, model):
+    x, pa = batch(store, model.specs)
+    model.zero_grad()
+    elbo_terms(model, x, pa)["loss"].backward()
+    blocks = [b for level in model.dec_levels for b in level]
+    assert all(b.parents.weight.grad.abs().sum() > 0 for b in blocks)
+    stochastic = [b for b in blocks if b.zdim]
+    assert stochastic and all(b.posterior.convs[0].weight.grad.abs().sum() > 0 for b in stochastic)
+    assert all(b.prior.convs[-1].weight.grad.abs().sum() > 0 for b in stochastic)  # zero-initialised output
+    model.zero_grad()
+
+
+def test_unseen_target_domain_is_refused(store, model):
+    x, pa = batch(store, model.specs)
+    with pytest.raises(ParentError, match="value\\(s\\) d never seen in training"):
+        counterfactual(model, x, pa, intervene(pa, domain=3))
+    with pytest.raises(ParentError, match="parent\\(s\\) age missing"):
+        model.decode({"domain": pa["domain"], "sex": pa["sex"]})
+
+
+def test_generator_checkpoint_roundtrip_and_errors(tmp_path, store, model):
+    x, pa = batch(store, model.specs)
+    save_generator(tmp_path, model, {"store": store.content_hash, "domains": store.domains})
+    loaded, info = load_generator(tmp_path)
+    assert not loaded.training and info["store"] == store.content_hash and info["parents"][0]["name"] == "domain"
+    with torch.no_grad():
+        assert torch.equal(counterfactual(loaded, x, pa, intervene(pa, domain=2)), counterfactual(model, x, pa, intervene(pa, domain=2)))
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((tmp_path / "generator.pt").read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_generator(corrupt)
+    foreign = tmp_path / "classifier.pt"
+    torch.save({"format": "cfcl-domain-classifier", "state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not a cfcl HVAE generator checkpoint"):
+        load_generator(foreign)
+    other = HVAE(16, TINY.model_copy(update={"latent_channels": 2}), model.specs)
+    save_generator(tmp_path / "other.pt", other, {})
+    ckpt = torch.load(tmp_path / "other.pt", weights_only=True)
+    ckpt["state_dict"] = model.state_dict()
+    torch.save(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="does not match its architecture") as error:
+        load_generator(tmp_path / "mismatch.pt")
+    assert "\n" not in str(error.value)
+
+
+def test_architecture_is_validated():
+    with pytest.raises(ConfigError, match="not divisible"):
+        HVAE(18, TINY, [])
+    with pytest.raises(ConfigError, match="stochastic_max_res"):
+        HVAE(16, TINY.model_copy(update={"stochastic_max_res": 2}), [])
+
+
+def test_224_preset_has_about_40m_parameters(store):
+    config = build_config(CFTrainConfig, resolve_config_path("cf_train_224"), ["data=/nowhere"])
+    specs = parent_specs(store, ["domain"])
+    model = HVAE(224, config.arch, specs)
+    n = sum(p.numel() for p in model.parameters())
+    assert 35e6 <= n <= 45e6, n
+    assert model.resolutions[0] == 224 and max(r for r in model.resolutions if r <= config.arch.stochastic_max_res) >= 56
+
+
+def test_small_pure_functions():
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    source = torch.randint(0, 3, (500,), generator=g)
+    domains = torch.tensor([0, 1, 2])
+    target = random_other_domains(source, domains)
+    assert (target != source).all() and set(target.tolist()) == {0, 1, 2}
+    for d in range(3):
+        assert set(target[source == d].tolist()) == {0, 1, 2} - {d}
+    assert ascend_multiplier(torch.tensor(0.5), 2.0, 1.0, 0.1).item() == pytest.approx(0.6)
+    assert ascend_multiplier(torch.tensor(0.05), 0.0, 1.0, 0.1).item() == 0.0
+    assert lagrangian(torch.tensor(1.0), torch.tensor(3.0), 2.0, torch.tensor(0.5)).item() == pytest.approx(1.5)
+    assert ema_average(torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0), 0.999).item() == pytest.approx(0.1)
+    assert ema_average(torch.tensor(1.0), torch.tensor(0.0), torch.tensor(10**6), 0.9).item() == pytest.approx(0.9)
+    assert [warmup_factor(s, 4) for s in (0, 1, 3, 10)] == [0.25, 0.5, 1.0, 1.0]
+    weights = domain_balanced_weights(np.array([0, 0, 0, 1, 2, 2]))
+    assert weights.tolist() == pytest.approx([1 / 3] * 3 + [1.0] + [0.5] * 2)

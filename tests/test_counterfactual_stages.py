@@ -1,0 +1,194 @@
+"""The generator stages end to end on a tiny store: cf train, cf finetune, cf generate (CLI)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from cf_stores import make_store
+from cfcl.cli import main
+from cfcl.counterfactual import generate as generate_module
+from cfcl.counterfactual.classifier import build_classifier, save_classifier
+from cfcl.counterfactual.generator import load_generator
+from cfcl.counterfactual.inference import counterfactual
+from cfcl.counterfactual.parents import intervene, parents_from_store
+from cfcl.data.store import ImageStore
+
+TINY = [
+    "arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
+    "batch_size=16", "trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "val_images=8", "grid_images=4",
+]
+
+
+def sets(items):
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cfstages")
+    store = make_store(root / "store", true_cf=False)
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(root / "gen"), *sets(TINY)]) == 0
+    return root, store
+
+
+def test_train_writes_a_generator_stage(trained):
+    root, store = trained
+    out = root / "gen"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["stage"] == "cf_train"
+    for name in ("generator.pt", "config.yaml", "counterfactual_grid.png", "prior_samples.png", "training_curve.png",
+                 "checkpoints/last.ckpt", "logs/metrics.csv"):
+        assert (out / name).is_file(), name
+    model, info = load_generator(out)
+    assert info["store"] == store.content_hash and info["image_size"] == 16 and info["steps"] > 0
+    assert model.specs[0].seen == (0, 1, 2)  # the OOD domain 3 is never a training image
+    metrics = (out / "logs" / "metrics.csv").read_text()
+    assert "train/nelbo_step" in metrics and "val/nelbo" in metrics
+
+
+def test_training_is_deterministic(trained, tmp_path):
+    root, store = trained
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "again"), *sets(TINY)]) == 0
+    a, _ = load_generator(root / "gen")
+    b, _ = load_generator(tmp_path / "again")
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_training_skips_non_finite_updates(trained, tmp_path):
+    _, store = trained
+    args = ["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "skip"),
+            *sets([*TINY, "trainer.max_epochs=1", "optim.grad_skip=1e-9"])]
+    assert main(args) == 0
+    model, info = load_generator(tmp_path / "skip")
+    assert info["skipped_updates"] == info["steps"] > 0
+    torch.manual_seed(0)
+    fresh = type(model)(16, model.arch, model.specs)
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(fresh.state_dict().values(), model.state_dict().values()))
+
+
+def test_generate_writes_every_source_times_other_domain(trained, tmp_path):
+    root, store = trained
+    out = tmp_path / "cf"
+    assert main(["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path), "--out", str(out),
+                 "--set", "batch_size=7", "--set", "chunk=10", "--set", "progress_bar=false"]) == 0
+    cf = ImageStore.open(out)
+    train = store.indices("train")
+    assert cf.kind == "counterfactuals" and len(cf) == 2 * len(train)
+    assert cf.info["source_store"] == store.content_hash and len(cf.info["generator"]) == 16
+    meta = cf.meta
+    assert set(meta["source_index"]) == set(train)
+    assert (meta["target_domain"] != store.meta["domain"].to_numpy()[meta["source_index"]]).all()
+    assert set(meta["target_domain"]) == {0, 1, 2} and (meta["domain"] == meta["target_domain"]).all()
+    assert (meta["label"].to_numpy() == store.meta["label"].to_numpy()[meta["source_index"]]).all()
+    table = cf.counterfactual_table(len(store), len(store.domains))
+    assert (table[train] >= 0).sum() == len(cf) and (table[:, 3] == -1).all()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["generator"] == cf.info["generator"]
+    model, _ = load_generator(root / "gen")
+    rows = meta.iloc[::5]
+    source = rows["source_index"].to_numpy()
+    x = torch.from_numpy(store.images[source]).float()[:, None] / 255
+    pa = parents_from_store(store, source, model.specs)
+    with torch.no_grad():
+        expected = counterfactual(model, x, pa, intervene(pa, domain=torch.as_tensor(rows["target_domain"].to_numpy())))
+    written = torch.from_numpy(cf.images[rows["index"].to_numpy()]).float()
+    assert (written - (expected[:, 0] * 255).round()).abs().max() <= 1
+
+
+def test_generate_resumes_an_interrupted_run(trained, tmp_path, monkeypatch):
+    root, store = trained
+    args = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path),
+            "--set", "chunk=16", "--set", "progress_bar=false"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    calls = []
+    real = generate_module.generate_chunk
+
+    def fail_after_two(*a, **k):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(generate_module, "generate_chunk", fail_after_two)
+    assert main([*args, "--out", str(tmp_path / "resumed")]) == 130
+    assert not (tmp_path / "resumed" / "store.json").exists()
+    done = json.loads((tmp_path / "resumed" / "progress.json").read_text())["done"]
+    assert done == [0, 16]
+    calls.clear()
+    monkeypatch.setattr(generate_module, "generate_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    assert main([*args, "--out", str(tmp_path / "resumed")]) == 0
+    total = -(-2 * len(store.indices("train")) // 16)
+    assert len(calls) == total - 2
+    assert np.array_equal(ImageStore.open(tmp_path / "resumed").images, ImageStore.open(tmp_path / "full").images)
+
+
+def test_generate_bad_targets(trained, tmp_path, capsys):
+    root, store = trained
+    base = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path), "--out", str(tmp_path / "x")]
+    assert main([*base, "--set", "target_domains=[3]"]) == 2
+    assert "target domain(s) ood never seen by the generator" in capsys.readouterr().err
+    assert main([*base, "--set", "target_domains=[0]", "--set", "include_ood=true"]) == 0
+    assert set(ImageStore.open(tmp_path / "x").meta["target_domain"]) == {0}
+
+
+def test_train_bad_input(trained, tmp_path, capsys):
+    _, store = trained
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "t"), "--set", "parents=[domain, sex]"]) == 2
+    err = capsys.readouterr().err
+    assert "parent 'sex' is not a column of metadata.csv" in err and err.count("\n") == 1
+    corrupt = tmp_path / "bad.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    assert main(["cf", "generate", "--generator", str(corrupt), "--data", str(store.path), "--out", str(tmp_path / "g")]) == 2
+    assert "corrupt" in capsys.readouterr().err
+
+
+def save_guide(path, role, seed=0):
+    torch.manual_seed(seed)
+    model = build_classifier("cnn", 4, widths=[4, 8]).eval()
+    info = {"role": role, "domains": ["major", "middle", "rare", "ood"], "trained_domains": [0, 1, 2],
+            "image_size": [16, 16], "seed": seed}
+    return save_classifier(path, model, info)
+
+
+def test_finetune_trains_the_decoder_only(trained, tmp_path, capsys):
+    root, store = trained
+    save_guide(tmp_path / "guide", "guide")
+    save_guide(tmp_path / "judge", "judge")
+    base = ["cf", "finetune", "--generator", str(root / "gen"), "--data", str(store.path),
+            "--set", "lr=0.001", "--set", "trainer.max_epochs=1", "--set", "batch_size=16", "--set", "bound_batches=2",
+            "--set", "trainer.progress_bar=false", "--set", "grid_images=4", "--set", "trainer.log_every_n_steps=1"]
+    assert main([*base, "--guide", str(tmp_path / "judge"), "--out", str(tmp_path / "bad")]) == 2
+    assert "the judge never guides" in capsys.readouterr().err
+    assert main([*base, "--guide", str(tmp_path / "guide"), "--out", str(tmp_path / "ft")]) == 0
+    before, _ = load_generator(root / "gen")
+    after, info = load_generator(tmp_path / "ft")
+    assert info["elbo_bound"] == pytest.approx(info["initial_nelbo"] * 1.02) and info["steps"] > 0
+    assert info["finetuned_from"] and info["guide"] and info["store"] == store.content_hash
+    old, new = before.state_dict(), after.state_dict()
+    encoder = [k for k in old if k.split(".")[0] in ("stem", "enc_levels", "enc_down")]
+    decoder = [k for k in old if k.split(".")[0] in ("dec_levels", "head", "head_parents")]
+    assert encoder and all(torch.equal(old[k], new[k]) for k in encoder)
+    assert any(not torch.equal(old[k], new[k]) for k in decoder)
+    metrics = (tmp_path / "ft" / "logs" / "metrics.csv").read_text()
+    assert "train/multiplier_step" in metrics and "train/guide_accuracy_step" in metrics
+
+
+def test_train_resumes_an_interrupted_run(trained, tmp_path):
+    root, store = trained
+    out = tmp_path / "gen"
+    shutil.copytree(root / "gen", out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))  # as if killed after epoch 2
+    (out / "generator.pt").unlink()
+    first_epoch = (out / "checkpoints" / "epoch000.ckpt").stat().st_mtime_ns
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(out), *sets(TINY)]) == 0
+    assert (out / "checkpoints" / "epoch000.ckpt").stat().st_mtime_ns == first_epoch  # not trained again
+    resumed, info = load_generator(out)
+    original, original_info = load_generator(root / "gen")
+    assert info["steps"] == original_info["steps"]
+    assert all(torch.equal(p, q) for p, q in zip(resumed.state_dict().values(), original.state_dict().values()))
