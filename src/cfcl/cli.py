@@ -67,6 +67,34 @@ STAGES: tuple[StageCommand, ...] = (
         (Flag("--data", "data", "image store to train on (its train/val splits)"),),
     ),
     StageCommand(
+        ("cf", "train"),
+        "train the HVAE image mechanism (the counterfactual generator) on an image store",
+        "cfcl.counterfactual.config:CFTrainConfig",
+        "cfcl.counterfactual.train:run",
+        (Flag("--data", "data", "image store to train on (its train split)"),),
+    ),
+    StageCommand(
+        ("cf", "finetune"),
+        "counterfactual fine-tuning of the generator's decoder, guided by a domain classifier (cf_guide)",
+        "cfcl.counterfactual.config:CFFinetuneConfig",
+        "cfcl.counterfactual.finetune:run",
+        (
+            Flag("--generator", "generator", "generator folder (cfcl cf train)"),
+            Flag("--guide", "guide", "guidance classifier folder (cfcl cf classifier --config cf_guide)"),
+            Flag("--data", "data", "image store to fine-tune on (its train split)"),
+        ),
+    ),
+    StageCommand(
+        ("cf", "generate"),
+        "write the counterfactual store: every training image x every other in-distribution domain",
+        "cfcl.counterfactual.config:CFGenerateConfig",
+        "cfcl.counterfactual.generate:run",
+        (
+            Flag("--generator", "generator", "generator folder (cfcl cf train / finetune)"),
+            Flag("--data", "data", "image store the counterfactuals are made from"),
+        ),
+    ),
+    StageCommand(
         ("cf", "evaluate"),
         "counterfactual quality: effectiveness (judge), composition, reversibility, error vs true counterfactuals",
         "cfcl.counterfactual.evaluate:EvaluateConfig",
@@ -75,6 +103,28 @@ STAGES: tuple[StageCommand, ...] = (
             Flag("--data", "data", "image store the counterfactuals are made from"),
             Flag("--generator", "generator", "generator folder (cfcl cf train / finetune) or a counterfactual store"),
             Flag("--judge", "judge", "judge classifier folder (cfcl cf classifier --config cf_judge)"),
+        ),
+    ),
+    StageCommand(
+        ("pretrain",),
+        "contrastive pretraining of an encoder: simclr, simclr+, cf-simclr, cf-simclr-multi or oracle (resumes an unfinished run in --out)",
+        "cfcl.contrastive.config:PretrainConfig",
+        "cfcl.contrastive.pretrain:run",
+        (
+            Flag("--method", "method", "simclr, simclr+, cf-simclr, cf-simclr-multi or oracle"),
+            Flag("--data", "data", "image store to pretrain on (its train split)"),
+            Flag("--cf-store", "cf_store", "counterfactual store of --data (simclr+, cf-simclr, cf-simclr-multi; oracle: DATA/true_cf)"),
+            Flag("--resume", "resume", "fail unless --out holds an unfinished run of this config to continue", const="require"),
+        ),
+    ),
+    StageCommand(
+        ("evaluate",),
+        "linear probes, fine-tuning and baselines over label fractions and seeds; ID / OOD / per-domain metrics",
+        "cfcl.evaluation.config:EvaluateConfig",
+        "cfcl.evaluation.evaluate:run",
+        (
+            Flag("--data", "data", "image store to evaluate on"),
+            Flag("--encoder", "encoders", "pretrain folder (cfcl pretrain); repeat for several", repeat=True),
         ),
     ),
 )
@@ -151,6 +201,21 @@ def _pipeline_parsers(top: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=handler)
 
 
+def _report(args: argparse.Namespace) -> None:
+    from cfcl.report.report import run_report
+
+    run_report(args.run_dir, args.out)
+
+
+def _report_parser(top: argparse._SubParsersAction) -> None:
+    report = top.add_parser("report", help="write a run's self-contained index.html and summary.md",
+                            description="Gather a run folder's results, figures, configs and timings into "
+                            "RUN_DIR/report/index.html (opens offline) and summary.md; a partial run says what is absent.")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (holding data/, pretrain/, eval/...)")
+    report.add_argument("--out", type=Path, help="report folder (default: RUN_DIR/report)")
+    report.set_defaults(handler=_report)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfcl", description="Counterfactual contrastive learning for medical imaging."
@@ -172,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
             groups[group] = gp.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
         _stage_parser(groups[group], command)
     _pipeline_parsers(top)
+    _report_parser(top)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Contrastive pretraining: encoders, projection heads, augmentations, pairing, NT-Xent, the pretrain stage."""

@@ -1,0 +1,53 @@
+"""Config of ``cfcl pretrain``: one contrastive pretraining run (method x seed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cfcl.config import StrictModel
+from cfcl.contrastive.augment import AugmentConfig
+from cfcl.contrastive.encoders import ARCHS
+from cfcl.contrastive.pairing import METHODS
+from cfcl.training import TrainerConfig
+
+
+class EncoderConfig(StrictModel):
+    """Architecture (``cfcl.contrastive.encoders.ARCHS``) and, for ResNets, an ImageNet weights file."""
+
+    arch: Literal[ARCHS] = "small"
+    arch_kwargs: dict[str, Any] = {"width": 16, "blocks": [1, 1, 1, 1], "stem_stride": 2}
+    pretrained_weights: Path | None = None
+
+
+class PretrainConfig(StrictModel):
+    """SimCLR-family pretraining on the ``split`` images of ``data``; defaults suit the synthetic demo on a CPU."""
+
+    method: Literal[METHODS] = "simclr"
+    data: Path
+    cf_store: Path | None = Field(None, description="counterfactual store; the oracle defaults to DATA/true_cf")
+    split: str = "train"
+    encoder: EncoderConfig = EncoderConfig()
+    projection: list[int] = Field([128, 64], min_length=1, description="hidden widths then output width")
+    temperature: float = Field(0.1, gt=0)
+    batch_size: int = Field(128, ge=2)
+    p_replace: float = Field(0.5, ge=0, le=1, description="simclr+: probability of replacing the image by a counterfactual")
+    p_cf: float = Field(1.0, ge=0, le=1, description="cf-simclr/oracle: probability a further view is a counterfactual")
+    n_cf_views: int | None = Field(
+        None, ge=1, description="counterfactual views per image: default 1 (cf-simclr, oracle), every other domain (cf-simclr-multi)"
+    )
+    augment: AugmentConfig = AugmentConfig()
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    schedule: Literal["cosine", "constant"] = "cosine"
+    online_probe: bool = Field(True, description="detached linear probe on the label, for monitoring only")
+    channels_last: bool = False
+    seed: int = 0
+    resume: Literal["auto", "require", "never"] = Field(
+        "auto", description="auto: continue an unfinished run of this config in OUT; require: fail if there is none"
+    )
+    trainer: TrainerConfig = TrainerConfig(max_epochs=10)

@@ -1,0 +1,97 @@
+"""The Lightning module of contrastive pretraining: augment on the device, encode, project, NT-Xent."""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cfcl.contrastive.losses import nt_xent
+from cfcl.errors import CfclError
+
+
+class NonFiniteLossError(CfclError):
+    """Training produced a NaN or infinite loss or gradient; the last good checkpoint is kept."""
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, cosine: bool) -> float:
+    """Learning-rate factor: linear warm-up to 1, then a cosine decay to 0 at ``total_steps`` (or constant)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if not cosine or total_steps <= warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / (total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ContrastiveModule(L.LightningModule):
+    """Thin wrapper: the maths is in :func:`nt_xent`, the views in :mod:`cfcl.contrastive.pairing`.
+
+    Augmentation draws come from a generator seeded by (seed, global step, rank), so every step
+    is reproducible and a resumed run continues exactly. The optional online probe sees detached
+    features only: it monitors, it never shapes the encoder.
+    """
+
+    def __init__(
+        self, encoder: torch.nn.Module, head: torch.nn.Module, augment: torch.nn.Module, *, temperature: float,
+        optimizer: str, lr: float, weight_decay: float, warmup_steps: int, cosine: bool, seed: int,
+        n_classes: int | None = None, channels_last: bool = False,
+    ):
+        super().__init__()
+        self.encoder, self.head, self.augment = encoder, head, augment
+        self.probe = torch.nn.Linear(encoder.feature_dim, n_classes) if n_classes else None
+        self.temperature, self.seed, self.channels_last = temperature, seed, channels_last
+        self.optim = dict(name=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, cosine=cosine)
+
+    def _augmented(self, views: torch.Tensor) -> torch.Tensor:
+        x = views.float().div_(255.0)
+        step_seed = int(np.random.SeedSequence([self.seed, self.global_step, self.global_rank]).generate_state(1)[0])
+        on_cuda = x.device.type == "cuda"
+        with torch.random.fork_rng(devices=[x.device] if on_cuda else []), torch.autocast(x.device.type, enabled=False):
+            torch.manual_seed(step_seed)
+            x = self.augment(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        features = self.encoder(self._augmented(batch["views"]))
+        loss = nt_xent(self.head(features), batch["groups"], self.temperature)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"pretraining loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); stopped, the last good checkpoint is kept"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(features))
+        if self.probe is not None:
+            n = len(batch["labels"])
+            logits = self.probe(features[:n].detach().float())
+            probe_loss = F.cross_entropy(logits, batch["labels"])
+            accuracy = (logits.argmax(1) == batch["labels"]).float().mean()
+            self.log("probe/loss", probe_loss, on_step=False, on_epoch=True, batch_size=n)
+            self.log("probe/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
+            loss = loss + probe_loss
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        # 16-bit mixed precision skips steps with infinite gradients by itself (loss scaling).
+        if self.trainer.precision == "16-mixed":
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.abs().amax() for g in grads])).all():  # a norm could overflow
+            raise NonFiniteLossError(
+                f"pretraining gradients are not finite at step {self.global_step} (epoch {self.current_epoch}); "
+                "stopped before the update, the last good checkpoint is kept"
+            )
+
+    def configure_optimizers(self):
+        cfg = self.optim
+        params = [p for p in self.parameters() if p.requires_grad]
+        make = torch.optim.AdamW if cfg["name"] == "adamw" else torch.optim.Adam
+        optimizer = make(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        total = int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, cfg["warmup_steps"], total, cfg["cosine"])
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,87 @@
+"""Which images make the views of each training image: the one place that defines every method.
+
+- ``simclr``: two views of the image itself.
+- ``simclr+``: the image is replaced by one of its counterfactuals with probability ``p_replace``,
+  then two views of that.
+- ``cf-simclr``: view 1 from the image; each further view (``n_cf_views``, 1 = the paper's
+  pairs, more = multi-positive) from a counterfactual to a distinct, uniformly drawn *other*
+  domain with probability ``p_cf``, else from the image itself.
+- ``cf-simclr-multi``: ``cf-simclr`` with several counterfactual views, all mutual positives.
+- ``oracle``: ``cf-simclr`` with the true counterfactuals of the synthetic benchmark.
+
+A missing counterfactual (no row in the counterfactual store) falls back to the image itself,
+so every image always yields the same number of views and all views of one image share a group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle")
+CF_METHODS = ("simclr+", "cf-simclr", "cf-simclr-multi", "oracle")
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """Views in blocks (all first views, then all second views, ...).
+
+    ``from_cf[v]``: view ``v`` is row ``rows[v]`` of the counterfactual store, else of the data
+    store; ``groups[v]``: position of its source image in the batch (views of one image are positives).
+    """
+
+    rows: np.ndarray
+    from_cf: np.ndarray
+    groups: np.ndarray
+
+
+def _random_targets(available: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` distinct uniformly drawn available columns per row, and whether each draw exists."""
+    keys = np.where(available, rng.random(available.shape), -1.0)
+    order = np.argsort(-keys, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(available, order, axis=1)
+
+
+def plan_views(
+    method: str,
+    sources: np.ndarray,
+    domains: np.ndarray,
+    cf_table: np.ndarray | None,
+    targets: Sequence[int],
+    rng: np.random.Generator,
+    p_replace: float = 0.5,
+    p_cf: float = 1.0,
+    n_cf_views: int = 1,
+) -> ViewPlan:
+    """Views for the batch ``sources`` (data-store rows, with their ``domains``).
+
+    ``cf_table[row, domain]`` is the counterfactual-store row of (image, target domain) or -1;
+    ``targets`` are the domains counterfactuals may be drawn from (never the image's own).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
+    b = len(sources)
+    groups_block = np.arange(b)
+    if method == "simclr":
+        rows = np.concatenate([sources, sources])
+        return ViewPlan(rows, np.zeros(2 * b, dtype=bool), np.tile(groups_block, 2))
+    if cf_table is None:
+        raise ValueError(f"method {method!r} needs a counterfactual table")
+    targets = np.asarray(targets, dtype=np.int64)
+    if n_cf_views > len(targets):
+        raise ValueError(f"{n_cf_views} counterfactual views per image, but only {len(targets)} target domains")
+    cf_rows = cf_table[sources][:, targets]
+    available = (cf_rows >= 0) & (targets[None, :] != domains[:, None])
+    if method == "simclr+":
+        pick, exists = _random_targets(available, 1, rng)
+        use = exists[:, 0] & (rng.random(b) < p_replace)
+        chosen = np.where(use, np.take_along_axis(cf_rows, pick, axis=1)[:, 0], sources)
+        return ViewPlan(np.tile(chosen, 2), np.tile(use, 2), np.tile(groups_block, 2))
+    pick, exists = _random_targets(available, n_cf_views, rng)
+    use = exists & (rng.random(exists.shape) < p_cf)
+    cf_view_rows = np.where(use, np.take_along_axis(cf_rows, pick, axis=1), sources[:, None])
+    rows = np.concatenate([sources, cf_view_rows.T.reshape(-1)])
+    from_cf = np.concatenate([np.zeros(b, dtype=bool), use.T.reshape(-1)])
+    return ViewPlan(rows, from_cf, np.tile(groups_block, 1 + n_cf_views))

@@ -1,0 +1,105 @@
+"""``cfcl pretrain``: one SimCLR / SimCLR+ / CF-SimCLR / oracle run, writing ``encoder.pt``.
+
+Stores are opened and cross-checked before anything trains. A folder holding an unfinished run
+of the same config and inputs resumes from ``checkpoints/last.ckpt`` (bit-exact on the same
+machine); checkpoints of another config are discarded.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from cfcl.contrastive.augment import build_augment
+from cfcl.contrastive.config import PretrainConfig
+from cfcl.contrastive.data import PretrainData, ViewBatches, default_cf_store, make_loader, open_pretrain_data
+from cfcl.contrastive.encoders import build_encoder, save_encoder
+from cfcl.contrastive.heads import projection_head
+from cfcl.contrastive.module import ContrastiveModule
+from cfcl.counterfactual.figures import training_curve
+from cfcl.errors import ConfigError
+from cfcl.stage import Stage, is_up_to_date, read_manifest, start_stage
+from cfcl.training import last_checkpoint, make_trainer
+
+NAME = "pretrain"
+TRAINER_OUTPUTS = ("checkpoints", "logs", "tensorboard")
+
+
+def _resume_from(out: Path, previous: dict | None, stage: Stage, mode: str, force: bool) -> Path | None:
+    """``last.ckpt`` when ``out`` holds an unfinished run of this very config and inputs, else a clean folder."""
+    same_run = (
+        previous is not None and previous.get("status") == "running"
+        and previous.get("fingerprint") == stage.fingerprint and not force
+    )
+    checkpoint = last_checkpoint(out)
+    if mode != "never" and same_run and checkpoint is not None:
+        return checkpoint
+    if mode == "require":
+        raise ConfigError(f"resume: {out} holds no unfinished run of this config to resume (no checkpoints/last.ckpt)")
+    for name in TRAINER_OUTPUTS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    return None
+
+
+def cf_views(config: PretrainConfig, data: PretrainData) -> int:
+    """Counterfactual views per image: as configured, else 1, or every other domain for ``cf-simclr-multi``."""
+    others = len(data.targets) - 1
+    n = config.n_cf_views or (others if config.method == "cf-simclr-multi" else 1)
+    if config.method == "cf-simclr-multi" and n < 2:
+        raise ConfigError(f"method 'cf-simclr-multi' needs n_cf_views >= 2; {data.data.path} allows {n}")
+    if n > max(1, others):
+        raise ConfigError(f"n_cf_views {n} exceeds the {others} other in-distribution domains of {data.data.path}")
+    return n
+
+
+def build_module(config: PretrainConfig, image_size: tuple[int, int], n_classes: int) -> ContrastiveModule:
+    encoder = build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **config.encoder.arch_kwargs)
+    if config.channels_last:
+        encoder = encoder.to(memory_format=torch.channels_last)
+    return ContrastiveModule(
+        encoder, projection_head(encoder.feature_dim, config.projection),
+        build_augment(config.augment.resolve(), image_size), temperature=config.temperature,
+        optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps, cosine=config.schedule == "cosine", seed=config.seed,
+        n_classes=n_classes if config.online_probe else None, channels_last=config.channels_last,
+    )
+
+
+def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
+    out = Path(out)
+    cf_path = config.cf_store or default_cf_store(config.method, config.data)
+    data = open_pretrain_data(config.method, config.data, cf_path, config.split)
+    n_cf_views = cf_views(config, data)
+    inputs = {"cf_store": data.cf.path} if data.cf is not None else {}  # the oracle's default is not in the config
+    if not force and config.resume != "require" and is_up_to_date(out, config, NAME):
+        return read_manifest(out)
+    previous = read_manifest(out)
+    stage = start_stage(NAME, out, config, inputs=inputs, force=force)
+    checkpoint = _resume_from(out, previous, stage, config.resume, force)
+
+    L.seed_everything(config.seed, workers=True)
+    module = build_module(config, data.image_size, len(data.data.labels))
+    trainer = make_trainer(config.trainer, out, use_distributed_sampler=False)
+    batches = ViewBatches(data, config.method, config.batch_size, config.seed, config.p_replace, config.p_cf, n_cf_views)
+    loader = make_loader(
+        batches, lambda: (trainer.global_step, trainer.global_rank, trainer.world_size),
+        config.trainer.num_workers, pin_memory=torch.cuda.is_available(),
+    )
+    started = time.time()
+    trainer.fit(module, loader, ckpt_path=checkpoint)
+    stage.timed("fit", time.time() - started)
+    if not trainer.is_global_zero:
+        return {}
+    info = {"image_size": list(data.image_size), "method": config.method, "seed": config.seed}
+    encoder_path = save_encoder(out, module.encoder, info)
+    training_curve(out / "logs" / "metrics.csv", out / "loss_curve.png", ["train/loss_step", "train/loss_epoch", "probe/accuracy"])
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    return stage.finish(
+        artefacts={"encoder": encoder_path.name, "loss_curve": "loss_curve.png"}, metrics=metrics,
+        steps=trainer.global_step, resumed_from=str(checkpoint) if checkpoint else None,
+        images_seen=trainer.global_step * config.batch_size * trainer.world_size,
+    )
