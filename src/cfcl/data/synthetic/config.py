@@ -1,0 +1,88 @@
+"""Typed configuration of the synthetic benchmark (``cfcl data synth``)."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from cfcl.config import StrictModel
+from cfcl.data.synthetic.scanners import SCANNERS
+
+
+class DiseaseConfig(StrictModel):
+    """How disease arises (age, optionally the scanner) and how its lesions look."""
+
+    prevalence: float = Field(0.4, gt=0, lt=1, description="P(opacity) at age 55 on a neutral scanner")
+    age_log_odds_per_decade: float = Field(0.3, description="older patients are more often ill")
+    scanner_confounding: float = Field(
+        0.0, description="log-odds spread of disease across scanners (0: scanner and disease independent)"
+    )
+    contrast_min: float = Field(0.12, gt=0, description="lesion peak attenuation, lower end")
+    contrast_max: float = Field(0.30, gt=0, description="lesion peak attenuation, upper end")
+    max_patches: int = Field(3, ge=1, le=6)
+
+    @field_validator("contrast_max")
+    @classmethod
+    def _ordered(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("contrast_min", 0.0):
+            raise ValueError("must be >= contrast_min")
+        return value
+
+
+class SynthConfig(StrictModel):
+    """Sizes are numbers of images; patients are split, never their images."""
+
+    seed: int = 0
+    image_size: int = Field(64, ge=16, le=512)
+    scanners: list[str] = Field(
+        default_factory=lambda: ["flatpanel", "cr_plate", "portable", "legacy"],
+        description="scanner names from the catalogue, in domain-id order",
+    )
+    ood_scanner: str = Field("legacy", description="held out entirely: only in ood_train / ood_test")
+    prevalence: list[float] = Field(
+        default_factory=lambda: [0.65, 0.25, 0.10],
+        description="share of each in-distribution scanner (scanners minus ood_scanner, in order)",
+    )
+    n_train: int = Field(3600, ge=0)
+    n_val: int = Field(600, ge=0)
+    n_test: int = Field(1500, ge=0)
+    n_ood_train: int = Field(800, ge=0)
+    n_ood_test: int = Field(800, ge=0)
+    max_images_per_patient: int = Field(2, ge=1, description="follow-up images share the patient's anatomy")
+    disease: DiseaseConfig = Field(default_factory=DiseaseConfig)
+
+    @field_validator("scanners")
+    @classmethod
+    def _known_scanners(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in SCANNERS]
+        if unknown:
+            raise ValueError(f"unknown scanner(s) {unknown}; the catalogue has {sorted(SCANNERS)}")
+        if len(set(value)) != len(value) or len(value) < 2:
+            raise ValueError("needs at least two distinct scanner names")
+        return value
+
+    @field_validator("ood_scanner")
+    @classmethod
+    def _ood_in_scanners(cls, value: str, info: ValidationInfo) -> str:
+        if value not in info.data.get("scanners", [value]):
+            raise ValueError(f"{value!r} is not one of scanners {info.data['scanners']}")
+        return value
+
+    @field_validator("prevalence")
+    @classmethod
+    def _prevalence_sums_to_one(cls, value: list[float], info: ValidationInfo) -> list[float]:
+        id_scanners = [s for s in info.data.get("scanners", []) if s != info.data.get("ood_scanner")]
+        if id_scanners and len(value) != len(id_scanners):
+            raise ValueError(f"needs {len(id_scanners)} values, one per in-distribution scanner {id_scanners}")
+        if any(p < 0 for p in value) or not math.isclose(sum(value), 1.0, abs_tol=1e-6):
+            raise ValueError(f"values must be >= 0 and sum to 1 (they sum to {sum(value):g})")
+        return value
+
+    @property
+    def id_scanners(self) -> list[str]:
+        return [s for s in self.scanners if s != self.ood_scanner]
+
+    @property
+    def ood_domain(self) -> int:
+        return self.scanners.index(self.ood_scanner)

@@ -1,0 +1,233 @@
+"""The synthetic benchmark: config validation, the SCM's mechanisms, the stores it writes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfcl.config import build_config
+from cfcl.data.store import ImageStore
+from cfcl.data.synthetic.anatomy import sample_patients
+from cfcl.data.synthetic.config import DiseaseConfig, SynthConfig
+from cfcl.data.synthetic.disease import disease_probability
+from cfcl.data.synthetic.generate import CHUNK, run
+from cfcl.data.synthetic.scanners import SCANNERS, acquire, change_resolution, frame_masks, glyph_mask, unit_noise
+from cfcl.data.synthetic.scm import acquire_all, exogenous_fields, render_physical, sample_cohort
+from cfcl.errors import ConfigError, StoreError
+
+TINY = {"image_size": 32, "n_train": 40, "n_val": 10, "n_test": 20, "n_ood_train": 10, "n_ood_test": 10}
+
+
+def tiny(**changes) -> SynthConfig:
+    return SynthConfig(**{**TINY, **changes})
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "data"
+    run(tiny(), out)
+    return out
+
+
+# ---- config -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("prevalence=[0.5, 0.3, 0.1]", "prevalence"),
+        ("n_train=-5", "n_train"),
+        ("no_such_key=1", "no_such_key"),
+        ("disease.colour=3", "disease.colour"),
+        ("scanners=[flatpanel, nonexistent]", "scanners"),
+        ("ood_scanner=nowhere", "ood_scanner"),
+        ("prevalence=[0.5, 0.5]", "prevalence"),
+    ],
+)
+def test_bad_config_is_a_one_line_error_naming_the_key(override, named):
+    with pytest.raises(ConfigError) as err:
+        build_config(SynthConfig, overrides=[override])
+    message = str(err.value)
+    assert named in message and "\n" not in message
+
+
+def test_default_config_matches_the_shipped_preset():
+    from cfcl.presets import resolve_config_path
+
+    assert build_config(SynthConfig, resolve_config_path("synth")) == SynthConfig()
+
+
+# ---- mechanisms ---------------------------------------------------------------------------
+
+
+def test_response_curve_matches_hand_computation_without_blur_or_noise():
+    bare = dataclasses.replace(
+        SCANNERS["flatpanel"], psf_sigma=0.0, downsample=1, sharpen_amount=0.0, noise_std=0.0,
+        gamma=2.0, gain=0.5, offset=0.1, border=(0.0, 0.0, 0.0, 0.0), marker_at=(0.0, 0.0),
+    )
+    phys = np.full((1, 16, 16), 0.6, dtype=np.float32)
+    out = acquire(phys, np.zeros_like(phys), bare)
+    _, marker = frame_masks(bare, 16, 16)
+    assert np.allclose(out[0][~marker], 0.1 + 0.5 * 0.6**2)
+    assert np.all(out[0][marker] == 1.0)
+
+
+def test_correlated_noise_keeps_unit_variance():
+    u = np.random.default_rng(0).standard_normal((8, 64, 64)).astype(np.float32)
+    assert np.std(unit_noise(u, 1.5)) == pytest.approx(1.0, abs=0.1)
+    assert np.std(unit_noise(u, 0.0)) == pytest.approx(np.std(u))
+
+
+def test_coarser_detector_averages_blocks():
+    x = np.random.default_rng(1).random((2, 16, 16)).astype(np.float32)
+    y = change_resolution(x, 2)
+    assert y.shape == x.shape
+    assert y.mean() == pytest.approx(x.mean(), abs=0.02)
+    assert np.abs(np.diff(y, axis=2)).mean() < np.abs(np.diff(x, axis=2)).mean() / 2
+
+
+def test_border_and_marker_sit_where_the_scanner_says():
+    scanner = SCANNERS["portable"]
+    outside, marker = frame_masks(scanner, 64, 64)
+    assert outside[0].all() and outside[:, 0].all() and not outside[32, 32]
+    assert marker.sum() == glyph_mask(scanner.marker, 64).sum()
+
+
+def test_scanners_change_the_image_but_share_the_noise():
+    cfg = tiny()
+    rows = sample_cohort(cfg).iloc[:4]
+    fields = exogenous_fields(cfg, 0, 4)
+    phys, _ = render_physical(rows, 32, fields, cfg.disease.max_patches)
+    images = acquire_all(phys, fields["u"], cfg.scanners)
+    assert images.shape == (4, len(cfg.scanners), 32, 32) and images.dtype == np.uint8
+    for a in range(len(cfg.scanners)):
+        for b in range(a + 1, len(cfg.scanners)):
+            assert np.abs(images[:, a].astype(int) - images[:, b].astype(int)).mean() > 5
+    again = acquire_all(phys, fields["u"], cfg.scanners)
+    assert np.array_equal(images, again)
+
+
+def test_age_and_sex_cause_anatomy():
+    rng = np.random.default_rng(0)
+    n = 4000
+    sex, age = rng.integers(0, 2, n), rng.uniform(20, 90, n)
+    anatomy = sample_patients(rng, sex, age)
+    assert anatomy["body_w"][sex == 1].mean() > anatomy["body_w"][sex == 0].mean() + 0.03
+    assert np.corrcoef(age, anatomy["heart_w"])[0, 1] > 0.3
+
+
+def test_disease_depends_on_age_and_only_optionally_on_scanner():
+    age, domain = np.array([30.0, 80.0, 80.0]), np.array([0, 0, 3])
+    plain = disease_probability(age, domain, 4, DiseaseConfig())
+    assert plain[1] > plain[0] and plain[1] == plain[2]
+    confounded = disease_probability(age, domain, 4, DiseaseConfig(scanner_confounding=1.0))
+    assert confounded[2] > confounded[1]
+
+
+def test_lesions_lie_inside_the_lung_fields():
+    cfg = tiny(disease={"prevalence": 0.9})
+    rows = sample_cohort(cfg).iloc[:32]
+    fields = exogenous_fields(cfg, 0, 32)
+    from cfcl.data.synthetic.anatomy import render_anatomy
+    from cfcl.data.synthetic.disease import render_lesions
+
+    _, lungs, coords = render_anatomy(rows, 32, fields["texture"])
+    lesion, mask = render_lesions(rows, coords, lungs, fields["mottle"], cfg.disease.max_patches)
+    ill = rows["label"].to_numpy() == 1
+    assert mask[ill].any(axis=(1, 2)).mean() > 0.8 and not mask[~ill].any()
+    assert np.all(lesion <= cfg.disease.contrast_max * 1.41 * lungs + 1e-6)
+    assert lungs[mask].min() > 0.25
+
+
+def test_cohort_prevalence_and_patient_level_splits():
+    cfg = SynthConfig(n_train=6000, n_val=500, n_test=500, n_ood_train=300, n_ood_test=300)
+    cohort = sample_cohort(cfg)
+    train = cohort[cohort["split"] == "train"]
+    shares = train["domain"].value_counts(normalize=True).sort_index().to_numpy()
+    assert np.allclose(shares, cfg.prevalence, atol=0.03)
+    assert set(cohort.loc[cohort["split"].isin(["ood_train", "ood_test"]), "domain"]) == {cfg.ood_domain}
+    assert cfg.ood_domain not in set(cohort.loc[cohort["split"].isin(["train", "val", "test"]), "domain"])
+    assert cohort.groupby("patient_id")["split"].nunique().max() == 1
+    assert cohort.groupby("patient_id").size().max() == cfg.max_images_per_patient
+
+
+# ---- the stage ----------------------------------------------------------------------------
+
+
+def test_store_layout_and_contract(generated):
+    store = ImageStore.open(generated)
+    cfg = tiny()
+    assert len(store) == sum(TINY[k] for k in TINY if k.startswith("n_"))
+    assert store.images.shape[1:] == (32, 32)
+    assert store.domains == cfg.scanners and store.labels == ["normal", "opacity"]
+    assert store.info["ood_domains"] == [cfg.ood_domain] and store.info["synthetic"] is True
+    for column in ("index", "image_id", "patient_id", "split", "domain", "label", "sex", "age"):
+        assert column in store.meta.columns
+    counts = store.meta["split"].value_counts()
+    assert counts["train"] == 40 and counts["ood_test"] == 10
+    for name in ("config.yaml", "manifest.json", "overview.png"):
+        assert (generated / name).is_file()
+    assert json.loads((generated / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_true_counterfactuals_cover_every_image_and_scanner(generated):
+    store = ImageStore.open(generated)
+    cf = ImageStore.open(generated / "true_cf")
+    n, n_dom = len(store), len(store.domains)
+    assert cf.kind == "counterfactuals" and len(cf) == n * n_dom
+    assert cf.info["source_store"] == store.content_hash
+    assert np.array_equal(cf.meta["source_index"], np.repeat(np.arange(n), n_dom))
+    assert np.array_equal(cf.meta["target_domain"], np.tile(np.arange(n_dom), n))
+    assert np.array_equal(cf.meta["domain"], cf.meta["target_domain"])
+    assert np.array_equal(cf.counterfactual_table(n, n_dom), np.arange(n * n_dom).reshape(n, n_dom))
+    own = np.arange(n) * n_dom + store.meta["domain"].to_numpy()
+    assert np.array_equal(cf.images[own], store.images[:])
+    other = np.arange(n) * n_dom + (store.meta["domain"].to_numpy() + 1) % n_dom
+    assert not np.array_equal(cf.images[other], store.images[:])
+
+
+def test_content_is_invariant_across_true_counterfactuals(generated):
+    store = ImageStore.open(generated)
+    cf = ImageStore.open(generated / "true_cf")
+    cfg, n_dom = tiny(), len(store.domains)
+    source = cf.meta["source_index"].to_numpy()
+    for column in ("label", "split", "lesion_area"):
+        assert np.array_equal(cf.meta[column].to_numpy(), store.meta[column].to_numpy()[source])
+    # every counterfactual is the same physical image (same lesion mask) under another scanner
+    cohort = sample_cohort(cfg)
+    rows = cohort.iloc[:CHUNK]
+    fields = exogenous_fields(cfg, 0, len(rows))
+    phys, mask = render_physical(rows, 32, fields, cfg.disease.max_patches)
+    assert np.allclose(mask.mean(axis=(1, 2)), store.meta["lesion_area"].to_numpy()[: len(rows)], atol=1e-5)
+    assert mask.any() and np.array_equal(mask > 0, store.meta["label"].to_numpy()[: len(rows), None, None] * mask > 0)
+    expected = acquire_all(phys, fields["u"], cfg.scanners).reshape(-1, 32, 32)
+    assert np.array_equal(cf.images[: len(expected)], expected)
+
+
+def test_generation_is_deterministic(generated, tmp_path):
+    run(tiny(), tmp_path / "again")
+    for name in ("images.npy", "metadata.csv", "true_cf/images.npy", "true_cf/metadata.csv"):
+        assert (generated / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
+    assert ImageStore.open(generated).content_hash == ImageStore.open(tmp_path / "again").content_hash
+    run(tiny(seed=1), tmp_path / "other")
+    assert (tmp_path / "other" / "images.npy").read_bytes() != (generated / "images.npy").read_bytes()
+
+
+def test_rerun_is_skipped_and_another_config_needs_force(tmp_path, capsys):
+    out = tmp_path / "data"
+    run(tiny(), out)
+    printed = capsys.readouterr().out
+    assert "train" in printed and "ood_test" in printed and "opacity" in printed
+    stamp = (out / "images.npy").stat().st_mtime_ns
+    run(tiny(), out)
+    assert "up to date" in capsys.readouterr().out
+    assert (out / "images.npy").stat().st_mtime_ns == stamp
+    with pytest.raises(StoreError, match="--force"):
+        run(tiny(n_val=12), out)
+    run(tiny(n_val=12), out, force=True)
+    assert (ImageStore.open(out).meta["split"] == "val").sum() == 12
+    assert pd.read_csv(out / "true_cf" / "metadata.csv").shape[0] == 4 * len(ImageStore.open(out))
