@@ -102,12 +102,12 @@ def test_scanners_change_the_image_but_share_the_noise():
     rows = sample_cohort(cfg).iloc[:4]
     fields = exogenous_fields(cfg, 0, 4)
     phys, _ = render_physical(rows, 32, fields, cfg.disease.max_patches)
-    images = acquire_all(phys, fields["u"], cfg.scanners)
+    images = acquire_all(phys, fields["u"], cfg.acquisition)
     assert images.shape == (4, len(cfg.scanners), 32, 32) and images.dtype == np.uint8
     for a in range(len(cfg.scanners)):
         for b in range(a + 1, len(cfg.scanners)):
             assert np.abs(images[:, a].astype(int) - images[:, b].astype(int)).mean() > 5
-    again = acquire_all(phys, fields["u"], cfg.scanners)
+    again = acquire_all(phys, fields["u"], cfg.acquisition)
     assert np.array_equal(images, again)
 
 
@@ -193,7 +193,7 @@ def test_true_counterfactuals_cover_every_image_and_scanner(generated):
 def test_content_is_invariant_across_true_counterfactuals(generated):
     store = ImageStore.open(generated)
     cf = ImageStore.open(generated / "true_cf")
-    cfg, n_dom = tiny(), len(store.domains)
+    cfg = tiny()
     source = cf.meta["source_index"].to_numpy()
     for column in ("label", "split", "lesion_area"):
         assert np.array_equal(cf.meta[column].to_numpy(), store.meta[column].to_numpy()[source])
@@ -204,7 +204,7 @@ def test_content_is_invariant_across_true_counterfactuals(generated):
     phys, mask = render_physical(rows, 32, fields, cfg.disease.max_patches)
     assert np.allclose(mask.mean(axis=(1, 2)), store.meta["lesion_area"].to_numpy()[: len(rows)], atol=1e-5)
     assert mask.any() and np.array_equal(mask > 0, store.meta["label"].to_numpy()[: len(rows), None, None] * mask > 0)
-    expected = acquire_all(phys, fields["u"], cfg.scanners).reshape(-1, 32, 32)
+    expected = acquire_all(phys, fields["u"], cfg.acquisition).reshape(-1, 32, 32)
     assert np.array_equal(cf.images[: len(expected)], expected)
 
 

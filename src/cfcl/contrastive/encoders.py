@@ -16,7 +16,7 @@ from torch import nn
 from torchvision.models import resnet
 from torchvision.models.resnet import BasicBlock
 
-from cfcl import atomic
+from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
 from cfcl.errors import CheckpointError, ConfigError
 
 ENCODER_FILE = "encoder.pt"
@@ -121,8 +121,7 @@ def build_encoder(arch: str, pretrained_weights: str | os.PathLike | None = None
 
 def encoder_file(path: str | os.PathLike) -> Path:
     """``path`` itself, or ``path/encoder.pt`` when ``path`` is a (pretrain stage) folder."""
-    path = Path(path)
-    return path / ENCODER_FILE if path.is_dir() else path
+    return checkpoint_file(path, ENCODER_FILE)
 
 
 def save_encoder(path: str | os.PathLike, encoder: Encoder, info: dict[str, Any]) -> Path:
@@ -130,54 +129,28 @@ def save_encoder(path: str | os.PathLike, encoder: Encoder, info: dict[str, Any]
     missing = [k for k in ("image_size", "method", "seed") if k not in info]
     if missing:
         raise ValueError(f"save_encoder: info lacks {missing}")
-    target = encoder_file(path)
-    state = {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
-    checkpoint = {
+    payload = {
         "arch": encoder.arch,
-        "arch_kwargs": _plain(encoder.arch_kwargs),
-        "state_dict": state,
+        "arch_kwargs": encoder.arch_kwargs,
         "feature_dim": int(encoder.feature_dim),
         "image_size": [int(s) for s in info["image_size"]],
         "in_channels": 1,
         "method": str(info["method"]),
         "seed": int(info["seed"]),
     }
-    atomic.torch_save(checkpoint, target)
-    return target
-
-
-def _plain(value: Any) -> Any:
-    """Tuples to lists, so the checkpoint holds only types ``weights_only`` loading accepts."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    return write_checkpoint(path, ENCODER_FILE, payload, encoder)
 
 
 def load_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, Any]]:
     """The encoder saved at ``path`` (file or stage folder), in eval mode, and its info (all but the weights)."""
-    target = encoder_file(path)
-    if not target.is_file():
-        raise CheckpointError(f"encoder checkpoint {target} does not exist")
-    try:
-        checkpoint = torch.load(target, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is the same user error
-        raise CheckpointError(f"encoder checkpoint {target} is corrupt or not a cfcl encoder ({exc})") from None
-    required = ("arch", "arch_kwargs", "state_dict", "feature_dim", "image_size", "in_channels")
-    if not isinstance(checkpoint, dict) or any(k not in checkpoint for k in required):
-        raise CheckpointError(f"encoder checkpoint {target} is not a cfcl encoder (expected keys {', '.join(required)})")
+    required = ("arch", "arch_kwargs", "feature_dim", "image_size", "in_channels")
+    target, checkpoint = read_checkpoint(path, ENCODER_FILE, "encoder", required)
     if checkpoint["in_channels"] != 1:
         raise CheckpointError(f"encoder checkpoint {target} has {checkpoint['in_channels']} input channels, expected 1")
-    try:
-        encoder = build_encoder(checkpoint["arch"], **checkpoint["arch_kwargs"])
-    except ConfigError as exc:
-        raise CheckpointError(f"encoder checkpoint {target}: {exc}") from None
-    try:
-        encoder.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"encoder checkpoint {target} does not match its architecture {checkpoint['arch']!r}: {first}") from None
+    encoder = rebuild(
+        target, "encoder", checkpoint["arch"],
+        lambda: build_encoder(checkpoint["arch"], **checkpoint["arch_kwargs"]), checkpoint["state_dict"],
+    )
     if encoder.feature_dim != checkpoint["feature_dim"]:
         raise CheckpointError(
             f"encoder checkpoint {target} records feature_dim {checkpoint['feature_dim']}, the model gives {encoder.feature_dim}"

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cfcl import atomic
 from cfcl.contrastive.encoders import ARCHS as ENCODER_ARCHS
 from cfcl.contrastive.encoders import INPUT_MEAN, INPUT_STD, build_encoder
+from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
 from cfcl.errors import CheckpointError, ConfigError
 
 CLASSIFIER_FILE = "classifier.pt"
@@ -95,16 +95,7 @@ def balanced_class_weights(domains: np.ndarray, n_domains: int) -> torch.Tensor:
 
 def classifier_file(path: str | os.PathLike) -> Path:
     """``path`` itself, or ``path/classifier.pt`` when ``path`` is a (classifier stage) folder."""
-    path = Path(path)
-    return path / CLASSIFIER_FILE if path.is_dir() else path
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    return checkpoint_file(path, CLASSIFIER_FILE)
 
 
 def save_classifier(path: str | os.PathLike, model: DomainClassifier, info: dict[str, Any]) -> Path:
@@ -114,43 +105,19 @@ def save_classifier(path: str | os.PathLike, model: DomainClassifier, info: dict
         raise ValueError(f"save_classifier: info lacks {missing}")
     if info["role"] not in ROLES:
         raise ValueError(f"save_classifier: role must be one of {ROLES}, got {info['role']!r}")
-    target = classifier_file(path)
-    checkpoint = {
-        **_plain(info),
-        "format": FORMAT,
-        "arch": model.arch,
-        "arch_kwargs": _plain(model.arch_kwargs),
-        "n_domains": int(model.n_domains),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    }
-    atomic.torch_save(checkpoint, target)
-    return target
+    payload = {**info, "format": FORMAT, "arch": model.arch, "arch_kwargs": model.arch_kwargs, "n_domains": int(model.n_domains)}
+    return write_checkpoint(path, CLASSIFIER_FILE, payload, model)
 
 
 def load_classifier(path: str | os.PathLike) -> tuple[DomainClassifier, dict[str, Any]]:
     """The classifier at ``path`` (file or stage folder) in eval mode, and its info (all but the weights)."""
-    target = classifier_file(path)
-    if not target.is_file():
-        raise CheckpointError(f"classifier checkpoint {target} does not exist")
-    try:
-        checkpoint = torch.load(target, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a truncated or foreign file is the same user error
-        raise CheckpointError(
-            f"classifier checkpoint {target} is corrupt or not a torch checkpoint ({type(exc).__name__})"
-        ) from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise CheckpointError(f"classifier checkpoint {target} is not a cfcl domain classifier (no format {FORMAT!r})")
+    target, checkpoint = read_checkpoint(path, CLASSIFIER_FILE, "domain classifier", ("arch", "arch_kwargs", "n_domains"), FORMAT)
     if checkpoint.get("role") not in ROLES:
         raise CheckpointError(f"classifier checkpoint {target} has role {checkpoint.get('role')!r}, expected one of {ROLES}")
-    try:
-        model = build_classifier(checkpoint["arch"], checkpoint["n_domains"], **checkpoint["arch_kwargs"])
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except (ConfigError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"classifier checkpoint {target} cannot be rebuilt: {exc}") from None
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(
-            f"classifier checkpoint {target} does not match its architecture {checkpoint['arch']!r}: {first}"
-        ) from None
+    model = rebuild(
+        target, "classifier", checkpoint["arch"],
+        lambda: build_classifier(checkpoint["arch"], checkpoint["n_domains"], **checkpoint["arch_kwargs"]),
+        checkpoint["state_dict"],
+    )
     info = {k: v for k, v in checkpoint.items() if k != "state_dict"}
     return model.eval(), info

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from cfcl.config import StrictModel
-from cfcl.data.synthetic.scanners import SCANNERS
+from cfcl.data.synthetic.scanners import SCANNERS, Scanner
 
 
 class DiseaseConfig(StrictModel):
@@ -50,6 +51,11 @@ class SynthConfig(StrictModel):
     n_ood_train: int = Field(800, ge=0)
     n_ood_test: int = Field(800, ge=0)
     max_images_per_patient: int = Field(2, ge=1, description="follow-up images share the patient's anatomy")
+    frames: bool = Field(True, description="burn each scanner's collimation border and marker into its images")
+    scanner_overrides: dict[str, dict[str, float | int | str | list[float]]] = Field(
+        default_factory=dict,
+        description="changes to the catalogue's scanner parameters, e.g. {portable: {gain: -1.0, offset: 1.0}}",
+    )
     disease: DiseaseConfig = Field(default_factory=DiseaseConfig)
 
     @field_validator("scanners")
@@ -78,6 +84,25 @@ class SynthConfig(StrictModel):
         if any(p < 0 for p in value) or not math.isclose(sum(value), 1.0, abs_tol=1e-6):
             raise ValueError(f"values must be >= 0 and sum to 1 (they sum to {sum(value):g})")
         return value
+
+    @field_validator("scanner_overrides")
+    @classmethod
+    def _known_overrides(cls, value: dict, info: ValidationInfo) -> dict:
+        fields = {f.name for f in dataclasses.fields(Scanner)} - {"name", "description"}
+        for name, changes in value.items():
+            if name not in info.data.get("scanners", []):
+                raise ValueError(f"{name!r} is not one of scanners {info.data.get('scanners')}")
+            unknown = sorted(set(changes) - fields)
+            if unknown:
+                raise ValueError(f"{name}: unknown scanner parameter(s) {unknown}; allowed {sorted(fields)}")
+        return value
+
+    @property
+    def acquisition(self) -> list[Scanner]:
+        """The scanners in domain-id order, with ``scanner_overrides`` applied."""
+        def tuples(changes: dict) -> dict:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        return [dataclasses.replace(SCANNERS[s], **tuples(self.scanner_overrides.get(s, {}))) for s in self.scanners]
 
     @property
     def id_scanners(self) -> list[str]:

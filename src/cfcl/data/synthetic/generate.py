@@ -51,7 +51,7 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
         fields = exogenous_fields(cfg, start, len(rows))
         phys, lesion = render_physical(rows, size, fields, cfg.disease.max_patches)
         due = start in images_due or start in counterfactuals_due
-        return rows, lesion, acquire_all(phys, fields["u"], cfg.scanners) if due else None
+        return rows, lesion, acquire_all(phys, fields["u"], cfg.acquisition, cfg.frames) if due else None
 
     # numpy and scipy release the GIL, so chunks made on threads use every core; a few
     # chunks at a time keep memory bounded.

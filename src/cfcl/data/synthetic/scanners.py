@@ -119,8 +119,12 @@ def frame_masks(scanner: Scanner, h: int, w: int) -> tuple[np.ndarray, np.ndarra
     return outside, marker
 
 
-def acquire(phys: np.ndarray, u: np.ndarray, scanner: Scanner) -> np.ndarray:
-    """The radiograph (float in [0, 1]) a scanner makes of physical images ``phys`` with noise ``u``."""
+def acquire(phys: np.ndarray, u: np.ndarray, scanner: Scanner, frame: bool = True) -> np.ndarray:
+    """The radiograph (float in [0, 1]) a scanner makes of physical images ``phys`` with noise ``u``.
+
+    ``frame``: burn in the collimation border and the marker (off: the scanner shows only in
+    how it renders the anatomy).
+    """
     h, w = phys.shape[1:]
     px = h / 64.0
     x = blur(phys.astype(np.float32, copy=False), scanner.psf_sigma * px)
@@ -130,9 +134,10 @@ def acquire(phys: np.ndarray, u: np.ndarray, scanner: Scanner) -> np.ndarray:
     x = scanner.offset + scanner.gain * np.clip(x, 0.0, 1.0) ** scanner.gamma
     noise = unit_noise(u, scanner.noise_sigma * px)
     x = x + scanner.noise_std * np.sqrt(np.clip(x, 0.05, 1.0)) * noise
-    outside, marker = frame_masks(scanner, h, w)
-    x[:, outside] = scanner.border_value
-    x[:, marker] = 1.0
+    if frame:
+        outside, marker = frame_masks(scanner, h, w)
+        x[:, outside] = scanner.border_value
+        x[:, marker] = 1.0
     return np.clip(x, 0.0, 1.0)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from cfcl.data.synthetic.anatomy import apply_exposure, render_anatomy, sample_patients, sample_pose
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.disease import disease_probability, render_lesions, sample_lesions
-from cfcl.data.synthetic.scanners import SCANNERS, acquire, to_uint8
+from cfcl.data.synthetic.scanners import Scanner, acquire, to_uint8
 
 ID_SPLITS = ("train", "val", "test")
 OOD_SPLITS = ("ood_train", "ood_test")
@@ -77,6 +77,6 @@ def render_physical(rows: pd.DataFrame, size: int, fields: dict[str, np.ndarray]
     return apply_exposure(rows, anatomy + lesion), mask
 
 
-def acquire_all(phys: np.ndarray, u: np.ndarray, scanners: list[str]) -> np.ndarray:
+def acquire_all(phys: np.ndarray, u: np.ndarray, scanners: list[Scanner], frame: bool = True) -> np.ndarray:
     """uint8 ``[N, D, H, W]``: every physical image acquired by every scanner with the same ``u``."""
-    return np.stack([to_uint8(acquire(phys, u, SCANNERS[name])) for name in scanners], axis=1)
+    return np.stack([to_uint8(acquire(phys, u, scanner, frame)) for scanner in scanners], axis=1)
