@@ -13,7 +13,7 @@ from cfcl.cli import STAGES, StageCommand, load_ref
 from cfcl.config import build_config, read_yaml
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
-from cfcl.presets import preset_dir
+from cfcl.presets import resolve_config_path
 
 GROUPS = (
     "data", "cf_model", "cf_guide", "cf_judge", "cf_finetune", "cf_store", "cf_quality",
@@ -42,10 +42,16 @@ class _Planner:
 
     def add(self, name: str, group: str, words: tuple[str, ...], section: dict, inject: dict[str, Any],
             preset: str | None = None) -> Path:
+        """Add a stage whose config is: stage defaults <- preset <- run-config section <- inputs.
+
+        A section may name its own preset (``preset: cf_train_224``), replacing ``preset``.
+        """
         command = _command(*words)
         model = load_ref(command.config)
-        raw: dict = read_yaml(preset_dir() / f"{preset}.yaml") if preset else {}
-        _merge(raw, copy.deepcopy(section))
+        section = copy.deepcopy(section)
+        preset = section.pop("preset", preset)
+        raw: dict = read_yaml(resolve_config_path(preset)) if preset else {}
+        _merge(raw, section)
         if "trainer" in model.model_fields and self.run.trainer:
             _merge(raw.setdefault("trainer", {}), copy.deepcopy(self.run.trainer))
         raw.update({k: str(v) if isinstance(v, Path) else v for k, v in inject.items()})

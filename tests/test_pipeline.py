@@ -1,0 +1,138 @@
+"""cfcl run: the plan, caching, --only/--from, and a run killed midway that finishes like an uninterrupted one."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from cfcl.errors import ConfigError
+from cfcl.pipeline.config import RunConfig
+from cfcl.pipeline.plan import plan
+from cfcl.pipeline.run import run_pipeline
+
+QUIET = {"progress_bar": False, "log_every_n_steps": 1}
+TINY = {
+    "methods": ["simclr", "cf-simclr", "oracle"],
+    "seeds": [0],
+    "trainer": QUIET,
+    "data": {"source": "synth", "synth": {
+        "image_size": 32, "n_train": 96, "n_val": 48, "n_test": 64, "n_ood_train": 48, "n_ood_test": 48,
+    }},
+    "generator": {
+        "arch": {"widths": [8, 8, 16], "blocks": [1, 1, 1], "latent_channels": 4, "stochastic_max_res": 8},
+        "batch_size": 16, "val_images": 8, "grid_images": 4, "trainer": {"max_epochs": 1},
+    },
+    "guide": {"trainer": {"max_epochs": 1}, "arch_kwargs": {"widths": [4, 8]}},
+    "judge": {"trainer": {"max_epochs": 1}, "arch_kwargs": {"width": 4, "blocks": [1]}},
+    "finetune": {"enabled": True, "config": {"batch_size": 16, "bound_batches": 2, "grid_images": 4, "trainer": {"max_epochs": 1}}},
+    "cf_store": {"progress_bar": False},
+    "cf_quality": {"n_per_domain": 4, "null_steps": 2},
+    "pretrain": {
+        "batch_size": 16, "projection": [8], "online_probe": False,
+        "encoder": {"arch": "small", "arch_kwargs": {"width": 4, "blocks": [1], "stem_stride": 2}},
+        "trainer": {"max_epochs": 2},
+    },
+    "evaluate": {
+        "label_fractions": [0.5, 1.0], "seeds": [0], "n_boot": 10,
+        "finetune": {"enabled": False, "supervised": False},
+        "embeddings": {"per_domain": 10, "folds": 2, "tsne_points": 20, "perplexity": 5},
+    },
+}
+
+
+def tiny_run(out: Path, **changes) -> RunConfig:
+    return RunConfig.model_validate({**TINY, "out": str(out), **changes})
+
+
+def test_plan_wires_stages_in_dependency_order(tmp_path):
+    nodes = plan(tiny_run(tmp_path))
+    names = [n.name for n in nodes]
+    assert names[0] == "data" and names[-1] == "eval"
+    assert names.index("cf_model") < names.index("cf_finetune") < names.index("cf_store") < names.index("pretrain/cf-simclr-s0")
+    by_name = {n.name: n for n in nodes}
+    assert by_name["pretrain/oracle-s0"].config.cf_store == tmp_path / "data" / "true_cf"
+    assert by_name["pretrain/cf-simclr-s0"].config.cf_store == tmp_path / "cf_store"
+    assert by_name["pretrain/simclr-s0"].config.cf_store is None
+    assert by_name["cf_store"].config.generator == tmp_path / "cf_finetune"
+    assert by_name["cf_quality_base"].config.generator == tmp_path / "cf_model"
+    assert [Path(e).name for e in by_name["eval"].config.encoders] == ["simclr-s0", "cf-simclr-s0", "oracle-s0"]
+    assert by_name["cf_guide"].config.role == "guide" and by_name["cf_judge"].config.role == "judge"
+    assert all(n.config.trainer.progress_bar is False for n in nodes if "trainer" in type(n.config).model_fields)
+
+
+def test_plan_without_generated_counterfactuals_skips_the_generator(tmp_path):
+    names = [n.name for n in plan(tiny_run(tmp_path, methods=["simclr", "oracle"]))]
+    assert not any(name.startswith("cf_") for name in names)
+
+
+def test_run_config_errors_name_the_section(tmp_path):
+    bad = {**TINY, "pretrain": {**TINY["pretrain"], "temprature": 0.2}}
+    with pytest.raises(ConfigError, match=r"section 'pretrain'.*temprature"):
+        plan(RunConfig.model_validate(bad))
+    real = {**TINY, "data": {"source": "prepare", "prepare": {"dataset": "csv", "root": str(tmp_path)}}}
+    with pytest.raises(ConfigError, match="oracle"):
+        plan(RunConfig.model_validate(real))
+    with pytest.raises(ValueError, match="methods"):
+        RunConfig.model_validate({"methods": ["byol"]})
+
+
+def _metrics(run: Path) -> pd.DataFrame:
+    return pd.read_csv(run / "eval" / "metrics.csv").sort_values(
+        ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "metric"]
+    ).reset_index(drop=True)
+
+
+def _run_until(config_file: Path, stage_dir: Path) -> None:
+    """Start `cfcl run` and kill it as soon as ``stage_dir`` holds a running manifest."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cfcl.cli", "run", str(config_file)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    deadline = time.time() + 300
+    manifest = stage_dir / "manifest.json"
+    while time.time() < deadline and proc.poll() is None:
+        if manifest.is_file() and '"running"' in manifest.read_text():
+            time.sleep(1.0)
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_run_finishes_with_the_metrics_of_an_uninterrupted_one(tmp_path, capsys):
+    reference = tmp_path / "reference"
+    run_pipeline(tiny_run(reference))
+    assert (reference / "report" / "index.html").is_file()
+
+    capsys.readouterr()
+    run_pipeline(tiny_run(reference))
+    second = capsys.readouterr().out
+    assert second.count("up to date") == len(plan(tiny_run(reference)))
+
+    killed = tmp_path / "killed"
+    config_file = tmp_path / "killed.yaml"
+    config_file.write_text(yaml.safe_dump({**TINY, "out": str(killed)}))
+    _run_until(config_file, killed / "cf_model")
+    _run_until(config_file, killed / "pretrain" / "cf-simclr-s0")
+    assert not (killed / "eval" / "metrics.csv").exists()
+    run_pipeline(tiny_run(killed))
+    pd.testing.assert_frame_equal(_metrics(killed), _metrics(reference))
+
+
+def test_only_and_from_select_stages(tmp_path, capsys):
+    run = tiny_run(tmp_path / "r", methods=["simclr"])
+    run_pipeline(run, only="data")
+    out = capsys.readouterr().out
+    assert "data" in out and "pretrain" not in out
+    with pytest.raises(ConfigError, match="--from"):
+        run_pipeline(run, start="nonsense")
+    run_pipeline(run, dry_run=True)
+    plan_text = capsys.readouterr().out
+    assert "data                     up to date" in plan_text and "pretrain/simclr-s0       run" in plan_text
