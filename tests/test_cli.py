@@ -2,7 +2,8 @@ import subprocess
 import sys
 
 from cfcl import __version__
-from cfcl.cli import STAGES, build_parser, main
+from cfcl.cli import build_parser, main
+from cfcl.registry import STAGES
 
 
 def test_version_and_help():

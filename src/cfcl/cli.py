@@ -8,131 +8,12 @@ config keys (``--data STORE`` is ``--set data=STORE``).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cfcl import __version__
 from cfcl.errors import CfclError
-
-
-@dataclass(frozen=True)
-class Flag:
-    """A command-line shorthand for one config key."""
-
-    name: str
-    key: str
-    help: str
-    repeat: bool = False
-    const: str | None = None  # a switch: present means ``key=const``
-
-
-@dataclass(frozen=True)
-class StageCommand:
-    """One stage: its config model and the function that runs it, both as ``module:attribute``."""
-
-    words: tuple[str, ...]
-    help: str
-    config: str
-    runner: str
-    flags: tuple[Flag, ...] = field(default_factory=tuple)
-
-
-STAGES: tuple[StageCommand, ...] = (
-    StageCommand(
-        ("data", "synth"),
-        "generate the synthetic multi-scanner radiograph benchmark (with its true counterfactuals)",
-        "cfcl.data.synthetic.config:SynthConfig",
-        "cfcl.data.synthetic.generate:run",
-    ),
-    StageCommand(
-        ("data", "prepare"),
-        "convert a real dataset (padchest, chexpert, rsna, embed, vindr or any csv + folder) into an image store",
-        "cfcl.data.prepare:PrepareConfig",
-        "cfcl.data.prepare:run",
-        (
-            Flag("--dataset", "dataset", "padchest, chexpert, rsna, embed, vindr or csv"),
-            Flag("--root", "root", "folder holding the dataset as distributed"),
-            Flag("--size", "size", "output size: N (square) or [H, W]; short side resized, centre cropped"),
-            Flag("--workers", "workers", "decoding processes"),
-            Flag("--skip-bad", "skip_bad", "leave out unreadable images and list them in bad_rows.csv", const="true"),
-        ),
-    ),
-    StageCommand(
-        ("cf", "classifier"),
-        "train a scanner (domain) classifier on real images: --config cf_guide (guides fine-tuning) or cf_judge (judges quality)",
-        "cfcl.counterfactual.classifier_module:ClassifierConfig",
-        "cfcl.counterfactual.classifier_module:run",
-        (Flag("--data", "data", "image store to train on (its train/val splits)"),),
-    ),
-    StageCommand(
-        ("cf", "train"),
-        "train the HVAE image mechanism (the counterfactual generator) on an image store",
-        "cfcl.counterfactual.config:CFTrainConfig",
-        "cfcl.counterfactual.train:run",
-        (Flag("--data", "data", "image store to train on (its train split)"),),
-    ),
-    StageCommand(
-        ("cf", "finetune"),
-        "counterfactual fine-tuning of the generator's decoder, guided by a domain classifier (cf_guide)",
-        "cfcl.counterfactual.config:CFFinetuneConfig",
-        "cfcl.counterfactual.finetune:run",
-        (
-            Flag("--generator", "generator", "generator folder (cfcl cf train)"),
-            Flag("--guide", "guide", "guidance classifier folder (cfcl cf classifier --config cf_guide)"),
-            Flag("--data", "data", "image store to fine-tune on (its train split)"),
-        ),
-    ),
-    StageCommand(
-        ("cf", "generate"),
-        "write the counterfactual store: every training image x every other in-distribution domain",
-        "cfcl.counterfactual.config:CFGenerateConfig",
-        "cfcl.counterfactual.generate:run",
-        (
-            Flag("--generator", "generator", "generator folder (cfcl cf train / finetune)"),
-            Flag("--data", "data", "image store the counterfactuals are made from"),
-        ),
-    ),
-    StageCommand(
-        ("cf", "evaluate"),
-        "counterfactual quality: effectiveness (judge), composition, reversibility, error vs true counterfactuals",
-        "cfcl.counterfactual.evaluate:EvaluateConfig",
-        "cfcl.counterfactual.evaluate:run",
-        (
-            Flag("--data", "data", "image store the counterfactuals are made from"),
-            Flag("--generator", "generator", "generator folder (cfcl cf train / finetune) or a counterfactual store"),
-            Flag("--judge", "judge", "judge classifier folder (cfcl cf classifier --config cf_judge)"),
-        ),
-    ),
-    StageCommand(
-        ("pretrain",),
-        "contrastive pretraining of an encoder: simclr, simclr+, cf-simclr, cf-simclr-multi or oracle (resumes an unfinished run in --out)",
-        "cfcl.contrastive.config:PretrainConfig",
-        "cfcl.contrastive.pretrain:run",
-        (
-            Flag("--method", "method", "simclr, simclr+, cf-simclr, cf-simclr-multi or oracle"),
-            Flag("--data", "data", "image store to pretrain on (its train split)"),
-            Flag("--cf-store", "cf_store", "counterfactual store of --data (simclr+, cf-simclr, cf-simclr-multi; oracle: DATA/true_cf)"),
-            Flag("--resume", "resume", "fail unless --out holds an unfinished run of this config to continue", const="require"),
-        ),
-    ),
-    StageCommand(
-        ("evaluate",),
-        "linear probes, fine-tuning and baselines over label fractions and seeds; ID / OOD / per-domain metrics",
-        "cfcl.evaluation.config:EvaluateConfig",
-        "cfcl.evaluation.evaluate:run",
-        (
-            Flag("--data", "data", "image store to evaluate on"),
-            Flag("--encoder", "encoders", "pretrain folder (cfcl pretrain); repeat for several", repeat=True),
-        ),
-    ),
-)
-
-
-def load_ref(ref: str):
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+from cfcl.registry import STAGES, StageCommand, load_ref
 
 
 def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> None:
@@ -148,7 +29,8 @@ def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> Non
         if flag.const is not None:
             parser.add_argument(flag.name, dest=f"flag:{flag.key}", help=flag.help, action="store_const", const=flag.const)
             continue
-        parser.add_argument(flag.name, dest=f"flag:{flag.key}", help=flag.help, action="append" if flag.repeat else None)
+        parser.add_argument(flag.name, dest=f"flag:{flag.key}", help=flag.help, metavar=flag.key.upper(),
+                            action="append" if flag.repeat else None)
     parser.set_defaults(handler=_run_stage, command=command)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cfcl.cli import STAGES, StageCommand, load_ref
+from cfcl.registry import STAGES, StageCommand, load_ref
 from cfcl.config import build_config, read_yaml
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from cfcl import atomic
-from cfcl.cli import load_ref
+from cfcl.registry import load_ref
 from cfcl.config import config_dict
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
