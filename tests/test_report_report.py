@@ -16,7 +16,7 @@ from cfcl.evaluation.results import COLUMNS
 from cfcl.report.figures import save_png
 from cfcl.report.report import run_report
 from cfcl.report.summary import ReportError, headline_table, print_headline
-from test_evaluation_fixtures import complete_stage
+from evaluation_fixtures import complete_stage
 
 DOMAINS = ["major", "rare"]
 

@@ -49,17 +49,23 @@ def last_checkpoint(out: str | os.PathLike) -> Path | None:
     return path if path.is_file() else None
 
 
+def _interrupt_checkpoint(dirpath: Path):
+    """Lightning's ``OnExceptionCheckpoint`` writing ``last.ckpt`` and, unlike the original, keeping
+    it at teardown: it is the point an interrupted run resumes from."""
+    from lightning.pytorch.callbacks import OnExceptionCheckpoint
+
+    class KeptOnExceptionCheckpoint(OnExceptionCheckpoint):
+        def teardown(self, *args, **kwargs) -> None:
+            pass
+
+    return KeptOnExceptionCheckpoint(dirpath, filename="last")
+
+
 def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | None = None, **overrides):
     """A Lightning ``Trainer`` writing checkpoints and logs under ``out``."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
+    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-
-    class KeptOnExceptionCheckpoint(OnExceptionCheckpoint):
-        """Lightning's callback deletes its file at teardown; here that file is last.ckpt, which must stay."""
-
-        def teardown(self, *args, **kwargs) -> None:
-            pass
 
     out = Path(out)
     checkpoint = ModelCheckpoint(
@@ -81,7 +87,7 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val,
         enable_progress_bar=cfg.progress_bar,
-        callbacks=[checkpoint, KeptOnExceptionCheckpoint(out / "checkpoints", filename="last"), *(callbacks or [])],
+        callbacks=[checkpoint, _interrupt_checkpoint(out / "checkpoints"), *(callbacks or [])],
         logger=loggers,
         default_root_dir=out,
         enable_model_summary=False,
