@@ -87,3 +87,21 @@ def test_missing_metadata_column_is_named(tmp_path):
     meta = _meta(4).drop(columns=["patient_id"])
     with pytest.raises(StoreError, match="patient_id"):
         write_store(tmp_path / "s", np.zeros((4, 2, 2), np.uint8), meta, ["A", "B"], ["n", "p"])
+
+
+def test_counterfactual_store_must_come_from_its_source(tmp_path):
+    source = write_store(tmp_path / "src", np.zeros((2, 4, 4), np.uint8), _meta(2), ["A", "B"], ["n", "p"])
+    other = write_store(tmp_path / "oth", np.ones((2, 4, 4), np.uint8), _meta(2), ["A", "B"], ["n", "p"])
+    meta = pd.DataFrame({"index": [0, 1], "source_index": [0, 1], "target_domain": [1, 0]})
+    cf = write_store(tmp_path / "cf", np.zeros((2, 4, 4), np.uint8), meta, ["A", "B"], ["n", "p"],
+                     kind="counterfactuals", extra={"source_store": source.content_hash})
+    cf.require_counterfactuals_of(source)
+    with pytest.raises(StoreError, match="was made from store"):
+        cf.require_counterfactuals_of(other)
+    with pytest.raises(StoreError, match="expected a counterfactual store"):
+        source.require_counterfactuals_of(source)
+    small = write_store(tmp_path / "small", np.zeros((2, 2, 2), np.uint8), _meta(2), ["A", "B"], ["n", "p"])
+    cf_small = write_store(tmp_path / "cf2", np.zeros((2, 4, 4), np.uint8), meta, ["A", "B"], ["n", "p"],
+                           kind="counterfactuals", extra={"source_store": small.content_hash})
+    with pytest.raises(StoreError, match="4x4 images"):
+        cf_small.require_counterfactuals_of(small)

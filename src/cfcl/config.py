@@ -108,7 +108,7 @@ def build_config(
     """
     raw: dict = json.loads(json.dumps(base or {}))
     if path is not None:
-        _merge(raw, read_yaml(path))
+        merge(raw, read_yaml(path))
     for key, value in parse_overrides(overrides):
         set_dotted(raw, key, value)
     if source is None:
@@ -121,10 +121,11 @@ def build_config(
         raise ConfigError(_describe(model, err, source)) from None
 
 
-def _merge(dst: dict, src: dict) -> None:
+def merge(dst: dict, src: dict) -> None:
+    """Merge ``src`` into ``dst`` in place, section by section (later values win)."""
     for key, value in src.items():
         if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            _merge(dst[key], value)
+            merge(dst[key], value)
         else:
             dst[key] = value
 

@@ -60,15 +60,7 @@ def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | Non
     if cf_store is None:
         raise ConfigError(f"method {method!r} needs a counterfactual store: set cf_store (--cf-store STORE)")
     cf = ImageStore.open(cf_store)
-    if cf.kind != "counterfactuals":
-        raise StoreError(f"cf_store {cf.path} is an image store, not a counterfactual store")
-    if cf.info.get("source_store") != store.content_hash:
-        raise StoreError(
-            f"cf_store {cf.path} was made from store {cf.info.get('source_store')!r}, not from data "
-            f"{store.path} (content hash {store.content_hash!r})"
-        )
-    if cf.size != store.size:
-        raise StoreError(f"cf_store {cf.path} holds {cf.size[0]}x{cf.size[1]} images, data {store.path} {store.size[0]}x{store.size[1]}")
+    cf.require_counterfactuals_of(store)
     table = cf.counterfactual_table(len(store), len(store.domains))
     return PretrainData(store, cf, sources, table, targets)
 

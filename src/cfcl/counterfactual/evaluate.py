@@ -136,7 +136,7 @@ def _model_generator(path: Path, store: ImageStore, device: torch.device) -> Gen
 
 def _table_generator(path: Path, store: ImageStore) -> Generator:
     cf_store = ImageStore.open(path)
-    _check_cf_store(cf_store, store)
+    cf_store.require_counterfactuals_of(store)
     table = cf_store.counterfactual_table(len(store), len(store.domains))
     domains = store.meta["domain"].to_numpy()
     present = table >= 0
@@ -151,16 +151,6 @@ def _table_generator(path: Path, store: ImageStore) -> Generator:
 
     provenance = {"kind": "counterfactual_store", "path": str(path)}
     return Generator(TableCounterfactuals(cf_store, table), parents, seen, bool(own.all()), provenance, path / INFO)
-
-
-def _check_cf_store(cf_store: ImageStore, store: ImageStore) -> None:
-    if cf_store.kind != "counterfactuals":
-        raise StoreError(f"{cf_store.path} is an image store, expected a counterfactual store")
-    if cf_store.info.get("source_store") != store.content_hash:
-        raise StoreError(
-            f"counterfactual store {cf_store.path} was made from store {cf_store.info.get('source_store')}, "
-            f"not from {store.path} ({store.content_hash})"
-        )
 
 
 def load_any_generator(path: Path, store: ImageStore, device: torch.device) -> Generator:
@@ -231,7 +221,7 @@ def _true_cf_store(config: EvaluateConfig, store: ImageStore) -> ImageStore | No
     if config.true_cf == "auto" and not (path / INFO).is_file():
         return None
     truth = ImageStore.open(path)
-    _check_cf_store(truth, store)
+    truth.require_counterfactuals_of(store)
     return truth
 
 

@@ -119,6 +119,21 @@ class ImageStore:
             mask &= self.meta["domain"].isin(domains).to_numpy()
         return np.flatnonzero(mask)
 
+    def require_counterfactuals_of(self, source: "ImageStore") -> None:
+        """Refuse this store unless it holds counterfactuals made from ``source``, at its resolution."""
+        if self.kind != "counterfactuals":
+            raise StoreError(f"{self.path} is an image store, expected a counterfactual store")
+        if self.info.get("source_store") != source.content_hash:
+            raise StoreError(
+                f"counterfactual store {self.path} was made from store {self.info.get('source_store')!r}, "
+                f"not from {source.path} (content hash {source.content_hash!r})"
+            )
+        if self.size != source.size:
+            raise StoreError(
+                f"counterfactual store {self.path} holds {self.size[0]}x{self.size[1]} images, "
+                f"{source.path} {source.size[0]}x{source.size[1]}"
+            )
+
     def counterfactual_table(self, n_sources: int, n_domains: int) -> np.ndarray:
         """``[n_sources, n_domains]`` row of each (source image, target domain) here, -1 where absent."""
         if self.kind != "counterfactuals":

@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cfcl.registry import STAGES, StageCommand, load_ref
-from cfcl.config import build_config, read_yaml
+from cfcl.config import build_config, merge, read_yaml
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.presets import resolve_config_path
@@ -51,23 +51,15 @@ class _Planner:
         section = copy.deepcopy(section)
         preset = section.pop("preset", preset)
         raw: dict = read_yaml(resolve_config_path(preset)) if preset else {}
-        _merge(raw, section)
+        merge(raw, section)
         if "trainer" in model.model_fields and self.run.trainer:
-            _merge(raw.setdefault("trainer", {}), copy.deepcopy(self.run.trainer))
+            merge(raw.setdefault("trainer", {}), copy.deepcopy(self.run.trainer))
         raw.update({k: str(v) if isinstance(v, Path) else v for k, v in inject.items()})
         section_name = name.split("/")[0]
         config = build_config(model, base=raw, source=f"{self.source}, section '{section_name}'")
         out = self.run.out / name
         self.nodes.append(Node(name, group, command, config, out))
         return out
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for key, value in src.items():
-        if isinstance(value, dict) and isinstance(dst.get(key), dict):
-            _merge(dst[key], value)
-        else:
-            dst[key] = value
 
 
 def plan(run: RunConfig, source: str = "run config") -> list[Node]:
