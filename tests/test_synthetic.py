@@ -46,6 +46,9 @@ def generated(tmp_path_factory):
         ("scanners=[flatpanel, nonexistent]", "scanners"),
         ("ood_scanner=nowhere", "ood_scanner"),
         ("prevalence=[0.5, 0.5]", "prevalence"),
+        ("disease.size_max=0.01", "disease.size_max"),
+        ("scanner_overrides={portable: {colour: 1}}", "scanner_overrides"),
+        ("scanner_overrides={nowhere: {gain: 1}}", "scanner_overrides"),
     ],
 )
 def test_bad_config_is_a_one_line_error_naming_the_key(override, named):
@@ -74,6 +77,24 @@ def test_response_curve_matches_hand_computation_without_blur_or_noise():
     _, marker = frame_masks(bare, 16, 16)
     assert np.allclose(out[0][~marker], 0.1 + 0.5 * 0.6**2)
     assert np.all(out[0][marker] == 1.0)
+
+
+def test_without_frames_no_border_or_marker_is_burned_in():
+    scanner = dataclasses.replace(SCANNERS["portable"], psf_sigma=0.0, downsample=1, sharpen_amount=0.0, noise_std=0.0)
+    phys = np.full((1, 64, 64), 0.5, dtype=np.float32)
+    framed, bare = acquire(phys, np.zeros_like(phys), scanner), acquire(phys, np.zeros_like(phys), scanner, frame=False)
+    outside, marker = frame_masks(scanner, 64, 64)
+    assert np.allclose(bare, bare[0, 32, 32]) and np.allclose(framed[0][~(outside | marker)], bare[0, 32, 32])
+    assert np.all(framed[0][marker] == 1.0) and not np.allclose(framed, bare)
+
+
+def test_scanner_overrides_change_only_the_named_parameters():
+    cfg = tiny(scanner_overrides={"portable": {"gain": -1.0, "offset": 1.0, "border": [0.0, 0.0, 0.0, 0.0]}})
+    portable = cfg.acquisition[cfg.scanners.index("portable")]
+    assert (portable.gain, portable.offset, portable.border) == (-1.0, 1.0, (0.0, 0.0, 0.0, 0.0))
+    assert dataclasses.replace(portable, gain=SCANNERS["portable"].gain, offset=SCANNERS["portable"].offset,
+                               border=SCANNERS["portable"].border) == SCANNERS["portable"]
+    assert cfg.acquisition[0] == SCANNERS[cfg.scanners[0]]
 
 
 def test_correlated_noise_keeps_unit_variance():

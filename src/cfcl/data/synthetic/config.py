@@ -21,6 +21,8 @@ class DiseaseConfig(StrictModel):
     )
     contrast_min: float = Field(0.12, gt=0, description="lesion peak attenuation, lower end")
     contrast_max: float = Field(0.30, gt=0, description="lesion peak attenuation, upper end")
+    size_min: float = Field(0.08, gt=0, description="lesion patch radius as a fraction of the half-field, lower end")
+    size_max: float = Field(0.20, gt=0, description="lesion patch radius, upper end")
     max_patches: int = Field(3, ge=1, le=6)
 
     @field_validator("contrast_max")
@@ -28,6 +30,13 @@ class DiseaseConfig(StrictModel):
     def _ordered(cls, value: float, info: ValidationInfo) -> float:
         if value < info.data.get("contrast_min", 0.0):
             raise ValueError("must be >= contrast_min")
+        return value
+
+    @field_validator("size_max")
+    @classmethod
+    def _sizes_ordered(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("size_min", 0.0):
+            raise ValueError("must be >= size_min")
         return value
 
 

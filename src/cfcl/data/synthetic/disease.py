@@ -34,7 +34,7 @@ def sample_lesions(rng: np.random.Generator, label: np.ndarray, cfg) -> pd.DataF
         table[f"les{j}_side"] = np.where(same_side, side, -side)
         table[f"les{j}_u"] = rng.uniform(-0.6, 0.6, n)
         table[f"les{j}_v"] = rng.uniform(-0.7, 0.55, n)
-        table[f"les{j}_size"] = rng.uniform(0.08, 0.2, n)
+        table[f"les{j}_size"] = rng.uniform(cfg.size_min, cfg.size_max, n)
         table[f"les{j}_aspect"] = rng.uniform(0.6, 1.6, n)
         table[f"les{j}_weight"] = np.where(present[:, j], rng.uniform(0.6, 1.0, n), 0.0)
     return pd.DataFrame(table)
