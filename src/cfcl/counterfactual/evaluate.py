@@ -28,7 +28,6 @@ a ``ratio`` is the mean of MAE(x*, true x*) over the mean of MAE(x, true x*) (ta
 
 from __future__ import annotations
 
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,10 +388,7 @@ def grid_figure(
     device: torch.device,
 ) -> bytes:
     """PNG: one row per image; columns the image, its counterfactual to each domain, the true ones."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cfcl.counterfactual.figures import image_grid, png_bytes
 
     x = _images(store, rows, device)
     pa = _to(generator.parents(rows), device)
@@ -402,21 +398,9 @@ def grid_figure(
     if truth is not None:
         table = truth.counterfactual_table(len(store), len(store.domains))
         columns += [(f"true {store.domains[d]}", _images(truth, table[rows, d], device)) for d in domains]
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.1 * len(columns), 1.15 * len(rows)), squeeze=False)
-    for c, (title, images) in enumerate(columns):
-        for r in range(len(rows)):
-            ax = axes[r][c]
-            ax.imshow(images[r, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(title, fontsize=6)
-            if c == 0:
-                ax.set_ylabel(store.domains[int(pa["domain"][r])], fontsize=6)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    cells = [[images[r, 0] for _, images in columns] for r in range(len(rows))]
+    row_labels = [store.domains[int(d)] for d in pa["domain"]]
+    return png_bytes(image_grid(cells, row_labels, [title for title, _ in columns]))
 
 
 def _device(name: str) -> torch.device:

@@ -18,11 +18,33 @@ from cfcl.counterfactual.inference import abduct, predict  # noqa: E402
 from cfcl.counterfactual.parents import intervene  # noqa: E402
 
 
-def _save(fig, path: Path) -> None:
+def png_bytes(fig) -> bytes:
+    """The figure as PNG bytes; the figure is closed."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    atomic.write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+def _save(fig, path: Path) -> None:
+    atomic.write_bytes(path, png_bytes(fig))
+
+
+def image_grid(cells: list[list[torch.Tensor]], row_labels: list[str], column_titles: list[str] | None = None):
+    """A figure of grey images in [0, 1] (``cells[row][column]``, each ``[H, W]``) with labels."""
+    n_rows, n_cols = len(cells), len(cells[0])
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(1.15 * n_cols, 1.2 * n_rows), squeeze=False)
+    for r, row in enumerate(cells):
+        for c, image in enumerate(row):
+            ax = axes[r][c]
+            ax.imshow(image.cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and column_titles is not None:
+                ax.set_title(column_titles[c], fontsize=6)
+            if c == 0:
+                ax.set_ylabel(row_labels[r], fontsize=7)
+    return fig
 
 
 @torch.no_grad()
@@ -33,16 +55,8 @@ def counterfactual_grid(model: HVAE, x: torch.Tensor, pa: dict[str, torch.Tensor
     rows = [("image", x), ("mean", model.decode(pa, latents=abduction.latents, batch_size=len(x)).mu.clamp(0, 1))]
     if spec is not None:
         rows += [(f"do({spec.names[d]})", predict(model, abduction, intervene(pa, domain=d))) for d in spec.seen]
-    fig, axes = plt.subplots(len(rows), len(x), figsize=(1.2 * len(x), 1.25 * len(rows)), squeeze=False)
-    for r, (title, images) in enumerate(rows):
-        for c in range(len(x)):
-            ax = axes[r][c]
-            ax.imshow(images[c, 0].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(title, fontsize=7)
-    _save(fig, path)
+    cells = [[images[c, 0] for c in range(len(x))] for _, images in rows]
+    _save(image_grid(cells, [title for title, _ in rows]), path)
 
 
 @torch.no_grad()
