@@ -1,8 +1,8 @@
 """Counterfactual generation time for the whole training set (``cfcl cf generate``), one JSON line.
 
-Usage: python benchmarks/cf_generate_speed.py GENERATOR [STORE] [--threads N] [--keep DIR]
+Usage: python benchmarks/cf_generate_speed.py GENERATOR STORE [--threads N] [--keep DIR]
 
-GENERATOR is a ``cfcl cf train`` / ``cf finetune`` folder; STORE defaults to /tmp/synth_demo.
+GENERATOR is a ``cfcl cf train`` / ``cf finetune`` folder; STORE the image store it was trained on.
 Target: <= 60 s on 2 CPU cores for every training image x every other in-distribution domain.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("generator", type=Path)
-    parser.add_argument("store", nargs="?", type=Path, default=Path("/tmp/synth_demo"))
+    parser.add_argument("store", type=Path, help="image store, e.g. from `cfcl data synth --out DIR`")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="write the store here instead of a temporary folder")
     args = parser.parse_args()

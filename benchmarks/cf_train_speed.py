@@ -1,8 +1,8 @@
 """HVAE training time at demo scale (``cfcl cf train --config cf_train``), one JSON line.
 
-Usage: python benchmarks/cf_train_speed.py [STORE] [--threads N] [--set KEY=VALUE ...] [--keep DIR]
+Usage: python benchmarks/cf_train_speed.py STORE [--threads N] [--set KEY=VALUE ...] [--keep DIR]
 
-STORE defaults to /tmp/synth_demo (``cfcl data synth --config synth --out /tmp/synth_demo``).
+STORE is an image store, e.g. the default benchmark (``cfcl data synth --out DIR``).
 Target: <= 240 s on 2 CPU cores. ``cpu_seconds`` (process CPU time, all threads) helps to read
 a wall time taken under contention.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("store", nargs="?", type=Path, default=Path("/tmp/synth_demo"))
+    parser.add_argument("store", type=Path, help="image store, e.g. from `cfcl data synth --out DIR`")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--keep", type=Path, help="write the stage here instead of a temporary folder")

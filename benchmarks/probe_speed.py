@@ -1,8 +1,8 @@
 """Linear-probing speed at demo scale: 3 methods x 3 label fractions x 3 seeds, one JSON line.
 
-Usage: python benchmarks/probe_speed.py [STORE] [--encoder PRETRAIN_FOLDER ...] [--threads N]
+Usage: python benchmarks/probe_speed.py STORE [--encoder PRETRAIN_FOLDER ...] [--threads N]
 
-STORE defaults to /tmp/synth_demo (``cfcl data synth --config synth --out /tmp/synth_demo``).
+STORE is an image store, e.g. the default benchmark (``cfcl data synth --out DIR``).
 Without ``--encoder``, three encoders of the pretrain stage's default architecture are
 initialised at random and saved as pretrain folders (their weights do not change the cost).
 The whole ``cfcl evaluate`` stage is timed, linear protocol only (fine-tuning, baselines and
@@ -23,7 +23,7 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("store", nargs="?", type=Path, default=Path("/tmp/synth_demo"))
+    parser.add_argument("store", type=Path, help="image store, e.g. from `cfcl data synth --out DIR`")
     parser.add_argument("--encoder", action="append", type=Path, default=[], help="pretrain folder (repeatable)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
