@@ -98,7 +98,7 @@ def test_counterfactual_store_must_come_from_its_source(tmp_path):
     cf.require_counterfactuals_of(source)
     with pytest.raises(StoreError, match="was made from store"):
         cf.require_counterfactuals_of(other)
-    with pytest.raises(StoreError, match="expected a counterfactual store"):
+    with pytest.raises(StoreError, match="not a counterfactual store"):
         source.require_counterfactuals_of(source)
     small = write_store(tmp_path / "small", np.zeros((2, 2, 2), np.uint8), _meta(2), ["A", "B"], ["n", "p"])
     cf_small = write_store(tmp_path / "cf2", np.zeros((2, 4, 4), np.uint8), meta, ["A", "B"], ["n", "p"],

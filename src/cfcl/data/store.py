@@ -122,7 +122,7 @@ class ImageStore:
     def require_counterfactuals_of(self, source: "ImageStore") -> None:
         """Refuse this store unless it holds counterfactuals made from ``source``, at its resolution."""
         if self.kind != "counterfactuals":
-            raise StoreError(f"{self.path} is an image store, expected a counterfactual store")
+            raise StoreError(f"{self.path} is an image store, not a counterfactual store")
         if self.info.get("source_store") != source.content_hash:
             raise StoreError(
                 f"counterfactual store {self.path} was made from store {self.info.get('source_store')!r}, "
