@@ -7,7 +7,6 @@ accuracy is kept, with early stopping on it.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +34,7 @@ from cfcl.counterfactual.parents import parent_specs
 from cfcl.counterfactual.quality import balanced_accuracy
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import ConfigError, StoreError
-from cfcl.stage import stage_state, start_stage
+from cfcl.stage import start_stage
 from cfcl.training import TrainerConfig, last_checkpoint, make_trainer
 
 STAGE = "cf_classifier"
@@ -144,10 +143,7 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
     weights = balanced_class_weights(train_set.domains, n_domains)
 
     out = Path(out)
-    resumable = stage_state(out, config, STAGE) == "interrupted"
     stage = start_stage(STAGE, out, config, inputs={"data": store.path / INFO}, force=force)
-    if not resumable:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
 
     best = ModelCheckpoint(
         dirpath=out / "checkpoints" / "best", filename="best", monitor=MONITOR, mode="max", save_top_k=1

@@ -23,11 +23,15 @@ def _check_group(name: str | None, flag: str) -> None:
 
 
 def _execute(node: Node, action: str) -> None:
-    """Run one stage; a stale or forced output is cleared first so no old checkpoint is resumed."""
+    """Run one stage; a stale or forced output is cleared first so no old checkpoint is resumed.
+
+    The stage runs without ``force``: its folder is then either empty or an interrupted run of
+    this very config, which the stage resumes (``force`` would make it start afresh).
+    """
     if action in ("rerun", "forced") and node.out.exists():
         shutil.rmtree(node.out)
     began = time.time()
-    load_ref(node.command.runner)(node.config, out=node.out, force=True)
+    load_ref(node.command.runner)(node.config, out=node.out, force=False)
     print(f"  {node.name:<24} done in {time.time() - began:.1f} s", flush=True)
 
 
