@@ -8,8 +8,23 @@ Three measurements on the same encoder, batch and image size, in one run:
   model, loss and optimizer in a plain loop.
 Targets: cfcl >= 0.85 x bare and >= 1.5 x lightly_style. Prints one JSON line.
 
-CPU default: the demo encoder on 64 px images. ``--cuda``: ResNet-50, 224 px, batch 256, AMP,
-channels-last. ``--data STORE`` uses a real store (its ``train`` split); otherwise a random one.
+Fairness: both sides apply the same augmentation preset (``--presets``, default ``chest`` and
+``demo``), op for op, in the same order and with the same per-sample probabilities and ranges.
+The lightly-style side uses torchvision's PIL ops: RandomResizedCrop, rotate, flips,
+ColorJitter(brightness, contrast), adjust_gamma, adjust_brightness for the multiplicative
+contrast factor (the same ``clamp(f * x)``), gaussian_blur, adjust_sharpness with a factor drawn
+per sample, then on the tensor Gaussian noise and RandomErasing. ``chest`` (the reference
+study's recipe) is pure standard torchvision; ``demo`` adds gamma, blur and noise. Each
+preset's row also gives ``augment_ms``: cfcl's device augmentation alone, ms per batch of
+views (less sensitive to a busy machine than the end-to-end numbers), and
+``cfcl_over_bare_by_clock``: the same ratio from process CPU time per step, which a busy machine
+barely moves when ``OMP_NUM_THREADS=1`` (on CUDA: wall time). ``--breakdown`` adds ``step_ms``:
+each part of a step timed alone (data, uint8 to float, augmentation, encoder, head and loss,
+finite-gradient check, optimizer) and the rest of the real loop's step, Lightning's share.
+
+CPU default: the demo encoder on 64 px images; ``--arch resnet18`` (or 34/50) shows the overhead
+where the encoder dominates. ``--cuda``: ResNet-50, 224 px, batch 256, AMP, channels-last, the
+``chest`` preset. ``--data STORE`` uses a real store (its ``train`` split); otherwise a random one.
 """
 
 from __future__ import annotations
@@ -17,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -26,12 +42,14 @@ import pandas as pd
 import torch
 from PIL import Image
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from cfcl.config import build_config
 from cfcl.contrastive.augment import AugmentParams
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import ViewBatches, make_loader, open_pretrain_data
 from cfcl.contrastive.losses import nt_xent
+from cfcl.contrastive.module import gradients_finite
 from cfcl.contrastive.pretrain import build_module
 from cfcl.data.store import ImageStore, write_store
 from cfcl.training import make_trainer
@@ -56,7 +74,8 @@ def autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
 
-def bare(config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int) -> float:
+def bare(config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
+    """Views/s of encoder forward + backward alone, and its :func:`clock` ms per step."""
     module = build_module(config, size, 2).to(device)
     views = 2 * config.batch_size
     x = torch.rand(views, 1, *size, device=device)
@@ -65,17 +84,22 @@ def bare(config: PretrainConfig, size: tuple[int, int], device: torch.device, st
     amp = device.type == "cuda"
     for i in range(warmup + steps):
         if i == warmup:
-            synchronize(device)
-            start = time.perf_counter()
+            start_clock, start = clock(device), time.perf_counter()
         with autocast(device, amp):
             features = module.encoder(x)
         features.float().sum().backward()
+    stop_clock = clock(device)
+    return views * steps / (time.perf_counter() - start), 1000 * (stop_clock - start_clock) / steps
+
+
+def clock(device: torch.device) -> float:
+    """Seconds of this process' CPU time on the CPU (robust on a busy machine with 1 thread), else wall time."""
     synchronize(device)
-    return views * steps / (time.perf_counter() - start)
+    return time.process_time() if device.type == "cpu" else time.perf_counter()
 
 
 class StepTimer:
-    """Lightning callback: wall time of the steps after ``warmup``."""
+    """Lightning callback: wall time (and :func:`clock` time) of the steps after ``warmup``."""
 
     def __init__(self, warmup: int, steps: int):
         import lightning as L
@@ -85,18 +109,19 @@ class StepTimer:
         class Callback(L.Callback):
             def on_train_batch_start(self, trainer, module, batch, batch_idx):
                 if trainer.global_step == warmup:
-                    synchronize(module.device)
+                    timer.start_clock = clock(module.device)
                     timer.start = time.perf_counter()
 
             def on_train_batch_end(self, trainer, module, *args):
                 if trainer.global_step == warmup + steps:
-                    synchronize(module.device)
+                    timer.stop_clock = clock(module.device)
                     timer.stop = time.perf_counter()
 
         self.callback = Callback()
 
 
-def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int) -> float:
+def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int) -> tuple[float, float]:
+    """Views/s of the real loop, and its :func:`clock` ms per step."""
     data = open_pretrain_data(config.method, config.data, None, config.split)
     module = build_module(config, data.image_size, len(data.data.labels))
     timer = StepTimer(warmup, steps)
@@ -105,31 +130,87 @@ def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int) ->
     batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1)
     loader = make_loader(batches, lambda: (trainer.global_step, 0, 1), config.trainer.num_workers, torch.cuda.is_available())
     trainer.fit(module, loader)
-    return 2 * config.batch_size * steps / (timer.stop - timer.start)
+    return 2 * config.batch_size * steps / (timer.stop - timer.start), 1000 * (timer.stop_clock - timer.start_clock) / steps
+
+
+def step_breakdown(config: PretrainConfig, device: torch.device, loop_ms: float, repeats: int = 5) -> dict[str, float]:
+    """:func:`clock` ms of each part of one cfcl step timed alone; the rest of ``loop_ms`` is Lightning's share."""
+    data = open_pretrain_data(config.method, config.data, None, config.split)
+    module = build_module(config, data.image_size, len(data.data.labels)).to(device)
+    optimizer = torch.optim.Adam(module.parameters(), lr=config.lr, fused=True)
+    batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1)
+    batch = {k: v.to(device) for k, v in batches[(0, 0, 0, 1)].items()}
+    x = module.augment(batch["views"].float().div_(255.0))
+    features = module.encoder(x).detach().requires_grad_()
+
+    def encoder_step():
+        with autocast(device, device.type == "cuda"):
+            out = module.encoder(x)
+        out.float().sum().backward()
+
+    def head_and_loss():
+        nt_xent(module.head(features), batch["groups"], config.temperature).backward()
+
+    parts = {
+        "data": lambda: batches[(0, 1, 0, 1)], "to_float": lambda: batch["views"].float().div_(255.0),
+        "augment": lambda: module.augment(x), "encoder_forward_backward": encoder_step, "head_and_loss": head_and_loss,
+        "finite_check": lambda: gradients_finite(module.parameters()), "optimizer": optimizer.step,
+    }
+    times = {}
+    for name, part in parts.items():
+        part()
+        samples = []
+        for _ in range(repeats):
+            start = clock(device)
+            part()
+            samples.append(1000 * (clock(device) - start))
+        times[name] = round(float(np.median(samples)), 1)
+    return {**times, "loop": round(loop_ms, 1), "lightning_and_rest": round(loop_ms - sum(times.values()), 1)}
+
+
+class TorchvisionAugment:
+    """One sample's view with torchvision's PIL ops: the preset's ops in cfcl's order (see the module docstring)."""
+
+    def __init__(self, params: AugmentParams, size: tuple[int, int]):
+        self.params, self.size = params, size
+        self.crop = T.RandomResizedCrop(size, scale=params.crop_scale, ratio=params.crop_ratio)
+        self.color = T.ColorJitter(params.brightness, params.contrast)
+        self.erase = T.RandomErasing(p=1.0, scale=params.erasing_scale)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        p = self.params
+        image = self.crop(image)
+        if random.random() < p.rotation_p:
+            image = TF.rotate(image, random.uniform(-p.rotation, p.rotation), T.InterpolationMode.BILINEAR)
+        if random.random() < p.hflip_p:
+            image = TF.hflip(image)
+        if random.random() < p.vflip_p:
+            image = TF.vflip(image)
+        if random.random() < p.color_p:
+            image = self.color(image)
+        if random.random() < p.gamma_p:
+            image = TF.adjust_gamma(image, random.uniform(*p.gamma), random.uniform(*p.gamma_gain))
+        if random.random() < p.contrast_factor_p:
+            image = TF.adjust_brightness(image, random.uniform(*p.contrast_factor))
+        if random.random() < p.blur_p:
+            image = TF.gaussian_blur(image, [p.blur_kernel] * 2, [random.uniform(*p.blur_sigma)] * 2)
+        if random.random() < p.sharpness_p:
+            image = TF.adjust_sharpness(image, random.uniform(*p.sharpness))
+        x = TF.to_tensor(image)
+        if p.noise_std > 0 and random.random() < p.noise_p:
+            x = x + p.noise_std * torch.randn_like(x)
+        if random.random() < p.erasing_p:
+            x = self.erase(x)
+        return x
 
 
 class PILViews(torch.utils.data.Dataset):
-    """Lightly-style: each item decoded to PIL and transformed twice, per sample, in a worker.
-
-    The preset's ops that torchvision has (crop, rotation, flips, colour jitter, blur, sharpness,
-    erasing); gamma, multiplicative contrast and noise have no PIL transform and are left out,
-    which only favours this baseline.
-    """
+    """Lightly-style: each item decoded to PIL and transformed twice, per sample, in a worker."""
 
     def __init__(self, store: Path, params: AugmentParams, size: tuple[int, int]):
         self.store = ImageStore.open(store)
         self.rows = self.store.indices("train")
-        self.transform = T.Compose([
-            T.RandomResizedCrop(size, scale=params.crop_scale, ratio=params.crop_ratio),
-            T.RandomRotation(params.rotation),
-            T.RandomHorizontalFlip(params.hflip_p),
-            T.RandomVerticalFlip(params.vflip_p),
-            T.RandomApply([T.ColorJitter(params.brightness, params.contrast)], p=params.color_p),
-            T.RandomAdjustSharpness(params.sharpness[1], p=params.sharpness_p),
-            T.RandomApply([T.GaussianBlur(params.blur_kernel, params.blur_sigma)], p=params.blur_p),
-            T.ToTensor(),
-            T.RandomErasing(p=params.erasing_p, scale=params.erasing_scale),
-        ])
+        self.transform = TorchvisionAugment(params, size)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -139,9 +220,24 @@ class PILViews(torch.utils.data.Dataset):
         return self.transform(image), self.transform(image)
 
 
+def augment_ms(config: PretrainConfig, size: tuple[int, int], device: torch.device, repeats: int = 7) -> float:
+    """cfcl's device augmentation alone: median ms per batch of ``2 * batch_size`` views."""
+    augment = build_module(config, size, 2).augment
+    x = torch.rand(2 * config.batch_size, 1, *size, device=device)
+    times = []
+    for _ in range(repeats + 2):
+        synchronize(device)
+        start = time.perf_counter()
+        augment(x)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[2:]))
+
+
 def lightly_style(config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int, workers: int) -> float:
     module = build_module(config, size, 2).to(device)
-    optimizer = torch.optim.Adam(list(module.encoder.parameters()) + list(module.head.parameters()), lr=config.lr)
+    params = list(module.encoder.parameters()) + list(module.head.parameters())
+    optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)  # as cfcl's module
     dataset = PILViews(config.data, config.augment.resolve(), size)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=workers,
@@ -172,46 +268,62 @@ def lightly_style(config: PretrainConfig, size: tuple[int, int], device: torch.d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cuda", action="store_true", help="ResNet-50, 224 px, batch 256, AMP, channels-last on a CUDA GPU")
+    parser.add_argument("--arch", choices=["small", "resnet18", "resnet34", "resnet50"], help="encoder (default: small on CPU)")
+    parser.add_argument("--presets", nargs="+", choices=["chest", "mammo", "demo"], help="augmentation presets (default: chest demo; chest on CUDA)")
     parser.add_argument("--data", type=Path, help="image store (train split); default: random images")
+    parser.add_argument("--size", type=int, default=None, help="side of the random images (default 64 on CPU)")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--warmup", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (both pipelines)")
+    parser.add_argument("--breakdown", action="store_true", help="also time each part of a step alone (step_ms)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="pretrain config override")
     args = parser.parse_args()
 
     if args.cuda:
         if not torch.cuda.is_available():
             raise SystemExit("--cuda needs a CUDA GPU")
-        device, size, batch, steps, warmup = torch.device("cuda"), 224, 256, 30, 10
+        device, size, batch, steps, warmup, arch = torch.device("cuda"), 224, 256, 30, 10, "resnet50"
         torch.backends.cudnn.benchmark = True
-        base = {"encoder": {"arch": "resnet50", "arch_kwargs": {}}, "projection": [1024, 128], "channels_last": True,
-                "augment": {"preset": "chest"}, "trainer": {"accelerator": "gpu", "precision": "bf16-mixed"}}
-        workers = min(8, os.cpu_count() or 1)
+        base = {"projection": [1024, 128], "channels_last": True, "trainer": {"accelerator": "gpu", "precision": "bf16-mixed"}}
+        workers, presets = min(8, os.cpu_count() or 1), ["chest"]
     else:
-        device, size, batch, steps, warmup = torch.device("cpu"), 64, 128, 8, 2
+        device, size, batch, steps, warmup, arch = torch.device("cpu"), 64, 128, 8, 2, "small"
         base = {"trainer": {"accelerator": "cpu"}}
-        workers = 2
-    batch = args.batch_size or batch
+        workers, presets = 2, ["chest", "demo"]
+    arch = args.arch or arch
+    if arch != "small":
+        base["encoder"] = {"arch": arch, "arch_kwargs": {}}
+    size, batch, presets = args.size or size, args.batch_size or batch, args.presets or presets
     steps, warmup = args.steps or steps, args.warmup if args.warmup is not None else warmup
     workers = args.workers if args.workers is not None else workers
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data or random_store(Path(tmp) / "store", batch * (steps + warmup + 2), size)
         base.update(data=str(data), batch_size=batch, online_probe=False)
         base["trainer"].update(progress_bar=False, num_workers=0 if device.type == "cpu" else workers)
-        config = build_config(PretrainConfig, overrides=args.overrides, base=base)
         image_size = ImageStore.open(data).size
         torch.manual_seed(0)
-        result_bare = bare(config, image_size, device, steps, warmup)
-        result_cfcl = cfcl_pipeline(config, Path(tmp) / "run", steps, warmup)
-        result_lightly = lightly_style(config, image_size, device, steps, warmup, workers)
+        config = build_config(PretrainConfig, overrides=args.overrides, base=base)
+        result_bare, bare_ms = bare(config, image_size, device, steps, warmup)
+        for preset in presets:
+            config = build_config(PretrainConfig, overrides=args.overrides, base={**base, "augment": {"preset": preset}})
+            result_cfcl, loop_ms = cfcl_pipeline(config, Path(tmp) / f"run_{preset}", steps, warmup)
+            result_lightly = lightly_style(config, image_size, device, steps, warmup, workers)
+            rows[preset] = {
+                "cfcl_views_per_s": round(result_cfcl, 1), "lightly_style_views_per_s": round(result_lightly, 1),
+                "cfcl_over_bare": round(result_cfcl / result_bare, 3),
+                "cfcl_over_lightly_style": round(result_cfcl / result_lightly, 3),
+                "cfcl_over_bare_by_clock": round(bare_ms / loop_ms, 3),
+                "augment_ms": round(augment_ms(config, image_size, device), 1),
+            }
+            if args.breakdown:
+                rows[preset]["step_ms"] = step_breakdown(config, device, loop_ms)
     print(json.dumps({
         "benchmark": "pretrain_throughput", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "encoder": config.encoder.arch,
         "image_size": list(image_size), "batch_size": batch, "views_per_step": 2 * batch, "steps": steps,
-        "lightly_style_workers": workers, "bare_views_per_s": round(result_bare, 1),
-        "cfcl_views_per_s": round(result_cfcl, 1), "lightly_style_views_per_s": round(result_lightly, 1),
-        "cfcl_over_bare": round(result_cfcl / result_bare, 3), "cfcl_over_lightly_style": round(result_cfcl / result_lightly, 3),
+        "lightly_style_workers": workers, "bare_views_per_s": round(result_bare, 1), **rows,
         "targets": {"cfcl_over_bare": 0.85, "cfcl_over_lightly_style": 1.5},
     }))
 

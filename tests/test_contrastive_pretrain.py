@@ -155,6 +155,24 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(store
     assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
 
 
+def test_non_finite_gradient_with_a_finite_loss_stops_before_the_update(stores, tmp_path, monkeypatch):
+    real = module_mod.nt_xent
+    calls = []
+
+    def poisoned(z, groups, temperature):
+        calls.append(1)
+        loss = real(z, groups, temperature)
+        # Forward adds 0; backward gives 0 * inf = NaN on every projection (sqrt's slope at 0 is infinite).
+        return loss + 0.0 * torch.sqrt(z.sum() * 0) if len(calls) == 3 else loss
+
+    monkeypatch.setattr(module_mod, "nt_xent", poisoned)
+    with pytest.raises(module_mod.NonFiniteLossError, match="gradients are not finite at step 2"):
+        pretrain.run(_config(stores), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
 def test_cli_pretrain_and_explicit_resume(stores, tmp_path, capsys):
     common = ["--set", "batch_size=4", "--set", "trainer.max_epochs=1", "--set", "trainer.progress_bar=false",
               "--set", "encoder.arch_kwargs={width: 4, blocks: [1]}", "--set", "projection=[8]"]

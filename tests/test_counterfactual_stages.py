@@ -176,6 +176,21 @@ def test_finetune_trains_the_decoder_only(trained, tmp_path, capsys):
     assert any(not torch.equal(old[k], new[k]) for k in decoder)
     metrics = (tmp_path / "ft" / "logs" / "metrics.csv").read_text()
     assert "train/multiplier_step" in metrics and "train/guide_accuracy_step" in metrics
+    assert "train/round_trip_mae_step" in metrics and "train/round_trip_multiplier_step" in metrics
+
+
+def test_finetune_round_trip_constraint_is_optional_and_validated(trained, tmp_path, capsys):
+    root, store = trained
+    save_guide(tmp_path / "guide", "guide")
+    base = ["cf", "finetune", "--generator", str(root / "gen"), "--data", str(store.path), "--guide", str(tmp_path / "guide"),
+            "--set", "trainer.max_epochs=1", "--set", "batch_size=16", "--set", "bound_batches=2",
+            "--set", "trainer.progress_bar=false", "--set", "grid_images=4", "--set", "trainer.log_every_n_steps=1"]
+    assert main([*base, "--set", "round_trip_bound=-0.01", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "round_trip_bound" in err and err.count("\n") == 1
+    assert main([*base, "--set", "round_trip_bound=null", "--out", str(tmp_path / "off")]) == 0
+    metrics = (tmp_path / "off" / "logs" / "metrics.csv").read_text()
+    assert "train/guide_accuracy_step" in metrics and "round_trip" not in metrics
 
 
 def test_train_resumes_an_interrupted_run(trained, tmp_path):

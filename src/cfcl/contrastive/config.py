@@ -42,8 +42,10 @@ class PretrainConfig(StrictModel):
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(20, ge=0)
-    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["cosine", "constant"] = Field(
+        "constant", description="constant as the reference; a cosine decay starves short runs (docs/results.md)"
+    )
     online_probe: bool = Field(True, description="detached linear probe on the label, for monitoring only")
     channels_last: bool = False
     seed: int = 0

@@ -42,8 +42,9 @@ class CFTrainConfig(StrictModel):
 
 class CFFinetuneConfig(StrictModel):
     """Counterfactual fine-tuning: frozen encoder, decoder trained so the guide sees the target domain
-    in x*, under a Lagrangian bound on the factual negative ELBO: ``elbo_bound``, or by default the
-    starting model's value on ``bound_batches`` training batches times (1 + ``elbo_tolerance``)."""
+    in x*, under Lagrangian bounds on the factual negative ELBO (``elbo_bound``, or by default the
+    starting model's value on ``bound_batches`` training batches times (1 + ``elbo_tolerance``)) and
+    on the round-trip MAE(x, x* taken back to x's parents) (``round_trip_bound``; None: unconstrained)."""
 
     data: Path
     generator: Path
@@ -60,6 +61,9 @@ class CFFinetuneConfig(StrictModel):
     bound_batches: int = Field(8, ge=1)
     multiplier_init: float = Field(1.0, ge=0)
     multiplier_lr: float = Field(10.0, ge=0)
+    round_trip_bound: float | None = Field(0.015, gt=0)
+    round_trip_multiplier_init: float = Field(10.0, ge=0)
+    round_trip_multiplier_lr: float = Field(200.0, ge=0)
     seed: int = 0
     grid_images: int = Field(8, ge=1)
     trainer: TrainerConfig = TrainerConfig(max_epochs=1)

@@ -74,6 +74,8 @@ def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
     module = CounterfactualFinetuneModule(
         model, guide, list(spec.seen), bound=bound, lr=config.lr, weight_decay=config.weight_decay,
         multiplier_init=config.multiplier_init, multiplier_lr=config.multiplier_lr,
+        round_trip_bound=config.round_trip_bound, round_trip_multiplier_init=config.round_trip_multiplier_init,
+        round_trip_multiplier_lr=config.round_trip_multiplier_lr,
         grad_clip=config.grad_clip, grad_skip=config.grad_skip, ema_decay=config.ema_decay,
     )
     trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
@@ -95,7 +97,10 @@ def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
     figures.counterfactual_grid(tuned, x, pa, out / "counterfactual_grid.png")
     figures.training_curve(
         out / "logs" / "metrics.csv", out / "training_curve.png",
-        ["train/ce_step", "train/nelbo_step", "train/multiplier_step", "train/guide_accuracy_step"],
+        [
+            "train/ce_step", "train/nelbo_step", "train/multiplier_step", "train/guide_accuracy_step",
+            "train/round_trip_mae_step", "train/round_trip_multiplier_step",
+        ],
     )
     return stage.finish(
         artefacts={"generator": generator_path.name}, metrics=metrics, elbo_bound=bound, initial_nelbo=initial
