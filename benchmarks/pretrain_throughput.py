@@ -14,7 +14,7 @@ The lightly-style side uses torchvision's PIL ops: RandomResizedCrop, rotate, fl
 ColorJitter(brightness, contrast), adjust_gamma, adjust_brightness for the multiplicative
 contrast factor (the same ``clamp(f * x)``), gaussian_blur, adjust_sharpness with a factor drawn
 per sample, then on the tensor Gaussian noise and RandomErasing. ``chest`` (the reference
-study's recipe) is pure standard torchvision; ``demo`` adds gamma, blur and noise. Each
+study's recipe) and ``demo`` are pure standard torchvision; ``acquisition`` adds gamma, blur and noise. Each
 preset's row also gives ``augment_ms``: cfcl's device augmentation alone, ms per batch of
 views (less sensitive to a busy machine than the end-to-end numbers), and
 ``cfcl_over_bare_by_clock``: the same ratio from process CPU time per step, which a busy machine
@@ -45,7 +45,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from cfcl.config import build_config
-from cfcl.contrastive.augment import AugmentParams
+from cfcl.contrastive.augment import PRESETS, AugmentParams
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import ViewBatches, make_loader, open_pretrain_data
 from cfcl.contrastive.losses import nt_xent
@@ -269,7 +269,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cuda", action="store_true", help="ResNet-50, 224 px, batch 256, AMP, channels-last on a CUDA GPU")
     parser.add_argument("--arch", choices=["small", "resnet18", "resnet34", "resnet50"], help="encoder (default: small on CPU)")
-    parser.add_argument("--presets", nargs="+", choices=["chest", "mammo", "demo"], help="augmentation presets (default: chest demo; chest on CUDA)")
+    parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), help="augmentation presets (default: chest demo; chest on CUDA)")
     parser.add_argument("--data", type=Path, help="image store (train split); default: random images")
     parser.add_argument("--size", type=int, default=None, help="side of the random images (default 64 on CPU)")
     parser.add_argument("--steps", type=int, default=None)
