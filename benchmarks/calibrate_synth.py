@@ -43,7 +43,7 @@ def small_encoder() -> nn.Module:
 
 
 def augmentations(size: int) -> nn.Module:
-    """The demo's SimCLR views (see docs/benchmark.md)."""
+    """The `acquisition` augmentation preset's views, in kornia (docs/benchmark.md)."""
     return nn.Sequential(
         K.RandomResizedCrop((size, size), scale=(0.6, 1.0), ratio=(0.85, 1.15)),
         K.RandomAffine(degrees=8.0, p=0.5),
@@ -98,7 +98,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 
 def pretrain(x: torch.Tensor, partner, epochs: int, seed: int, size: int, batch: int = 128) -> nn.Module:
-    """SimCLR (demo settings: batch 128, temperature 0.1, Adam 1e-3); ``partner(idx)`` pairs ``x[idx]``."""
+    """SimCLR (batch 128, temperature 0.1, Adam 1e-3 constant); ``partner(idx)`` pairs ``x[idx]``."""
     torch.manual_seed(seed)
     encoder = small_encoder()
     head = nn.Sequential(nn.Linear(encoder.feature_dim, 128), nn.ReLU(), nn.Linear(128, 64))
