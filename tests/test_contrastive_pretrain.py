@@ -139,6 +139,13 @@ def test_cf_method_without_cf_store_is_an_error(stores, tmp_path):
         pretrain.run(_config(stores, method="cf-simclr"), tmp_path / "out")
 
 
+def assert_last_checkpoint_is_good_at_step_2(out):
+    """The run stopped at step 2 and ``last.ckpt`` holds the finite weights from before it."""
+    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(stores, tmp_path, monkeypatch):
     real = module_mod.nt_xent
     calls = []
@@ -150,9 +157,7 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(store
     monkeypatch.setattr(module_mod, "nt_xent", poisoned)
     with pytest.raises(module_mod.NonFiniteLossError, match="at step 2"):
         pretrain.run(_config(stores), tmp_path)
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 2
-    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    assert_last_checkpoint_is_good_at_step_2(tmp_path)
 
 
 def test_non_finite_gradient_with_a_finite_loss_stops_before_the_update(stores, tmp_path, monkeypatch):
@@ -168,9 +173,7 @@ def test_non_finite_gradient_with_a_finite_loss_stops_before_the_update(stores, 
     monkeypatch.setattr(module_mod, "nt_xent", poisoned)
     with pytest.raises(module_mod.NonFiniteLossError, match="gradients are not finite at step 2"):
         pretrain.run(_config(stores), tmp_path)
-    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 2
-    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+    assert_last_checkpoint_is_good_at_step_2(tmp_path)
 
 
 def test_cli_pretrain_and_explicit_resume(stores, tmp_path, capsys):

@@ -25,18 +25,12 @@ class DiseaseConfig(StrictModel):
     size_max: float = Field(0.20, gt=0, description="lesion patch radius, upper end")
     max_patches: int = Field(3, ge=1, le=6)
 
-    @field_validator("contrast_max")
+    @field_validator("contrast_max", "size_max")
     @classmethod
-    def _ordered(cls, value: float, info: ValidationInfo) -> float:
-        if value < info.data.get("contrast_min", 0.0):
-            raise ValueError("must be >= contrast_min")
-        return value
-
-    @field_validator("size_max")
-    @classmethod
-    def _sizes_ordered(cls, value: float, info: ValidationInfo) -> float:
-        if value < info.data.get("size_min", 0.0):
-            raise ValueError("must be >= size_min")
+    def _max_not_below_min(cls, value: float, info: ValidationInfo) -> float:
+        lower = info.field_name.removesuffix("_max") + "_min"
+        if value < info.data.get(lower, 0.0):
+            raise ValueError(f"must be >= {lower}")
         return value
 
 
