@@ -1,6 +1,7 @@
 """cfcl run: the plan, caching, --only/--from, and a run killed midway that finishes like an uninterrupted one."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -115,6 +116,13 @@ def test_killed_run_finishes_with_the_metrics_of_an_uninterrupted_one(tmp_path, 
     run_pipeline(tiny_run(reference))
     second = capsys.readouterr().out
     assert second.count("up to date") == len(plan(tiny_run(reference)))
+
+    moved = tmp_path / "moved"
+    shutil.copytree(reference, moved)
+    shutil.rmtree(reference / "data")
+    run_pipeline(tiny_run(moved), dry_run=True)
+    assert capsys.readouterr().out.count("up to date") == len(plan(tiny_run(moved)))
+    shutil.rmtree(moved)
 
     killed = tmp_path / "killed"
     config_file = tmp_path / "killed.yaml"

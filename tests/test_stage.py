@@ -44,6 +44,19 @@ def test_inputs_come_from_config_paths_and_changes_make_stage_stale(tmp_path):
     assert not is_up_to_date(down, cfg, "down")
 
 
+def test_a_copied_run_is_checked_against_its_own_inputs(tmp_path):
+    import shutil
+
+    original, copy = tmp_path / "run", tmp_path / "copy"
+    start_stage("up", original / "up", Cfg()).finish()
+    start_stage("down", original / "down", Downstream(data=original / "up")).finish()
+    shutil.copytree(original, copy)
+    assert is_up_to_date(copy / "down", Downstream(data=copy / "up"), "down")
+    start_stage("up", copy / "up", Cfg(value=2), force=True).finish()
+    assert not is_up_to_date(copy / "down", Downstream(data=copy / "up"), "down")
+    assert is_up_to_date(original / "down", Downstream(data=original / "up"), "down")
+
+
 def test_different_complete_output_needs_force(tmp_path):
     out = tmp_path / "s"
     start_stage("demo", out, Cfg(value=1)).finish()

@@ -136,6 +136,21 @@ def config_dict(config: BaseModel) -> dict:
 
 
 def config_hash(config: BaseModel) -> str:
-    """Stable content hash of a config, used to decide whether a stage's output is up to date."""
-    text = json.dumps(config_dict(config), sort_keys=True)
+    """Stable content hash of a config, used to decide whether a stage's output is up to date.
+
+    A path that exists counts by its place in the config, not by its value: it is an input of
+    the stage, whose content the stage manifest fingerprints, so a moved or copied run folder
+    stays up to date.
+    """
+    text = json.dumps(_without_input_paths(config.model_dump(mode="python")), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_input_paths(value: Any) -> Any:
+    if isinstance(value, Path):
+        return "<input>" if value.exists() else str(value)
+    if isinstance(value, dict):
+        return {k: _without_input_paths(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_input_paths(v) for v in value]
+    return value

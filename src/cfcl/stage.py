@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -116,13 +117,26 @@ def stage_state(out: str | Path, config: BaseModel, name: str | None = None) -> 
         return "stale"
     try:
         same_inputs = all(
-            fingerprint(v["path"]) == v["fingerprint"] for v in manifest.get("inputs", {}).values()
+            fingerprint(locate_input(entry, out)) == entry["fingerprint"] for entry in manifest.get("inputs", {}).values()
         )
     except StoreError:
         same_inputs = False
     if not same_inputs:
         return "stale"
     return "complete" if manifest.get("status") == "complete" else "interrupted"
+
+
+def record_input(path: Path, out: Path) -> dict:
+    """A manifest's entry for one input: where it is, where it is from ``out``, its fingerprint."""
+    path = Path(path).resolve()
+    return {"path": str(path), "relative": os.path.relpath(path, Path(out).resolve()), "fingerprint": fingerprint(path)}
+
+
+def locate_input(entry: dict, out: str | Path) -> Path:
+    """Where a recorded input is now: at its place relative to the stage folder if that exists
+    (the run folder was moved or copied), else where it was."""
+    near = Path(out).resolve() / entry.get("relative", entry["path"])
+    return near if near.exists() else Path(entry["path"])
 
 
 def is_up_to_date(out: str | Path, config: BaseModel, name: str | None = None) -> bool:
@@ -187,7 +201,7 @@ def start_stage(
     if stage_state(out, config, name) != "interrupted":
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     paths = {**config_inputs(config), **(inputs or {})}
-    recorded = {k: {"path": str(v), "fingerprint": fingerprint(v)} for k, v in paths.items()}
+    recorded = {k: record_input(v, out) for k, v in paths.items()}
     stage = Stage(name, out, config, recorded)
     if previous is not None and previous.get("status") == "complete" and not force:
         if previous.get("stage") != name or previous.get("fingerprint") != stage.fingerprint:
