@@ -32,8 +32,9 @@ def data_path(tmp_path_factory):
     return root / "data"
 
 
-def test_oracle_uses_true_counterfactuals_and_never_targets_the_ood_domain(data_path):
-    data = open_pretrain_data("oracle", data_path, default_cf_store("oracle", data_path))
+@pytest.mark.parametrize("method", ["oracle", "oracle-multi"])
+def test_oracle_uses_true_counterfactuals_and_never_targets_the_ood_domain(data_path, method):
+    data = open_pretrain_data(method, data_path, default_cf_store(method, data_path))
     assert data.targets == [0, 1]
     assert data.sources.tolist() == list(range(16))
     assert data.cf_table.shape == (20, 3) and data.cf_table[4, 2] == 4 * 3 + 2

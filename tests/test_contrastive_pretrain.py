@@ -1,5 +1,7 @@
 """``cfcl pretrain`` end to end on a tiny store: outputs, exact resume, bad input, NaN stop."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -62,6 +64,17 @@ def _config(stores, **overrides):
         **overrides,
     }
     return build_config(PretrainConfig, base=values)
+
+
+@pytest.mark.parametrize("method", ["cf-simclr-multi", "oracle-multi"])
+def test_multi_positive_methods_take_every_other_domain_by_default(stores, method):
+    three = SimpleNamespace(targets=[0, 1, 2], data=SimpleNamespace(path="store"))
+    assert pretrain.cf_views(_config(stores, method=method), three) == 2
+    assert pretrain.cf_views(_config(stores, method=method, n_cf_views=2), three) == 2
+    assert pretrain.cf_views(_config(stores, method="oracle"), three) == 1
+    two = SimpleNamespace(targets=[0, 1], data=SimpleNamespace(path="store"))
+    with pytest.raises(ConfigError, match=f"'{method}' needs n_cf_views >= 2"):
+        pretrain.cf_views(_config(stores, method=method), two)
 
 
 def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path):

@@ -68,8 +68,11 @@ def test_plan_wires_stages_in_dependency_order(tmp_path):
 
 
 def test_plan_without_generated_counterfactuals_skips_the_generator(tmp_path):
-    names = [n.name for n in plan(tiny_run(tmp_path, methods=["simclr", "oracle"]))]
-    assert not any(name.startswith("cf_") for name in names)
+    nodes = plan(tiny_run(tmp_path, methods=["simclr", "oracle", "oracle-multi"]))
+    assert not any(n.name.startswith("cf_") for n in nodes)
+    by_name = {n.name: n for n in nodes}
+    for oracle in ("oracle", "oracle-multi"):
+        assert by_name[f"pretrain/{oracle}-s0"].config.cf_store == tmp_path / "data" / "true_cf"
 
 
 def test_run_config_errors_name_the_section(tmp_path):

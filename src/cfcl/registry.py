@@ -101,13 +101,13 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("pretrain",),
-        "contrastive pretraining of an encoder: simclr, simclr+, cf-simclr, cf-simclr-multi or oracle (resumes an unfinished run in --out)",
+        "contrastive pretraining of an encoder: simclr, simclr+, cf-simclr, cf-simclr-multi, oracle or oracle-multi (resumes an unfinished run in --out)",
         "cfcl.contrastive.config:PretrainConfig",
         "cfcl.contrastive.pretrain:run",
         (
-            Flag("--method", "method", "simclr, simclr+, cf-simclr, cf-simclr-multi or oracle"),
+            Flag("--method", "method", "simclr, simclr+, cf-simclr, cf-simclr-multi, oracle or oracle-multi"),
             Flag("--data", "data", "image store to pretrain on (its train split)"),
-            Flag("--cf-store", "cf_store", "counterfactual store of --data (simclr+, cf-simclr, cf-simclr-multi; oracle: DATA/true_cf)"),
+            Flag("--cf-store", "cf_store", "counterfactual store of --data (simclr+, cf-simclr, cf-simclr-multi; oracle, oracle-multi: DATA/true_cf)"),
             Flag("--resume", "resume", "fail unless --out holds an unfinished run of this config to continue", const="require"),
         ),
     ),

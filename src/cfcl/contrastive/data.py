@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cfcl.contrastive.pairing import CF_METHODS, plan_views
+from cfcl.contrastive.pairing import CF_METHODS, ORACLE_METHODS, plan_views
 from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError, StoreError
 
@@ -40,7 +40,7 @@ class PretrainData:
 
 def default_cf_store(method: str, data: str | Path) -> Path | None:
     """The oracle's counterfactuals are the synthetic benchmark's true ones, ``DATA/true_cf``."""
-    return Path(data) / TRUE_CF if method == "oracle" else None
+    return Path(data) / TRUE_CF if method in ORACLE_METHODS else None
 
 
 def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | None, split: str = "train") -> PretrainData:
@@ -55,8 +55,8 @@ def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | Non
     targets = [d for d in range(len(store.domains)) if d not in ood]
     if method not in CF_METHODS:
         return PretrainData(store, None, sources, None, targets)
-    if method == "oracle" and not store.info.get("synthetic"):
-        raise ConfigError(f"method 'oracle' needs true counterfactuals, which only the synthetic benchmark has; {store.path} is not synthetic")
+    if method in ORACLE_METHODS and not store.info.get("synthetic"):
+        raise ConfigError(f"method {method!r} needs true counterfactuals, which only the synthetic benchmark has; {store.path} is not synthetic")
     if cf_store is None:
         raise ConfigError(f"method {method!r} needs a counterfactual store: set cf_store (--cf-store STORE)")
     cf = ImageStore.open(cf_store)

@@ -7,7 +7,8 @@
   pairs, more = multi-positive) from a counterfactual to a distinct, uniformly drawn *other*
   domain with probability ``p_cf``, else from the image itself.
 - ``cf-simclr-multi``: ``cf-simclr`` with several counterfactual views, all mutual positives.
-- ``oracle``: ``cf-simclr`` with the true counterfactuals of the synthetic benchmark.
+- ``oracle`` / ``oracle-multi``: ``cf-simclr`` / ``cf-simclr-multi`` with the true
+  counterfactuals of the synthetic benchmark.
 
 A missing counterfactual (no row in the counterfactual store) falls back to the image itself,
 so every image always yields the same number of views and all views of one image share a group.
@@ -20,8 +21,11 @@ from typing import Sequence
 
 import numpy as np
 
-METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle")
-CF_METHODS = ("simclr+", "cf-simclr", "cf-simclr-multi", "oracle")
+METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi")
+CF_METHODS = METHODS[1:]
+ORACLE_METHODS = ("oracle", "oracle-multi")
+GENERATED_CF_METHODS = tuple(m for m in CF_METHODS if m not in ORACLE_METHODS)
+MULTI_METHODS = ("cf-simclr-multi", "oracle-multi")
 
 
 @dataclass(frozen=True)

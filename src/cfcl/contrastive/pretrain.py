@@ -1,4 +1,4 @@
-"""``cfcl pretrain``: one SimCLR / SimCLR+ / CF-SimCLR / oracle run, writing ``encoder.pt``.
+"""``cfcl pretrain``: one SimCLR / SimCLR+ / CF-SimCLR (pairs or multi-positive) / oracle run, writing ``encoder.pt``.
 
 Stores are opened and cross-checked before anything trains. A folder holding an unfinished run
 of the same config and inputs resumes from ``checkpoints/last.ckpt`` (bit-exact on the same
@@ -20,6 +20,7 @@ from cfcl.contrastive.data import PretrainData, ViewBatches, default_cf_store, m
 from cfcl.contrastive.encoders import build_encoder, save_encoder
 from cfcl.contrastive.heads import projection_head
 from cfcl.contrastive.module import ContrastiveModule
+from cfcl.contrastive.pairing import MULTI_METHODS
 from cfcl.counterfactual.figures import training_curve
 from cfcl.errors import ConfigError
 from cfcl.stage import Stage, is_up_to_date, read_manifest, start_stage
@@ -46,11 +47,12 @@ def _resume_from(out: Path, previous: dict | None, stage: Stage, mode: str, forc
 
 
 def cf_views(config: PretrainConfig, data: PretrainData) -> int:
-    """Counterfactual views per image: as configured, else 1, or every other domain for ``cf-simclr-multi``."""
+    """Counterfactual views per image: as configured, else 1, or every other domain for the multi-positive methods."""
     others = len(data.targets) - 1
-    n = config.n_cf_views or (others if config.method == "cf-simclr-multi" else 1)
-    if config.method == "cf-simclr-multi" and n < 2:
-        raise ConfigError(f"method 'cf-simclr-multi' needs n_cf_views >= 2; {data.data.path} allows {n}")
+    multi = config.method in MULTI_METHODS
+    n = config.n_cf_views or (others if multi else 1)
+    if multi and n < 2:
+        raise ConfigError(f"method {config.method!r} needs n_cf_views >= 2; {data.data.path} allows {n}")
     if n > max(1, others):
         raise ConfigError(f"n_cf_views {n} exceeds the {others} other in-distribution domains of {data.data.path}")
     return n

@@ -13,8 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from cfcl.config import StrictModel
-
-METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle")
+from cfcl.contrastive.pairing import GENERATED_CF_METHODS, METHODS
 
 
 class DataSection(StrictModel):
@@ -64,4 +63,4 @@ class RunConfig(StrictModel):
 
     @property
     def needs_generator(self) -> bool:
-        return any(m in ("simclr+", "cf-simclr", "cf-simclr-multi") for m in self.methods)
+        return any(m in GENERATED_CF_METHODS for m in self.methods)

@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from cfcl.registry import STAGES, StageCommand, load_ref
 from cfcl.config import build_config, merge, read_yaml
+from cfcl.contrastive.pairing import ORACLE_METHODS
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.presets import resolve_config_path
@@ -69,8 +70,9 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
         data = p.add("data", "data", ("data", "synth"), run.data.synth, {})
     else:
         data = p.add("data", "data", ("data", "prepare"), run.data.prepare, {})
-    if "oracle" in run.methods and run.data.source != "synth":
-        raise ConfigError(f"{source}: method 'oracle' needs true counterfactuals, which only the synthetic benchmark has")
+    oracles = [m for m in run.methods if m in ORACLE_METHODS]
+    if oracles and run.data.source != "synth":
+        raise ConfigError(f"{source}: method {oracles[0]!r} needs true counterfactuals, which only the synthetic benchmark has")
     cf_store = None
     if run.needs_generator:
         model = p.add("cf_model", "cf_model", ("cf", "train"), run.generator, {"data": data})
@@ -90,7 +92,7 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
     for seed in run.seeds:
         for method in run.methods:
             inject: dict[str, Any] = {"data": data, "method": method, "seed": seed}
-            if method == "oracle":
+            if method in ORACLE_METHODS:
                 inject["cf_store"] = data / "true_cf"
             elif method != "simclr":
                 inject["cf_store"] = cf_store
