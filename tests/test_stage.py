@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -45,8 +46,6 @@ def test_inputs_come_from_config_paths_and_changes_make_stage_stale(tmp_path):
 
 
 def test_a_copied_run_is_checked_against_its_own_inputs(tmp_path):
-    import shutil
-
     original, copy = tmp_path / "run", tmp_path / "copy"
     start_stage("up", original / "up", Cfg()).finish()
     start_stage("down", original / "down", Downstream(data=original / "up")).finish()

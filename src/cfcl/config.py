@@ -146,9 +146,16 @@ def config_hash(config: BaseModel) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def is_input_path(value: Any) -> bool:
+    """A config value that names a stage input: a path that exists."""
+    return isinstance(value, Path) and value.exists()
+
+
 def _without_input_paths(value: Any) -> Any:
+    if is_input_path(value):
+        return "<input>"
     if isinstance(value, Path):
-        return "<input>" if value.exists() else str(value)
+        return str(value)
     if isinstance(value, dict):
         return {k: _without_input_paths(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

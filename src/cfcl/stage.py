@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from cfcl import __version__, atomic
-from cfcl.config import config_dict, config_hash
+from cfcl.config import config_dict, config_hash, is_input_path
 from cfcl.errors import StoreError
 
 MANIFEST = "manifest.json"
@@ -87,9 +87,8 @@ def config_inputs(config: BaseModel) -> dict[str, Path]:
     found: dict[str, Path] = {}
 
     def walk(value: Any, key: str) -> None:
-        if isinstance(value, Path):
-            if value.exists():
-                found[key] = value
+        if is_input_path(value):
+            found[key] = value
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name), f"{key}.{name}" if key else name)

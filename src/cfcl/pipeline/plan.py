@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from cfcl.registry import STAGES, StageCommand, load_ref
 from cfcl.config import build_config, merge, read_yaml
-from cfcl.contrastive.pairing import ORACLE_METHODS
+from cfcl.contrastive.pairing import GENERATED_CF_METHODS, ORACLE_METHODS
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.presets import resolve_config_path
@@ -94,7 +94,7 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
             inject: dict[str, Any] = {"data": data, "method": method, "seed": seed}
             if method in ORACLE_METHODS:
                 inject["cf_store"] = data / "true_cf"
-            elif method != "simclr":
+            elif method in GENERATED_CF_METHODS:
                 inject["cf_store"] = cf_store
             encoders.append(p.add(f"pretrain/{method}-s{seed}", "pretrain", ("pretrain",), run.pretrain, inject))
     p.add("eval", "evaluate", ("evaluate",), run.evaluate, {"data": data, "encoders": [str(e) for e in encoders]})
