@@ -81,8 +81,8 @@ def throughput(root: Path, out: Path, workers: int, size: int) -> float:
     )
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    store = run(config, out)
-    return round(len(store) / (time.perf_counter() - start), 2)
+    images = run(config, out)["images"]
+    return round(images / (time.perf_counter() - start), 2)
 
 
 def main() -> None:

@@ -36,11 +36,28 @@ def trained(tmp_path_factory):
     return root, store
 
 
+def test_a_second_cli_call_of_a_complete_stage_skips_it_and_the_runner_returns_its_manifest(trained, capsys):
+    from cfcl.config import build_config
+    from cfcl.counterfactual import train
+    from cfcl.counterfactual.config import CFTrainConfig
+
+    root, store = trained
+    out = root / "gen"
+    stamp = (out / "generator.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(out), *sets(TINY)]) == 0
+    assert "up to date" in capsys.readouterr().out
+    assert (out / "generator.pt").stat().st_mtime_ns == stamp
+    config = build_config(CFTrainConfig, None, [f"data={store.path}", *TINY])
+    assert train.run(config, out) == json.loads((out / "manifest.json").read_text())
+    assert (out / "generator.pt").stat().st_mtime_ns == stamp
+
+
 def test_train_writes_a_generator_stage(trained):
     root, store = trained
     out = root / "gen"
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["stage"] == "cf_train"
+    assert manifest["status"] == "complete" and manifest["stage"] == "cf_model"
     for name in ("generator.pt", "config.yaml", "counterfactual_grid.png", "prior_samples.png", "training_curve.png",
                  "checkpoints/last.ckpt", "logs/metrics.csv"):
         assert (out / name).is_file(), name

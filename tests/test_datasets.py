@@ -23,7 +23,8 @@ SIZE = 16
 
 def prepare(root: Path, out: Path, dataset: str, **keys) -> ImageStore:
     config = PrepareConfig.model_validate({"dataset": dataset, "root": str(root), "size": SIZE, **keys})
-    return run(config, out)
+    run(config, out)
+    return ImageStore.open(out)
 
 
 def image_of(store: ImageStore, image_id: str) -> np.ndarray:

@@ -1,8 +1,10 @@
-"""Stage output folders: resolved config, manifest, and the up-to-date check.
+"""The stage contract: stage folders, their manifests, the up-to-date check and the resume policy.
 
 Every stage writes one folder holding its artefacts, ``config.yaml`` (the resolved config)
 and ``manifest.json`` (inputs with their fingerprints, code version, timings, status).
 A stage whose manifest is complete and whose config and inputs are unchanged is up to date.
+Every runner goes through :func:`run_stage`, so the CLI and ``cfcl run`` skip, resume and
+start afresh by the same rules (docs/architecture.md, "The stage contract").
 """
 
 from __future__ import annotations
@@ -16,18 +18,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel
 
 from cfcl import __version__, atomic
 from cfcl.config import config_dict, config_hash, is_input_path
-from cfcl.errors import StoreError
+from cfcl.errors import ConfigError, StoreError
+from cfcl.training import last_checkpoint
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
 STORE_INFO = "store.json"
 CHECKPOINTS = "checkpoints"
+TRAINER_OUTPUTS = (CHECKPOINTS, "logs", "tensorboard")
 
 
 def code_version() -> str:
@@ -145,12 +149,19 @@ def is_up_to_date(out: str | Path, config: BaseModel, name: str | None = None) -
 
 @dataclass
 class Stage:
-    """A stage run in progress; :meth:`finish` marks its folder complete."""
+    """A stage run in progress; :func:`run_stage` marks its folder complete with :meth:`finish`.
+
+    ``resume_from`` is the Lightning checkpoint a training body continues from (None: start
+    afresh); ``primary`` is set False by a body on the non-zero ranks of a distributed run,
+    which leave the manifest to rank zero.
+    """
 
     name: str
     out: Path
     config: BaseModel
     inputs: dict[str, dict]
+    resume_from: Path | None = None
+    primary: bool = True
     started: float = field(default_factory=time.time)
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -181,6 +192,11 @@ class Stage:
         return manifest
 
 
+def _resume_mode(config: BaseModel) -> str:
+    """A config's ``resume`` key (``auto``, ``require`` or ``never``); ``auto`` for a config without one."""
+    return getattr(config, "resume", "auto")
+
+
 def start_stage(
     name: str,
     out: str | Path,
@@ -191,17 +207,24 @@ def start_stage(
     """Claim ``out`` for a run of stage ``name``; refuses to overwrite a different complete output.
 
     The inputs recorded are every path in ``config`` that exists, plus ``inputs``; each is
-    fingerprinted so that a changed upstream output makes this stage out of date. Checkpoints
-    in ``out`` survive only when ``out`` holds an interrupted run of this very stage and config,
-    so a training loop resumes that run and never another one.
+    fingerprinted so that a changed upstream output makes this stage out of date. The trainer
+    outputs in ``out`` (checkpoints, logs) survive only when ``out`` holds an interrupted run of
+    this very stage and config and neither ``force`` nor ``resume: never`` asks for a fresh start,
+    so a training loop resumes that run and never another one; ``resume: require`` refuses
+    to start afresh.
     """
     out = Path(out)
     previous = read_manifest(out)
-    if stage_state(out, config, name) != "interrupted":
-        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    mode = _resume_mode(config)
+    resumable = stage_state(out, config, name) == "interrupted" and not force and mode != "never"
+    if mode == "require" and (not resumable or last_checkpoint(out) is None):
+        raise ConfigError(f"resume: {out} holds no unfinished run of this config to resume (no {CHECKPOINTS}/last.ckpt)")
+    if not resumable:
+        for folder in TRAINER_OUTPUTS:
+            shutil.rmtree(out / folder, ignore_errors=True)
     paths = {**config_inputs(config), **(inputs or {})}
     recorded = {k: record_input(v, out) for k, v in paths.items()}
-    stage = Stage(name, out, config, recorded)
+    stage = Stage(name, out, config, recorded, resume_from=last_checkpoint(out) if resumable else None)
     if previous is not None and previous.get("status") == "complete" and not force:
         if previous.get("stage") != name or previous.get("fingerprint") != stage.fingerprint:
             raise StoreError(
@@ -214,3 +237,32 @@ def start_stage(
     atomic.write_yaml(out / CONFIG, config_dict(config))
     atomic.write_json(out / MANIFEST, stage._manifest("running", {}))
     return stage
+
+
+StageBody = Callable[[Stage], "dict[str, Any] | None"]
+
+
+def run_stage(
+    name: str,
+    out: str | Path,
+    config: BaseModel,
+    body: StageBody,
+    force: bool = False,
+    inputs: dict[str, Path] | None = None,
+) -> dict:
+    """Run stage ``name`` into ``out`` unless it is up to date; returns its manifest.
+
+    An up-to-date ``out`` (complete, same config and inputs) is skipped with one line unless
+    ``force``. Otherwise the folder is claimed (:func:`start_stage`), ``body(stage)`` does the
+    work and returns extra manifest fields (or None), and the folder is marked complete. A
+    body on a non-primary rank of a distributed run gets ``{}`` back, as nothing is recorded.
+    """
+    out = Path(out)
+    if not force and _resume_mode(config) != "require" and is_up_to_date(out, config, name):
+        print(f"{name}: {out} is up to date (same config and inputs); skipped", flush=True)
+        return read_manifest(out)
+    stage = start_stage(name, out, config, inputs=inputs, force=force)
+    extra = body(stage)
+    if not stage.primary:
+        return {}
+    return stage.finish(**(extra or {}))

@@ -2,12 +2,11 @@
 
 Stores are opened and cross-checked before anything trains. A folder holding an unfinished run
 of the same config and inputs resumes from ``checkpoints/last.ckpt`` (bit-exact on the same
-machine); checkpoints of another config are discarded.
+machine), by the resume policy of :mod:`cfcl.stage`.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -23,27 +22,10 @@ from cfcl.contrastive.module import ContrastiveModule
 from cfcl.contrastive.pairing import MULTI_METHODS
 from cfcl.counterfactual.figures import training_curve
 from cfcl.errors import ConfigError
-from cfcl.stage import Stage, is_up_to_date, read_manifest, start_stage
-from cfcl.training import last_checkpoint, make_trainer
+from cfcl.stage import Stage, run_stage
+from cfcl.training import make_trainer
 
-NAME = "pretrain"
-TRAINER_OUTPUTS = ("checkpoints", "logs", "tensorboard")
-
-
-def _resume_from(out: Path, previous: dict | None, stage: Stage, mode: str, force: bool) -> Path | None:
-    """``last.ckpt`` when ``out`` holds an unfinished run of this very config and inputs, else a clean folder."""
-    same_run = (
-        previous is not None and previous.get("status") == "running"
-        and previous.get("fingerprint") == stage.fingerprint and not force
-    )
-    checkpoint = last_checkpoint(out)
-    if mode != "never" and same_run and checkpoint is not None:
-        return checkpoint
-    if mode == "require":
-        raise ConfigError(f"resume: {out} holds no unfinished run of this config to resume (no checkpoints/last.ckpt)")
-    for name in TRAINER_OUTPUTS:
-        shutil.rmtree(out / name, ignore_errors=True)
-    return None
+STAGE = "pretrain"
 
 
 def cf_views(config: PretrainConfig, data: PretrainData) -> int:
@@ -72,17 +54,15 @@ def build_module(config: PretrainConfig, image_size: tuple[int, int], n_classes:
 
 
 def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
-    out = Path(out)
     cf_path = config.cf_store or default_cf_store(config.method, config.data)
     data = open_pretrain_data(config.method, config.data, cf_path, config.split)
     n_cf_views = cf_views(config, data)
     inputs = {"cf_store": data.cf.path} if data.cf is not None else {}  # the oracle's default is not in the config
-    if not force and config.resume != "require" and is_up_to_date(out, config, NAME):
-        return read_manifest(out)
-    previous = read_manifest(out)
-    stage = start_stage(NAME, out, config, inputs=inputs, force=force)
-    checkpoint = _resume_from(out, previous, stage, config.resume, force)
+    return run_stage(STAGE, out, config, lambda stage: _train(config, data, n_cf_views, stage), force, inputs)
 
+
+def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: Stage) -> dict | None:
+    out = stage.out
     L.seed_everything(config.seed, workers=True)
     module = build_module(config, data.image_size, len(data.data.labels))
     trainer = make_trainer(config.trainer, out, use_distributed_sampler=False)
@@ -92,16 +72,17 @@ def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
         config.trainer.num_workers, pin_memory=torch.cuda.is_available(),
     )
     started = time.time()
-    trainer.fit(module, loader, ckpt_path=checkpoint)
+    trainer.fit(module, loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
-    if not trainer.is_global_zero:
-        return {}
+    stage.primary = trainer.is_global_zero
+    if not stage.primary:
+        return None
     info = {"image_size": list(data.image_size), "method": config.method, "seed": config.seed}
     encoder_path = save_encoder(out, module.encoder, info)
     training_curve(out / "logs" / "metrics.csv", out / "loss_curve.png", ["train/loss_step", "train/loss_epoch", "probe/accuracy"])
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    return stage.finish(
+    return dict(
         artefacts={"encoder": encoder_path.name, "loss_curve": "loss_curve.png"}, metrics=metrics,
-        steps=trainer.global_step, resumed_from=str(checkpoint) if checkpoint else None,
+        steps=trainer.global_step, resumed_from=str(stage.resume_from) if stage.resume_from else None,
         images_seen=trainer.global_step * config.batch_size * trainer.world_size,
     )

@@ -34,10 +34,10 @@ from cfcl.counterfactual.parents import parent_specs
 from cfcl.counterfactual.quality import balanced_accuracy
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import ConfigError, StoreError
-from cfcl.stage import start_stage
-from cfcl.training import TrainerConfig, last_checkpoint, make_trainer
+from cfcl.stage import Stage, run_stage
+from cfcl.training import TrainerConfig, make_trainer
 
-STAGE = "cf_classifier"
+STAGE = {"guide": "cf_guide", "judge": "cf_judge"}  # by role: the run folder each role is trained into
 MONITOR = "val_balanced_accuracy"
 
 
@@ -129,6 +129,11 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
     store = ImageStore.open(config.data)
     if store.kind != "images":
         raise StoreError(f"{store.path} is a {store.kind} store; a classifier is trained on real images")
+    return run_stage(STAGE[config.role], out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO})
+
+
+def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | None:
+    out = stage.out
     n_domains = len(store.domains)
     L.seed_everything(config.seed, workers=True)
     model = build_classifier(config.arch, n_domains, **config.arch_kwargs)
@@ -142,9 +147,6 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
     val_set = ParentImageDataset(store, split_indices(store, [config.val_split]), specs)
     weights = balanced_class_weights(train_set.domains, n_domains)
 
-    out = Path(out)
-    stage = start_stage(STAGE, out, config, inputs={"data": store.path / INFO}, force=force)
-
     best = ModelCheckpoint(
         dirpath=out / "checkpoints" / "best", filename="best", monitor=MONITOR, mode="max", save_top_k=1
     )
@@ -156,11 +158,12 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
         DomainClassifierModule(model, weights, config),
         DataLoader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size, **loader_args),
         DataLoader(val_set, **loader_args),
-        ckpt_path=last_checkpoint(out),
+        ckpt_path=stage.resume_from,
     )
     stage.timed("train", time.time() - started)
-    if not trainer.is_global_zero:
-        return {}
+    stage.primary = trainer.is_global_zero
+    if not stage.primary:
+        return None
 
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
@@ -180,4 +183,4 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
         "epochs": int(trainer.current_epoch),
     }
     save_classifier(out, model, info)
-    return stage.finish(role=config.role, arch=config.arch, metrics=metrics, epochs=info["epochs"])
+    return dict(role=config.role, arch=config.arch, metrics=metrics, epochs=info["epochs"])

@@ -54,9 +54,9 @@ from cfcl.counterfactual.quality import (
 )
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError, StoreError
-from cfcl.stage import fingerprint, read_manifest, start_stage
+from cfcl.stage import Stage, fingerprint, read_manifest, run_stage
 
-STAGE = "cf_evaluate"
+STAGE = "cf_quality"  # also the stage of cf_quality_base: the same measurement of the generator before fine-tuning
 
 
 class QualityTargets(StrictModel):
@@ -446,8 +446,27 @@ def run(config: EvaluateConfig, out: Path, force: bool = False) -> dict:
     inputs = {"data": store.path / INFO, "generator": generator.source, "judge": classifier_file(judge_path)}
     if truth is not None:
         inputs["true_cf"] = truth.path / INFO
-    stage = start_stage(STAGE, out, config, inputs=inputs, force=force)
+    measured = Measured(store, domains, generator, judge, judge_info, truth, device)
+    return run_stage(STAGE, out, config, lambda stage: _evaluate(config, measured, stage), force, inputs)
 
+
+@dataclass
+class Measured:
+    """What the quality stage measures: the store's evaluated domains, the generator, the judge and the truth."""
+
+    store: ImageStore
+    domains: list[int]
+    generator: Generator
+    judge: DomainClassifier
+    judge_info: dict
+    truth: ImageStore | None
+    device: torch.device
+
+
+def _evaluate(config: EvaluateConfig, measured: Measured, stage: Stage) -> dict:
+    out = stage.out
+    store, domains, generator, truth, device = measured.store, measured.domains, measured.generator, measured.truth, measured.device
+    judge, judge_info, judge_path = measured.judge, measured.judge_info, Path(config.judge)
     rows = select_images(store, config.splits, domains, config.n_per_domain, config.seed)
     sources = store.meta["domain"].to_numpy()[rows]
     started = time.time()
@@ -474,7 +493,7 @@ def run(config: EvaluateConfig, out: Path, force: bool = False) -> dict:
     if config.grid_per_domain:
         grid_rows = np.concatenate([rows[sources == d][: config.grid_per_domain] for d in domains])
         atomic.write_bytes(out / "cf_grid.png", grid_figure(generator, store, grid_rows, domains, truth, device))
-    return stage.finish(
+    return dict(
         artefacts=["cf_quality.json", "pairs.csv", *(["cf_grid.png"] if config.grid_per_domain else [])],
         passed=result["passed"],
         targets=result["targets"],

@@ -18,12 +18,12 @@ from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.losses import elbo_terms
 from cfcl.counterfactual.parents import ParentSpec
 from cfcl.counterfactual.train import grid_batch, open_image_store
-from cfcl.data.store import INFO
+from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError
-from cfcl.stage import start_stage
-from cfcl.training import last_checkpoint, make_trainer
+from cfcl.stage import Stage, run_stage
+from cfcl.training import make_trainer
 
-NAME = "cf_finetune"
+STAGE = "cf_finetune"
 
 
 def load_guide(path: Path) -> tuple[torch.nn.Module, dict]:
@@ -54,16 +54,21 @@ def mean_nelbo(model: HVAE, loader, batches: int) -> float:
 
 
 def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
-    out = Path(out)
     store = open_image_store(config.data)
     model, gen_info = load_generator(config.generator)
     guide, guide_info = load_guide(config.guide)
-    inputs = {"data": store.path / INFO, "generator": generator_file(config.generator), "guide": classifier_file(config.guide)}
-    stage = start_stage(NAME, out, config, inputs=inputs, force=force)
     if list(guide_info.get("domains", [])) != store.domains or gen_info.get("domains") != store.domains:
         raise CheckpointError(
             f"domains differ: store {store.domains}, generator {gen_info.get('domains')}, guide {guide_info.get('domains')}"
         )
+    inputs = {"data": store.path / INFO, "generator": generator_file(config.generator), "guide": classifier_file(config.guide)}
+    return run_stage(STAGE, out, config, lambda stage: _finetune(config, store, model, gen_info, guide, stage), force, inputs)
+
+
+def _finetune(
+    config: CFFinetuneConfig, store: ImageStore, model: HVAE, gen_info: dict, guide: torch.nn.Module, stage: Stage
+) -> dict | None:
+    out = stage.out
     spec = domain_spec(model)
     L.seed_everything(config.seed, workers=True)
     train_set = ParentImageDataset(store, split_indices(store, config.splits), model.specs)
@@ -80,10 +85,11 @@ def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
     )
     trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
     started = time.time()
-    trainer.fit(module, loader, ckpt_path=last_checkpoint(out))
+    trainer.fit(module, loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
-    if not trainer.is_global_zero:
-        return {}
+    stage.primary = trainer.is_global_zero
+    if not stage.primary:
+        return None
     tuned = module.ema_model.cpu().eval().requires_grad_(False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     info = {
@@ -102,6 +108,4 @@ def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
             "train/round_trip_mae_step", "train/round_trip_multiplier_step",
         ],
     )
-    return stage.finish(
-        artefacts={"generator": generator_path.name}, metrics=metrics, elbo_bound=bound, initial_nelbo=initial
-    )
+    return dict(artefacts={"generator": generator_path.name}, metrics=metrics, elbo_bound=bound, initial_nelbo=initial)

@@ -24,9 +24,9 @@ from cfcl.counterfactual.parents import ParentError, ParentSpec, parents_from_st
 from cfcl.counterfactual.train import open_image_store
 from cfcl.data.store import INFO, ImageStore, StoreWriter
 from cfcl.errors import CheckpointError
-from cfcl.stage import is_up_to_date, read_manifest, start_stage
+from cfcl.stage import Stage, run_stage
 
-NAME = "cf_generate"
+STAGE = "cf_store"
 
 
 def target_domains(spec: ParentSpec, store: ImageStore, requested: list[int] | None, include_ood: bool) -> list[int]:
@@ -103,13 +103,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
-    out = Path(out)
     store = open_image_store(config.data)
     gen_path = generator_file(config.generator)
     model, info = load_generator(gen_path)
-    inputs = {"data": store.path / INFO, "generator": gen_path}
-    if not force and is_up_to_date(out, config, NAME):
-        return read_manifest(out)
     if info.get("domains") != store.domains:
         raise CheckpointError(f"generator {gen_path} was trained on domains {info.get('domains')}, store {store.path} has {store.domains}")
     spec = next((s for s in model.specs if s.name == "domain"), None)
@@ -117,7 +113,14 @@ def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
         raise CheckpointError(f"generator {gen_path} has no 'domain' parent; it cannot make scanner counterfactuals")
     targets = target_domains(spec, store, config.target_domains, config.include_ood)
     rows = counterfactual_rows(store, store.indices(config.splits), targets)
-    stage = start_stage(NAME, out, config, inputs=inputs, force=force)
+    inputs = {"data": store.path / INFO, "generator": gen_path}
+    return run_stage(STAGE, out, config, lambda stage: _generate(config, store, model, rows, targets, stage), force, inputs)
+
+
+def _generate(
+    config: CFGenerateConfig, store: ImageStore, model: HVAE, rows: pd.DataFrame, targets: list[int], stage: Stage
+) -> dict:
+    out = stage.out
     device = resolve_device(config.device)
     model.to(device)
     h, w = store.size
@@ -137,4 +140,4 @@ def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
         extra={"source_store": store.content_hash, "generator": generator_hash, "splits": config.splits,
                "target_domains": targets, "ood_domains": store.info.get("ood_domains", [])},
     )
-    return stage.finish(n=len(rows), target_domains=targets, generator=generator_hash)
+    return dict(n=len(rows), target_domains=targets, generator=generator_hash)

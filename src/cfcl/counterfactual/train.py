@@ -18,10 +18,10 @@ from cfcl.counterfactual.module import HVAETrainModule
 from cfcl.counterfactual.parents import parent_specs
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError
-from cfcl.stage import start_stage
-from cfcl.training import last_checkpoint, make_trainer
+from cfcl.stage import Stage, run_stage
+from cfcl.training import make_trainer
 
-NAME = "cf_train"
+STAGE = "cf_model"
 
 
 def open_image_store(path: Path) -> ImageStore:
@@ -42,9 +42,12 @@ def grid_batch(dataset: ParentImageDataset, n: int) -> dict[str, torch.Tensor]:
 
 
 def run(config: CFTrainConfig, out: Path, force: bool = False) -> dict:
-    out = Path(out)
     store = open_image_store(config.data)
-    stage = start_stage(NAME, out, config, inputs={"data": store.path / INFO}, force=force)
+    return run_stage(STAGE, out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO})
+
+
+def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | None:
+    out = stage.out
     train_rows = split_indices(store, config.splits)
     specs = parent_specs(store, config.parents, train_rows)
     L.seed_everything(config.seed, workers=True)
@@ -66,10 +69,11 @@ def run(config: CFTrainConfig, out: Path, force: bool = False) -> dict:
     )
     trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
     started = time.time()
-    trainer.fit(module, loader, val_loader, ckpt_path=last_checkpoint(out))
+    trainer.fit(module, loader, val_loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
-    if not trainer.is_global_zero:
-        return {}
+    stage.primary = trainer.is_global_zero
+    if not stage.primary:
+        return None
     ema = module.ema_model.cpu().eval()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     info = {
@@ -82,4 +86,4 @@ def run(config: CFTrainConfig, out: Path, force: bool = False) -> dict:
     figures.counterfactual_grid(ema, x, pa, out / "counterfactual_grid.png")
     figures.prior_samples(ema, pa, out / "prior_samples.png")
     figures.training_curve(out / "logs" / "metrics.csv", out / "training_curve.png", ["train/nelbo_step", "train/kl_step", "val/nelbo"])
-    return stage.finish(artefacts={"generator": generator_path.name}, metrics=metrics, parameters=info["parameters"])
+    return dict(artefacts={"generator": generator_path.name}, metrics=metrics, parameters=info["parameters"])

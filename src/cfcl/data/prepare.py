@@ -38,9 +38,9 @@ from cfcl.data.datasets.vindr import VindrOptions
 from cfcl.data.imageio import DecodeOptions, ImageReadError, Normalise, decode
 from cfcl.data.store import IMAGES, INFO, METADATA, PROGRESS, ImageStore, StoreWriter
 from cfcl.errors import ConfigError
-from cfcl.stage import is_up_to_date, start_stage
+from cfcl.stage import Stage, run_stage
 
-STAGE = "data.prepare"
+STAGE = "data"
 REPORT = "prepare_report.json"
 BAD_ROWS = "bad_rows.csv"
 BAD_DIR = ".prepare-bad"
@@ -203,16 +203,17 @@ def _finish_without(
     return ImageStore.open(out)
 
 
-def run(config: PrepareConfig, out: Path, force: bool = False) -> ImageStore:
-    out = Path(out)
+def run(config: PrepareConfig, out: Path, force: bool = False) -> dict:
     if config.root is None:
         raise ConfigError("config key 'root' is not set: pass --root DIR (the folder holding the dataset as distributed)")
     root = Path(config.root)
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} is not a folder")
-    if not force and is_up_to_date(out, config, STAGE):
-        return ImageStore.open(out)
-    stage = start_stage(STAGE, out, config, force=force)
+    return run_stage(STAGE, out, config, lambda stage: _prepare(config, root, stage), force)
+
+
+def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
+    out = stage.out
     t0 = time.time()
     table = load_table(config, root)
     dropped = dict(table.dropped)
@@ -259,5 +260,4 @@ def run(config: PrepareConfig, out: Path, force: bool = False) -> ImageStore:
         "labels": store.labels,
     }
     atomic.write_json(out / REPORT, report)
-    stage.finish(images=len(store), skipped=len(report_rows), content_hash=store.content_hash)
-    return store
+    return dict(images=len(store), skipped=len(report_rows), content_hash=store.content_hash)

@@ -40,9 +40,9 @@ from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS, Prediction, as_frame, gain_rows, metric_rows
 from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
 from cfcl.report.figures import save_png, tsne_figure
-from cfcl.stage import fingerprint, is_up_to_date, start_stage
+from cfcl.stage import Stage, fingerprint, run_stage
 
-STAGE = "evaluate"
+STAGE = "eval"
 RANDOM = "random"
 SUPERVISED = "supervised"
 PREDICTABILITY_COLUMNS = ["method", "seed", "balanced_accuracy", "std", "chance", "n_domains", "n_per_domain"]
@@ -218,14 +218,14 @@ class Evaluation:
         )
 
 
-def run(config: EvaluateConfig, out: Path, force: bool = False) -> None:
+def run(config: EvaluateConfig, out: Path, force: bool = False) -> dict:
     """Run every probe, fine-tuning and embedding analysis the config asks for into ``out``."""
-    out = Path(out)
     store, methods = _open_inputs(config)
-    if not force and is_up_to_date(out, config, STAGE):
-        print(f"{out}: evaluation is up to date (same config and inputs); nothing to do")
-        return
-    stage = start_stage(STAGE, out, config, force=force)
+    return run_stage(STAGE, out, config, lambda stage: _evaluate(config, store, methods, stage), force)
+
+
+def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict[int, EncoderRef]], stage: Stage) -> dict:
+    out = stage.out
     ev = Evaluation(config, store, out)
     first = next(iter(methods.values()))
     architecture = first[min(first)].info
@@ -273,4 +273,4 @@ def run(config: EvaluateConfig, out: Path, force: bool = False) -> None:
     for note in notes:
         print(f"note: {note}")
     print(f"evaluation: {len(metrics)} metric rows for {len(set(metrics['method']))} methods -> {out / 'metrics.csv'}")
-    stage.finish(n_rows=len(metrics), notes=notes)
+    return dict(n_rows=len(metrics), notes=notes)

@@ -15,9 +15,9 @@ from cfcl.data.store import StoreWriter
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.overview import overview_rows, save_overview
 from cfcl.data.synthetic.scm import ID_SPLITS, LABELS, OOD_SPLITS, acquire_all, exogenous_fields, render_physical, sample_cohort
-from cfcl.stage import is_up_to_date, start_stage
+from cfcl.stage import Stage, run_stage
 
-STAGE = "synth"
+STAGE = "data"
 CHUNK = 512
 TRUE_CF = "true_cf"
 META_COLUMNS = ["image_id", "patient_id", "split", "domain", "label", "sex", "age", "lesion_area", "lesion_contrast"]
@@ -91,13 +91,13 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
     return meta, masks
 
 
-def run(config: SynthConfig, out: Path, force: bool = False) -> None:
+def run(config: SynthConfig, out: Path, force: bool = False) -> dict:
     """Generate the benchmark into ``out`` (image store) and ``out/true_cf`` (true counterfactuals)."""
-    out = Path(out)
-    if not force and is_up_to_date(out, config, STAGE):
-        print(f"{out}: synthetic benchmark is up to date (same config); nothing to do")
-        return
-    stage = start_stage(STAGE, out, config, force=force)
+    return run_stage(STAGE, out, config, lambda stage: _synthesise(config, stage), force)
+
+
+def _synthesise(config: SynthConfig, stage: Stage) -> dict:
+    out = stage.out
     tic = time.time()
     meta, masks = generate(config, out)
     stage.timed("generate", time.time() - tic)
@@ -105,6 +105,6 @@ def run(config: SynthConfig, out: Path, force: bool = False) -> None:
     save_overview(out, masks)
     stage.timed("overview", time.time() - tic)
     table = summary_table(meta, config.scanners)
-    stage.finish(n_images=len(meta), counts={f"{s}/{d}": {k: int(v) for k, v in r.items()} for (s, d), r in table.iterrows()})
     print(f"synthetic benchmark: {len(meta)} images x {len(config.scanners)} scanners -> {out}")
     print(table.to_string())
+    return dict(n_images=len(meta), counts={f"{s}/{d}": {k: int(v) for k, v in r.items()} for (s, d), r in table.iterrows()})
