@@ -1,4 +1,4 @@
-"""Calibration of the synthetic benchmark (issue item 6): prints one JSON line.
+"""Calibration of the synthetic benchmark (docs/benchmark.md, "Calibration"): prints one JSON line.
 
 Measures on a synthetic store (made with the default config unless --store is given):
   a) scanner readability: balanced accuracy of logistic regression on the pixels;
@@ -33,6 +33,7 @@ from torch import nn
 
 from cfcl.contrastive.encoders import build_encoder
 from cfcl.data.store import ImageStore
+from cfcl.layout import true_cf
 
 LABEL_FRACTION = 0.1
 
@@ -145,10 +146,10 @@ def probe_report(encoder, data, rng_seed: int) -> dict:
 
 def load(store_path: Path) -> dict:
     store = ImageStore.open(store_path)
-    cf = ImageStore.open(store_path / "true_cf")
+    cf = ImageStore.open(true_cf(store_path))
     meta = store.meta
-    ood = store.info["ood_domains"]
-    id_domains = {name: d for d, name in enumerate(store.domains) if d not in ood}
+    ood = store.ood_domains
+    id_domains = {store.domains[d]: d for d in store.id_domains}
     pick = lambda split: store.indices(split)  # noqa: E731
     data = {"store": store, "cf": cf, "id_domains": id_domains, "ood_domains": ood}
     for key, split in (("train", "train"), ("test", "test"), ("ood", "ood_test"), ("ood_train", "ood_train")):
@@ -163,6 +164,68 @@ def load(store_path: Path) -> dict:
 
 def log(*parts) -> None:
     print(*parts, file=sys.stderr, flush=True)
+
+
+def scanner_readability(data: dict) -> float:
+    """a) Balanced accuracy of a logistic regression telling the scanner from the pixels."""
+    x_all = torch.cat([data["x_train"], data["x_ood_train"]])
+    d_all = np.concatenate([data["d_train"], data["d_ood_train"]])
+    classifier = LogisticRegression(C=0.01, max_iter=500).fit(x_all.flatten(1).numpy(), d_all)
+    x_eval = torch.cat([data["x_test"], data["x_ood"]]).flatten(1).numpy()
+    d_eval = np.concatenate([data["d_test"], data["d_ood"]])
+    return round(float(balanced_accuracy_score(d_eval, classifier.predict(x_eval))), 4)
+
+
+def supervised_reports(data: dict, epochs: int, seed: int, majority: int, rare: int) -> tuple[dict, dict]:
+    """b) A supervised CNN on every ID scanner, c) one on the majority scanner only: AUROCs and drops."""
+    names = data["store"].domains
+    model = train_classifier(data["x_train"], data["y_train"], 2, epochs, seed)
+    p_test, p_ood = predict(model, data["x_test"])[:, 1], predict(model, data["x_ood"])[:, 1]
+    sup = {"id": auroc(data["y_test"], p_test), "ood": auroc(data["y_ood"], p_ood)}
+    for name, d in data["id_domains"].items():
+        sup[name] = auroc(data["y_test"][data["d_test"] == d], p_test[data["d_test"] == d])
+    sup["ood_drop"] = round(sup["id"] - sup["ood"], 4)
+    on_major = data["d_train"] == majority
+    model = train_classifier(data["x_train"][on_major], data["y_train"][on_major], 2, epochs, seed)
+    p_test = predict(model, data["x_test"])[:, 1]
+    maj = {names[d]: auroc(data["y_test"][data["d_test"] == d], p_test[data["d_test"] == d]) for d in data["id_domains"].values()}
+    maj["ood"] = auroc(data["y_ood"], predict(model, data["x_ood"])[:, 1])
+    maj["rare_drop"] = round(maj[names[majority]] - maj[names[rare]], 4)
+    return sup, maj
+
+
+def true_counterfactual_views(data: dict, seed: int, size: int):
+    """Second views for CF-SimCLR with true counterfactuals: each image under a random ID scanner."""
+    targets = np.array(sorted(data["id_domains"].values()))
+    gen = np.random.default_rng(seed)
+    table = data["cf_table"][data["i_train"]]
+    cf_images = data["cf"].images
+
+    def counterfactual(idx: torch.Tensor) -> torch.Tensor:
+        rows = table[idx.numpy(), gen.choice(targets, len(idx))]
+        order = np.argsort(rows)
+        out = np.empty((len(rows), size, size), dtype=np.uint8)
+        out[order] = cf_images[rows[order]]
+        return as_tensor(out)
+
+    return counterfactual
+
+
+def ssl_reports(data: dict, args: argparse.Namespace, size: int, result: dict, timings: dict) -> None:
+    """e) Linear probes on a random encoder, SimCLR and CF-SimCLR with true counterfactuals."""
+    x = data["x_train"]
+    torch.manual_seed(args.seed)
+    result["e_random"] = probe_report(small_encoder(), data, args.seed)
+    log(result["e_random"])
+    tic = time.time()
+    simclr = pretrain(x, lambda idx: x[idx], args.ssl_epochs, args.seed, size)
+    result["e_simclr"] = probe_report(simclr, data, args.seed)
+    timings["simclr"] = round(time.time() - tic, 1)
+    log(result, timings)
+    tic = time.time()
+    cf_simclr = pretrain(x, true_counterfactual_views(data, args.seed, size), args.ssl_epochs, args.seed, size)
+    result["e_cf_simclr_true"] = probe_report(cf_simclr, data, args.seed)
+    timings["cf_simclr"] = round(time.time() - tic, 1)
 
 
 def main() -> None:
@@ -189,65 +252,19 @@ def main() -> None:
     timings = {}
     majority = min(data["id_domains"].values(), key=lambda d: -(data["d_train"] == d).sum())
     rare = min(data["id_domains"].values(), key=lambda d: (data["d_train"] == d).sum())
-    names = data["store"].domains
-
     if "scanner" not in args.skip:
         tic = time.time()
-        x_all = torch.cat([data["x_train"], data["x_ood_train"]])
-        d_all = np.concatenate([data["d_train"], data["d_ood_train"]])
-        classifier = LogisticRegression(C=0.01, max_iter=500).fit(x_all.flatten(1).numpy(), d_all)
-        x_eval = torch.cat([data["x_test"], data["x_ood"]]).flatten(1).numpy()
-        d_eval = np.concatenate([data["d_test"], data["d_ood"]])
-        result["a_scanner_bacc"] = round(float(balanced_accuracy_score(d_eval, classifier.predict(x_eval))), 4)
+        result["a_scanner_bacc"] = scanner_readability(data)
         timings["scanner"] = round(time.time() - tic, 1)
         log(result, timings)
-
     if "supervised" not in args.skip:
         tic = time.time()
-        model = train_classifier(data["x_train"], data["y_train"], 2, args.epochs, args.seed)
-        p_test, p_ood = predict(model, data["x_test"])[:, 1], predict(model, data["x_ood"])[:, 1]
-        sup = {"id": auroc(data["y_test"], p_test), "ood": auroc(data["y_ood"], p_ood)}
-        for name, d in data["id_domains"].items():
-            sup[name] = auroc(data["y_test"][data["d_test"] == d], p_test[data["d_test"] == d])
-        sup["ood_drop"] = round(sup["id"] - sup["ood"], 4)
-        result["b_supervised"] = sup
-        on_major = data["d_train"] == majority
-        model = train_classifier(data["x_train"][on_major], data["y_train"][on_major], 2, args.epochs, args.seed)
-        p_test = predict(model, data["x_test"])[:, 1]
-        maj = {names[d]: auroc(data["y_test"][data["d_test"] == d], p_test[data["d_test"] == d]) for d in data["id_domains"].values()}
-        maj["ood"] = auroc(data["y_ood"], predict(model, data["x_ood"])[:, 1])
-        maj["rare_drop"] = round(maj[names[majority]] - maj[names[rare]], 4)
-        result["c_majority_only"] = maj
+        result["b_supervised"], result["c_majority_only"] = supervised_reports(data, args.epochs, args.seed, majority, rare)
         timings["supervised"] = round(time.time() - tic, 1)
         log(result, timings)
-
     if "ssl" not in args.skip:
-        x = data["x_train"]
-        torch.manual_seed(args.seed)
-        result["e_random"] = probe_report(small_encoder(), data, args.seed)
-        log(result["e_random"])
-        tic = time.time()
-        simclr = pretrain(x, lambda idx: x[idx], args.ssl_epochs, args.seed, size)
-        result["e_simclr"] = probe_report(simclr, data, args.seed)
-        timings["simclr"] = round(time.time() - tic, 1)
-        log(result, timings)
-        targets = np.array(sorted(data["id_domains"].values()))
-        gen = np.random.default_rng(args.seed)
-        table = data["cf_table"][data["i_train"]]
-        cf_images = data["cf"].images
-
-        def counterfactual(idx: torch.Tensor) -> torch.Tensor:
-            rows = table[idx.numpy(), gen.choice(targets, len(idx))]
-            order = np.argsort(rows)
-            out = np.empty((len(rows), size, size), dtype=np.uint8)
-            out[order] = cf_images[rows[order]]
-            return as_tensor(out)
-
-        tic = time.time()
-        cf_simclr = pretrain(x, counterfactual, args.ssl_epochs, args.seed, size)
-        result["e_cf_simclr_true"] = probe_report(cf_simclr, data, args.seed)
-        timings["cf_simclr"] = round(time.time() - tic, 1)
-    result["rare_scanner"] = names[rare]
+        ssl_reports(data, args, size, result, timings)
+    result["rare_scanner"] = data["store"].domains[rare]
     result["timings_s"] = timings
     print(json.dumps(result))
     sys.stdout.flush()

@@ -1,4 +1,4 @@
-"""Domain classifiers and counterfactual quality (issue 4, items 3 and 6): prints one JSON line.
+"""Domain classifiers and counterfactual quality (docs/performance.md, docs/results.md): prints one JSON line.
 
 Trains the guide and the judge (``cfcl cf classifier --config cf_guide / cf_judge``) on a store,
 timing each and reading their validation / test balanced accuracy, then runs ``cfcl cf evaluate``
@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from cfcl.cli import main as cfcl
+from cfcl.layout import true_cf
 
 
 def train(role: str, store: Path, out: Path) -> dict:
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> dict:
     for role in ("guide", "judge"):
         report[role] = train(role, args.store, work / role)
     judge = work / "judge"
-    report["true_cf"] = evaluate(args.store, args.store / "true_cf", judge, work / "eval_true_cf", args.set)
+    report["true_cf"] = evaluate(args.store, true_cf(args.store), judge, work / "eval_true_cf", args.set)
     for i, generator in enumerate(args.generator):
         report[f"generator_{i}"] = {"path": str(generator), **evaluate(args.store, generator, judge, work / f"eval_{i}", args.set)}
     return report

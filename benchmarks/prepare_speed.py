@@ -87,7 +87,7 @@ def throughput(root: Path, out: Path, workers: int, size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=2000, help="PNG files (issue: >= 2000)")
+    parser.add_argument("--count", type=int, default=2000, help="PNG files (docs/performance.md: >= 2000)")
     parser.add_argument("--dicom-count", type=int, default=200, help="DICOM files")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--size", type=int, default=224, help="output size")

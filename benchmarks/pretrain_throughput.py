@@ -47,7 +47,7 @@ from torchvision.transforms import functional as TF
 from cfcl.config import build_config
 from cfcl.contrastive.augment import PRESETS, AugmentParams
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import ViewBatches, make_loader, open_pretrain_data
+from cfcl.contrastive.data import ViewBatches, step_loader, open_pretrain_data
 from cfcl.contrastive.losses import nt_xent
 from cfcl.contrastive.module import gradients_finite
 from cfcl.contrastive.pretrain import build_module
@@ -128,7 +128,7 @@ def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int) ->
     trainer = make_trainer(config.trainer, out, callbacks=[timer.callback], use_distributed_sampler=False,
                            max_steps=warmup + steps, max_epochs=-1, logger=False)
     batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1)
-    loader = make_loader(batches, lambda: (trainer.global_step, 0, 1), config.trainer.num_workers, torch.cuda.is_available())
+    loader = step_loader(batches, lambda: (trainer.global_step, 0, 1), config.trainer.num_workers, torch.cuda.is_available())
     trainer.fit(module, loader)
     return 2 * config.batch_size * steps / (timer.stop - timer.start), 1000 * (timer.stop_clock - timer.start_clock) / steps
 
@@ -265,7 +265,7 @@ def lightly_style(config: PretrainConfig, size: tuple[int, int], device: torch.d
     return 2 * config.batch_size * steps / (time.perf_counter() - start)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cuda", action="store_true", help="ResNet-50, 224 px, batch 256, AMP, channels-last on a CUDA GPU")
     parser.add_argument("--arch", choices=["small", "resnet18", "resnet34", "resnet50"], help="encoder (default: small on CPU)")
@@ -278,8 +278,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (both pipelines)")
     parser.add_argument("--breakdown", action="store_true", help="also time each part of a step alone (step_ms)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="pretrain config override")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def main() -> None:
+    args = parse_args()
     if args.cuda:
         if not torch.cuda.is_available():
             raise SystemExit("--cuda needs a CUDA GPU")

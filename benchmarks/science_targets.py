@@ -1,4 +1,4 @@
-"""The issue-7 science targets, read from a finished run: prints one JSON line.
+"""The science targets of docs/results.md, read from a finished run: prints one JSON line.
 
 Reads ``RUN/eval/metrics.csv``, ``RUN/eval/domain_predictability.csv`` and ``RUN/data``
 (which scanner is rare and which is out of distribution) and reports, at the lowest label
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from cfcl.data.store import ImageStore
+from cfcl.layout import PREDICTABILITY, RunLayout
 
 
 def auroc_table(metrics: pd.DataFrame, fraction: float, rare: str) -> pd.DataFrame:
@@ -69,12 +70,12 @@ def main() -> None:
     parser.add_argument("--oracle", help="its oracle (default: oracle-multi for cf-simclr-multi, else oracle)")
     args = parser.parse_args()
     oracle_method = args.oracle or ("oracle-multi" if args.method == "cf-simclr-multi" else "oracle")
-    metrics = pd.read_csv(args.run / "eval" / "metrics.csv")
-    predictability = pd.read_csv(args.run / "eval" / "domain_predictability.csv")
-    store = ImageStore.open(args.run / "data")
-    ood = set(store.info.get("ood_domains", []))
+    run = RunLayout(args.run)
+    metrics = pd.read_csv(run.metrics)
+    predictability = pd.read_csv(run.eval / PREDICTABILITY)
+    store = ImageStore.open(run.data)
     train = store.meta.loc[store.indices("train"), "domain"].value_counts()
-    rare = store.domains[min((d for d in train.index if d not in ood), key=lambda d: train[d])]
+    rare = store.domains[min((d for d in train.index if d in store.id_domains), key=lambda d: train[d])]
     fraction = float(metrics[metrics.protocol == "linear"].label_fraction.min())
     table = auroc_table(metrics, fraction, rare)
 

@@ -1,6 +1,6 @@
 """Generation speed of the synthetic benchmark: prints one JSON line.
 
-Target (issue item 5): 10,000 images at 64 px, with the true counterfactual of every image
+Target (docs/performance.md): 10,000 images at 64 px, with the true counterfactual of every image
 under every scanner, in <= 30 s on 2 cores. Times the whole stage (sampling, rendering,
 acquisition under every scanner, writing both stores, overview figure).
 

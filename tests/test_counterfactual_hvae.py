@@ -134,11 +134,11 @@ def test_pixel_noise_by_hand(store, model):
     x, pa = batch(store, model.specs)
     with torch.no_grad():
         ab = abduct(model, x, pa)
-        decoded = model.decode(pa, latents=ab.latents, batch_size=len(x))
+        decoded = model.decode_latents(pa, ab.latents, batch_size=len(x))
         assert len(ab.latents) == 2  # one stochastic block at 8 px and one at 4 px
         assert torch.allclose(ab.u, (x - decoded.mu) / decoded.log_scale.exp(), atol=1e-5)
         x_star = predict(model, ab, intervene(pa, domain=1))
-        dec_star = model.decode(intervene(pa, domain=1), latents=ab.latents, batch_size=len(x))
+        dec_star = model.decode_latents(intervene(pa, domain=1), ab.latents, batch_size=len(x))
     assert torch.allclose(x_star, (dec_star.mu + dec_star.log_scale.exp() * ab.u).clamp(0, 1), atol=1e-6)
     assert not torch.allclose(x_star, x, atol=1e-3)
 
@@ -160,7 +160,7 @@ def test_unseen_target_domain_is_refused(store, model):
     with pytest.raises(ParentError, match="value\\(s\\) d never seen in training"):
         counterfactual(model, x, pa, intervene(pa, domain=3))
     with pytest.raises(ParentError, match="parent\\(s\\) age missing"):
-        model.decode({"domain": pa["domain"], "sex": pa["sex"]})
+        model.decode_prior({"domain": pa["domain"], "sex": pa["sex"]})
 
 
 def test_generator_checkpoint_roundtrip_and_errors(tmp_path, store, model):
@@ -242,9 +242,9 @@ def test_round_trip_mae_matches_a_hand_rolled_cycle(store, model):
     pa_star = intervene(pa, domain=(pa["domain"] + 1) % 3)
     with torch.no_grad():
         x_star = counterfactual(model, x, pa, pa_star)
-        there = model.decode(pa_star, acts=model.encode(x_star))  # re-abduct z' from (x*, pa*)
+        there = model.decode_posterior(pa_star, model.encode(x_star))  # re-abduct z' from (x*, pa*)
         u = (x_star - there.mu) / there.log_scale.exp()
-        back = model.decode(pa, latents=there.latents, batch_size=len(x))
+        back = model.decode_latents(pa, there.latents, batch_size=len(x))
         expected = ((back.mu + back.log_scale.exp() * u).clamp(0, 1) - x).abs().mean()
         assert round_trip_mae(model, x, x_star, pa, pa_star).item() == pytest.approx(expected.item(), rel=1e-5)
         assert round_trip_mae(model, x, counterfactual(model, x, pa, pa), pa, pa).item() < 1e-5

@@ -14,7 +14,10 @@ from cf_stores import gamma_cf, make_store
 from cfcl import atomic
 from cfcl.cli import main
 from cfcl.counterfactual.classifier import build_classifier, classifier_file, load_classifier, save_classifier
-from cfcl.counterfactual.evaluate import Generator, QualityTargets, measure, select_images, summarise
+from cfcl.counterfactual.config import QualityTargets
+from cfcl.counterfactual.quality_inputs import Generator
+from cfcl.counterfactual.quality_measure import measure, select_images
+from cfcl.counterfactual.quality_summary import summarise
 from cfcl.data.store import ImageStore
 from cfcl.stage import fingerprint
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cfcl.cli import main
 from cfcl.evaluation.results import COLUMNS
-from cfcl.report.figures import save_png
+from cfcl.plotting import save_png
 from cfcl.report.report import run_report
 from cfcl.report.summary import ReportError, headline_table, print_headline
 from evaluation_fixtures import complete_stage
@@ -60,9 +60,7 @@ def run_dir(tmp_path):
                   for f in (0.1, 1.0) for d in ("all", *DOMAINS)]).to_csv(eval_dir / "gains.csv", index=False)
     pd.DataFrame(dict(method=["simclr", "cf_simclr"], seed=[0, 0], balanced_accuracy=[0.9, 0.4], std=[0.02, 0.03],
                       chance=[1 / 3] * 2, n_domains=[3] * 2, n_per_domain=[50] * 2)).to_csv(eval_dir / "domain_predictability.csv", index=False)
-    (eval_dir / "tsne").mkdir()
-    pd.DataFrame(dict(x=rng.normal(size=30), y=rng.normal(size=30), domain=rng.choice(DOMAINS, 30),
-                      label=rng.choice(["healthy", "opacity"], 30))).to_csv(eval_dir / "tsne" / "simclr.csv", index=False)
+    png(eval_dir / "tsne_simclr.png")
     (run / "cf_quality" / "cf_quality.json").write_text(json.dumps({
         "effectiveness": {"major->rare": {"accuracy": 0.91, "n": 40}, "rare->major": {"accuracy": 0.85, "n": 40}},
         "composition": {"mae": 0.0123},

@@ -9,10 +9,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
@@ -52,30 +50,3 @@ def torch_save(obj: Any, path: str | os.PathLike) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes(path, buffer.getvalue())
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move the finished folder ``src`` to ``dst``, replacing whatever ``dst`` held."""
-    if dst.exists():
-        trash = dst.with_name(f".{dst.name}.old-{os.getpid()}")
-        os.replace(dst, trash)
-        os.replace(src, dst)
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.replace(src, dst)
-
-
-@contextmanager
-def staging_dir(dst: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty temporary folder that becomes ``dst`` only if the block succeeds."""
-    dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_sibling(dst)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    replace_dir(tmp, dst)

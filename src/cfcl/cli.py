@@ -24,7 +24,7 @@ def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> Non
         help="override one config value, e.g. --set data.n_train=2000 (repeatable)",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder of this stage")
-    parser.add_argument("--force", action="store_true", help="overwrite an output made with another config")
+    parser.add_argument("--force", action="store_true", help="run even when up to date, starting afresh; overwrites an output made with another config")
     for flag in command.flags:
         if flag.const is not None:
             parser.add_argument(flag.name, dest=f"flag:{flag.key}", help=flag.help, action="store_const", const=flag.const)

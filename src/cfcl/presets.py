@@ -17,7 +17,3 @@ def resolve_config_path(name: str | Path) -> Path:
         return path
     preset = preset_dir() / f"{path.stem}.yaml"
     return preset if preset.is_file() and path.parent == Path(".") else path
-
-
-def available_presets() -> list[str]:
-    return sorted(p.stem for p in preset_dir().glob("*.yaml"))

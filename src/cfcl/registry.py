@@ -10,6 +10,11 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
+# The real datasets ``cfcl data prepare`` reads: each has a module ``cfcl.data.datasets.<name>``
+# and a section ``<name>`` in its config (docs/architecture.md, "Where new things go").
+DATASETS = ("padchest", "chexpert", "rsna", "embed", "vindr", "csv")
+_DATASET_WORDS = f"{', '.join(DATASETS[:-2])}, {DATASETS[-2]} or {DATASETS[-1]}"
+
 
 @dataclass(frozen=True)
 class Flag:
@@ -42,11 +47,11 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("data", "prepare"),
-        "convert a real dataset (padchest, chexpert, rsna, embed, vindr or any csv + folder) into an image store",
+        f"convert a real dataset ({_DATASET_WORDS}; csv: any table + image folder) into an image store",
         "cfcl.data.prepare:PrepareConfig",
         "cfcl.data.prepare:run",
         (
-            Flag("--dataset", "dataset", "padchest, chexpert, rsna, embed, vindr or csv"),
+            Flag("--dataset", "dataset", _DATASET_WORDS),
             Flag("--root", "root", "folder holding the dataset as distributed"),
             Flag("--size", "size", "output size: N (square) or [H, W]; short side resized, centre cropped"),
             Flag("--workers", "workers", "decoding processes"),
@@ -56,8 +61,8 @@ STAGES: tuple[StageCommand, ...] = (
     StageCommand(
         ("cf", "classifier"),
         "train a scanner (domain) classifier on real images: --config cf_guide (guides fine-tuning) or cf_judge (judges quality)",
-        "cfcl.counterfactual.classifier_module:ClassifierConfig",
-        "cfcl.counterfactual.classifier_module:run",
+        "cfcl.counterfactual.config:ClassifierConfig",
+        "cfcl.counterfactual.classifier_stage:run",
         (Flag("--data", "data", "image store to train on (its train/val splits)"),),
     ),
     StageCommand(
@@ -91,8 +96,8 @@ STAGES: tuple[StageCommand, ...] = (
     StageCommand(
         ("cf", "evaluate"),
         "counterfactual quality: effectiveness (judge), composition, reversibility, error vs true counterfactuals",
-        "cfcl.counterfactual.evaluate:EvaluateConfig",
-        "cfcl.counterfactual.evaluate:run",
+        "cfcl.counterfactual.config:QualityConfig",
+        "cfcl.counterfactual.quality_stage:run",
         (
             Flag("--data", "data", "image store the counterfactuals are made from"),
             Flag("--generator", "generator", "generator folder (cfcl cf train / finetune) or a counterfactual store"),

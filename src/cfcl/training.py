@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from cfcl.config import StrictModel
+
+if TYPE_CHECKING:
+    import torch
 
 
 class TrainerConfig(StrictModel):
@@ -41,6 +44,15 @@ def resolve_precision(cfg: TrainerConfig) -> str:
     if cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: the first CUDA GPU when there is one, else the CPU; for loops outside Lightning."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def last_checkpoint(out: str | os.PathLike) -> Path | None:

@@ -3,9 +3,9 @@
 The pipeline takes float ``[B, 1, H, W]`` images in [0, 1] already on the device, so the data
 loader only moves uint8 rows. Each op keeps the semantics of the kornia (torchvision for
 brightness/contrast) op it replaces, in fewer whole-batch passes: see :mod:`.geometry` and
-:mod:`.intensity`. Presets: ``chest`` and ``mammo`` hold the reference
-study's settings (DESIGN §6), ``demo`` standard views for the synthetic benchmark, ``acquisition``
-those plus imitations of its scanners (an ablation; docs/benchmark.md).
+:mod:`.intensity`. Presets: ``chest`` and ``mammo`` hold the reference study's settings
+(docs/architecture.md, "Reference settings"), ``demo`` standard views for the synthetic
+benchmark, ``acquisition`` those plus imitations of its scanners (an ablation; docs/benchmark.md).
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ class AugmentParams(StrictModel):
 
 
 PRESETS: dict[str, dict] = {
-    # DESIGN §6, chest X-ray (PadChest).
+    # Reference settings, chest X-ray (PadChest).
     "chest": {},
-    # DESIGN §6, mammography (EMBED).
+    # Reference settings, mammography (EMBED).
     "mammo": {"crop_scale": (0.3, 0.9), "rotation": 45.0, "erasing_scale": (0.05, 0.10)},
     # Synthetic benchmark (docs/benchmark.md, "Demo augmentations"): standard SimCLR views at
     # 64 px (mild crops and rotations, brightness/contrast, sharpness; no flips, no erasing) and

@@ -19,8 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cfcl.contrastive.pairing import CF_METHODS, ORACLE_METHODS, plan_views
 from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError, StoreError
-
-TRUE_CF = "true_cf"
+from cfcl.layout import true_cf
 
 
 @dataclass
@@ -40,7 +39,7 @@ class PretrainData:
 
 def default_cf_store(method: str, data: str | Path) -> Path | None:
     """The oracle's counterfactuals are the synthetic benchmark's true ones, ``DATA/true_cf``."""
-    return Path(data) / TRUE_CF if method in ORACLE_METHODS else None
+    return true_cf(data) if method in ORACLE_METHODS else None
 
 
 def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | None, split: str = "train") -> PretrainData:
@@ -51,8 +50,7 @@ def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | Non
     sources = store.indices(split)
     if len(sources) == 0:
         raise StoreError(f"data {store.path} has no images in split '{split}'")
-    ood = set(store.info.get("ood_domains", []))
-    targets = [d for d in range(len(store.domains)) if d not in ood]
+    targets = store.id_domains
     if method not in CF_METHODS:
         return PretrainData(store, None, sources, None, targets)
     if method in ORACLE_METHODS and not store.info.get("synthetic"):
@@ -146,7 +144,7 @@ class StepLoader(DataLoader):
             )
 
 
-def make_loader(batches: ViewBatches, progress: Callable[[], tuple[int, int, int]], num_workers: int, pin_memory: bool) -> StepLoader:
+def step_loader(batches: ViewBatches, progress: Callable[[], tuple[int, int, int]], num_workers: int, pin_memory: bool) -> StepLoader:
     """A loader of whole batches (``batch_size=None``): one worker call per batch, no collation."""
     if batches.batches_per_epoch(progress()[2]) == 0:
         raise ConfigError(

@@ -2,7 +2,7 @@
 
 ``build_encoder`` makes one from an architecture name and its arguments; ``save_encoder`` /
 ``load_encoder`` keep it in ``encoder.pt``, a plain dict that records everything needed to
-rebuild it (DESIGN §2, docs/architecture.md "Checkpoints").
+rebuild it (docs/architecture.md, "Checkpoints").
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from torchvision.models.resnet import BasicBlock
 
 from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
 from cfcl.errors import CheckpointError, ConfigError
+from cfcl.layout import ENCODER_FILE
 
-ENCODER_FILE = "encoder.pt"
 ARCHS = ("resnet18", "resnet34", "resnet50", "small")
 # Images in [0, 1] are shifted to roughly zero mean, unit spread inside the encoder.
 INPUT_MEAN = 0.5

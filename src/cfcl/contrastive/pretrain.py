@@ -13,19 +13,20 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from cfcl import layout
 from cfcl.contrastive.augment import build_augment
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import PretrainData, ViewBatches, default_cf_store, make_loader, open_pretrain_data
+from cfcl.contrastive.data import PretrainData, ViewBatches, default_cf_store, step_loader, open_pretrain_data
 from cfcl.contrastive.encoders import build_encoder, save_encoder
 from cfcl.contrastive.heads import projection_head
 from cfcl.contrastive.module import ContrastiveModule
 from cfcl.contrastive.pairing import MULTI_METHODS
-from cfcl.counterfactual.figures import training_curve
 from cfcl.errors import ConfigError
+from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
 from cfcl.training import make_trainer
 
-STAGE = "pretrain"
+STAGE = layout.PRETRAIN
 
 
 def cf_views(config: PretrainConfig, data: PretrainData) -> int:
@@ -67,7 +68,7 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
     module = build_module(config, data.image_size, len(data.data.labels))
     trainer = make_trainer(config.trainer, out, use_distributed_sampler=False)
     batches = ViewBatches(data, config.method, config.batch_size, config.seed, config.p_replace, config.p_cf, n_cf_views)
-    loader = make_loader(
+    loader = step_loader(
         batches, lambda: (trainer.global_step, trainer.global_rank, trainer.world_size),
         config.trainer.num_workers, pin_memory=torch.cuda.is_available(),
     )
@@ -79,10 +80,10 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
         return None
     info = {"image_size": list(data.image_size), "method": config.method, "seed": config.seed}
     encoder_path = save_encoder(out, module.encoder, info)
-    training_curve(out / "logs" / "metrics.csv", out / "loss_curve.png", ["train/loss_step", "train/loss_epoch", "probe/accuracy"])
+    training_curve(out / layout.TRAINER_LOG, out / layout.LOSS_CURVE, ["train/loss_step", "train/loss_epoch", "probe/accuracy"])
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return dict(
-        artefacts={"encoder": encoder_path.name, "loss_curve": "loss_curve.png"}, metrics=metrics,
+        artefacts={"encoder": encoder_path.name, "loss_curve": layout.LOSS_CURVE}, metrics=metrics,
         steps=trainer.global_step, resumed_from=str(stage.resume_from) if stage.resume_from else None,
         images_seen=trainer.global_step * config.batch_size * trainer.world_size,
     )

@@ -2,7 +2,8 @@
 
 Two independent ones are trained on real images: the *guide* steers counterfactual
 fine-tuning, the *judge* scores counterfactual quality. They differ in seed and architecture,
-and the judge never guides (DESIGN §6: reusing the guide as judge is circular).
+and the judge never guides: reusing the guide as judge is circular (docs/architecture.md,
+"Counterfactual quality").
 A classifier is a backbone (a plain CNN here, or one of the contrastive encoders) plus a linear
 head giving one logit per domain of the store, indexed by the store's domain ids.
 """
@@ -21,8 +22,8 @@ from cfcl.contrastive.encoders import ARCHS as ENCODER_ARCHS
 from cfcl.contrastive.encoders import INPUT_MEAN, INPUT_STD, build_encoder
 from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
 from cfcl.errors import CheckpointError, ConfigError
+from cfcl.layout import CLASSIFIER_FILE
 
-CLASSIFIER_FILE = "classifier.pt"
 FORMAT = "cfcl-domain-classifier"
 ARCHS = ("cnn", *ENCODER_ARCHS)
 ROLES = ("guide", "judge")

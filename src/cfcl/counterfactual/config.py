@@ -1,8 +1,10 @@
-"""Configs of the generator stages: ``cf train``, ``cf finetune``, ``cf generate``."""
+"""Configs of the counterfactual stages, one per stage: ``cf train``, ``cf classifier``, ``cf finetune``,
+``cf generate`` and ``cf evaluate``."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -81,3 +83,59 @@ class CFGenerateConfig(StrictModel):
     chunk: int = Field(2048, ge=1)
     device: str = "auto"
     progress_bar: bool = True
+
+
+class QualityTargets(StrictModel):
+    """Pass marks of counterfactual quality (docs/architecture.md, "Counterfactual quality")."""
+
+    effectiveness: float = Field(0.95, ge=0, le=1)
+    mae_ratio: float = Field(0.5, gt=0)
+    reversibility: float = Field(0.02, gt=0)
+
+
+class QualityConfig(StrictModel):
+    """``cfcl cf evaluate``: the quality of a generator's counterfactuals of ``data``, judged by ``judge``."""
+
+    data: Path | None = None
+    generator: Path | None = None
+    judge: Path | None = None
+    splits: list[str] = Field(default_factory=lambda: ["test"])
+    n_per_domain: int = Field(32, ge=1)
+    include_ood: bool = False
+    null_steps: int = Field(10, ge=1)
+    true_cf: Literal["auto", "none"] | Path = "auto"
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+    grid_per_domain: int = Field(1, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    targets: QualityTargets = Field(default_factory=QualityTargets)
+
+
+class JitterConfig(StrictModel):
+    """Random affine jitter; no intensity changes, which would blur the scanner signal."""
+
+    p: float = Field(0.8, ge=0, le=1)
+    degrees: float = Field(5.0, ge=0)
+    translate: float = Field(0.05, ge=0, le=0.5)
+    scale: float = Field(0.05, ge=0, lt=1)
+
+
+class ClassifierConfig(StrictModel):
+    """``cfcl cf classifier``: a scanner classifier trained on the real images of ``data``, as guide or judge."""
+
+    data: Path | None = None
+    role: Literal["guide", "judge"] = "guide"
+    arch: str = "cnn"
+    arch_kwargs: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 1
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str | None = "test"
+    max_train_images: int | None = Field(None, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(3, ge=1)
+    stop_above: float | None = Field(0.995, gt=0, lt=1)  # stop once validation balanced accuracy exceeds it
+    augment: JitterConfig | None = Field(default_factory=JitterConfig)
+    trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig(max_epochs=15))

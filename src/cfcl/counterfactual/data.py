@@ -46,7 +46,7 @@ def domain_balanced_weights(domains: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(1.0 / counts[inverse], dtype=torch.double)
 
 
-def make_loader(
+def image_loader(
     dataset: ParentImageDataset, batch_size: int, shuffle: bool, seed: int, balanced: bool = False, num_workers: int = 0
 ) -> DataLoader:
     """Seeded loader; ``balanced`` draws every domain equally often (with replacement)."""

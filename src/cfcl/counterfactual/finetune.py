@@ -8,10 +8,11 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from cfcl import layout
 from cfcl.counterfactual import figures
 from cfcl.counterfactual.classifier import classifier_file, load_classifier
 from cfcl.counterfactual.config import CFFinetuneConfig
-from cfcl.counterfactual.data import ParentImageDataset, make_loader, split_batch, split_indices
+from cfcl.counterfactual.data import ParentImageDataset, image_loader, split_batch, split_indices
 from cfcl.counterfactual.finetune_module import CounterfactualFinetuneModule
 from cfcl.counterfactual.generator import generator_file, load_generator, save_generator
 from cfcl.counterfactual.hvae import HVAE
@@ -20,10 +21,11 @@ from cfcl.counterfactual.parents import ParentSpec
 from cfcl.counterfactual.train import grid_batch, open_image_store
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError
+from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
 from cfcl.training import make_trainer
 
-STAGE = "cf_finetune"
+STAGE = layout.CF_FINETUNE
 
 
 def load_guide(path: Path) -> tuple[torch.nn.Module, dict]:
@@ -72,7 +74,7 @@ def _finetune(
     spec = domain_spec(model)
     L.seed_everything(config.seed, workers=True)
     train_set = ParentImageDataset(store, split_indices(store, config.splits), model.specs)
-    loader = make_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, num_workers=config.trainer.num_workers)
+    loader = image_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, num_workers=config.trainer.num_workers)
     initial = mean_nelbo(model, loader, config.bound_batches)
     bound = config.elbo_bound if config.elbo_bound is not None else initial * (1 + config.elbo_tolerance)
     model.requires_grad_(True).train()
@@ -101,8 +103,8 @@ def _finetune(
     generator_path = save_generator(out, tuned, info)
     x, pa = split_batch(grid_batch(train_set, config.grid_images))
     figures.counterfactual_grid(tuned, x, pa, out / "counterfactual_grid.png")
-    figures.training_curve(
-        out / "logs" / "metrics.csv", out / "training_curve.png",
+    training_curve(
+        out / layout.TRAINER_LOG, out / layout.TRAINING_CURVE,
         [
             "train/ce_step", "train/nelbo_step", "train/multiplier_step", "train/guide_accuracy_step",
             "train/round_trip_mae_step", "train/round_trip_multiplier_step",

@@ -16,22 +16,24 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from cfcl import layout
 from cfcl.counterfactual.config import CFGenerateConfig
 from cfcl.counterfactual.generator import generator_file, load_generator
 from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.inference import Abduction, abduct, predict
-from cfcl.counterfactual.parents import ParentError, ParentSpec, parents_from_store
+from cfcl.counterfactual.parents import ParentError, ParentSpec, parents_from_store, parents_to
 from cfcl.counterfactual.train import open_image_store
 from cfcl.data.store import INFO, ImageStore, StoreWriter
 from cfcl.errors import CheckpointError
 from cfcl.stage import Stage, run_stage
+from cfcl.training import resolve_device
 
-STAGE = "cf_store"
+STAGE = layout.CF_STORE
 
 
 def target_domains(spec: ParentSpec, store: ImageStore, requested: list[int] | None, include_ood: bool) -> list[int]:
     """Requested targets (checked against the domains the generator saw) or every seen ID domain."""
-    ood = set(store.info.get("ood_domains", []))
+    ood = set(store.ood_domains)
     if requested is None:
         return [d for d in spec.seen if include_ood or d not in ood]
     unseen = [d for d in requested if d not in spec.seen]
@@ -63,10 +65,6 @@ def counterfactual_rows(store: ImageStore, sources: np.ndarray, targets: list[in
     })
 
 
-def _to_device(pa: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    return {k: v.to(device) for k, v in pa.items()}
-
-
 @torch.inference_mode()
 def generate_chunk(
     model: HVAE, store: ImageStore, rows: pd.DataFrame, batch_size: int, device: torch.device
@@ -78,7 +76,7 @@ def generate_chunk(
     for start in range(0, len(sources), batch_size):
         idx = sources[start : start + batch_size]
         x = torch.from_numpy(np.ascontiguousarray(store.images[idx])).to(device)[:, None].float() / 255.0
-        ab = abduct(model, x, _to_device(parents_from_store(store, idx, model.specs), device))
+        ab = abduct(model, x, parents_to(parents_from_store(store, idx, model.specs), device))
         latents.append(ab.latents)
         noise.append(ab.u)
     all_latents = [torch.cat(parts) for parts in zip(*latents)]
@@ -91,15 +89,9 @@ def generate_chunk(
         pa_star = parents_from_store(store, idx, model.specs)
         pa_star["domain"] = targets[start : start + batch_size]
         ab = Abduction([z[take] for z in all_latents], all_noise[take])
-        x_star = predict(model, ab, _to_device(pa_star, device))
+        x_star = predict(model, ab, parents_to(pa_star, device))
         out[start : start + len(idx)] = (x_star[:, 0] * 255).round().to(torch.uint8).cpu().numpy()
     return out
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
@@ -138,6 +130,6 @@ def _generate(
     writer.finish(
         rows, store.domains, store.labels, kind="counterfactuals",
         extra={"source_store": store.content_hash, "generator": generator_hash, "splits": config.splits,
-               "target_domains": targets, "ood_domains": store.info.get("ood_domains", [])},
+               "target_domains": targets, "ood_domains": store.ood_domains},
     )
     return dict(n=len(rows), target_domains=targets, generator=generator_hash)

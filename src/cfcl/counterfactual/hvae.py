@@ -160,16 +160,27 @@ class HVAE(nn.Module):
                 h = self.enc_down[i](F.avg_pool2d(h, 2))
         return acts
 
-    def decode(
+    def decode_prior(self, pa: dict[str, torch.Tensor], t: float | None = None, batch_size: int | None = None) -> Decoded:
+        """Top-down pass with latents from the prior; ``t`` scales the sampling noise (None: the prior's mean)."""
+        return self._decode(pa, None, None, t, batch_size)
+
+    def decode_posterior(self, pa: dict[str, torch.Tensor], acts: list[torch.Tensor], t: float | None = None) -> Decoded:
+        """Top-down pass with latents from the posterior given the bottom-up ``acts`` of :meth:`encode`
+        (``t`` as in :meth:`decode_prior`); also returns the per-image KL to the prior."""
+        return self._decode(pa, acts, None, t, None)
+
+    def decode_latents(self, pa: dict[str, torch.Tensor], latents: list[torch.Tensor], batch_size: int | None = None) -> Decoded:
+        """Top-down pass with the given latents (one per stochastic block, e.g. abducted ones)."""
+        return self._decode(pa, None, latents, None, batch_size)
+
+    def _decode(
         self,
         pa: dict[str, torch.Tensor],
-        acts: list[torch.Tensor] | None = None,
-        latents: list[torch.Tensor] | None = None,
-        t: float | None = None,
-        batch_size: int | None = None,
+        acts: list[torch.Tensor] | None,
+        latents: list[torch.Tensor] | None,
+        t: float | None,
+        batch_size: int | None,
     ) -> Decoded:
-        """Top-down pass. Latents come from ``latents`` if given, else the posterior (with ``acts``),
-        else the prior; ``t`` scales the sampling noise (None: the distribution's mean)."""
         device = self.top.device
         pvec = self.parent_vector(pa, device)
         n = pvec.shape[0] if batch_size is None else batch_size

@@ -36,7 +36,7 @@ def apply_noise(mu: torch.Tensor, log_scale: torch.Tensor, u: torch.Tensor) -> t
 
 def abduct(model: HVAE, x: torch.Tensor, pa: dict[str, torch.Tensor], t: float | None = None) -> Abduction:
     """Latents and pixel noise of images ``x`` [B, 1, H, W] in [0, 1] with parents ``pa``."""
-    decoded = model.decode(pa, acts=model.encode(x), t=t)
+    decoded = model.decode_posterior(pa, model.encode(x), t=t)
     return Abduction(decoded.latents, pixel_noise(x, decoded.mu, decoded.log_scale))
 
 
@@ -45,7 +45,7 @@ def predict(model: HVAE, abduction: Abduction, pa_star: dict[str, torch.Tensor])
     for spec in model.specs:
         if spec.kind == "discrete" and spec.name in pa_star:
             check_discrete(spec, pa_star[spec.name])
-    decoded = model.decode(pa_star, latents=abduction.latents, batch_size=abduction.u.shape[0])
+    decoded = model.decode_latents(pa_star, abduction.latents, batch_size=abduction.u.shape[0])
     return apply_noise(decoded.mu, decoded.log_scale, abduction.u)
 
 

@@ -13,7 +13,7 @@ from cfcl.counterfactual.quality import mae
 
 def elbo_terms(model: HVAE, x: torch.Tensor, pa: dict[str, torch.Tensor], beta: float = 1.0) -> dict[str, torch.Tensor]:
     """Per-image negative log-likelihood and KL in nats per pixel, and the beta-weighted loss (batch means)."""
-    decoded = model.decode(pa, acts=model.encode(x), t=1.0)
+    decoded = model.decode_posterior(pa, model.encode(x), t=1.0)
     nll = nats_per_dim(-discretized_gaussian_log_likelihood(x, decoded.mu, decoded.log_scale).flatten(1).sum(1), x)
     kl = nats_per_dim(decoded.kl, x)
     return {"loss": (nll + beta * kl).mean(), "nll": nll.mean(), "kl": kl.mean(), "nelbo": (nll + kl).mean()}

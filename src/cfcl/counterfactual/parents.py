@@ -18,7 +18,6 @@ import torch
 from cfcl.data.store import ImageStore
 from cfcl.errors import CfclError, StoreError
 
-DEFAULT_PARENTS = ("domain",)
 MAX_INTEGER_CLASSES = 16
 
 
@@ -112,6 +111,11 @@ def parents_from_store(store: ImageStore, indices: np.ndarray, specs: list[Paren
         else:
             pa[spec.name] = torch.tensor(values.astype(np.int64).to_numpy(), dtype=torch.long)
     return pa
+
+
+def parents_to(pa: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Parent values moved to ``device``."""
+    return {k: v.to(device) for k, v in pa.items()}
 
 
 def intervene(pa: dict[str, torch.Tensor], **changes) -> dict[str, torch.Tensor]:

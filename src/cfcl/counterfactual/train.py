@@ -9,19 +9,21 @@ import lightning as L
 import numpy as np
 import torch
 
+from cfcl import layout
 from cfcl.counterfactual import figures
 from cfcl.counterfactual.config import CFTrainConfig
-from cfcl.counterfactual.data import ParentImageDataset, make_loader, split_batch, split_indices
+from cfcl.counterfactual.data import ParentImageDataset, image_loader, split_batch, split_indices
 from cfcl.counterfactual.generator import save_generator
 from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.module import HVAETrainModule
 from cfcl.counterfactual.parents import parent_specs
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError
+from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
 from cfcl.training import make_trainer
 
-STAGE = "cf_model"
+STAGE = layout.CF_MODEL
 
 
 def open_image_store(path: Path) -> ImageStore:
@@ -53,7 +55,7 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     L.seed_everything(config.seed, workers=True)
     model = HVAE(store.size[0], config.arch, specs)
     train_set = ParentImageDataset(store, train_rows, specs)
-    loader = make_loader(
+    loader = image_loader(
         train_set, config.batch_size, shuffle=True, seed=config.seed,
         balanced=config.balanced_sampling, num_workers=config.trainer.num_workers,
     )
@@ -61,7 +63,7 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     val_rows = store.indices(config.val_split) if config.val_split else np.array([], dtype=int)
     if len(val_rows) and config.val_images:
         val_rows = val_rows[np.linspace(0, len(val_rows) - 1, min(config.val_images, len(val_rows))).astype(int)]
-        val_loader = make_loader(ParentImageDataset(store, val_rows, specs), config.batch_size, shuffle=False, seed=config.seed)
+        val_loader = image_loader(ParentImageDataset(store, val_rows, specs), config.batch_size, shuffle=False, seed=config.seed)
     module = HVAETrainModule(
         model, beta=config.beta, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
         warmup_steps=config.optim.warmup_steps, grad_clip=config.optim.grad_clip,
@@ -85,5 +87,5 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     x, pa = split_batch(grid_batch(train_set, config.grid_images))
     figures.counterfactual_grid(ema, x, pa, out / "counterfactual_grid.png")
     figures.prior_samples(ema, pa, out / "prior_samples.png")
-    figures.training_curve(out / "logs" / "metrics.csv", out / "training_curve.png", ["train/nelbo_step", "train/kl_step", "val/nelbo"])
+    training_curve(out / layout.TRAINER_LOG, out / layout.TRAINING_CURVE, ["train/nelbo_step", "train/kl_step", "val/nelbo"])
     return dict(artefacts={"generator": generator_path.name}, metrics=metrics, parameters=info["parameters"])

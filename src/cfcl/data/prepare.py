@@ -1,4 +1,4 @@
-"""``cfcl data prepare``: a real dataset, as distributed, into an image store (DESIGN §3).
+"""``cfcl data prepare``: a real dataset, as distributed, into an image store (docs/datasets.md).
 
 The adapter of ``dataset`` lists the images (after the dataset's filters); domains and labels are
 coded, patients split, and the images decoded in parallel into a :class:`StoreWriter` in chunks,
@@ -26,7 +26,7 @@ import pandas as pd
 from pydantic import Field
 from tqdm import tqdm
 
-from cfcl import atomic
+from cfcl import atomic, layout
 from cfcl.config import StrictModel
 from cfcl.data.datasets.chexpert import CheXpertOptions
 from cfcl.data.datasets.common import DatasetError, Table, encode
@@ -38,14 +38,15 @@ from cfcl.data.datasets.vindr import VindrOptions
 from cfcl.data.imageio import DecodeOptions, ImageReadError, Normalise, decode
 from cfcl.data.store import IMAGES, INFO, METADATA, PROGRESS, ImageStore, StoreWriter
 from cfcl.errors import ConfigError
+from cfcl.registry import DATASETS
 from cfcl.stage import Stage, run_stage
 
-STAGE = "data"
+STAGE = layout.DATA
 REPORT = "prepare_report.json"
 BAD_ROWS = "bad_rows.csv"
 BAD_DIR = ".prepare-bad"
 COMPACT_DIR = ".prepare-compact"
-Dataset = Literal["padchest", "chexpert", "rsna", "embed", "vindr", "csv"]
+Dataset = Literal[DATASETS]
 
 
 class PrepareConfig(StrictModel):

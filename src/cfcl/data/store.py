@@ -1,4 +1,4 @@
-"""The image store every stage reads (DESIGN §3).
+"""The image store every stage reads (docs/architecture.md, "Image store").
 
 A store is a folder holding ``images.npy`` (uint8 ``[N, H, W]``, memory-mapped on read),
 ``metadata.csv`` (one row per image) and ``store.json`` (format version, size, names of
@@ -97,6 +97,16 @@ class ImageStore:
     @property
     def labels(self) -> list[str]:
         return list(self.info["labels"])
+
+    @property
+    def ood_domains(self) -> list[int]:
+        """The held-out (out-of-distribution) domain ids."""
+        return list(self.info.get("ood_domains", []))
+
+    @property
+    def id_domains(self) -> list[int]:
+        """The in-distribution domain ids, in store order: every domain not held out."""
+        return [d for d in range(len(self.domains)) if d not in self.ood_domains]
 
     @property
     def size(self) -> tuple[int, int]:

@@ -1,1 +1,1 @@
-"""Evaluation: linear probes, fine-tuning, metrics with intervals, embedding analysis (DESIGN §5)."""
+"""Evaluation: linear probes, fine-tuning, metrics with intervals, embedding analysis (docs/architecture.md, "Evaluation protocols")."""

@@ -26,23 +26,24 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cfcl import atomic
+from cfcl import atomic, layout
 from cfcl.config import config_hash
 from cfcl.contrastive.encoders import build_encoder, encoder_file, load_encoder
 from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import embeddings
 from cfcl.evaluation.config import EvaluateConfig
-from cfcl.evaluation.features import cache_key, cached, extract_features, resolve_device, save_array
-from cfcl.evaluation.finetune import finetune, predict
+from cfcl.evaluation.features import cache_key, cached, extract_features, save_array
+from cfcl.evaluation.finetune import finetune, predict_probabilities
 from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS, Prediction, as_frame, gain_rows, metric_rows
 from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
-from cfcl.report.figures import save_png, tsne_figure
+from cfcl.plotting import save_png, tsne_figure
 from cfcl.stage import Stage, fingerprint, run_stage
+from cfcl.training import resolve_device
 
-STAGE = "eval"
+STAGE = layout.EVAL
 RANDOM = "random"
 SUPERVISED = "supervised"
 PREDICTABILITY_COLUMNS = ["method", "seed", "balanced_accuracy", "std", "chance", "n_domains", "n_per_domain"]
@@ -184,13 +185,13 @@ class Evaluation:
                 self.notes.append(f"{method} seed {seed}: fine-tuning on {test_set} skipped: validation set holds a single class")
                 continue
             key = cache_key(ref.key(self.store), config_hash(cfg))
-            run_dir = self.out / "finetune" / f"{method}-s{seed}-f{fraction:g}-{test_set}-{key}"
-            result = run_dir / "test_prob.npy"
+            run_dir = self.out / layout.FINETUNE_RUNS / f"{method}-s{seed}-f{fraction:g}-{test_set}-{key}"
+            result = run_dir / layout.TEST_PROB
             if result.is_file():
                 prob = np.load(result)
             else:
                 model = finetune(ref.build().train(), self.store.images, self.labels, train, val, self.n_classes, cfg, run_dir, seed)
-                prob = predict(model, self.store.images, test, self.config.batch_size, self.device)
+                prob = predict_probabilities(model, self.store.images, test, self.config.batch_size, self.device)
                 save_array(result, prob)
                 for folder in ("checkpoints", "best"):
                     shutil.rmtree(run_dir / folder, ignore_errors=True)
@@ -210,8 +211,8 @@ class Evaluation:
             "domain": [self.store.domains[d] for d in self.domains[shown]],
             "label": [self.store.labels[c] for c in self.labels[shown]],
         })
-        atomic.write_text(self.out / "tsne" / f"{method}.csv", table.to_csv(index=False))
-        save_png(tsne_figure(table, method), self.out / f"tsne_{method}.png")
+        atomic.write_text(self.out / layout.TSNE / f"{method}.csv", table.to_csv(index=False))
+        save_png(tsne_figure(table, method), self.out / layout.tsne_png(method))
         return dict(
             method=method, seed=seed, balanced_accuracy=mean, std=std, chance=1 / n_domains,
             n_domains=n_domains, n_per_domain=len(chosen) // n_domains,
@@ -235,7 +236,7 @@ def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict
     tic = time.time()
     for method, encoders in methods.items():
         for seed in config.seeds:
-            features = encoder_for_seed(encoders, seed).features(store, out / "features", config.batch_size, ev.device)
+            features = encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device)
             for fraction in config.label_fractions:
                 ev.linear(method, seed, features, fraction)
     stage.timed("linear", time.time() - tic)
@@ -255,7 +256,7 @@ def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict
     if config.embeddings.enabled:
         for method, encoders in methods.items():
             ref = encoders[min(encoders)]
-            predictability.append(ev.embedding_rows(method, ref.seed, ref.features(store, out / "features", config.batch_size, ev.device)))
+            predictability.append(ev.embedding_rows(method, ref.seed, ref.features(store, out / layout.FEATURES, config.batch_size, ev.device)))
     stage.timed("embeddings", time.time() - tic)
 
     tic = time.time()
@@ -264,11 +265,11 @@ def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict
         rows += metric_rows(pred, store.domains, config.n_boot, config.ci_level, ev.notes)
     gains = gain_rows(ev.predictions, config.reference_method, store.domains, config.n_boot, config.ci_level)
     metrics = as_frame(rows, COLUMNS)
-    atomic.write_text(out / "metrics.csv", metrics.to_csv(index=False))
-    atomic.write_text(out / "gains.csv", as_frame(gains, GAIN_COLUMNS).to_csv(index=False))
-    atomic.write_text(out / "domain_predictability.csv", pd.DataFrame(predictability, columns=PREDICTABILITY_COLUMNS).to_csv(index=False))
+    atomic.write_text(out / layout.METRICS, metrics.to_csv(index=False))
+    atomic.write_text(out / layout.GAINS, as_frame(gains, GAIN_COLUMNS).to_csv(index=False))
+    atomic.write_text(out / layout.PREDICTABILITY, pd.DataFrame(predictability, columns=PREDICTABILITY_COLUMNS).to_csv(index=False))
     notes = list(dict.fromkeys(ev.notes))
-    atomic.write_text(out / "notes.txt", "".join(f"{n}\n" for n in notes))
+    atomic.write_text(out / layout.NOTES, "".join(f"{n}\n" for n in notes))
     stage.timed("metrics", time.time() - tic)
     for note in notes:
         print(f"note: {note}")

@@ -14,13 +14,6 @@ from torch import nn
 from cfcl import atomic
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: the first CUDA GPU when there is one, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def image_batch(images: np.ndarray, rows: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 store rows ``[B, H, W]`` as float32 ``[B, 1, H, W]`` in [0, 1] on ``device``."""
     batch = torch.from_numpy(np.ascontiguousarray(images[rows]))

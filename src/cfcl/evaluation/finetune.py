@@ -110,7 +110,7 @@ def finetune(
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, images: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+def predict_probabilities(model: nn.Module, images: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
     """``[len(rows), n_classes]`` softmax probabilities."""
     model.eval().to(device)
     chunks = [

@@ -18,7 +18,6 @@ COLUMNS = ["method", "seed", "protocol", "label_fraction", "test_set", "domain",
 GAIN_COLUMNS = [
     "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "gain", "ci_low", "ci_high",
 ]
-METRICS = ("auroc", "balanced_accuracy")
 
 
 @dataclass

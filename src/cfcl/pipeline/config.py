@@ -1,7 +1,7 @@
 """The run config: one section per stage, each validated by that stage's own config model.
 
 Input paths (``data``, ``generator``, ``cf_store``...) are not written in a run config: the
-pipeline fills them from the run folder's layout (DESIGN §2). A section may start from a
+pipeline fills them from the run layout (docs/architecture.md, "The run layout"). A section may start from a
 stage preset (``generator: {preset: cf_train_224, beta: 3}``).
 """
 

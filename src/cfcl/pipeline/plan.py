@@ -9,16 +9,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cfcl.registry import STAGES, StageCommand, load_ref
+from cfcl import layout
 from cfcl.config import build_config, merge, read_yaml
 from cfcl.contrastive.pairing import GENERATED_CF_METHODS, ORACLE_METHODS
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.presets import resolve_config_path
+from cfcl.registry import STAGES, StageCommand, load_ref
 
 GROUPS = (
-    "data", "cf_model", "cf_guide", "cf_judge", "cf_finetune", "cf_store", "cf_quality",
-    "pretrain", "evaluate", "report",
+    layout.DATA, layout.CF_MODEL, layout.CF_GUIDE, layout.CF_JUDGE, layout.CF_FINETUNE, layout.CF_STORE,
+    layout.CF_QUALITY, layout.PRETRAIN, "evaluate", layout.REPORT,
 )
 
 
@@ -64,38 +65,40 @@ class _Planner:
 
 
 def plan(run: RunConfig, source: str = "run config") -> list[Node]:
-    """All stages of ``run`` in dependency order (DESIGN §2 layout under ``run.out``)."""
+    """All stages of ``run`` in dependency order, into the run layout under ``run.out``
+    (docs/architecture.md, "The run graph")."""
     p = _Planner(run, source)
     if run.data.source == "synth":
-        data = p.add("data", "data", ("data", "synth"), run.data.synth, {})
+        data = p.add(layout.DATA, layout.DATA, ("data", "synth"), run.data.synth, {})
     else:
-        data = p.add("data", "data", ("data", "prepare"), run.data.prepare, {})
+        data = p.add(layout.DATA, layout.DATA, ("data", "prepare"), run.data.prepare, {})
     oracles = [m for m in run.methods if m in ORACLE_METHODS]
     if oracles and run.data.source != "synth":
         raise ConfigError(f"{source}: method {oracles[0]!r} needs true counterfactuals, which only the synthetic benchmark has")
     cf_store = None
     if run.needs_generator:
-        model = p.add("cf_model", "cf_model", ("cf", "train"), run.generator, {"data": data})
-        guide = p.add("cf_guide", "cf_guide", ("cf", "classifier"), run.guide, {"data": data}, preset="cf_guide")
-        judge = p.add("cf_judge", "cf_judge", ("cf", "classifier"), run.judge, {"data": data}, preset="cf_judge")
+        model = p.add(layout.CF_MODEL, layout.CF_MODEL, ("cf", "train"), run.generator, {"data": data})
+        guide = p.add(layout.CF_GUIDE, layout.CF_GUIDE, ("cf", "classifier"), run.guide, {"data": data}, preset="cf_guide")
+        judge = p.add(layout.CF_JUDGE, layout.CF_JUDGE, ("cf", "classifier"), run.judge, {"data": data}, preset="cf_judge")
         generator = model
         if run.finetune.enabled:
-            p.add("cf_quality_base", "cf_quality", ("cf", "evaluate"), run.cf_quality,
+            p.add(layout.CF_QUALITY_BASE, layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
                   {"data": data, "generator": model, "judge": judge})
-            generator = p.add("cf_finetune", "cf_finetune", ("cf", "finetune"), run.finetune.config,
+            generator = p.add(layout.CF_FINETUNE, layout.CF_FINETUNE, ("cf", "finetune"), run.finetune.config,
                               {"data": data, "generator": model, "guide": guide})
-        cf_store = p.add("cf_store", "cf_store", ("cf", "generate"), run.cf_store,
+        cf_store = p.add(layout.CF_STORE, layout.CF_STORE, ("cf", "generate"), run.cf_store,
                          {"data": data, "generator": generator})
-        p.add("cf_quality", "cf_quality", ("cf", "evaluate"), run.cf_quality,
+        p.add(layout.CF_QUALITY, layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
               {"data": data, "generator": generator, "judge": judge})
     encoders = []
     for seed in run.seeds:
         for method in run.methods:
             inject: dict[str, Any] = {"data": data, "method": method, "seed": seed}
             if method in ORACLE_METHODS:
-                inject["cf_store"] = data / "true_cf"
+                inject["cf_store"] = layout.true_cf(data)
             elif method in GENERATED_CF_METHODS:
                 inject["cf_store"] = cf_store
-            encoders.append(p.add(f"pretrain/{method}-s{seed}", "pretrain", ("pretrain",), run.pretrain, inject))
-    p.add("eval", "evaluate", ("evaluate",), run.evaluate, {"data": data, "encoders": [str(e) for e in encoders]})
+            name = layout.pretrain_name(method, seed)
+            encoders.append(p.add(name, layout.PRETRAIN, ("pretrain",), run.pretrain, inject))
+    p.add(layout.EVAL, "evaluate", ("evaluate",), run.evaluate, {"data": data, "encoders": [str(e) for e in encoders]})
     return p.nodes

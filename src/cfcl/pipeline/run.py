@@ -6,12 +6,12 @@ import shutil
 import time
 from pathlib import Path
 
-from cfcl import atomic
-from cfcl.registry import load_ref
+from cfcl import atomic, layout
 from cfcl.config import config_dict
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import GROUPS, Node, plan
+from cfcl.registry import load_ref
 from cfcl.stage import stage_state
 
 ACTIONS = {"complete": "up to date", "interrupted": "resume", "stale": "rerun", "absent": "run"}
@@ -53,7 +53,7 @@ def run_pipeline(
     nodes = plan(run, source)
     first = GROUPS.index(start) if start else len(GROUPS)
     if not dry_run:
-        atomic.write_yaml(run.out / "config.yaml", config_dict(run))
+        atomic.write_yaml(run.out / layout.RUN_CONFIG, config_dict(run))
     print(f"run folder: {run.out}", flush=True)
     for node in nodes:
         if only is not None and node.group != only:
@@ -63,7 +63,7 @@ def run_pipeline(
         print(f"  {node.name:<24} {action}", flush=True)
         if not dry_run and action != "up to date":
             _execute(node, action)
-    if only in (None, "report") and not dry_run:
+    if only in (None, layout.REPORT) and not dry_run:
         from cfcl.report.report import run_report
 
         run_report(run.out)
@@ -88,5 +88,5 @@ def demo(out: Path | None = None, overrides: list[str] = (), dry_run: bool = Fal
         from cfcl.report.summary import print_headline
 
         print_headline(folder)
-        print(f"report: {folder / 'report' / 'index.html'}")
+        print(f"report: {layout.RunLayout(folder).report / layout.INDEX}")
     return folder

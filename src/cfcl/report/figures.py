@@ -1,55 +1,17 @@
-"""Report figures, drawn with matplotlib's object API (no pyplot state, no display needed)."""
+"""Report figures drawn from the evaluation tables, with matplotlib's object API (no pyplot state)."""
 
 from __future__ import annotations
-
-import io
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from cfcl import atomic
-
-DPI = 100
 LINESTYLE = {"linear": "-", "transfer": "-", "finetune": "--"}
 
 
 def method_colours(methods) -> dict[str, str]:
     """The same colour for a method in every panel."""
     return {m: f"C{i % 10}" for i, m in enumerate(sorted(set(methods)))}
-
-
-def png_bytes(fig: Figure) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def save_png(fig: Figure, path: str | Path) -> bytes:
-    """Write ``fig`` as a PNG atomically; returns the bytes written."""
-    data = png_bytes(fig)
-    atomic.write_bytes(path, data)
-    return data
-
-
-def _scatter_by(ax, table: pd.DataFrame, column: str, title: str) -> None:
-    for value, group in table.groupby(column, sort=True):
-        ax.scatter(group["x"], group["y"], s=6, alpha=0.7, label=str(value))
-    ax.set_title(title)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.legend(fontsize=7, markerscale=2, loc="best")
-
-
-def tsne_figure(table: pd.DataFrame, method: str) -> Figure:
-    """Two t-SNE panels of the same points (columns x, y, domain, label): by domain and by label."""
-    fig = Figure(figsize=(9, 4.2))
-    left, right = fig.subplots(1, 2)
-    _scatter_by(left, table, "domain", f"{method}: coloured by domain")
-    _scatter_by(right, table, "label", f"{method}: coloured by label")
-    fig.tight_layout()
-    return fig
 
 
 def test_columns(metrics: pd.DataFrame) -> list[tuple[str, str, str]]:

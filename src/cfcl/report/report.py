@@ -12,15 +12,15 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from cfcl import atomic
+from cfcl import atomic, layout
 from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS
+from cfcl.plotting import png_bytes
 from cfcl.report import figures
 from cfcl.report.html import Block, Section, render_page
 from cfcl.report.summary import ReportError, headline_fractions, headline_table, markdown_table
-from cfcl.stage import CONFIG, read_manifest
+from cfcl.stage import CONFIG, MANIFEST, read_manifest
 
-EXPECTED_STAGES = ("data", "cf_model", "cf_store", "cf_quality", "pretrain", "eval")
-CF_QUALITY = "cf_quality.json"
+EXPECTED_STAGES = (layout.DATA, layout.CF_MODEL, layout.CF_STORE, layout.CF_QUALITY, layout.PRETRAIN, layout.EVAL)
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Report:
     def figure(self, section: Section, name: str, png: bytes, caption: str) -> None:
         self.pngs[name] = png
         section.blocks.append(Block("image", png, caption))
-        self.markdown.append(f"![{caption}](figures/{name})\n")
+        self.markdown.append(f"![{caption}]({layout.FIGURES}/{name})\n")
 
     def table(self, section: Section, frame: pd.DataFrame, caption: str = "", index_name: str = "") -> None:
         section.blocks.append(Block("table", frame, caption))
@@ -54,10 +54,10 @@ class Report:
 
 def stage_folders(run_dir: Path) -> list[Path]:
     """Every folder of the run holding a stage manifest (``pretrain/<method>-s<seed>`` included)."""
-    folders = [p for p in sorted(run_dir.iterdir()) if p.is_dir() and (p / "manifest.json").is_file()]
-    pretrain = run_dir / "pretrain"
+    folders = [p for p in sorted(run_dir.iterdir()) if p.is_dir() and (p / MANIFEST).is_file()]
+    pretrain = layout.RunLayout(run_dir).pretrain
     if pretrain.is_dir():
-        folders += [p for p in sorted(pretrain.iterdir()) if p.is_dir() and (p / "manifest.json").is_file()]
+        folders += [p for p in sorted(pretrain.iterdir()) if p.is_dir() and (p / MANIFEST).is_file()]
     return folders
 
 
@@ -108,62 +108,71 @@ def quality_tables(data: dict) -> list[tuple[str, pd.DataFrame]]:
 
 
 def _results(report: Report, run_dir: Path) -> None:
-    eval_dir = run_dir / "eval"
+    eval_dir = layout.RunLayout(run_dir).eval
+    metrics_path = eval_dir / layout.METRICS
     section = report.section("Headline results")
-    if not (eval_dir / "metrics.csv").is_file():
-        report.missing(section, f"{eval_dir / 'metrics.csv'} (run `cfcl evaluate`)")
+    if not metrics_path.is_file():
+        report.missing(section, f"{metrics_path} (run `cfcl evaluate`)")
         return
-    metrics = read_csv(eval_dir / "metrics.csv", COLUMNS)
+    metrics = read_csv(metrics_path, COLUMNS)
     if metrics.empty:
-        report.missing(section, f"rows in {eval_dir / 'metrics.csv'} (every evaluation was skipped; see notes)")
+        report.missing(section, f"rows in {metrics_path} (every evaluation was skipped; see notes)")
         return
     for fraction in headline_fractions(metrics):
         n_seeds = metrics.loc[metrics["label_fraction"] == fraction, "seed"].nunique()
         caption = f"AUROC at {fraction * 100:g}% labels, mean ± std over {n_seeds} seed(s)"
         report.table(section, headline_table(metrics, fraction), caption, "method (protocol)")
     curves = report.section("AUROC against label fraction")
-    report.figure(curves, "auroc_vs_fraction.png", figures.png_bytes(figures.auroc_vs_fraction(metrics)),
+    report.figure(curves, "auroc_vs_fraction.png", png_bytes(figures.auroc_vs_fraction(metrics)),
                   "AUROC (mean ± std over seeds) per test set")
     gains_section = report.section("Gain over the reference method per domain")
-    gains_path = eval_dir / "gains.csv"
+    gains_path = eval_dir / layout.GAINS
     gains = optional_csv(gains_path, GAIN_COLUMNS)
     if gains is None:
         report.missing(gains_section, f"gains in {gains_path} (the reference method was not evaluated)")
     else:
-        report.figure(gains_section, "gain_over_reference.png", figures.png_bytes(figures.gain_figure(gains, figures.method_colours(metrics["method"]))),
+        report.figure(gains_section, "gain_over_reference.png", png_bytes(figures.gain_figure(gains, figures.method_colours(metrics["method"]))),
                       "Seed-averaged AUROC gain with 95% paired-bootstrap intervals")
         shown = gains.assign(**{c: gains[c].map("{:+.3f}".format) for c in ("gain", "ci_low", "ci_high")})
         report.table(gains_section, shown.set_index("method"), "AUROC gain over the reference", "method")
-    notes = eval_dir / "notes.txt"
+    notes = eval_dir / layout.NOTES
     if notes.is_file() and notes.read_text().strip():
         section.blocks.append(Block("pre", notes.read_text(), "evaluation notes (skipped settings)"))
         report.markdown.append("Evaluation notes:\n\n```\n" + notes.read_text() + "```\n")
 
 
 def _embeddings(report: Report, run_dir: Path) -> None:
-    eval_dir = run_dir / "eval"
+    eval_dir = layout.RunLayout(run_dir).eval
     section = report.section("Domain invariance of the embeddings")
-    path = eval_dir / "domain_predictability.csv"
+    path = eval_dir / layout.PREDICTABILITY
     table = optional_csv(path, ["method", "balanced_accuracy", "std", "chance"])
     if table is None:
         report.missing(section, f"{path} (run `cfcl evaluate` with embeddings enabled)")
     else:
-        report.figure(section, "domain_predictability.png", figures.png_bytes(figures.predictability_figure(table)),
+        report.figure(section, "domain_predictability.png", png_bytes(figures.predictability_figure(table)),
                       "Balanced accuracy of predicting the domain from frozen features (PCA-16, 5-fold); dashed: chance")
         report.table(section, table.set_index("method").round(3), "Domain predictability", "method")
-    maps = sorted((eval_dir / "tsne").glob("*.csv")) if (eval_dir / "tsne").is_dir() else []
+    maps = sorted(eval_dir.glob(layout.tsne_png("*"))) if eval_dir.is_dir() else []
     if not maps:
-        report.missing(section, f"t-SNE maps in {eval_dir / 'tsne'}")
+        report.missing(section, f"t-SNE maps ({layout.tsne_png('<method>')}) in {eval_dir}")
     for path in maps:
-        frame = read_csv(path, ["x", "y", "domain", "label"])
-        report.figure(section, f"tsne_{path.stem}.png", figures.png_bytes(figures.tsne_figure(frame, path.stem)),
-                      f"t-SNE of {path.stem} features, coloured by domain and by label")
+        method = path.stem.removeprefix("tsne_")
+        _embed_png(report, section, path, path.name, f"t-SNE of {method} features, coloured by domain and by label")
+
+
+def _embed_png(report: Report, section: Section, path: Path, name: str, caption: str) -> None:
+    """A figure a stage wrote, or a note that it is absent or unreadable."""
+    png = png_file(path) if path.is_file() else None
+    if png is None:
+        report.missing(section, f"a readable PNG at {path}")
+    else:
+        report.figure(section, name, png, caption)
 
 
 def _counterfactuals(report: Report, run_dir: Path) -> None:
     section = report.section("Counterfactuals")
-    quality = run_dir / "cf_quality"
-    path = quality / CF_QUALITY
+    quality = layout.RunLayout(run_dir).stage(layout.CF_QUALITY)
+    path = quality / layout.CF_QUALITY_JSON
     if path.is_file():
         try:
             data = json.loads(path.read_text())
@@ -175,29 +184,22 @@ def _counterfactuals(report: Report, run_dir: Path) -> None:
             report.table(section, frame, f"counterfactual quality: {name}")
     else:
         report.missing(section, f"{path} (run `cfcl cf evaluate`)")
-    folders = (quality, run_dir / "cf_finetune", run_dir / "cf_model")
+    folders = (quality, *(layout.RunLayout(run_dir).stage(name) for name in (layout.CF_FINETUNE, layout.CF_MODEL)))
     grids = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.png"))]
     if not grids:
         report.missing(section, f"counterfactual grids (*.png) in {', '.join(str(f) for f in folders)}")
     for grid in grids:
-        png = png_file(grid)
-        if png is None:
-            report.missing(section, f"a readable PNG at {grid}")
-        else:
-            report.figure(section, f"{grid.parent.name}_{grid.name}", png, f"{grid.parent.name}/{grid.name}")
+        _embed_png(report, section, grid, f"{grid.parent.name}_{grid.name}", f"{grid.parent.name}/{grid.name}")
 
 
 def _pretraining(report: Report, run_dir: Path) -> None:
     section = report.section("Pretraining")
-    folders = sorted(p for p in (run_dir / "pretrain").glob("*") if p.is_dir()) if (run_dir / "pretrain").is_dir() else []
+    pretrain = layout.RunLayout(run_dir).pretrain
+    folders = sorted(p for p in pretrain.glob("*") if p.is_dir()) if pretrain.is_dir() else []
     if not folders:
-        report.missing(section, f"pretrained encoders in {run_dir / 'pretrain'} (run `cfcl pretrain`)")
+        report.missing(section, f"pretrained encoders in {pretrain} (run `cfcl pretrain`)")
     for folder in folders:
-        png = png_file(folder / "loss_curve.png") if (folder / "loss_curve.png").is_file() else None
-        if png is None:
-            report.missing(section, f"{folder / 'loss_curve.png'}")
-        else:
-            report.figure(section, f"loss_{folder.name}.png", png, f"{folder.name}: contrastive loss")
+        _embed_png(report, section, folder / layout.LOSS_CURVE, f"loss_{folder.name}.png", f"{folder.name}: contrastive loss")
 
 
 def _stages(report: Report, run_dir: Path, folders: list[Path]) -> None:
@@ -229,7 +231,7 @@ def build_report(run_dir: Path) -> Report:
     folders = stage_folders(run_dir)
     if not folders:
         raise ReportError(
-            f"run folder {run_dir} holds no stage outputs (expected some of {', '.join(EXPECTED_STAGES)} with manifest.json)"
+            f"run folder {run_dir} holds no stage outputs (expected some of {', '.join(EXPECTED_STAGES)} with {MANIFEST})"
         )
     report = Report()
     _results(report, run_dir)
@@ -245,7 +247,7 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"run folder {run_dir} does not exist")
-    out = Path(out) if out is not None else run_dir / "report"
+    out = Path(out) if out is not None else layout.RunLayout(run_dir).report
     report = build_report(run_dir)
     title = f"cfcl report: {run_dir.resolve().name}"
     status = (
@@ -254,12 +256,12 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     )
     sections = [Section("Run", [Block("text", f"Run folder: {run_dir.resolve()}. {status}")]), *report.sections]
     for name, png in report.pngs.items():
-        atomic.write_bytes(out / "figures" / name, png)
+        atomic.write_bytes(out / layout.FIGURES / name, png)
     summary = [f"# {title}\n", f"Run folder: `{run_dir.resolve()}`. {status}\n"]
     if report.absent:
         summary.append("Absent:\n\n" + "".join(f"- {a}\n" for a in report.absent))
-    atomic.write_text(out / "summary.md", "\n".join(summary + report.markdown))
-    index = out / "index.html"
+    atomic.write_text(out / layout.SUMMARY, "\n".join(summary + report.markdown))
+    index = out / layout.INDEX
     atomic.write_text(index, render_page(title, sections))
     print(f"report: {index} ({len(report.pngs)} figures{', partial run' if report.absent else ''})")
     return index

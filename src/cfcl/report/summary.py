@@ -8,6 +8,7 @@ from typing import TextIO
 
 import pandas as pd
 
+from cfcl import layout
 from cfcl.errors import CfclError
 from cfcl.report.figures import seed_summary, test_columns
 
@@ -72,10 +73,11 @@ def markdown_table(frame: pd.DataFrame, index_name: str = "") -> str:
 def metrics_path(path: str | Path) -> Path:
     """``metrics.csv`` given a run folder, an eval folder or the file itself."""
     path = Path(path)
-    for candidate in (path, path / "metrics.csv", path / "eval" / "metrics.csv"):
+    expected = layout.RunLayout(path).metrics
+    for candidate in (path, path / layout.METRICS, expected):
         if candidate.is_file():
             return candidate
-    raise ReportError(f"no evaluation metrics at {path} (expected {path / 'eval' / 'metrics.csv'}; run `cfcl evaluate`)")
+    raise ReportError(f"no evaluation metrics at {path} (expected {expected}; run `cfcl evaluate`)")
 
 
 def print_headline(path: str | Path, file: TextIO | None = None) -> None:

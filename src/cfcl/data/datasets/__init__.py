@@ -4,6 +4,4 @@ from __future__ import annotations
 
 from cfcl.data.datasets.common import DatasetError, Table
 
-ADAPTERS = ("padchest", "chexpert", "rsna", "embed", "vindr", "csv")
-
-__all__ = ["ADAPTERS", "DatasetError", "Table"]
+__all__ = ["DatasetError", "Table"]

@@ -1,4 +1,4 @@
-"""The synthetic multi-scanner chest radiograph benchmark (DESIGN §4).
+"""The synthetic multi-scanner chest radiograph benchmark (docs/benchmark.md).
 
 A structural causal model we control completely: patient attributes -> anatomy -> physical
 attenuation image; age (and optionally the scanner) -> disease -> lesions in the lung fields;

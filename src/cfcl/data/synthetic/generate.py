@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cfcl import layout
 from cfcl.config import config_hash
 from cfcl.data.store import StoreWriter
 from cfcl.data.synthetic.config import SynthConfig
@@ -17,9 +18,8 @@ from cfcl.data.synthetic.overview import overview_rows, save_overview
 from cfcl.data.synthetic.scm import ID_SPLITS, LABELS, OOD_SPLITS, acquire_all, exogenous_fields, render_physical, sample_cohort
 from cfcl.stage import Stage, run_stage
 
-STAGE = "data"
+STAGE = layout.DATA
 CHUNK = 512
-TRUE_CF = "true_cf"
 META_COLUMNS = ["image_id", "patient_id", "split", "domain", "label", "sex", "age", "lesion_area", "lesion_contrast"]
 
 
@@ -40,7 +40,7 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
     n, size, n_dom = len(cohort), cfg.image_size, len(cfg.scanners)
     key = config_hash(cfg)
     images = StoreWriter(out, n, size, size, key=key, chunk=CHUNK)
-    counterfactuals = StoreWriter(out / TRUE_CF, n * n_dom, size, size, key=key, chunk=CHUNK * n_dom)
+    counterfactuals = StoreWriter(layout.true_cf(out), n * n_dom, size, size, key=key, chunk=CHUNK * n_dom)
     wanted = set(overview_rows(cohort))
     masks, area = {}, np.zeros(n)
     images_due = {s for s, _ in images.pending()}

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
-from cfcl import atomic
 from cfcl.data.store import ImageStore
+from cfcl.layout import OVERVIEW, true_cf
+from cfcl.plotting import save_png
 
 
 def overview_rows(cohort: pd.DataFrame, per_group: int = 2) -> list[int]:
@@ -23,17 +24,13 @@ def overview_rows(cohort: pd.DataFrame, per_group: int = 2) -> list[int]:
 
 
 def save_overview(out: Path, masks: dict[int, np.ndarray]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     store = ImageStore.open(out)
-    cf = ImageStore.open(out / "true_cf")
+    cf = ImageStore.open(true_cf(out))
     rows = sorted(masks)
     n_dom = len(store.domains)
     table = cf.counterfactual_table(len(store), n_dom)
-    fig, axes = plt.subplots(len(rows), n_dom, figsize=(1.9 * n_dom, 1.9 * len(rows)), squeeze=False)
+    fig = Figure(figsize=(1.9 * n_dom, 1.9 * len(rows)))
+    axes = fig.subplots(len(rows), n_dom, squeeze=False)
     for r, i in enumerate(rows):
         info = store.meta.iloc[i]
         for d in range(n_dom):
@@ -53,7 +50,4 @@ def save_overview(out: Path, masks: dict[int, np.ndarray]) -> None:
                 ax.set_ylabel(f"{info['patient_id']}\n{store.labels[info['label']]} ({info['split']})", fontsize=6)
     fig.suptitle("same patient under every scanner (orange: acquired; red: lesion)", fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    atomic.write_bytes(out / "overview.png", buffer.getvalue())
+    save_png(fig, out / OVERVIEW)

@@ -1,0 +1,108 @@
+"""The run layout: the name of every folder and file of a run, spelled once.
+
+A run folder holds one folder per stage, named as the stage (docs/architecture.md, "The run
+layout"); the pipeline plans into these folders, the stages write these files and the report,
+the summary and the benchmarks read them through :class:`RunLayout`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# Stage folders of a run, each also the name of the stage that writes it.
+DATA = "data"
+TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactuals
+OVERVIEW = "overview.png"  # inside DATA: the synthetic benchmark's patients under every scanner
+CF_MODEL = "cf_model"
+CF_GUIDE = "cf_guide"
+CF_JUDGE = "cf_judge"
+CF_QUALITY_BASE = "cf_quality_base"  # the cf_quality stage on the generator before fine-tuning
+CF_FINETUNE = "cf_finetune"
+CF_STORE = "cf_store"
+CF_QUALITY = "cf_quality"
+PRETRAIN = "pretrain"  # holds one folder per method and seed
+EVAL = "eval"
+REPORT = "report"
+
+# Model files of the training stages.
+GENERATOR_FILE = "generator.pt"
+CLASSIFIER_FILE = "classifier.pt"
+ENCODER_FILE = "encoder.pt"
+
+# Figures of the training stages.
+TRAINING_CURVE = "training_curve.png"
+LOSS_CURVE = "loss_curve.png"
+TRAINER_LOG = "logs/metrics.csv"
+
+# Files of the cf_quality stage.
+CF_QUALITY_JSON = "cf_quality.json"
+PAIRS = "pairs.csv"
+CF_GRID = "cf_grid.png"
+
+# Files of the eval stage.
+METRICS = "metrics.csv"
+GAINS = "gains.csv"
+PREDICTABILITY = "domain_predictability.csv"
+NOTES = "notes.txt"
+TSNE = "tsne"  # folder of one t-SNE table per method
+FEATURES = "features"  # cached frozen features
+FINETUNE_RUNS = "finetune"  # one folder per fine-tuning run
+TEST_PROB = "test_prob.npy"  # a fine-tuning run's test predictions
+
+# Files of the report.
+INDEX = "index.html"
+SUMMARY = "summary.md"
+FIGURES = "figures"
+
+RUN_CONFIG = "config.yaml"
+
+
+def tsne_png(method: str) -> str:
+    """The eval stage's t-SNE figure of ``method``."""
+    return f"tsne_{method}.png"
+
+
+def pretrain_name(method: str, seed: int) -> str:
+    """The run-relative folder of one pretraining run."""
+    return f"{PRETRAIN}/{method}-s{seed}"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The paths of one run folder."""
+
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / DATA
+
+    @property
+    def true_cf(self) -> Path:
+        return true_cf(self.data)
+
+    @property
+    def pretrain(self) -> Path:
+        return self.root / PRETRAIN
+
+    @property
+    def eval(self) -> Path:
+        return self.root / EVAL
+
+    @property
+    def metrics(self) -> Path:
+        return self.eval / METRICS
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT
+
+    def stage(self, name: str) -> Path:
+        """The folder of stage ``name`` (``cf_model``, ``pretrain/simclr-s0``...)."""
+        return self.root / name
+
+
+def true_cf(data: str | Path) -> Path:
+    """The true counterfactual store of a synthetic benchmark's data folder."""
+    return Path(data) / TRUE_CF

@@ -1,0 +1,108 @@
+"""Layers only point down (docs/architecture.md, "Layers"): every ``cfcl`` import in every module,
+at module level or inside a function, goes to the module's own layer or one below it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import cfcl
+
+PACKAGE = Path(cfcl.__file__).parent
+# Highest first. The core modules may import each other; the other rooms of one layer may not.
+CORE = ("config", "stage", "atomic", "layout", "training", "checkpoint", "errors", "presets", "registry", "plotting")
+LAYERS = (
+    ("cli",),
+    ("pipeline",),
+    ("report",),
+    ("evaluation", "counterfactual"),
+    ("contrastive",),
+    ("data",),
+    CORE,
+)
+RANK = {room: rank for rank, rooms in enumerate(reversed(LAYERS)) for room in rooms}
+
+
+def room(module: str) -> str | None:
+    """The room of a dotted ``cfcl`` module (``cfcl.data.store`` -> ``data``); None for ``cfcl`` itself."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "cfcl" and len(parts) > 1 else None
+
+
+def module_name(path: Path, package: Path) -> str:
+    relative = path.relative_to(package.parent).with_suffix("")
+    parts = relative.parts[:-1] if relative.name == "__init__" else relative.parts
+    return ".".join(parts)
+
+
+def imported_modules(source: str, module: str, is_package: bool) -> list[tuple[int, str]]:
+    """``(line, dotted module)`` of every import in ``source``, relative ones resolved, functions included."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".")
+                anchor = anchor if is_package else anchor[:-1]
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found.append((node.lineno, base))
+            if base == "cfcl":  # ``from cfcl import layout`` imports the module cfcl.layout
+                found += [(node.lineno, f"cfcl.{alias.name}") for alias in node.names]
+    return found
+
+
+def upward_imports(package: Path) -> list[str]:
+    """Every import of a module from a higher layer, or from the other room of a shared layer."""
+    problems = []
+    for path in sorted(package.rglob("*.py")):
+        module = module_name(path, package)
+        own = room(module)
+        if own is None:
+            continue
+        if own not in RANK:
+            problems.append(f"{path}: room '{own}' is in no layer")
+            continue
+        for line, target in imported_modules(path.read_text(), module, path.name == "__init__.py"):
+            other = room(target)
+            if other is None or other == own:
+                continue
+            if other not in RANK:
+                if (package / other).is_dir() or (package / f"{other}.py").is_file():
+                    problems.append(f"{path}:{line} imports {target}, which is in no layer")
+                continue  # a name of the cfcl package itself, e.g. __version__
+            if RANK[other] > RANK[own] or (RANK[other] == RANK[own] and own not in CORE):
+                problems.append(f"{path}:{line} ({own}) imports {target} ({other})")
+    return problems
+
+
+def test_every_import_points_down():
+    assert upward_imports(PACKAGE) == []
+
+
+@pytest.mark.parametrize(
+    ("room_name", "source", "needle"),
+    [
+        ("data", "from cfcl.contrastive.encoders import build_encoder\n", "imports cfcl.contrastive.encoders"),
+        ("contrastive", "def f():\n    from cfcl.counterfactual import figures\n", "imports cfcl.counterfactual"),
+        ("evaluation", "import cfcl.counterfactual.quality\n", "imports cfcl.counterfactual.quality"),
+        ("report", "from ..pipeline import plan\n", "imports cfcl.pipeline"),
+        ("stage.py", "from cfcl import layout, report\n", "imports cfcl.report"),
+        ("counterfactual", "from cfcl.evaluation.metrics import auroc\n", "imports cfcl.evaluation.metrics"),
+    ],
+)
+def test_a_planted_upward_import_is_found(tmp_path, room_name, source, needle):
+    package = tmp_path / "cfcl"
+    for name in ("data", "contrastive", "counterfactual", "evaluation", "report", "pipeline"):
+        (package / name).mkdir(parents=True)
+        (package / name / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "layout.py").write_text("")
+    target = package / room_name if room_name.endswith(".py") else package / room_name / "planted.py"
+    target.write_text(source)
+    problems = upward_imports(package)
+    assert len(problems) == 1 and needle in problems[0], problems
