@@ -36,6 +36,7 @@ def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> Non
 
 def _run_stage(args: argparse.Namespace) -> None:
     from cfcl.config import build_config
+    from cfcl.distributed import run_on_ranks
     from cfcl.presets import resolve_config_path
 
     command: StageCommand = args.command
@@ -46,20 +47,20 @@ def _run_stage(args: argparse.Namespace) -> None:
             overrides.insert(0, f"{flag.key}={value}")
     path = resolve_config_path(args.config) if args.config else None
     config = build_config(load_ref(command.config), path, overrides)
-    load_ref(command.runner)(config, out=args.out, force=args.force)
+    run_on_ranks(load_ref(command.runner), config, args.out, args.force, args.argv)
 
 
 def _run(args: argparse.Namespace) -> None:
     from cfcl.pipeline.run import load_run_config, run_pipeline
 
     run, source = load_run_config(args.config, args.out, args.overrides)
-    run_pipeline(run, source, only=args.only, start=args.start, force=args.force, dry_run=args.dry_run)
+    run_pipeline(run, source, only=args.only, start=args.start, force=args.force, dry_run=args.dry_run, argv=args.argv)
 
 
 def _demo(args: argparse.Namespace) -> None:
     from cfcl.pipeline.run import demo
 
-    demo(args.out, args.overrides, dry_run=args.dry_run)
+    demo(args.out, args.overrides, dry_run=args.dry_run, argv=args.argv)
 
 
 def _pipeline_parsers(top: argparse._SubParsersAction) -> None:
@@ -125,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if not hasattr(args, "handler"):
         parser.print_help()
         return 0

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from cfcl import __version__, atomic
 from cfcl.config import config_dict, config_hash, is_input_path
 from cfcl.errors import ConfigError, StoreError
+from cfcl.lock import folder_lock
 from cfcl.training import last_checkpoint
 
 MANIFEST = "manifest.json"
@@ -152,8 +153,8 @@ class Stage:
     """A stage run in progress; :func:`run_stage` marks its folder complete with :meth:`finish`.
 
     ``resume_from`` is the Lightning checkpoint a training body continues from (None: start
-    afresh); ``primary`` is set False by a body on the non-zero ranks of a distributed run,
-    which leave the manifest to rank zero.
+    afresh); ``primary`` is False on the other ranks of a distributed run, whose body trains
+    but writes nothing (rank 0 writes the folder).
     """
 
     name: str
@@ -249,20 +250,42 @@ def run_stage(
     body: StageBody,
     force: bool = False,
     inputs: dict[str, Path] | None = None,
+    every_rank: bool = False,
 ) -> dict:
     """Run stage ``name`` into ``out`` unless it is up to date; returns its manifest.
 
     An up-to-date ``out`` (complete, same config and inputs) is skipped with one line unless
-    ``force``. Otherwise the folder is claimed (:func:`start_stage`), ``body(stage)`` does the
-    work and returns extra manifest fields (or None), and the folder is marked complete. A
-    body on a non-primary rank of a distributed run gets ``{}`` back, as nothing is recorded.
+    ``force``. Otherwise the folder is claimed (:func:`start_stage`) under its write lock
+    (:func:`cfcl.lock.folder_lock`), ``body(stage)`` does the work and returns extra manifest
+    fields (or None), and the folder is marked complete.
+
+    Under several processes (docs/architecture.md, "Several processes") only rank 0 decides,
+    claims, writes and finishes. A stage with ``every_rank`` (a Lightning training loop) runs its
+    body on every rank, from the checkpoint rank 0 chose once it had claimed the folder; any
+    other stage runs on rank 0 alone. The other ranks get ``{}``.
     """
+    from cfcl.distributed import current
+
+    coordinator = current()
+    writer = coordinator.ranks.is_writer
+    if not (writer or every_rank):
+        return {}
     out = Path(out)
-    if not force and _resume_mode(config) != "require" and is_up_to_date(out, config, name):
+    skip = writer and not force and _resume_mode(config) != "require" and is_up_to_date(out, config, name)
+    if every_rank:
+        skip = coordinator.agree(skip, f"{name}: up to date?")
+    if skip:
+        if not writer:
+            return {}
         print(f"{name}: {out} is up to date (same config and inputs); skipped", flush=True)
         return read_manifest(out)
-    stage = start_stage(name, out, config, inputs=inputs, force=force)
-    extra = body(stage)
-    if not stage.primary:
+    if not writer:
+        resume_from = coordinator.agree(None, f"{name}: claimed")
+        body(Stage(name, out, config, {}, resume_from=resume_from, primary=False))
         return {}
-    return stage.finish(**(extra or {}))
+    with folder_lock(out):
+        stage = start_stage(name, out, config, inputs=inputs, force=force)
+        if every_rank:
+            coordinator.agree(stage.resume_from, f"{name}: claimed")
+        extra = body(stage)
+        return stage.finish(**(extra or {}))

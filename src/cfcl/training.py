@@ -33,6 +33,16 @@ class TrainerConfig(StrictModel):
     gradient_clip_val: float | None = None
     progress_bar: bool = True
     num_workers: int = Field(0, ge=0)
+    sync_batchnorm: bool = Field(
+        True, description="several GPUs: BatchNorm statistics over every rank's batch (on CPU each rank's own)"
+    )
+
+
+def uses_cuda(cfg: TrainerConfig) -> bool:
+    """Whether these settings train on a CUDA GPU on this machine."""
+    import torch
+
+    return cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
 
 
 def resolve_precision(cfg: TrainerConfig) -> str:
@@ -41,7 +51,7 @@ def resolve_precision(cfg: TrainerConfig) -> str:
         return cfg.precision
     import torch
 
-    if cfg.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+    if uses_cuda(cfg):
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
 
@@ -53,6 +63,11 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def single_device(cfg: TrainerConfig) -> TrainerConfig:
+    """The same settings on one device: for loops that run on rank 0 alone (evaluation)."""
+    return cfg.model_copy(update={"devices": 1, "num_nodes": 1, "strategy": "auto"})
 
 
 def last_checkpoint(out: str | os.PathLike) -> Path | None:
@@ -93,6 +108,7 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
+        sync_batchnorm=cfg.sync_batchnorm and uses_cuda(cfg),
         precision=resolve_precision(cfg),
         max_epochs=cfg.max_epochs,
         max_steps=cfg.max_steps,

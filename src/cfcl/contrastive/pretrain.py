@@ -59,7 +59,7 @@ def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
     data = open_pretrain_data(config.method, config.data, cf_path, config.split)
     n_cf_views = cf_views(config, data)
     inputs = {"cf_store": data.cf.path} if data.cf is not None else {}  # the oracle's default is not in the config
-    return run_stage(STAGE, out, config, lambda stage: _train(config, data, n_cf_views, stage), force, inputs)
+    return run_stage(STAGE, out, config, lambda stage: _train(config, data, n_cf_views, stage), force, inputs, every_rank=True)
 
 
 def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: Stage) -> dict | None:
@@ -75,7 +75,6 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
     started = time.time()
     trainer.fit(module, loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
-    stage.primary = trainer.is_global_zero
     if not stage.primary:
         return None
     info = {"image_size": list(data.image_size), "method": config.method, "seed": config.seed}

@@ -37,7 +37,7 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
     store = ImageStore.open(config.data)
     if store.kind != "images":
         raise StoreError(f"{store.path} is a {store.kind} store; a classifier is trained on real images")
-    return run_stage(STAGE[config.role], out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO})
+    return run_stage(STAGE[config.role], out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO}, every_rank=True)
 
 
 def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | None:
@@ -64,12 +64,11 @@ def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | 
     started = time.time()
     trainer.fit(
         DomainClassifierModule(model, weights, config),
-        DataLoader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size, **loader_args),
+        DataLoader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size * trainer.world_size, **loader_args),
         DataLoader(val_set, **loader_args),
         ckpt_path=stage.resume_from,
     )
     stage.timed("train", time.time() - started)
-    stage.primary = trainer.is_global_zero
     if not stage.primary:
         return None
 

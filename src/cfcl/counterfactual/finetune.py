@@ -64,7 +64,7 @@ def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
             f"domains differ: store {store.domains}, generator {gen_info.get('domains')}, guide {guide_info.get('domains')}"
         )
     inputs = {"data": store.path / INFO, "generator": generator_file(config.generator), "guide": classifier_file(config.guide)}
-    return run_stage(STAGE, out, config, lambda stage: _finetune(config, store, model, gen_info, guide, stage), force, inputs)
+    return run_stage(STAGE, out, config, lambda stage: _finetune(config, store, model, gen_info, guide, stage), force, inputs, every_rank=True)
 
 
 def _finetune(
@@ -89,7 +89,6 @@ def _finetune(
     started = time.time()
     trainer.fit(module, loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
-    stage.primary = trainer.is_global_zero
     if not stage.primary:
         return None
     tuned = module.ema_model.cpu().eval().requires_grad_(False)

@@ -45,7 +45,7 @@ def grid_batch(dataset: ParentImageDataset, n: int) -> dict[str, torch.Tensor]:
 
 def run(config: CFTrainConfig, out: Path, force: bool = False) -> dict:
     store = open_image_store(config.data)
-    return run_stage(STAGE, out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO})
+    return run_stage(STAGE, out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO}, every_rank=True)
 
 
 def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | None:
@@ -73,7 +73,6 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     started = time.time()
     trainer.fit(module, loader, val_loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
-    stage.primary = trainer.is_global_zero
     if not stage.primary:
         return None
     ema = module.ema_model.cpu().eval()

@@ -2,8 +2,9 @@
 
 The Lightning module only wires the encoder, the class-weighted cross-entropy and the
 validation AUROC (:func:`cfcl.evaluation.metrics.auroc`); the trainer comes from
-:func:`cfcl.training.make_trainer`, so checkpoints, resume, devices and precision behave as
-in every other stage.
+:func:`cfcl.training.make_trainer`, so checkpoints, resume and precision behave as in every other
+stage. Evaluation runs on rank 0 alone (docs/architecture.md, "Several processes"), so these
+small loops always train on one device.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from cfcl.evaluation.config import FinetuneConfig
 from cfcl.evaluation.features import image_batch
 from cfcl.evaluation.metrics import auroc
-from cfcl.training import last_checkpoint, make_trainer
+from cfcl.training import last_checkpoint, make_trainer, single_device
 
 VAL_METRIC = "val_auroc"
 
@@ -101,7 +102,7 @@ def finetune(
     val = DataLoader(StoreRows(images, labels, val_rows), shuffle=False, **loader)
     best = ModelCheckpoint(dirpath=out / "best", filename="best", monitor=VAL_METRIC, mode="max", save_top_k=1)
     stop = EarlyStopping(monitor=VAL_METRIC, mode="max", patience=cfg.patience)
-    trainer = make_trainer(cfg.trainer, out, callbacks=[best, stop], num_sanity_val_steps=0)
+    trainer = make_trainer(single_device(cfg.trainer), out, callbacks=[best, stop], num_sanity_val_steps=0)
     trainer.fit(model, train, val, ckpt_path=last_checkpoint(out))
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]

@@ -6,13 +6,18 @@ import shutil
 import time
 from pathlib import Path
 
+from typing import Sequence
+
 from cfcl import atomic, layout
-from cfcl.config import config_dict
+from cfcl.config import build_config, config_dict
+from cfcl.distributed import Coordinator, is_writer, session
 from cfcl.errors import ConfigError
+from cfcl.lock import folder_lock
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import GROUPS, Node, plan
 from cfcl.registry import load_ref
 from cfcl.stage import stage_state
+from cfcl.training import TrainerConfig
 
 ACTIONS = {"complete": "up to date", "interrupted": "resume", "stale": "rerun", "absent": "run"}
 
@@ -22,17 +27,44 @@ def _check_group(name: str | None, flag: str) -> None:
         raise ConfigError(f"{flag} {name!r} is not a stage; stages are: {', '.join(GROUPS)}")
 
 
-def _execute(node: Node, action: str) -> None:
+def _execute(node: Node, action: str, writer: bool) -> None:
     """Run one stage; a stale or forced output is cleared first so no old checkpoint is resumed.
 
     The stage runs without ``force``: its folder is then either empty or an interrupted run of
-    this very config, which the stage resumes (``force`` would make it start afresh).
+    this very config, which the stage resumes (``force`` would make it start afresh). Every rank
+    calls the stage, which decides what this rank does there (:func:`cfcl.stage.run_stage`);
+    only the writer clears, holding the folder's lock, and reports.
     """
-    if action in ("rerun", "forced") and node.out.exists():
-        shutil.rmtree(node.out)
+    run = load_ref(node.command.runner)
+    if not writer:
+        run(node.config, out=node.out, force=False)
+        return
     began = time.time()
-    load_ref(node.command.runner)(node.config, out=node.out, force=False)
+    with folder_lock(node.out):
+        if action in ("rerun", "forced") and node.out.exists():
+            shutil.rmtree(node.out)
+        run(node.config, out=node.out, force=False)
     print(f"  {node.name:<24} done in {time.time() - began:.1f} s", flush=True)
+
+
+def _walk(nodes: list[Node], coordinator: Coordinator, only: str | None, first: int, force: bool, dry_run: bool) -> None:
+    """Every rank walks the same plan: rank 0 decides each stage's action, every rank runs its
+    part, and the ranks meet after each stage. A rank that fails stops at once; the others' next
+    collective then fails, so every rank ends with a one-line error."""
+    writer = coordinator.ranks.is_writer
+    for node in nodes:
+        if only is not None and node.group != only:
+            continue
+        action = None
+        if writer:
+            forced = force or GROUPS.index(node.group) >= first
+            action = "forced" if forced else ACTIONS[stage_state(node.out, node.config)]
+            print(f"  {node.name:<24} {action}", flush=True)
+        action = coordinator.agree(action, node.name)
+        if dry_run or action == "up to date":
+            continue
+        _execute(node, action, writer)
+        coordinator.barrier(node.name)
 
 
 def run_pipeline(
@@ -42,31 +74,34 @@ def run_pipeline(
     start: str | None = None,
     force: bool = False,
     dry_run: bool = False,
+    argv: Sequence[str] = (),
 ) -> Path:
     """Run every stage of ``run`` that is not up to date, then write the report; returns the run folder.
 
     ``only`` runs one stage group, ``start`` re-runs a group and everything after it, ``force``
-    re-runs everything; ``dry_run`` prints the plan and runs nothing.
+    re-runs everything; ``dry_run`` prints the plan and runs nothing. With several devices or
+    nodes in the run's ``trainer`` section, the ranks are started (or joined) here: ``argv`` is
+    the command line that started this process, which further local ranks run again.
     """
     _check_group(only, "--only")
     _check_group(start, "--from")
     nodes = plan(run, source)
     first = GROUPS.index(start) if start else len(GROUPS)
-    if not dry_run:
-        atomic.write_yaml(run.out / layout.RUN_CONFIG, config_dict(run))
-    print(f"run folder: {run.out}", flush=True)
-    for node in nodes:
-        if only is not None and node.group != only:
-            continue
-        forced = force or GROUPS.index(node.group) >= first
-        action = "forced" if forced else ACTIONS[stage_state(node.out, node.config)]
-        print(f"  {node.name:<24} {action}", flush=True)
-        if not dry_run and action != "up to date":
-            _execute(node, action)
-    if only in (None, layout.REPORT) and not dry_run:
-        from cfcl.report.report import run_report
+    trainer = build_config(TrainerConfig, base=run.trainer, source=f"{source}, section 'trainer'")
+    if dry_run:
+        print(f"run folder: {run.out}", flush=True)
+        _walk(nodes, Coordinator.single(), only, first, force, dry_run=True)
+        return run.out
+    with session(trainer, argv) as coordinator:
+        writer = coordinator.ranks.is_writer
+        if writer:
+            atomic.write_yaml(run.out / layout.RUN_CONFIG, config_dict(run))
+            print(f"run folder: {run.out}" + (f" ({coordinator.ranks.world_size} processes)" if coordinator.ranks.world_size > 1 else ""), flush=True)
+        _walk(nodes, coordinator, only, first, force, dry_run=False)
+        if only in (None, layout.REPORT) and writer:
+            from cfcl.report.report import run_report
 
-        run_report(run.out)
+            run_report(run.out)
     return run.out
 
 
@@ -80,11 +115,11 @@ def load_run_config(path: str | Path, out: Path | None = None, overrides: list[s
     return build_config(RunConfig, resolved, extra), f"run config {resolved}"
 
 
-def demo(out: Path | None = None, overrides: list[str] = (), dry_run: bool = False) -> Path:
+def demo(out: Path | None = None, overrides: list[str] = (), dry_run: bool = False, argv: Sequence[str] = ()) -> Path:
     """``cfcl run demo``, then the headline table and the report's path on the terminal."""
     run, source = load_run_config("demo", out, overrides)
-    folder = run_pipeline(run, source, dry_run=dry_run)
-    if not dry_run:
+    folder = run_pipeline(run, source, dry_run=dry_run, argv=argv)
+    if not dry_run and is_writer():
         from cfcl.report.summary import print_headline
 
         print_headline(folder)
