@@ -28,10 +28,10 @@ def config(store, encoders, **changes):
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """One evaluation with every protocol: two pretrained methods, both baselines, fine-tuning for one epoch."""
+    """One evaluation with every protocol: two pretrained methods (seeds 0, 1), both baselines, fine-tuning for one epoch."""
     root = tmp_path_factory.mktemp("run")
     tiny_store(root / "data")
-    encoders = [tiny_encoder(root / "pretrain" / f"{m}-s0", m, 0) for m in ("simclr", "cf_simclr")]
+    encoders = [tiny_encoder(root / "pretrain" / f"{m}-s{s}", m, s) for m in ("simclr", "cf_simclr") for s in (0, 1)]
     cfg = config(root / "data", encoders, finetune={
         "enabled": True, "supervised": True, "ood": True, "batch_size": 32,
         "trainer": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
@@ -83,7 +83,7 @@ def test_gains_and_embedding_outputs(evaluated):
 
 def test_features_are_cached_and_reused(evaluated, monkeypatch, tmp_path):
     cached = sorted((evaluated / "eval" / "features").glob("*.npy"))
-    assert len(cached) == 2 + 2  # two pretrained encoders, one random encoder per seed
+    assert len(cached) == 4 + 2  # two pretrained encoders per seed, one random encoder per seed
 
     def refuse(*args, **kwargs):
         raise AssertionError("features were extracted again")
@@ -95,10 +95,11 @@ def test_features_are_cached_and_reused(evaluated, monkeypatch, tmp_path):
 
 
 def test_same_config_gives_identical_metrics(evaluated, tmp_path):
-    encoders = [evaluated / "pretrain" / "simclr-s0"]
+    encoders = [evaluated / "pretrain" / "simclr-s0", evaluated / "pretrain" / "simclr-s1"]
     cfg = config(evaluated / "data", encoders, embeddings={"enabled": False}, random_baseline=False)
     run(cfg, tmp_path / "a")
-    assert main(["evaluate", "--data", str(evaluated / "data"), "--encoder", str(encoders[0]), "--out", str(tmp_path / "b"),
+    assert main(["evaluate", "--data", str(evaluated / "data"), "--encoder", str(encoders[0]), "--encoder", str(encoders[1]),
+                 "--out", str(tmp_path / "b"),
                  "--set", "seeds=[0,1]", "--set", "label_fractions=[0.5,1.0]", "--set", "n_boot=50",
                  "--set", "embeddings.enabled=false", "--set", "random_baseline=false",
                  "--set", "finetune.supervised=false"]) == 0
