@@ -7,6 +7,7 @@ import torch
 
 from cfcl.cli import main
 from cfcl.contrastive.encoders import build_encoder
+from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import evaluate as evaluate_module
 from cfcl.evaluation.config import EvaluateConfig
@@ -15,7 +16,7 @@ from cfcl.evaluation.evaluate import run
 from cfcl.evaluation.features import extract_features
 from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.results import COLUMNS
-from evaluation_fixtures import DOMAINS, tiny_encoder, tiny_store
+from evaluation_fixtures import DOMAINS, probe_auroc, tiny_encoder, tiny_store
 
 SMALL_EMBEDDINGS = {"per_domain": 30, "tsne_points": 60, "folds": 3}
 
@@ -58,6 +59,14 @@ def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
     wide = metrics.pivot_table(index=COLUMNS[:6], columns="metric", values="value")
     assert (wide["auroc_ci_low"] <= wide["auroc"]).all() and (wide["auroc"] <= wide["auroc_ci_high"]).all()
     assert wide["auroc"].between(0, 1).all()
+    # each protocol's probe learnt from its own training split only, and transfer applied the ID probe to OOD images
+    store = ImageStore.open(evaluated / "data")
+    encoder = evaluated / "pretrain" / "cf_simclr-s1"
+    for protocol, test_set, train_split, test_split in (
+        ("linear", "id", "train", "test"), ("transfer", "ood", "train", "ood_test"), ("linear", "ood", "ood_train", "ood_test"),
+    ):
+        reported = wide.loc[("cf_simclr", 1, protocol, 1.0, test_set, "all"), "auroc"]
+        assert reported == pytest.approx(probe_auroc(store, encoder, train_split, test_split), abs=1e-9), protocol
 
 
 def test_pretrained_features_beat_nothing_and_the_label_is_learnt(evaluated):
@@ -65,6 +74,13 @@ def test_pretrained_features_beat_nothing_and_the_label_is_learnt(evaluated):
     linear = metrics[(metrics["protocol"] == "linear") & (metrics["metric"] == "auroc") & (metrics["domain"] == "all")]
     # the tiny store's label is a bright square: any conv features separate it well above chance
     assert linear.groupby("method")["value"].mean().min() > 0.7
+    # ... and no better than a probe that never saw a validation, test or OOD label: the score is not leaked
+    store = ImageStore.open(evaluated / "data")
+    id_linear = linear[(linear["test_set"] == "id") & (linear["label_fraction"] == 1.0)].set_index(["method", "seed"])["value"]
+    for method in ("simclr", "cf_simclr"):
+        for seed in (0, 1):
+            expected = probe_auroc(store, evaluated / "pretrain" / f"{method}-s{seed}", "train", "test")
+            assert id_linear[method, seed] == pytest.approx(expected, abs=1e-9)
 
 
 def test_gains_and_embedding_outputs(evaluated):
@@ -72,9 +88,19 @@ def test_gains_and_embedding_outputs(evaluated):
     assert set(gains["reference"]) == {"simclr"} and "simclr" not in set(gains["method"])
     assert (gains["ci_low"] <= gains["gain"]).all() and (gains["gain"] <= gains["ci_high"]).all()
     assert set(gains["n_seeds"]) == {2}
+    # each gain is the seed-paired mean AUROC difference of metrics.csv, for every protocol, fraction and domain
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv").query("metric == 'auroc'")
+    auroc = metrics.set_index(["method", "protocol", "label_fraction", "test_set", "domain", "seed"])["value"]
+    assert set(gains["method"]) == {"cf_simclr", "random", "supervised"} and len(gains) > 20
+    for row in gains.itertuples():
+        key = (row.protocol, row.label_fraction, row.test_set, row.domain)
+        expected = np.mean([auroc[(row.method, *key, s)] - auroc[("simclr", *key, s)] for s in (0, 1)])
+        assert row.gain == pytest.approx(expected, abs=1e-9), key
     predictability = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
     assert set(predictability["method"]) == {"simclr", "cf_simclr", "random"}
     assert np.allclose(predictability["chance"], 1 / 4)
+    # the tiny store's domains differ in brightness: any encoder's features tell them apart
+    assert (predictability["balanced_accuracy"] > 0.5).all()
     for method in ("simclr", "cf_simclr", "random"):
         tsne = pd.read_csv(evaluated / "eval" / "tsne" / f"{method}.csv")
         assert list(tsne.columns) == ["x", "y", "domain", "label"] and len(tsne) == 60
@@ -123,6 +149,9 @@ def test_multiclass_labels_use_macro_auroc(tmp_path):
     run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[1.0], embeddings={"enabled": False}), tmp_path / "eval")
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     assert metrics.query("metric == 'auroc' and domain == 'all'")["value"].between(0.5, 1).all()
+    reported = metrics.query("method == 'simclr' and metric == 'auroc' and domain == 'all' and protocol == 'linear' and test_set == 'id'")["value"]
+    store = ImageStore.open(tmp_path / "data")
+    assert reported.item() == pytest.approx(probe_auroc(store, encoder, "train", "test"), abs=1e-9)
 
 
 def test_fraction_too_small_for_every_class_is_skipped_with_a_note(tmp_path):
