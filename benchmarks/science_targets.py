@@ -63,16 +63,32 @@ def supervised_auroc(metrics: pd.DataFrame, fraction: float) -> float | None:
     return round(float(m.value.mean()), 4) if len(m) else None
 
 
-def main() -> None:
+def read_tables(run: RunLayout, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's metrics and domain predictability; exits with one line naming what is missing."""
+    paths = [run.metrics, run.eval / PREDICTABILITY]
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"science_targets: {path} does not exist; pass a finished `cfcl run` folder")
+    metrics, predictability = (pd.read_csv(path) for path in paths)
+    present = set(metrics.loc[metrics.protocol == "linear", "method"])
+    missing = [m for m in ("simclr", method) if m not in present]
+    if missing:
+        raise SystemExit(
+            f"science_targets: {paths[0]} holds no linear-probe rows of method(s) {', '.join(missing)} "
+            f"(it has {', '.join(sorted(present)) or 'none'}); the targets compare {method} with simclr"
+        )
+    return metrics, predictability
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished `cfcl run` folder")
     parser.add_argument("--method", default="cf-simclr", help="the counterfactual method judged (default cf-simclr)")
     parser.add_argument("--oracle", help="its oracle (default: oracle-multi for cf-simclr-multi, else oracle)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     oracle_method = args.oracle or ("oracle-multi" if args.method == "cf-simclr-multi" else "oracle")
     run = RunLayout(args.run)
-    metrics = pd.read_csv(run.metrics)
-    predictability = pd.read_csv(run.eval / PREDICTABILITY)
+    metrics, predictability = read_tables(run, args.method)
     store = ImageStore.open(run.data)
     train = store.meta.loc[store.indices("train"), "domain"].value_counts()
     rare = store.domains[min((d for d in train.index if d in store.id_domains), key=lambda d: train[d])]

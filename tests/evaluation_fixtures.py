@@ -1,4 +1,4 @@
-"""Builders shared by the evaluation and report tests: a tiny labelled multi-domain store and encoders."""
+"""Builders shared by the evaluation and report tests: a tiny labelled multi-domain store, encoders, a reference probe."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import roc_auc_score
 
-from cfcl.contrastive.encoders import build_encoder, save_encoder
+from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
 from cfcl.config import StrictModel
 from cfcl.data.store import ImageStore, write_store
+from cfcl.evaluation.features import extract_features
+from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.stage import start_stage
 
 DOMAINS = ["major", "middle", "rare", "held_out"]
@@ -58,3 +61,16 @@ def tiny_encoder(folder: Path, method: str, seed: int, size: int = 16) -> Path:
     save_encoder(folder, build_encoder("small", width=4, blocks=[1, 1]), {"image_size": [size, size], "method": method, "seed": seed})
     complete_stage(folder, "pretrain")
     return folder
+
+
+def probe_auroc(store: ImageStore, encoder: Path, train_split: str, test_split: str) -> float:
+    """Test AUROC (macro one-vs-rest beyond two classes) of a probe fitted here on every ``train_split`` image and
+    nothing else: what the evaluate stage must report for label fraction 1 and this encoder."""
+    features = extract_features(load_encoder(encoder)[0], store.images, 256)
+    labels = store.meta["label"].to_numpy()
+    train, test = store.indices(train_split), store.indices(test_split)
+    probe = fit_probe(features[train], labels[train])
+    prob = class_probabilities(probe, features[test], len(store.labels))
+    if len(store.labels) == 2:
+        return float(roc_auc_score(labels[test], prob[:, 1]))
+    return float(roc_auc_score(labels[test], prob, multi_class="ovr", average="macro"))

@@ -7,6 +7,7 @@ import torch
 
 from cfcl.cli import main
 from cfcl.contrastive.encoders import build_encoder
+from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import evaluate as evaluate_module
 from cfcl.evaluation.config import EvaluateConfig
@@ -15,7 +16,7 @@ from cfcl.evaluation.evaluate import run
 from cfcl.evaluation.features import extract_features
 from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.results import COLUMNS
-from evaluation_fixtures import DOMAINS, tiny_encoder, tiny_store
+from evaluation_fixtures import DOMAINS, probe_auroc, tiny_encoder, tiny_store
 
 SMALL_EMBEDDINGS = {"per_domain": 30, "tsne_points": 60, "folds": 3}
 
@@ -28,10 +29,10 @@ def config(store, encoders, **changes):
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """One evaluation with every protocol: two pretrained methods, both baselines, fine-tuning for one epoch."""
+    """One evaluation with every protocol: two pretrained methods (seeds 0, 1), both baselines, fine-tuning for one epoch."""
     root = tmp_path_factory.mktemp("run")
     tiny_store(root / "data")
-    encoders = [tiny_encoder(root / "pretrain" / f"{m}-s0", m, 0) for m in ("simclr", "cf_simclr")]
+    encoders = [tiny_encoder(root / "pretrain" / f"{m}-s{s}", m, s) for m in ("simclr", "cf_simclr") for s in (0, 1)]
     cfg = config(root / "data", encoders, finetune={
         "enabled": True, "supervised": True, "ood": True, "batch_size": 32,
         "trainer": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
@@ -58,6 +59,14 @@ def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
     wide = metrics.pivot_table(index=COLUMNS[:6], columns="metric", values="value")
     assert (wide["auroc_ci_low"] <= wide["auroc"]).all() and (wide["auroc"] <= wide["auroc_ci_high"]).all()
     assert wide["auroc"].between(0, 1).all()
+    # each protocol's probe learnt from its own training split only, and transfer applied the ID probe to OOD images
+    store = ImageStore.open(evaluated / "data")
+    encoder = evaluated / "pretrain" / "cf_simclr-s1"
+    for protocol, test_set, train_split, test_split in (
+        ("linear", "id", "train", "test"), ("transfer", "ood", "train", "ood_test"), ("linear", "ood", "ood_train", "ood_test"),
+    ):
+        reported = wide.loc[("cf_simclr", 1, protocol, 1.0, test_set, "all"), "auroc"]
+        assert reported == pytest.approx(probe_auroc(store, encoder, train_split, test_split), abs=1e-9), protocol
 
 
 def test_pretrained_features_beat_nothing_and_the_label_is_learnt(evaluated):
@@ -65,6 +74,13 @@ def test_pretrained_features_beat_nothing_and_the_label_is_learnt(evaluated):
     linear = metrics[(metrics["protocol"] == "linear") & (metrics["metric"] == "auroc") & (metrics["domain"] == "all")]
     # the tiny store's label is a bright square: any conv features separate it well above chance
     assert linear.groupby("method")["value"].mean().min() > 0.7
+    # ... and no better than a probe that never saw a validation, test or OOD label: the score is not leaked
+    store = ImageStore.open(evaluated / "data")
+    id_linear = linear[(linear["test_set"] == "id") & (linear["label_fraction"] == 1.0)].set_index(["method", "seed"])["value"]
+    for method in ("simclr", "cf_simclr"):
+        for seed in (0, 1):
+            expected = probe_auroc(store, evaluated / "pretrain" / f"{method}-s{seed}", "train", "test")
+            assert id_linear[method, seed] == pytest.approx(expected, abs=1e-9)
 
 
 def test_gains_and_embedding_outputs(evaluated):
@@ -72,9 +88,19 @@ def test_gains_and_embedding_outputs(evaluated):
     assert set(gains["reference"]) == {"simclr"} and "simclr" not in set(gains["method"])
     assert (gains["ci_low"] <= gains["gain"]).all() and (gains["gain"] <= gains["ci_high"]).all()
     assert set(gains["n_seeds"]) == {2}
+    # each gain is the seed-paired mean AUROC difference of metrics.csv, for every protocol, fraction and domain
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv").query("metric == 'auroc'")
+    auroc = metrics.set_index(["method", "protocol", "label_fraction", "test_set", "domain", "seed"])["value"]
+    assert set(gains["method"]) == {"cf_simclr", "random", "supervised"} and len(gains) > 20
+    for row in gains.itertuples():
+        key = (row.protocol, row.label_fraction, row.test_set, row.domain)
+        expected = np.mean([auroc[(row.method, *key, s)] - auroc[("simclr", *key, s)] for s in (0, 1)])
+        assert row.gain == pytest.approx(expected, abs=1e-9), key
     predictability = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
     assert set(predictability["method"]) == {"simclr", "cf_simclr", "random"}
     assert np.allclose(predictability["chance"], 1 / 4)
+    # the tiny store's domains differ in brightness: any encoder's features tell them apart
+    assert (predictability["balanced_accuracy"] > 0.5).all()
     for method in ("simclr", "cf_simclr", "random"):
         tsne = pd.read_csv(evaluated / "eval" / "tsne" / f"{method}.csv")
         assert list(tsne.columns) == ["x", "y", "domain", "label"] and len(tsne) == 60
@@ -83,7 +109,7 @@ def test_gains_and_embedding_outputs(evaluated):
 
 def test_features_are_cached_and_reused(evaluated, monkeypatch, tmp_path):
     cached = sorted((evaluated / "eval" / "features").glob("*.npy"))
-    assert len(cached) == 2 + 2  # two pretrained encoders, one random encoder per seed
+    assert len(cached) == 4 + 2  # two pretrained encoders per seed, one random encoder per seed
 
     def refuse(*args, **kwargs):
         raise AssertionError("features were extracted again")
@@ -95,10 +121,11 @@ def test_features_are_cached_and_reused(evaluated, monkeypatch, tmp_path):
 
 
 def test_same_config_gives_identical_metrics(evaluated, tmp_path):
-    encoders = [evaluated / "pretrain" / "simclr-s0"]
+    encoders = [evaluated / "pretrain" / "simclr-s0", evaluated / "pretrain" / "simclr-s1"]
     cfg = config(evaluated / "data", encoders, embeddings={"enabled": False}, random_baseline=False)
     run(cfg, tmp_path / "a")
-    assert main(["evaluate", "--data", str(evaluated / "data"), "--encoder", str(encoders[0]), "--out", str(tmp_path / "b"),
+    assert main(["evaluate", "--data", str(evaluated / "data"), "--encoder", str(encoders[0]), "--encoder", str(encoders[1]),
+                 "--out", str(tmp_path / "b"),
                  "--set", "seeds=[0,1]", "--set", "label_fractions=[0.5,1.0]", "--set", "n_boot=50",
                  "--set", "embeddings.enabled=false", "--set", "random_baseline=false",
                  "--set", "finetune.supervised=false"]) == 0
@@ -122,6 +149,9 @@ def test_multiclass_labels_use_macro_auroc(tmp_path):
     run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[1.0], embeddings={"enabled": False}), tmp_path / "eval")
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     assert metrics.query("metric == 'auroc' and domain == 'all'")["value"].between(0.5, 1).all()
+    reported = metrics.query("method == 'simclr' and metric == 'auroc' and domain == 'all' and protocol == 'linear' and test_set == 'id'")["value"]
+    store = ImageStore.open(tmp_path / "data")
+    assert reported.item() == pytest.approx(probe_auroc(store, encoder, "train", "test"), abs=1e-9)
 
 
 def test_fraction_too_small_for_every_class_is_skipped_with_a_note(tmp_path):

@@ -53,8 +53,8 @@ class EmbeddingConfig(StrictModel):
 class EvaluateConfig(StrictModel):
     """Linear probes, fine-tuning and baselines over label fractions and seeds.
 
-    Seed pairing: for evaluation seed ``s``, a method uses its encoder pretrained with seed
-    ``s`` when one is given, otherwise the encoder with its lowest pretraining seed.
+    Seed pairing: for evaluation seed ``s``, every method uses its encoder pretrained with seed
+    ``s``; a method without one is an error.
     """
 
     data: Path | None = Field(None, description="image store (run/data)")

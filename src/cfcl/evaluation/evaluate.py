@@ -99,8 +99,15 @@ def load_encoders(paths: list[Path], store: ImageStore) -> dict[str, dict[int, E
 
 
 def encoder_for_seed(encoders: dict[int, EncoderRef], seed: int) -> EncoderRef:
-    """The encoder pretrained with ``seed`` if there is one, else the one with the lowest seed."""
-    return encoders.get(seed, encoders[min(encoders)])
+    """The encoder pretrained with ``seed``: reusing another seed's would make pseudo-replicates."""
+    if seed not in encoders:
+        some = encoders[min(encoders)]
+        folders = ", ".join(str(e.path) for e in encoders.values())
+        raise ConfigError(
+            f"evaluate: no {some.method} encoder pretrained with seed {seed} (given: {folders}); "
+            f"pass its pretrain folder with --encoder or drop seed {seed} from 'seeds'"
+        )
+    return encoders[seed]
 
 
 def _open_inputs(config: EvaluateConfig) -> tuple[ImageStore, dict[str, dict[int, EncoderRef]]]:
@@ -118,7 +125,11 @@ def _open_inputs(config: EvaluateConfig) -> tuple[ImageStore, dict[str, dict[int
             raise MetricError(
                 f"image store {store.path}: split '{split}' holds a single label {present.tolist()}; AUROC is undefined"
             )
-    return store, load_encoders(config.encoders, store)
+    methods = load_encoders(config.encoders, store)
+    for encoders in methods.values():
+        for seed in config.seeds:
+            encoder_for_seed(encoders, seed)
+    return store, methods
 
 
 class Evaluation:

@@ -1,0 +1,118 @@
+"""benchmarks/science_targets.py on a hand-made run folder: the gains it reports equal hand-computed ones."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cfcl.data.store import write_store
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "science_targets.py"
+DOMAINS = ["major", "middle", "rare", "held_out"]
+
+# AUROC at the lowest label fraction, seeds 0 and 1: (id, rare scanner, transfer, ood probe)
+AUROC = {
+    "simclr": [(0.80, 0.70, 0.60, 0.75), (0.82, 0.72, 0.62, 0.77)],
+    "cf-simclr": [(0.81, 0.75, 0.65, 0.78), (0.80, 0.74, 0.66, 0.76)],
+    "oracle": [(0.84, 0.78, 0.70, 0.80), (0.84, 0.78, 0.70, 0.80)],
+    "random": [(0.60, 0.55, 0.52, 0.58), (0.60, 0.55, 0.52, 0.58)],
+}
+PICKS = [("linear", "id", "all"), ("linear", "id", "rare"), ("transfer", "ood", "all"), ("linear", "ood", "all")]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("science_targets", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def metrics_table(methods=tuple(AUROC)) -> pd.DataFrame:
+    """The rows the script reads, and decoys it must ignore: another fraction, metric, domain and protocol."""
+    rows = []
+    for method in methods:
+        for seed, values in enumerate(AUROC[method]):
+            for (protocol, test_set, domain), value in zip(PICKS, values):
+                key = dict(method=method, seed=seed, protocol=protocol, test_set=test_set, domain=domain)
+                rows.append({**key, "label_fraction": 0.1, "metric": "auroc", "value": value})
+                rows.append({**key, "label_fraction": 0.1, "metric": "auroc_ci_low", "value": 0.0})
+                rows.append({**key, "label_fraction": 1.0, "metric": "auroc", "value": 0.99})
+            rows.append(dict(method=method, seed=seed, protocol="linear", label_fraction=0.1, test_set="id",
+                             domain="major", metric="auroc", value=0.1))
+            rows.append(dict(method=method, seed=seed, protocol="finetune", label_fraction=0.1, test_set="id",
+                             domain="all", metric="auroc", value=0.2))
+    for seed, value in enumerate((0.70, 0.80)):
+        rows.append(dict(method="supervised", seed=seed, protocol="finetune", label_fraction=0.1, test_set="id",
+                         domain="all", metric="auroc", value=value))
+    columns = ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "metric", "value"]
+    return pd.DataFrame(rows)[columns]
+
+
+def run_folder(root: Path, methods=tuple(AUROC)) -> Path:
+    """A run folder: a store whose rarest ID training scanner is 'rare' (domain 3 is OOD) and eval tables."""
+    splits = ["train"] * 9 + ["ood_train"] * 2
+    domains = [0] * 5 + [1] * 3 + [2] * 1 + [3] * 2
+    meta = pd.DataFrame({"index": range(11), "image_id": [f"i{i}" for i in range(11)], "patient_id": [f"p{i}" for i in range(11)],
+                         "split": splits, "domain": domains, "label": [i % 2 for i in range(11)]})
+    write_store(root / "data", np.zeros((11, 8, 8), np.uint8), meta, DOMAINS, ["n", "y"], extra={"ood_domains": [3]})
+    (root / "eval").mkdir()
+    metrics_table(methods).to_csv(root / "eval" / "metrics.csv", index=False)
+    pd.DataFrame({"method": ["simclr", "simclr", "cf-simclr", "cf-simclr"], "seed": [0, 1, 0, 1],
+                  "balanced_accuracy": [0.9, 0.8, 0.6, 0.6]}).to_csv(root / "eval" / "domain_predictability.csv", index=False)
+    return root
+
+
+def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
+    load_script().main([str(run_folder(tmp_path))])
+    result = json.loads(capsys.readouterr().out)
+    assert result["label_fraction"] == 0.1 and result["rare_scanner"] == "rare" and result["seeds"] == [0, 1]
+    cf = result["cf-simclr_vs_simclr"]
+    # cf-simclr minus simclr, seed by seed
+    assert cf["id"]["per_seed"] == pytest.approx([0.01, -0.02]) and cf["id"]["mean"] == pytest.approx(-0.005)
+    assert cf["rare"]["per_seed"] == pytest.approx([0.05, 0.02]) and cf["rare"]["mean"] == pytest.approx(0.035)
+    assert cf["transfer"]["per_seed"] == pytest.approx([0.05, 0.04]) and cf["transfer"]["mean"] == pytest.approx(0.045)
+    assert cf["ood_probe"]["per_seed"] == pytest.approx([0.03, -0.01]) and cf["ood_probe"]["mean"] == pytest.approx(0.01)
+    assert result["oracle_vs_simclr"]["transfer"]["mean"] == pytest.approx(0.09)
+    assert result["oracle_vs_simclr"]["ood_probe"]["mean"] == pytest.approx(0.04)
+    # OOD gain (mean of transfer and OOD probe) as a fraction of the oracle's: 0.0275 / 0.065
+    assert result["oracle_fraction"] == pytest.approx(0.423, abs=1e-3)
+    assert result["simclr_vs_random"]["id"]["mean"] == pytest.approx(0.21)
+    assert result["simclr+_vs_simclr"] == {}
+    assert result["supervised_id"] == pytest.approx(0.75)
+    assert result["predictability_drop"] == pytest.approx(0.25)
+    assert result["auroc_mean"]["simclr"] == pytest.approx({"id": 0.81, "rare": 0.71, "transfer": 0.61, "ood_probe": 0.76})
+    assert result["targets_met"] == {
+        "gain_transfer": True, "gain_ood_probe": False, "gain_rare": True,
+        "predictability_drop": True, "oracle_fraction": False, "simclr_above_random": True,
+    }
+
+
+def test_the_oracle_judged_is_the_methods_own(tmp_path, capsys):
+    root = run_folder(tmp_path)
+    metrics = pd.read_csv(root / "eval" / "metrics.csv")
+    multi = metrics[metrics.method.isin(["cf-simclr", "oracle"])].replace({"method": {"cf-simclr": "cf-simclr-multi", "oracle": "oracle-multi"}})
+    pd.concat([metrics, multi]).to_csv(root / "eval" / "metrics.csv", index=False)
+    load_script().main([str(root), "--method", "cf-simclr-multi"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["oracle-multi_vs_simclr"]["transfer"]["mean"] == pytest.approx(0.09)
+    assert result["cf-simclr-multi_vs_simclr"]["transfer"]["mean"] == pytest.approx(0.045)
+
+
+@pytest.mark.parametrize("methods, named", [(("cf-simclr", "oracle"), "simclr"), (("simclr", "oracle"), "cf-simclr")])
+def test_a_run_without_the_compared_methods_is_a_one_line_message(tmp_path, methods, named):
+    root = run_folder(tmp_path, methods)
+    with pytest.raises(SystemExit) as err:
+        load_script().main([str(root)])
+    message = str(err.value)
+    assert f"no linear-probe rows of method(s) {named} " in message and str(root / "eval" / "metrics.csv") in message
+    assert "\n" not in message
+
+
+def test_a_folder_without_evaluation_is_a_one_line_message(tmp_path):
+    with pytest.raises(SystemExit, match=r"eval/metrics.csv does not exist"):
+        load_script().main([str(tmp_path)])
