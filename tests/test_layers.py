@@ -12,9 +12,12 @@ import cfcl
 
 PACKAGE = Path(cfcl.__file__).parent
 # Highest first. The core modules may import each other; the other rooms of one layer may not.
-CORE = ("config", "stage", "atomic", "layout", "training", "checkpoint", "errors", "presets", "registry", "plotting")
+CORE = (
+    "config", "stage", "atomic", "layout", "training", "checkpoint", "errors", "presets", "registry", "plotting",
+    "distributed", "lock",
+)
 LAYERS = (
-    ("cli",),
+    ("cli", "__main__"),
     ("pipeline",),
     ("report",),
     ("evaluation", "counterfactual"),
