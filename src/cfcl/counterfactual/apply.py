@@ -147,7 +147,8 @@ class Generator:
 
 
 def open_generator(path: str | os.PathLike) -> Generator:
-    """The generator in ``generator.pt`` or a ``cf train`` / ``cf finetune`` folder."""
+    """The generator in ``generator.pt`` or a ``cf train`` / ``cf finetune`` folder; one without a
+    scanner (``domain``) parent is refused, as it cannot make scanner counterfactuals."""
     target = generator_file(path)
     model, info = load_generator(target)
     generator = Generator(model, info, target)
