@@ -99,6 +99,52 @@ def _report_parser(top: argparse._SubParsersAction) -> None:
     report.set_defaults(handler=_report)
 
 
+def _apply(args: argparse.Namespace) -> None:
+    from cfcl.counterfactual.apply import apply, parse_parent
+
+    given = dict(parse_parent(text) for text in args.parents)
+    for line in apply(args.generator, args.images, args.targets, args.source, args.out, given=given,
+                      data=args.data, laterality=args.laterality, grid=args.grid):
+        print(line)
+
+
+def _apply_parser(cf: argparse._SubParsersAction) -> None:
+    apply = cf.add_parser("apply", help="counterfactuals of your own PNG/JPEG/DICOM files on other scanners",
+                          description="Decode IMAGE files as cfcl data prepare decoded the generator's training store, "
+                          "and write OUT/<file>_to_<scanner>.png for every --to scanner. The source scanner is not "
+                          "guessed: name it with --from; other parents with --parent (a continuous one defaults to "
+                          "its training mean). Prints the decoding and the parents it assumed.")
+    apply.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or DICOM file")
+    apply.add_argument("--generator", required=True, type=Path, help="generator folder (cfcl cf train / finetune) or generator.pt")
+    apply.add_argument("--to", dest="targets", required=True, action="append", metavar="SCANNER",
+                       help="target scanner, by name or code (repeatable)")
+    apply.add_argument("--from", dest="source", required=True, metavar="SCANNER", help="scanner the files come from")
+    apply.add_argument("--parent", dest="parents", action="append", default=[], metavar="NAME=VALUE",
+                       help="another parent of the files, e.g. --parent sex=F (repeatable)")
+    apply.add_argument("--data", type=Path, help="the generator's training store (default: the one its folder records)")
+    apply.add_argument("--laterality", default="", choices=["", "L", "R"], help="breast side, for mammography stores that flip right breasts")
+    apply.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
+    apply.add_argument("--grid", action="store_true", help="also write grid.png: per file, the input then each target")
+    apply.set_defaults(handler=_apply)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from cfcl.contrastive.export import export_encoder
+
+    print(export_encoder(args.encoder, args.format, args.out))
+
+
+def _export_parser(top: argparse._SubParsersAction) -> None:
+    export = top.add_parser("export", help="write a pretrained encoder as a torchvision, TorchScript or ONNX file",
+                            description="Write the encoder of a pretrain folder as a file that loads without cfcl "
+                            "(docs/python.md): a torchvision ResNet state dict, or a TorchScript / ONNX model taking "
+                            "[B, 1, H, W] images in [0, 1]. ONNX needs pip install 'cfcl[export]'.")
+    export.add_argument("--encoder", required=True, type=Path, help="pretrain folder (cfcl pretrain) or encoder.pt")
+    export.add_argument("--format", required=True, help="torchvision, torchscript or onnx")
+    export.add_argument("--out", required=True, type=Path, help="file to write")
+    export.set_defaults(handler=_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cfcl", description="Counterfactual contrastive learning for medical imaging."
@@ -108,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     groups: dict[str, argparse._SubParsersAction] = {}
     group_help = {
         "data": "build image stores: the synthetic benchmark, or a real dataset",
-        "cf": "counterfactual generator: train, classifiers, fine-tune, generate, evaluate",
+        "cf": "counterfactual generator: train, classifiers, fine-tune, generate, evaluate, apply to your files",
     }
     for command in STAGES:
         if len(command.words) == 1:
@@ -119,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
             gp = top.add_parser(group, help=group_help.get(group), description=group_help.get(group))
             groups[group] = gp.add_subparsers(dest="sub", metavar="SUBCOMMAND", required=True)
         _stage_parser(groups[group], command)
+    _apply_parser(groups["cf"])
     _pipeline_parsers(top)
     _report_parser(top)
+    _export_parser(top)
     return parser
 
 

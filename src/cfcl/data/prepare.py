@@ -36,6 +36,7 @@ from cfcl.data.datasets.padchest import PadChestOptions
 from cfcl.data.datasets.rsna import RsnaOptions
 from cfcl.data.datasets.vindr import VindrOptions
 from cfcl.data.imageio import DecodeOptions, ImageReadError, Normalise, decode
+from cfcl.data.inputs import DECODE_KEY, decode_record
 from cfcl.data.store import IMAGES, INFO, METADATA, PROGRESS, ImageStore, StoreWriter
 from cfcl.errors import ConfigError
 from cfcl.registry import DATASETS
@@ -244,7 +245,7 @@ def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
     table_bad = pd.DataFrame(table.bad, columns=["image_id", "path", "kind", "error"])
     report_rows = pd.concat([table_bad, bad.drop(columns="row")], ignore_index=True)[["image_id", "path", "kind", "error"]]
     atomic.write_text(out / BAD_ROWS, report_rows.to_csv(index=False))
-    extra = {"dataset": config.dataset, "ood_domains": encoded.ood_ids}
+    extra = {"dataset": config.dataset, "ood_domains": encoded.ood_ids, DECODE_KEY: decode_record(options)}
     if bad.empty:
         store = writer.finish(meta, encoded.domains, table.labels, extra=extra)
     else:

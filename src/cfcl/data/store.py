@@ -54,6 +54,9 @@ class ImageStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "ImageStore":
+        """The complete store in folder ``path``: ``images`` uint8 ``[N, H, W]`` (0..255, memory-mapped),
+        ``meta`` one row per image (``split``, integer ``domain`` and ``label``: names in
+        ``domains`` / ``labels``), ``info`` the parsed ``store.json``."""
         path = Path(path)
         info_path = path / INFO
         if not path.is_dir():
