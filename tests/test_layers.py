@@ -17,7 +17,9 @@ CORE = (
     "distributed", "lock",
 )
 LAYERS = (
-    ("cli", "__main__"),
+    ("__main__",),
+    ("cli",),
+    ("api",),
     ("pipeline",),
     ("report",),
     ("evaluation", "counterfactual"),
