@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from cf_stores import make_store
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import ViewBatches, default_cf_store, make_loader, open_pretrain_data
+from cfcl.contrastive.data import ViewBatches, default_cf_store, open_pretrain_data, step_loader
 from cfcl.contrastive.pairing import CF_METHODS, METHODS
 from cfcl.counterfactual import generate
 from cfcl.counterfactual.config import CFGenerateConfig
@@ -160,7 +160,7 @@ def test_pretraining_batches_hold_only_training_images_and_id_counterfactuals(co
     per_epoch = batches.batches_per_epoch(1)
     sources, cf_targets = [], []
     for epoch in range(3):
-        for batch in make_loader(batches, lambda: (epoch * per_epoch, 0, 1), num_workers=0, pin_memory=False):
+        for batch in step_loader(batches, lambda: (epoch * per_epoch, 0, 1), num_workers=0, pin_memory=False):
             pixels = batch["views"][:, 0, 0, :2].numpy().astype(int)
             groups = batch["groups"].numpy()
             assert all(len(set(pixels[groups == g, 0])) == 1 for g in np.unique(groups))  # views of one image
