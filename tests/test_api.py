@@ -132,7 +132,8 @@ def test_read_images_decodes_files_exactly_as_prepare_made_the_store(tmp_path):
     (root / "table.csv").write_text("path,domain,label,patient_id\n" + "\n".join(rows) + "\n")
     config = PrepareConfig.model_validate({"dataset": "csv", "root": str(root), "size": 12, "normalise": "percentile",
                                            "percentiles": [2, 98], "csv": {"file": "table.csv"}})
-    store = prepare(config, tmp_path / "store")
+    prepare(config, tmp_path / "store")
+    store = cfcl.ImageStore.open(tmp_path / "store")
     options, recorded = decode_options_of(store)
     assert recorded and options == DecodeOptions(12, 12, "percentile", (2.0, 98.0))
     order = [store.meta.index[store.meta["image_id"] == f.name][0] for f in files]
