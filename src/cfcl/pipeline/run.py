@@ -6,13 +6,12 @@ import shutil
 import time
 from pathlib import Path
 
-from cfcl import atomic, layout
-from cfcl.config import config_dict
+from cfcl import layout
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import GROUPS, Node, plan
 from cfcl.registry import load_ref
-from cfcl.stage import stage_state
+from cfcl.stage import stage_state, write_config
 
 ACTIONS = {"complete": "up to date", "interrupted": "resume", "stale": "rerun", "absent": "run"}
 
@@ -53,7 +52,7 @@ def run_pipeline(
     nodes = plan(run, source)
     first = GROUPS.index(start) if start else len(GROUPS)
     if not dry_run:
-        atomic.write_yaml(run.out / layout.RUN_CONFIG, config_dict(run))
+        write_config(run.out, run)
     print(f"run folder: {run.out}", flush=True)
     for node in nodes:
         if only is not None and node.group != only:
