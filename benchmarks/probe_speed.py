@@ -37,7 +37,8 @@ def main() -> None:
     from cfcl.data.store import ImageStore
     from cfcl.evaluation.config import EvaluateConfig
     from cfcl.evaluation.evaluate import run
-    from cfcl.stage import read_manifest, start_stage
+    from cfcl.layout import EVAL, PRETRAIN, pretrain_name
+    from cfcl.stage import run_stage
 
     class BenchmarkEncoder(StrictModel):
         method: str
@@ -49,19 +50,21 @@ def main() -> None:
             arch = EncoderConfig()
             for i, method in enumerate(("simclr", "simclr_plus", "cf_simclr")):
                 torch.manual_seed(i)
-                folder = Path(tmp) / "pretrain" / f"{method}-s0"
-                stage = start_stage("pretrain", folder, BenchmarkEncoder(method=method))
-                save_encoder(folder, build_encoder(arch.arch, **arch.arch_kwargs), {"image_size": list(store.size), "method": method, "seed": 0})
-                stage.finish()
+                folder = Path(tmp) / pretrain_name(method, 0)
+                info = {"image_size": list(store.size), "method": method, "seed": 0}
+
+                def random_encoder(stage, info=info) -> None:
+                    save_encoder(stage.out, build_encoder(arch.arch, **arch.arch_kwargs), info)
+
+                run_stage(PRETRAIN, folder, BenchmarkEncoder(method=method), random_encoder)
                 encoders.append(folder)
         config = EvaluateConfig(
             data=args.store, encoders=encoders, label_fractions=[0.05, 0.25, 1.0], seeds=[0, 1, 2],
             random_baseline=False, finetune={"supervised": False}, embeddings={"enabled": False},
         )
         tic, cpu = time.time(), time.process_time()
-        run(config, Path(tmp) / "eval")
+        timings = run(config, Path(tmp) / EVAL)["timings"]
         seconds, cpu_seconds = time.time() - tic, time.process_time() - cpu
-        timings = read_manifest(Path(tmp) / "eval")["timings"]
     print(json.dumps({
         "benchmark": "probe_speed",
         "store": str(args.store),

@@ -109,3 +109,48 @@ def test_store_folders_are_fingerprinted_by_content_hash(tmp_path):
     meta = pd.DataFrame({"index": [0], "image_id": ["a"], "patient_id": ["p"], "split": ["train"], "domain": [0], "label": [0]})
     store = write_store(tmp_path / "store", np.zeros((1, 2, 2), np.uint8), meta, ["A"], ["n"])
     assert fingerprint(tmp_path / "store") == store.content_hash
+
+
+class Resumable(StrictModel):
+    value: int = 1
+    resume: str = "auto"
+
+
+def interrupted_with_checkpoint(out: Path, config: StrictModel) -> None:
+    start_stage("train", out, config)
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (out / "logs").mkdir()
+
+
+def test_run_stage_skips_an_up_to_date_folder_and_returns_its_manifest(tmp_path, capsys):
+    from cfcl.stage import run_stage
+
+    calls = []
+    out = tmp_path / "s"
+    first = run_stage("demo", out, Cfg(), lambda stage: calls.append(stage) or {"answer": 42})
+    assert first["status"] == "complete" and first["answer"] == 42 and len(calls) == 1
+    assert run_stage("demo", out, Cfg(), lambda stage: calls.append(stage)) == first and len(calls) == 1
+    assert "up to date" in capsys.readouterr().out
+    assert run_stage("demo", out, Cfg(), lambda stage: calls.append(stage), force=True)["status"] == "complete"
+    assert len(calls) == 2
+
+
+def test_the_resume_policy_lives_in_the_stage(tmp_path):
+    from cfcl.errors import ConfigError
+    from cfcl.stage import run_stage
+
+    seen = []
+    out = tmp_path / "s"
+    interrupted_with_checkpoint(out, Resumable())
+    run_stage("train", out, Resumable(), lambda stage: seen.append(stage.resume_from))
+    assert seen[-1] == out / "checkpoints" / "last.ckpt"
+    interrupted_with_checkpoint(tmp_path / "f", Resumable())
+    run_stage("train", tmp_path / "f", Resumable(), lambda stage: seen.append(stage.resume_from), force=True)
+    assert seen[-1] is None and not (tmp_path / "f" / "checkpoints").exists() and not (tmp_path / "f" / "logs").exists()
+    interrupted_with_checkpoint(tmp_path / "n", Resumable(resume="never"))
+    run_stage("train", tmp_path / "n", Resumable(resume="never"), lambda stage: seen.append(stage.resume_from))
+    assert seen[-1] is None
+    with pytest.raises(ConfigError, match="no unfinished run"):
+        run_stage("train", tmp_path / "empty", Resumable(resume="require"), lambda stage: seen.append(stage))
+    assert not (tmp_path / "empty").exists() and len(seen) == 3

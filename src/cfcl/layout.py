@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# Stage folders of a run, each also the name of the stage that writes it.
+# Stage folders of a run, each also the name of the stage that writes it. Every stage folder also
+# holds config.yaml and manifest.json (the run folder config.yaml), named in cfcl.stage, which alone
+# writes them.
 DATA = "data"
 TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactuals
 OVERVIEW = "overview.png"  # inside DATA: the synthetic benchmark's patients under every scanner
@@ -54,8 +56,6 @@ TEST_PROB = "test_prob.npy"  # a fine-tuning run's test predictions
 INDEX = "index.html"
 SUMMARY = "summary.md"
 FIGURES = "figures"
-
-RUN_CONFIG = "config.yaml"
 
 
 def tsne_png(method: str) -> str:

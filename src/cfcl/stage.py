@@ -50,6 +50,11 @@ def code_version() -> str:
     return f"{__version__}+{sha}" if sha else __version__
 
 
+def write_config(folder: str | Path, config: BaseModel) -> None:
+    """The resolved config of a stage (or of a whole run) as ``config.yaml`` in ``folder``."""
+    atomic.write_yaml(Path(folder) / CONFIG, config_dict(config))
+
+
 def read_manifest(folder: str | Path) -> dict | None:
     path = Path(folder) / MANIFEST
     if not path.is_file():
@@ -220,22 +225,22 @@ def start_stage(
     resumable = stage_state(out, config, name) == "interrupted" and not force and mode != "never"
     if mode == "require" and (not resumable or last_checkpoint(out) is None):
         raise ConfigError(f"resume: {out} holds no unfinished run of this config to resume (no {CHECKPOINTS}/last.ckpt)")
-    if not resumable:
-        for folder in TRAINER_OUTPUTS:
-            shutil.rmtree(out / folder, ignore_errors=True)
     paths = {**config_inputs(config), **(inputs or {})}
     recorded = {k: record_input(v, out) for k, v in paths.items()}
-    stage = Stage(name, out, config, recorded, resume_from=last_checkpoint(out) if resumable else None)
     if previous is not None and previous.get("status") == "complete" and not force:
-        if previous.get("stage") != name or previous.get("fingerprint") != stage.fingerprint:
+        if previous.get("stage") != name or previous.get("fingerprint") != _fingerprint_of(name, config_hash(config), recorded):
             raise StoreError(
                 f"{out} already holds a complete '{previous.get('stage')}' output made with another "
                 "config or inputs; pass --force to overwrite it"
             )
     if out.exists() and not out.is_dir():
         raise StoreError(f"output {out} exists and is not a folder")
+    if not resumable:
+        for folder in TRAINER_OUTPUTS:
+            shutil.rmtree(out / folder, ignore_errors=True)
+    stage = Stage(name, out, config, recorded, resume_from=last_checkpoint(out) if resumable else None)
     out.mkdir(parents=True, exist_ok=True)
-    atomic.write_yaml(out / CONFIG, config_dict(config))
+    write_config(out, config)
     atomic.write_json(out / MANIFEST, stage._manifest("running", {}))
     return stage
 

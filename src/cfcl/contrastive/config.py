@@ -50,6 +50,6 @@ class PretrainConfig(StrictModel):
     channels_last: bool = False
     seed: int = 0
     resume: Literal["auto", "require", "never"] = Field(
-        "auto", description="auto: continue an unfinished run of this config in OUT; require: fail if there is none"
+        "auto", description="auto: continue an unfinished run of this config in OUT; require: fail if there is none; never: start afresh"
     )
     trainer: TrainerConfig = TrainerConfig(max_epochs=10)

@@ -8,15 +8,15 @@ from pathlib import Path
 
 from typing import Sequence
 
-from cfcl import atomic, layout
-from cfcl.config import build_config, config_dict
+from cfcl import layout
+from cfcl.config import build_config
 from cfcl.distributed import Coordinator, is_writer, session
 from cfcl.errors import ConfigError
 from cfcl.lock import folder_lock
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import GROUPS, Node, plan
 from cfcl.registry import load_ref
-from cfcl.stage import stage_state
+from cfcl.stage import stage_state, write_config
 from cfcl.training import TrainerConfig
 
 ACTIONS = {"complete": "up to date", "interrupted": "resume", "stale": "rerun", "absent": "run"}
@@ -95,7 +95,7 @@ def run_pipeline(
     with session(trainer, argv) as coordinator:
         writer = coordinator.ranks.is_writer
         if writer:
-            atomic.write_yaml(run.out / layout.RUN_CONFIG, config_dict(run))
+            write_config(run.out, run)
             print(f"run folder: {run.out}" + (f" ({coordinator.ranks.world_size} processes)" if coordinator.ranks.world_size > 1 else ""), flush=True)
         _walk(nodes, coordinator, only, first, force, dry_run=False)
         if only in (None, layout.REPORT) and writer:
