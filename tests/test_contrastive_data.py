@@ -48,7 +48,8 @@ def test_oracle_uses_true_counterfactuals_and_never_targets_the_ood_domain(data_
             source = pixels[:4][groups]  # image i is filled with i, its counterfactual for d with 100 + 10 d + i % 10
             cf = pixels >= 100
             assert (source < 16).all() and np.array_equal(pixels[~cf], source[~cf])
-            assert np.array_equal((pixels[cf] - 100) // 10, 1 - source[cf] % 2) and np.array_equal(pixels[cf] % 10, source[cf] % 10)
+            assert np.array_equal((pixels[cf] - 100) // 10, 1 - source[cf] % 2)
+            assert np.array_equal(pixels[cf] % 10, source[cf] % 10)
             n_cf += cf.sum()
     assert n_cf == 3 * 16
 
