@@ -38,6 +38,20 @@ def test_oracle_uses_true_counterfactuals_and_never_targets_the_ood_domain(data_
     assert data.targets == [0, 1]
     assert data.sources.tolist() == list(range(16))
     assert data.cf_table.shape == (20, 3) and data.cf_table[4, 2] == 4 * 3 + 2
+    # every counterfactual view drawn (p_cf 1) is the true one of its own image to the other ID domain, never to c
+    batches = ViewBatches(data, method, batch_size=4, seed=0, p_replace=0.5, p_cf=1.0, n_cf_views=2 if "multi" in method else 1)
+    n_cf = 0
+    for epoch in range(3):
+        for b in range(len(batches)):
+            item = batches[(epoch, b, 0, 1)]
+            pixels, groups = item["views"][:, 0, 0, 0].numpy().astype(int), item["groups"].numpy()
+            source = pixels[:4][groups]  # image i is filled with i, its counterfactual for d with 100 + 10 d + i % 10
+            cf = pixels >= 100
+            assert (source < 16).all() and np.array_equal(pixels[~cf], source[~cf])
+            assert np.array_equal((pixels[cf] - 100) // 10, 1 - source[cf] % 2)
+            assert np.array_equal(pixels[cf] % 10, source[cf] % 10)
+            n_cf += cf.sum()
+    assert n_cf == 3 * 16
 
 
 def test_view_batches_gather_the_planned_images(data_path):

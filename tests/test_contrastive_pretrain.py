@@ -13,7 +13,7 @@ from cfcl.contrastive import module as module_mod
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.encoders import load_encoder
-from cfcl.data.store import write_store
+from cfcl.data.store import ImageStore, write_store
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import read_manifest
 
@@ -77,7 +77,15 @@ def test_multi_positive_methods_take_every_other_domain_by_default(stores, metho
         pretrain.cf_views(_config(stores, method=method), two)
 
 
-def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path):
+def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path, monkeypatch):
+    drawn = []
+
+    class RecordedBatches(pretrain.ViewBatches):
+        def __getitem__(self, key):
+            drawn.append(super().__getitem__(key))
+            return drawn[-1]
+
+    monkeypatch.setattr(pretrain, "ViewBatches", RecordedBatches)
     manifest = pretrain.run(_config(stores, method="cf-simclr", cf_store=str(stores / "cf")), tmp_path)
     assert manifest["status"] == "complete" and manifest["steps"] == 2 * N_TRAIN // 4
     encoder, info = load_encoder(tmp_path)
@@ -86,6 +94,18 @@ def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path):
     assert (tmp_path / "loss_curve.png").stat().st_size > 0 and (tmp_path / "config.yaml").is_file()
     assert set(manifest["inputs"]) == {"data", "cf_store"}
     assert "probe/accuracy" in manifest["metrics"]
+    # every step trained on training images, each paired with its counterfactual to the other ID domain
+    data, cf = ImageStore.open(stores / "data"), ImageStore.open(stores / "cf")
+    where = {image.tobytes(): (i, None) for i, image in enumerate(data.images)}
+    where.update({image.tobytes(): (s, t) for image, s, t in zip(cf.images, cf.meta["source_index"], cf.meta["target_domain"])})
+    domains, splits = data.meta["domain"].to_numpy(), data.meta["split"].to_numpy()
+    assert len(drawn) == manifest["steps"]
+    for item in drawn:
+        views = [where[v.numpy().tobytes()] for v in item["views"][:, 0]]
+        first, second = views[: len(views) // 2], views[len(views) // 2 :]
+        assert all(t is None and splits[s] == "train" for s, t in first)
+        assert [s for s, _ in second] == [s for s, _ in first]
+        assert all(t is not None and t != 2 and t != domains[s] for s, t in second)
 
 
 class Interrupted(Exception):

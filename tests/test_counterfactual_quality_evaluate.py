@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -126,7 +127,8 @@ def test_model_generator_path(setup, capsys):
     """An (untrained) HVAE checkpoint goes through abduction and prediction; unseen targets are refused."""
     from cfcl.counterfactual.generator import save_generator
     from cfcl.counterfactual.hvae import HVAE, HVAEArch
-    from cfcl.counterfactual.parents import ParentSpec, parent_specs
+    from cfcl.counterfactual.inference import counterfactual
+    from cfcl.counterfactual.parents import ParentSpec, intervene, parent_specs, parents_from_store
 
     root, store = setup
     torch.manual_seed(0)
@@ -139,6 +141,30 @@ def test_model_generator_path(setup, capsys):
     assert set(result["composition"]) == {"mae_1", "mae_2", "per_source"}
     assert all(0 <= result["composition"][k] <= 1 for k in ("mae_1", "mae_2"))
     assert 0 <= result["reversibility"]["mae"] <= 1 and result["truth"]["mae_identity"] > 0.05
+    # every pair's errors are this model's counterfactuals of the selected test images, computed here image by image
+    pairs = pd.read_csv(root / "model" / "pairs.csv").set_index(["source", "target"])
+    truth = ImageStore.open(root / "store" / "true_cf")
+    table = truth.counterfactual_table(len(store), len(store.domains))
+    domains = store.meta["domain"].to_numpy()
+    errors = {}
+    for row in select_images(store, ["test"], [0, 1, 2], 8, seed=0):
+        x = torch.from_numpy(store.images[[row]]).float()[:, None] / 255
+        pa = parents_from_store(store, np.array([row]), model.specs)
+        for target in {0, 1, 2} - {domains[row]}:
+            pa_star = intervene(pa, domain=torch.tensor([target]))
+            x_star = counterfactual(model, x, pa, pa_star)
+            x_true = torch.from_numpy(truth.images[[table[row, target]]]).float()[:, None] / 255
+            back = counterfactual(model, x_star, pa_star, pa)
+            errors.setdefault((domains[row], target), []).append(
+                ((x_star - x_true).abs().mean().item(), (back - x).abs().mean().item(), (x - x_true).abs().mean().item())
+            )
+    assert set(errors) == set(pairs.index)
+    for pair, values in errors.items():
+        mae_cf, reversibility, mae_identity = np.mean(values, axis=0)
+        assert pairs.loc[pair, "n"] == len(values)
+        assert pairs.loc[pair, "mae_cf"] == pytest.approx(mae_cf, abs=1e-5)
+        assert pairs.loc[pair, "reversibility"] == pytest.approx(reversibility, abs=1e-5)
+        assert pairs.loc[pair, "mae_identity"] == pytest.approx(mae_identity, abs=1e-5)
 
     rare_unseen = HVAE(16, arch, parent_specs(store, ["domain"], store.indices("train", [0, 1])))
     save_generator(root / "hvae2", rare_unseen, {"domains": store.domains})

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -194,6 +195,18 @@ def test_finetune_trains_the_decoder_only(trained, tmp_path, capsys):
     metrics = (tmp_path / "ft" / "logs" / "metrics.csv").read_text()
     assert "train/multiplier_step" in metrics and "train/guide_accuracy_step" in metrics
     assert "train/round_trip_mae_step" in metrics and "train/round_trip_multiplier_step" in metrics
+    # each step minimised guide CE + lambda (nELBO - bound) + mu (round trip - bound) with the multipliers of the
+    # step before (defaults 1 and 10), then raised each multiplier by its rate (10, 200) times the violation, floored at 0
+    steps = pd.read_csv(tmp_path / "ft" / "logs" / "metrics.csv").dropna(subset=["train/loss_step"]).sort_values("step")
+    assert len(steps) == info["steps"]
+    bound, lam, mu = info["elbo_bound"], 1.0, 10.0
+    for step in steps.to_dict("records"):
+        nelbo, round_trip = step["train/nelbo_step"], step["train/round_trip_mae_step"]
+        expected = step["train/ce_step"] + lam * (nelbo - bound) + mu * (round_trip - 0.015)
+        assert step["train/loss_step"] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+        lam, mu = max(0.0, lam + 10 * (nelbo - bound)), max(0.0, mu + 200 * (round_trip - 0.015))
+        assert step["train/multiplier_step"] == pytest.approx(lam, rel=1e-4, abs=1e-6)
+        assert step["train/round_trip_multiplier_step"] == pytest.approx(mu, rel=1e-4, abs=1e-6)
 
 
 def test_finetune_round_trip_constraint_is_optional_and_validated(trained, tmp_path, capsys):

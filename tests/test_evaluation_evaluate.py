@@ -149,7 +149,8 @@ def test_multiclass_labels_use_macro_auroc(tmp_path):
     run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[1.0], embeddings={"enabled": False}), tmp_path / "eval")
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     assert metrics.query("metric == 'auroc' and domain == 'all'")["value"].between(0.5, 1).all()
-    reported = metrics.query("method == 'simclr' and metric == 'auroc' and domain == 'all' and protocol == 'linear' and test_set == 'id'")["value"]
+    linear_id = "method == 'simclr' and protocol == 'linear' and test_set == 'id' and domain == 'all' and metric == 'auroc'"
+    reported = metrics.query(linear_id)["value"]
     store = ImageStore.open(tmp_path / "data")
     assert reported.item() == pytest.approx(probe_auroc(store, encoder, "train", "test"), abs=1e-9)
 

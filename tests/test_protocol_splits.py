@@ -79,7 +79,8 @@ def test_probe_rows_are_a_domain_stratified_subset_of_the_training_split(recorde
                 ev.linear("a", seed, features, fraction)
                 ev.linear("b", seed, features, fraction)
                 seen = [rows for _, rows in fits if set(meta["split"].to_numpy()[rows]) == {split}]
-                assert len(seen) == 2, f"{split} fraction {fraction} seed {seed}: probes fitted on {[set(meta['split'][r]) for _, r in fits]}"
+                fitted_on = [set(meta["split"][rows]) for _, rows in fits]
+                assert len(seen) == 2, f"{split} fraction {fraction} seed {seed}: probes fitted on {fitted_on}"
                 assert np.array_equal(seen[0], seen[1])  # every method gets the same labels
                 rows = seen[0]
                 assert len(np.unique(rows)) == len(rows)

@@ -95,7 +95,8 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
 def test_the_oracle_judged_is_the_methods_own(tmp_path, capsys):
     root = run_folder(tmp_path)
     metrics = pd.read_csv(root / "eval" / "metrics.csv")
-    multi = metrics[metrics.method.isin(["cf-simclr", "oracle"])].replace({"method": {"cf-simclr": "cf-simclr-multi", "oracle": "oracle-multi"}})
+    renamed = {"cf-simclr": "cf-simclr-multi", "oracle": "oracle-multi"}
+    multi = metrics[metrics.method.isin(list(renamed))].replace({"method": renamed})
     pd.concat([metrics, multi]).to_csv(root / "eval" / "metrics.csv", index=False)
     load_script().main([str(root), "--method", "cf-simclr-multi"])
     result = json.loads(capsys.readouterr().out)

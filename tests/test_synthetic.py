@@ -238,7 +238,8 @@ def test_content_is_invariant_across_true_counterfactuals(tmp_path):
     assert np.allclose(mask.mean(axis=(1, 2)), store.meta["lesion_area"].to_numpy(), atol=1e-5)
     images = cf.images[:].reshape(len(store), len(cfg.scanners), 32, 32).astype(int)
     for d, scanner in enumerate(cfg.acquisition):
-        x = np.float32(scanner.offset) + np.float32(scanner.gain) * np.clip(phys, 0, 1).astype(np.float32) ** np.float32(scanner.gamma)
+        response = np.clip(phys, 0, 1).astype(np.float32) ** np.float32(scanner.gamma)
+        x = np.float32(scanner.offset) + np.float32(scanner.gain) * response
         x = x + np.float32(scanner.noise_std) * np.sqrt(np.clip(x, 0.05, 1.0)) * fields["u"]
         expected = np.round(np.clip(x, 0, 1) * 255).astype(int)
         assert np.abs(images[:, d] - expected).max() <= 1, scanner.name
