@@ -64,9 +64,9 @@ def knn_domain_purity(features: np.ndarray, domains: np.ndarray, k: int = 10) ->
     return float((same.mean() - chance) / (1 - chance))
 
 
-def domain_silhouette(features: np.ndarray, domains: np.ndarray, seed: int = 0) -> float:
+def domain_silhouette(features: np.ndarray, domains: np.ndarray) -> float:
     """Mean silhouette of the domains as clusters of standardised features (Euclidean): 1 separate, 0 mixed."""
-    return float(silhouette_score(StandardScaler().fit_transform(features), domains, random_state=seed))
+    return float(silhouette_score(StandardScaler().fit_transform(features), domains))
 
 
 def tsne_map(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:

@@ -247,7 +247,7 @@ class Evaluation:
             method=method, seed=seed, balanced_accuracy=mean, std=std, chance=1 / n_domains,
             n_domains=n_domains, n_per_domain=len(chosen) // n_domains,
             knn_purity=embeddings.knn_domain_purity(sample, domains, cfg.knn_k), knn_k=cfg.knn_k,
-            silhouette=embeddings.domain_silhouette(sample, domains, seed),
+            silhouette=embeddings.domain_silhouette(sample, domains),
         )
         if not tsne:
             return row
