@@ -114,6 +114,35 @@ def test_gains_and_embedding_outputs(evaluated):
         assert (evaluated / "eval" / f"tsne_{method}.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_seed_gains_are_t_intervals_over_seeds_of_every_metric_and_invariance_measure(evaluated):
+    seed_gains = pd.read_csv(evaluated / "eval" / "seed_gains.csv")
+    assert list(seed_gains.columns) == SEED_GAIN_COLUMNS
+    assert set(seed_gains["reference"]) == {"simclr"} and set(seed_gains["method"]) == {"cf_simclr", "random", "supervised"}
+    assert (seed_gains["n_seeds"] == 2).all()
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
+    probes = seed_gains[seed_gains["protocol"] != "embedding"]
+    assert set(probes["metric"]) == {"auroc", "balanced_accuracy"}
+    for row in probes.sample(10, random_state=0).itertuples():
+        pick = metrics.query("protocol == @row.protocol and label_fraction == @row.label_fraction and "
+                             "test_set == @row.test_set and domain == @row.domain and metric == @row.metric")
+        diffs = (pick[pick["method"] == row.method].set_index("seed")["value"]
+                 - pick[pick["method"] == "simclr"].set_index("seed")["value"])
+        half = 12.7062 * diffs.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
+        assert row.gain == pytest.approx(diffs.mean()) and row.ci_high == pytest.approx(diffs.mean() + half, abs=1e-4)
+        assert row.n_positive == (diffs > 0).sum() and row.supported == (row.ci_low > 0 or row.ci_high < 0)
+    # the invariance measures: CF-SimCLR (and the random encoder) against SimCLR, paired by seed
+    embedding = seed_gains[seed_gains["protocol"] == "embedding"].set_index(["method", "metric"])
+    assert set(embedding.index) == {(m, k) for m in ("cf_simclr", "random") for k in ("domain_predictability", "knn_purity", "silhouette")}
+    assert set(embedding["test_set"]) == {"test+ood_test"}
+    table = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
+    expected = paired_seed_gain(*(table[table["method"] == m].set_index("seed")["knn_purity"] for m in ("cf_simclr", "simclr")))
+    assert embedding.loc[("cf_simclr", "knn_purity"), "gain"] == pytest.approx(expected.mean)
+    assert embedding.loc[("cf_simclr", "knn_purity"), "ci_low"] == pytest.approx(expected.ci_low)
+    # this store lists no covariates: the covariates baseline is skipped, and says so
+    assert "covariates" not in set(metrics["method"])
+    assert "covariates baseline skipped: " in (evaluated / "eval" / "notes.txt").read_text()
+
+
 def test_features_are_cached_and_reused(evaluated, monkeypatch, tmp_path):
     cached = sorted((evaluated / "eval" / "features").glob("*.npy"))
     assert len(cached) == 4 + 2  # two pretrained encoders per seed, one random encoder per seed
@@ -207,35 +236,6 @@ def test_domain_predictability_is_high_for_domain_features_and_near_chance_for_n
     noise = rng.normal(size=(400, 32))
     assert domain_predictability(np.hstack([coded, noise]), domains[chosen], seed=0)[0] > 0.9
     assert abs(domain_predictability(noise, domains[chosen], seed=0)[0] - 0.25) < 0.1
-
-
-def test_seed_gains_are_t_intervals_over_seeds_of_every_metric_and_invariance_measure(evaluated):
-    seed_gains = pd.read_csv(evaluated / "eval" / "seed_gains.csv")
-    assert list(seed_gains.columns) == SEED_GAIN_COLUMNS
-    assert set(seed_gains["reference"]) == {"simclr"} and set(seed_gains["method"]) == {"cf_simclr", "random", "supervised"}
-    assert (seed_gains["n_seeds"] == 2).all()
-    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
-    probes = seed_gains[seed_gains["protocol"] != "embedding"]
-    assert set(probes["metric"]) == {"auroc", "balanced_accuracy"}
-    for row in probes.sample(10, random_state=0).itertuples():
-        pick = metrics.query("protocol == @row.protocol and label_fraction == @row.label_fraction and "
-                             "test_set == @row.test_set and domain == @row.domain and metric == @row.metric")
-        diffs = (pick[pick["method"] == row.method].set_index("seed")["value"]
-                 - pick[pick["method"] == "simclr"].set_index("seed")["value"])
-        half = 12.7062 * diffs.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
-        assert row.gain == pytest.approx(diffs.mean()) and row.ci_high == pytest.approx(diffs.mean() + half, abs=1e-4)
-        assert row.n_positive == (diffs > 0).sum() and row.supported == (row.ci_low > 0 or row.ci_high < 0)
-    # the invariance measures: CF-SimCLR (and the random encoder) against SimCLR, paired by seed
-    embedding = seed_gains[seed_gains["protocol"] == "embedding"].set_index(["method", "metric"])
-    assert set(embedding.index) == {(m, k) for m in ("cf_simclr", "random") for k in ("domain_predictability", "knn_purity", "silhouette")}
-    assert set(embedding["test_set"]) == {"test+ood_test"}
-    table = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
-    expected = paired_seed_gain(*(table[table["method"] == m].set_index("seed")["knn_purity"] for m in ("cf_simclr", "simclr")))
-    assert embedding.loc[("cf_simclr", "knn_purity"), "gain"] == pytest.approx(expected.mean)
-    assert embedding.loc[("cf_simclr", "knn_purity"), "ci_low"] == pytest.approx(expected.ci_low)
-    # this store lists no covariates: the covariates baseline is skipped, and says so
-    assert "covariates" not in set(metrics["method"])
-    assert "covariates baseline skipped: " in (evaluated / "eval" / "notes.txt").read_text()
 
 
 def test_knn_domain_purity_hand_computed():
