@@ -59,7 +59,7 @@ def headline_table(metrics: pd.DataFrame, fraction: float, metric: str = "auroc"
 
 def gain_cell(row: pd.Series) -> str:
     """``+0.110 [+0.021, +0.199], 3/3 > 0, supported``: mean, t-interval over seeds, sign count, verdict."""
-    if not row["n_seeds"] >= 2:
+    if row["n_seeds"] < 2:
         return f"{row['gain']:+.3f} ({row['note']})"
     verdict = "supported" if row["supported"] else "not supported"
     return f"{row['gain']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['n_positive']}/{row['n_seeds']} > 0, {verdict}"
@@ -72,8 +72,9 @@ def headline_gain_table(seed_gains: pd.DataFrame, fraction: float, metric: str =
 
 
 def gain_caption(seed_gains: pd.DataFrame, fraction: float) -> str:
+    """What the headline gain table shows, with the reference and the interval's level it was computed with."""
     reference = ", ".join(sorted(set(seed_gains["reference"])))
-    level = float(seed_gains["level"].iloc[0]) * 100 if len(seed_gains) else 95
+    level = float(seed_gains["level"].iloc[0]) * 100
     return (
         f"AUROC gain over {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% t-interval over "
         f"seeds], seeds with a gain > 0 / seeds; supported = the interval excludes 0"
