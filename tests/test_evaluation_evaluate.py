@@ -11,12 +11,15 @@ from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import evaluate as evaluate_module
 from cfcl.evaluation.config import EvaluateConfig
-from cfcl.evaluation.embeddings import domain_predictability, equal_per_domain
+from cfcl.data.store import write_store
+from cfcl.evaluation.embeddings import domain_predictability, domain_silhouette, equal_per_domain, knn_domain_purity
 from cfcl.evaluation.evaluate import run
 from cfcl.evaluation.features import extract_features
+from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.metrics import MetricError
-from cfcl.evaluation.results import COLUMNS
-from evaluation_fixtures import DOMAINS, probe_auroc, tiny_encoder, tiny_store
+from cfcl.evaluation.metrics import paired_seed_gain
+from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS
+from evaluation_fixtures import DOMAINS, complete_stage, probe_auroc, tiny_encoder, tiny_store
 
 SMALL_EMBEDDINGS = {"per_domain": 30, "tsne_points": 60, "folds": 3}
 
@@ -97,14 +100,47 @@ def test_gains_and_embedding_outputs(evaluated):
         expected = np.mean([auroc[(row.method, *key, s)] - auroc[("simclr", *key, s)] for s in (0, 1)])
         assert row.gain == pytest.approx(expected, abs=1e-9), key
     predictability = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
-    assert set(predictability["method"]) == {"simclr", "cf_simclr", "random"}
-    assert np.allclose(predictability["chance"], 1 / 4)
-    # the tiny store's domains differ in brightness: any encoder's features tell them apart
+    # every method's encoder of every seed, the random encoder beside the pretrained ones
+    assert sorted(zip(predictability["method"], predictability["seed"])) == sorted(
+        (m, s) for m in ("simclr", "cf_simclr", "random") for s in (0, 1))
+    assert np.allclose(predictability["chance"], 1 / 4) and set(predictability["knn_k"]) == {10}
+    # the tiny store's domains differ in brightness: any encoder's features tell them apart, and cluster by it
     assert (predictability["balanced_accuracy"] > 0.5).all()
+    assert (predictability["knn_purity"] > 0.2).all() and (predictability["knn_purity"] <= 1).all()
+    assert predictability["silhouette"].between(-1, 1).all()
     for method in ("simclr", "cf_simclr", "random"):
         tsne = pd.read_csv(evaluated / "eval" / "tsne" / f"{method}.csv")
         assert list(tsne.columns) == ["x", "y", "domain", "label"] and len(tsne) == 60
         assert (evaluated / "eval" / f"tsne_{method}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_seed_gains_are_t_intervals_over_seeds_of_every_metric_and_invariance_measure(evaluated):
+    seed_gains = pd.read_csv(evaluated / "eval" / "seed_gains.csv")
+    assert list(seed_gains.columns) == SEED_GAIN_COLUMNS
+    assert set(seed_gains["reference"]) == {"simclr"} and set(seed_gains["method"]) == {"cf_simclr", "random", "supervised"}
+    assert (seed_gains["n_seeds"] == 2).all()
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
+    probes = seed_gains[seed_gains["protocol"] != "embedding"]
+    assert set(probes["metric"]) == {"auroc", "balanced_accuracy"}
+    for row in probes.sample(10, random_state=0).itertuples():
+        pick = metrics.query("protocol == @row.protocol and label_fraction == @row.label_fraction and "
+                             "test_set == @row.test_set and domain == @row.domain and metric == @row.metric")
+        diffs = (pick[pick["method"] == row.method].set_index("seed")["value"]
+                 - pick[pick["method"] == "simclr"].set_index("seed")["value"])
+        half = 12.7062 * diffs.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
+        assert row.gain == pytest.approx(diffs.mean()) and row.ci_high == pytest.approx(diffs.mean() + half, abs=1e-4)
+        assert row.n_positive == (diffs > 0).sum() and row.supported == (row.ci_low > 0 or row.ci_high < 0)
+    # the invariance measures: CF-SimCLR (and the random encoder) against SimCLR, paired by seed
+    embedding = seed_gains[seed_gains["protocol"] == "embedding"].set_index(["method", "metric"])
+    assert set(embedding.index) == {(m, k) for m in ("cf_simclr", "random") for k in ("domain_predictability", "knn_purity", "silhouette")}
+    assert set(embedding["test_set"]) == {"test+ood_test"}
+    table = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
+    expected = paired_seed_gain(*(table[table["method"] == m].set_index("seed")["knn_purity"] for m in ("cf_simclr", "simclr")))
+    assert embedding.loc[("cf_simclr", "knn_purity"), "gain"] == pytest.approx(expected.mean)
+    assert embedding.loc[("cf_simclr", "knn_purity"), "ci_low"] == pytest.approx(expected.ci_low)
+    # this store lists no covariates: the covariates baseline is skipped, and says so
+    assert "covariates" not in set(metrics["method"])
+    assert "covariates baseline skipped: " in (evaluated / "eval" / "notes.txt").read_text()
 
 
 def test_features_are_cached_and_reused(evaluated, monkeypatch, tmp_path):
@@ -201,3 +237,56 @@ def test_domain_predictability_is_high_for_domain_features_and_near_chance_for_n
     noise = rng.normal(size=(400, 32))
     assert domain_predictability(np.hstack([coded, noise]), domains[chosen], seed=0)[0] > 0.9
     assert abs(domain_predictability(noise, domains[chosen], seed=0)[0] - 0.25) < 0.1
+
+
+def test_knn_domain_purity_hand_computed():
+    # two domains on a line, 0 1 | 10 11: the nearest neighbour always shares the domain (purity 1);
+    # with k = 2 half the neighbours do, against a chance of 1/3 (one of the three others): (1/2 - 1/3) / (2/3)
+    features, domains = np.array([[0.0], [1.0], [10.0], [11.0]]), np.array([0, 0, 1, 1])
+    assert knn_domain_purity(features, domains, k=1) == pytest.approx(1.0)
+    assert knn_domain_purity(features, domains, k=2) == pytest.approx(0.25)
+
+
+def test_clustering_measures_are_near_one_for_domain_clusters_and_near_zero_for_domain_independent_points():
+    rng = np.random.default_rng(0)
+    domains = np.repeat(np.arange(4), 100)
+    centres = rng.normal(size=(4, 16)) * 10
+    clustered = centres[domains] + rng.normal(size=(400, 16))
+    independent = rng.normal(size=(400, 16))
+    assert knn_domain_purity(clustered, domains) > 0.95 and domain_silhouette(clustered, domains) > 0.7
+    assert abs(knn_domain_purity(independent, domains)) < 0.1 and abs(domain_silhouette(independent, domains)) < 0.05
+    # a weak domain shift within the spread: in between, so the measures rank encoders rather than saturate
+    weak, strong = independent + 0.04 * centres[domains], independent + 0.06 * centres[domains]
+    assert 0.1 < knn_domain_purity(weak, domains) < knn_domain_purity(strong, domains) < 0.9
+    assert domain_silhouette(weak, domains) < domain_silhouette(strong, domains) < 0.5
+
+
+def store_with_covariates(path, source):
+    """The tiny store with an age that raises the label's odds and a sex that does not, listed as covariates."""
+    rng = np.random.default_rng(1)
+    meta = source.meta.copy()
+    meta["age"] = np.round(50 + 15 * meta["label"] + rng.normal(0, 10, len(meta)))
+    meta["sex"] = rng.choice(["F", "M"], len(meta))
+    store = write_store(path, np.asarray(source.images), meta, source.domains, source.labels,
+                       extra={"ood_domains": [3], "covariates": ["age", "sex"]})
+    complete_stage(path, "data_synth")
+    return store
+
+
+def test_covariates_baseline_is_a_probe_on_the_covariates_alone_for_every_fraction_seed_and_test_set(evaluated, tmp_path):
+    store = store_with_covariates(tmp_path / "data", ImageStore.open(evaluated / "data"))
+    encoders = [evaluated / "pretrain" / "simclr-s0", evaluated / "pretrain" / "simclr-s1"]
+    run(config(tmp_path / "data", encoders, embeddings={"enabled": False}, random_baseline=False), tmp_path / "eval")
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").query("metric == 'auroc' and domain == 'all'")
+    covariates = metrics[metrics["method"] == "covariates"]
+    assert set(zip(covariates["seed"], covariates["label_fraction"], covariates["protocol"], covariates["test_set"])) == {
+        (s, f, p, t) for s in (0, 1) for f in (0.5, 1.0) for p, t in (("linear", "id"), ("transfer", "ood"), ("linear", "ood"))}
+    # the reported value is a probe fitted here on age and sex (one-hot) of every ID training image
+    labels = store.meta["label"].to_numpy()
+    features = np.column_stack([store.meta["age"], store.meta["sex"] == "M"]).astype(float)
+    train, test = store.indices("train"), store.indices("test")
+    prob = class_probabilities(fit_probe(features[train], labels[train]), features[test], 2)
+    from sklearn.metrics import roc_auc_score
+    reported = covariates.query("seed == 0 and label_fraction == 1.0 and protocol == 'linear' and test_set == 'id'")["value"]
+    assert reported.item() == pytest.approx(roc_auc_score(labels[test], prob[:, 1]), abs=1e-9)
+    assert reported.item() > 0.7  # age carries the label here, with no image at all

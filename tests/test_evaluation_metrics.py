@@ -1,7 +1,9 @@
-"""Metrics: AUROC / balanced accuracy against hand-computed values and scikit-learn; bootstrap intervals."""
+"""Metrics: AUROC / balanced accuracy against hand-computed values and scikit-learn; bootstrap and seed intervals."""
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from cfcl.evaluation.metrics import (
@@ -10,6 +12,7 @@ from cfcl.evaluation.metrics import (
     balanced_accuracy,
     bootstrap_ci,
     paired_gain_ci,
+    paired_seed_gain,
     stratified_resamples,
 )
 
@@ -85,3 +88,41 @@ def test_paired_gain_is_zero_for_identical_scores_and_positive_for_a_better_meth
     gain, low, high = paired_gain_ci(y, better, reference, n_boot=200)
     expected = np.mean([auroc(y, b) - auroc(y, r) for b, r in zip(better, reference)])
     assert gain == pytest.approx(expected) and 0 < low < gain < high
+
+
+def by_seed(values: dict) -> pd.Series:
+    """A Series indexed by seed, a list of values for a seed's repeats."""
+    pairs = [(seed, v) for seed, vs in values.items() for v in (vs if isinstance(vs, list) else [vs])]
+    return pd.Series([v for _, v in pairs], index=[s for s, _ in pairs], dtype=float)
+
+
+def test_seed_gain_is_paired_by_seed_with_repeats_averaged_and_a_t_interval():
+    # seed 0 has two label draws (mean 0.71); seed 3 has no reference and is left out
+    method = by_seed({0: [0.70, 0.72], 1: 0.75, 2: 0.68, 3: 0.90})
+    reference = by_seed({0: 0.65, 1: 0.70, 2: 0.70})
+    gain = paired_seed_gain(method, reference)
+    diffs = np.array([0.06, 0.05, -0.02])
+    half = stats.t.ppf(0.975, 2) * diffs.std(ddof=1) / np.sqrt(3)
+    assert half == pytest.approx(0.10828, abs=1e-5)  # 4.3027 * 0.043589 / sqrt(3)
+    assert gain.mean == pytest.approx(0.03) and gain.n_seeds == 3
+    assert (gain.ci_low, gain.ci_high) == pytest.approx((0.03 - half, 0.03 + half))
+    assert gain.signs == "2/3 > 0" and not gain.supported and gain.note == ""
+    # a consistent gain: 0.06 +- 4.3027 * 0.01 / sqrt(3) = [0.0352, 0.0848], interval above 0
+    gain = paired_seed_gain(by_seed({0: 0.75, 1: 0.76, 2: 0.77}), by_seed({0: 0.70, 1: 0.70, 2: 0.70}))
+    assert (gain.ci_low, gain.ci_high) == pytest.approx((0.03516, 0.08484), abs=1e-5)
+    assert gain.supported and gain.signs == "3/3 > 0"
+    # a consistent loss is supported too (its interval excludes 0), with no seed above 0
+    loss = paired_seed_gain(by_seed({0: 0.65, 1: 0.64, 2: 0.63}), by_seed({0: 0.70, 1: 0.70, 2: 0.70}))
+    assert loss.mean == pytest.approx(-0.06) and loss.ci_high < 0 and loss.supported and loss.signs == "0/3 > 0"
+    # a 90 % interval is narrower than the 95 % one
+    narrow = paired_seed_gain(method, reference, level=0.90)
+    assert narrow.ci_high - narrow.ci_low == pytest.approx(2 * stats.t.ppf(0.95, 2) * diffs.std(ddof=1) / np.sqrt(3))
+
+
+def test_seed_gain_with_fewer_than_two_seeds_has_a_mean_and_says_why_there_is_no_interval():
+    gain = paired_seed_gain(by_seed({0: [0.80, 0.84], 1: 0.9}), by_seed({0: 0.75, 2: 0.5}))
+    assert gain.mean == pytest.approx(0.07) and gain.n_seeds == 1 and gain.signs == "1/1 > 0"
+    assert np.isnan(gain.ci_low) and np.isnan(gain.ci_high) and not gain.supported
+    assert gain.note == "1 seed: no interval"
+    none = paired_seed_gain(by_seed({0: 0.8}), by_seed({1: 0.7}))
+    assert none.n_seeds == 0 and np.isnan(none.mean) and not none.supported and none.note == "no seed"

@@ -12,10 +12,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from cfcl.cli import main
-from cfcl.evaluation.results import COLUMNS
+from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS, invariance_seed_gains, metric_seed_gains
 from cfcl.plotting import save_png
 from cfcl.report.report import run_report
-from cfcl.report.summary import ReportError, headline_table, print_headline
+from cfcl.report.summary import ReportError, gain_cell, headline_gain_table, headline_table, invariance_table, print_headline
 from evaluation_fixtures import complete_stage
 
 DOMAINS = ["major", "rare"]
@@ -58,8 +58,15 @@ def run_dir(tmp_path):
     pd.DataFrame([dict(method="cf_simclr", reference="simclr", protocol="linear", label_fraction=f, test_set="id",
                        domain=d, n_seeds=3, gain=0.02, ci_low=-0.01, ci_high=0.05)
                   for f in (0.1, 1.0) for d in ("all", *DOMAINS)]).to_csv(eval_dir / "gains.csv", index=False)
-    pd.DataFrame(dict(method=["simclr", "cf_simclr"], seed=[0, 0], balanced_accuracy=[0.9, 0.4], std=[0.02, 0.03],
-                      chance=[1 / 3] * 2, n_domains=[3] * 2, n_per_domain=[50] * 2)).to_csv(eval_dir / "domain_predictability.csv", index=False)
+    invariance = pd.DataFrame(dict(
+        method=["simclr"] * 3 + ["cf_simclr"] * 3 + ["random"] * 3, seed=[0, 1, 2] * 3,
+        balanced_accuracy=[0.9, 0.92, 0.94, 0.4, 0.5, 0.45, 1.0, 1.0, 1.0], std=[0.02] * 9, chance=[1 / 3] * 9,
+        n_domains=[3] * 9, n_per_domain=[50] * 9, knn_purity=[0.5, 0.6, 0.7, 0.2, 0.25, 0.3, 0.9, 0.8, 0.85], knn_k=[10] * 9,
+        silhouette=[0.1, 0.2, 0.15, 0.0, 0.05, 0.02, 0.3, 0.3, 0.3],
+    ))
+    invariance.to_csv(eval_dir / "domain_predictability.csv", index=False)
+    seed_gains = metric_seed_gains(pd.read_csv(eval_dir / "metrics.csv"), "simclr") + invariance_seed_gains(invariance, "simclr", "test")
+    pd.DataFrame(seed_gains, columns=SEED_GAIN_COLUMNS).to_csv(eval_dir / "seed_gains.csv", index=False)
     png(eval_dir / "tsne_simclr.png")
     (run / "cf_quality" / "cf_quality.json").write_text(json.dumps({
         "effectiveness": {"major->rare": {"accuracy": 0.91, "n": 40}, "rare->major": {"accuracy": 0.85, "n": 40}},
@@ -83,6 +90,34 @@ def test_headline_table_is_mean_and_std_over_seeds(run_dir):
     assert table.loc["cf_simclr (linear)", "ID rare"] == f"{values.mean():.3f} ± {values.std():.3f}"
 
 
+def test_headline_gains_are_paired_seed_means_with_t_intervals(run_dir):
+    metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
+    seed_gains = pd.read_csv(run_dir / "eval" / "seed_gains.csv")
+    table = headline_gain_table(seed_gains, 0.1)
+    assert list(table.columns) == ["ID", "ID major", "ID rare", "OOD (own labels)", "OOD (direct transfer)"]
+    assert list(table.index) == ["cf_simclr (linear)"]
+    pick = metrics.query("protocol == 'linear' and test_set == 'id' and domain == 'rare' and label_fraction == 0.1 "
+                         "and metric == 'auroc'")
+    diffs = pick[pick.method == "cf_simclr"].set_index("seed")["value"] - pick[pick.method == "simclr"].set_index("seed")["value"]
+    half = 4.302653 * diffs.std() / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    low, high = diffs.mean() - half, diffs.mean() + half
+    verdict = "supported" if low > 0 or high < 0 else "not supported"
+    assert table.loc["cf_simclr (linear)", "ID rare"] == (
+        f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}], {(diffs > 0).sum()}/3 > 0, {verdict}")
+    one_seed = dict(gain=0.05, n_seeds=1, note="1 seed: no interval", ci_low=np.nan, ci_high=np.nan, n_positive=1, supported=False)
+    assert gain_cell(pd.Series(one_seed)) == "+0.050 (1 seed: no interval)"
+
+
+def test_invariance_table_has_intervals_over_seeds_and_the_random_encoder_beside():
+    table = pd.DataFrame(dict(method=["simclr"] * 3 + ["random"], seed=[0, 1, 2, 0], balanced_accuracy=[0.9, 0.92, 0.94, 1.0],
+                              knn_purity=[0.5, 0.6, 0.7, 0.9]))
+    shown = invariance_table(table)
+    half = 4.302653 * 0.1 / np.sqrt(3)
+    assert shown.loc["simclr", "knn_purity"] == f"0.600 [{0.6 - half:.3f}, {0.6 + half:.3f}]"
+    assert shown.loc["simclr", "domain_predictability"].startswith("0.920 [")
+    assert shown.loc["random", "knn_purity"] == "0.900 (1 seed: no interval)" and shown.loc["random", "seeds"] == "1"
+
+
 def test_report_is_one_self_contained_page_with_every_figure(run_dir):
     index = run_report(run_dir)
     assert index == run_dir / "report" / "index.html"
@@ -99,6 +134,11 @@ def test_report_is_one_self_contained_page_with_every_figure(run_dir):
         assert text in page
     summary = (run_dir / "report" / "summary.md").read_text()
     assert "| cf_simclr (linear) |" in summary and "absent" not in summary
+    # the headline gain tables and the invariance tables with their seed intervals and verdicts
+    assert "AUROC gain over simclr at 10% labels, paired by seed: mean [95% t-interval over seeds]" in summary
+    assert "supported" in summary and "3 > 0" in summary
+    assert "| random |" in summary and "knn_purity" in summary and "minus simclr's, paired by seed" in summary
+    assert "test-set bootstrap" in summary and "not over seeds" in summary
     assert sorted(p.name for p in (run_dir / "report" / "figures").glob("*.png")) == sorted(
         re.findall(r"\(figures/([^)]+)\)", summary))
 

@@ -1,4 +1,4 @@
-"""benchmarks/science_targets.py on a hand-made run folder: the gains it reports equal hand-computed ones."""
+"""benchmarks/science_targets.py on a hand-made run folder: the gains and intervals it reports equal hand-computed ones."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ AUROC = {
     "cf-simclr": [(0.81, 0.75, 0.65, 0.78), (0.80, 0.74, 0.66, 0.76)],
     "oracle": [(0.84, 0.78, 0.70, 0.80), (0.84, 0.78, 0.70, 0.80)],
     "random": [(0.60, 0.55, 0.52, 0.58), (0.60, 0.55, 0.52, 0.58)],
+    "covariates": [(0.70, 0.65, 0.60, 0.62), (0.71, 0.66, 0.61, 0.63)],
 }
+T_975_1DF = 12.7062  # t(0.975) with 1 degree of freedom: two seeds
 PICKS = [("linear", "id", "all"), ("linear", "id", "rare"), ("transfer", "ood", "all"), ("linear", "ood", "all")]
 
 
@@ -63,7 +65,8 @@ def run_folder(root: Path, methods=tuple(AUROC)) -> Path:
     (root / "eval").mkdir()
     metrics_table(methods).to_csv(root / "eval" / "metrics.csv", index=False)
     pd.DataFrame({"method": ["simclr", "simclr", "cf-simclr", "cf-simclr"], "seed": [0, 1, 0, 1],
-                  "balanced_accuracy": [0.9, 0.8, 0.6, 0.6]}).to_csv(root / "eval" / "domain_predictability.csv", index=False)
+                  "balanced_accuracy": [0.9, 0.8, 0.6, 0.6], "knn_purity": [0.8, 0.7, 0.3, 0.25],
+                  "silhouette": [0.2, 0.3, 0.1, 0.3]}).to_csv(root / "eval" / "domain_predictability.csv", index=False)
     return root
 
 
@@ -77,19 +80,48 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
     assert cf["rare"]["per_seed"] == pytest.approx([0.05, 0.02]) and cf["rare"]["mean"] == pytest.approx(0.035)
     assert cf["transfer"]["per_seed"] == pytest.approx([0.05, 0.04]) and cf["transfer"]["mean"] == pytest.approx(0.045)
     assert cf["ood_probe"]["per_seed"] == pytest.approx([0.03, -0.01]) and cf["ood_probe"]["mean"] == pytest.approx(0.01)
+    # every gain carries its t-interval over seeds: transfer 0.045 +- 12.706 * sd(0.05, 0.04) / sqrt(2)
+    half = T_975_1DF * np.std([0.05, 0.04], ddof=1) / np.sqrt(2)
+    assert (cf["transfer"]["ci_low"], cf["transfer"]["ci_high"]) == pytest.approx((0.045 - half, 0.045 + half), abs=1e-4)
+    assert cf["transfer"]["n"] == 2 and cf["transfer"]["signs"] == "2/2 > 0" and cf["transfer"]["supported"] is False
+    assert cf["ood_probe"]["signs"] == "1/2 > 0"
     assert result["oracle_vs_simclr"]["transfer"]["mean"] == pytest.approx(0.09)
     assert result["oracle_vs_simclr"]["ood_probe"]["mean"] == pytest.approx(0.04)
     # OOD gain (mean of transfer and OOD probe) as a fraction of the oracle's: 0.0275 / 0.065
     assert result["oracle_fraction"] == pytest.approx(0.423, abs=1e-3)
     assert result["simclr_vs_random"]["id"]["mean"] == pytest.approx(0.21)
+    vs_random = result["simclr_vs_random"]["id"]
+    assert vs_random["ci_low"] == pytest.approx(0.21 - T_975_1DF * np.std([0.20, 0.22], ddof=1) / np.sqrt(2), abs=1e-4)
+    assert vs_random["supported"] is True
+    vs_covariates = result["simclr_vs_covariates"]["id"]
+    assert vs_covariates["per_seed"] == pytest.approx([0.10, 0.11]) and vs_covariates["supported"] is True
+    # SimCLR's k-NN scanner purity minus CF-SimCLR's, paired by seed: 0.5 and 0.45
+    drop = result["invariance_drop"]["knn_purity"]
+    assert drop["mean"] == pytest.approx(0.475) and drop["ci_low"] == pytest.approx(
+        0.475 - T_975_1DF * np.std([0.5, 0.45], ddof=1) / np.sqrt(2), abs=1e-4) and drop["supported"] is True
+    assert result["invariance_drop"]["silhouette"]["per_seed"] == pytest.approx([0.1, 0.0])
     assert result["simclr+_vs_simclr"] == {}
     assert result["supervised_id"] == pytest.approx(0.75)
-    assert result["predictability_drop"] == pytest.approx(0.25)
+    assert result["invariance_drop"]["balanced_accuracy"]["mean"] == pytest.approx(0.25)
     assert result["auroc_mean"]["simclr"] == pytest.approx({"id": 0.81, "rare": 0.71, "transfer": 0.61, "ood_probe": 0.76})
+    # transfer and rare gains (and the predictability drop 0.3, 0.2) are positive in both seeds, but
+    # two seeds this far apart cannot exclude 0: not met
     assert result["targets_met"] == {
-        "gain_transfer": True, "gain_ood_probe": False, "gain_rare": True,
-        "predictability_drop": True, "oracle_fraction": False, "simclr_above_random": True,
+        "gain_transfer": False, "gain_ood_probe": False, "gain_rare": False, "predictability_drop": False,
+        "clustering_drop": True, "oracle_fraction": False, "simclr_above_random": True, "simclr_above_covariates": True,
     }
+
+
+def test_one_seed_gives_gains_without_an_interval_and_says_why(tmp_path, capsys):
+    root = run_folder(tmp_path)
+    metrics = pd.read_csv(root / "eval" / "metrics.csv")
+    metrics[metrics.seed == 0].to_csv(root / "eval" / "metrics.csv", index=False)
+    load_script().main([str(root)])
+    result = json.loads(capsys.readouterr().out)
+    transfer = result["cf-simclr_vs_simclr"]["transfer"]
+    assert transfer["mean"] == pytest.approx(0.05) and transfer["n"] == 1 and transfer["ci_low"] is None
+    assert transfer["note"] == "1 seed: no interval" and transfer["supported"] is False
+    assert result["targets_met"]["gain_transfer"] is False
 
 
 def test_the_oracle_judged_is_the_methods_own(tmp_path, capsys):

@@ -11,7 +11,7 @@ import pytest
 
 from cfcl.config import build_config
 from cfcl.data.store import ImageStore
-from cfcl.data.synthetic.anatomy import sample_patients
+from cfcl.data.synthetic.anatomy import ANATOMY_TRAITS, sample_patients
 from cfcl.data.synthetic.config import DiseaseConfig, SynthConfig
 from cfcl.data.synthetic.disease import disease_probability
 from cfcl.data.synthetic.generate import CHUNK, run
@@ -145,6 +145,7 @@ def test_age_and_sex_cause_anatomy():
     anatomy = sample_patients(rng, sex, age)
     assert anatomy["body_w"][sex == 1].mean() > anatomy["body_w"][sex == 0].mean() + 0.03
     assert np.corrcoef(age, anatomy["heart_w"])[0, 1] > 0.3
+    assert tuple(anatomy.columns) == ANATOMY_TRAITS
 
 
 def test_disease_depends_on_age_and_only_optionally_on_scanner():
@@ -194,6 +195,11 @@ def test_store_layout_and_contract(generated):
     assert store.info["ood_domains"] == [cfg.ood_domain] and store.info["synthetic"] is True
     for column in ("index", "image_id", "patient_id", "split", "domain", "label", "sex", "age"):
         assert column in store.meta.columns
+    # the covariates the SCM drew, stored for the covariates-only baseline: the cohort's own values
+    assert store.info["covariates"] == ["sex", "age", *ANATOMY_TRAITS]
+    cohort = sample_cohort(cfg)
+    assert (store.meta["sex"] == cohort["sex"]).all() and (store.meta["age"] == cohort["age"]).all()
+    assert np.allclose(store.meta[list(ANATOMY_TRAITS)], cohort[list(ANATOMY_TRAITS)], atol=1e-5)
     counts = store.meta["split"].value_counts()
     assert counts["train"] == 40 and counts["ood_test"] == 10
     for name in ("config.yaml", "manifest.json", "overview.png"):

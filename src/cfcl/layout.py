@@ -44,7 +44,8 @@ CF_GRID = "cf_grid.png"
 
 # Files of the eval stage.
 METRICS = "metrics.csv"
-GAINS = "gains.csv"
+GAINS = "gains.csv"  # gains over the reference, paired bootstrap over test images
+SEED_GAINS = "seed_gains.csv"  # gains over the reference, t-interval over seeds
 PREDICTABILITY = "domain_predictability.csv"
 NOTES = "notes.txt"
 TSNE = "tsne"  # folder of one t-SNE table per method

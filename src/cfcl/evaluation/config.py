@@ -39,12 +39,14 @@ class FinetuneConfig(StrictModel):
 
 
 class EmbeddingConfig(StrictModel):
-    """Domain predictability (PCA + logistic regression, k-fold) and t-SNE maps."""
+    """Domain predictability (PCA + logistic regression, k-fold), clustering by domain (k-NN purity,
+    silhouette) for every seed's encoder, and a t-SNE map of the first seed's."""
 
     enabled: bool = True
     split: list[str] = ["test", "ood_test"]
     per_domain: int = Field(200, ge=5, description="images drawn per domain (fewer if a domain has fewer)")
     pca_dim: int = Field(16, ge=1)
+    knn_k: int = Field(10, ge=1, description="neighbours of the k-NN domain purity")
     folds: int = Field(5, ge=2)
     tsne_points: int = Field(600, ge=10)
     perplexity: float = Field(30.0, gt=1)
@@ -62,6 +64,9 @@ class EvaluateConfig(StrictModel):
     label_fractions: list[float] = [0.1, 1.0]
     seeds: list[int] = [0, 1, 2]
     random_baseline: bool = True
+    covariates_baseline: bool = Field(
+        True, description="probe on the store's covariates (store.json 'covariates'), no image: what the label owes to them"
+    )
     reference_method: str = "simclr"
     probe: ProbeConfig = ProbeConfig()
     finetune: FinetuneConfig = FinetuneConfig()

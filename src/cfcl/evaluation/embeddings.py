@@ -1,4 +1,11 @@
-"""Embedding analysis: how well the scanner can be read from frozen features, and 2-D maps."""
+"""Embedding analysis: how well the scanner can be read from frozen features, how much they cluster by it, 2-D maps.
+
+Linear predictability says whether the scanner can be read at all (any encoder keeps a burned-in
+frame readable, so it saturates); the neighbourhood measures say whether the embedding is
+organised by scanner, which is what a t-SNE map shows: on a domain-balanced sample, k-nearest-
+neighbour scanner purity relative to chance and the silhouette by scanner, both near 0 for an
+embedding independent of the scanner and near 1 for one made of scanner clusters.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,9 @@ import numpy as np
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
+from sklearn.metrics import silhouette_score
 from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.neighbors import NearestNeighbors
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -36,6 +45,28 @@ def domain_predictability(
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_score(model, features, domains, cv=cv, scoring="balanced_accuracy")
     return float(scores.mean()), float(scores.std())
+
+
+def knn_domain_purity(features: np.ndarray, domains: np.ndarray, k: int = 10) -> float:
+    """Share of each point's ``k`` nearest neighbours from its own domain, relative to chance: ``(p - c) / (1 - c)``.
+
+    Neighbours by Euclidean distance on standardised features, the point itself excluded; chance
+    ``c`` is the share of the other points in the same domain (``1 / n_domains`` on a balanced
+    sample), so 0 means no clustering by domain and 1 that every neighbour shares the domain.
+    """
+    domains = np.asarray(domains)
+    k = min(k, len(features) - 1)
+    scaled = StandardScaler().fit_transform(features)
+    neighbours = NearestNeighbors(n_neighbors=k).fit(scaled).kneighbors(return_distance=False)
+    same = domains[neighbours] == domains[:, None]
+    _, inverse, counts = np.unique(domains, return_inverse=True, return_counts=True)
+    chance = float(np.mean((counts[inverse] - 1) / (len(domains) - 1)))
+    return float((same.mean() - chance) / (1 - chance))
+
+
+def domain_silhouette(features: np.ndarray, domains: np.ndarray) -> float:
+    """Mean silhouette of the domains as clusters of standardised features (Euclidean): 1 separate, 0 mixed."""
+    return float(silhouette_score(StandardScaler().fit_transform(features), domains))
 
 
 def tsne_map(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:

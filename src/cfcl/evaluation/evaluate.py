@@ -1,8 +1,10 @@
 """The ``cfcl evaluate`` stage: probes, fine-tuning and baselines over label fractions and seeds.
 
 Writes into ``out``: ``metrics.csv`` (long format, see :mod:`cfcl.evaluation.results`),
-``gains.csv`` (AUROC gain over the reference method with paired bootstrap intervals),
-``domain_predictability.csv``, ``tsne/<method>.csv`` + ``tsne_<method>.png``, ``notes.txt``
+``seed_gains.csv`` (gain over the reference method per metric, t-interval over seeds: the one
+that decides), ``gains.csv`` (AUROC gain over the reference with paired bootstrap intervals over
+test images), ``domain_predictability.csv`` (per method and seed: linear predictability, k-NN
+purity and silhouette by domain), ``tsne/<method>.csv`` + ``tsne_<method>.png``, ``notes.txt``
 (everything skipped and why), ``features/`` (cached frozen features) and ``finetune/``
 (one Lightning run folder per fine-tuning: logs and ``test_prob.npy``; its checkpoints are
 deleted once the test predictions are saved, and a run with saved predictions is not repeated).
@@ -12,6 +14,10 @@ and probes trained on ``ood_train`` labels on ``ood_test`` (test_set ``ood``, th
 protocol); ``transfer`` applies the ID probe unchanged to ``ood_test``; ``finetune`` trains
 encoder and head on ID labels (test_set ``id``) and, if enabled, on ``ood_train`` (test_set ``ood``).
 A label fraction too small to hold every class is skipped with a line in ``notes.txt``.
+
+Baselines: ``random`` (the architecture at random initialisation), ``supervised`` (fine-tuned
+from it) and ``covariates``: the linear probe on the covariates the store lists (the synthetic
+benchmark's age, sex and anatomy traits), no image at all: what a probe gets without the lesion.
 """
 
 from __future__ import annotations
@@ -37,7 +43,10 @@ from cfcl.evaluation.features import cache_key, cached, extract_features, save_a
 from cfcl.evaluation.finetune import finetune, predict_probabilities
 from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.probe import class_probabilities, fit_probe
-from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS, Prediction, as_frame, gain_rows, metric_rows
+from cfcl.evaluation.results import (
+    COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, Prediction, as_frame, gain_rows, invariance_seed_gains, metric_rows,
+    metric_seed_gains,
+)
 from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
 from cfcl.plotting import save_png, tsne_figure
 from cfcl.stage import Stage, fingerprint, run_stage
@@ -46,7 +55,10 @@ from cfcl.training import resolve_device
 STAGE = layout.EVAL
 RANDOM = "random"
 SUPERVISED = "supervised"
-PREDICTABILITY_COLUMNS = ["method", "seed", "balanced_accuracy", "std", "chance", "n_domains", "n_per_domain"]
+COVARIATES = "covariates"
+PREDICTABILITY_COLUMNS = [
+    "method", "seed", "balanced_accuracy", "std", "chance", "n_domains", "n_per_domain", "knn_purity", "knn_k", "silhouette",
+]
 ID_TRAIN, ID_VAL, ID_TEST, OOD_TRAIN, OOD_TEST = "train", "val", "test", "ood_train", "ood_test"
 
 
@@ -90,7 +102,7 @@ def load_encoders(paths: list[Path], store: ImageStore) -> dict[str, dict[int, E
                 f"{store.size[0]}x{store.size[1]}"
             )
         method, seed = str(info["method"]), int(info["seed"])
-        if method in (RANDOM, SUPERVISED):
+        if method in (RANDOM, SUPERVISED, COVARIATES):
             raise ConfigError(f"encoder {target}: method name {method!r} is reserved for a baseline")
         if seed in methods.get(method, {}):
             raise ConfigError(f"encoders {methods[method][seed].path} and {path} are both {method} seed {seed}")
@@ -208,13 +220,37 @@ class Evaluation:
                     shutil.rmtree(run_dir / folder, ignore_errors=True)
             self.record(method, seed, "finetune", fraction, test_set, test, prob)
 
-    def embedding_rows(self, method: str, seed: int, features: np.ndarray) -> dict:
-        """Domain predictability on equal numbers of images per domain, and a t-SNE map."""
+    def covariates(self) -> np.ndarray | None:
+        """The store's covariates as probe features, or None (noted) when it lists none or lacks them."""
+        names = list(self.store.info.get("covariates") or [])
+        lacking = [c for c in names if c not in self.store.meta.columns]
+        if not names:
+            reason = f"{self.store.path / 'store.json'} lists no 'covariates'"
+        elif lacking:
+            reason = f"{self.store.path / 'metadata.csv'} lacks covariate column(s) {', '.join(lacking)}"
+        elif self.store.meta[names].isna().any(axis=None):
+            reason = f"{self.store.path / 'metadata.csv'}: covariate column(s) with missing values"
+        else:
+            return covariate_features(self.store.meta, names)
+        self.notes.append(f"{COVARIATES} baseline skipped: {reason}")
+        return None
+
+    def embedding_rows(self, method: str, seed: int, features: np.ndarray, tsne: bool) -> dict:
+        """Domain predictability and clustering on equal numbers of images per domain; a t-SNE map if ``tsne``."""
         cfg = self.config.embeddings
         pool = self.store.indices(cfg.split)
         chosen = pool[embeddings.equal_per_domain(self.domains[pool], cfg.per_domain, seed)]
         n_domains = len(np.unique(self.domains[chosen]))
-        mean, std = embeddings.domain_predictability(features[chosen], self.domains[chosen], cfg.pca_dim, cfg.folds, seed)
+        sample, domains = features[chosen], self.domains[chosen]
+        mean, std = embeddings.domain_predictability(sample, domains, cfg.pca_dim, cfg.folds, seed)
+        row = dict(
+            method=method, seed=seed, balanced_accuracy=mean, std=std, chance=1 / n_domains,
+            n_domains=n_domains, n_per_domain=len(chosen) // n_domains,
+            knn_purity=embeddings.knn_domain_purity(sample, domains, cfg.knn_k), knn_k=cfg.knn_k,
+            silhouette=embeddings.domain_silhouette(sample, domains),
+        )
+        if not tsne:
+            return row
         shown = chosen[np.random.default_rng(seed).permutation(len(chosen))[: cfg.tsne_points]]
         xy = embeddings.tsne_map(features[shown], cfg.perplexity, seed)
         table = pd.DataFrame({
@@ -224,10 +260,12 @@ class Evaluation:
         })
         atomic.write_text(self.out / layout.TSNE / f"{method}.csv", table.to_csv(index=False))
         save_png(tsne_figure(table, method), self.out / layout.tsne_png(method))
-        return dict(
-            method=method, seed=seed, balanced_accuracy=mean, std=std, chance=1 / n_domains,
-            n_domains=n_domains, n_per_domain=len(chosen) // n_domains,
-        )
+        return row
+
+
+def covariate_features(meta: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """``[N, D]`` float features of the named metadata columns: numbers as they are, categories one-hot."""
+    return pd.get_dummies(meta[names], drop_first=True, dtype=float).to_numpy(np.float64)
 
 
 def run(config: EvaluateConfig, out: Path, force: bool = False) -> dict:
@@ -250,6 +288,11 @@ def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict
             features = encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device)
             for fraction in config.label_fractions:
                 ev.linear(method, seed, features, fraction)
+    covariates = ev.covariates() if config.covariates_baseline else None
+    if covariates is not None:
+        for seed in config.seeds:
+            for fraction in config.label_fractions:
+                ev.linear(COVARIATES, seed, covariates, fraction)
     stage.timed("linear", time.time() - tic)
 
     tic = time.time()
@@ -266,8 +309,9 @@ def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict
     predictability = []
     if config.embeddings.enabled:
         for method, encoders in methods.items():
-            ref = encoders[min(encoders)]
-            predictability.append(ev.embedding_rows(method, ref.seed, ref.features(store, out / layout.FEATURES, config.batch_size, ev.device)))
+            for seed in config.seeds:
+                features = encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device)
+                predictability.append(ev.embedding_rows(method, seed, features, tsne=seed == config.seeds[0]))
     stage.timed("embeddings", time.time() - tic)
 
     tic = time.time()
@@ -278,7 +322,12 @@ def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict
     metrics = as_frame(rows, COLUMNS)
     atomic.write_text(out / layout.METRICS, metrics.to_csv(index=False))
     atomic.write_text(out / layout.GAINS, as_frame(gains, GAIN_COLUMNS).to_csv(index=False))
-    atomic.write_text(out / layout.PREDICTABILITY, pd.DataFrame(predictability, columns=PREDICTABILITY_COLUMNS).to_csv(index=False))
+    invariance = pd.DataFrame(predictability, columns=PREDICTABILITY_COLUMNS)
+    seed_gains = metric_seed_gains(metrics, config.reference_method, config.ci_level) + invariance_seed_gains(
+        invariance, config.reference_method, "+".join(config.embeddings.split), config.ci_level
+    )
+    atomic.write_text(out / layout.SEED_GAINS, as_frame(seed_gains, SEED_GAIN_COLUMNS).to_csv(index=False))
+    atomic.write_text(out / layout.PREDICTABILITY, invariance.to_csv(index=False))
     notes = list(dict.fromkeys(ev.notes))
     atomic.write_text(out / layout.NOTES, "".join(f"{n}\n" for n in notes))
     stage.timed("metrics", time.time() - tic)

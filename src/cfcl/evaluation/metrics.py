@@ -1,4 +1,4 @@
-"""Classification metrics and their bootstrap intervals, as pure functions over numpy arrays.
+"""Classification metrics, their bootstrap intervals and seed-level gains, as pure functions.
 
 AUROC is computed from ranks (Mann-Whitney U), which vectorises over bootstrap resamples;
 it equals scikit-learn's ``roc_auc_score`` (binary) and its macro one-vs-rest average
@@ -8,8 +8,11 @@ every class of the test set and the metric is always defined.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
-from scipy.stats import rankdata
+import pandas as pd
+from scipy.stats import rankdata, t
 
 from cfcl.errors import CfclError
 
@@ -120,3 +123,47 @@ def paired_gain_ci(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(boot, [tail, 100 - tail])
     return float(gain), float(low), float(high)
+
+
+@dataclass(frozen=True)
+class SeedInterval:
+    """A mean over seeds with its t-interval (NaN with fewer than 2 seeds) and how many seeds lie above 0."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n_seeds: int
+    n_positive: int
+    note: str = ""
+
+    @property
+    def supported(self) -> bool:
+        """A gain (or loss) is supported only when its interval excludes 0."""
+        return bool(self.ci_low > 0 or self.ci_high < 0)
+
+    @property
+    def signs(self) -> str:
+        return f"{self.n_positive}/{self.n_seeds} > 0"
+
+
+def seed_interval(values: pd.Series, level: float = 0.95) -> SeedInterval:
+    """Mean of ``values`` (indexed by seed) and its t-interval ``mean +- t_{n-1} * sd / sqrt(n)`` over seeds.
+
+    Repeats of a seed (several label draws or test resamples) are averaged first, so the seed is
+    the unit of replication and the interval reflects pretraining and label-draw variation.
+    """
+    per_seed = values.groupby(level=0).mean().dropna()
+    n = len(per_seed)
+    if n == 0:
+        return SeedInterval(float("nan"), float("nan"), float("nan"), 0, 0, "no seed")
+    mean, positive = float(per_seed.mean()), int((per_seed > 0).sum())
+    if n < 2:
+        return SeedInterval(mean, float("nan"), float("nan"), n, positive, "1 seed: no interval")
+    half = float(t.ppf((1 + level) / 2, n - 1) * per_seed.std(ddof=1) / np.sqrt(n))
+    return SeedInterval(mean, mean - half, mean + half, n, positive)
+
+
+def paired_seed_gain(method: pd.Series, reference: pd.Series, level: float = 0.95) -> SeedInterval:
+    """``method - reference`` paired by seed (same pretraining seed and label draw), each Series indexed by
+    seed with its repeats averaged first; seeds only one of them has are left out."""
+    return seed_interval(method.groupby(level=0).mean() - reference.groupby(level=0).mean(), level)

@@ -1,7 +1,12 @@
-"""Turn test-set predictions into the long-format rows of ``eval/metrics.csv`` and ``eval/gains.csv``.
+"""Turn test-set predictions into the rows of ``eval/metrics.csv``, ``eval/gains.csv`` and ``eval/seed_gains.csv``.
 
 ``metrics.csv`` columns: ``method, seed, protocol, label_fraction, test_set, domain, metric, value``.
 Bootstrap intervals are extra rows whose metric is ``<metric>_ci_low`` / ``<metric>_ci_high``.
+
+Two kinds of gain interval, for two questions: ``gains.csv`` resamples the test images (paired
+bootstrap of the seed-averaged gain: how much the test set alone moves it); ``seed_gains.csv``
+is the t-interval over seeds (pretraining seed and label draw: would another seed agree?). A
+gain is called supported only when its seed interval excludes 0.
 """
 
 from __future__ import annotations
@@ -12,12 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from cfcl.evaluation.metrics import auroc, balanced_accuracy, bootstrap_ci, paired_gain_ci
+from cfcl.evaluation.metrics import auroc, balanced_accuracy, bootstrap_ci, paired_gain_ci, paired_seed_gain
 
 COLUMNS = ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "metric", "value"]
 GAIN_COLUMNS = [
     "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "gain", "ci_low", "ci_high",
 ]
+METRIC_KEYS = ["protocol", "label_fraction", "test_set", "domain", "metric"]
+SEED_GAIN_COLUMNS = [
+    "method", "reference", *METRIC_KEYS, "n_seeds", "gain", "ci_low", "ci_high", "level", "n_positive", "supported", "note",
+]
+POINT_METRICS = ("auroc", "balanced_accuracy")
+# Columns of ``domain_predictability.csv`` -> their metric name in ``seed_gains.csv`` (protocol ``embedding``).
+INVARIANCE_MEASURES = {"balanced_accuracy": "domain_predictability", "knn_purity": "knn_purity", "silhouette": "silhouette"}
 
 
 @dataclass
@@ -96,6 +108,47 @@ def gain_rows(preds: list[Prediction], reference: str, domain_names: list[str], 
                     test_set=test_set, domain=domain, n_seeds=len(common), gain=gain, ci_low=low, ci_high=high,
                 ))
     return rows
+
+
+def seed_gain_rows(values: pd.DataFrame, reference: str, keys: list[str], level: float = 0.95) -> list[dict]:
+    """Paired gain over seeds of every method over ``reference`` for each combination of ``keys``.
+
+    ``values`` is long: ``method, seed, *keys, value``; the pairing is by seed (same pretraining
+    seed and label draw), see :func:`cfcl.evaluation.metrics.paired_seed_gain`.
+    """
+    rows = []
+    for key, part in values.groupby(keys, sort=False):
+        by_method = {m: p.set_index("seed")["value"] for m, p in part.groupby("method", sort=True)}
+        if reference not in by_method:
+            continue
+        for method, series in by_method.items():
+            if method == reference:
+                continue
+            gain = paired_seed_gain(series, by_method[reference], level)
+            rows.append(dict(
+                method=method, reference=reference, **dict(zip(keys, key)), n_seeds=gain.n_seeds, gain=gain.mean,
+                ci_low=gain.ci_low, ci_high=gain.ci_high, level=level, n_positive=gain.n_positive, supported=gain.supported,
+                note=gain.note,
+            ))
+    return rows
+
+
+def metric_seed_gains(metrics: pd.DataFrame, reference: str, level: float = 0.95) -> list[dict]:
+    """``seed_gains.csv`` rows of ``metrics.csv``'s point metrics (not of their bootstrap bounds)."""
+    return seed_gain_rows(metrics[metrics["metric"].isin(POINT_METRICS)], reference, METRIC_KEYS, level)
+
+
+def invariance_seed_gains(table: pd.DataFrame, reference: str, test_set: str, level: float = 0.95) -> list[dict]:
+    """``seed_gains.csv`` rows (protocol ``embedding``) of the invariance measures of ``domain_predictability.csv``.
+
+    Lower is more domain-invariant, so a negative gain is a method clustering less by domain.
+    """
+    measures = [c for c in INVARIANCE_MEASURES if c in table.columns]
+    values = table.melt(id_vars=["method", "seed"], value_vars=measures, var_name="metric", value_name="value")
+    values["metric"] = values["metric"].map(INVARIANCE_MEASURES)
+    rows = seed_gain_rows(values, reference, ["metric"], level)
+    constant = dict(protocol="embedding", label_fraction=float("nan"), test_set=test_set, domain="all")
+    return [{**row, **constant} for row in rows]
 
 
 def as_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:

@@ -13,11 +13,14 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cfcl import atomic, layout
-from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS
+from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS
 from cfcl.plotting import png_bytes
 from cfcl.report import figures
 from cfcl.report.html import Block, Section, render_page
-from cfcl.report.summary import ReportError, headline_fractions, headline_table, markdown_table
+from cfcl.report.summary import (
+    ReportError, gain_caption, headline_fractions, headline_gain_table, headline_table, invariance_gain_table,
+    invariance_table, markdown_table,
+)
 from cfcl.stage import CONFIG, MANIFEST, read_manifest
 
 EXPECTED_STAGES = (layout.DATA, layout.CF_MODEL, layout.CF_STORE, layout.CF_QUALITY, layout.PRETRAIN, layout.EVAL)
@@ -118,23 +121,33 @@ def _results(report: Report, run_dir: Path) -> None:
     if metrics.empty:
         report.missing(section, f"rows in {metrics_path} (every evaluation was skipped; see notes)")
         return
+    seed_gains_path = eval_dir / layout.SEED_GAINS
+    seed_gains = optional_csv(seed_gains_path, SEED_GAIN_COLUMNS)
     for fraction in headline_fractions(metrics):
         n_seeds = metrics.loc[metrics["label_fraction"] == fraction, "seed"].nunique()
         caption = f"AUROC at {fraction * 100:g}% labels, mean ± std over {n_seeds} seed(s)"
         report.table(section, headline_table(metrics, fraction), caption, "method (protocol)")
+        if seed_gains is not None:
+            report.table(section, headline_gain_table(seed_gains, fraction), gain_caption(seed_gains, fraction), "method (protocol)")
+    if seed_gains is None:
+        report.missing(section, f"seed-level gains in {seed_gains_path} (the reference method was not evaluated, "
+                                "or by a cfcl older than this table: `cfcl evaluate --force`)")
     curves = report.section("AUROC against label fraction")
     report.figure(curves, "auroc_vs_fraction.png", png_bytes(figures.auroc_vs_fraction(metrics)),
                   "AUROC (mean ± std over seeds) per test set")
-    gains_section = report.section("Gain over the reference method per domain")
+    gains_section = report.section("Gain over the reference method per domain, test-set bootstrap")
     gains_path = eval_dir / layout.GAINS
     gains = optional_csv(gains_path, GAIN_COLUMNS)
     if gains is None:
         report.missing(gains_section, f"gains in {gains_path} (the reference method was not evaluated)")
     else:
         report.figure(gains_section, "gain_over_reference.png", png_bytes(figures.gain_figure(gains, figures.method_colours(metrics["method"]))),
-                      "Seed-averaged AUROC gain with 95% paired-bootstrap intervals")
+                      "Seed-averaged AUROC gain with paired-bootstrap intervals over test images (not over seeds)")
         shown = gains.assign(**{c: gains[c].map("{:+.3f}".format) for c in ("gain", "ci_low", "ci_high")})
-        report.table(gains_section, shown.set_index("method"), "AUROC gain over the reference", "method")
+        report.table(gains_section, shown.set_index("method"),
+                     "AUROC gain over the reference; ci: paired bootstrap of the test images, which says how much the "
+                     "test set alone moves the seed-averaged gain. Whether a gain holds across seeds: the headline gain tables",
+                     "method")
     notes = eval_dir / layout.NOTES
     if notes.is_file() and notes.read_text().strip():
         section.blocks.append(Block("pre", notes.read_text(), "evaluation notes (skipped settings)"))
@@ -145,13 +158,24 @@ def _embeddings(report: Report, run_dir: Path) -> None:
     eval_dir = layout.RunLayout(run_dir).eval
     section = report.section("Domain invariance of the embeddings")
     path = eval_dir / layout.PREDICTABILITY
-    table = optional_csv(path, ["method", "balanced_accuracy", "std", "chance"])
+    table = optional_csv(path, ["method", "seed", "balanced_accuracy", "std", "chance"])
     if table is None:
         report.missing(section, f"{path} (run `cfcl evaluate` with embeddings enabled)")
     else:
         report.figure(section, "domain_predictability.png", png_bytes(figures.predictability_figure(table)),
-                      "Balanced accuracy of predicting the domain from frozen features (PCA-16, 5-fold); dashed: chance")
-        report.table(section, table.set_index("method").round(3), "Domain predictability", "method")
+                      "Domain predictability (balanced accuracy of a linear classifier on PCA-16 features, 5-fold; "
+                      "dashed: chance) and clustering by domain (k-NN purity relative to chance, silhouette): "
+                      "mean and 95% t-interval over seeds")
+        k = f" (k = {int(table['knn_k'].iloc[0])})" if "knn_k" in table.columns else ""
+        report.table(section, invariance_table(table),
+                     f"Domain invariance, mean [95% t-interval over seeds]; lower is more invariant. knn_purity{k}: "
+                     "share of nearest neighbours from the same domain relative to chance (0 mixed, 1 clustered); "
+                     "silhouette by domain (0 mixed, 1 separate)", "method")
+        seed_gains = optional_csv(layout.RunLayout(run_dir).eval / layout.SEED_GAINS, SEED_GAIN_COLUMNS)
+        if seed_gains is not None and (seed_gains["protocol"] == "embedding").any():
+            reference = ", ".join(sorted(set(seed_gains["reference"])))
+            report.table(section, invariance_gain_table(seed_gains),
+                         f"Domain invariance minus {reference}'s, paired by seed (negative: clusters less by domain)", "method")
     maps = sorted(eval_dir.glob(layout.tsne_png("*"))) if eval_dir.is_dir() else []
     if not maps:
         report.missing(section, f"t-SNE maps ({layout.tsne_png('<method>')}) in {eval_dir}")

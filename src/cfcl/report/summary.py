@@ -1,4 +1,5 @@
-"""The headline table (method x test set, AUROC mean ± std over seeds) as text and markdown."""
+"""The headline tables as text and markdown: method x test set, AUROC mean ± std over seeds, and each
+method's gain over the reference with its t-interval over seeds; the domain-invariance tables."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pandas as pd
 
 from cfcl import layout
 from cfcl.errors import CfclError
+from cfcl.evaluation.metrics import seed_interval
+from cfcl.evaluation.results import INVARIANCE_MEASURES
 from cfcl.report.figures import seed_summary, test_columns
 
 TRANSFER_COLUMN = "OOD (direct transfer)"
@@ -29,25 +32,79 @@ def _cell(row: pd.Series) -> str:
     return f"{row['mean']:.3f} ± {row['std']:.3f}"
 
 
-def headline_table(metrics: pd.DataFrame, fraction: float, metric: str = "auroc") -> pd.DataFrame:
+def _method_rows(frame: pd.DataFrame, columns: list[tuple[str, str, str]], cell) -> pd.DataFrame:
     """Rows ``method (protocol)``, columns the test sets; the direct-transfer column belongs to linear rows."""
-    summary = seed_summary(metrics[metrics["label_fraction"] == fraction], metric)
-    columns = test_columns(metrics)
     table: dict[str, dict[str, str]] = {}
-    for (method, protocol), part in summary.groupby(["method", "protocol"], sort=True):
+    for (method, protocol), part in frame.groupby(["method", "protocol"], sort=True):
         if protocol == "transfer":
             continue
         cells = {}
         for name, test_set, domain in columns:
             hit = part[(part["test_set"] == test_set) & (part["domain"] == domain)]
-            cells[name] = _cell(hit.iloc[0]) if len(hit) else "–"
+            cells[name] = cell(hit.iloc[0]) if len(hit) else "–"
         if protocol == "linear":
-            hit = summary[(summary["method"] == method) & (summary["protocol"] == "transfer") & (summary["domain"] == "all")]
-            cells[TRANSFER_COLUMN] = _cell(hit.iloc[0]) if len(hit) else "–"
+            hit = frame[(frame["method"] == method) & (frame["protocol"] == "transfer") & (frame["domain"] == "all")]
+            cells[TRANSFER_COLUMN] = cell(hit.iloc[0]) if len(hit) else "–"
         table[f"{method} ({protocol})"] = cells
-    frame = pd.DataFrame.from_dict(table, orient="index")
-    order = [c[0] for c in columns] + ([TRANSFER_COLUMN] if TRANSFER_COLUMN in frame.columns else [])
-    return frame.reindex(columns=order).fillna("–")
+    result = pd.DataFrame.from_dict(table, orient="index")
+    order = [c[0] for c in columns] + ([TRANSFER_COLUMN] if TRANSFER_COLUMN in result.columns else [])
+    return result.reindex(columns=order).fillna("–")
+
+
+def headline_table(metrics: pd.DataFrame, fraction: float, metric: str = "auroc") -> pd.DataFrame:
+    """Mean ± std over seeds of ``metric`` per method (protocol) and test set."""
+    summary = seed_summary(metrics[metrics["label_fraction"] == fraction], metric)
+    return _method_rows(summary, test_columns(metrics), _cell)
+
+
+def gain_cell(row: pd.Series) -> str:
+    """``+0.110 [+0.021, +0.199], 3/3 > 0, supported``: mean, t-interval over seeds, sign count, verdict."""
+    if row["n_seeds"] < 2:
+        return f"{row['gain']:+.3f} ({row['note']})"
+    verdict = "supported" if row["supported"] else "not supported"
+    return f"{row['gain']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['n_positive']}/{row['n_seeds']} > 0, {verdict}"
+
+
+def headline_gain_table(seed_gains: pd.DataFrame, fraction: float, metric: str = "auroc") -> pd.DataFrame:
+    """Each method's gain over the reference (``seed_gains.csv``) per test set, in the headline table's layout."""
+    rows = seed_gains[(seed_gains["label_fraction"] == fraction) & (seed_gains["metric"] == metric)]
+    return _method_rows(rows, test_columns(rows), gain_cell)
+
+
+def gain_caption(seed_gains: pd.DataFrame, fraction: float) -> str:
+    """What the headline gain table shows, with the reference and the interval's level it was computed with."""
+    reference = ", ".join(sorted(set(seed_gains["reference"])))
+    level = float(seed_gains["level"].iloc[0]) * 100
+    return (
+        f"AUROC gain over {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% t-interval over "
+        f"seeds], seeds with a gain > 0 / seeds; supported = the interval excludes 0"
+    )
+
+
+def interval_cell(values: pd.Series, level: float = 0.95) -> str:
+    """``0.812 [0.770, 0.854]``: mean and t-interval over seeds of ``values`` (indexed by seed)."""
+    estimate = seed_interval(values, level)
+    if estimate.n_seeds < 2:
+        return f"{estimate.mean:.3f} ({estimate.note})"
+    return f"{estimate.mean:.3f} [{estimate.ci_low:.3f}, {estimate.ci_high:.3f}]"
+
+
+def invariance_table(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
+    """Per method, each domain-invariance measure of ``domain_predictability.csv``: mean [t-interval] over seeds."""
+    measures = [c for c in INVARIANCE_MEASURES if c in table.columns]
+    rows = {
+        method: {INVARIANCE_MEASURES[m]: interval_cell(part.set_index("seed")[m], level) for m in measures}
+        | {"seeds": str(part["seed"].nunique())}
+        for method, part in table.groupby("method", sort=True)
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def invariance_gain_table(seed_gains: pd.DataFrame) -> pd.DataFrame:
+    """Each method minus the reference per invariance measure (``seed_gains.csv``, protocol ``embedding``)."""
+    rows = seed_gains[seed_gains["protocol"] == "embedding"]
+    cells = rows.assign(cell=[gain_cell(row) for _, row in rows.iterrows()]).pivot(index="method", columns="metric", values="cell")
+    return cells.reindex(columns=[m for m in INVARIANCE_MEASURES.values() if m in cells.columns])
 
 
 def _caption(metrics: pd.DataFrame, fraction: float) -> str:

@@ -12,6 +12,12 @@ import pandas as pd
 
 from cfcl.data.synthetic.scanners import blur
 
+# The per-patient traits :func:`sample_patients` draws, in its column order.
+ANATOMY_TRAITS = (
+    "body_w", "habitus", "lung_w", "lung_h", "lung_cx", "lung_top", "lung_depth", "dome_h", "heart_w", "heart_h",
+    "rib_spacing", "rib_tilt", "rib_phase", "bone_density", "vessel_amp",
+)
+
 def sample_patients(rng: np.random.Generator, sex: np.ndarray, age: np.ndarray) -> pd.DataFrame:
     """Anatomy of each patient, caused by sex (1 = male) and age (years), plus individual variation."""
     n = len(sex)

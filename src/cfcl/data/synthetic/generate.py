@@ -13,6 +13,7 @@ import pandas as pd
 from cfcl import layout
 from cfcl.config import config_hash
 from cfcl.data.store import StoreWriter
+from cfcl.data.synthetic.anatomy import ANATOMY_TRAITS
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.overview import overview_rows, save_overview
 from cfcl.data.synthetic.scm import ID_SPLITS, LABELS, OOD_SPLITS, acquire_all, exogenous_fields, render_physical, sample_cohort
@@ -20,7 +21,9 @@ from cfcl.stage import Stage, run_stage
 
 STAGE = layout.DATA
 CHUNK = 512
-META_COLUMNS = ["image_id", "patient_id", "split", "domain", "label", "sex", "age", "lesion_area", "lesion_contrast"]
+# What the SCM draws before the lesion: the covariates baseline's probe reads these (store.json 'covariates').
+COVARIATES = ["sex", "age", *ANATOMY_TRAITS]
+META_COLUMNS = ["image_id", "patient_id", "split", "domain", "label", *COVARIATES, "lesion_area", "lesion_contrast"]
 
 
 def summary_table(meta: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
@@ -67,11 +70,14 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
                 images.write(start, all_scanners[np.arange(len(rows)), rows["domain"].to_numpy()])
             if start in counterfactuals_due:
                 counterfactuals.write(start * n_dom, all_scanners.reshape(-1, size, size))
-    meta = cohort.assign(lesion_area=area.round(5), lesion_contrast=cohort["lesion_contrast"].round(4))[META_COLUMNS]
+    meta = cohort.assign(
+        lesion_area=area.round(5), lesion_contrast=cohort["lesion_contrast"].round(4),
+        **{trait: cohort[trait].round(5) for trait in ANATOMY_TRAITS},
+    )[META_COLUMNS]
     meta.insert(0, "index", np.arange(n))
     store = images.finish(
         meta, cfg.scanners, LABELS,
-        extra={"ood_domains": [cfg.ood_domain], "synthetic": True, "seed": cfg.seed},
+        extra={"ood_domains": [cfg.ood_domain], "synthetic": True, "seed": cfg.seed, "covariates": COVARIATES},
     )
     source = np.repeat(np.arange(n), n_dom)
     target = np.tile(np.arange(n_dom), n)
