@@ -10,7 +10,7 @@ from pydantic import Field
 
 from cfcl.config import StrictModel
 from cfcl.counterfactual.hvae import HVAEArch
-from cfcl.training import TrainerConfig
+from cfcl.training import DevicesConfig, TrainerConfig
 
 
 class OptimConfig(StrictModel):
@@ -81,8 +81,11 @@ class CFGenerateConfig(StrictModel):
     include_ood: bool = False
     batch_size: int = Field(128, ge=1)
     chunk: int = Field(2048, ge=1)
-    device: str = "auto"
+    device: str = Field("auto", description="auto: each rank's own CUDA GPU when there is one, else the CPU")
     progress_bar: bool = True
+    trainer: DevicesConfig = Field(
+        DevicesConfig(), description="processes to split the generation over (devices x num_nodes); under cfcl run, the run's"
+    )
 
 
 class QualityTargets(StrictModel):

@@ -21,7 +21,7 @@ from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.training import make_trainer
+from cfcl.training import loader_workers, make_trainer
 
 STAGE = layout.CF_MODEL
 
@@ -57,7 +57,7 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     train_set = ParentImageDataset(store, train_rows, specs)
     loader = image_loader(
         train_set, config.batch_size, shuffle=True, seed=config.seed,
-        balanced=config.balanced_sampling, num_workers=config.trainer.num_workers,
+        balanced=config.balanced_sampling, num_workers=loader_workers(config.trainer),
     )
     val_loader = None
     val_rows = store.indices(config.val_split) if config.val_split else np.array([], dtype=int)
