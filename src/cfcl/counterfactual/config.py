@@ -74,6 +74,8 @@ class CFFinetuneConfig(StrictModel):
 class CFGenerateConfig(StrictModel):
     """Write the counterfactual store: every image of ``splits`` x every target domain but its own."""
 
+    unhashed = frozenset({"trainer"})  # the processes that share the chunks do not change the store
+
     data: Path
     generator: Path
     splits: list[str] = ["train"]
