@@ -1,8 +1,9 @@
 """Several processes, one run: which rank this process is, starting the local ranks, and keeping
 the ranks in step between stages (docs/architecture.md, "Several processes").
 
-Training stages run on every rank (Lightning DDP over the process group made here); every other
-stage, and every write of a stage folder, happens on global rank 0 while the other ranks wait.
+Training stages run on every rank (Lightning DDP over the process group made here), the
+counterfactual store is generated in chunks shared by every rank; every other stage, and every
+write of a stage folder, happens on global rank 0 while the other ranks wait.
 Ranks come from one of two places:
 
 - ``trainer.devices > 1`` on one machine, no launcher: the first process becomes rank 0 and
