@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 
 from cfcl.config import StrictModel
 
@@ -37,7 +37,7 @@ class TrainerConfig(DevicesConfig):
     log_every_n_steps: int = Field(10, ge=1)
     gradient_clip_val: float | None = None
     progress_bar: bool = True
-    num_workers: int | Literal["auto"] = Field(
+    num_workers: NonNegativeInt | Literal["auto"] = Field(
         "auto", description="DataLoader worker processes per rank; auto: none on CPU, up to 8 per GPU on a CUDA machine"
     )
     sync_batchnorm: bool = Field(

@@ -122,8 +122,10 @@ def _generate(
     device = resolve_device(config.device, coordinator.ranks.local_rank)
     model.to(device)
     h, w = store.size
-    generator_hash = stage.inputs["generator"]["fingerprint"] if stage.primary else None
-    key = json.dumps({"generator": generator_hash, "store": store.content_hash, "rows": stage.fingerprint}) if stage.primary else None
+    generator_hash, key = None, None
+    if stage.primary:  # rank 0 fingerprinted the inputs when it claimed the folder
+        generator_hash = stage.inputs["generator"]["fingerprint"]
+        key = json.dumps({"generator": generator_hash, "store": store.content_hash, "rows": stage.fingerprint})
     key = coordinator.agree(key, f"{STAGE}: store key")
     writer = StoreWriter(out, len(rows), h, w, key=key, chunk=config.chunk, coordinator=coordinator)
     started = time.time()
