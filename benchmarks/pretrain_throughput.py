@@ -49,10 +49,10 @@ from cfcl.contrastive.augment import PRESETS, AugmentParams
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import ViewBatches, step_loader, open_pretrain_data
 from cfcl.contrastive.losses import nt_xent
-from cfcl.contrastive.module import gradients_finite
+from cfcl.contrastive.module import non_finite_gradients
 from cfcl.contrastive.pretrain import build_module
 from cfcl.data.store import ImageStore, write_store
-from cfcl.training import make_trainer
+from cfcl.training import loader_workers, make_trainer
 
 
 def random_store(path: Path, n: int, size: int) -> Path:
@@ -128,7 +128,7 @@ def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int) ->
     trainer = make_trainer(config.trainer, out, callbacks=[timer.callback], use_distributed_sampler=False,
                            max_steps=warmup + steps, max_epochs=-1, logger=False)
     batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1)
-    loader = step_loader(batches, lambda: (trainer.global_step, 0, 1), config.trainer.num_workers, torch.cuda.is_available())
+    loader = step_loader(batches, lambda: (trainer.global_step, 0, 1), loader_workers(config.trainer), torch.cuda.is_available())
     trainer.fit(module, loader)
     return 2 * config.batch_size * steps / (timer.stop - timer.start), 1000 * (timer.stop_clock - timer.start_clock) / steps
 
@@ -154,7 +154,7 @@ def step_breakdown(config: PretrainConfig, device: torch.device, loop_ms: float,
     parts = {
         "data": lambda: batches[(0, 1, 0, 1)], "to_float": lambda: batch["views"].float().div_(255.0),
         "augment": lambda: module.augment(x), "encoder_forward_backward": encoder_step, "head_and_loss": head_and_loss,
-        "finite_check": lambda: gradients_finite(module.parameters()), "optimizer": optimizer.step,
+        "finite_check": lambda: non_finite_gradients(module.parameters(), device), "optimizer": optimizer.step,
     }
     times = {}
     for name, part in parts.items():

@@ -172,41 +172,103 @@ def test_cf_method_without_cf_store_is_an_error(stores, tmp_path):
         pretrain.run(_config(stores, method="cf-simclr"), tmp_path / "out")
 
 
-def assert_last_checkpoint_is_good_at_step_2(out):
-    """The run stopped at step 2 and ``last.ckpt`` holds the finite weights from before it."""
-    checkpoint = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 2
-    assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values() if v.is_floating_point())
+def _nan_gradient(loss, z):
+    """The loss unchanged forward; backward gives 0 * inf = NaN on every projection (sqrt's slope at 0 is infinite)."""
+    return loss + 0.0 * torch.sqrt(z.sum() * 0)
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(stores, tmp_path, monkeypatch):
-    real = module_mod.nt_xent
-    calls = []
-
-    def poisoned(z, groups, temperature):
-        calls.append(1)
-        return real(z, groups, temperature) * (float("nan") if len(calls) == 3 else 1.0)
-
-    monkeypatch.setattr(module_mod, "nt_xent", poisoned)
-    with pytest.raises(module_mod.NonFiniteLossError, match="at step 2"):
-        pretrain.run(_config(stores), tmp_path)
-    assert_last_checkpoint_is_good_at_step_2(tmp_path)
-
-
-def test_non_finite_gradient_with_a_finite_loss_stops_before_the_update(stores, tmp_path, monkeypatch):
+def _poison(monkeypatch, calls_to_poison):
     real = module_mod.nt_xent
     calls = []
 
     def poisoned(z, groups, temperature):
         calls.append(1)
         loss = real(z, groups, temperature)
-        # Forward adds 0; backward gives 0 * inf = NaN on every projection (sqrt's slope at 0 is infinite).
-        return loss + 0.0 * torch.sqrt(z.sum() * 0) if len(calls) == 3 else loss
+        return _nan_gradient(loss, z) if calls_to_poison(len(calls)) else loss
 
     monkeypatch.setattr(module_mod, "nt_xent", poisoned)
-    with pytest.raises(module_mod.NonFiniteLossError, match="gradients are not finite at step 2"):
+
+
+def test_the_non_finite_check_flags_any_nan_or_infinity_in_any_gradient():
+    rng = torch.Generator().manual_seed(0)
+    for case in range(40):
+        params = [torch.nn.Parameter(torch.zeros(shape, dtype=dtype)) for shape, dtype in
+                  [((3, 4), torch.float32), ((5,), torch.float32), ((2, 2), torch.bfloat16), ((7,), torch.float64)]]
+        for p in params[: 3 + case % 2]:  # the last one sometimes has no gradient
+            p.grad = torch.randn(p.shape, generator=rng).to(p.dtype) * 1e30
+            if torch.rand((), generator=rng) < 0.15:
+                p.grad.view(-1)[torch.randint(p.numel(), (), generator=rng)] = [float("nan"), float("inf"), -float("inf")][case % 3]
+        before = [p.grad.clone() if p.grad is not None else None for p in params]
+        expected = any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params)
+        found = module_mod.non_finite_gradients(params, torch.device("cpu"))
+        assert found.dtype == torch.float32 and found.shape == () and float(found) == float(expected), case
+        for p, b in zip(params, before):  # the gradients are left as they were
+            assert (p.grad is None) == (b is None)
+            if b is not None:
+                torch.testing.assert_close(p.grad, b, rtol=0, atol=0, equal_nan=True)
+    assert float(module_mod.non_finite_gradients([torch.nn.Parameter(torch.zeros(2))], torch.device("cpu"))) == 0.0
+
+
+def test_a_non_finite_step_is_skipped_weights_and_adam_state_unchanged_and_training_continues(stores, tmp_path, monkeypatch):
+    import lightning as L
+
+    _poison(monkeypatch, lambda call: call == 3)  # the third step, global step 2
+    seen = {}
+
+    class Watch(L.Callback):
+        def _snapshot(self, trainer, module):
+            optimizer = trainer.optimizers[0]
+            state = {f"{i}.{k}": v.clone() for i, p in enumerate(module.parameters()) for k, v in optimizer.state[p].items()}
+            return {k: v.detach().clone() for k, v in module.named_parameters()}, state  # BatchNorm statistics move in forward
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if trainer.global_step == 2:
+                seen["before"] = self._snapshot(trainer, module)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if trainer.global_step in (3, 4):
+                seen[trainer.global_step] = self._snapshot(trainer, module)
+
+    real = pretrain.make_trainer
+    monkeypatch.setattr(pretrain, "make_trainer", lambda cfg, out, **kw: real(cfg, out, callbacks=[Watch()], **kw))
+    manifest = pretrain.run(_config(stores), tmp_path)
+    assert manifest["status"] == "complete" and manifest["steps"] == 2 * N_TRAIN // 4
+    (weights, adam), (after_weights, after_adam) = seen["before"], seen[3]
+    assert adam and adam.keys() == after_adam.keys()
+    for key in weights:
+        assert torch.equal(weights[key], after_weights[key]), key
+    for key in adam:
+        assert torch.equal(adam[key], after_adam[key]), key  # exp_avg, exp_avg_sq and the step count
+    assert any(not torch.equal(after_weights[k], seen[4][0][k]) for k in weights)  # the next step updates again
+    metrics = pd.read_csv(tmp_path / "logs" / "metrics.csv")
+    assert metrics["train/skipped_updates"].dropna().tolist() == [1.0, 0.0]
+    assert manifest["metrics"]["train/skipped_updates"] == 0.0
+
+
+def test_an_epoch_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(stores, tmp_path, monkeypatch):
+    _poison(monkeypatch, lambda call: call >= 7)  # every step of the second epoch (6 steps per epoch)
+    with pytest.raises(module_mod.NonFiniteLossError, match=r"skipped 6 of 6 updates of epoch 1 .*stopped at step 12"):
         pretrain.run(_config(stores), tmp_path)
-    assert_last_checkpoint_is_good_at_step_2(tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    epoch0 = torch.load(tmp_path / "checkpoints" / "epoch000.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 12 and epoch0["global_step"] == 6
+    for key, value in epoch0["state_dict"].items():  # no update of the second epoch was applied
+        if "running" not in key and "num_batches" not in key:  # BatchNorm statistics move in forward
+            assert torch.equal(checkpoint["state_dict"][key], value), key
+    assert not (tmp_path / "checkpoints" / "epoch001.ckpt").exists()
+
+
+def test_a_lower_skip_fraction_stops_on_fewer_skipped_steps(stores, tmp_path, monkeypatch):
+    _poison(monkeypatch, lambda call: call in (2, 4, 6))
+    with pytest.raises(module_mod.NonFiniteLossError, match=r"skipped 3 of 6 updates of epoch 0 for non-finite gradients \(stop_skipped_fraction=0.5\)"):
+        pretrain.run(_config(stores, stop_skipped_fraction=0.5), tmp_path)
+
+
+def test_compile_compiles_the_encoder_in_place_keeping_its_state_dict_keys(stores):
+    plain = pretrain.build_module(_config(stores), (SIZE, SIZE), 2).encoder
+    compiled = pretrain.build_module(_config(stores, compile=True), (SIZE, SIZE), 2).encoder
+    assert plain._compiled_call_impl is None and compiled._compiled_call_impl is not None
+    assert list(compiled.state_dict()) == list(plain.state_dict())
 
 
 def test_cli_pretrain_and_explicit_resume(stores, tmp_path, capsys):

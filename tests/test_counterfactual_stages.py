@@ -237,3 +237,43 @@ def test_train_resumes_an_interrupted_run(trained, tmp_path):
     original, original_info = load_generator(root / "gen")
     assert info["steps"] == original_info["steps"]
     assert all(torch.equal(p, q) for p, q in zip(resumed.state_dict().values(), original.state_dict().values()))
+
+
+def test_generate_split_over_two_processes_matches_one_and_resumes_a_one_process_run(trained, tmp_path, monkeypatch):
+    from test_distributed import Cfcl
+
+    root, store = trained
+    args = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path),
+            "--set", "chunk=16", "--set", "progress_bar=false"]
+    two = ["--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    one = ImageStore.open(tmp_path / "one")
+
+    sharded = Cfcl([*args, "--out", tmp_path / "two", *two], tmp_path / "two-log")
+    # Meanwhile: a one-process run interrupted after two chunks, which two processes then finish.
+    real = generate_module.generate_chunk
+    calls = []
+
+    def fail_after_two(*a, **k):
+        calls.append(1)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(generate_module, "generate_chunk", fail_after_two)
+    assert main([*args, "--out", str(tmp_path / "resumed")]) == 130
+    partial = np.load(tmp_path / "resumed" / "images.npy.partial", mmap_mode="r+")
+    partial[:32] = 7  # marks the two chunks written: a resume keeps them, a fresh start would overwrite them
+    partial.flush()
+    del partial
+    assert sharded.wait(300) == 0, sharded.err[-3000:]
+    resumed = Cfcl([*args, "--out", tmp_path / "resumed", *two], tmp_path / "resumed-log")
+    assert resumed.wait(300) == 0, resumed.err[-3000:]
+
+    two_store, resumed_store = ImageStore.open(tmp_path / "two"), ImageStore.open(tmp_path / "resumed")
+    assert np.array_equal(two_store.images, one.images) and two_store.content_hash == one.content_hash
+    assert (resumed_store.images[:32] == 7).all() and np.array_equal(resumed_store.images[32:], one.images[32:])
+    for folder in ("two", "resumed"):
+        assert ImageStore.open(tmp_path / folder).meta.equals(one.meta), folder
+        assert not list((tmp_path / folder).glob("progress*.json")) and not (tmp_path / folder / "images.npy.partial").exists()
+        assert json.loads((tmp_path / folder / "manifest.json").read_text())["status"] == "complete"

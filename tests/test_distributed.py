@@ -44,6 +44,45 @@ def test_more_devices_than_the_machine_has_is_refused_naming_the_key():
             check_machine(TrainerConfig(accelerator="gpu"))
 
 
+def _a_gpu_without_bf16(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100-SXM2-16GB")
+
+
+def test_bf16_on_a_gpu_without_it_is_refused_naming_the_key_and_the_gpu(monkeypatch):
+    _a_gpu_without_bf16(monkeypatch)
+    for accelerator in ("gpu", "auto"):
+        with pytest.raises(ConfigError, match=r"^trainer.precision=bf16-mixed but this machine's GPU \(Tesla V100-SXM2-16GB\) "
+                                              r"has no bfloat16 support; use trainer.precision=16-mixed or auto$"):
+            check_machine(TrainerConfig(accelerator=accelerator, precision="bf16-mixed"))
+    check_machine(TrainerConfig(accelerator="gpu", precision="16-mixed"))
+    check_machine(TrainerConfig(accelerator="cpu", precision="bf16-mixed"))  # CPU autocast has bf16
+
+
+def test_a_stage_command_asking_bf16_on_such_a_gpu_stops_before_writing(monkeypatch, no_launcher, tmp_path, capsys):
+    from cfcl import cli
+
+    _a_gpu_without_bf16(monkeypatch)
+    (tmp_path / "data").mkdir()
+    code = cli.main(["pretrain", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                     "--set", "trainer.precision=bf16-mixed"])
+    assert code == 2 and "trainer.precision=bf16-mixed but this machine's GPU" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_loader_workers_none_on_cpu_and_up_to_8_per_gpu(monkeypatch):
+    from cfcl.training import loader_workers
+
+    assert loader_workers(TrainerConfig(accelerator="cpu")) == 0
+    assert loader_workers(TrainerConfig(accelerator="cpu", num_workers=3)) == 3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert loader_workers(TrainerConfig(accelerator="gpu")) == 8
+    assert loader_workers(TrainerConfig(accelerator="gpu", devices=4)) == 4
+
+
 def test_several_nodes_without_a_cluster_launcher_is_refused(no_launcher):
     with pytest.raises(ConfigError, match=r"num_nodes=2 needs a cluster launcher.*srun.*torchrun"):
         with session(TrainerConfig(accelerator="cpu", num_nodes=2), []):

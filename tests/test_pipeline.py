@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 import yaml
 
+from cfcl.config import config_hash
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import plan
 from cfcl.pipeline.run import run_pipeline
+from cfcl.training import DevicesConfig, TrainerConfig
 
 QUIET = {"progress_bar": False, "log_every_n_steps": 1}
 TINY = {
@@ -64,7 +66,13 @@ def test_plan_wires_stages_in_dependency_order(tmp_path):
     assert by_name["cf_quality_base"].config.generator == tmp_path / "cf_model"
     assert [Path(e).name for e in by_name["eval"].config.encoders] == ["simclr-s0", "cf-simclr-s0", "oracle-s0"]
     assert by_name["cf_guide"].config.role == "guide" and by_name["cf_judge"].config.role == "judge"
-    assert all(n.config.trainer.progress_bar is False for n in nodes if "trainer" in type(n.config).model_fields)
+    assert all(n.config.trainer.progress_bar is False for n in nodes if isinstance(getattr(n.config, "trainer", None), TrainerConfig))
+    # The counterfactual store takes only the run trainer's device keys, which stay out of its config hash.
+    devices = plan(tiny_run(tmp_path, trainer={**QUIET, "accelerator": "cpu", "devices": 2}))
+    store = next(n.config for n in devices if n.name == "cf_store")
+    assert type(store.trainer) is DevicesConfig and store.trainer.devices == 2 and store.trainer.accelerator == "cpu"
+    assert config_hash(store) == config_hash(by_name["cf_store"].config)
+    assert config_hash(next(n.config for n in devices if n.name == "cf_model")) != config_hash(by_name["cf_model"].config)
 
 
 def test_plan_without_generated_counterfactuals_skips_the_generator(tmp_path):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, ClassVar, Iterable, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -24,6 +24,8 @@ class StrictModel(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+    #: Keys that do not change what the stage writes (how many processes share the work): left out of its config hash.
+    unhashed: ClassVar[frozenset[str]] = frozenset()
 
 
 def _field_names(model: type[BaseModel], loc: tuple) -> list[str] | None:
@@ -140,9 +142,10 @@ def config_hash(config: BaseModel) -> str:
 
     A path that exists counts by its place in the config, not by its value: it is an input of
     the stage, whose content the stage manifest fingerprints, so a moved or copied run folder
-    stays up to date.
+    stays up to date. The keys a model lists in ``unhashed`` do not count.
     """
-    text = json.dumps(_without_input_paths(config.model_dump(mode="python")), sort_keys=True, default=str)
+    unhashed = set(getattr(config, "unhashed", ()))
+    text = json.dumps(_without_input_paths(config.model_dump(mode="python", exclude=unhashed)), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

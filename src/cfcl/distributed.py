@@ -1,8 +1,9 @@
 """Several processes, one run: which rank this process is, starting the local ranks, and keeping
 the ranks in step between stages (docs/architecture.md, "Several processes").
 
-Training stages run on every rank (Lightning DDP over the process group made here); every other
-stage, and every write of a stage folder, happens on global rank 0 while the other ranks wait.
+Training stages run on every rank (Lightning DDP over the process group made here), the
+counterfactual store is generated in chunks shared by every rank; every other stage, and every
+write of a stage folder, happens on global rank 0 while the other ranks wait.
 Ranks come from one of two places:
 
 - ``trainer.devices > 1`` on one machine, no launcher: the first process becomes rank 0 and
@@ -30,7 +31,7 @@ from datetime import timedelta
 from typing import Any, Iterator, Sequence
 
 from cfcl.errors import CfclError, ConfigError
-from cfcl.training import TrainerConfig, uses_cuda
+from cfcl.training import DevicesConfig, uses_cuda
 
 #: Waiting for rank 0 may take as long as its longest stage without a training loop.
 WAIT_TIMEOUT = timedelta(hours=48)
@@ -70,7 +71,7 @@ class Ranks:
         return self.rank == 0
 
 
-def planned_world_size(trainer: TrainerConfig) -> int:
+def planned_world_size(trainer: DevicesConfig) -> int:
     """Processes the trainer settings ask for: devices per node x nodes (``auto``: every GPU, or 1)."""
     devices = trainer.devices
     if devices == "auto":
@@ -80,15 +81,21 @@ def planned_world_size(trainer: TrainerConfig) -> int:
     return devices * trainer.num_nodes
 
 
-def check_machine(trainer: TrainerConfig) -> None:
+def check_machine(trainer: DevicesConfig) -> None:
     """Refuse, before anything is written, settings this machine cannot run: a GPU where there is
-    none, or more devices on this node than it has."""
+    none, bf16 on a GPU without it, or more devices on this node than it has."""
     import torch
 
     wants_gpu = trainer.accelerator in ("gpu", "cuda")
     gpus = torch.cuda.device_count()
     if wants_gpu and gpus == 0:
         raise ConfigError(f"trainer.accelerator={trainer.accelerator} but this machine has no CUDA GPU; use trainer.accelerator=cpu or auto")
+    precision = getattr(trainer, "precision", None)
+    if precision == "bf16-mixed" and uses_cuda(trainer) and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"trainer.precision=bf16-mixed but this machine's GPU ({torch.cuda.get_device_name()}) has no bfloat16 "
+            "support; use trainer.precision=16-mixed or auto"
+        )
     if trainer.devices == "auto":
         return
     if uses_cuda(trainer) and trainer.devices > gpus:
@@ -99,7 +106,7 @@ def check_machine(trainer: TrainerConfig) -> None:
         )
 
 
-def ranks_from_environment(trainer: TrainerConfig) -> Ranks | None:
+def ranks_from_environment(trainer: DevicesConfig) -> Ranks | None:
     """The ranks a cluster launcher (or cfcl's own start of the local ranks) put in the environment,
     found as Lightning finds them (SLURM, then torchrun, then ``LOCAL_RANK``), or None."""
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
@@ -135,7 +142,7 @@ def start_local_ranks(world_size: int, argv: Sequence[str]) -> list[subprocess.P
     return children
 
 
-def _backend(trainer: TrainerConfig) -> str:
+def _backend(trainer: DevicesConfig) -> str:
     return "nccl" if uses_cuda(trainer) else "gloo"
 
 
@@ -192,7 +199,7 @@ def is_writer() -> bool:
 
 
 @contextmanager
-def session(trainer: TrainerConfig, argv: Sequence[str]) -> Iterator[Coordinator]:
+def session(trainer: DevicesConfig, argv: Sequence[str]) -> Iterator[Coordinator]:
     """The ranks of one command: checks the machine, starts the local ranks or joins the cluster's,
     makes the process group Lightning then trains over, and on rank 0 waits for the others at the end."""
     global _current
@@ -252,5 +259,5 @@ def _wait_for(children: list[subprocess.Popen], grace: float | None) -> None:
 def run_on_ranks(runner, config: Any, out: Any, force: bool, argv: Sequence[str]) -> None:
     """One stage command on the ranks its ``trainer`` settings ask for (one process without them)."""
     trainer = getattr(config, "trainer", None)
-    with session(trainer if isinstance(trainer, TrainerConfig) else TrainerConfig(), argv):
+    with session(trainer if isinstance(trainer, DevicesConfig) else DevicesConfig(), argv):
         runner(config, out=out, force=force)

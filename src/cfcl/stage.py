@@ -265,9 +265,10 @@ def run_stage(
     fields (or None), and the folder is marked complete.
 
     Under several processes (docs/architecture.md, "Several processes") only rank 0 decides,
-    claims, writes and finishes. A stage with ``every_rank`` (a Lightning training loop) runs its
-    body on every rank, from the checkpoint rank 0 chose once it had claimed the folder; any
-    other stage runs on rank 0 alone. The other ranks get ``{}``.
+    claims, writes and finishes. A stage with ``every_rank`` (a Lightning training loop, the
+    counterfactual store's shared chunks) runs its body on every rank, from the checkpoint rank 0
+    chose once it had claimed the folder; any other stage runs on rank 0 alone. The other ranks
+    get ``{}``.
     """
     from cfcl.distributed import current
 

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, NonNegativeInt
 
 from cfcl.config import StrictModel
 
@@ -19,12 +19,17 @@ if TYPE_CHECKING:
     import torch
 
 
-class TrainerConfig(StrictModel):
-    """Hardware and loop settings shared by every training stage."""
+class DevicesConfig(StrictModel):
+    """Which devices and how many processes a command runs on (docs/architecture.md, "Several processes")."""
 
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: int | Literal["auto"] = 1
     num_nodes: int = Field(1, ge=1)
+
+
+class TrainerConfig(DevicesConfig):
+    """Hardware and loop settings shared by every training stage."""
+
     strategy: str = "auto"
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "auto"] = "auto"
     max_epochs: int = Field(10, ge=1)
@@ -32,13 +37,15 @@ class TrainerConfig(StrictModel):
     log_every_n_steps: int = Field(10, ge=1)
     gradient_clip_val: float | None = None
     progress_bar: bool = True
-    num_workers: int = Field(0, ge=0)
+    num_workers: NonNegativeInt | Literal["auto"] = Field(
+        "auto", description="DataLoader worker processes per rank; auto: none on CPU, up to 8 per GPU on a CUDA machine"
+    )
     sync_batchnorm: bool = Field(
         True, description="several GPUs: BatchNorm statistics over every rank's batch (on CPU each rank's own)"
     )
 
 
-def uses_cuda(cfg: TrainerConfig) -> bool:
+def uses_cuda(cfg: DevicesConfig) -> bool:
     """Whether these settings train on a CUDA GPU on this machine."""
     import torch
 
@@ -56,12 +63,25 @@ def resolve_precision(cfg: TrainerConfig) -> str:
     return "32-true"
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto``: the first CUDA GPU when there is one, else the CPU; for loops outside Lightning."""
+def loader_workers(cfg: TrainerConfig) -> int:
+    """DataLoader workers per rank: as set, else none on CPU (no start-up cost, one process as
+    before) and on a CUDA machine the CPU cores per local GPU, at most 8, so loading overlaps the GPU."""
+    if cfg.num_workers != "auto":
+        return cfg.num_workers
+    if not uses_cuda(cfg):
+        return 0
+    import torch
+
+    per_node = torch.cuda.device_count() if cfg.devices == "auto" else cfg.devices
+    return max(1, min(8, (os.cpu_count() or 1) // max(1, per_node)))
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: this process's CUDA GPU (``local_rank``) when there is one, else the CPU; for loops outside Lightning."""
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
@@ -91,10 +111,16 @@ def _interrupt_checkpoint(dirpath: Path):
 def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | None = None, **overrides):
     """A Lightning ``Trainer`` writing checkpoints and logs under ``out``."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
     out = Path(out)
+    cuda = uses_cuda(cfg)
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 matmuls for the float32 parts (CPU unchanged)
+    # On a GPU the progress bar reads its values at logging steps only: a read every step syncs the host.
+    progress = [TQDMProgressBar(refresh_rate=cfg.log_every_n_steps)] if cuda and cfg.progress_bar else []
     checkpoint = ModelCheckpoint(
         dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
         save_last=True, save_top_k=-1, every_n_epochs=1,
@@ -108,14 +134,14 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         devices=cfg.devices,
         num_nodes=cfg.num_nodes,
         strategy=cfg.strategy,
-        sync_batchnorm=cfg.sync_batchnorm and uses_cuda(cfg),
+        sync_batchnorm=cfg.sync_batchnorm and cuda,
         precision=resolve_precision(cfg),
         max_epochs=cfg.max_epochs,
         max_steps=cfg.max_steps,
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val,
         enable_progress_bar=cfg.progress_bar,
-        callbacks=[checkpoint, _interrupt_checkpoint(out / "checkpoints"), *(callbacks or [])],
+        callbacks=[checkpoint, _interrupt_checkpoint(out / "checkpoints"), *progress, *(callbacks or [])],
         logger=loggers,
         default_root_dir=out,
         enable_model_summary=False,

@@ -48,6 +48,11 @@ class PretrainConfig(StrictModel):
     )
     online_probe: bool = Field(True, description="detached linear probe on the label, for monitoring only")
     channels_last: bool = False
+    compile: bool = Field(False, description="torch.compile the encoder (worth it on a GPU for long runs; compiling takes minutes)")
+    stop_skipped_fraction: float = Field(
+        1.0, gt=0, le=1,
+        description="stop when an epoch skipped at least this fraction of its updates for non-finite gradients (1: only an epoch without any update)",
+    )
     seed: int = 0
     resume: Literal["auto", "require", "never"] = Field(
         "auto", description="auto: continue an unfinished run of this config in OUT; require: fail if there is none; never: start afresh"

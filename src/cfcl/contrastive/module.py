@@ -15,7 +15,7 @@ from cfcl.errors import CfclError
 
 
 class NonFiniteLossError(CfclError):
-    """Training produced a NaN or infinite loss or gradient; the last good checkpoint is kept."""
+    """Too many updates of an epoch were skipped for non-finite gradients; the last good checkpoint is kept."""
 
 
 def warmup_cosine(step: int, warmup_steps: int, total_steps: int, cosine: bool) -> float:
@@ -28,10 +28,24 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int, cosine: bool) 
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def gradients_finite(parameters: Iterable[torch.Tensor]) -> bool:
-    """Whether every gradient is finite: each one's min and max in one read, no copies, no overflow (unlike a norm)."""
-    extremes = [bound for p in parameters if p.grad is not None for bound in torch.aminmax(p.grad)]
-    return not extremes or bool(torch.isfinite(torch.stack(extremes)).all())
+def non_finite_gradients(parameters: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """1.0 on ``device`` if any gradient holds a NaN or an infinity, else 0.0, without a host read.
+
+    The loss scaler's fused check (one kernel per device and dtype over every gradient, multiplying
+    each by 1, which leaves it unchanged); fused Adam/AdamW skip their update, step count included,
+    when this is their ``found_inf``.
+    """
+    found = torch.zeros((), dtype=torch.float32, device=device)
+    groups: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for p in parameters:
+        if p.grad is not None:
+            groups.setdefault((p.grad.device, p.grad.dtype), []).append(p.grad)
+    for (where, _), grads in groups.items():
+        found_here = found if where == device else torch.zeros((), dtype=torch.float32, device=where)
+        torch._amp_foreach_non_finite_check_and_unscale_(grads, found_here, torch.ones((), device=where))
+        if found_here is not found:
+            found = torch.maximum(found, found_here.to(device))
+    return found
 
 
 class ContrastiveModule(L.LightningModule):
@@ -40,18 +54,25 @@ class ContrastiveModule(L.LightningModule):
     Augmentation draws come from a generator seeded by (seed, global step, rank), so every step
     is reproducible and a resumed run continues exactly. The optional online probe sees detached
     features only: it monitors, it never shapes the encoder.
+
+    A step whose gradients are not finite is skipped on the device, as a loss scaler skips it (no
+    host read per step); the skipped updates are counted on the device and read once per epoch,
+    and an epoch that skipped at least ``stop_skipped_fraction`` of its updates stops the run.
     """
 
     def __init__(
         self, encoder: torch.nn.Module, head: torch.nn.Module, augment: torch.nn.Module, *, temperature: float,
         optimizer: str, lr: float, weight_decay: float, warmup_steps: int, cosine: bool, seed: int,
-        n_classes: int | None = None, channels_last: bool = False,
+        n_classes: int | None = None, channels_last: bool = False, stop_skipped_fraction: float = 1.0,
     ):
         super().__init__()
         self.encoder, self.head, self.augment = encoder, head, augment
         self.probe = torch.nn.Linear(encoder.feature_dim, n_classes) if n_classes else None
         self.temperature, self.seed, self.channels_last = temperature, seed, channels_last
         self.optim = dict(name=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, cosine=cosine)
+        self.stop_skipped_fraction = stop_skipped_fraction
+        self.register_buffer("skipped_updates", torch.zeros(()), persistent=False)
+        self.epoch_updates = 0
 
     def _augmented(self, views: torch.Tensor) -> torch.Tensor:
         x = views.float().div_(255.0)
@@ -65,11 +86,6 @@ class ContrastiveModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         features = self.encoder(self._augmented(batch["views"]))
         loss = nt_xent(self.head(features), batch["groups"], self.temperature)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"pretraining loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}); stopped, the last good checkpoint is kept"
-            )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(features))
         if self.probe is not None:
             n = len(batch["labels"])
@@ -81,14 +97,29 @@ class ContrastiveModule(L.LightningModule):
             loss = loss + probe_loss
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        self.skipped_updates.zero_()
+        self.epoch_updates = 0
+
     def on_before_optimizer_step(self, optimizer) -> None:
-        # 16-bit mixed precision skips steps with infinite gradients by itself (loss scaling).
+        # 16-mixed precision: the loss scaler checks and skips by itself (and sets found_inf).
         if self.trainer.precision == "16-mixed":
             return
-        if not gradients_finite(self.parameters()):
+        found_inf = non_finite_gradients(self.parameters(), self.skipped_updates.device)
+        optimizer.found_inf = found_inf
+        self.skipped_updates += found_inf
+        self.epoch_updates += 1
+
+    def on_train_epoch_end(self) -> None:
+        if self.epoch_updates == 0:
+            return
+        skipped = int(self.skipped_updates.item())  # the only host read of the guard: once per epoch
+        self.log("train/skipped_updates", float(skipped), on_step=False, on_epoch=True)
+        if skipped >= self.stop_skipped_fraction * self.epoch_updates:
             raise NonFiniteLossError(
-                f"pretraining gradients are not finite at step {self.global_step} (epoch {self.current_epoch}); "
-                "stopped before the update, the last good checkpoint is kept"
+                f"pretraining skipped {skipped} of {self.epoch_updates} updates of epoch {self.current_epoch} for "
+                f"non-finite gradients (stop_skipped_fraction={self.stop_skipped_fraction}); stopped at step "
+                f"{self.global_step}, the last good checkpoint is kept"
             )
 
     def configure_optimizers(self):

@@ -24,7 +24,7 @@ from cfcl.contrastive.pairing import MULTI_METHODS
 from cfcl.errors import ConfigError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.training import make_trainer
+from cfcl.training import loader_workers, make_trainer, uses_cuda
 
 STAGE = layout.PRETRAIN
 
@@ -45,12 +45,15 @@ def build_module(config: PretrainConfig, image_size: tuple[int, int], n_classes:
     encoder = build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **config.encoder.arch_kwargs)
     if config.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
+    if config.compile:
+        encoder.compile()  # in place: the state dict keeps its keys, so encoder.pt and checkpoints do not change
     return ContrastiveModule(
         encoder, projection_head(encoder.feature_dim, config.projection),
         build_augment(config.augment.resolve(), image_size), temperature=config.temperature,
         optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
         warmup_steps=config.warmup_steps, cosine=config.schedule == "cosine", seed=config.seed,
         n_classes=n_classes if config.online_probe else None, channels_last=config.channels_last,
+        stop_skipped_fraction=config.stop_skipped_fraction,
     )
 
 
@@ -70,7 +73,7 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
     batches = ViewBatches(data, config.method, config.batch_size, config.seed, config.p_replace, config.p_cf, n_cf_views)
     loader = step_loader(
         batches, lambda: (trainer.global_step, trainer.global_rank, trainer.world_size),
-        config.trainer.num_workers, pin_memory=torch.cuda.is_available(),
+        loader_workers(config.trainer), pin_memory=uses_cuda(config.trainer),
     )
     started = time.time()
     trainer.fit(module, loader, ckpt_path=stage.resume_from)

@@ -26,7 +26,7 @@ from cfcl.counterfactual.parents import parent_specs
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import Stage, run_stage
-from cfcl.training import make_trainer
+from cfcl.training import loader_workers, make_trainer
 
 STAGE = {"guide": layout.CF_GUIDE, "judge": layout.CF_JUDGE}  # by role: the run folder each role is trained into
 
@@ -60,7 +60,7 @@ def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | 
     )
     stop = EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience, stopping_threshold=config.stop_above)
     trainer = make_trainer(config.trainer, out, callbacks=[best, stop], num_sanity_val_steps=0)
-    loader_args = dict(batch_size=config.batch_size, num_workers=config.trainer.num_workers)
+    loader_args = dict(batch_size=config.batch_size, num_workers=loader_workers(config.trainer))
     started = time.time()
     trainer.fit(
         DomainClassifierModule(model, weights, config),

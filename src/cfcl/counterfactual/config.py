@@ -10,7 +10,7 @@ from pydantic import Field
 
 from cfcl.config import StrictModel
 from cfcl.counterfactual.hvae import HVAEArch
-from cfcl.training import TrainerConfig
+from cfcl.training import DevicesConfig, TrainerConfig
 
 
 class OptimConfig(StrictModel):
@@ -74,6 +74,8 @@ class CFFinetuneConfig(StrictModel):
 class CFGenerateConfig(StrictModel):
     """Write the counterfactual store: every image of ``splits`` x every target domain but its own."""
 
+    unhashed = frozenset({"trainer"})  # the processes that share the chunks do not change the store
+
     data: Path
     generator: Path
     splits: list[str] = ["train"]
@@ -81,8 +83,11 @@ class CFGenerateConfig(StrictModel):
     include_ood: bool = False
     batch_size: int = Field(128, ge=1)
     chunk: int = Field(2048, ge=1)
-    device: str = "auto"
+    device: str = Field("auto", description="auto: each rank's own CUDA GPU when there is one, else the CPU")
     progress_bar: bool = True
+    trainer: DevicesConfig = Field(
+        DevicesConfig(), description="processes to split the generation over (devices x num_nodes); under cfcl run, the run's"
+    )
 
 
 class QualityTargets(StrictModel):

@@ -23,7 +23,7 @@ from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.training import make_trainer
+from cfcl.training import loader_workers, make_trainer
 
 STAGE = layout.CF_FINETUNE
 
@@ -74,7 +74,7 @@ def _finetune(
     spec = domain_spec(model)
     L.seed_everything(config.seed, workers=True)
     train_set = ParentImageDataset(store, split_indices(store, config.splits), model.specs)
-    loader = image_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, num_workers=config.trainer.num_workers)
+    loader = image_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, num_workers=loader_workers(config.trainer))
     initial = mean_nelbo(model, loader, config.bound_batches)
     bound = config.elbo_bound if config.elbo_bound is not None else initial * (1 + config.elbo_tolerance)
     model.requires_grad_(True).train()

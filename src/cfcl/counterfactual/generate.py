@@ -3,6 +3,9 @@
 Rows are ordered source-major. They are written in chunks through :class:`StoreWriter`, keyed
 by the generator checkpoint's hash, so an interrupted run resumes and a new generator starts
 afresh; within a chunk each source image is abducted once and decoded under every target.
+Under several processes every rank generates its share of the chunks on its own device and
+rank 0 finishes the store (docs/architecture.md, "Several processes"); a chunk's images do not
+depend on the rank that made it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cfcl.counterfactual.inference import Abduction, abduct, predict
 from cfcl.counterfactual.parents import ParentError, ParentSpec, parents_from_store, parents_to
 from cfcl.counterfactual.train import open_image_store
 from cfcl.data.store import INFO, ImageStore, StoreWriter
+from cfcl.distributed import current
 from cfcl.errors import CheckpointError
 from cfcl.stage import Stage, run_stage
 from cfcl.training import resolve_device
@@ -106,30 +110,36 @@ def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
     targets = target_domains(spec, store, config.target_domains, config.include_ood)
     rows = counterfactual_rows(store, store.indices(config.splits), targets)
     inputs = {"data": store.path / INFO, "generator": gen_path}
-    return run_stage(STAGE, out, config, lambda stage: _generate(config, store, model, rows, targets, stage), force, inputs)
+    return run_stage(STAGE, out, config, lambda stage: _generate(config, store, model, rows, targets, stage), force, inputs,
+                     every_rank=True)
 
 
 def _generate(
     config: CFGenerateConfig, store: ImageStore, model: HVAE, rows: pd.DataFrame, targets: list[int], stage: Stage
-) -> dict:
+) -> dict | None:
     out = stage.out
-    device = resolve_device(config.device)
+    coordinator = current()
+    device = resolve_device(config.device, coordinator.ranks.local_rank)
     model.to(device)
     h, w = store.size
-    generator_hash = stage.inputs["generator"]["fingerprint"]
-    key = json.dumps({"generator": generator_hash, "store": store.content_hash, "rows": stage.fingerprint})
-    writer = StoreWriter(out, len(rows), h, w, key=key, chunk=config.chunk)
+    generator_hash, key = None, None
+    if stage.primary:  # rank 0 fingerprinted the inputs when it claimed the folder
+        generator_hash = stage.inputs["generator"]["fingerprint"]
+        key = json.dumps({"generator": generator_hash, "store": store.content_hash, "rows": stage.fingerprint})
+    key = coordinator.agree(key, f"{STAGE}: store key")
+    writer = StoreWriter(out, len(rows), h, w, key=key, chunk=config.chunk, coordinator=coordinator)
     started = time.time()
     pending = writer.pending()
-    with tqdm(total=len(rows), initial=len(rows) - sum(b - a for a, b in pending), desc="counterfactuals",
-              unit="img", disable=not config.progress_bar) as bar:
+    with tqdm(total=sum(b - a for a, b in pending), desc="counterfactuals", unit="img",
+              disable=not (config.progress_bar and stage.primary)) as bar:
         for a, b in pending:
             writer.write(a, generate_chunk(model, store, rows.iloc[a:b], config.batch_size, device))
             bar.update(b - a)
     stage.timed("generate", time.time() - started)
-    writer.finish(
+    if writer.finish(
         rows, store.domains, store.labels, kind="counterfactuals",
         extra={"source_store": store.content_hash, "generator": generator_hash, "splits": config.splits,
                "target_domains": targets, "ood_domains": store.ood_domains},
-    )
+    ) is None:
+        return None
     return dict(n=len(rows), target_domains=targets, generator=generator_hash)

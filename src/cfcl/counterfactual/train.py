@@ -16,12 +16,12 @@ from cfcl.counterfactual.data import ParentImageDataset, image_loader, split_bat
 from cfcl.counterfactual.generator import save_generator
 from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.module import HVAETrainModule
-from cfcl.counterfactual.parents import parent_specs
+from cfcl.counterfactual.parents import ParentSpec, parent_specs
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.training import make_trainer
+from cfcl.training import loader_workers, make_trainer
 
 STAGE = layout.CF_MODEL
 
@@ -43,6 +43,15 @@ def grid_batch(dataset: ParentImageDataset, n: int) -> dict[str, torch.Tensor]:
     return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
 
+def training_module(config: CFTrainConfig, image_size: int, specs: list[ParentSpec]) -> HVAETrainModule:
+    """A fresh HVAE of ``config.arch`` in its training module (optimizer, clipping, skipping, EMA as configured)."""
+    return HVAETrainModule(
+        HVAE(image_size, config.arch, specs), beta=config.beta, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
+        warmup_steps=config.optim.warmup_steps, grad_clip=config.optim.grad_clip,
+        grad_skip=config.optim.grad_skip, ema_decay=config.optim.ema_decay,
+    )
+
+
 def run(config: CFTrainConfig, out: Path, force: bool = False) -> dict:
     store = open_image_store(config.data)
     return run_stage(STAGE, out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO}, every_rank=True)
@@ -53,22 +62,17 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     train_rows = split_indices(store, config.splits)
     specs = parent_specs(store, config.parents, train_rows)
     L.seed_everything(config.seed, workers=True)
-    model = HVAE(store.size[0], config.arch, specs)
+    module = training_module(config, store.size[0], specs)
     train_set = ParentImageDataset(store, train_rows, specs)
     loader = image_loader(
         train_set, config.batch_size, shuffle=True, seed=config.seed,
-        balanced=config.balanced_sampling, num_workers=config.trainer.num_workers,
+        balanced=config.balanced_sampling, num_workers=loader_workers(config.trainer),
     )
     val_loader = None
     val_rows = store.indices(config.val_split) if config.val_split else np.array([], dtype=int)
     if len(val_rows) and config.val_images:
         val_rows = val_rows[np.linspace(0, len(val_rows) - 1, min(config.val_images, len(val_rows))).astype(int)]
         val_loader = image_loader(ParentImageDataset(store, val_rows, specs), config.batch_size, shuffle=False, seed=config.seed)
-    module = HVAETrainModule(
-        model, beta=config.beta, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
-        warmup_steps=config.optim.warmup_steps, grad_clip=config.optim.grad_clip,
-        grad_skip=config.optim.grad_skip, ema_decay=config.optim.ema_decay,
-    )
     trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
     started = time.time()
     trainer.fit(module, loader, val_loader, ckpt_path=stage.resume_from)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from cfcl import atomic
+from cfcl.distributed import Coordinator
 from cfcl.errors import StoreError
 
 FORMAT = "cfcl-image-store"
@@ -164,46 +165,78 @@ class ImageStore:
 
 
 class StoreWriter:
-    """Writes a store in chunks that survive interruption.
+    """Writes a store in chunks that survive interruption, on one rank or shared by several.
 
     Images go to ``images.npy.partial`` (a memory map) and finished chunks are recorded in
-    ``progress.json`` under ``key``; a new writer with the same key resumes, one with another
-    key starts afresh. :meth:`finish` writes the metadata, renames the images into place and
-    writes ``store.json`` last.
+    ``progress.json`` (rank r > 0: ``progress.r.json``) under ``key``; a new writer with the same
+    key resumes the chunks no progress file records, one with another key starts afresh. Under
+    several processes (``coordinator``, docs/architecture.md, "Several processes") rank 0 opens
+    or creates the files and tells the others which chunks are done; each rank then writes every
+    world-size-th missing chunk (:meth:`pending`) into the shared memory map, and :meth:`finish`
+    merges the ranks' progress once, on rank 0, which writes the metadata, renames the images
+    into place and writes ``store.json`` last.
     """
 
-    def __init__(self, path: str | os.PathLike, n: int, height: int, width: int, key: str = "", chunk: int = 1024):
+    def __init__(
+        self, path: str | os.PathLike, n: int, height: int, width: int, key: str = "", chunk: int = 1024,
+        coordinator: Coordinator | None = None,
+    ):
         if n < 0 or height <= 0 or width <= 0:
             raise StoreError(f"cannot write a store of {n} images of {height}x{width}")
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / INFO).unlink(missing_ok=True)
+        self.coordinator = coordinator or Coordinator.single()
+        self.rank, self.world = self.coordinator.ranks.rank, self.coordinator.ranks.world_size
         self.n, self.shape, self.chunk = n, (n, height, width), max(1, chunk)
         self.key = json.dumps({"key": key, "shape": list(self.shape), "chunk": self.chunk})
         partial = self.path / (IMAGES + ".partial")
-        progress = self._read_progress()
-        if progress is not None and progress["key"] == self.key and partial.is_file():
+        done: list[int] | None = None
+        if self.rank == 0:
+            self.path.mkdir(parents=True, exist_ok=True)
+            (self.path / INFO).unlink(missing_ok=True)
+            recorded = self._recorded()
+            if recorded is not None and partial.is_file():
+                self.images = np.lib.format.open_memmap(partial, mode="r+")
+                done = sorted(recorded)
+            else:
+                done = self._start_afresh(partial)
+        done = self.coordinator.agree(done, f"{self.path.name}: chunks already written")
+        if self.rank != 0:
             self.images = np.lib.format.open_memmap(partial, mode="r+")
-            self.done = set(progress["done"])
-        else:
-            self.images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=self.shape)
-            self.done = set()
-            self._save_progress()
+        self.done = set(done)
 
-    def _read_progress(self) -> dict | None:
-        try:
-            return json.loads((self.path / PROGRESS).read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+    def _start_afresh(self, partial: Path) -> list[int]:
+        for old in self._progress_files():
+            old.unlink()
+        self.images = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=self.shape)
+        self.done = set()
+        self._save_progress()
+        return []
+
+    def _progress_files(self) -> list[Path]:
+        return sorted(self.path.glob("progress*.json"))
+
+    def _recorded(self) -> set[int] | None:
+        """Chunks the progress files of every rank record under this writer's key (None: no file has it)."""
+        done: set[int] | None = None
+        for file in self._progress_files():
+            try:
+                progress = json.loads(file.read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            if progress.get("key") == self.key:
+                done = (done or set()) | set(progress["done"])
+        return done
 
     def _save_progress(self) -> None:
-        atomic.write_json(self.path / PROGRESS, {"key": self.key, "done": sorted(self.done)})
+        name = PROGRESS if self.rank == 0 else f"progress.{self.rank}.json"
+        atomic.write_json(self.path / name, {"key": self.key, "done": sorted(self.done)})
+
+    def _missing(self) -> list[tuple[int, int]]:
+        return [(s, min(s + self.chunk, self.n)) for s in range(0, self.n, self.chunk) if s not in self.done]
 
     def pending(self) -> list[tuple[int, int]]:
-        """``(start, stop)`` of every chunk not yet written."""
-        return [
-            (s, min(s + self.chunk, self.n)) for s in range(0, self.n, self.chunk) if s not in self.done
-        ]
+        """``(start, stop)`` of every chunk not yet written that is this rank's to write."""
+        return self._missing()[self.rank :: self.world]
 
     def write(self, start: int, images: np.ndarray) -> None:
         """Write one whole chunk starting at ``start`` (a multiple of ``chunk``)."""
@@ -223,9 +256,16 @@ class StoreWriter:
         labels: list[str],
         kind: str = "images",
         extra: dict[str, Any] | None = None,
-    ) -> ImageStore:
-        if self.pending():
-            raise StoreError(f"{self.path}: {len(self.pending())} chunk(s) not written yet")
+    ) -> ImageStore | None:
+        """Once every rank has written its chunks: the finished store on rank 0, None on the others."""
+        self.images.flush()
+        self.coordinator.barrier(f"{self.path.name}: chunks written")
+        if self.rank != 0:
+            del self.images
+            return None
+        self.done |= self._recorded() or set()
+        if self._missing():
+            raise StoreError(f"{self.path}: {len(self._missing())} chunk(s) not written yet")
         if kind not in REQUIRED_COLUMNS:
             raise ValueError(f"kind must be one of {sorted(REQUIRED_COLUMNS)}")
         missing = [c for c in REQUIRED_COLUMNS[kind] if c not in meta.columns]
@@ -249,7 +289,8 @@ class StoreWriter:
             **(extra or {}),
         }
         atomic.write_json(self.path / INFO, info)
-        (self.path / PROGRESS).unlink(missing_ok=True)
+        for progress in self._progress_files():
+            progress.unlink()
         return ImageStore.open(self.path)
 
 

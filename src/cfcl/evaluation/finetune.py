@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from cfcl.evaluation.config import FinetuneConfig
 from cfcl.evaluation.features import image_batch
 from cfcl.evaluation.metrics import auroc
-from cfcl.training import last_checkpoint, make_trainer, single_device
+from cfcl.training import last_checkpoint, loader_workers, make_trainer, single_device
 
 VAL_METRIC = "val_auroc"
 
@@ -97,7 +97,7 @@ def finetune(
     L.seed_everything(seed, workers=True, verbose=False)
     model = FinetuneModule(encoder, n_classes, class_weights(labels[train_rows], n_classes), cfg.lr, cfg.weight_decay)
     generator = torch.Generator().manual_seed(seed)
-    loader = dict(batch_size=cfg.batch_size, num_workers=cfg.trainer.num_workers)
+    loader = dict(batch_size=cfg.batch_size, num_workers=loader_workers(cfg.trainer))
     train = DataLoader(StoreRows(images, labels, train_rows), shuffle=True, generator=generator, **loader)
     val = DataLoader(StoreRows(images, labels, val_rows), shuffle=False, **loader)
     best = ModelCheckpoint(dirpath=out / "best", filename="best", monitor=VAL_METRIC, mode="max", save_top_k=1)

@@ -55,7 +55,9 @@ class _Planner:
         raw: dict = read_yaml(resolve_config_path(preset)) if preset else {}
         merge(raw, section)
         if "trainer" in model.model_fields and self.run.trainer:
-            merge(raw.setdefault("trainer", {}), copy.deepcopy(self.run.trainer))
+            known = model.model_fields["trainer"].annotation.model_fields  # a DevicesConfig takes the device keys only
+            run_trainer = {k: v for k, v in self.run.trainer.items() if k in known}
+            merge(raw.setdefault("trainer", {}), copy.deepcopy(run_trainer))
         raw.update({k: str(v) if isinstance(v, Path) else v for k, v in inject.items()})
         section_name = name.split("/")[0]
         config = build_config(model, base=raw, source=f"{self.source}, section '{section_name}'")

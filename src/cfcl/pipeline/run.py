@@ -10,14 +10,14 @@ from typing import Sequence
 
 from cfcl import layout
 from cfcl.config import build_config
-from cfcl.distributed import Coordinator, is_writer, session
+from cfcl.distributed import Coordinator, check_machine, is_writer, session
 from cfcl.errors import ConfigError
 from cfcl.lock import folder_lock
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import GROUPS, Node, plan
 from cfcl.registry import load_ref
 from cfcl.stage import stage_state, write_config
-from cfcl.training import TrainerConfig
+from cfcl.training import DevicesConfig, TrainerConfig
 
 ACTIONS = {"complete": "up to date", "interrupted": "resume", "stale": "rerun", "absent": "run"}
 
@@ -92,6 +92,9 @@ def run_pipeline(
         print(f"run folder: {run.out}", flush=True)
         _walk(nodes, Coordinator.single(), only, first, force, dry_run=True)
         return run.out
+    for node in nodes:  # a stage's own trainer settings too, before anything is written
+        if isinstance(getattr(node.config, "trainer", None), DevicesConfig):
+            check_machine(node.config.trainer)
     with session(trainer, argv) as coordinator:
         writer = coordinator.ranks.is_writer
         if writer:

@@ -1,0 +1,263 @@
+"""The GPU suite: every figure of cfcl's GPU path in one run, one JSON line per figure.
+
+Figures (docs/performance.md, "The GPU suite"), each printed as soon as it is measured:
+- pretraining views/s: cfcl's real loop, the bare encoder's forward + backward measured the same
+  way (compiled if ``--compile`` compiles cfcl's), the per-sample PIL pipeline, and the two ratios
+  (targets >= 0.85x bare, >= 1.5x PIL): ResNet-50, 224 px, batch 256, bf16, channels-last, ``chest``
+  (the functions of ``pretrain_throughput.py``);
+- the ``cf_train_224`` generator: training images/s at batch 16 in cfcl's Lightning loop, bf16
+  stability over those steps (the rate of skipped updates), peak GPU memory at batch 16 and the
+  largest power-of-two batch whose step fits in 80 GB;
+- counterfactual generation images/s at 224 px (``cf_generate`` batch);
+- the PadChest preset's generator training + counterfactual store on one GPU, estimated from the
+  above (``--padchest-train-images``: the training split of your prepared store);
+- the wall time of ``cfcl demo`` (not in ``--quick``).
+
+Random images unless ``--data STORE`` (a 224-px image store). Whole suite <= 6 min on one
+H100/H200; ``--quick`` (fewer steps, no batch search, no demo) < 2 min. Without a CUDA GPU it
+stops with a one-line message, unless ``--device cpu --tiny``: the same figures at toy sizes, to
+test the script on a CPU.
+
+Usage: python benchmarks/gpu_suite.py [--quick] [--compile] [--data STORE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import demo_time
+import pretrain_throughput as throughput
+from cfcl.config import build_config
+from cfcl.contrastive.config import PretrainConfig
+from cfcl.counterfactual.config import CFGenerateConfig, CFTrainConfig
+from cfcl.counterfactual.data import ParentImageDataset, image_loader
+from cfcl.counterfactual.generate import counterfactual_rows, generate_chunk
+from cfcl.counterfactual.losses import elbo_terms
+from cfcl.counterfactual.parents import parent_specs
+from cfcl.counterfactual.train import training_module
+from cfcl.data.store import ImageStore
+from cfcl.presets import resolve_config_path
+from cfcl.training import loader_workers, make_trainer
+
+GPU_MEMORY_CAP_GB = 80.0  # "fits": within an 80 GB GPU, whatever this one has
+DEFAULT_PADCHEST_TRAIN_IMAGES = 60_000  # an assumption; pass the train split of your prepared store
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Steps and sizes of one suite mode."""
+
+    image: int
+    pretrain_batch: int
+    pretrain_steps: int
+    pretrain_warmup: int
+    cf_batch: int
+    cf_steps: int
+    cf_warmup: int
+    generate_rows: int
+    batch_search: bool
+    demo: bool
+
+
+FULL = Sizes(224, 256, 30, 10, 16, 300, 20, 4096, True, True)
+QUICK = Sizes(224, 256, 12, 5, 16, 60, 10, 1024, False, False)
+TINY = Sizes(16, 8, 2, 1, 4, 4, 1, 24, False, False)
+
+
+def emit(figure: str, value: float | None, unit: str, device: str, **details) -> None:
+    print(json.dumps({"suite": "gpu_suite", "figure": figure, "value": value, "unit": unit, "device": device, **details}), flush=True)
+
+
+def pretrain_config(sizes: Sizes, data: Path, tiny: bool, compile_encoder: bool, accelerator: str) -> PretrainConfig:
+    """ResNet-50 with the reference head, bf16 and channels-last on a GPU; the demo encoder at toy size."""
+    base = {"data": str(data), "batch_size": sizes.pretrain_batch, "online_probe": False, "compile": compile_encoder,
+            "augment": {"preset": "chest"}, "trainer": {"accelerator": accelerator, "progress_bar": False}}
+    if tiny:
+        base.update(encoder={"arch": "small", "arch_kwargs": {"width": 4, "blocks": [1, 1]}}, projection=[8])
+        base["trainer"]["num_workers"] = 0
+    else:
+        base.update(encoder={"arch": "resnet50", "arch_kwargs": {}}, projection=[1024, 128], channels_last=True)
+        base["trainer"]["precision"] = "bf16-mixed"
+    return build_config(PretrainConfig, base=base)
+
+
+def pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool, compile_encoder: bool) -> None:
+    config = pretrain_config(sizes, data, tiny, compile_encoder, device.type)
+    size = ImageStore.open(data).size
+    steps, warmup = sizes.pretrain_steps, sizes.pretrain_warmup
+    setting = {"encoder": config.encoder.arch, "image_size": size[0], "views_per_step": 2 * config.batch_size,
+               "compiled": config.compile, "steps": steps}
+    bare, _ = throughput.bare(config, size, device, steps, warmup)
+    emit("pretrain_bare_views_per_s", round(bare, 1), "views/s", name, **setting)
+    cfcl, _ = throughput.cfcl_pipeline(config, tmp / "pretrain", steps, warmup)
+    workers = loader_workers(config.trainer)
+    emit("pretrain_cfcl_views_per_s", round(cfcl, 1), "views/s", name, **setting, workers=workers)
+    pil = throughput.lightly_style(config, size, device, steps, warmup, workers)
+    emit("pretrain_pil_views_per_s", round(pil, 1), "views/s", name, **setting, workers=workers)
+    emit("pretrain_cfcl_over_bare", round(cfcl / bare, 3), "ratio", name, **setting, target=0.85, stretch=0.9)
+    emit("pretrain_cfcl_over_pil", round(cfcl / pil, 3), "ratio", name, **setting, target=1.5)
+
+
+def generator_config(sizes: Sizes, data: Path, tiny: bool, accelerator: str) -> CFTrainConfig:
+    overrides = [f"data={data}", f"batch_size={sizes.cf_batch}", "trainer.progress_bar=false", f"trainer.accelerator={accelerator}",
+                 f"trainer.precision={'32-true' if accelerator == 'cpu' else 'bf16-mixed'}", "trainer.log_every_n_steps=50"]
+    if tiny:
+        overrides += ["arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
+                      "trainer.num_workers=0"]
+    return build_config(CFTrainConfig, resolve_config_path("cf_train_224"), overrides)
+
+
+def _step_batch(dataset: ParentImageDataset, batch: int, device: torch.device) -> tuple[torch.Tensor, dict]:
+    rows = torch.arange(batch) % len(dataset)
+    x = dataset.images[rows].to(device).float() / 255.0
+    return x, {k: v[rows].to(device) for k, v in dataset.parents.items()}
+
+
+def peak_memory_gb(config: CFTrainConfig, dataset: ParentImageDataset, specs: list, batch: int, device: torch.device) -> float:
+    """Peak GPU memory of one bf16 training step (forward, backward, AdamW) of a fresh generator at ``batch``."""
+    module = training_module(config, dataset.images.shape[-1], specs).to(device)
+    optimizer = torch.optim.AdamW(module.trainable(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    x, pa = _step_batch(dataset, batch, device)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = elbo_terms(module.model, x, pa, config.beta)["loss"]
+    loss.backward()
+    optimizer.step()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def largest_batch(config: CFTrainConfig, dataset: ParentImageDataset, specs: list, device: torch.device, start: int) -> tuple[int, float]:
+    """The largest power-of-two multiple of ``start`` whose step fits in 80 GB, and its peak memory."""
+    total = torch.cuda.get_device_properties(device).total_memory / 2**30
+    torch.cuda.set_per_process_memory_fraction(min(1.0, GPU_MEMORY_CAP_GB / total), device)
+    fits, peak, batch = start, 0.0, start
+    try:
+        while batch <= 4096:
+            try:
+                peak_here = peak_memory_gb(config, dataset, specs, batch, device)
+            except torch.cuda.OutOfMemoryError:
+                break
+            fits, peak, batch = batch, peak_here, batch * 2
+    finally:
+        torch.cuda.empty_cache()
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    return fits, peak
+
+
+def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool) -> dict[str, float]:
+    """The ``cf_train_224`` figures; returns the rates the PadChest estimate needs."""
+    config = generator_config(sizes, data, tiny, device.type)
+    store = ImageStore.open(data)
+    rows = store.indices(config.splits)
+    specs = parent_specs(store, config.parents, rows)
+    dataset = ParentImageDataset(store, rows, specs)
+    setting = {"preset": "cf_train_224", "image_size": store.size[0], "batch_size": config.batch_size,
+               "precision": config.trainer.precision}
+    on_gpu = device.type == "cuda"
+    emit("cf_train_peak_memory_gb", round(peak_memory_gb(config, dataset, specs, config.batch_size, device), 2) if on_gpu else None,
+         "GiB", name, **setting, **({} if on_gpu else {"skipped": "CUDA only"}))
+    if on_gpu and sizes.batch_search:
+        batch, peak = largest_batch(config, dataset, specs, device, config.batch_size)
+        emit("cf_train_largest_batch", batch, "images", name, **setting, peak_memory_gb=round(peak, 2), cap_gb=GPU_MEMORY_CAP_GB)
+    else:
+        emit("cf_train_largest_batch", None, "images", name, **setting, skipped="--quick" if on_gpu else "CUDA only")
+
+    torch.manual_seed(0)
+    module = training_module(config, store.size[0], specs)
+    setting["parameters"] = sum(p.numel() for p in module.model.parameters())
+    steps, warmup = sizes.cf_steps, sizes.cf_warmup
+    timer = throughput.StepTimer(warmup, steps)
+    trainer = make_trainer(config.trainer, tmp / "cf_model", callbacks=[timer.callback], max_steps=warmup + steps,
+                           max_epochs=-1, logger=False, num_sanity_val_steps=0)
+    trainer.fit(module, image_loader(dataset, config.batch_size, shuffle=True, seed=0, num_workers=loader_workers(config.trainer)))
+    train_rate = config.batch_size * steps / (timer.stop - timer.start)
+    emit("cf_train_images_per_s", round(train_rate, 1), "images/s", name, **setting, steps=steps)
+    skipped = int(module.skipped)
+    emit("cf_train_skipped_update_rate", round(skipped / (warmup + steps), 4), "fraction", name, **setting,
+         steps=warmup + steps, skipped=skipped, target="no skipped update beyond 1 %")
+
+    model = module.ema_model.eval().to(device)
+    generate = build_config(CFGenerateConfig, resolve_config_path("cf_generate"), [f"data={data}", "generator=unused"])
+    batch = min(generate.batch_size, sizes.generate_rows)
+    targets = list(range(len(store.domains)))
+    cf_rows = counterfactual_rows(store, rows, targets)
+    cf_rows = cf_rows.iloc[np.arange(sizes.generate_rows) % len(cf_rows)]
+    generate_chunk(model, store, cf_rows.iloc[:batch], batch, device)  # warm-up
+    throughput.synchronize(device)
+    began = time.perf_counter()
+    generate_chunk(model, store, cf_rows, batch, device)
+    throughput.synchronize(device)
+    generate_rate = len(cf_rows) / (time.perf_counter() - began)
+    emit("cf_generate_images_per_s", round(generate_rate, 1), "images/s", name, image_size=store.size[0], batch_size=batch,
+         counterfactuals=len(cf_rows))
+    return {"train_images_per_s": train_rate, "generate_images_per_s": generate_rate}
+
+
+def padchest_estimate(rates: dict[str, float], train_images: int, device: str) -> None:
+    """The PadChest preset on one GPU: ``cf_train_224``'s epochs over the training split, then one
+    counterfactual per training image and other domain (two scanners: one)."""
+    epochs = build_config(CFTrainConfig, resolve_config_path("cf_train_224"), ["data=unused"]).trainer.max_epochs
+    other_domains = 1
+    train_s = epochs * train_images / rates["train_images_per_s"]
+    store_s = train_images * other_domains / rates["generate_images_per_s"]
+    emit("padchest_generator_and_store_hours", round((train_s + store_s) / 3600, 2), "hours", device,
+         generator_hours=round(train_s / 3600, 2), store_hours=round(store_s / 3600, 3), epochs=epochs,
+         train_images=train_images, counterfactuals=train_images * other_domains, estimated=True,
+         note="from the measured rates at batch 16; cf_train_224 trains at batch 32")
+
+
+def demo_wall_time(tmp: Path, device: str, run: bool, why: str) -> None:
+    if not run:
+        emit("demo_seconds", None, "s", device, skipped=why)
+        return
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cfcl", "demo", "--out", str(tmp / "demo")], check=True, stdout=sys.stderr)
+    emit("demo_seconds", round(time.perf_counter() - began, 1), "s", device, stages=demo_time.stage_seconds(tmp / "demo"))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps, no batch search, no demo (< 2 min)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (cfcl's and the bare one)")
+    parser.add_argument("--data", type=Path, help="a 224-px image store; default: random images")
+    parser.add_argument("--padchest-train-images", type=int, default=DEFAULT_PADCHEST_TRAIN_IMAGES)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help=argparse.SUPPRESS)
+    parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes: tests the script on a CPU
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("gpu_suite: this machine has no CUDA GPU; the suite measures the GPU path only")
+    if args.device == "cpu" and not args.tiny:
+        raise SystemExit("gpu_suite: --device cpu runs only with --tiny (toy sizes that test the script)")
+    sizes = TINY if args.tiny else QUICK if args.quick else FULL
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        n = max(sizes.pretrain_batch * (sizes.pretrain_steps + sizes.pretrain_warmup + 2), 64)
+        data = args.data or throughput.random_store(tmp / "store", n, sizes.image)
+        pretraining(sizes, data, tmp, device, name, args.tiny, args.compile)
+        rates = generator(sizes, data, tmp, device, name, args.tiny)
+        padchest_estimate(rates, args.padchest_train_images, name)
+        demo_wall_time(tmp, name, sizes.demo, "--tiny" if args.tiny else "--quick")
+
+
+if __name__ == "__main__":
+    main()

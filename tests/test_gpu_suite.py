@@ -1,0 +1,50 @@
+"""benchmarks/gpu_suite.py: one JSON line per figure (its toy CPU mode), and a one-line stop without a GPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "gpu_suite.py"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+FIGURES = [
+    "pretrain_bare_views_per_s", "pretrain_cfcl_views_per_s", "pretrain_pil_views_per_s", "pretrain_cfcl_over_bare",
+    "pretrain_cfcl_over_pil", "cf_train_peak_memory_gb", "cf_train_largest_batch", "cf_train_images_per_s",
+    "cf_train_skipped_update_rate", "cf_generate_images_per_s", "padchest_generator_and_store_hours", "demo_seconds",
+]
+CPU_ONLY = {"cf_train_peak_memory_gb", "cf_train_largest_batch", "demo_seconds"}  # GPU or full-suite figures
+
+
+def test_the_tiny_cpu_mode_prints_one_json_line_per_figure():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny"], env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["figure"] for line in lines] == FIGURES
+    for line in lines:
+        assert {"suite", "figure", "value", "unit", "device"} <= set(line) and line["suite"] == "gpu_suite", line
+        if line["figure"] in CPU_ONLY:
+            assert line["value"] is None and line["skipped"], line
+        else:
+            assert isinstance(line["value"], (int, float)) and line["value"] >= 0, line
+    by_name = {line["figure"]: line for line in lines}
+    rates = {k: by_name[k]["value"] for k in FIGURES[:3]}
+    assert all(rate > 0 for rate in rates.values())
+    assert by_name["pretrain_cfcl_over_bare"]["value"] == pytest.approx(rates["pretrain_cfcl_views_per_s"] / rates["pretrain_bare_views_per_s"], rel=0.01)
+    estimate = by_name["padchest_generator_and_store_hours"]
+    train_s = estimate["epochs"] * estimate["train_images"] / by_name["cf_train_images_per_s"]["value"]
+    store_s = estimate["counterfactuals"] / by_name["cf_generate_images_per_s"]["value"]
+    assert estimate["value"] == pytest.approx((train_s + store_s) / 3600, rel=0.02)
+    assert 0 <= by_name["cf_train_skipped_update_rate"]["value"] <= 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_without_a_gpu_the_suite_stops_with_one_line():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--quick"], env=ENV, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.strip() == "gpu_suite: this machine has no CUDA GPU; the suite measures the GPU path only"
