@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer, model_validator
 
 from cfcl.config import StrictModel
 from cfcl.contrastive.augment import AugmentConfig
+from cfcl.contrastive.dino_config import DinoConfig
 from cfcl.contrastive.encoders import ARCHS
-from cfcl.contrastive.pairing import METHODS
+from cfcl.contrastive.pairing import DINO_METHODS, METHODS
+from cfcl.contrastive.vit import VIT_ARCHS, vit_kwargs
 from cfcl.training import TrainerConfig
 
 
@@ -21,9 +23,15 @@ class EncoderConfig(StrictModel):
     arch_kwargs: dict[str, Any] = {"width": 16, "blocks": [1, 1, 1, 1], "stem_stride": 2}
     pretrained_weights: Path | None = None
 
+    @model_validator(mode="after")
+    def _valid_vit(self) -> "EncoderConfig":
+        if self.arch in VIT_ARCHS:
+            vit_kwargs(self.arch, self.arch_kwargs)
+        return self
+
 
 class PretrainConfig(StrictModel):
-    """SimCLR-family pretraining on the ``split`` images of ``data``; defaults suit the synthetic demo on a CPU."""
+    """SimCLR- or DINO-family pretraining on the ``split`` images of ``data``; defaults suit the synthetic demo on a CPU."""
 
     method: Literal[METHODS] = "simclr"
     data: Path
@@ -53,3 +61,29 @@ class PretrainConfig(StrictModel):
         "auto", description="auto: continue an unfinished run of this config in OUT; require: fail if there is none"
     )
     trainer: TrainerConfig = TrainerConfig(max_epochs=10)
+    dino: DinoConfig | None = Field(
+        None, description="settings of the DINO methods (defaults if not given); dropped for the SimCLR family"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dino_settings(cls, values: Any) -> Any:
+        """One run section serves both families: DINO settings exist exactly for the DINO methods."""
+        if isinstance(values, dict):
+            dino = values.get("method") in DINO_METHODS
+            values = {**values, "dino": (values.get("dino") or {}) if dino else None}
+        return values
+
+    @model_validator(mode="after")
+    def _ibot_needs_vit(self) -> "PretrainConfig":
+        if self.dino is not None and self.dino.ibot_weight > 0 and self.encoder.arch not in VIT_ARCHS:
+            raise ValueError(f"dino.ibot_weight needs a ViT encoder ({', '.join(VIT_ARCHS)}), encoder.arch is {self.encoder.arch!r}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_empty_dino(self, handler):
+        """A SimCLR config dumps (and hashes) as before the DINO methods existed."""
+        data = handler(self)
+        if data.get("dino") is None:
+            data.pop("dino", None)
+        return data
