@@ -39,7 +39,8 @@ def test_vit_encoder_features_tokens_and_checkpoint_round_trip(tmp_path):
     tokens, masked = encoder.tokens(x), encoder.tokens(x, mask)
     assert tokens.shape == (3, 17, 16) and torch.allclose(tokens[:, 0], encoder(x))
     assert not torch.allclose(masked[0], tokens[0]) and torch.allclose(masked[1:], tokens[1:])
-    assert encoder(torch.rand(2, 1, 8, 8)).shape == (2, 16)  # positions interpolated for smaller (local) crops
+    assert encoder(torch.rand(2, 1, 8, 8)).shape == (2, 16)  # positions resampled for smaller (local) crops
+    assert encoder(torch.rand(2, 1, 16, 12)).shape == (2, 16)  # and for non-square images
     save_encoder(tmp_path, encoder, {"image_size": [SIZE, SIZE], "method": "dino", "seed": 0})
     loaded, info = load_encoder(tmp_path)
     assert info["arch"] == "vit" and info["feature_dim"] == 16 and torch.allclose(loaded(x), encoder(x))

@@ -1,6 +1,6 @@
 """Settings of the DINO methods (``pretrain.dino``); defaults suit the synthetic benchmark on a CPU.
 
-The reference settings (docs/architecture.md, "Reference settings") are in the
+The reference settings (docs/architecture.md, "The DINO family") are in the
 ``pretrain_padchest_dino`` and ``pretrain_embed_dino`` presets.
 """
 

@@ -3,7 +3,8 @@
 torchvision holds the transformer (and reads torchvision's ImageNet weight files);
 ``lightly``'s ``MaskedVisionTransformerTorchvision`` adds what self-distillation needs and
 torchvision lacks: a mask token for iBOT's masked patches, and positional embeddings
-interpolated to any input size that is a multiple of the patch size (DINO's small local crops).
+resampled to any input size that is a multiple of the patch size (DINO's small local crops,
+non-square stores such as EMBED's 224 x 192).
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def vit_kwargs(arch: str, arch_kwargs: dict[str, Any]) -> dict[str, int]:
     return kwargs
 
 
+class _GridMaskedViT(MaskedVisionTransformerTorchvision):
+    """Position embeddings resampled to the input's patch grid ``grid`` (lightly's assume a square one)."""
+
+    grid: tuple[int, int] = (0, 0)
+
+    def interpolate_pos_encoding(self, input: torch.Tensor) -> torch.Tensor:
+        return resample_positions(self.vit.encoder.pos_embedding, self.grid)
+
+
 class ViTBackbone(nn.Module):
     """Class token features ``[B, width]`` of ``[B, 1, H, W]`` images (H, W multiples of the patch size)."""
 
@@ -54,7 +64,7 @@ class ViTBackbone(nn.Module):
         vit = VisionTransformer(image_size, patch_size, depth, heads, width, mlp_dim)
         vit.conv_proj = nn.Conv2d(1, width, kernel_size=patch_size, stride=patch_size)
         vit.heads = nn.Identity()
-        self.vit = MaskedVisionTransformerTorchvision(vit, pos_embed_initialization="learn")
+        self.vit = _GridMaskedViT(vit, pos_embed_initialization="learn")
         self.patch_size = patch_size
         self.out_channels = width
 
@@ -62,6 +72,7 @@ class ViTBackbone(nn.Module):
         """Class then patch tokens ``[B, 1 + patches, width]``; ``mask`` ``[B, patches]`` (True: masked)."""
         if mask is not None:
             mask = F.pad(mask, (1, 0), value=False)  # the class token is never masked
+        self.vit.grid = (x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size)
         return self.vit.encode(x, mask=mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -86,8 +97,8 @@ def load_imagenet_vit(backbone: ViTBackbone, path: str | os.PathLike) -> None:
         raise CheckpointError(f"pretrained weights file {path} is not a torchvision ViT state_dict (no conv_proj.weight)")
     state = {k: v for k, v in state.items() if not k.startswith("heads.")}
     state["conv_proj.weight"] = state["conv_proj.weight"].sum(dim=1, keepdim=True)
-    target = backbone.vit.vit.encoder.pos_embedding
-    state["encoder.pos_embedding"] = resample_positions(state["encoder.pos_embedding"], target.shape[1] - 1)
+    side = backbone.vit.vit.image_size // backbone.patch_size
+    state["encoder.pos_embedding"] = resample_positions(state["encoder.pos_embedding"], (side, side))
     try:
         backbone.vit.vit.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -95,12 +106,12 @@ def load_imagenet_vit(backbone: ViTBackbone, path: str | os.PathLike) -> None:
         raise CheckpointError(f"pretrained weights file {path} does not fit this architecture: {first}") from None
 
 
-def resample_positions(pos_embedding: torch.Tensor, patches: int) -> torch.Tensor:
-    """``[1, 1 + n, D]`` class + square-grid position embeddings resampled (bicubic) to ``patches`` positions."""
-    n = pos_embedding.shape[1] - 1
-    if n == patches:
+def resample_positions(pos_embedding: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """``[1, 1 + n, D]`` class + square-grid position embeddings resampled (bicubic) to a ``grid`` of patches."""
+    n, dim = pos_embedding.shape[1] - 1, pos_embedding.shape[-1]
+    side = round(n**0.5)
+    if (side, side) == tuple(grid):
         return pos_embedding
-    side, new_side, dim = round(n**0.5), round(patches**0.5), pos_embedding.shape[-1]
-    grid = pos_embedding[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False)
-    return torch.cat([pos_embedding[:, :1], grid.permute(0, 2, 3, 1).reshape(1, patches, dim)], dim=1)
+    square = pos_embedding[:, 1:].reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    resampled = F.interpolate(square, size=tuple(grid), mode="bicubic", align_corners=False)
+    return torch.cat([pos_embedding[:, :1], resampled.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], dim)], dim=1)
