@@ -1,9 +1,13 @@
-"""DINO, iBOT and KoLeo maths against lightly's modules and hand-written loops: values and gradients."""
+"""DINO, iBOT and KoLeo maths against lightly's modules and hand-written loops: values and gradients,
+and DINO / iBOT / centres under 2-process DDP (gloo) as on one process with the whole batch."""
 
 import math
+import os
+import socket
 
 import pytest
 import torch
+import torch.multiprocessing as mp
 from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from lightly.utils.scheduler import cosine_schedule
 
@@ -110,3 +114,61 @@ def test_momentum_schedule_is_a_half_cosine_from_start_to_end():
     assert values[0] == pytest.approx(0.995) and values[-1] == pytest.approx(1.0)
     assert values[5] == pytest.approx(1.0 - 0.005 * 0.5 * (1 + math.cos(math.pi * 5 / 10)))
     assert all(a < b for a, b in zip(values, values[1:]))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_data():
+    """4 images: 2 global + 2 local views of 6 inputs, teacher logits, and 4 patches each (some masked)."""
+    g = torch.Generator().manual_seed(5)
+    views, teacher = torch.randn(4, 4, 6, generator=g), torch.randn(2, 4, K, generator=g) * 3
+    patches, patch_teacher = torch.randn(4, 4, 6, generator=g), torch.randn(4, 4, K, generator=g) * 3
+    mask = torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    return views, teacher, patches, patch_teacher, mask
+
+
+def _losses(model, views, teacher, patches, patch_teacher, mask, center):
+    """DINO + iBOT loss of ``model`` on these images, and both centres after one update."""
+    loss = dino_loss(teacher, model(views), center, 0.05, 0.1)
+    loss = loss + ibot_loss(patch_teacher[mask], model(patches[mask]), mask, center, 0.05, 0.1)
+    return loss, updated_center(center, teacher, 0.9), updated_center(center, patch_teacher[mask], 0.9)
+
+
+def _ddp_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    torch.manual_seed(0)
+    model = DistributedDataParallel(torch.nn.Linear(6, K))
+    views, teacher, patches, patch_teacher, mask = _ddp_data()
+    half = slice(2 * rank, 2 * rank + 2)
+    loss, center, patch_center = _losses(
+        model, views[:, half], teacher[:, half], patches[half], patch_teacher[half], mask[half], torch.ones(K)
+    )
+    loss.backward()
+    mean_loss = loss.detach().clone()
+    dist.all_reduce(mean_loss)
+    torch.save((mean_loss / 2, model.module.weight.grad, center, patch_center), f"{out}/rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_two_process_ddp_equals_one_process_on_the_whole_batch(tmp_path):
+    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, K)
+    views, teacher, patches, patch_teacher, mask = _ddp_data()
+    # the ranks hold 2 and 4 masked patches: the patch centre is still the mean of all 6
+    loss, center, patch_center = _losses(model, views, teacher, patches, patch_teacher, mask, torch.ones(K))
+    loss.backward()
+    for rank in range(2):
+        ddp_loss, grad, ddp_center, ddp_patch_center = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert ddp_loss.item() == pytest.approx(loss.item(), abs=1e-6)
+        assert torch.allclose(grad, model.weight.grad, atol=1e-6)
+        assert torch.allclose(ddp_center, center, atol=1e-6) and torch.allclose(ddp_patch_center, patch_center, atol=1e-6)

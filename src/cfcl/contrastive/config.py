@@ -41,8 +41,11 @@ class PretrainConfig(StrictModel):
     projection: list[int] = Field([128, 64], min_length=1, description="hidden widths then output width")
     temperature: float = Field(0.1, gt=0)
     batch_size: int = Field(128, ge=2)
-    p_replace: float = Field(0.5, ge=0, le=1, description="simclr+: probability of replacing the image by a counterfactual")
-    p_cf: float = Field(1.0, ge=0, le=1, description="cf-simclr(-multi)/oracle(-multi): probability a further view is a counterfactual")
+    p_replace: float = Field(0.5, ge=0, le=1, description="simclr+, dino+: probability of replacing the image by a counterfactual")
+    p_cf: float = Field(
+        1.0, ge=0, le=1,
+        description="cf-simclr(-multi)/oracle(-multi): probability a further view is a counterfactual; cf-dino/oracle-dino: the second global view",
+    )
     n_cf_views: int | None = Field(
         None, ge=1, description="counterfactual views per image: default 1 (cf-simclr, oracle), every other domain (cf-simclr-multi, oracle-multi)"
     )

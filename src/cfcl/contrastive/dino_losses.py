@@ -4,7 +4,8 @@ The formulas are those of lightly's ``DINOLoss``, ``IBOTPatchLoss`` and ``KoLeoL
 tests check ours against them); they are written here as functions because lightly's modules
 update their centre inside ``forward``, whereas here the centre is state of the Lightning
 module, checkpointed with it, and updated once per step after the loss. Centres are means over
-every process (``all_reduce``), so under DDP they equal those of one process with the whole batch.
+every process (sums and counts reduced), so under DDP they equal those of one process with the
+whole batch.
 """
 
 from __future__ import annotations
@@ -63,12 +64,13 @@ def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 @torch.no_grad()
 def updated_center(center: torch.Tensor, teacher: torch.Tensor, momentum: float) -> torch.Tensor:
-    """``momentum * center + (1 - momentum) * mean(teacher logits)`` over all rows of every process."""
-    batch_center = teacher.float().reshape(-1, teacher.shape[-1]).mean(dim=0)
+    """``momentum * center + (1 - momentum) * mean(teacher logits)`` over all rows of every process
+    (sums and counts are reduced, so ranks with different numbers of rows, e.g. masked patches, are exact)."""
+    rows = teacher.float().reshape(-1, teacher.shape[-1])
+    total = torch.cat([rows.sum(dim=0), torch.tensor([len(rows)], dtype=rows.dtype, device=rows.device)])
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(batch_center)
-        batch_center = batch_center / dist.get_world_size()
-    return center * momentum + batch_center * (1.0 - momentum)
+        dist.all_reduce(total)
+    return center * momentum + total[:-1] / total[-1].clamp(min=1) * (1.0 - momentum)
 
 
 def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> float:

@@ -5,11 +5,13 @@ Which view comes from which image (real or counterfactual) is decided by
 two global views and the local crops, runs student and EMA teacher, and adds the losses of
 :mod:`cfcl.contrastive.dino_losses`. The teacher is never touched by gradients: its parameters
 are frozen and outside the optimiser, and it moves only by :func:`ema_update` after each
-optimiser step. Teacher, centres and schedules' position live in the checkpoint, so a resumed
-run continues exactly.
+optimiser step. Teacher and centres are module state, saved in every checkpoint, and the
+schedules are functions of the global step, so a resumed run continues exactly.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import lightning as L
 import numpy as np
@@ -37,7 +39,7 @@ class DinoModule(L.LightningModule):
     """Student encoder + DINO head trained against an EMA teacher; the saved encoder is the teacher's."""
 
     def __init__(
-        self, make_encoder, dino: DinoConfig, augment: AugmentParams, global_size: tuple[int, int], *, lr: float,
+        self, make_encoder: Callable[[], Encoder], dino: DinoConfig, augment: AugmentParams, global_size: tuple[int, int], *, lr: float,
         optimizer: str, cosine: bool, steps_per_epoch: int, seed: int, n_classes: int | None = None,
     ):
         super().__init__()
