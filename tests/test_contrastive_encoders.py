@@ -50,7 +50,7 @@ def test_weights_of_another_architecture_are_rejected(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         build_encoder("resnet18", pretrained_weights=tmp_path / "missing.pth")
     with pytest.raises(ConfigError, match="unknown encoder"):
-        build_encoder("vit")
+        build_encoder("vgg16")
 
 
 def test_save_load_round_trip_in_folder_and_file(tmp_path):

@@ -76,3 +76,36 @@ def test_simclr_plus_replaces_the_image_then_takes_two_views_of_it():
         assert (first[~cf] == np.arange(N_IMAGES)[~cf]).all()
         replaced.append(cf[:5].mean())
     assert np.mean(replaced) == pytest.approx(0.5, abs=0.05)
+
+
+def test_dino_takes_two_global_views_and_the_local_crops_all_from_the_image():
+    plan = _plan("dino", n_local=4)
+    assert plan.rows.tolist() == list(range(N_IMAGES)) * 6 and not plan.from_cf.any()
+    assert plan.groups.tolist() == list(range(N_IMAGES)) * 6
+
+
+def test_cf_dino_local_crops_half_real_half_one_counterfactual_and_the_second_global_view_with_p_cf():
+    rng = np.random.default_rng(3)
+    global_cf = []
+    for _ in range(300):
+        plan = _plan("cf-dino", rng, p_cf=0.5, n_local=4)
+        views, used = plan.rows.reshape(6, N_IMAGES), plan.from_cf.reshape(6, N_IMAGES)
+        assert (views[0] == np.arange(N_IMAGES)).all() and not used[0].any()  # global view 1: always real
+        assert (views[2:4] == np.arange(N_IMAGES)).all() and not used[2:4].any()  # first half of the locals: real
+        assert used[4:, :5].all() and (views[4] == views[5]).all()  # second half: the image's one counterfactual
+        target = views[4, :5] % 100
+        assert (views[4, :5] // 100 == np.arange(5)).all()
+        assert (target != DOMAINS[:5]).all() and np.isin(target, TARGETS).all()  # never its own or the OOD domain
+        assert (views[:, 5] == 5).all() and not used[:, 5].any()  # no counterfactual: the image itself
+        cf = used[1, :5]
+        assert (views[1, :5][cf] == views[4, :5][cf]).all()  # a replaced global view is that same counterfactual
+        global_cf.append(cf.mean())
+    assert np.mean(global_cf) == pytest.approx(0.5, abs=0.05)
+    assert not _plan("oracle-dino", p_cf=0.0, n_local=0).from_cf.any()
+
+
+def test_dino_plus_replaces_the_image_then_takes_every_view_of_it():
+    plan = _plan("dino+", np.random.default_rng(4), p_replace=1.0, n_local=2)
+    views, used = plan.rows.reshape(4, N_IMAGES), plan.from_cf.reshape(4, N_IMAGES)
+    assert (views == views[0]).all() and (used == used[0]).all()
+    assert used[0, :5].all() and not used[0, 5] and (views[0, :5] % 100 != DOMAINS[:5]).all()

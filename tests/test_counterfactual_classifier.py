@@ -67,7 +67,7 @@ def test_classifier_checkpoint_errors(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_classifier(tmp_path / "missing.pt")
     with pytest.raises(ConfigError, match="unknown classifier architecture"):
-        build_classifier("vit", 3)
+        build_classifier("vgg16", 3)
 
 
 def test_cli_trains_guide_and_judge(tmp_path):

@@ -155,3 +155,19 @@ def test_only_and_from_select_stages(tmp_path, capsys):
     run_pipeline(run, dry_run=True)
     plan_text = capsys.readouterr().out
     assert "data                     up to date" in plan_text and "pretrain/simclr-s0       run" in plan_text
+
+
+def test_dino_methods_run_through_evaluation_and_report(tmp_path):
+    pretrain = {
+        **TINY["pretrain"], "optimizer": "adamw",
+        "encoder": {"arch": "vit", "arch_kwargs": {"image_size": 32, "patch_size": 8, "width": 16, "depth": 1, "heads": 2, "mlp_dim": 32}},
+        "dino": {"prototypes": 32, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 16, "ibot_weight": 1.0},
+    }
+    generated = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["dino", "cf-dino"], pretrain=pretrain))}
+    assert generated["pretrain/cf-dino-s0"].cf_store == tmp_path / "cf_store" and generated["pretrain/dino-s0"].cf_store is None
+    # the true counterfactuals keep the run small (no generator) and still train on counterfactual views
+    run = tiny_run(tmp_path, methods=["dino", "oracle-dino"], pretrain=pretrain)
+    run_pipeline(run)
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    assert {"dino", "oracle-dino"} <= set(metrics["method"])
+    assert (tmp_path / "report" / "index.html").is_file()

@@ -106,7 +106,7 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("pretrain",),
-        "contrastive pretraining of an encoder: simclr, simclr+, cf-simclr, cf-simclr-multi, oracle or oracle-multi (resumes an unfinished run in --out)",
+        "contrastive or self-distillation pretraining of an encoder: simclr, simclr+, cf-simclr, cf-simclr-multi, oracle, oracle-multi, dino, dino+, cf-dino or oracle-dino (resumes an unfinished run in --out)",
         "cfcl.contrastive.config:PretrainConfig",
         "cfcl.contrastive.pretrain:run",
         (

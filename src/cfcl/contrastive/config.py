@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer, model_validator
 
 from cfcl.config import StrictModel
 from cfcl.contrastive.augment import AugmentConfig
+from cfcl.contrastive.dino_config import DinoConfig
 from cfcl.contrastive.encoders import ARCHS
-from cfcl.contrastive.pairing import METHODS
+from cfcl.contrastive.pairing import DINO_METHODS, METHODS
+from cfcl.contrastive.vit import VIT_ARCHS, vit_kwargs
 from cfcl.training import TrainerConfig
 
 
@@ -21,9 +23,15 @@ class EncoderConfig(StrictModel):
     arch_kwargs: dict[str, Any] = {"width": 16, "blocks": [1, 1, 1, 1], "stem_stride": 2}
     pretrained_weights: Path | None = None
 
+    @model_validator(mode="after")
+    def _valid_vit(self) -> "EncoderConfig":
+        if self.arch in VIT_ARCHS:
+            vit_kwargs(self.arch, self.arch_kwargs)
+        return self
+
 
 class PretrainConfig(StrictModel):
-    """SimCLR-family pretraining on the ``split`` images of ``data``; defaults suit the synthetic demo on a CPU."""
+    """SimCLR- or DINO-family pretraining on the ``split`` images of ``data``; defaults suit the synthetic demo on a CPU."""
 
     method: Literal[METHODS] = "simclr"
     data: Path
@@ -33,8 +41,11 @@ class PretrainConfig(StrictModel):
     projection: list[int] = Field([128, 64], min_length=1, description="hidden widths then output width")
     temperature: float = Field(0.1, gt=0)
     batch_size: int = Field(128, ge=2)
-    p_replace: float = Field(0.5, ge=0, le=1, description="simclr+: probability of replacing the image by a counterfactual")
-    p_cf: float = Field(1.0, ge=0, le=1, description="cf-simclr(-multi)/oracle(-multi): probability a further view is a counterfactual")
+    p_replace: float = Field(0.5, ge=0, le=1, description="simclr+, dino+: probability of replacing the image by a counterfactual")
+    p_cf: float = Field(
+        1.0, ge=0, le=1,
+        description="cf-simclr(-multi)/oracle(-multi): probability a further view is a counterfactual; cf-dino/oracle-dino: the second global view",
+    )
     n_cf_views: int | None = Field(
         None, ge=1, description="counterfactual views per image: default 1 (cf-simclr, oracle), every other domain (cf-simclr-multi, oracle-multi)"
     )
@@ -58,3 +69,29 @@ class PretrainConfig(StrictModel):
         "auto", description="auto: continue an unfinished run of this config in OUT; require: fail if there is none; never: start afresh"
     )
     trainer: TrainerConfig = TrainerConfig(max_epochs=10)
+    dino: DinoConfig | None = Field(
+        None, description="settings of the DINO methods (defaults if not given); dropped for the SimCLR family"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dino_settings(cls, values: Any) -> Any:
+        """One run section serves both families: DINO settings exist exactly for the DINO methods."""
+        if isinstance(values, dict):
+            dino = values.get("method") in DINO_METHODS
+            values = {**values, "dino": (values.get("dino") or {}) if dino else None}
+        return values
+
+    @model_validator(mode="after")
+    def _ibot_needs_vit(self) -> "PretrainConfig":
+        if self.dino is not None and self.dino.ibot_weight > 0 and self.encoder.arch not in VIT_ARCHS:
+            raise ValueError(f"dino.ibot_weight needs a ViT encoder ({', '.join(VIT_ARCHS)}), encoder.arch is {self.encoder.arch!r}")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_empty_dino(self, handler):
+        """A SimCLR config dumps (and hashes) as before the DINO methods existed."""
+        data = handler(self)
+        if data.get("dino") is None:
+            data.pop("dino", None)
+        return data

@@ -66,9 +66,12 @@ def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | Non
 class ViewBatches(Dataset):
     """Item ``(epoch, batch, rank, world)``: that batch's views (uint8), groups and source labels."""
 
-    def __init__(self, data: PretrainData, method: str, batch_size: int, seed: int, p_replace: float, p_cf: float, n_cf_views: int):
+    def __init__(
+        self, data: PretrainData, method: str, batch_size: int, seed: int, p_replace: float, p_cf: float, n_cf_views: int,
+        n_local: int = 0,
+    ):
         self.data, self.method, self.batch_size, self.seed = data, method, batch_size, seed
-        self.pairing = dict(p_replace=p_replace, p_cf=p_cf, n_cf_views=n_cf_views)
+        self.pairing = dict(p_replace=p_replace, p_cf=p_cf, n_cf_views=n_cf_views, n_local=n_local)
         self.domains = data.data.meta["domain"].to_numpy()
         self.labels = data.data.meta["label"].to_numpy()
         self._order: tuple[int, np.ndarray] | None = None

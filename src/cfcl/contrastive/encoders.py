@@ -1,4 +1,4 @@
-"""Image encoders: 1-channel ResNets mapping ``[B, 1, H, W]`` images in [0, 1] to features.
+"""Image encoders: 1-channel ResNets and ViTs mapping ``[B, 1, H, W]`` images in [0, 1] to features.
 
 ``build_encoder`` makes one from an architecture name and its arguments; ``save_encoder`` /
 ``load_encoder`` keep it in ``encoder.pt``, a plain dict that records everything needed to
@@ -17,10 +17,11 @@ from torchvision.models import resnet
 from torchvision.models.resnet import BasicBlock
 
 from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
+from cfcl.contrastive.vit import VIT_ARCHS, build_vit, load_imagenet_vit
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.layout import ENCODER_FILE
 
-ARCHS = ("resnet18", "resnet34", "resnet50", "small")
+ARCHS = ("resnet18", "resnet34", "resnet50", "small", *VIT_ARCHS)
 # Images in [0, 1] are shifted to roughly zero mean, unit spread inside the encoder.
 INPUT_MEAN = 0.5
 INPUT_STD = 0.25
@@ -98,6 +99,10 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone((x - INPUT_MEAN) / INPUT_STD)
 
+    def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """ViT only: class and patch tokens ``[B, 1 + patches, feature_dim]``, ``mask`` [B, patches] patches replaced by the mask token."""
+        return self.backbone.tokens((x - INPUT_MEAN) / INPUT_STD, mask)
+
 
 def build_encoder(arch: str, pretrained_weights: str | os.PathLike | None = None, **arch_kwargs: Any) -> Encoder:
     """Encoder ``arch`` (one of ``ARCHS``); ``pretrained_weights``: a torchvision ImageNet state_dict file."""
@@ -110,6 +115,10 @@ def build_encoder(arch: str, pretrained_weights: str | os.PathLike | None = None
             raise ConfigError(f"encoder 'small': invalid arguments {arch_kwargs} ({exc})") from None
         if pretrained_weights is not None:
             raise ConfigError("encoder 'small' has no ImageNet weights; pretrained_weights must be empty")
+    elif arch in VIT_ARCHS:
+        backbone = build_vit(arch, **arch_kwargs)
+        if pretrained_weights is not None:
+            load_imagenet_vit(backbone, pretrained_weights)
     else:
         if arch_kwargs:
             raise ConfigError(f"encoder {arch!r} takes no arguments, got {sorted(arch_kwargs)}")

@@ -9,6 +9,13 @@
 - ``cf-simclr-multi``: ``cf-simclr`` with several counterfactual views, all mutual positives.
 - ``oracle`` / ``oracle-multi``: ``cf-simclr`` / ``cf-simclr-multi`` with the true
   counterfactuals of the synthetic benchmark.
+- ``dino``: two global views then ``n_local`` local crops, all of the image itself.
+- ``dino+``: as ``simclr+``, the image is replaced by a counterfactual with probability
+  ``p_replace`` (counterfactuals added as data, unpaired), then all views of that.
+- ``cf-dino``: one counterfactual per image, to a uniformly drawn *other* domain; the second
+  global view is that counterfactual with probability ``p_cf``, and the second half of the
+  local crops are taken from it (the first half from the image).
+- ``oracle-dino``: ``cf-dino`` with the true counterfactuals.
 
 A missing counterfactual (no row in the counterfactual store) falls back to the image itself,
 so every image always yields the same number of views and all views of one image share a group.
@@ -21,16 +28,18 @@ from typing import Sequence
 
 import numpy as np
 
-METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi")
-CF_METHODS = METHODS[1:]
-ORACLE_METHODS = ("oracle", "oracle-multi")
+DINO_METHODS = ("dino", "dino+", "cf-dino", "oracle-dino")
+METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi", *DINO_METHODS)
+CF_METHODS = tuple(m for m in METHODS if m not in ("simclr", "dino"))
+ORACLE_METHODS = ("oracle", "oracle-multi", "oracle-dino")
 GENERATED_CF_METHODS = tuple(m for m in CF_METHODS if m not in ORACLE_METHODS)
 MULTI_METHODS = ("cf-simclr-multi", "oracle-multi")
 
 
 @dataclass(frozen=True)
 class ViewPlan:
-    """Views in blocks (all first views, then all second views, ...).
+    """Views in blocks (all first views, then all second views, ...); the DINO methods' blocks
+    are the two global views, then the local crops.
 
     ``from_cf[v]``: view ``v`` is row ``rows[v]`` of the counterfactual store, else of the data
     store; ``groups[v]``: position of its source image in the batch (views of one image are positives).
@@ -58,8 +67,10 @@ def plan_views(
     p_replace: float = 0.5,
     p_cf: float = 1.0,
     n_cf_views: int = 1,
+    n_local: int = 0,
 ) -> ViewPlan:
-    """Views for the batch ``sources`` (data-store rows, with their ``domains``).
+    """Views for the batch ``sources`` (data-store rows, with their ``domains``); ``n_local``:
+    the DINO methods' local crops per image.
 
     ``cf_table[row, domain]`` is the counterfactual-store row of (image, target domain) or -1;
     ``targets`` are the domains counterfactuals may be drawn from (never the image's own).
@@ -68,9 +79,9 @@ def plan_views(
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
     b = len(sources)
     groups_block = np.arange(b)
-    if method == "simclr":
-        rows = np.concatenate([sources, sources])
-        return ViewPlan(rows, np.zeros(2 * b, dtype=bool), np.tile(groups_block, 2))
+    n_views = 2 + n_local if method in DINO_METHODS else 2
+    if method in ("simclr", "dino"):
+        return ViewPlan(np.tile(sources, n_views), np.zeros(n_views * b, dtype=bool), np.tile(groups_block, n_views))
     if cf_table is None:
         raise ValueError(f"method {method!r} needs a counterfactual table")
     targets = np.asarray(targets, dtype=np.int64)
@@ -78,11 +89,19 @@ def plan_views(
         raise ValueError(f"{n_cf_views} counterfactual views per image, but only {len(targets)} target domains")
     cf_rows = cf_table[sources][:, targets]
     available = (cf_rows >= 0) & (targets[None, :] != domains[:, None])
-    if method == "simclr+":
+    if method in ("simclr+", "dino+"):
         pick, exists = _random_targets(available, 1, rng)
         use = exists[:, 0] & (rng.random(b) < p_replace)
         chosen = np.where(use, np.take_along_axis(cf_rows, pick, axis=1)[:, 0], sources)
-        return ViewPlan(np.tile(chosen, 2), np.tile(use, 2), np.tile(groups_block, 2))
+        return ViewPlan(np.tile(chosen, n_views), np.tile(use, n_views), np.tile(groups_block, n_views))
+    if method in DINO_METHODS:
+        pick, exists = _random_targets(available, 1, rng)
+        cf_of_source = np.take_along_axis(cf_rows, pick, axis=1)[:, 0]
+        global_cf = exists[:, 0] & (rng.random(b) < p_cf)
+        local_cf = np.arange(n_local) >= n_local // 2
+        use = np.concatenate([np.zeros((1, b), dtype=bool), global_cf[None], local_cf[:, None] & exists[:, 0]])
+        rows = np.where(use, cf_of_source, sources)
+        return ViewPlan(rows.reshape(-1), use.reshape(-1), np.tile(groups_block, n_views))
     pick, exists = _random_targets(available, n_cf_views, rng)
     use = exists & (rng.random(exists.shape) < p_cf)
     cf_view_rows = np.where(use, np.take_along_axis(cf_rows, pick, axis=1), sources[:, None])

@@ -1,4 +1,5 @@
-"""``cfcl pretrain``: one SimCLR / SimCLR+ / CF-SimCLR (pairs or multi-positive) / oracle run, writing ``encoder.pt``.
+"""``cfcl pretrain``: one SimCLR / SimCLR+ / CF-SimCLR (pairs or multi-positive) / oracle run, or one of
+their DINO counterparts (DINO / DINO+ / CF-DINO / oracle-DINO), writing ``encoder.pt``.
 
 Stores are opened and cross-checked before anything trains. A folder holding an unfinished run
 of the same config and inputs resumes from ``checkpoints/last.ckpt`` (bit-exact on the same
@@ -17,10 +18,11 @@ from cfcl import layout
 from cfcl.contrastive.augment import build_augment
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import PretrainData, ViewBatches, default_cf_store, step_loader, open_pretrain_data
+from cfcl.contrastive.dino_module import DinoModule
 from cfcl.contrastive.encoders import build_encoder, save_encoder
 from cfcl.contrastive.heads import projection_head
 from cfcl.contrastive.module import ContrastiveModule
-from cfcl.contrastive.pairing import MULTI_METHODS
+from cfcl.contrastive.pairing import DINO_METHODS, MULTI_METHODS
 from cfcl.errors import ConfigError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
@@ -57,10 +59,31 @@ def build_module(config: PretrainConfig, image_size: tuple[int, int], n_classes:
     )
 
 
+def global_size(config: PretrainConfig, data: PretrainData) -> tuple[int, int]:
+    """The DINO global crops' size (default: the store's), checked against the local crops before training."""
+    size = (config.dino.global_size,) * 2 if config.dino.global_size else data.image_size
+    if config.dino.local_size > min(size):
+        raise ConfigError(
+            f"dino.local_size {config.dino.local_size} is larger than the global crops ({size[0]}x{size[1]}, dino.global_size)"
+        )
+    return size
+
+
+def build_dino_module(config: PretrainConfig, data: PretrainData, steps_per_epoch: int) -> DinoModule:
+    return DinoModule(
+        lambda: build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **config.encoder.arch_kwargs),
+        config.dino, config.augment.resolve(), global_size(config, data), lr=config.lr, optimizer=config.optimizer,
+        cosine=config.schedule == "cosine", steps_per_epoch=steps_per_epoch, seed=config.seed,
+        n_classes=len(data.data.labels) if config.online_probe else None,
+    )
+
+
 def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
     cf_path = config.cf_store or default_cf_store(config.method, config.data)
     data = open_pretrain_data(config.method, config.data, cf_path, config.split)
     n_cf_views = cf_views(config, data)
+    if config.dino is not None:
+        global_size(config, data)
     inputs = {"cf_store": data.cf.path} if data.cf is not None else {}  # the oracle's default is not in the config
     return run_stage(STAGE, out, config, lambda stage: _train(config, data, n_cf_views, stage), force, inputs, every_rank=True)
 
@@ -68,9 +91,15 @@ def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
 def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: Stage) -> dict | None:
     out = stage.out
     L.seed_everything(config.seed, workers=True)
-    module = build_module(config, data.image_size, len(data.data.labels))
     trainer = make_trainer(config.trainer, out, use_distributed_sampler=False)
-    batches = ViewBatches(data, config.method, config.batch_size, config.seed, config.p_replace, config.p_cf, n_cf_views)
+    n_local = config.dino.n_local if config.dino is not None else 0
+    batches = ViewBatches(
+        data, config.method, config.batch_size, config.seed, config.p_replace, config.p_cf, n_cf_views, n_local
+    )
+    if config.method in DINO_METHODS:
+        module = build_dino_module(config, data, batches.batches_per_epoch(trainer.world_size))
+    else:
+        module = build_module(config, data.image_size, len(data.data.labels))
     loader = step_loader(
         batches, lambda: (trainer.global_step, trainer.global_rank, trainer.world_size),
         loader_workers(config.trainer), pin_memory=uses_cuda(config.trainer),
@@ -81,7 +110,8 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
     if not stage.primary:
         return None
     info = {"image_size": list(data.image_size), "method": config.method, "seed": config.seed}
-    encoder_path = save_encoder(out, module.encoder, info)
+    encoder = module.teacher_encoder if config.method in DINO_METHODS else module.encoder  # DINO evaluates its teacher
+    encoder_path = save_encoder(out, encoder, info)
     training_curve(out / layout.TRAINER_LOG, out / layout.LOSS_CURVE, ["train/loss_step", "train/loss_epoch", "probe/accuracy"])
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return dict(

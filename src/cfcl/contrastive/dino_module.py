@@ -1,0 +1,168 @@
+"""The Lightning module of DINO-v2-style self-distillation (``dino``, ``dino+``, ``cf-dino``, ``oracle-dino``).
+
+Which view comes from which image (real or counterfactual) is decided by
+:func:`cfcl.contrastive.pairing.plan_views`, as for the SimCLR family; this module augments the
+two global views and the local crops, runs student and EMA teacher, and adds the losses of
+:mod:`cfcl.contrastive.dino_losses`. The teacher is never touched by gradients: its parameters
+are frozen and outside the optimiser, and it moves only by :func:`ema_update` after each
+optimiser step. Teacher and centres are module state, saved in every checkpoint, and the
+schedules are functions of the global step, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightly.models.modules import DINOProjectionHead
+from lightly.utils.scheduler import cosine_schedule
+
+from cfcl.contrastive.augment import AugmentParams, build_augment
+from cfcl.contrastive.dino_config import DinoConfig
+from cfcl.contrastive.dino_losses import dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, updated_center
+from cfcl.contrastive.encoders import Encoder
+from cfcl.contrastive.module import NonFiniteLossError, gradients_finite, warmup_cosine
+
+
+def random_patch_masks(n: int, patches: int, ratio: tuple[float, float], p: float, device: torch.device) -> torch.Tensor:
+    """``[n, patches]`` masks: with probability ``p`` an image masks a uniform ``ratio`` share of its patches (at least one)."""
+    share = ratio[0] + (ratio[1] - ratio[0]) * torch.rand(n, 1, device=device)
+    count = (share * patches).round().clamp(min=1) * (torch.rand(n, 1, device=device) < p)
+    rank = torch.rand(n, patches, device=device).argsort(dim=1).argsort(dim=1)
+    return rank < count
+
+
+class DinoModule(L.LightningModule):
+    """Student encoder + DINO head trained against an EMA teacher; the saved encoder is the teacher's."""
+
+    def __init__(
+        self, make_encoder: Callable[[], Encoder], dino: DinoConfig, augment: AugmentParams, global_size: tuple[int, int], *, lr: float,
+        optimizer: str, cosine: bool, steps_per_epoch: int, seed: int, n_classes: int | None = None,
+    ):
+        super().__init__()
+        self.encoder: Encoder = make_encoder()
+        self.teacher_encoder: Encoder = make_encoder()
+        dim = self.encoder.feature_dim
+        self.head = DINOProjectionHead(dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes)
+        self.teacher_head = DINOProjectionHead(dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes)
+        for student, teacher in ((self.encoder, self.teacher_encoder), (self.head, self.teacher_head)):
+            teacher.load_state_dict(student.state_dict())
+            teacher.requires_grad_(False)
+        self.register_buffer("center", torch.zeros(dino.prototypes))
+        self.register_buffer("patch_center", torch.zeros(dino.prototypes))
+        self.global_augment = build_augment(augment.model_copy(update={"crop_scale": dino.global_scale}), global_size)
+        local = (dino.local_size, dino.local_size)
+        self.local_augment = build_augment(augment.model_copy(update={"crop_scale": dino.local_scale}), local)
+        self.probe = torch.nn.Linear(dim, n_classes) if n_classes else None
+        self.dino, self.seed, self.steps_per_epoch = dino, seed, steps_per_epoch
+        self.optim = dict(name=optimizer, lr=lr, cosine=cosine)
+
+    def teacher_temperature(self, step: int) -> float:
+        start, end = self.dino.teacher_temp
+        return linear_warmup(step, round(self.dino.teacher_temp_warmup_epochs * self.steps_per_epoch), start, end)
+
+    def _schedule(self, step: int, bounds: tuple[float, float]) -> float:
+        return float(cosine_schedule(step, int(self.trainer.estimated_stepping_batches), bounds[0], bounds[1]))
+
+    def _views(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Augmented global views ``[2B, ...]``, local crops ``[n_local * B, ...]`` and the student's patch masks."""
+        x = views.float().div_(255.0)
+        n_global = 2 * (len(x) // (2 + self.dino.n_local))
+        step_seed = int(np.random.SeedSequence([self.seed, self.global_step, self.global_rank]).generate_state(1)[0])
+        on_cuda = x.device.type == "cuda"
+        with torch.random.fork_rng(devices=[x.device] if on_cuda else []), torch.autocast(x.device.type, enabled=False):
+            torch.manual_seed(step_seed)
+            globals_ = self.global_augment(x[:n_global])
+            locals_ = self.local_augment(x[n_global:]) if self.dino.n_local else x[:0]
+            masks = None
+            if self.dino.ibot_weight > 0:
+                patch = self.encoder.backbone.patch_size
+                patches = (globals_.shape[-2] // patch) * (globals_.shape[-1] // patch)
+                masks = random_patch_masks(n_global, patches, self.dino.mask_ratio, self.dino.mask_p, x.device)
+        return globals_, locals_, masks
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        globals_, locals_, masks = self._views(batch["views"])
+        n_global, k = len(globals_), self.dino.prototypes
+        b = n_global // 2
+        t_temp, s_temp = self.teacher_temperature(self.global_step), self.dino.student_temp
+        with torch.no_grad():
+            if masks is None:
+                t_features = self.teacher_encoder(globals_)
+            else:
+                t_tokens = self.teacher_encoder.tokens(globals_)
+                t_features = t_tokens[:, 0]
+                t_patches = self.teacher_head(t_tokens[:, 1:][masks])
+            t_logits = self.teacher_head(t_features).view(2, b, k)
+        if masks is None:
+            s_features = self.encoder(globals_)
+        else:
+            s_tokens = self.encoder.tokens(globals_, masks)
+            s_features = s_tokens[:, 0]
+        s_logits = [self.head(s_features)]
+        if len(locals_):
+            s_logits.append(self.head(self.encoder(locals_)))
+        s_logits = torch.cat(s_logits).view(-1, b, k)
+        loss = dino_loss(t_logits, s_logits, self.center, t_temp, s_temp)
+        self.log("train/dino", loss, on_step=True, on_epoch=True, batch_size=b)
+        if masks is not None:
+            ibot = ibot_loss(t_patches, self.head(s_tokens[:, 1:][masks]), masks, self.patch_center, t_temp, s_temp)
+            self.log("train/ibot", ibot, on_step=True, on_epoch=True, batch_size=b)
+            loss = loss + self.dino.ibot_weight * ibot
+            self.patch_center = updated_center(self.patch_center, t_patches, self.dino.center_momentum)
+        if self.dino.koleo_weight > 0:
+            koleo = sum(koleo_loss(view) for view in s_features.view(2, b, -1)) / 2
+            self.log("train/koleo", koleo, on_step=True, on_epoch=True, batch_size=b)
+            loss = loss + self.dino.koleo_weight * koleo
+        self.center = updated_center(self.center, t_logits, self.dino.center_momentum)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"pretraining loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
+                f"batch {batch_idx}); stopped, the last good checkpoint is kept"
+            )
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
+        if self.probe is not None:
+            n = len(batch["labels"])
+            logits = self.probe(s_features[:n].detach().float())
+            probe_loss = F.cross_entropy(logits, batch["labels"])
+            accuracy = (logits.argmax(1) == batch["labels"]).float().mean()
+            self.log("probe/loss", probe_loss, on_step=False, on_epoch=True, batch_size=n)
+            self.log("probe/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
+            loss = loss + probe_loss
+        return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.trainer.precision != "16-mixed" and not gradients_finite(self.parameters()):
+            raise NonFiniteLossError(
+                f"pretraining gradients are not finite at step {self.global_step} (epoch {self.current_epoch}); "
+                "stopped before the update, the last good checkpoint is kept"
+            )
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """Weight decay of this step, the update, then the teacher's EMA step (before any checkpoint of this step)."""
+        step = self.global_step
+        decay = self._schedule(step, self.dino.weight_decay)
+        for group in optimizer.param_groups:
+            group["weight_decay"] = decay if group["decayed"] else 0.0
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        momentum = self._schedule(step, self.dino.teacher_momentum)
+        ema_update(self.teacher_encoder, self.encoder, momentum)
+        ema_update(self.teacher_head, self.head, momentum)
+
+    def configure_optimizers(self):
+        cfg = self.optim
+        trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        # As DINO: no weight decay on biases and normalisation weights.
+        groups = [
+            {"params": [p for _, p in trainable if p.ndim > 1], "decayed": True},
+            {"params": [p for _, p in trainable if p.ndim <= 1], "decayed": False},
+        ]
+        make = torch.optim.AdamW if cfg["name"] == "adamw" else torch.optim.Adam
+        optimizer = make(groups, lr=cfg["lr"], weight_decay=0.0)
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = round(self.dino.warmup_epochs * self.steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, cfg["cosine"]))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

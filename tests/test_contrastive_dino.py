@@ -1,0 +1,180 @@
+"""ViT encoders and ``cfcl pretrain`` with the DINO methods on a tiny store: the teacher, schedules, resume, bad input."""
+
+import lightning as L
+import pytest
+import torch
+from lightly.utils.scheduler import cosine_schedule
+from torchvision.models.vision_transformer import VisionTransformer
+
+from cfcl.config import build_config
+from cfcl.contrastive import pretrain
+from cfcl.contrastive.config import PretrainConfig
+from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
+from cfcl.errors import CheckpointError, ConfigError
+from cfcl.stage import read_manifest
+from test_contrastive_pretrain import N_TRAIN, SIZE, Interrupted, _interrupt_after, stores  # noqa: F401 - fixture
+
+TINY_VIT = {"arch": "vit", "arch_kwargs": {"image_size": SIZE, "patch_size": 4, "width": 16, "depth": 1, "heads": 2, "mlp_dim": 32}}
+
+
+def _config(stores, **overrides):
+    values = {
+        "data": str(stores / "data"), "method": "cf-dino", "cf_store": str(stores / "cf"), "batch_size": 4,
+        "encoder": TINY_VIT, "lr": 1e-3, "optimizer": "adamw",
+        "dino": {"prototypes": 32, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 8,
+                 "ibot_weight": 1.0, "mask_p": 1.0, "teacher_temp_warmup_epochs": 1.0, "warmup_epochs": 0.5},
+        "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1},
+        **overrides,
+    }
+    return build_config(PretrainConfig, base=values)
+
+
+def test_vit_encoder_features_tokens_and_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    encoder = build_encoder("vit", **TINY_VIT["arch_kwargs"]).eval()
+    x = torch.rand(3, 1, SIZE, SIZE)
+    assert encoder.feature_dim == 16 and encoder(x).shape == (3, 16)
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    mask[0, 5] = True
+    tokens, masked = encoder.tokens(x), encoder.tokens(x, mask)
+    assert tokens.shape == (3, 17, 16) and torch.allclose(tokens[:, 0], encoder(x))
+    assert not torch.allclose(masked[0], tokens[0]) and torch.allclose(masked[1:], tokens[1:])
+    assert encoder(torch.rand(2, 1, 8, 8)).shape == (2, 16)  # positions resampled for smaller (local) crops
+    assert encoder(torch.rand(2, 1, 16, 12)).shape == (2, 16)  # and for non-square images
+    save_encoder(tmp_path, encoder, {"image_size": [SIZE, SIZE], "method": "dino", "seed": 0})
+    loaded, info = load_encoder(tmp_path)
+    assert info["arch"] == "vit" and info["feature_dim"] == 16 and torch.allclose(loaded(x), encoder(x))
+
+
+def test_vit_presets_have_the_reference_widths():
+    assert build_encoder("vit_s16", image_size=32).feature_dim == 384
+    with pytest.raises(ConfigError, match="'vit_b16' takes \\['image_size'\\], got \\['depth'\\]"):
+        build_encoder("vit_b16", depth=2)
+
+
+def test_imagenet_vit_weights_file_sums_rgb_patch_filters_and_resamples_positions(tmp_path):
+    torch.manual_seed(0)
+    reference = VisionTransformer(32, 4, 1, 2, 16, 32)
+    path = tmp_path / "vit.pth"
+    torch.save(reference.state_dict(), path)
+    encoder = build_encoder("vit", pretrained_weights=path, **TINY_VIT["arch_kwargs"]).eval()  # 16 px: 4x4 positions, not 8x8
+    vit = encoder.backbone.vit.vit
+    assert torch.allclose(vit.conv_proj.weight, reference.conv_proj.weight.sum(1, keepdim=True))
+    assert torch.equal(vit.encoder.layers[0].mlp[0].weight, reference.encoder.layers[0].mlp[0].weight)
+    assert vit.encoder.pos_embedding.shape == (1, 17, 16)
+    assert torch.equal(vit.encoder.pos_embedding[:, 0], reference.encoder.pos_embedding[:, 0])
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    with pytest.raises(CheckpointError, match="not a torchvision ViT state_dict"):
+        build_encoder("vit", pretrained_weights=path, **TINY_VIT["arch_kwargs"])
+
+
+class Recorder(L.Callback):
+    """Teacher and student before and after every step, and the teacher temperature used."""
+
+    def __init__(self):
+        self.steps = []
+
+    @staticmethod
+    def _copy(module):
+        return [p.detach().clone() for p in module.parameters()]
+
+    def on_train_batch_start(self, trainer, module, *args):
+        self.before = self._copy(module.teacher_encoder) + self._copy(module.teacher_head)
+
+    def on_train_batch_end(self, trainer, module, *args):
+        teacher = list(module.teacher_encoder.parameters()) + list(module.teacher_head.parameters())
+        student = self._copy(module.encoder) + self._copy(module.head)
+        assert all(p.grad is None and not p.requires_grad for p in teacher)
+        self.steps.append((self.before, [p.detach().clone() for p in teacher], student))
+
+
+def test_teacher_moves_only_by_the_scheduled_ema_of_the_student(stores, tmp_path, monkeypatch):
+    recorder = Recorder()
+    real = pretrain.make_trainer
+    monkeypatch.setattr(pretrain, "make_trainer", lambda cfg, out, **kw: real(cfg, out, callbacks=[recorder], **kw))
+    config = _config(stores, method="dino", cf_store=None)
+    manifest = pretrain.run(config, tmp_path)
+    total = manifest["steps"]
+    assert total == 2 * N_TRAIN // 4 and len(recorder.steps) == total
+    for step, (before, after, student) in enumerate(recorder.steps):
+        m = cosine_schedule(step, total, 0.995, 1.0)
+        for b, a, s in zip(before, after, student):
+            assert torch.allclose(a, m * b + (1 - m) * s, atol=1e-6), step
+    # the saved encoder is the teacher
+    saved = torch.load(tmp_path / "encoder.pt", weights_only=True)["state_dict"]
+    teacher_weights = recorder.steps[-1][1][: len(saved)]
+    assert all(torch.equal(w, t) for w, t in zip(saved.values(), teacher_weights))
+
+
+def test_teacher_temperature_and_weight_decay_follow_their_schedules(stores):
+    module = pretrain.build_dino_module(_config(stores), pretrain.open_pretrain_data("dino", stores / "data", None), 6)
+    assert [module.teacher_temperature(s) for s in (0, 3, 6, 9)] == pytest.approx([0.04, 0.055, 0.07, 0.07])
+    assert module.global_augment.size == (SIZE, SIZE) and module.local_augment.size == (8, 8)
+
+
+def _resume_config(stores):
+    return _config(stores, method="oracle-dino", cf_store=None, batch_size=8)  # 3 steps per epoch
+
+
+class FinalState(L.Callback):
+    def on_train_end(self, trainer, module):
+        self.state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _run_recording_final_state(monkeypatch, config, out):
+    final = FinalState()
+    real = pretrain.make_trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(pretrain, "make_trainer", lambda cfg, o, callbacks=(), **kw: real(cfg, o, callbacks=[*callbacks, final], **kw))
+        manifest = pretrain.run(config, out)
+    return manifest, final.state
+
+
+def test_resume_continues_exactly_teacher_and_centres_included(stores, tmp_path, monkeypatch):
+    config = _resume_config(stores)
+    _, whole = _run_recording_final_state(monkeypatch, config, tmp_path / "whole")
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, 2)
+        with pytest.raises(Interrupted):
+            pretrain.run(config, tmp_path / "split")
+    assert read_manifest(tmp_path / "split")["status"] == "running"
+    manifest, split = _run_recording_final_state(monkeypatch, config, tmp_path / "split")
+    assert manifest["resumed_from"].endswith("last.ckpt") and manifest["steps"] == 6
+    assert {"center", "patch_center"} <= set(split) and any(k.startswith("teacher_encoder.") for k in split)
+    assert whole["center"].abs().sum() > 0 and whole["patch_center"].abs().sum() > 0
+    for key in whole:
+        assert torch.equal(whole[key], split[key]), key
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"dino": {"local_size": SIZE * 2}}, "dino.local_size 32 is larger than the global crops \\(16x16, dino.global_size\\)"),
+        ({"cf_store": None}, "method 'cf-dino' needs a counterfactual store"),
+    ],
+)
+def test_bad_dino_input_is_refused_before_training(stores, tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        pretrain.run(_config(stores, **overrides), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"encoder": {"arch": "vit", "arch_kwargs": {"image_size": 30, "patch_size": 8}}},
+         "encoder.arch_kwargs.image_size 30 is not a multiple of patch_size 8"),
+        ({"dino": {"local_size": 32, "global_size": 16}}, "dino.local_size 32 is larger than dino.global_size 16"),
+        ({"encoder": {"arch": "small"}}, "dino.ibot_weight needs a ViT encoder"),
+    ],
+)
+def test_bad_dino_config_is_a_one_line_error_naming_the_key(stores, overrides, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        _config(stores, **overrides)
+    assert "\n" not in str(error.value)
+
+
+def test_dino_settings_are_dropped_for_the_simclr_family_so_its_config_hash_is_unchanged(stores):
+    simclr = _config(stores, method="simclr", cf_store=None, encoder={"arch": "small"})
+    assert simclr.dino is None and "dino" not in simclr.model_dump()
+    assert _config(stores, method="dino", cf_store=None, dino={}).dino.n_local == 4
