@@ -178,3 +178,25 @@ def test_dino_settings_are_dropped_for_the_simclr_family_so_its_config_hash_is_u
     simclr = _config(stores, method="simclr", cf_store=None, encoder={"arch": "small"})
     assert simclr.dino is None and "dino" not in simclr.model_dump()
     assert _config(stores, method="dino", cf_store=None, dino={}).dino.n_local == 4
+
+
+def test_dino_skips_non_finite_steps_on_the_device_and_stops_after_an_epoch_of_them(stores, tmp_path, monkeypatch):
+    from cfcl.contrastive import dino_module
+    from cfcl.contrastive.module import NonFiniteLossError
+
+    real = dino_module.dino_loss
+    calls = []
+
+    def poisoned(*args, **kwargs):
+        calls.append(1)
+        loss = real(*args, **kwargs)
+        return loss + 0.0 * torch.sqrt(loss * 0) if len(calls) > N_TRAIN // 4 else loss  # NaN gradients from epoch 1
+
+    monkeypatch.setattr(dino_module, "dino_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match=rf"skipped {N_TRAIN // 4} of {N_TRAIN // 4} updates of epoch 1"):
+        pretrain.run(_config(stores, method="dino", cf_store=None), tmp_path)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    epoch0 = torch.load(tmp_path / "checkpoints" / "epoch000.ckpt", weights_only=True)["state_dict"]
+    for key, value in epoch0.items():  # the student took no update in epoch 1 (the teacher's EMA still moved)
+        if key.startswith(("encoder.", "head.")):
+            assert torch.equal(last[key], value), key

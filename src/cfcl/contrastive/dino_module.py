@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +23,7 @@ from cfcl.contrastive.augment import AugmentParams, build_augment
 from cfcl.contrastive.dino_config import DinoConfig
 from cfcl.contrastive.dino_losses import dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, updated_center
 from cfcl.contrastive.encoders import Encoder
-from cfcl.contrastive.module import NonFiniteLossError, gradients_finite, warmup_cosine
+from cfcl.contrastive.module import NonFiniteGuard, warmup_cosine
 
 
 def random_patch_masks(n: int, patches: int, ratio: tuple[float, float], p: float, device: torch.device) -> torch.Tensor:
@@ -35,14 +34,15 @@ def random_patch_masks(n: int, patches: int, ratio: tuple[float, float], p: floa
     return rank < count
 
 
-class DinoModule(L.LightningModule):
+class DinoModule(NonFiniteGuard):
     """Student encoder + DINO head trained against an EMA teacher; the saved encoder is the teacher's."""
 
     def __init__(
         self, make_encoder: Callable[[], Encoder], dino: DinoConfig, augment: AugmentParams, global_size: tuple[int, int], *, lr: float,
         optimizer: str, cosine: bool, steps_per_epoch: int, seed: int, n_classes: int | None = None,
+        stop_skipped_fraction: float = 1.0,
     ):
-        super().__init__()
+        super().__init__(stop_skipped_fraction)
         self.encoder: Encoder = make_encoder()
         self.teacher_encoder: Encoder = make_encoder()
         dim = self.encoder.feature_dim
@@ -118,11 +118,6 @@ class DinoModule(L.LightningModule):
             self.log("train/koleo", koleo, on_step=True, on_epoch=True, batch_size=b)
             loss = loss + self.dino.koleo_weight * koleo
         self.center = updated_center(self.center, t_logits, self.dino.center_momentum)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"pretraining loss is {loss.item()} at step {self.global_step} (epoch {self.current_epoch}, "
-                f"batch {batch_idx}); stopped, the last good checkpoint is kept"
-            )
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
         if self.probe is not None:
             n = len(batch["labels"])
@@ -133,13 +128,6 @@ class DinoModule(L.LightningModule):
             self.log("probe/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
             loss = loss + probe_loss
         return loss
-
-    def on_before_optimizer_step(self, optimizer) -> None:
-        if self.trainer.precision != "16-mixed" and not gradients_finite(self.parameters()):
-            raise NonFiniteLossError(
-                f"pretraining gradients are not finite at step {self.global_step} (epoch {self.current_epoch}); "
-                "stopped before the update, the last good checkpoint is kept"
-            )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """Weight decay of this step, the update, then the teacher's EMA step (before any checkpoint of this step)."""
@@ -161,7 +149,7 @@ class DinoModule(L.LightningModule):
             {"params": [p for _, p in trainable if p.ndim <= 1], "decayed": False},
         ]
         make = torch.optim.AdamW if cfg["name"] == "adamw" else torch.optim.Adam
-        optimizer = make(groups, lr=cfg["lr"], weight_decay=0.0)
+        optimizer = make(groups, lr=cfg["lr"], weight_decay=0.0, fused=True)  # fused: honours found_inf
         total = int(self.trainer.estimated_stepping_batches)
         warmup = round(self.dino.warmup_epochs * self.steps_per_epoch)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, cfg["cosine"]))

@@ -48,54 +48,19 @@ def non_finite_gradients(parameters: Iterable[torch.Tensor], device: torch.devic
     return found
 
 
-class ContrastiveModule(L.LightningModule):
-    """Thin wrapper: the maths is in :func:`nt_xent`, the views in :mod:`cfcl.contrastive.pairing`.
-
-    Augmentation draws come from a generator seeded by (seed, global step, rank), so every step
-    is reproducible and a resumed run continues exactly. The optional online probe sees detached
-    features only: it monitors, it never shapes the encoder.
-
-    A step whose gradients are not finite is skipped on the device, as a loss scaler skips it (no
-    host read per step); the skipped updates are counted on the device and read once per epoch,
-    and an epoch that skipped at least ``stop_skipped_fraction`` of its updates stops the run.
+class NonFiniteGuard(L.LightningModule):
+    """Skips a step whose gradients are not finite on the device, as a loss scaler does (no host
+    read per step): the fused optimiser sees ``found_inf``. Skipped updates are counted on the
+    device and read once per epoch; an epoch that skipped at least ``stop_skipped_fraction`` of its
+    updates stops the run. Subclasses call ``super().__init__(stop_skipped_fraction)`` and build
+    a fused Adam/AdamW, which honours ``found_inf``.
     """
 
-    def __init__(
-        self, encoder: torch.nn.Module, head: torch.nn.Module, augment: torch.nn.Module, *, temperature: float,
-        optimizer: str, lr: float, weight_decay: float, warmup_steps: int, cosine: bool, seed: int,
-        n_classes: int | None = None, channels_last: bool = False, stop_skipped_fraction: float = 1.0,
-    ):
+    def __init__(self, stop_skipped_fraction: float = 1.0):
         super().__init__()
-        self.encoder, self.head, self.augment = encoder, head, augment
-        self.probe = torch.nn.Linear(encoder.feature_dim, n_classes) if n_classes else None
-        self.temperature, self.seed, self.channels_last = temperature, seed, channels_last
-        self.optim = dict(name=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, cosine=cosine)
         self.stop_skipped_fraction = stop_skipped_fraction
         self.register_buffer("skipped_updates", torch.zeros(()), persistent=False)
         self.epoch_updates = 0
-
-    def _augmented(self, views: torch.Tensor) -> torch.Tensor:
-        x = views.float().div_(255.0)
-        step_seed = int(np.random.SeedSequence([self.seed, self.global_step, self.global_rank]).generate_state(1)[0])
-        on_cuda = x.device.type == "cuda"
-        with torch.random.fork_rng(devices=[x.device] if on_cuda else []), torch.autocast(x.device.type, enabled=False):
-            torch.manual_seed(step_seed)
-            x = self.augment(x)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        features = self.encoder(self._augmented(batch["views"]))
-        loss = nt_xent(self.head(features), batch["groups"], self.temperature)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(features))
-        if self.probe is not None:
-            n = len(batch["labels"])
-            logits = self.probe(features[:n].detach().float())
-            probe_loss = F.cross_entropy(logits, batch["labels"])
-            accuracy = (logits.argmax(1) == batch["labels"]).float().mean()
-            self.log("probe/loss", probe_loss, on_step=False, on_epoch=True, batch_size=n)
-            self.log("probe/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
-            loss = loss + probe_loss
-        return loss
 
     def on_train_epoch_start(self) -> None:
         self.skipped_updates.zero_()
@@ -121,6 +86,49 @@ class ContrastiveModule(L.LightningModule):
                 f"non-finite gradients (stop_skipped_fraction={self.stop_skipped_fraction}); stopped at step "
                 f"{self.global_step}, the last good checkpoint is kept"
             )
+
+
+class ContrastiveModule(NonFiniteGuard):
+    """Thin wrapper: the maths is in :func:`nt_xent`, the views in :mod:`cfcl.contrastive.pairing`.
+
+    Augmentation draws come from a generator seeded by (seed, global step, rank), so every step
+    is reproducible and a resumed run continues exactly. The optional online probe sees detached
+    features only: it monitors, it never shapes the encoder. Non-finite steps: :class:`NonFiniteGuard`.
+    """
+
+    def __init__(
+        self, encoder: torch.nn.Module, head: torch.nn.Module, augment: torch.nn.Module, *, temperature: float,
+        optimizer: str, lr: float, weight_decay: float, warmup_steps: int, cosine: bool, seed: int,
+        n_classes: int | None = None, channels_last: bool = False, stop_skipped_fraction: float = 1.0,
+    ):
+        super().__init__(stop_skipped_fraction)
+        self.encoder, self.head, self.augment = encoder, head, augment
+        self.probe = torch.nn.Linear(encoder.feature_dim, n_classes) if n_classes else None
+        self.temperature, self.seed, self.channels_last = temperature, seed, channels_last
+        self.optim = dict(name=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, cosine=cosine)
+
+    def _augmented(self, views: torch.Tensor) -> torch.Tensor:
+        x = views.float().div_(255.0)
+        step_seed = int(np.random.SeedSequence([self.seed, self.global_step, self.global_rank]).generate_state(1)[0])
+        on_cuda = x.device.type == "cuda"
+        with torch.random.fork_rng(devices=[x.device] if on_cuda else []), torch.autocast(x.device.type, enabled=False):
+            torch.manual_seed(step_seed)
+            x = self.augment(x)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        features = self.encoder(self._augmented(batch["views"]))
+        loss = nt_xent(self.head(features), batch["groups"], self.temperature)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(features))
+        if self.probe is not None:
+            n = len(batch["labels"])
+            logits = self.probe(features[:n].detach().float())
+            probe_loss = F.cross_entropy(logits, batch["labels"])
+            accuracy = (logits.argmax(1) == batch["labels"]).float().mean()
+            self.log("probe/loss", probe_loss, on_step=False, on_epoch=True, batch_size=n)
+            self.log("probe/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
+            loss = loss + probe_loss
+        return loss
 
     def configure_optimizers(self):
         cfg = self.optim

@@ -74,7 +74,7 @@ def build_dino_module(config: PretrainConfig, data: PretrainData, steps_per_epoc
         lambda: build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **config.encoder.arch_kwargs),
         config.dino, config.augment.resolve(), global_size(config, data), lr=config.lr, optimizer=config.optimizer,
         cosine=config.schedule == "cosine", steps_per_epoch=steps_per_epoch, seed=config.seed,
-        n_classes=len(data.data.labels) if config.online_probe else None,
+        n_classes=len(data.data.labels) if config.online_probe else None, stop_skipped_fraction=config.stop_skipped_fraction,
     )
 
 
