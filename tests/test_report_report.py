@@ -175,3 +175,12 @@ def test_print_headline_and_cli(run_dir, capsys):
     assert (run_dir / "report" / "index.html").is_file()
     assert main(["report", str(run_dir / "missing")]) == 2
     assert "run folder" in capsys.readouterr().err
+
+
+def test_one_seed_headline_shows_values_without_a_spread(run_dir):
+    from cfcl.report.summary import headline_text
+
+    metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
+    one = headline_text(metrics[metrics["seed"] == metrics["seed"].min()])
+    assert "AUROC at 10% labels (1 seed: no spread)" in one and "±" not in one
+    assert "±" in headline_text(metrics)

@@ -29,7 +29,8 @@ def headline_fractions(metrics: pd.DataFrame) -> list[float]:
 
 
 def _cell(row: pd.Series) -> str:
-    return f"{row['mean']:.3f} ± {row['std']:.3f}"
+    """Mean ± std over seeds; one seed has no spread, so its cell is the value alone."""
+    return f"{row['mean']:.3f}" if row["count"] < 2 else f"{row['mean']:.3f} ± {row['std']:.3f}"
 
 
 def _method_rows(frame: pd.DataFrame, columns: list[tuple[str, str, str]], cell) -> pd.DataFrame:
@@ -109,7 +110,9 @@ def invariance_gain_table(seed_gains: pd.DataFrame) -> pd.DataFrame:
 
 def _caption(metrics: pd.DataFrame, fraction: float) -> str:
     n_seeds = metrics.loc[metrics["label_fraction"] == fraction, "seed"].nunique()
-    return f"AUROC at {fraction * 100:g}% labels (mean ± std over {n_seeds} seed{'s' if n_seeds != 1 else ''})"
+    if n_seeds < 2:
+        return f"AUROC at {fraction * 100:g}% labels ({n_seeds} seed: no spread)"
+    return f"AUROC at {fraction * 100:g}% labels (mean ± std over {n_seeds} seeds)"
 
 
 def headline_text(metrics: pd.DataFrame) -> str:
