@@ -118,11 +118,8 @@ def test_generate_writes_every_source_times_other_domain(trained, tmp_path):
     assert (written - (expected[:, 0] * 255).round()).abs().max() <= 1
 
 
-def test_generate_resumes_an_interrupted_run(trained, tmp_path, monkeypatch):
-    root, store = trained
-    args = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path),
-            "--set", "chunk=16", "--set", "progress_bar=false"]
-    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+def _interrupt_after_two_chunks(monkeypatch) -> list:
+    """Generation raises KeyboardInterrupt at its third chunk; returns the list of calls (clear it to go on)."""
     calls = []
     real = generate_module.generate_chunk
 
@@ -133,6 +130,16 @@ def test_generate_resumes_an_interrupted_run(trained, tmp_path, monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(generate_module, "generate_chunk", fail_after_two)
+    return calls
+
+
+def test_generate_resumes_an_interrupted_run(trained, tmp_path, monkeypatch):
+    root, store = trained
+    args = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path),
+            "--set", "chunk=16", "--set", "progress_bar=false"]
+    assert main([*args, "--out", str(tmp_path / "full")]) == 0
+    real = generate_module.generate_chunk
+    calls = _interrupt_after_two_chunks(monkeypatch)
     assert main([*args, "--out", str(tmp_path / "resumed")]) == 130
     assert not (tmp_path / "resumed" / "store.json").exists()
     done = json.loads((tmp_path / "resumed" / "progress.json").read_text())["done"]
@@ -251,16 +258,7 @@ def test_generate_split_over_two_processes_matches_one_and_resumes_a_one_process
 
     sharded = Cfcl([*args, "--out", tmp_path / "two", *two], tmp_path / "two-log")
     # Meanwhile: a one-process run interrupted after two chunks, which two processes then finish.
-    real = generate_module.generate_chunk
-    calls = []
-
-    def fail_after_two(*a, **k):
-        calls.append(1)
-        if len(calls) > 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(generate_module, "generate_chunk", fail_after_two)
+    _interrupt_after_two_chunks(monkeypatch)
     assert main([*args, "--out", str(tmp_path / "resumed")]) == 130
     partial = np.load(tmp_path / "resumed" / "images.npy.partial", mmap_mode="r+")
     partial[:32] = 7  # marks the two chunks written: a resume keeps them, a fresh start would overwrite them

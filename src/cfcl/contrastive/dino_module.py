@@ -15,7 +15,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightly.models.modules import DINOProjectionHead
 from lightly.utils.scheduler import cosine_schedule
 
@@ -23,7 +22,7 @@ from cfcl.contrastive.augment import AugmentParams, build_augment
 from cfcl.contrastive.dino_config import DinoConfig
 from cfcl.contrastive.dino_losses import dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, updated_center
 from cfcl.contrastive.encoders import Encoder
-from cfcl.contrastive.module import NonFiniteGuard, warmup_cosine
+from cfcl.contrastive.module import NonFiniteGuard, online_probe_loss, warmup_cosine
 
 
 def random_patch_masks(n: int, patches: int, ratio: tuple[float, float], p: float, device: torch.device) -> torch.Tensor:
@@ -119,15 +118,7 @@ class DinoModule(NonFiniteGuard):
             loss = loss + self.dino.koleo_weight * koleo
         self.center = updated_center(self.center, t_logits, self.dino.center_momentum)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
-        if self.probe is not None:
-            n = len(batch["labels"])
-            logits = self.probe(s_features[:n].detach().float())
-            probe_loss = F.cross_entropy(logits, batch["labels"])
-            accuracy = (logits.argmax(1) == batch["labels"]).float().mean()
-            self.log("probe/loss", probe_loss, on_step=False, on_epoch=True, batch_size=n)
-            self.log("probe/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
-            loss = loss + probe_loss
-        return loss
+        return loss + online_probe_loss(self, s_features, batch["labels"])
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """Weight decay of this step, the update, then the teacher's EMA step (before any checkpoint of this step)."""

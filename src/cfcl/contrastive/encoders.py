@@ -18,6 +18,7 @@ from torchvision.models.resnet import BasicBlock
 
 from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
 from cfcl.contrastive.vit import VIT_ARCHS, build_vit, load_imagenet_vit
+from cfcl.contrastive.weights import load_weights, read_torchvision_weights
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.layout import ENCODER_FILE
 
@@ -68,22 +69,10 @@ def _torchvision_resnet(arch: str) -> nn.Module:
 
 def _load_imagenet(model: nn.Module, path: str | os.PathLike) -> None:
     """Initialise from a torchvision state_dict file; the RGB first-layer filters are summed to one channel."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"pretrained weights file {path} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"pretrained weights file {path} is not a readable torch state_dict ({exc})") from None
-    if not isinstance(state, dict) or "conv1.weight" not in state:
-        raise CheckpointError(f"pretrained weights file {path} is not a torchvision ResNet state_dict (no conv1.weight)")
+    state = read_torchvision_weights(path, ("conv1.weight",), "ResNet")
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     state["conv1.weight"] = state["conv1.weight"].sum(dim=1, keepdim=True)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"pretrained weights file {path} does not fit this architecture: {first}") from None
+    load_weights(model, state, path)
 
 
 class Encoder(nn.Module):

@@ -48,6 +48,20 @@ def non_finite_gradients(parameters: Iterable[torch.Tensor], device: torch.devic
     return found
 
 
+def online_probe_loss(module: L.LightningModule, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The cross-entropy of ``module.probe`` on the detached features of the batch's first views
+    (0 without a probe), with its loss and accuracy logged: it monitors, it never shapes the encoder."""
+    if module.probe is None:
+        return torch.zeros((), device=features.device)
+    n = len(labels)
+    logits = module.probe(features[:n].detach().float())
+    probe_loss = F.cross_entropy(logits, labels)
+    accuracy = (logits.argmax(1) == labels).float().mean()
+    module.log("probe/loss", probe_loss, on_step=False, on_epoch=True, batch_size=n)
+    module.log("probe/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
+    return probe_loss
+
+
 class NonFiniteGuard(L.LightningModule):
     """Skips a step whose gradients are not finite on the device, as a loss scaler does (no host
     read per step): the fused optimiser sees ``found_inf``. Skipped updates are counted on the
@@ -120,15 +134,7 @@ class ContrastiveModule(NonFiniteGuard):
         features = self.encoder(self._augmented(batch["views"]))
         loss = nt_xent(self.head(features), batch["groups"], self.temperature)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(features))
-        if self.probe is not None:
-            n = len(batch["labels"])
-            logits = self.probe(features[:n].detach().float())
-            probe_loss = F.cross_entropy(logits, batch["labels"])
-            accuracy = (logits.argmax(1) == batch["labels"]).float().mean()
-            self.log("probe/loss", probe_loss, on_step=False, on_epoch=True, batch_size=n)
-            self.log("probe/accuracy", accuracy, prog_bar=True, on_step=False, on_epoch=True, batch_size=n)
-            loss = loss + probe_loss
-        return loss
+        return loss + online_probe_loss(self, features, batch["labels"])
 
     def configure_optimizers(self):
         cfg = self.optim

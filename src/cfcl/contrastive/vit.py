@@ -10,7 +10,6 @@ non-square stores such as EMBED's 224 x 192).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +18,8 @@ from lightly.models.modules import MaskedVisionTransformerTorchvision
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from cfcl.errors import CheckpointError, ConfigError
+from cfcl.contrastive.weights import load_weights, read_torchvision_weights
+from cfcl.errors import ConfigError
 
 # "vit" is set freely (the CPU benchmark's small one); the presets take only ``image_size``.
 VIT_PRESETS: dict[str, dict[str, int]] = {
@@ -86,24 +86,12 @@ def build_vit(arch: str, **arch_kwargs: Any) -> ViTBackbone:
 def load_imagenet_vit(backbone: ViTBackbone, path: str | os.PathLike) -> None:
     """Initialise from a torchvision ``vit_*`` state_dict file: RGB patch filters summed to one
     channel, positional embeddings resampled to this image size, the classifier dropped."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise CheckpointError(f"pretrained weights file {path} does not exist") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"pretrained weights file {path} is not a readable torch state_dict ({exc})") from None
-    if not isinstance(state, dict) or "conv_proj.weight" not in state or "encoder.pos_embedding" not in state:
-        raise CheckpointError(f"pretrained weights file {path} is not a torchvision ViT state_dict (no conv_proj.weight)")
+    state = read_torchvision_weights(path, ("conv_proj.weight", "encoder.pos_embedding"), "ViT")
     state = {k: v for k, v in state.items() if not k.startswith("heads.")}
     state["conv_proj.weight"] = state["conv_proj.weight"].sum(dim=1, keepdim=True)
     side = backbone.vit.vit.image_size // backbone.patch_size
     state["encoder.pos_embedding"] = resample_positions(state["encoder.pos_embedding"], (side, side))
-    try:
-        backbone.vit.vit.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"pretrained weights file {path} does not fit this architecture: {first}") from None
+    load_weights(backbone.vit.vit, state, path)
 
 
 def resample_positions(pos_embedding: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
