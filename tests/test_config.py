@@ -60,3 +60,16 @@ def test_missing_or_non_mapping_file(tmp_path):
 def test_config_hash_tracks_values():
     assert config_hash(Outer()) == config_hash(Outer())
     assert config_hash(Outer()) != config_hash(Outer(lr=0.1))
+
+
+def test_another_arch_starts_from_empty_arch_kwargs(tmp_path):
+    from cfcl.contrastive.config import PretrainConfig
+
+    base = {"data": "store", "encoder": {"arch": "small", "arch_kwargs": {"width": 16, "blocks": [1, 1, 1, 1]}}}
+    (tmp_path / "vit.yaml").write_text("encoder: {arch: vit, arch_kwargs: {depth: 2}}\n")
+    from_file = build_config(PretrainConfig, tmp_path / "vit.yaml", base=base)
+    assert from_file.encoder.arch_kwargs == {"depth": 2}
+    from_cli = build_config(PretrainConfig, overrides=["encoder.arch=vit"], base=base)
+    assert (from_cli.encoder.arch, from_cli.encoder.arch_kwargs) == ("vit", {})
+    same_arch = build_config(PretrainConfig, overrides=["encoder.arch=small", "encoder.arch_kwargs.width=8"], base=base)
+    assert same_arch.encoder.arch_kwargs == {"width": 8, "blocks": [1, 1, 1, 1]}

@@ -46,6 +46,26 @@ def test_vit_encoder_features_tokens_and_checkpoint_round_trip(tmp_path):
     assert info["arch"] == "vit" and info["feature_dim"] == 16 and torch.allclose(loaded(x), encoder(x))
 
 
+def test_block_masks_are_seeded_rectangles_covering_the_share_asked_for():
+    import random
+
+    from cfcl.contrastive.dino_module import block_masks
+
+    random.seed(7)
+    before = random.getstate()
+    masks = block_masks(8, (8, 8), (0.1, 0.5), 0.5, seed=3)
+    assert random.getstate() == before  # the caller's random state is untouched
+    assert torch.equal(masks, block_masks(8, (8, 8), (0.1, 0.5), 0.5, seed=3))
+    assert not torch.equal(masks, block_masks(8, (8, 8), (0.1, 0.5), 0.5, seed=4))
+    counts = masks.sum(dim=1)
+    assert masks.shape == (8, 64) and int((counts > 0).sum()) == 4  # half the views masked
+    assert counts.max() <= 0.5 * 64
+    from scipy.ndimage import label
+
+    pieces = sum(label(grid.numpy())[1] for grid in masks.view(8, 8, 8))
+    assert pieces <= int(counts.sum()) / 3  # contiguous blocks, not scattered patches
+
+
 def test_vit_presets_have_the_reference_widths():
     assert build_encoder("vit_s16", image_size=32).feature_dim == 384
     with pytest.raises(ConfigError, match="'vit_b16' takes \\['image_size'\\], got \\['depth'\\]"):

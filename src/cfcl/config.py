@@ -66,6 +66,7 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override '{key}': '{part}' is a value, not a section")
         node = child
+    _forget_other_arch(node, parts[-1], value)
     node[parts[-1]] = value
 
 
@@ -123,8 +124,17 @@ def build_config(
         raise ConfigError(_describe(model, err, source)) from None
 
 
+def _forget_other_arch(section: dict, key: str, value: Any) -> None:
+    """A section's ``arch_kwargs`` belong to its ``arch``: setting another arch drops them."""
+    if key == "arch" and section.get("arch") not in (None, value):
+        section.pop("arch_kwargs", None)
+
+
 def merge(dst: dict, src: dict) -> None:
-    """Merge ``src`` into ``dst`` in place, section by section (later values win)."""
+    """Merge ``src`` into ``dst`` in place, section by section (later values win); a new ``arch``
+    starts from empty ``arch_kwargs``."""
+    if "arch" in src:
+        _forget_other_arch(dst, "arch", src["arch"])
     for key, value in src.items():
         if isinstance(value, dict) and isinstance(dst.get(key), dict):
             merge(dst[key], value)

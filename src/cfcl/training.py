@@ -8,6 +8,7 @@ interrupt), CSV and TensorBoard logs, a progress bar, and resume from ``last.ckp
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -17,6 +18,12 @@ from cfcl.config import StrictModel
 
 if TYPE_CHECKING:
     import torch
+
+# cfcl chooses the checkpoint a stage resumes from (``Stage.resume_from``); with the interrupt
+# checkpoint present, Lightning turns ``ckpt_path=None`` into a search for "last" and warns twice
+# on every fresh start that it found none.
+warnings.filterwarnings("ignore", message=r"`\.fit\(ckpt_path=None\)` was called without a model")
+warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
 
 
 class DevicesConfig(StrictModel):

@@ -20,8 +20,17 @@ class EncoderConfig(StrictModel):
     """Architecture (``cfcl.contrastive.encoders.ARCHS``) and, for ResNets, an ImageNet weights file."""
 
     arch: Literal[ARCHS] = "small"
-    arch_kwargs: dict[str, Any] = {"width": 16, "blocks": [1, 1, 1, 1], "stem_stride": 2}
+    arch_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="the architecture's arguments; unset for `small`: width 16, blocks [1, 1, 1, 1], stem stride 2"
+    )
     pretrained_weights: Path | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _small_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "arch_kwargs" not in data and data.get("arch", "small") == "small":
+            return {**data, "arch_kwargs": {"width": 16, "blocks": [1, 1, 1, 1], "stem_stride": 2}}
+        return data
 
     @model_validator(mode="after")
     def _valid_vit(self) -> "EncoderConfig":

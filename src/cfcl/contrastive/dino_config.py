@@ -35,8 +35,8 @@ class DinoConfig(StrictModel):
     weight_decay: tuple[float, float] = Field((0.04, 0.4), description="cosine from first to second (replaces weight_decay)")
     warmup_epochs: float = Field(1.0, ge=0, description="linear learning-rate warm-up (replaces warmup_steps)")
     ibot_weight: float = Field(0.0, ge=0, description="iBOT masked-patch loss weight; needs a ViT encoder")
-    mask_ratio: tuple[float, float] = (0.1, 0.5)
-    mask_p: float = Field(0.5, ge=0, le=1, description="probability a global view of the student is masked")
+    mask_ratio: tuple[float, float] = Field((0.1, 0.5), description="share of the patches a masked view masks, in blocks")
+    mask_p: float = Field(0.5, ge=0, le=1, description="share of the student's global views that are masked")
     koleo_weight: float = Field(0.1, ge=0)
 
     @model_validator(mode="after")

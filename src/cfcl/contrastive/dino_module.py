@@ -11,11 +11,13 @@ schedules are functions of the global step, so a resumed run continues exactly.
 
 from __future__ import annotations
 
+import random
 from typing import Callable
 
 import numpy as np
 import torch
 from lightly.models.modules import DINOProjectionHead
+from lightly.models.utils import random_block_mask
 from lightly.utils.scheduler import cosine_schedule
 
 from cfcl.contrastive.augment import AugmentParams, build_augment
@@ -25,12 +27,24 @@ from cfcl.contrastive.encoders import Encoder
 from cfcl.contrastive.module import NonFiniteGuard, online_probe_loss, warmup_cosine
 
 
-def random_patch_masks(n: int, patches: int, ratio: tuple[float, float], p: float, device: torch.device) -> torch.Tensor:
-    """``[n, patches]`` masks: with probability ``p`` an image masks a uniform ``ratio`` share of its patches (at least one)."""
-    share = ratio[0] + (ratio[1] - ratio[0]) * torch.rand(n, 1, device=device)
-    count = (share * patches).round().clamp(min=1) * (torch.rand(n, 1, device=device) < p)
-    rank = torch.rand(n, patches, device=device).argsort(dim=1).argsort(dim=1)
-    return rank < count
+def block_masks(n: int, grid: tuple[int, int], ratio: tuple[float, float], p: float, seed: int) -> torch.Tensor:
+    """``[n, patches]`` iBOT masks as DINOv2 draws them (lightly's ``random_block_mask``): a share
+    ``p`` of the images masks rectangles of patches covering a ``ratio`` share, spread over the
+    masked images, the rest none. Drawn on the CPU from ``seed`` alone, so a resumed run draws the
+    same masks; the caller's Python random state is left as it was."""
+    patches = grid[0] * grid[1]
+    low = max(ratio[0], 1 / patches)  # a masked view masks at least one patch, even on a tiny grid
+    smallest_block = max(1, min(4, int(patches * low)))  # DINOv2's 4, fewer where a view masks fewer
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        masks = random_block_mask(
+            (n, *grid), batch_mask_ratio=p, min_image_mask_ratio=low, max_image_mask_ratio=max(low, ratio[1]),
+            min_num_masks_per_block=smallest_block,
+        )
+    finally:
+        random.setstate(state)
+    return masks.flatten(1)
 
 
 class DinoModule(NonFiniteGuard):
@@ -79,8 +93,8 @@ class DinoModule(NonFiniteGuard):
             masks = None
             if self.dino.ibot_weight > 0:
                 patch = self.encoder.backbone.patch_size
-                patches = (globals_.shape[-2] // patch) * (globals_.shape[-1] // patch)
-                masks = random_patch_masks(n_global, patches, self.dino.mask_ratio, self.dino.mask_p, x.device)
+                grid = (globals_.shape[-2] // patch, globals_.shape[-1] // patch)
+                masks = block_masks(n_global, grid, self.dino.mask_ratio, self.dino.mask_p, step_seed).to(x.device, non_blocking=True)
         return globals_, locals_, masks
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

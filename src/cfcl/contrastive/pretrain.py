@@ -105,7 +105,7 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
         loader_workers(config.trainer), pin_memory=uses_cuda(config.trainer),
     )
     started = time.time()
-    trainer.fit(module, loader, ckpt_path=stage.resume_from)
+    trainer.fit(module, loader, ckpt_path=stage.resume_from, weights_only=True)
     stage.timed("fit", time.time() - started)
     if not stage.primary:
         return None

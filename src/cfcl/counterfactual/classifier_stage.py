@@ -66,7 +66,7 @@ def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | 
         DomainClassifierModule(model, weights, config),
         DataLoader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size * trainer.world_size, **loader_args),
         DataLoader(val_set, **loader_args),
-        ckpt_path=stage.resume_from,
+        ckpt_path=stage.resume_from, weights_only=True,
     )
     stage.timed("train", time.time() - started)
     if not stage.primary:

@@ -87,7 +87,7 @@ def _finetune(
     )
     trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
     started = time.time()
-    trainer.fit(module, loader, ckpt_path=stage.resume_from)
+    trainer.fit(module, loader, ckpt_path=stage.resume_from, weights_only=True)
     stage.timed("fit", time.time() - started)
     if not stage.primary:
         return None

@@ -75,7 +75,7 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
         val_loader = image_loader(ParentImageDataset(store, val_rows, specs), config.batch_size, shuffle=False, seed=config.seed)
     trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
     started = time.time()
-    trainer.fit(module, loader, val_loader, ckpt_path=stage.resume_from)
+    trainer.fit(module, loader, val_loader, ckpt_path=stage.resume_from, weights_only=True)
     stage.timed("fit", time.time() - started)
     if not stage.primary:
         return None

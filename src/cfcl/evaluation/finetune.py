@@ -103,7 +103,7 @@ def finetune(
     best = ModelCheckpoint(dirpath=out / "best", filename="best", monitor=VAL_METRIC, mode="max", save_top_k=1)
     stop = EarlyStopping(monitor=VAL_METRIC, mode="max", patience=cfg.patience)
     trainer = make_trainer(single_device(cfg.trainer), out, callbacks=[best, stop], num_sanity_val_steps=0)
-    trainer.fit(model, train, val, ckpt_path=last_checkpoint(out))
+    trainer.fit(model, train, val, ckpt_path=last_checkpoint(out), weights_only=True)
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict(state)

@@ -1,0 +1,103 @@
+"""Does a method learn, and from which pretraining budget? Validation-split probes over epochs.
+
+For each budget in ``--epochs`` the method is pretrained from scratch (its schedules span that
+many epochs) with the run config's ``pretrain`` section, then frozen features are probed: a
+logistic regression on ``--fractions`` of the ID training labels (several label draws), scored
+by AUROC on the ID **validation** split, beside the random encoder of the same architecture.
+No test image is read, so the budget chosen here can be used on the test sets without bias.
+Prints one JSON line per budget and a Markdown table.
+
+    python benchmarks/pretrain_budget.py benchmark_dino --data runs/benchmark_dino/data \\
+        --method dino --epochs 2 5 10 20 --out runs/dino_budget
+
+Counterfactual methods also need ``--cf-store`` (the run's ``cf_store`` folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from cfcl.api import embed, load_encoder
+from cfcl.config import build_config, config_dict
+from cfcl.contrastive import pretrain
+from cfcl.contrastive.config import PretrainConfig
+from cfcl.contrastive.encoders import build_encoder
+from cfcl.data.store import ImageStore
+from cfcl.evaluation.probe import class_probabilities, fit_probe
+from cfcl.evaluation.subsets import labelled_subset
+from cfcl.pipeline.config import RunConfig
+from cfcl.pipeline.plan import plan
+from cfcl.presets import resolve_config_path
+
+
+def pretrain_config(run_config: str, method: str, seed: int, data: Path, cf_store: Path | None, epochs: int) -> PretrainConfig:
+    """The run config's pretraining of ``method`` with ``seed``, for ``epochs`` epochs."""
+    run = build_config(RunConfig, resolve_config_path(run_config), [f"methods=[{method}]", f"seeds=[{seed}]"])
+    node = next(n for n in plan(run) if n.group == "pretrain")
+    base = config_dict(node.config)
+    base.update(data=str(data), cf_store=str(cf_store) if cf_store else None)
+    return build_config(PretrainConfig, base=base, overrides=[f"trainer.max_epochs={epochs}", "trainer.progress_bar=false"])
+
+
+def val_auroc(features: np.ndarray, store: ImageStore, fraction: float, draws: int) -> list[float]:
+    """AUROC on the ID validation split of probes fitted on ``fraction`` of the ID training labels, one per draw."""
+    labels, train, val = store.meta["label"].to_numpy(), store.indices("train"), store.indices("val")
+    scores = []
+    for draw in range(draws):
+        rows = labelled_subset(store.meta, train, fraction, draw)
+        probe = fit_probe(features[rows], labels[rows], seed=draw)
+        prob = class_probabilities(probe, features[val], len(store.labels))
+        scores.append(float(roc_auc_score(labels[val], prob[:, 1])))
+    return scores
+
+
+def summary(scores: list[float]) -> dict:
+    return {"mean": round(float(np.mean(scores)), 4), "sd": round(float(np.std(scores, ddof=1)), 4) if len(scores) > 1 else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="run config file or preset whose pretrain section is used (e.g. benchmark_dino)")
+    parser.add_argument("--data", type=Path, required=True, help="the run's image store (its data folder)")
+    parser.add_argument("--cf-store", type=Path, help="counterfactual store, for the counterfactual methods")
+    parser.add_argument("--method", default="dino")
+    parser.add_argument("--seed", type=int, default=0, help="pretraining seed (a development seed)")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[2, 5, 10, 20])
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 1.0])
+    parser.add_argument("--draws", type=int, default=5, help="label draws per fraction")
+    parser.add_argument("--out", type=Path, required=True, help="folder of the pretraining runs (one per budget)")
+    args = parser.parse_args()
+
+    store = ImageStore.open(args.data)
+    rows = []
+    config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, args.epochs[0])
+    torch.manual_seed(args.seed)
+    random_features = embed(build_encoder(config.encoder.arch, **config.encoder.arch_kwargs), store)
+    rows.append({"epochs": 0, "encoder": "random", "seconds": 0.0,
+                 **{f"val_auroc_{f:g}": summary(val_auroc(random_features, store, f, args.draws)) for f in args.fractions}})
+    print(json.dumps(rows[-1]), flush=True)
+    for epochs in args.epochs:
+        config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, epochs)
+        tic = time.time()
+        pretrain.run(config, args.out / f"{args.method}-e{epochs}")
+        seconds = time.time() - tic
+        features = embed(load_encoder(args.out / f"{args.method}-e{epochs}"), store)
+        rows.append({"epochs": epochs, "encoder": args.method, "seconds": round(seconds, 1),
+                     **{f"val_auroc_{f:g}": summary(val_auroc(features, store, f, args.draws)) for f in args.fractions}})
+        print(json.dumps(rows[-1]), flush=True)
+    header = "| encoder | epochs | pretraining s | " + " | ".join(f"val AUROC, {f:g} of labels" for f in args.fractions) + " |"
+    print(f"\n{header}\n|{'---|' * (3 + len(args.fractions))}")
+    for row in rows:
+        cells = [f"{row[f'val_auroc_{f:g}']['mean']:.3f} ± {row[f'val_auroc_{f:g}']['sd'] or 0:.3f}" for f in args.fractions]
+        print(f"| {row['encoder']} | {row['epochs']} | {row['seconds']:.0f} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
