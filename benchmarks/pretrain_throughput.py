@@ -22,6 +22,10 @@ barely moves when ``OMP_NUM_THREADS=1`` (on CUDA: wall time). ``--breakdown`` ad
 each part of a step timed alone (data, uint8 to float, augmentation, encoder, head and loss,
 finite-gradient check, optimizer) and the rest of the real loop's step, Lightning's share.
 
+``--dino``: the DINO loop (student and EMA teacher, global and local crops) against the bare
+student forward + backward over the same views; a DINO step also runs the teacher over the
+global views, which the bare figure leaves out (no per-sample pipeline or breakdown here).
+
 CPU default: the demo encoder on 64 px images; ``--arch resnet18`` (or 34/50) shows the overhead
 where the encoder dominates. ``--cuda``: ResNet-50, 224 px, batch 256, AMP, channels-last, the
 ``chest`` preset. ``--data STORE`` uses a real store (its ``train`` split); otherwise a random one.
@@ -44,14 +48,17 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from cfcl.config import build_config
+from cfcl.config import build_config, read_yaml
 from cfcl.contrastive.augment import PRESETS, AugmentParams
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import ViewBatches, step_loader, open_pretrain_data
+from cfcl.contrastive.data import ViewBatches, open_pretrain_data, step_loader
+from cfcl.contrastive.encoders import ARCHS
 from cfcl.contrastive.losses import nt_xent
 from cfcl.contrastive.module import non_finite_gradients
-from cfcl.contrastive.pretrain import build_module
+from cfcl.contrastive.pairing import DINO_METHODS
+from cfcl.contrastive.pretrain import build_dino_module, build_module
 from cfcl.data.store import ImageStore, write_store
+from cfcl.presets import resolve_config_path
 from cfcl.training import loader_workers, make_trainer
 
 
@@ -74,21 +81,32 @@ def autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
 
+def view_shapes(config: PretrainConfig, size: tuple[int, int]) -> list[tuple[int, tuple[int, int]]]:
+    """``(number, (H, W))`` of the views the student encodes per step: two per image for the SimCLR
+    family; two global views and ``dino.n_local`` local crops per image for the DINO family."""
+    b = config.batch_size
+    if config.dino is None:
+        return [(2 * b, size)]
+    global_size = (config.dino.global_size,) * 2 if config.dino.global_size else size
+    return [(2 * b, global_size), (config.dino.n_local * b, (config.dino.local_size,) * 2)]
+
+
 def bare(config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
-    """Views/s of encoder forward + backward alone, and its :func:`clock` ms per step."""
+    """Views/s of encoder forward + backward alone over the step's views, and its :func:`clock` ms per step."""
     module = build_module(config, size, 2).to(device)
-    views = 2 * config.batch_size
-    x = torch.rand(views, 1, *size, device=device)
+    batches = [torch.rand(n, 1, *shape, device=device) for n, shape in view_shapes(config, size) if n]
     if config.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+        batches = [x.contiguous(memory_format=torch.channels_last) for x in batches]
     amp = device.type == "cuda"
     for i in range(warmup + steps):
         if i == warmup:
             start_clock, start = clock(device), time.perf_counter()
-        with autocast(device, amp):
-            features = module.encoder(x)
-        features.float().sum().backward()
+        for x in batches:
+            with autocast(device, amp):
+                features = module.encoder(x)
+            features.float().sum().backward()
     stop_clock = clock(device)
+    views = sum(len(x) for x in batches)
     return views * steps / (time.perf_counter() - start), 1000 * (stop_clock - start_clock) / steps
 
 
@@ -121,16 +139,21 @@ class StepTimer:
 
 
 def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int) -> tuple[float, float]:
-    """Views/s of the real loop, and its :func:`clock` ms per step."""
+    """Views/s of the real loop (SimCLR or DINO family, as ``config.method``), and its :func:`clock` ms per step."""
     data = open_pretrain_data(config.method, config.data, None, config.split)
-    module = build_module(config, data.image_size, len(data.data.labels))
     timer = StepTimer(warmup, steps)
     trainer = make_trainer(config.trainer, out, callbacks=[timer.callback], use_distributed_sampler=False,
                            max_steps=warmup + steps, max_epochs=-1, logger=False)
-    batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1)
+    n_local = config.dino.n_local if config.dino is not None else 0
+    batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1, n_local)
+    if config.method in DINO_METHODS:
+        module = build_dino_module(config, data, batches.batches_per_epoch(1))
+    else:
+        module = build_module(config, data.image_size, len(data.data.labels))
     loader = step_loader(batches, lambda: (trainer.global_step, 0, 1), loader_workers(config.trainer), torch.cuda.is_available())
     trainer.fit(module, loader)
-    return 2 * config.batch_size * steps / (timer.stop - timer.start), 1000 * (timer.stop_clock - timer.start_clock) / steps
+    views = sum(n for n, _ in view_shapes(config, data.image_size))
+    return views * steps / (timer.stop - timer.start), 1000 * (timer.stop_clock - timer.start_clock) / steps
 
 
 def step_breakdown(config: PretrainConfig, device: torch.device, loop_ms: float, repeats: int = 5) -> dict[str, float]:
@@ -268,7 +291,8 @@ def lightly_style(config: PretrainConfig, size: tuple[int, int], device: torch.d
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cuda", action="store_true", help="ResNet-50, 224 px, batch 256, AMP, channels-last on a CUDA GPU")
-    parser.add_argument("--arch", choices=["small", "resnet18", "resnet34", "resnet50"], help="encoder (default: small on CPU)")
+    parser.add_argument("--arch", choices=ARCHS, help="encoder (default: small on CPU, resnet50 with --cuda)")
+    parser.add_argument("--dino", action="store_true", help="the DINO loop (method dino, the run preset's crops) instead of SimCLR")
     parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), help="augmentation presets (default: chest demo; chest on CUDA)")
     parser.add_argument("--data", type=Path, help="image store (train split); default: random images")
     parser.add_argument("--size", type=int, default=None, help="side of the random images (default 64 on CPU)")
@@ -279,6 +303,17 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--breakdown", action="store_true", help="also time each part of a step alone (step_ms)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="pretrain config override")
     return parser.parse_args()
+
+
+def dino_base(cuda: bool) -> dict:
+    """``--dino``: the reference settings (``pretrain_padchest_dino``: ViT-B/16, 224 px, 2 global and
+    8 local 96-px crops, 65,536 prototypes, iBOT) on CUDA; the benchmark's small ViT on the CPU."""
+    if cuda:
+        base = read_yaml(resolve_config_path("pretrain_padchest_dino"))
+        base["trainer"] = {"accelerator": "gpu", "precision": "bf16-mixed"}
+    else:
+        base = {"encoder": {"arch": "vit"}, "trainer": {"accelerator": "cpu"}}
+    return {**base, "method": "dino"}
 
 
 def main() -> None:
@@ -294,9 +329,12 @@ def main() -> None:
         device, size, batch, steps, warmup, arch = torch.device("cpu"), 64, 128, 8, 2, "small"
         base = {"trainer": {"accelerator": "cpu"}}
         workers, presets = 2, ["chest", "demo"]
+    if args.dino:
+        base, batch = dino_base(args.cuda), 60 if args.cuda else batch
+        arch = base["encoder"]["arch"]
     arch = args.arch or arch
-    if arch != "small":
-        base["encoder"] = {"arch": arch, "arch_kwargs": {}}
+    if arch != base.get("encoder", {}).get("arch", "small"):
+        base["encoder"] = {"arch": arch}
     size, batch, presets = args.size or size, args.batch_size or batch, args.presets or presets
     steps, warmup = args.steps or steps, args.warmup if args.warmup is not None else warmup
     workers = args.workers if args.workers is not None else workers
@@ -312,20 +350,22 @@ def main() -> None:
         for preset in presets:
             config = build_config(PretrainConfig, overrides=args.overrides, base={**base, "augment": {"preset": preset}})
             result_cfcl, loop_ms = cfcl_pipeline(config, Path(tmp) / f"run_{preset}", steps, warmup)
-            result_lightly = lightly_style(config, image_size, device, steps, warmup, workers)
             rows[preset] = {
-                "cfcl_views_per_s": round(result_cfcl, 1), "lightly_style_views_per_s": round(result_lightly, 1),
-                "cfcl_over_bare": round(result_cfcl / result_bare, 3),
-                "cfcl_over_lightly_style": round(result_cfcl / result_lightly, 3),
+                "cfcl_views_per_s": round(result_cfcl, 1), "cfcl_over_bare": round(result_cfcl / result_bare, 3),
                 "cfcl_over_bare_by_clock": round(bare_ms / loop_ms, 3),
                 "augment_ms": round(augment_ms(config, image_size, device), 1),
             }
-            if args.breakdown:
-                rows[preset]["step_ms"] = step_breakdown(config, device, loop_ms)
+            if not args.dino:  # the per-sample pipeline and the step breakdown are the SimCLR loop's
+                result_lightly = lightly_style(config, image_size, device, steps, warmup, workers)
+                rows[preset].update(lightly_style_views_per_s=round(result_lightly, 1),
+                                    cfcl_over_lightly_style=round(result_cfcl / result_lightly, 3))
+                if args.breakdown:
+                    rows[preset]["step_ms"] = step_breakdown(config, device, loop_ms)
     print(json.dumps({
         "benchmark": "pretrain_throughput", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "encoder": config.encoder.arch,
-        "image_size": list(image_size), "batch_size": batch, "views_per_step": 2 * batch, "steps": steps,
+        "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "method": config.method,
+        "encoder": config.encoder.arch, "image_size": list(image_size), "batch_size": batch,
+        "views_per_step": sum(n for n, _ in view_shapes(config, image_size)), "steps": steps,
         "lightly_style_workers": workers, "bare_views_per_s": round(result_bare, 1), **rows,
         "targets": {"cfcl_over_bare": 0.85, "cfcl_over_lightly_style": 1.5},
     }))

@@ -14,7 +14,8 @@ SCRIPT = ROOT / "benchmarks" / "gpu_suite.py"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 FIGURES = [
     "pretrain_bare_views_per_s", "pretrain_cfcl_views_per_s", "pretrain_pil_views_per_s", "pretrain_cfcl_over_bare",
-    "pretrain_cfcl_over_pil", "cf_train_peak_memory_gb", "cf_train_largest_batch", "cf_train_images_per_s",
+    "pretrain_cfcl_over_pil", "pretrain_vit_dino_bare_views_per_s", "pretrain_vit_dino_cfcl_views_per_s",
+    "pretrain_vit_dino_cfcl_over_bare", "cf_train_peak_memory_gb", "cf_train_largest_batch", "cf_train_images_per_s",
     "cf_train_skipped_update_rate", "cf_generate_images_per_s", "padchest_generator_and_store_hours", "demo_seconds",
 ]
 CPU_ONLY = {"cf_train_peak_memory_gb", "cf_train_largest_batch", "demo_seconds"}  # GPU or full-suite figures
@@ -36,6 +37,9 @@ def test_the_tiny_cpu_mode_prints_one_json_line_per_figure():
     rates = {k: by_name[k]["value"] for k in FIGURES[:3]}
     assert all(rate > 0 for rate in rates.values())
     assert by_name["pretrain_cfcl_over_bare"]["value"] == pytest.approx(rates["pretrain_cfcl_views_per_s"] / rates["pretrain_bare_views_per_s"], rel=0.01)
+    dino = {k: by_name[f"pretrain_vit_dino_{k}"]["value"] for k in ("bare_views_per_s", "cfcl_views_per_s", "cfcl_over_bare")}
+    assert dino["cfcl_over_bare"] == pytest.approx(dino["cfcl_views_per_s"] / dino["bare_views_per_s"], rel=0.01)
+    assert by_name["pretrain_vit_dino_cfcl_views_per_s"]["views_per_step"] == 4 * 8  # 2 global + 2 local crops, batch 8
     estimate = by_name["padchest_generator_and_store_hours"]
     train_s = estimate["epochs"] * estimate["train_images"] / by_name["cf_train_images_per_s"]["value"]
     store_s = estimate["counterfactuals"] / by_name["cf_generate_images_per_s"]["value"]
