@@ -1,5 +1,6 @@
 """Several processes: which rank a process is, the machine checks, one writer per stage folder, and
-``cfcl run`` on two CPU processes (gloo), started by cfcl itself and the way a cluster starts them."""
+``cfcl run`` on two CPU processes (gloo), started by cfcl itself and the way a cluster starts them
+(evaluation's features extracted in a shard per rank: tests/test_evaluation_feature_shards.py)."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -220,6 +222,20 @@ def _encoder_update(path: Path, config: Path) -> torch.Tensor:
     return torch.cat([(trained[k] - initial[k]).flatten() for k in keys])
 
 
+def _features_equal_one_process_extraction(run: Path) -> None:
+    """Evaluation's features, extracted in a shard per rank, are merged into the array one process extracts."""
+    from cfcl.data.store import ImageStore
+    from cfcl.evaluation.evaluate import load_encoders
+    from cfcl.evaluation.features import extract_features
+
+    store = ImageStore.open(run / "data")
+    ref = load_encoders([run / "pretrain" / "simclr-s0"], store)["simclr"][0]
+    features = run / "eval" / "features"
+    assert not list(features.glob("*.rows*.npy"))  # every shard merged and removed
+    np.testing.assert_allclose(np.load(features / f"{ref.key(store)}.npy"), extract_features(ref.build(), store.images),
+                               rtol=1e-6, atol=1e-7)
+
+
 def test_cfcl_run_on_two_processes_started_by_cfcl(tmp_path):
     pretrain = {**TINY["pretrain"], "augment": NO_AUGMENT}
     config = _tiny_config(tmp_path, methods=["simclr", "cf-simclr"], pretrain=pretrain)
@@ -233,6 +249,7 @@ def test_cfcl_run_on_two_processes_started_by_cfcl(tmp_path):
         assert sum(line.split()[:2] == [stage, "done"] for line in run.out.splitlines()) == 1, stage
         assert not lock_path(tmp_path / "ddp" / stage).exists()
     assert (tmp_path / "ddp" / "report" / "index.html").is_file()
+    _features_equal_one_process_extraction(tmp_path / "ddp")
     # One process with the same global batch (2 x 16) draws the same batches, unaugmented here
     # (augmentation draws depend on the rank layout); BatchNorm statistics stay per rank on CPU.
     ddp = tmp_path / "ddp" / "pretrain" / "simclr-s0"

@@ -2,8 +2,9 @@
 the ranks in step between stages (docs/architecture.md, "Several processes").
 
 Training stages run on every rank (Lightning DDP over the process group made here), the
-counterfactual store is generated in chunks shared by every rank; every other stage, and every
-write of a stage folder, happens on global rank 0 while the other ranks wait.
+counterfactual store is generated in chunks shared by every rank and evaluation's frozen features
+in one shard of rows per rank; every other stage, and every write of a stage folder, happens on
+global rank 0 while the other ranks wait.
 Ranks come from one of two places:
 
 - ``trainer.devices > 1`` on one machine, no launcher: the first process becomes rank 0 and
@@ -69,6 +70,14 @@ class Ranks:
     def is_writer(self) -> bool:
         """Only global rank 0 writes stage folders, manifests and stores."""
         return self.rank == 0
+
+
+def rank_rows(n: int, rank: int, world_size: int, unit: int = 1) -> range:
+    """Rank ``rank``'s contiguous share of ``n`` rows, in whole ``unit``s (a batch): the shares of
+    ranks 0..world_size-1 follow each other and cover every row once; a rank with no unit left gets none."""
+    units = -(-n // unit)
+    first, last = units * rank // world_size, units * (rank + 1) // world_size
+    return range(min(n, first * unit), min(n, last * unit))
 
 
 def planned_world_size(trainer: DevicesConfig) -> int:

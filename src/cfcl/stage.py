@@ -266,7 +266,7 @@ def run_stage(
 
     Under several processes (docs/architecture.md, "Several processes") only rank 0 decides,
     claims, writes and finishes. A stage with ``every_rank`` (a Lightning training loop, the
-    counterfactual store's shared chunks) runs its body on every rank, from the checkpoint rank 0
+    counterfactual store's shared chunks, evaluation's feature shards) runs its body on every rank, from the checkpoint rank 0
     chose once it had claimed the folder; any other stage runs on rank 0 alone. The other ranks
     get ``{}``.
     """

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from cfcl.config import StrictModel
-from cfcl.training import TrainerConfig
+from cfcl.training import DevicesConfig, TrainerConfig
 
 
 class ProbeConfig(StrictModel):
@@ -59,6 +59,8 @@ class EvaluateConfig(StrictModel):
     ``s``; a method without one is an error.
     """
 
+    unhashed = frozenset({"trainer"})  # the processes that share the feature extraction do not change the results
+
     data: Path | None = Field(None, description="image store (run/data)")
     encoders: list[Path] = Field(default_factory=list, description="pretrain stage folders")
     label_fractions: list[float] = [0.1, 1.0]
@@ -74,7 +76,13 @@ class EvaluateConfig(StrictModel):
     n_boot: int = Field(200, ge=10)
     ci_level: float = Field(0.95, gt=0, lt=1)
     batch_size: int = Field(256, ge=1, description="feature extraction batch size")
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto: each rank's own CUDA GPU when there is one, else the CPU"
+    )
+    trainer: DevicesConfig = Field(
+        DevicesConfig(),
+        description="processes to split the feature extraction over (devices x num_nodes); under cfcl run, the run's",
+    )
 
     @field_validator("label_fractions")
     @classmethod

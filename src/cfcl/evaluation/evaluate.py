@@ -5,7 +5,8 @@ Writes into ``out``: ``metrics.csv`` (long format, see :mod:`cfcl.evaluation.res
 that decides), ``gains.csv`` (AUROC gain over the reference with paired bootstrap intervals over
 test images), ``domain_predictability.csv`` (per method and seed: linear predictability, k-NN
 purity and silhouette by domain), ``tsne/<method>.csv`` + ``tsne_<method>.png``, ``notes.txt``
-(everything skipped and why), ``features/`` (cached frozen features) and ``finetune/``
+(everything skipped and why), ``features/`` (cached frozen features, extracted in a shard per rank
+under several processes) and ``finetune/``
 (one Lightning run folder per fine-tuning: logs and ``test_prob.npy``; its checkpoints are
 deleted once the test predictions are saved, and a run with saved predictions is not repeated).
 
@@ -36,6 +37,7 @@ from cfcl import atomic, layout
 from cfcl.config import config_hash
 from cfcl.contrastive.encoders import build_encoder, encoder_file, load_encoder
 from cfcl.data.store import ImageStore
+from cfcl.distributed import Coordinator, current
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import embeddings
 from cfcl.evaluation.config import EvaluateConfig
@@ -78,9 +80,16 @@ class EncoderRef:
             return cache_key(self.method, arch, str(self.seed), torch.__version__, store.content_hash)
         return cache_key(fingerprint(encoder_file(self.path)), store.content_hash)
 
-    def features(self, store: ImageStore, cache: Path, batch_size: int, device: torch.device) -> np.ndarray:
-        """Frozen features of every store image, cached under :meth:`key`."""
-        return cached(cache, self.key(store), lambda: extract_features(self.build(), store.images, batch_size, device))
+    def features(
+        self, store: ImageStore, cache: Path, batch_size: int, device: torch.device, coordinator: Coordinator | None = None
+    ) -> np.ndarray | None:
+        """Frozen features of every store image, cached under :meth:`key`; with the ``coordinator`` of
+        several ranks each extracts its shard of the images and only rank 0 gets the array."""
+        return cached(
+            cache, self.key(store), len(store),
+            lambda rows: extract_features(self.build(), store.images[rows.start : rows.stop], batch_size, device),
+            unit=batch_size, coordinator=coordinator,
+        )
 
     def build(self) -> torch.nn.Module:
         if self.path is not None:
@@ -149,7 +158,7 @@ class Evaluation:
 
     def __init__(self, config: EvaluateConfig, store: ImageStore, out: Path):
         self.config, self.store, self.out = config, store, out
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(config.device, current().ranks.local_rank)
         self.labels = store.meta["label"].to_numpy()
         self.domains = store.meta["domain"].to_numpy()
         self.n_classes = len(store.labels)
@@ -269,12 +278,16 @@ def covariate_features(meta: pd.DataFrame, names: list[str]) -> np.ndarray:
 
 
 def run(config: EvaluateConfig, out: Path, force: bool = False) -> dict:
-    """Run every probe, fine-tuning and embedding analysis the config asks for into ``out``."""
+    """Run every probe, fine-tuning and embedding analysis the config asks for into ``out``; under
+    several processes every rank extracts its shard of the features first (:func:`_evaluate`)."""
     store, methods = _open_inputs(config)
-    return run_stage(STAGE, out, config, lambda stage: _evaluate(config, store, methods, stage), force)
+    return run_stage(STAGE, out, config, lambda stage: _evaluate(config, store, methods, stage), force, every_rank=True)
 
 
-def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict[int, EncoderRef]], stage: Stage) -> dict:
+def _evaluate(
+    config: EvaluateConfig, store: ImageStore, methods: dict[str, dict[int, EncoderRef]], stage: Stage
+) -> dict | None:
+    """Every rank extracts its shard of every encoder's features into the cache; the rest runs on rank 0 alone."""
     out = stage.out
     ev = Evaluation(config, store, out)
     first = next(iter(methods.values()))
@@ -283,6 +296,11 @@ def _evaluate(config: EvaluateConfig, store: ImageStore, methods: dict[str, dict
         methods[RANDOM] = {s: EncoderRef(RANDOM, s, architecture) for s in config.seeds}
 
     tic = time.time()
+    for method, encoders in methods.items():
+        for seed in config.seeds:
+            encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device, current())
+    if not stage.primary:
+        return None
     for method, encoders in methods.items():
         for seed in config.seeds:
             features = encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device)
