@@ -16,7 +16,13 @@ count and ``supported`` (the interval excludes 0; docs/results.md, "How gains ar
   counterfactuals: ``oracle``, or ``oracle-multi`` for ``cf-simclr-multi``); target >= 0.7;
 - SimCLR minus the random encoder, and minus the covariates-only probe, on the ID test set;
   target: above 0 and supported;
-- the same rows for SimCLR+ and the oracle, and the supervised baseline's AUROC.
+- the same rows for SimCLR+ and the oracle, and the supervised baseline's AUROC;
+- per method, the sex gap (AUROC on male minus female test images, the ``subgroup_gaps.csv``
+  convention) on each comparison, and each method's gap minus SimCLR's, paired by seed (no
+  target: whether sex counterfactuals shrink the gap is reported, not judged); absent when the
+  store has no sex subgroups.
+
+Whole-test-set rows are those of subgroup ``all`` (a metrics.csv without the column holds only those).
 
     python benchmarks/science_targets.py runs/benchmark [--method cf-simclr-multi]
 """
@@ -32,12 +38,13 @@ import pandas as pd
 
 from cfcl.data.store import ImageStore
 from cfcl.evaluation.metrics import paired_seed_gain
+from cfcl.evaluation.results import WHOLE, with_subgroup
 from cfcl.layout import PREDICTABILITY, RunLayout
 
 
-def auroc_table(metrics: pd.DataFrame, fraction: float, rare: str) -> pd.DataFrame:
-    """AUROC per (method, seed) and comparison: ``id``, ``rare``, ``transfer``, ``ood_probe``."""
-    m = metrics[(metrics.metric == "auroc") & (metrics.label_fraction == fraction)]
+def auroc_table(metrics: pd.DataFrame, fraction: float, rare: str, subgroup: str = WHOLE) -> pd.DataFrame:
+    """AUROC per (method, seed) and comparison: ``id``, ``rare``, ``transfer``, ``ood_probe``, on ``subgroup``'s images."""
+    m = metrics[(metrics.metric == "auroc") & (metrics.label_fraction == fraction) & (metrics.subgroup == subgroup)]
     picks = {
         "id": (m.protocol == "linear") & (m.test_set == "id") & (m.domain == "all"),
         "rare": (m.protocol == "linear") & (m.test_set == "id") & (m.domain == rare),
@@ -70,6 +77,18 @@ def gains(table: pd.DataFrame, method: str, reference: str) -> dict:
     return {col: gain_fields(table.loc[method, col].dropna(), table.loc[reference, col].dropna()) for col in table.columns}
 
 
+def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str) -> tuple[dict, dict]:
+    """Per method and comparison: AUROC(sex=M) - AUROC(sex=F), and that gap minus SimCLR's, both paired by seed."""
+    male, female = (auroc_table(metrics, fraction, rare, f"sex={s}").dropna(axis=1, how="all") for s in ("M", "F"))
+    columns = [c for c in male.columns if c in female.columns]
+    if not columns:
+        return {}, {}
+    gap = (male[columns] - female[columns]).dropna(how="all")
+    methods = gap.index.get_level_values(0).unique()
+    per_method = {m: {c: gain_fields(male.loc[m, c].dropna(), female.loc[m, c].dropna()) for c in columns} for m in methods}
+    return per_method, {m: gains(gap, m, "simclr") for m in methods if m != "simclr"}
+
+
 def met(gain: dict, at_least: float = 0.0) -> bool:
     """A gain target: the mean reaches ``at_least`` and the interval over seeds lies above 0."""
     return gain["mean"] is not None and gain["mean"] >= at_least and gain["ci_low"] is not None and gain["ci_low"] > 0
@@ -79,7 +98,7 @@ def supervised_auroc(metrics: pd.DataFrame, fraction: float) -> float | None:
     """The supervised-from-scratch baseline's ID AUROC at ``fraction`` (mean over seeds)."""
     m = metrics[
         (metrics.method == "supervised") & (metrics.metric == "auroc") & (metrics.label_fraction == fraction)
-        & (metrics.test_set == "id") & (metrics.domain == "all")
+        & (metrics.test_set == "id") & (metrics.domain == "all") & (metrics.subgroup == WHOLE)
     ]
     return round(float(m.value.mean()), 4) if len(m) else None
 
@@ -91,6 +110,7 @@ def read_tables(run: RunLayout, method: str) -> tuple[pd.DataFrame, pd.DataFrame
         if not path.is_file():
             raise SystemExit(f"science_targets: {path} does not exist; pass a finished `cfcl run` folder")
     metrics, predictability = (pd.read_csv(path) for path in paths)
+    metrics = with_subgroup(metrics)
     present = set(metrics.loc[metrics.protocol == "linear", "method"])
     missing = [m for m in ("simclr", method) if m not in present]
     if missing:
@@ -137,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         "supervised_id": supervised_auroc(metrics, fraction),
         "predictability": {k: round(float(v), 4) for k, v in pred.items()},
     }
+    result["sex_gap"], result["sex_gap_vs_simclr"] = sex_gaps(metrics, fraction, rare)
     targets = {}
     for col in ("transfer", "ood_probe", "rare"):
         if cf:

@@ -30,8 +30,11 @@ def complete_stage(folder: Path, name: str) -> None:
     start_stage(name, folder, FixtureConfig(what=str(folder))).finish()
 
 
-def tiny_store(path: Path, size: int = 16, n_labels: int = 2, seed: int = 0) -> ImageStore:
-    """Label = brightness of a central square; domain = global intensity offset; domain 3 is OOD."""
+def tiny_store(path: Path, size: int = 16, n_labels: int = 2, seed: int = 0, sex: bool = False) -> ImageStore:
+    """Label = brightness of a central square; domain = global intensity offset; domain 3 is OOD.
+
+    ``sex``: a ``sex`` column, F/M in blocks of eight images (both labels and every domain in each sex),
+    and male images a little noisier, so that the two sexes score differently."""
     rng = np.random.default_rng(seed)
     rows = []
     for split, n in SPLITS.items():
@@ -47,6 +50,9 @@ def tiny_store(path: Path, size: int = 16, n_labels: int = 2, seed: int = 0) -> 
     meta.insert(0, "index", np.arange(n))
     meta.insert(1, "image_id", [f"img{i}" for i in range(n)])
     meta.insert(2, "patient_id", [f"p{i // 2}" for i in range(n)])
+    if sex:
+        meta["sex"] = np.where((np.arange(n) // 8) % 2 == 0, "F", "M")
+        images += rng.normal(0, 0.1, images.shape) * (meta["sex"].to_numpy() == "M")[:, None, None]
     pixels = (np.clip(images, 0, 1) * 255).astype(np.uint8)
     labels = ["A", "B", "C", "D"][:n_labels] if n_labels > 2 else ["healthy", "opacity"]
     store = write_store(path, pixels, meta, DOMAINS, labels, extra={"ood_domains": [3]})
@@ -63,12 +69,15 @@ def tiny_encoder(folder: Path, method: str, seed: int, size: int = 16) -> Path:
     return folder
 
 
-def probe_auroc(store: ImageStore, encoder: Path, train_split: str, test_split: str) -> float:
+def probe_auroc(store: ImageStore, encoder: Path, train_split: str, test_split: str, **where) -> float:
     """Test AUROC (macro one-vs-rest beyond two classes) of a probe fitted here on every ``train_split`` image and
-    nothing else: what the evaluate stage must report for label fraction 1 and this encoder."""
+    nothing else: what the evaluate stage must report for label fraction 1 and this encoder; ``where``: only the
+    test images with these metadata values (``sex="F"``, ``domain=0``)."""
     features = extract_features(load_encoder(encoder)[0], store.images, 256)
     labels = store.meta["label"].to_numpy()
     train, test = store.indices(train_split), store.indices(test_split)
+    for column, value in where.items():
+        test = test[store.meta[column].to_numpy()[test] == value]
     probe = fit_probe(features[train], labels[train])
     prob = class_probabilities(probe, features[test], len(store.labels))
     if len(store.labels) == 2:

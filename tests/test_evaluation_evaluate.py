@@ -18,7 +18,8 @@ from cfcl.evaluation.features import extract_features
 from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.metrics import paired_seed_gain
-from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS
+from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS
+from cfcl.report.report import run_report
 from evaluation_fixtures import DOMAINS, complete_stage, probe_auroc, tiny_encoder, tiny_store
 
 SMALL_EMBEDDINGS = {"per_domain": 30, "tsne_points": 60, "folds": 3}
@@ -34,7 +35,7 @@ def config(store, encoders, **changes):
 def evaluated(tmp_path_factory):
     """One evaluation with every protocol: two pretrained methods (seeds 0, 1), both baselines, fine-tuning for one epoch."""
     root = tmp_path_factory.mktemp("run")
-    tiny_store(root / "data")
+    tiny_store(root / "data", sex=True)
     encoders = [tiny_encoder(root / "pretrain" / f"{m}-s{s}", m, s) for m in ("simclr", "cf_simclr") for s in (0, 1)]
     cfg = config(root / "data", encoders, finetune={
         "enabled": True, "supervised": True, "ood": True, "batch_size": 32,
@@ -59,7 +60,8 @@ def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
     assert set(metrics["metric"]) == {
         "auroc", "balanced_accuracy", "auroc_ci_low", "auroc_ci_high", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
     }
-    wide = metrics.pivot_table(index=COLUMNS[:6], columns="metric", values="value")
+    assert set(metrics["subgroup"]) == {"all", "sex=F", "sex=M"}
+    wide = metrics.pivot_table(index=COLUMNS[:7], columns="metric", values="value")
     assert (wide["auroc_ci_low"] <= wide["auroc"]).all() and (wide["auroc"] <= wide["auroc_ci_high"]).all()
     assert wide["auroc"].between(0, 1).all()
     # each protocol's probe learnt from its own training split only, and transfer applied the ID probe to OOD images
@@ -68,13 +70,13 @@ def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
     for protocol, test_set, train_split, test_split in (
         ("linear", "id", "train", "test"), ("transfer", "ood", "train", "ood_test"), ("linear", "ood", "ood_train", "ood_test"),
     ):
-        reported = wide.loc[("cf_simclr", 1, protocol, 1.0, test_set, "all"), "auroc"]
+        reported = wide.loc[("cf_simclr", 1, protocol, 1.0, test_set, "all", "all"), "auroc"]
         assert reported == pytest.approx(probe_auroc(store, encoder, train_split, test_split), abs=1e-9), protocol
 
 
 def test_pretrained_features_beat_nothing_and_the_label_is_learnt(evaluated):
     metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
-    linear = metrics[(metrics["protocol"] == "linear") & (metrics["metric"] == "auroc") & (metrics["domain"] == "all")]
+    linear = metrics.query("protocol == 'linear' and metric == 'auroc' and domain == 'all' and subgroup == 'all'")
     # the tiny store's label is a bright square: any conv features separate it well above chance
     assert linear.groupby("method")["value"].mean().min() > 0.7
     # ... and no better than a probe that never saw a validation, test or OOD label: the score is not leaked
@@ -92,7 +94,7 @@ def test_gains_and_embedding_outputs(evaluated):
     assert (gains["ci_low"] <= gains["gain"]).all() and (gains["gain"] <= gains["ci_high"]).all()
     assert set(gains["n_seeds"]) == {2}
     # each gain is the seed-paired mean AUROC difference of metrics.csv, for every protocol, fraction and domain
-    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv").query("metric == 'auroc'")
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv").query("metric == 'auroc' and subgroup == 'all'")
     auroc = metrics.set_index(["method", "protocol", "label_fraction", "test_set", "domain", "seed"])["value"]
     assert set(gains["method"]) == {"cf_simclr", "random", "supervised"} and len(gains) > 20
     for row in gains.itertuples():
@@ -124,7 +126,8 @@ def test_seed_gains_are_t_intervals_over_seeds_of_every_metric_and_invariance_me
     assert set(probes["metric"]) == {"auroc", "balanced_accuracy"}
     for row in probes.sample(10, random_state=0).itertuples():
         pick = metrics.query("protocol == @row.protocol and label_fraction == @row.label_fraction and "
-                             "test_set == @row.test_set and domain == @row.domain and metric == @row.metric")
+                             "test_set == @row.test_set and domain == @row.domain and metric == @row.metric and "
+                             "subgroup == 'all'")
         diffs = (pick[pick["method"] == row.method].set_index("seed")["value"]
                  - pick[pick["method"] == "simclr"].set_index("seed")["value"])
         half = 12.7062 * diffs.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
@@ -141,6 +144,56 @@ def test_seed_gains_are_t_intervals_over_seeds_of_every_metric_and_invariance_me
     # this store lists no covariates: the covariates baseline is skipped, and says so
     assert "covariates" not in set(metrics["method"])
     assert "covariates baseline skipped: " in (evaluated / "eval" / "notes.txt").read_text()
+
+
+def test_subgroup_rows_are_the_auroc_of_each_sex_and_sex_by_scanner_where_counts_allow(evaluated):
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
+    store = ImageStore.open(evaluated / "data")
+    auroc = metrics.query("metric == 'auroc'").set_index(COLUMNS[:7])["value"]
+    encoder = evaluated / "pretrain" / "simclr-s0"
+    # the probe of every protocol, on one sex's test images only (scikit-learn's AUROC on that subset)
+    for protocol, test_set, train_split, test_split in (
+        ("linear", "id", "train", "test"), ("transfer", "ood", "train", "ood_test"), ("linear", "ood", "ood_train", "ood_test"),
+    ):
+        for sex in ("F", "M"):
+            expected = probe_auroc(store, encoder, train_split, test_split, sex=sex)
+            assert auroc[("simclr", 0, protocol, 1.0, test_set, "all", f"sex={sex}")] == pytest.approx(expected, abs=1e-9)
+    # sex x scanner: the major scanner has 15 test images of each class per sex; middle and rare 7-8, under the default 10
+    expected = probe_auroc(store, encoder, "train", "test", sex="M", domain=0)
+    assert auroc[("simclr", 0, "linear", 1.0, "id", "major", "sex=M")] == pytest.approx(expected, abs=1e-9)
+    subgroups = metrics[metrics["subgroup"] != "all"]
+    assert set(subgroups["domain"]) == {"all", "major"} and set(subgroups["method"]) == {"simclr", "cf_simclr", "random", "supervised"}
+    assert set(subgroups["protocol"]) == {"linear", "transfer", "finetune"}
+    notes = (evaluated / "eval" / "notes.txt").read_text()
+    assert "subgroup sex=F of test set id/middle skipped: [8, 8] images of classes [0, 1], fewer than subgroups.min_per_class=10" in notes
+    assert "subgroup sex=M of test set id/rare skipped" in notes
+
+
+def test_subgroup_gaps_are_male_minus_female_paired_by_seed(evaluated):
+    metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
+    gaps = pd.read_csv(evaluated / "eval" / "subgroup_gaps.csv")
+    assert list(gaps.columns) == SUBGROUP_GAP_COLUMNS
+    assert set(gaps["subgroup"]) == {"sex=M"} and set(gaps["reference"]) == {"sex=F"} and (gaps["n_seeds"] == 2).all()
+    assert set(gaps["metric"]) == {"auroc", "balanced_accuracy"} and set(gaps["domain"]) == {"all", "major"}
+    assert set(gaps["method"]) == {"simclr", "cf_simclr", "random", "supervised"}
+    for row in gaps.sample(10, random_state=0).itertuples():
+        pick = metrics.query("method == @row.method and protocol == @row.protocol and label_fraction == @row.label_fraction "
+                             "and test_set == @row.test_set and domain == @row.domain and metric == @row.metric")
+        diffs = (pick[pick["subgroup"] == "sex=M"].set_index("seed")["value"]
+                 - pick[pick["subgroup"] == "sex=F"].set_index("seed")["value"])
+        half = 12.7062 * diffs.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
+        assert row.gap == pytest.approx(diffs.mean()) and row.ci_low == pytest.approx(diffs.mean() - half, abs=1e-4)
+        assert row.n_positive == (diffs > 0).sum() and row.supported == (row.ci_low > 0 or row.ci_high < 0)
+
+
+def test_report_of_an_evaluated_run_shows_the_sex_gap_table_and_figure(evaluated, tmp_path):
+    run_report(evaluated, tmp_path / "report")
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    section = summary.split("## Subgroup gaps")[1].split("\n## ")[0]
+    assert "AUROC gap sex=M minus sex=F at 50% labels, paired by seed" in section
+    assert "| simclr (linear) |" in section and "| supervised (finetune) |" in section and "ID major" in section
+    assert "(figures/subgroup_gap_sex_M.png)" in section
+    assert (tmp_path / "report" / "figures" / "subgroup_gap_sex_M.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_features_are_cached_and_reused(evaluated, monkeypatch, tmp_path):
@@ -277,7 +330,7 @@ def test_covariates_baseline_is_a_probe_on_the_covariates_alone_for_every_fracti
     store = store_with_covariates(tmp_path / "data", ImageStore.open(evaluated / "data"))
     encoders = [evaluated / "pretrain" / "simclr-s0", evaluated / "pretrain" / "simclr-s1"]
     run(config(tmp_path / "data", encoders, embeddings={"enabled": False}, random_baseline=False), tmp_path / "eval")
-    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").query("metric == 'auroc' and domain == 'all'")
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").query("metric == 'auroc' and domain == 'all' and subgroup == 'all'")
     covariates = metrics[metrics["method"] == "covariates"]
     assert set(zip(covariates["seed"], covariates["label_fraction"], covariates["protocol"], covariates["test_set"])) == {
         (s, f, p, t) for s in (0, 1) for f in (0.5, 1.0) for p, t in (("linear", "id"), ("transfer", "ood"), ("linear", "ood"))}
@@ -290,3 +343,30 @@ def test_covariates_baseline_is_a_probe_on_the_covariates_alone_for_every_fracti
     reported = covariates.query("seed == 0 and label_fraction == 1.0 and protocol == 'linear' and test_set == 'id'")["value"]
     assert reported.item() == pytest.approx(roc_auc_score(labels[test], prob[:, 1]), abs=1e-9)
     assert reported.item() > 0.7  # age carries the label here, with no image at all
+
+
+def test_a_store_without_the_subgroup_column_skips_subgroups_with_a_note(tmp_path):
+    tiny_store(tmp_path / "data")
+    encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
+    run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[1.0], embeddings={"enabled": False},
+               random_baseline=False), tmp_path / "eval")
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    assert set(metrics["subgroup"]) == {"all"} and len(metrics) > 0
+    assert pd.read_csv(tmp_path / "eval" / "subgroup_gaps.csv").empty
+    notes = (tmp_path / "eval" / "notes.txt").read_text()
+    assert f"subgroups by 'sex' skipped: {tmp_path / 'data' / 'metadata.csv'} has no 'sex' column\n" in notes
+
+
+def test_a_subgroup_column_with_one_value_is_skipped_and_unknown_values_belong_to_no_subgroup(tmp_path):
+    source = tiny_store(tmp_path / "source", sex=True)
+    meta = source.meta.copy()
+    for name, sex in (("single", "F"), ("partly_known", np.where(meta.index % 5 == 0, "", meta["sex"]))):
+        write_store(tmp_path / name, np.asarray(source.images), meta.assign(sex=sex), source.domains, source.labels,
+                    extra={"ood_domains": [3]})
+    encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
+    single = evaluate_module.Evaluation(config(tmp_path / "single", [encoder]), ImageStore.open(tmp_path / "single"), tmp_path)
+    assert single.attributes == {}
+    assert single.notes == [f"subgroups by 'sex' skipped: {tmp_path / 'single' / 'metadata.csv'} holds 1 value(s) ['F'] in 'sex'"]
+    partly = evaluate_module.Evaluation(config(tmp_path / "partly_known", [encoder]), ImageStore.open(tmp_path / "partly_known"), tmp_path)
+    assert partly.notes == [f"{len(meta[meta.index % 5 == 0])} image(s) without a 'sex' value belong to no 'sex' subgroup"]
+    assert set(partly.attributes["sex"]) == {"", "F", "M"}

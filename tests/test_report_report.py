@@ -12,16 +12,21 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from cfcl.cli import main
-from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS, invariance_seed_gains, metric_seed_gains
+from cfcl.evaluation.results import (
+    COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, invariance_seed_gains, metric_seed_gains, subgroup_gap_rows,
+)
 from cfcl.plotting import save_png
 from cfcl.report.report import run_report
-from cfcl.report.summary import ReportError, gain_cell, headline_gain_table, headline_table, invariance_table, print_headline
+from cfcl.report.summary import (
+    ReportError, gain_cell, headline_gain_table, headline_table, invariance_table, print_headline, subgroup_gap_table,
+)
 from evaluation_fixtures import complete_stage
 
 DOMAINS = ["major", "rare"]
 
 
 def fake_metrics(rng) -> pd.DataFrame:
+    """Whole test sets (subgroup ``all``) and, with other values, each sex's images."""
     rows = []
     for method in ("simclr", "cf_simclr"):
         for seed in (0, 1, 2):
@@ -30,10 +35,11 @@ def fake_metrics(rng) -> pd.DataFrame:
                     ("linear", "id", ["all", *DOMAINS]), ("linear", "ood", ["all"]), ("transfer", "ood", ["all"]),
                 ):
                     for domain in domains:
-                        value = rng.uniform(0.6, 0.9)
-                        for metric, v in (("auroc", value), ("auroc_ci_low", value - 0.05), ("auroc_ci_high", value + 0.05),
-                                          ("balanced_accuracy", value - 0.1)):
-                            rows.append((method, seed, protocol, fraction, test_set, domain, metric, v))
+                        for subgroup in ("all", "sex=F", "sex=M"):
+                            value = rng.uniform(0.6, 0.9)
+                            for metric, v in (("auroc", value), ("auroc_ci_low", value - 0.05),
+                                              ("auroc_ci_high", value + 0.05), ("balanced_accuracy", value - 0.1)):
+                                rows.append((method, seed, protocol, fraction, test_set, domain, subgroup, metric, v))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -67,6 +73,8 @@ def run_dir(tmp_path):
     invariance.to_csv(eval_dir / "domain_predictability.csv", index=False)
     seed_gains = metric_seed_gains(pd.read_csv(eval_dir / "metrics.csv"), "simclr") + invariance_seed_gains(invariance, "simclr", "test")
     pd.DataFrame(seed_gains, columns=SEED_GAIN_COLUMNS).to_csv(eval_dir / "seed_gains.csv", index=False)
+    gaps = subgroup_gap_rows(pd.read_csv(eval_dir / "metrics.csv"))
+    pd.DataFrame(gaps, columns=SUBGROUP_GAP_COLUMNS).to_csv(eval_dir / "subgroup_gaps.csv", index=False)
     png(eval_dir / "tsne_simclr.png")
     (run / "cf_quality" / "cf_quality.json").write_text(json.dumps({
         "effectiveness": {"major->rare": {"accuracy": 0.91, "n": 40}, "rare->major": {"accuracy": 0.85, "n": 40}},
@@ -83,10 +91,11 @@ def test_headline_table_is_mean_and_std_over_seeds(run_dir):
     table = headline_table(metrics, 0.1)
     assert list(table.columns) == ["ID", "ID major", "ID rare", "OOD (own labels)", "OOD (direct transfer)"]
     assert list(table.index) == ["cf_simclr (linear)", "simclr (linear)"]
-    values = metrics.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'")["value"]
+    values = metrics.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc' "
+                           "and subgroup == 'all'")["value"]
     assert table.loc["simclr (linear)", "OOD (direct transfer)"] == f"{values.mean():.3f} ± {values.std():.3f}"
     values = metrics.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and domain == 'rare' "
-                           "and label_fraction == 0.1 and metric == 'auroc'")["value"]
+                           "and label_fraction == 0.1 and metric == 'auroc' and subgroup == 'all'")["value"]
     assert table.loc["cf_simclr (linear)", "ID rare"] == f"{values.mean():.3f} ± {values.std():.3f}"
 
 
@@ -97,7 +106,7 @@ def test_headline_gains_are_paired_seed_means_with_t_intervals(run_dir):
     assert list(table.columns) == ["ID", "ID major", "ID rare", "OOD (own labels)", "OOD (direct transfer)"]
     assert list(table.index) == ["cf_simclr (linear)"]
     pick = metrics.query("protocol == 'linear' and test_set == 'id' and domain == 'rare' and label_fraction == 0.1 "
-                         "and metric == 'auroc'")
+                         "and metric == 'auroc' and subgroup == 'all'")
     diffs = pick[pick.method == "cf_simclr"].set_index("seed")["value"] - pick[pick.method == "simclr"].set_index("seed")["value"]
     half = 4.302653 * diffs.std() / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
     low, high = diffs.mean() - half, diffs.mean() + half
@@ -125,8 +134,8 @@ def test_report_is_one_self_contained_page_with_every_figure(run_dir):
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:)""", page), "the page must not load external resources"
     assert "<script" not in page
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
-    # auroc curves, gains, predictability, one t-SNE, one cf grid, two loss curves
-    assert len(images) == 7
+    # auroc curves, gains, sex gap, predictability, one t-SNE, one cf grid, two loss curves
+    assert len(images) == 8
     for data in images:
         Image.open(io.BytesIO(base64.b64decode(data))).load()
     for text in ("Headline results", "cf_simclr (linear)", "major-&gt;rare", "0.91", "reversibility", "cf_grid.png",
@@ -139,6 +148,9 @@ def test_report_is_one_self_contained_page_with_every_figure(run_dir):
     assert "supported" in summary and "3 > 0" in summary
     assert "| random |" in summary and "knn_purity" in summary and "minus simclr's, paired by seed" in summary
     assert "test-set bootstrap" in summary and "not over seeds" in summary
+    # the sex gap: a table per headline fraction and a figure
+    assert "## Subgroup gaps" in summary and "AUROC gap sex=M minus sex=F at 10% labels, paired by seed" in summary
+    assert "AUROC gap sex=M minus sex=F at 100% labels" in summary and "(figures/subgroup_gap_sex_M.png)" in summary
     assert sorted(p.name for p in (run_dir / "report" / "figures").glob("*.png")) == sorted(
         re.findall(r"\(figures/([^)]+)\)", summary))
 
@@ -184,3 +196,40 @@ def test_one_seed_headline_shows_values_without_a_spread(run_dir):
     one = headline_text(metrics[metrics["seed"] == metrics["seed"].min()])
     assert "AUROC at 10% labels (1 seed: no spread)" in one and "±" not in one
     assert "±" in headline_text(metrics)
+
+
+def test_subgroup_gap_is_male_minus_female_paired_by_seed_with_a_t_interval(run_dir):
+    metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
+    gaps = pd.read_csv(run_dir / "eval" / "subgroup_gaps.csv")
+    assert set(gaps["subgroup"]) == {"sex=M"} and set(gaps["reference"]) == {"sex=F"}
+    table = subgroup_gap_table(gaps, 0.1, "sex=M")
+    assert list(table.columns) == ["ID", "ID major", "ID rare", "OOD (own labels)", "OOD (direct transfer)"]
+    assert list(table.index) == ["cf_simclr (linear)", "simclr (linear)"]
+    pick = metrics.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'")
+    diffs = pick[pick.subgroup == "sex=M"].set_index("seed")["value"] - pick[pick.subgroup == "sex=F"].set_index("seed")["value"]
+    half = 4.302653 * diffs.std() / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    low, high = diffs.mean() - half, diffs.mean() + half
+    verdict = "supported" if low > 0 or high < 0 else "not supported"
+    assert table.loc["simclr (linear)", "OOD (direct transfer)"] == (
+        f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}], {(diffs > 0).sum()}/3 > 0, {verdict}")
+    row = gaps.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'").iloc[0]
+    assert row["gap"] == pytest.approx(diffs.mean()) and row["ci_low"] == pytest.approx(low, abs=1e-5)
+    assert row["n_seeds"] == 3 and row["n_positive"] == (diffs > 0).sum()
+    # one seed: the gap alone, saying why there is no interval
+    one = pd.DataFrame(subgroup_gap_rows(metrics[metrics.seed == 0]), columns=SUBGROUP_GAP_COLUMNS)
+    cell = subgroup_gap_table(one, 0.1, "sex=M").loc["simclr (linear)", "OOD (direct transfer)"]
+    assert cell == f"{diffs[0]:+.3f} (1 seed: no interval)"
+
+
+def test_metrics_csv_without_a_subgroup_column_reads_as_whole_test_sets(run_dir):
+    metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
+    old = metrics[metrics.subgroup == "all"].drop(columns="subgroup")
+    old.to_csv(run_dir / "eval" / "metrics.csv", index=False)
+    (run_dir / "eval" / "subgroup_gaps.csv").unlink()
+    assert headline_table(old, 0.1).equals(headline_table(metrics, 0.1))
+    assert pd.DataFrame(metric_seed_gains(old, "simclr")).equals(pd.DataFrame(metric_seed_gains(metrics, "simclr")))
+    assert subgroup_gap_rows(old) == []
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "| cf_simclr (linear) |" in summary and "AUROC gain over simclr at 10% labels" in summary
+    assert "absent: " in summary and "subgroup_gaps.csv (run `cfcl evaluate`" in summary

@@ -101,6 +101,8 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
         0.475 - T_975_1DF * np.std([0.5, 0.45], ddof=1) / np.sqrt(2), abs=1e-4) and drop["supported"] is True
     assert result["invariance_drop"]["silhouette"]["per_seed"] == pytest.approx([0.1, 0.0])
     assert result["simclr+_vs_simclr"] == {}
+    # a metrics.csv of whole test sets only (written before subgroups): no sex gap
+    assert result["sex_gap"] == {} and result["sex_gap_vs_simclr"] == {}
     assert result["supervised_id"] == pytest.approx(0.75)
     assert result["invariance_drop"]["balanced_accuracy"]["mean"] == pytest.approx(0.25)
     assert result["auroc_mean"]["simclr"] == pytest.approx({"id": 0.81, "rare": 0.71, "transfer": 0.61, "ood_probe": 0.76})
@@ -110,6 +112,34 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
         "gain_transfer": False, "gain_ood_probe": False, "gain_rare": False, "predictability_drop": False,
         "clustering_drop": True, "oracle_fraction": False, "simclr_above_random": True, "simclr_above_covariates": True,
     }
+
+
+def test_sex_gap_is_male_minus_female_per_method_and_subgroup_rows_leave_the_whole_set_gains_alone(tmp_path, capsys):
+    root = run_folder(tmp_path)
+    whole = pd.read_csv(root / "eval" / "metrics.csv").assign(subgroup="all")
+    load_script().main([str(root)])
+    before = json.loads(capsys.readouterr().out)
+    # per sex, AUROC of the ID test set shifted from the whole set's: M +0.02 / +0.04 (seeds 0, 1), F -0.03 for simclr;
+    # cf-simclr's sexes differ by 0.01 in both seeds
+    shift = {("simclr", "M"): [0.02, 0.04], ("simclr", "F"): [-0.03, -0.03],
+             ("cf-simclr", "M"): [0.005, 0.005], ("cf-simclr", "F"): [-0.005, -0.005]}
+    ids = whole.query("protocol == 'linear' and test_set == 'id' and domain == 'all' and metric == 'auroc'")
+    parts = [whole]
+    for (method, sex), offsets in shift.items():
+        rows = ids[ids.method == method].copy()
+        rows["value"] += np.array(offsets)[rows["seed"].to_numpy()]
+        parts.append(rows.assign(subgroup=f"sex={sex}"))
+    pd.concat(parts).to_csv(root / "eval" / "metrics.csv", index=False)
+    load_script().main([str(root)])
+    result = json.loads(capsys.readouterr().out)
+    for key in ("cf-simclr_vs_simclr", "oracle_vs_simclr", "simclr_vs_random", "auroc_mean", "supervised_id"):
+        assert result[key] == before[key], key
+    gap = result["sex_gap"]["simclr"]["id"]
+    assert gap["per_seed"] == pytest.approx([0.05, 0.07]) and gap["mean"] == pytest.approx(0.06)
+    assert gap["ci_high"] == pytest.approx(0.06 + T_975_1DF * np.std([0.05, 0.07], ddof=1) / np.sqrt(2), abs=1e-4)
+    assert set(result["sex_gap"]) == {"simclr", "cf-simclr"} and set(result["sex_gap"]["simclr"]) == {"id"}
+    # cf-simclr's gap minus simclr's, paired by seed: 0.01 - 0.05, 0.01 - 0.07
+    assert result["sex_gap_vs_simclr"]["cf-simclr"]["id"]["per_seed"] == pytest.approx([-0.04, -0.06])
 
 
 def test_one_seed_gives_gains_without_an_interval_and_says_why(tmp_path, capsys):

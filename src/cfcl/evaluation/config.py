@@ -52,6 +52,16 @@ class EmbeddingConfig(StrictModel):
     perplexity: float = Field(30.0, gt=1)
 
 
+class SubgroupConfig(StrictModel):
+    """Metrics per value of each metadata column in ``columns`` (sex: ``sex=F``, ``sex=M``) on every test set and
+    its domains, and the gap between the values over seeds. A store without a column, or with one value in it,
+    skips that column with a note; a subgroup with fewer than ``min_per_class`` test images of some class is
+    skipped with a note (too few for a stable AUROC)."""
+
+    columns: list[str] = ["sex"]
+    min_per_class: int = Field(10, ge=1)
+
+
 class EvaluateConfig(StrictModel):
     """Linear probes, fine-tuning and baselines over label fractions and seeds.
 
@@ -73,6 +83,7 @@ class EvaluateConfig(StrictModel):
     probe: ProbeConfig = ProbeConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     embeddings: EmbeddingConfig = EmbeddingConfig()
+    subgroups: SubgroupConfig = SubgroupConfig()
     n_boot: int = Field(200, ge=10)
     ci_level: float = Field(0.95, gt=0, lt=1)
     batch_size: int = Field(256, ge=1, description="feature extraction batch size")

@@ -1,14 +1,16 @@
 """The ``cfcl evaluate`` stage: probes, fine-tuning and baselines over label fractions and seeds.
 
-Writes into ``out``: ``metrics.csv`` (long format, see :mod:`cfcl.evaluation.results`),
-``seed_gains.csv`` (gain over the reference method per metric, t-interval over seeds: the one
-that decides), ``gains.csv`` (AUROC gain over the reference with paired bootstrap intervals over
-test images), ``domain_predictability.csv`` (per method and seed: linear predictability, k-NN
-purity and silhouette by domain), ``tsne/<method>.csv`` + ``tsne_<method>.png``, ``notes.txt``
-(everything skipped and why), ``features/`` (cached frozen features, extracted in a shard per rank
-under several processes) and ``finetune/``
-(one Lightning run folder per fine-tuning: logs and ``test_prob.npy``; its checkpoints are
-deleted once the test predictions are saved, and a run with saved predictions is not repeated).
+Writes into ``out``: ``metrics.csv`` (long format, see :mod:`cfcl.evaluation.results`; whole test
+sets and, per ``subgroups`` column such as sex, each value's test images), ``seed_gains.csv`` (gain
+over the reference method per metric, t-interval over seeds: the one that decides),
+``subgroup_gaps.csv`` (per method, each subgroup minus its column's reference, e.g. AUROC of
+``sex=M`` minus ``sex=F``, t-interval over seeds), ``gains.csv`` (AUROC gain over the reference
+with paired bootstrap intervals over test images), ``domain_predictability.csv`` (per method and
+seed: linear predictability, k-NN purity and silhouette by domain), ``tsne/<method>.csv`` +
+``tsne_<method>.png``, ``notes.txt`` (everything skipped and why), ``features/`` (cached frozen
+features, extracted in a shard per rank under several processes) and ``finetune/`` (one Lightning run folder per fine-tuning: logs and ``test_prob.npy``;
+its checkpoints are deleted once the test predictions are saved, and a run with saved predictions
+is not repeated).
 
 Protocols: ``linear`` probes trained on ID labels are tested on ID ``test`` (test_set ``id``)
 and probes trained on ``ood_train`` labels on ``ood_test`` (test_set ``ood``, the reference
@@ -46,8 +48,8 @@ from cfcl.evaluation.finetune import finetune, predict_probabilities
 from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.results import (
-    COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, Prediction, as_frame, gain_rows, invariance_seed_gains, metric_rows,
-    metric_seed_gains,
+    COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, Prediction, as_frame, gain_rows, invariance_seed_gains,
+    metric_rows, metric_seed_gains, subgroup_gap_rows,
 )
 from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
 from cfcl.plotting import save_png, tsne_figure
@@ -165,6 +167,7 @@ class Evaluation:
         self.rows = {s: store.indices(s) for s in (ID_TRAIN, ID_VAL, ID_TEST, OOD_TRAIN, OOD_TEST)}
         self.predictions: list[Prediction] = []
         self.notes: list[str] = []
+        self.attributes = self.subgroup_columns()
 
     def subset(self, split: str, fraction: float, seed: int) -> np.ndarray | None:
         if len(self.rows[split]) == 0:
@@ -177,8 +180,31 @@ class Evaluation:
 
     def record(self, method: str, seed: int, protocol: str, fraction: float, test_set: str, rows: np.ndarray, prob: np.ndarray) -> None:
         self.predictions.append(
-            Prediction(method, seed, protocol, fraction, test_set, self.labels[rows], self.domains[rows], prob)
+            Prediction(method, seed, protocol, fraction, test_set, self.labels[rows], self.domains[rows], prob,
+                       {column: values[rows] for column, values in self.attributes.items()})
         )
+
+    def subgroup_columns(self) -> dict[str, np.ndarray]:
+        """Each ``subgroups`` column's values as text ("" where unknown); a column the store lacks, or with one value, is noted."""
+        source = self.store.path / "metadata.csv"
+        attributes = {}
+        for column in self.config.subgroups.columns:
+            if column not in self.store.meta.columns:
+                self.notes.append(f"subgroups by '{column}' skipped: {source} has no '{column}' column")
+                continue
+            raw = self.store.meta[column]
+            values = raw.where(raw.notna(), "").astype(str).str.strip().to_numpy()
+            known = sorted(set(values) - {""})
+            if len(known) < 2:
+                self.notes.append(
+                    f"subgroups by '{column}' skipped: {source} holds {len(known)} value(s) {known} in '{column}'"
+                )
+                continue
+            if (values == "").any():
+                unknown = int((values == "").sum())
+                self.notes.append(f"{unknown} image(s) without a '{column}' value belong to no '{column}' subgroup")
+            attributes[column] = values
+        return attributes
 
     def linear(self, method: str, seed: int, features: np.ndarray, fraction: float) -> None:
         """ID probe -> ID test (linear) and OOD test (transfer); OOD probe -> OOD test (linear)."""
@@ -335,7 +361,7 @@ def _evaluate(
     tic = time.time()
     rows = []
     for pred in ev.predictions:
-        rows += metric_rows(pred, store.domains, config.n_boot, config.ci_level, ev.notes)
+        rows += metric_rows(pred, store.domains, config.n_boot, config.ci_level, ev.notes, config.subgroups.min_per_class)
     gains = gain_rows(ev.predictions, config.reference_method, store.domains, config.n_boot, config.ci_level)
     metrics = as_frame(rows, COLUMNS)
     atomic.write_text(out / layout.METRICS, metrics.to_csv(index=False))
@@ -345,6 +371,8 @@ def _evaluate(
         invariance, config.reference_method, "+".join(config.embeddings.split), config.ci_level
     )
     atomic.write_text(out / layout.SEED_GAINS, as_frame(seed_gains, SEED_GAIN_COLUMNS).to_csv(index=False))
+    gaps = subgroup_gap_rows(metrics, config.ci_level)
+    atomic.write_text(out / layout.SUBGROUP_GAPS, as_frame(gaps, SUBGROUP_GAP_COLUMNS).to_csv(index=False))
     atomic.write_text(out / layout.PREDICTABILITY, invariance.to_csv(index=False))
     notes = list(dict.fromkeys(ev.notes))
     atomic.write_text(out / layout.NOTES, "".join(f"{n}\n" for n in notes))

@@ -1,7 +1,10 @@
-"""Turn test-set predictions into the rows of ``eval/metrics.csv``, ``eval/gains.csv`` and ``eval/seed_gains.csv``.
+"""Turn test-set predictions into the rows of ``eval/metrics.csv``, ``gains.csv``, ``seed_gains.csv`` and ``subgroup_gaps.csv``.
 
-``metrics.csv`` columns: ``method, seed, protocol, label_fraction, test_set, domain, metric, value``.
-Bootstrap intervals are extra rows whose metric is ``<metric>_ci_low`` / ``<metric>_ci_high``.
+``metrics.csv`` columns: ``method, seed, protocol, label_fraction, test_set, domain, subgroup, metric, value``.
+Bootstrap intervals are extra rows whose metric is ``<metric>_ci_low`` / ``<metric>_ci_high``. ``subgroup`` is
+``all`` for the whole test set (or one of its domains) and ``<column>=<value>`` (``sex=F``) for the test images
+with that metadata value; a table written before subgroups existed lacks the column and reads as ``all``
+(:func:`with_subgroup`).
 
 Two kinds of gain interval, for two questions: ``gains.csv`` resamples the test images (paired
 bootstrap of the seed-averaged gain: how much the test set alone moves it); ``seed_gains.csv``
@@ -12,20 +15,25 @@ gain is called supported only when its seed interval excludes 0.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from cfcl.evaluation.metrics import auroc, balanced_accuracy, bootstrap_ci, paired_gain_ci, paired_seed_gain
 
-COLUMNS = ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "metric", "value"]
+COLUMNS = ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "subgroup", "metric", "value"]
+WHOLE = "all"  # the subgroup of every test image
 GAIN_COLUMNS = [
     "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "gain", "ci_low", "ci_high",
 ]
 METRIC_KEYS = ["protocol", "label_fraction", "test_set", "domain", "metric"]
 SEED_GAIN_COLUMNS = [
     "method", "reference", *METRIC_KEYS, "n_seeds", "gain", "ci_low", "ci_high", "level", "n_positive", "supported", "note",
+]
+SUBGROUP_GAP_COLUMNS = [
+    "method", *METRIC_KEYS, "subgroup", "reference", "n_seeds", "gap", "ci_low", "ci_high", "level", "n_positive",
+    "supported", "note",
 ]
 POINT_METRICS = ("auroc", "balanced_accuracy")
 # Columns of ``domain_predictability.csv`` -> their metric name in ``seed_gains.csv`` (protocol ``embedding``).
@@ -44,6 +52,7 @@ class Prediction:
     y: np.ndarray
     domain: np.ndarray
     prob: np.ndarray
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)  # subgroup column -> value per image ("": unknown)
 
     @property
     def key(self) -> tuple:
@@ -59,10 +68,46 @@ def domain_groups(pred: Prediction, domain_names: list[str]) -> list[tuple[str, 
     return groups
 
 
-def metric_rows(pred: Prediction, domain_names: list[str], n_boot: int, level: float, notes: list[str]) -> list[dict]:
-    """Point values and bootstrap intervals per domain group; a single-class group is noted and skipped."""
+def with_subgroup(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``metrics.csv`` rows with a ``subgroup`` column: a table written before subgroups holds whole test sets only."""
+    return metrics if "subgroup" in metrics.columns else metrics.assign(subgroup=WHOLE)
+
+
+def whole_test_sets(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of whole test sets and their domains (``subgroup`` ``all``), without the subgroup rows."""
+    return metrics[with_subgroup(metrics)["subgroup"].to_numpy() == WHOLE]
+
+
+def metric_groups(
+    pred: Prediction, domain_names: list[str], min_per_class: int, notes: list[str]
+) -> list[tuple[str, str, np.ndarray]]:
+    """``(subgroup, domain, mask)``: the whole test set and its domains (:func:`domain_groups`), then each value of each
+    subgroup column on them, where it holds at least ``min_per_class`` images of every class of the test set (else noted)."""
+    domains = domain_groups(pred, domain_names)
+    groups = [(WHOLE, domain, mask) for domain, mask in domains]
+    classes = np.unique(pred.y)
+    for column, values in pred.attributes.items():
+        for value in sorted(set(values) - {""}):
+            subgroup = f"{column}={value}"
+            for domain, mask in domains:
+                mask = mask & (values == value)
+                counts = [int((pred.y[mask] == c).sum()) for c in classes]
+                if min(counts) < min_per_class:
+                    notes.append(
+                        f"subgroup {subgroup} of test set {pred.test_set}/{domain} skipped: {counts} images of classes "
+                        f"{classes.tolist()}, fewer than subgroups.min_per_class={min_per_class}"
+                    )
+                    continue
+                groups.append((subgroup, domain, mask))
+    return groups
+
+
+def metric_rows(
+    pred: Prediction, domain_names: list[str], n_boot: int, level: float, notes: list[str], min_per_class: int
+) -> list[dict]:
+    """Point values and bootstrap intervals per group of :func:`metric_groups`; a single-class group is noted and skipped."""
     rows = []
-    for domain, mask in domain_groups(pred, domain_names):
+    for subgroup, domain, mask in metric_groups(pred, domain_names, min_per_class, notes):
         y, prob = pred.y[mask], pred.prob[mask]
         if len(np.unique(y)) < 2:
             notes.append(
@@ -74,7 +119,7 @@ def metric_rows(pred: Prediction, domain_names: list[str], n_boot: int, level: f
             values[f"{metric}_ci_low"], values[f"{metric}_ci_high"] = low, high
         base = dict(
             method=pred.method, seed=pred.seed, protocol=pred.protocol, label_fraction=pred.label_fraction,
-            test_set=pred.test_set, domain=domain,
+            test_set=pred.test_set, domain=domain, subgroup=subgroup,
         )
         rows += [{**base, "metric": metric, "value": value} for metric, value in values.items()]
     return rows
@@ -110,23 +155,25 @@ def gain_rows(preds: list[Prediction], reference: str, domain_names: list[str], 
     return rows
 
 
-def seed_gain_rows(values: pd.DataFrame, reference: str, keys: list[str], level: float = 0.95) -> list[dict]:
-    """Paired gain over seeds of every method over ``reference`` for each combination of ``keys``.
+def seed_gain_rows(
+    values: pd.DataFrame, reference: str, keys: list[str], level: float = 0.95, by: str = "method"
+) -> list[dict]:
+    """Paired gain over seeds of every ``by`` value (a method, or a subgroup) over ``reference`` for each combination of ``keys``.
 
-    ``values`` is long: ``method, seed, *keys, value``; the pairing is by seed (same pretraining
+    ``values`` is long: ``by, seed, *keys, value``; the pairing is by seed (same pretraining
     seed and label draw), see :func:`cfcl.evaluation.metrics.paired_seed_gain`.
     """
     rows = []
     for key, part in values.groupby(keys, sort=False):
-        by_method = {m: p.set_index("seed")["value"] for m, p in part.groupby("method", sort=True)}
-        if reference not in by_method:
+        compared = {m: p.set_index("seed")["value"] for m, p in part.groupby(by, sort=True)}
+        if reference not in compared:
             continue
-        for method, series in by_method.items():
-            if method == reference:
+        for name, series in compared.items():
+            if name == reference:
                 continue
-            gain = paired_seed_gain(series, by_method[reference], level)
+            gain = paired_seed_gain(series, compared[reference], level)
             rows.append(dict(
-                method=method, reference=reference, **dict(zip(keys, key)), n_seeds=gain.n_seeds, gain=gain.mean,
+                **{by: name}, reference=reference, **dict(zip(keys, key)), n_seeds=gain.n_seeds, gain=gain.mean,
                 ci_low=gain.ci_low, ci_high=gain.ci_high, level=level, n_positive=gain.n_positive, supported=gain.supported,
                 note=gain.note,
             ))
@@ -134,8 +181,24 @@ def seed_gain_rows(values: pd.DataFrame, reference: str, keys: list[str], level:
 
 
 def metric_seed_gains(metrics: pd.DataFrame, reference: str, level: float = 0.95) -> list[dict]:
-    """``seed_gains.csv`` rows of ``metrics.csv``'s point metrics (not of their bootstrap bounds)."""
-    return seed_gain_rows(metrics[metrics["metric"].isin(POINT_METRICS)], reference, METRIC_KEYS, level)
+    """``seed_gains.csv`` rows of ``metrics.csv``'s point metrics (not of their bootstrap bounds) on whole test sets."""
+    whole = whole_test_sets(metrics)
+    return seed_gain_rows(whole[whole["metric"].isin(POINT_METRICS)], reference, METRIC_KEYS, level)
+
+
+def subgroup_gap_rows(metrics: pd.DataFrame, level: float = 0.95) -> list[dict]:
+    """``subgroup_gaps.csv``: each subgroup's point metric minus its column's reference subgroup, paired by seed,
+    per method, protocol, label fraction, test set and domain.
+
+    The reference is the column's first value in text order, so the sign convention is fixed: the
+    sex gap is ``sex=M`` minus ``sex=F`` (positive: the classifier does better on male images).
+    """
+    values = with_subgroup(metrics)
+    values = values[values["metric"].isin(POINT_METRICS) & (values["subgroup"] != WHOLE)]
+    rows = []
+    for _, part in values.groupby(values["subgroup"].str.split("=").str[0], sort=True):
+        rows += seed_gain_rows(part, min(part["subgroup"]), ["method", *METRIC_KEYS], level, by="subgroup")
+    return [{"gap" if k == "gain" else k: v for k, v in row.items()} for row in rows]
 
 
 def invariance_seed_gains(table: pd.DataFrame, reference: str, test_set: str, level: float = 0.95) -> list[dict]:

@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cfcl.evaluation.metrics import seed_interval
-from cfcl.evaluation.results import INVARIANCE_MEASURES
+from cfcl.evaluation.results import INVARIANCE_MEASURES, whole_test_sets
 
 LINESTYLE = {"linear": "-", "transfer": "-", "finetune": "--"}
 
@@ -29,9 +29,10 @@ def test_columns(metrics: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 
 def seed_summary(metrics: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    """Mean, std (over seeds; 0 for one seed) and seed count per method/protocol/fraction/test set/domain."""
+    """Mean, std (over seeds; 0 for one seed) and seed count per method/protocol/fraction/test set/domain (whole test sets)."""
     keys = ["method", "protocol", "label_fraction", "test_set", "domain"]
-    values = metrics[metrics["metric"] == metric]
+    whole = whole_test_sets(metrics)
+    values = whole[whole["metric"] == metric]
     summary = values.groupby(keys)["value"].agg(["mean", "std", "count"]).reset_index()
     summary["std"] = summary["std"].fillna(0.0)
     return summary
@@ -70,10 +71,14 @@ def auroc_vs_fraction(metrics: pd.DataFrame) -> Figure:
     return fig
 
 
-def gain_figure(gains: pd.DataFrame, colours: dict[str, str] | None = None) -> Figure:
-    """AUROC gain over the reference per domain, with paired-bootstrap intervals; one panel per protocol x fraction.
+def gain_figure(
+    gains: pd.DataFrame, colours: dict[str, str] | None = None, value: str = "gain", what: str | None = None
+) -> Figure:
+    """A difference per method and test set/domain with its interval; one panel per protocol x fraction.
 
-    ``colours``: method colours shared with the other figures (default: from the methods shown).
+    ``gains`` holds ``value`` (the AUROC gain over the reference of ``gains.csv``, or the subgroup gap of
+    ``subgroup_gaps.csv``), ``ci_low`` and ``ci_high`` (NaN: no interval, a point alone); ``what`` names it
+    (default: AUROC gain over the reference). ``colours``: method colours shared with the other figures.
     """
     panels = gains[["protocol", "label_fraction"]].drop_duplicates().sort_values(["protocol", "label_fraction"])
     n = len(panels)
@@ -88,14 +93,14 @@ def gain_figure(gains: pd.DataFrame, colours: dict[str, str] | None = None) -> F
         for i, method in enumerate(methods):
             rows = part[part["method"] == method]
             x = [groups.index(f"{r.test_set}/{r.domain}") + (i - (len(methods) - 1) / 2) * width for r in rows.itertuples()]
-            err = np.vstack([rows["gain"] - rows["ci_low"], rows["ci_high"] - rows["gain"]])
-            ax.errorbar(x, rows["gain"], yerr=err, fmt="o", capsize=3, color=colours[method], label=method)
+            err = np.nan_to_num(np.vstack([rows[value] - rows["ci_low"], rows["ci_high"] - rows[value]]))
+            ax.errorbar(x, rows[value], yerr=err, fmt="o", capsize=3, color=colours[method], label=method)
         ax.axhline(0, color="grey", lw=1)
         ax.set_xticks(range(len(groups)), groups, fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         reference = part["reference"].iloc[0] if len(part) else ""
-        ax.set_title(f"{panel['protocol']}, {panel['label_fraction'] * 100:g}% labels: AUROC gain over {reference}")
-        ax.set_ylabel("AUROC gain")
+        ax.set_title(f"{panel['protocol']}, {panel['label_fraction'] * 100:g}% labels: {what or f'AUROC gain over {reference}'}")
+        ax.set_ylabel(f"AUROC {value}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="best")
     fig.tight_layout()

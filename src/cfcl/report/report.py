@@ -6,6 +6,7 @@ A partial run gets a partial report: every section shows what exists and names w
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,13 +14,13 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cfcl import atomic, layout
-from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS
+from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, with_subgroup
 from cfcl.plotting import png_bytes
 from cfcl.report import figures
 from cfcl.report.html import Block, Section, render_page
 from cfcl.report.summary import (
-    ReportError, gain_caption, headline_fractions, headline_gain_table, headline_table, invariance_gain_table,
-    invariance_table, markdown_table,
+    ReportError, gain_caption, gap_caption, headline_fractions, headline_gain_table, headline_table, invariance_gain_table,
+    invariance_table, markdown_table, subgroup_gap_table,
 )
 from cfcl.stage import CONFIG, MANIFEST, read_manifest
 
@@ -48,6 +49,10 @@ class Report:
     def table(self, section: Section, frame: pd.DataFrame, caption: str = "", index_name: str = "") -> None:
         section.blocks.append(Block("table", frame, caption))
         self.markdown.append((f"**{caption}**\n\n" if caption else "") + markdown_table(frame, index_name) + "\n")
+
+    def text(self, section: Section, text: str) -> None:
+        section.blocks.append(Block("text", text))
+        self.markdown.append(f"{text}\n")
 
     def missing(self, section: Section, what: str) -> None:
         self.absent.append(what)
@@ -117,7 +122,7 @@ def _results(report: Report, run_dir: Path) -> None:
     if not metrics_path.is_file():
         report.missing(section, f"{metrics_path} (run `cfcl evaluate`)")
         return
-    metrics = read_csv(metrics_path, COLUMNS)
+    metrics = with_subgroup(read_csv(metrics_path, [c for c in COLUMNS if c != "subgroup"]))
     if metrics.empty:
         report.missing(section, f"rows in {metrics_path} (every evaluation was skipped; see notes)")
         return
@@ -152,6 +157,30 @@ def _results(report: Report, run_dir: Path) -> None:
     if notes.is_file() and notes.read_text().strip():
         section.blocks.append(Block("pre", notes.read_text(), "evaluation notes (skipped settings)"))
         report.markdown.append("Evaluation notes:\n\n```\n" + notes.read_text() + "```\n")
+
+
+def _subgroups(report: Report, run_dir: Path) -> None:
+    """Per subgroup column (sex), each method's AUROC gap between its values: tables and a figure."""
+    path = layout.RunLayout(run_dir).eval / layout.SUBGROUP_GAPS
+    section = report.section("Subgroup gaps")
+    if not path.is_file():
+        report.missing(section, f"{path} (run `cfcl evaluate`; by a cfcl older than this table: `cfcl evaluate --force`)")
+        return
+    gaps = optional_csv(path, SUBGROUP_GAP_COLUMNS)
+    auroc = gaps[gaps["metric"] == "auroc"] if gaps is not None else None
+    if auroc is None or auroc.empty:
+        report.text(section, "No subgroup gaps: the store has no subgroup column with two values, or too few test "
+                             "images per subgroup (the evaluation notes say which).")
+        return
+    colours = figures.method_colours(auroc["method"])
+    for subgroup, part in auroc.groupby("subgroup", sort=True):
+        for fraction in headline_fractions(part):
+            report.table(section, subgroup_gap_table(part, fraction, subgroup), gap_caption(part, fraction, subgroup),
+                         "method (protocol)")
+        what, level = f"AUROC {subgroup} minus {part['reference'].iloc[0]}", float(part["level"].iloc[0]) * 100
+        name = "subgroup_gap_" + re.sub(r"[^A-Za-z0-9]+", "_", subgroup) + ".png"
+        report.figure(section, name, png_bytes(figures.gain_figure(part, colours, "gap", what)),
+                      f"{what} per method and test set: mean and {level:g}% t-interval over seeds (a point alone: one seed)")
 
 
 def _embeddings(report: Report, run_dir: Path) -> None:
@@ -259,6 +288,7 @@ def build_report(run_dir: Path) -> Report:
         )
     report = Report()
     _results(report, run_dir)
+    _subgroups(report, run_dir)
     _embeddings(report, run_dir)
     _counterfactuals(report, run_dir)
     _pretraining(report, run_dir)

@@ -58,12 +58,15 @@ def headline_table(metrics: pd.DataFrame, fraction: float, metric: str = "auroc"
     return _method_rows(summary, test_columns(metrics), _cell)
 
 
-def gain_cell(row: pd.Series) -> str:
-    """``+0.110 [+0.021, +0.199], 3/3 > 0, supported``: mean, t-interval over seeds, sign count, verdict."""
+def gain_cell(row: pd.Series, value: str = "gain") -> str:
+    """``+0.110 [+0.021, +0.199], 3/3 > 0, supported``: mean, t-interval over seeds, sign count, verdict.
+
+    ``value``: the column of the mean, ``gain`` (``seed_gains.csv``) or ``gap`` (``subgroup_gaps.csv``).
+    """
     if row["n_seeds"] < 2:
-        return f"{row['gain']:+.3f} ({row['note']})"
+        return f"{row[value]:+.3f} ({row['note']})"
     verdict = "supported" if row["supported"] else "not supported"
-    return f"{row['gain']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['n_positive']}/{row['n_seeds']} > 0, {verdict}"
+    return f"{row[value]:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['n_positive']}/{row['n_seeds']} > 0, {verdict}"
 
 
 def headline_gain_table(seed_gains: pd.DataFrame, fraction: float, metric: str = "auroc") -> pd.DataFrame:
@@ -79,6 +82,22 @@ def gain_caption(seed_gains: pd.DataFrame, fraction: float) -> str:
     return (
         f"AUROC gain over {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% t-interval over "
         f"seeds], seeds with a gain > 0 / seeds; supported = the interval excludes 0"
+    )
+
+
+def subgroup_gap_table(gaps: pd.DataFrame, fraction: float, subgroup: str, metric: str = "auroc") -> pd.DataFrame:
+    """Each method's gap of ``subgroup`` over its reference (``subgroup_gaps.csv``) per test set, in the headline layout."""
+    rows = gaps[(gaps["label_fraction"] == fraction) & (gaps["metric"] == metric) & (gaps["subgroup"] == subgroup)]
+    return _method_rows(rows, test_columns(rows), lambda row: gain_cell(row, "gap"))
+
+
+def gap_caption(gaps: pd.DataFrame, fraction: float, subgroup: str) -> str:
+    """What a subgroup gap table shows: which subgroup minus which, and the interval's level."""
+    reference = gaps.loc[gaps["subgroup"] == subgroup, "reference"].iloc[0]
+    level = float(gaps["level"].iloc[0]) * 100
+    return (
+        f"AUROC gap {subgroup} minus {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% "
+        f"t-interval over seeds], seeds with a gap > 0 / seeds; supported = the interval excludes 0"
     )
 
 
