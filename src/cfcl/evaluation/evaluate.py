@@ -8,9 +8,9 @@ over the reference method per metric, t-interval over seeds: the one that decide
 with paired bootstrap intervals over test images), ``domain_predictability.csv`` (per method and
 seed: linear predictability, k-NN purity and silhouette by domain), ``tsne/<method>.csv`` +
 ``tsne_<method>.png``, ``notes.txt`` (everything skipped and why), ``features/`` (cached frozen
-features, extracted in a shard per rank under several processes) and ``finetune/`` (one Lightning run folder per fine-tuning: logs and ``test_prob.npy``;
-its checkpoints are deleted once the test predictions are saved, and a run with saved predictions
-is not repeated).
+features, extracted in a shard per rank under several processes) and ``finetune/`` (one
+Lightning run folder per fine-tuning: logs and ``test_prob.npy``; its checkpoints are deleted
+once the test predictions are saved, and a run with saved predictions is not repeated).
 
 Protocols: ``linear`` probes trained on ID labels are tested on ID ``test`` (test_set ``id``)
 and probes trained on ``ood_train`` labels on ``ood_test`` (test_set ``ood``, the reference
