@@ -23,8 +23,8 @@ each part of a step timed alone (data, uint8 to float, augmentation, encoder, he
 finite-gradient check, optimizer) and the rest of the real loop's step, Lightning's share.
 
 ``--dino``: the DINO loop (student and EMA teacher, global and local crops) against the bare
-student forward + backward over the same views; a DINO step also runs the teacher over the
-global views, which the bare figure leaves out (no per-sample pipeline or breakdown here).
+encoder work of a DINO step: forward + backward over the same views and a forward over the
+global views for the teacher (no per-sample pipeline or breakdown here).
 
 CPU default: the demo encoder on 64 px images; ``--arch resnet18`` (or 34/50) shows the overhead
 where the encoder dominates. ``--cuda``: ResNet-50, 224 px, batch 256, AMP, channels-last, the
@@ -92,7 +92,8 @@ def view_shapes(config: PretrainConfig, size: tuple[int, int]) -> list[tuple[int
 
 
 def bare(config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
-    """Views/s of encoder forward + backward alone over the step's views, and its :func:`clock` ms per step."""
+    """Views/s of the encoder work alone: forward + backward over the step's views (for the DINO
+    family also the teacher's forward over the global views), and its :func:`clock` ms per step."""
     module = build_module(config, size, 2).to(device)
     batches = [torch.rand(n, 1, *shape, device=device) for n, shape in view_shapes(config, size) if n]
     if config.channels_last:
@@ -105,6 +106,9 @@ def bare(config: PretrainConfig, size: tuple[int, int], device: torch.device, st
             with autocast(device, amp):
                 features = module.encoder(x)
             features.float().sum().backward()
+        if config.dino is not None:
+            with torch.no_grad(), autocast(device, amp):
+                module.encoder(batches[0])
     stop_clock = clock(device)
     views = sum(len(x) for x in batches)
     return views * steps / (time.perf_counter() - start), 1000 * (stop_clock - start_clock) / steps

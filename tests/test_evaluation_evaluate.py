@@ -370,3 +370,38 @@ def test_a_subgroup_column_with_one_value_is_skipped_and_unknown_values_belong_t
     partly = evaluate_module.Evaluation(config(tmp_path / "partly_known", [encoder]), ImageStore.open(tmp_path / "partly_known"), tmp_path)
     assert partly.notes == [f"{len(meta[meta.index % 5 == 0])} image(s) without a 'sex' value belong to no 'sex' subgroup"]
     assert set(partly.attributes["sex"]) == {"", "F", "M"}
+
+
+def test_label_draws_average_independent_subsets_per_seed_and_split_the_variance(evaluated, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from cfcl.contrastive.encoders import load_encoder
+    from cfcl.evaluation.subsets import labelled_subset
+
+    encoders = [evaluated / "pretrain" / f"{m}-s{s}" for m in ("simclr", "cf_simclr") for s in (0, 1)]
+    cfg = config(evaluated / "data", encoders, label_draws=3, embeddings={"enabled": False}, random_baseline=False,
+                 covariates_baseline=False)
+    run(cfg, tmp_path / "eval")
+    store = ImageStore.open(evaluated / "data")
+    features = extract_features(load_encoder(encoders[0])[0], store.images, 256)
+    labels, train, test = store.meta["label"].to_numpy(), store.indices("train"), store.indices("test")
+    by_hand = []
+    for draw in range(3):
+        rows = labelled_subset(store.meta, train, 0.5, 0, "train", draw)
+        probe = fit_probe(features[rows], labels[rows], cfg.probe.C, cfg.probe.max_iter, 0)
+        by_hand.append(roc_auc_score(labels[test], class_probabilities(probe, features[test], 2)[:, 1]))
+    assert len(set(by_hand)) == 3  # three different labelled subsets
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    row = metrics.query("method == 'simclr' and seed == 0 and protocol == 'linear' and test_set == 'id' and "
+                        "label_fraction == 0.5 and domain == 'all' and subgroup == 'all' and metric == 'auroc'")
+    assert row["value"].item() == pytest.approx(np.mean(by_hand))
+    variance = pd.read_csv(tmp_path / "eval" / "variance_components.csv")
+    pair = variance.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and label_fraction == 0.5")
+    assert (pair["n_seeds"].item(), pair["n_draws"].item()) == (2, 3) and pair["sd_draw"].item() > 0
+    assert pair["sd_test"].item() > 0 and pair["half_width"].item() > 0
+    assert (variance.query("label_fraction == 1.0")["n_draws"] == 1).all()  # all labels: one draw
+    (tmp_path / "run").mkdir()
+    (tmp_path / "eval").rename(tmp_path / "run" / "eval")
+    run_report(tmp_path / "run")
+    summary = (tmp_path / "run" / "report" / "summary.md").read_text()
+    assert "Where the spread of a gain comes from" in summary and "cf_simclr (linear, id)" in summary

@@ -126,3 +126,23 @@ def test_seed_gain_with_fewer_than_two_seeds_has_a_mean_and_says_why_there_is_no
     assert gain.note == "1 seed: no interval"
     none = paired_seed_gain(by_seed({0: 0.8}), by_seed({1: 0.7}))
     assert none.n_seeds == 0 and np.isnan(none.mean) and not none.supported and none.note == "no seed"
+
+
+def test_variance_components_split_seed_and_draw_spread_by_hand():
+    from scipy.stats import t as student_t
+
+    from cfcl.evaluation.metrics import variance_components
+
+    gains = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "draw": [0, 1] * 3, "value": [0.10, 0.14, 0.00, 0.02, 0.05, 0.11]})
+    parts = variance_components(gains)
+    within = np.mean([np.var([0.10, 0.14], ddof=1), np.var([0.00, 0.02], ddof=1), np.var([0.05, 0.11], ddof=1)])
+    means = np.array([0.12, 0.01, 0.08])
+    between = np.var(means, ddof=1)
+    assert (parts.n_seeds, parts.n_draws) == (3, 2)
+    assert parts.sd_draw == pytest.approx(np.sqrt(within))
+    assert parts.sd_seed == pytest.approx(np.sqrt(between - within / 2))
+    assert parts.half_width == pytest.approx(student_t.ppf(0.975, 2) * np.sqrt(between / 3))
+    projected = student_t.ppf(0.975, 9) * np.sqrt((between - within / 2 + within / 4) / 10)
+    assert parts.projected_half_width(10, 4) == pytest.approx(projected)
+    one_draw = variance_components(gains[gains["draw"] == 0])
+    assert np.isnan(one_draw.sd_draw) and one_draw.sd_seed == pytest.approx(np.std([0.10, 0.00, 0.05], ddof=1))

@@ -46,6 +46,7 @@ CF_GRID = "cf_grid.png"
 METRICS = "metrics.csv"
 GAINS = "gains.csv"  # gains over the reference, paired bootstrap over test images
 SEED_GAINS = "seed_gains.csv"  # gains over the reference, t-interval over seeds
+VARIANCE = "variance_components.csv"  # seed, label-draw and test-image spread of each gain over the reference
 SUBGROUP_GAPS = "subgroup_gaps.csv"  # each subgroup minus its column's reference (sex: M - F), t-interval over seeds
 PREDICTABILITY = "domain_predictability.csv"
 NOTES = "notes.txt"

@@ -4,7 +4,8 @@ Writes into ``out``: ``metrics.csv`` (long format, see :mod:`cfcl.evaluation.res
 sets and, per ``subgroups`` column such as sex, each value's test images), ``seed_gains.csv`` (gain
 over the reference method per metric, t-interval over seeds: the one that decides),
 ``subgroup_gaps.csv`` (per method, each subgroup minus its column's reference, e.g. AUROC of
-``sex=M`` minus ``sex=F``, t-interval over seeds), ``gains.csv`` (AUROC gain over the reference
+``sex=M`` minus ``sex=F``, t-interval over seeds), ``variance_components.csv`` (how much of each
+gain's spread comes from the pretraining seed, the label draw and the test images), ``gains.csv`` (AUROC gain over the reference
 with paired bootstrap intervals over test images), ``domain_predictability.csv`` (per method and
 seed: linear predictability, k-NN purity and silhouette by domain), ``tsne/<method>.csv`` +
 ``tsne_<method>.png``, ``notes.txt`` (everything skipped and why), ``features/`` (cached frozen
@@ -48,8 +49,8 @@ from cfcl.evaluation.finetune import finetune, predict_probabilities
 from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.results import (
-    COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, Prediction, as_frame, gain_rows, invariance_seed_gains,
-    metric_rows, metric_seed_gains, subgroup_gap_rows,
+    COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS, Prediction, as_frame, average_draws,
+    gain_rows, invariance_seed_gains, metric_rows, metric_seed_gains, subgroup_gap_rows, variance_rows,
 )
 from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
 from cfcl.plotting import save_png, tsne_figure
@@ -169,19 +170,22 @@ class Evaluation:
         self.notes: list[str] = []
         self.attributes = self.subgroup_columns()
 
-    def subset(self, split: str, fraction: float, seed: int) -> np.ndarray | None:
+    def subset(self, split: str, fraction: float, seed: int, draw: int = 0) -> np.ndarray | None:
         if len(self.rows[split]) == 0:
             return None
         try:
-            return labelled_subset(self.store.meta, self.rows[split], fraction, seed, split)
+            return labelled_subset(self.store.meta, self.rows[split], fraction, seed, split, draw)
         except SubsetTooSmall as exc:
-            self.notes.append(f"seed {seed}: skipped: {exc}")
+            self.notes.append(f"seed {seed}{f' draw {draw}' if draw else ''}: skipped: {exc}")
             return None
 
-    def record(self, method: str, seed: int, protocol: str, fraction: float, test_set: str, rows: np.ndarray, prob: np.ndarray) -> None:
+    def record(
+        self, method: str, seed: int, protocol: str, fraction: float, test_set: str, rows: np.ndarray, prob: np.ndarray,
+        draw: int = 0,
+    ) -> None:
         self.predictions.append(
             Prediction(method, seed, protocol, fraction, test_set, self.labels[rows], self.domains[rows], prob,
-                       {column: values[rows] for column, values in self.attributes.items()})
+                       {column: values[rows] for column, values in self.attributes.items()}, draw)
         )
 
     def subgroup_columns(self) -> dict[str, np.ndarray]:
@@ -207,20 +211,24 @@ class Evaluation:
         return attributes
 
     def linear(self, method: str, seed: int, features: np.ndarray, fraction: float) -> None:
-        """ID probe -> ID test (linear) and OOD test (transfer); OOD probe -> OOD test (linear)."""
+        """ID probe -> ID test (linear) and OOD test (transfer); OOD probe -> OOD test (linear); once per
+        label draw (all labels: one draw, the others would be the same)."""
         probe_cfg = self.config.probe
         test, ood_test = self.rows[ID_TEST], self.rows[OOD_TEST]
-        train = self.subset(ID_TRAIN, fraction, seed)
-        if train is not None:
-            probe = fit_probe(features[train], self.labels[train], probe_cfg.C, probe_cfg.max_iter, seed)
-            self.record(method, seed, "linear", fraction, "id", test, class_probabilities(probe, features[test], self.n_classes))
-            if len(ood_test):
+        for draw in range(self.config.label_draws if fraction < 1 else 1):
+            train = self.subset(ID_TRAIN, fraction, seed, draw)
+            if train is not None:
+                probe = fit_probe(features[train], self.labels[train], probe_cfg.C, probe_cfg.max_iter, seed)
+                prob = class_probabilities(probe, features[test], self.n_classes)
+                self.record(method, seed, "linear", fraction, "id", test, prob, draw)
+                if len(ood_test):
+                    prob = class_probabilities(probe, features[ood_test], self.n_classes)
+                    self.record(method, seed, "transfer", fraction, "ood", ood_test, prob, draw)
+            ood_train = self.subset(OOD_TRAIN, fraction, seed, draw)
+            if ood_train is not None and len(ood_test):
+                probe = fit_probe(features[ood_train], self.labels[ood_train], probe_cfg.C, probe_cfg.max_iter, seed)
                 prob = class_probabilities(probe, features[ood_test], self.n_classes)
-                self.record(method, seed, "transfer", fraction, "ood", ood_test, prob)
-        ood_train = self.subset(OOD_TRAIN, fraction, seed)
-        if ood_train is not None and len(ood_test):
-            probe = fit_probe(features[ood_train], self.labels[ood_train], probe_cfg.C, probe_cfg.max_iter, seed)
-            self.record(method, seed, "linear", fraction, "ood", ood_test, class_probabilities(probe, features[ood_test], self.n_classes))
+                self.record(method, seed, "linear", fraction, "ood", ood_test, prob, draw)
 
     def finetune(self, ref: EncoderRef, method: str, seed: int, fraction: float) -> None:
         """Fine-tune on ID labels (validation: the ID val split) and, if enabled, on OOD labels."""
@@ -362,10 +370,13 @@ def _evaluate(
     rows = []
     for pred in ev.predictions:
         rows += metric_rows(pred, store.domains, config.n_boot, config.ci_level, ev.notes, config.subgroups.min_per_class)
-    gains = gain_rows(ev.predictions, config.reference_method, store.domains, config.n_boot, config.ci_level)
-    metrics = as_frame(rows, COLUMNS)
+    gains = as_frame(gain_rows(ev.predictions, config.reference_method, store.domains, config.n_boot, config.ci_level), GAIN_COLUMNS)
+    draws = as_frame(rows, [*COLUMNS, "draw"])
+    metrics = average_draws(draws)
     atomic.write_text(out / layout.METRICS, metrics.to_csv(index=False))
-    atomic.write_text(out / layout.GAINS, as_frame(gains, GAIN_COLUMNS).to_csv(index=False))
+    atomic.write_text(out / layout.GAINS, gains.to_csv(index=False))
+    variance = variance_rows(draws, gains, config.reference_method, config.ci_level)
+    atomic.write_text(out / layout.VARIANCE, as_frame(variance, VARIANCE_COLUMNS).to_csv(index=False))
     invariance = pd.DataFrame(predictability, columns=PREDICTABILITY_COLUMNS)
     seed_gains = metric_seed_gains(metrics, config.reference_method, config.ci_level) + invariance_seed_gains(
         invariance, config.reference_method, "+".join(config.embeddings.split), config.ci_level

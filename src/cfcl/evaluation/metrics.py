@@ -167,3 +167,39 @@ def paired_seed_gain(method: pd.Series, reference: pd.Series, level: float = 0.9
     """``method - reference`` paired by seed (same pretraining seed and label draw), each Series indexed by
     seed with its repeats averaged first; seeds only one of them has are left out."""
     return seed_interval(method.groupby(level=0).mean() - reference.groupby(level=0).mean(), level)
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """Where the spread of a paired gain comes from, as standard deviations of one seed's gain.
+
+    ``sd_draw``: between label draws of the same encoder pair; ``sd_seed``: between pretraining
+    seeds beyond what their draws explain (a one-way random-effects split, floored at 0);
+    ``half_width``: the t-interval half-width over the ``n_seeds`` seed means that were measured.
+    """
+
+    n_seeds: int
+    n_draws: int
+    sd_seed: float
+    sd_draw: float
+    half_width: float
+
+    def projected_half_width(self, seeds: int, draws: int, level: float = 0.95) -> float:
+        """The expected t-interval half-width with ``seeds`` seeds of ``draws`` label draws each."""
+        if seeds < 2:
+            return float("nan")
+        spread = np.sqrt((self.sd_seed**2 + self.sd_draw**2 / draws) / seeds)
+        return float(t.ppf((1 + level) / 2, seeds - 1) * spread)
+
+
+def variance_components(gains: pd.DataFrame, level: float = 0.95) -> VarianceComponents:
+    """Split the variance of ``gains`` (columns ``seed``, ``draw``, ``value``: one paired gain per
+    seed and label draw, the same number of draws per seed) into seed and draw components."""
+    table = gains.pivot_table(index="seed", columns="draw", values="value", aggfunc="mean").dropna()
+    n_seeds, n_draws = table.shape
+    within = float(table.var(axis=1, ddof=1).mean()) if n_draws > 1 else float("nan")
+    means = table.mean(axis=1)
+    between = float(means.var(ddof=1)) if n_seeds > 1 else float("nan")
+    sd_seed = float(np.sqrt(max(0.0, between - (within if n_draws > 1 else 0.0) / n_draws))) if n_seeds > 1 else float("nan")
+    half = float(t.ppf((1 + level) / 2, n_seeds - 1) * np.sqrt(between / n_seeds)) if n_seeds > 1 else float("nan")
+    return VarianceComponents(n_seeds, n_draws, sd_seed, float(np.sqrt(within)), half)

@@ -19,8 +19,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy.stats import norm
 
-from cfcl.evaluation.metrics import auroc, balanced_accuracy, bootstrap_ci, paired_gain_ci, paired_seed_gain
+from cfcl.evaluation.metrics import (
+    auroc, balanced_accuracy, bootstrap_ci, paired_gain_ci, paired_seed_gain, variance_components,
+)
 
 COLUMNS = ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "subgroup", "metric", "value"]
 WHOLE = "all"  # the subgroup of every test image
@@ -34,6 +37,10 @@ SEED_GAIN_COLUMNS = [
 SUBGROUP_GAP_COLUMNS = [
     "method", *METRIC_KEYS, "subgroup", "reference", "n_seeds", "gap", "ci_low", "ci_high", "level", "n_positive",
     "supported", "note",
+]
+VARIANCE_COLUMNS = [
+    "method", "reference", "protocol", "label_fraction", "test_set", "n_seeds", "n_draws", "sd_seed", "sd_draw",
+    "sd_test", "half_width", "half_width_10_seeds",
 ]
 POINT_METRICS = ("auroc", "balanced_accuracy")
 # Columns of ``domain_predictability.csv`` -> their metric name in ``seed_gains.csv`` (protocol ``embedding``).
@@ -53,6 +60,7 @@ class Prediction:
     domain: np.ndarray
     prob: np.ndarray
     attributes: dict[str, np.ndarray] = field(default_factory=dict)  # subgroup column -> value per image ("": unknown)
+    draw: int = 0  # which labelled subset of the seed (evaluate.label_draws)
 
     @property
     def key(self) -> tuple:
@@ -119,17 +127,23 @@ def metric_rows(
             values[f"{metric}_ci_low"], values[f"{metric}_ci_high"] = low, high
         base = dict(
             method=pred.method, seed=pred.seed, protocol=pred.protocol, label_fraction=pred.label_fraction,
-            test_set=pred.test_set, domain=domain, subgroup=subgroup,
+            test_set=pred.test_set, domain=domain, subgroup=subgroup, draw=pred.draw,
         )
         rows += [{**base, "metric": metric, "value": value} for metric, value in values.items()]
     return rows
 
 
+def average_draws(rows: pd.DataFrame) -> pd.DataFrame:
+    """``metrics.csv`` from :func:`metric_rows` of every label draw: each seed's values averaged over its draws."""
+    keys = [c for c in COLUMNS if c != "value"]
+    return rows.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()[COLUMNS]
+
+
 def gain_rows(preds: list[Prediction], reference: str, domain_names: list[str], n_boot: int, level: float) -> list[dict]:
-    """Seed-averaged AUROC gain of every method over ``reference``, paired bootstrap interval per domain."""
-    by_key: dict[tuple, dict[str, dict[int, Prediction]]] = defaultdict(lambda: defaultdict(dict))
+    """AUROC gain of every method over ``reference`` averaged over seeds and label draws, paired bootstrap interval per domain."""
+    by_key: dict[tuple, dict[str, dict[tuple[int, int], Prediction]]] = defaultdict(lambda: defaultdict(dict))
     for p in preds:
-        by_key[p.key][p.method][p.seed] = p
+        by_key[p.key][p.method][p.seed, p.draw] = p
     rows = []
     for key, methods in by_key.items():
         ref = methods.get(reference)
@@ -145,12 +159,13 @@ def gain_rows(preds: list[Prediction], reference: str, domain_names: list[str], 
                     continue
                 gain, low, high = paired_gain_ci(
                     first.y[mask], [seeds[s].prob[mask] for s in common], [ref[s].prob[mask] for s in common],
-                    n_boot, level, seed=common[0],
+                    n_boot, level, seed=common[0][0],
                 )
                 protocol, fraction, test_set = key
                 rows.append(dict(
                     method=method, reference=reference, protocol=protocol, label_fraction=fraction,
-                    test_set=test_set, domain=domain, n_seeds=len(common), gain=gain, ci_low=low, ci_high=high,
+                    test_set=test_set, domain=domain, n_seeds=len({seed for seed, _ in common}), gain=gain,
+                    ci_low=low, ci_high=high,
                 ))
     return rows
 
@@ -212,6 +227,38 @@ def invariance_seed_gains(table: pd.DataFrame, reference: str, test_set: str, le
     rows = seed_gain_rows(values, reference, ["metric"], level)
     constant = dict(protocol="embedding", label_fraction=float("nan"), test_set=test_set, domain="all")
     return [{**row, **constant} for row in rows]
+
+
+def variance_rows(draws: pd.DataFrame, gains: pd.DataFrame, reference: str, level: float = 0.95) -> list[dict]:
+    """``variance_components.csv``: for each method's AUROC gain over ``reference`` on each whole test set,
+    how much of its spread comes from the pretraining seed, the label draw (:func:`~cfcl.evaluation.metrics.variance_components`)
+    and the test images (``sd_test``: the standard error of the averaged gain from its paired
+    bootstrap in ``gains.csv``; every seed shares the test set, so more seeds do not shrink it).
+
+    ``draws`` holds :func:`metric_rows` of every label draw (``draw`` column), before :func:`average_draws`.
+    """
+    auc = draws[(draws["metric"] == "auroc") & (draws["subgroup"] == WHOLE) & (draws["domain"] == "all")]
+    keys = ["protocol", "label_fraction", "test_set"]
+    z = float(norm.ppf((1 + level) / 2))
+    rows = []
+    for key, part in auc.groupby(keys, sort=False):
+        ref = part[part["method"] == reference].set_index(["seed", "draw"])["value"]
+        if ref.empty:
+            continue
+        for method, own in part[part["method"] != reference].groupby("method", sort=True):
+            gain = (own.set_index(["seed", "draw"])["value"] - ref).dropna().rename("value").reset_index()
+            if gain.empty:
+                continue
+            parts = variance_components(gain, level)
+            match = gains[(gains["method"] == method) & (gains["reference"] == reference) & (gains["domain"] == "all")
+                          & (gains[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)]
+            sd_test = float((match["ci_high"] - match["ci_low"]).iloc[0] / (2 * z)) if len(match) else float("nan")
+            rows.append(dict(
+                method=method, reference=reference, **dict(zip(keys, key)), n_seeds=parts.n_seeds, n_draws=parts.n_draws,
+                sd_seed=parts.sd_seed, sd_draw=parts.sd_draw, sd_test=sd_test, half_width=parts.half_width,
+                half_width_10_seeds=parts.projected_half_width(10, parts.n_draws, level),
+            ))
+    return rows
 
 
 def as_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:

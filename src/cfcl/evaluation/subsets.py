@@ -11,17 +11,18 @@ class SubsetTooSmall(Exception):
 
 
 def labelled_subset(
-    meta: pd.DataFrame, rows: np.ndarray, fraction: float, seed: int, split: str = "train"
+    meta: pd.DataFrame, rows: np.ndarray, fraction: float, seed: int, split: str = "train", draw: int = 0
 ) -> np.ndarray:
     """Sorted rows: ``round(fraction * n)`` random images of every (domain, label) group.
 
-    The same seed and fraction always give the same subset, whatever encoder is evaluated, so
-    methods are compared on identical labels. Raises :class:`SubsetTooSmall` when the subset
-    lacks a class that ``rows`` holds.
+    The same seed, draw and fraction always give the same subset, whatever encoder is evaluated,
+    so methods are compared on identical labels; ``draw`` 1, 2, ... are further independent
+    subsets of the same seed. Raises :class:`SubsetTooSmall` when the subset lacks a class that
+    ``rows`` holds.
     """
     if not 0 < fraction <= 1:
         raise ValueError(f"label fraction must be in (0, 1], got {fraction}")
-    rng = np.random.default_rng([seed, round(fraction * 1_000_000)])
+    rng = np.random.default_rng([seed, round(fraction * 1_000_000), *([draw] if draw else [])])
     table = meta.iloc[rows][["domain", "label"]].assign(row=rows)
     chosen = []
     for _, group in table.groupby(["domain", "label"], sort=True):

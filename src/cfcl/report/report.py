@@ -14,7 +14,9 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from cfcl import atomic, layout
-from cfcl.evaluation.results import COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, with_subgroup
+from cfcl.evaluation.results import (
+    COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS, with_subgroup,
+)
 from cfcl.plotting import png_bytes
 from cfcl.report import figures
 from cfcl.report.html import Block, Section, render_page
@@ -183,6 +185,23 @@ def _subgroups(report: Report, run_dir: Path) -> None:
                       f"{what} per method and test set: mean and {level:g}% t-interval over seeds (a point alone: one seed)")
 
 
+def _variance(report: Report, run_dir: Path) -> None:
+    """Where the spread of each AUROC gain at the lowest label fraction comes from (``variance_components.csv``);
+    an evaluation older than the table simply has no such section."""
+    table = optional_csv(layout.RunLayout(run_dir).eval / layout.VARIANCE, VARIANCE_COLUMNS)
+    if table is None:
+        return
+    lowest = table[table["label_fraction"] == table["label_fraction"].min()]
+    shown = lowest.assign(method=lowest["method"] + " (" + lowest["protocol"] + ", " + lowest["test_set"] + ")")
+    columns = ["n_seeds", "n_draws", "sd_seed", "sd_draw", "sd_test", "half_width", "half_width_10_seeds"]
+    frame = shown.set_index("method")[columns].round(4)
+    report.table(report.section("Where the spread of a gain comes from"), frame,
+                 f"AUROC gain over {lowest['reference'].iloc[0]} at {lowest['label_fraction'].iloc[0]:g} of the labels: "
+                 "standard deviation of one seed's gain from the pretraining seed and from the label draw, the "
+                 "test-image standard error of the averaged gain (shared by every seed), the 95% half-width over the "
+                 "seeds measured and projected for 10 seeds", "method (protocol, test set)")
+
+
 def _embeddings(report: Report, run_dir: Path) -> None:
     eval_dir = layout.RunLayout(run_dir).eval
     section = report.section("Domain invariance of the embeddings")
@@ -289,6 +308,7 @@ def build_report(run_dir: Path) -> Report:
     report = Report()
     _results(report, run_dir)
     _subgroups(report, run_dir)
+    _variance(report, run_dir)
     _embeddings(report, run_dir)
     _counterfactuals(report, run_dir)
     _pretraining(report, run_dir)
