@@ -14,7 +14,7 @@ from pathlib import Path
 # holds config.yaml and manifest.json (the run folder config.yaml), named in cfcl.stage, which alone
 # writes them.
 DATA = "data"
-TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactuals
+TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactuals (of the scanner; true_cf_sex: of sex)
 OVERVIEW = "overview.png"  # inside DATA: the synthetic benchmark's patients under every scanner
 CF_MODEL = "cf_model"
 CF_GUIDE = "cf_guide"
@@ -104,6 +104,6 @@ class RunLayout:
         return self.root / name
 
 
-def true_cf(data: str | Path) -> Path:
-    """The true counterfactual store of a synthetic benchmark's data folder."""
-    return Path(data) / TRUE_CF
+def true_cf(data: str | Path, parents: tuple[str, ...] = ("domain",)) -> Path:
+    """The true counterfactual store of a synthetic benchmark's data folder, intervening on ``parents``."""
+    return Path(data) / (TRUE_CF if tuple(parents) == ("domain",) else "_".join((TRUE_CF, *parents)))
