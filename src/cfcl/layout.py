@@ -21,7 +21,7 @@ CF_GUIDE = "cf_guide"
 CF_JUDGE = "cf_judge"
 CF_QUALITY_BASE = "cf_quality_base"  # the cf_quality stage on the generator before fine-tuning
 CF_FINETUNE = "cf_finetune"
-CF_STORE = "cf_store"
+CF_STORE = "cf_store"  # the scanner's counterfactuals; cf_store_sex: of sex (cf_store_name)
 CF_QUALITY = "cf_quality"
 PRETRAIN = "pretrain"  # holds one folder per method and seed
 EVAL = "eval"
@@ -102,6 +102,11 @@ class RunLayout:
     def stage(self, name: str) -> Path:
         """The folder of stage ``name`` (``cf_model``, ``pretrain/simclr-s0``...)."""
         return self.root / name
+
+
+def cf_store_name(parents: tuple[str, ...]) -> str:
+    """The run folder of the counterfactual store that intervenes on ``parents``."""
+    return CF_STORE if tuple(parents) == ("domain",) else "_".join((CF_STORE, *parents))
 
 
 def true_cf(data: str | Path, parents: tuple[str, ...] = ("domain",)) -> Path:
