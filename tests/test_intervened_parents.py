@@ -122,5 +122,8 @@ def test_a_parent_with_one_value_or_continuous_is_refused():
     sex = ParentSpec("sex", "discrete", 2, (0,), ("F", "M"), categories=("F", "M"))
     with pytest.raises(ParentError, match=r"parent 'sex' of generator g.pt: it has one value \(F\) in the training split"):
         intervened_specs([sex], ["sex"], Path("g.pt"))
+    unknown = ParentSpec("sex", "discrete", 3, (0, 1), ("", "F", "M"), categories=("", "F", "M"))
+    with pytest.raises(ParentError, match=r"one value \(F\) in the training split"):  # an empty (unknown) sex is no target
+        intervened_specs([unknown], ["sex"], Path("g.pt"))
     with pytest.raises(ParentError, match="parent 'age' of generator g.pt: it is continuous"):
         intervened_specs([ParentSpec("age", "continuous")], ["age"], Path("g.pt"))

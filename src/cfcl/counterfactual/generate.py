@@ -51,8 +51,13 @@ def target_domains(spec: ParentSpec, store: ImageStore, requested: list[int] | N
     return list(requested)
 
 
+def known_values(spec: ParentSpec) -> list[int]:
+    """The codes a discrete parent took in training, less an empty name (an unknown value, e.g. a missing sex)."""
+    return [v for v in spec.seen if v >= len(spec.names) or spec.names[v] != ""]
+
+
 def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path) -> list[ParentSpec]:
-    """The specs of the parents to intervene on: discrete parents of the generator with two values or more in training."""
+    """The specs of the parents to intervene on: discrete parents of the generator with two known values or more in training."""
     by_name = {s.name: s for s in specs}
     chosen = []
     for name in names:
@@ -63,8 +68,8 @@ def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path)
             )
         if spec.kind != "discrete":
             raise ParentError(f"cannot intervene on parent '{name}' of generator {generator}: it is continuous, not discrete")
-        if len(spec.seen) < 2:
-            seen = ", ".join(spec.names[v] if v < len(spec.names) else str(v) for v in spec.seen)
+        if len(known_values(spec)) < 2:
+            seen = ", ".join(spec.names[v] if v < len(spec.names) else str(v) for v in known_values(spec))
             raise ParentError(
                 f"cannot intervene on parent '{name}' of generator {generator}: it has one value ({seen}) in the training split"
             )
@@ -73,9 +78,9 @@ def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path)
 
 
 def target_values(specs: list[ParentSpec], store: ImageStore, config: CFGenerateConfig) -> dict[str, list[int]]:
-    """The target codes of each intervened parent: the domains as :func:`target_domains` says, any other every seen value."""
+    """The target codes of each intervened parent: the domains as :func:`target_domains` says, any other its known values."""
     return {
-        s.name: target_domains(s, store, config.target_domains, config.include_ood) if s.name == "domain" else list(s.seen)
+        s.name: target_domains(s, store, config.target_domains, config.include_ood) if s.name == "domain" else known_values(s)
         for s in specs
     }
 
