@@ -219,7 +219,7 @@ def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: s
     generate = build_config(CFGenerateConfig, resolve_config_path("cf_generate"), [f"data={data}", "generator=unused"])
     batch = min(generate.batch_size, sizes.generate_rows)
     targets = list(range(len(store.domains)))
-    cf_rows = counterfactual_rows(store, rows, targets)
+    cf_rows = counterfactual_rows(store, rows, {"domain": targets}, model.specs)
     cf_rows = cf_rows.iloc[np.arange(sizes.generate_rows) % len(cf_rows)]
     generate_chunk(model, store, cf_rows.iloc[:batch], batch, device)  # warm-up
     throughput.synchronize(device)

@@ -17,8 +17,9 @@ GAMMAS = (0.5, 1.0, 2.0, 3.0)
 DOMAINS = ["major", "middle", "rare", "ood"]
 
 
-def make_store(path, n_per_domain=(60, 24, 12), n_ood=6, size=16, seed=0, true_cf=True) -> ImageStore:
-    """The store at ``path``; with ``true_cf`` also ``path/true_cf`` (rows ``i * 4 + d``)."""
+def make_store(path, n_per_domain=(60, 24, 12), n_ood=6, size=16, seed=0, true_cf=True, sexes=None) -> ImageStore:
+    """The store at ``path``; with ``true_cf`` also ``path/true_cf`` (rows ``i * 4 + d``); ``sexes``: a
+    ``sex`` column cycling through these values, independently of the label."""
     rng = np.random.default_rng(seed)
     rows, latents = [], []
     for d, n in enumerate((*n_per_domain, n_ood)):
@@ -28,6 +29,8 @@ def make_store(path, n_per_domain=(60, 24, 12), n_ood=6, size=16, seed=0, true_c
             rows.append({"image_id": f"i{len(rows)}", "patient_id": f"p{len(rows)}", "split": split, "domain": d, "label": k % 2})
     meta = pd.DataFrame(rows)
     meta.insert(0, "index", np.arange(len(meta)))
+    if sexes:
+        meta["sex"] = [sexes[(i // 4) % len(sexes)] for i in range(len(meta))]
     u = np.stack(latents)
     render = lambda d: np.round(255 * u ** GAMMAS[d]).astype(np.uint8)  # noqa: E731
     images = np.stack([render(d)[i] for i, d in enumerate(meta["domain"])])

@@ -59,7 +59,7 @@ def test_multi_positive_draws_distinct_counterfactuals_sharing_the_group():
         assert sorted(views[1:, i] % 100) == sorted(set(TARGETS) - {DOMAINS[i]})
     assert (views[:, 5] == 5).all()
     assert (plan.groups.reshape(3, N_IMAGES) == np.arange(N_IMAGES)).all()
-    with pytest.raises(ValueError, match="only 3 target domains"):
+    with pytest.raises(ValueError, match="only 3 target cells"):
         _plan("cf-simclr", n_cf_views=4)
 
 

@@ -171,3 +171,31 @@ def test_dino_methods_run_through_evaluation_and_report(tmp_path):
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     assert {"dino", "oracle-dino"} <= set(metrics["method"])
     assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_sex_methods_condition_the_generator_on_sex_and_add_the_sex_store(tmp_path):
+    plain = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["simclr", "cf-simclr"]))}
+    assert plain["cf_model"].parents == ["domain"] and "cf_store_sex" not in plain
+    nodes = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["cf-simclr", "sex-cf-simclr", "sex-oracle"]))}
+    assert nodes["cf_model"].parents == ["domain", "sex"]
+    assert nodes["cf_store"].intervene == ["domain"] and nodes["cf_store_sex"].intervene == ["sex"]
+    assert nodes["cf_store_sex"].generator == tmp_path / "cf_finetune"
+    assert nodes["pretrain/cf-simclr-s0"].cf_store == tmp_path / "cf_store"
+    assert nodes["pretrain/sex-cf-simclr-s0"].cf_store == tmp_path / "cf_store_sex"
+    assert nodes["pretrain/sex-oracle-s0"].cf_store == tmp_path / "data" / "true_cf_sex"
+    # the scanner store's config (and so its cache) is the one it was before sex could be intervened on
+    assert config_hash(nodes["cf_store"]) == config_hash(plain["cf_store"]) and "intervene" not in plain["cf_store"].model_dump()
+    only_sex = [n.name for n in plan(tiny_run(tmp_path, methods=["sex-cf-simclr"]))]
+    assert "cf_store_sex" in only_sex and "cf_store" not in only_sex
+    assert not any(n.name.startswith("cf_") for n in plan(tiny_run(tmp_path, methods=["simclr", "sex-oracle"])))
+
+
+def test_sex_methods_run_through_evaluation_and_report(tmp_path):
+    from cfcl.data.store import ImageStore
+
+    run_pipeline(tiny_run(tmp_path, methods=["sex-cf-simclr", "sex-oracle"], finetune={"enabled": False}))
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    assert {"sex-cf-simclr", "sex-oracle"} <= set(metrics["method"])
+    store = ImageStore.open(tmp_path / "cf_store_sex")
+    assert store.intervened == {"sex": ["F", "M"]} and store.info["source_store"] == ImageStore.open(tmp_path / "data").content_hash
+    assert (tmp_path / "report" / "index.html").is_file()

@@ -17,7 +17,7 @@ from cf_stores import make_store
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import ViewBatches, default_cf_store, open_pretrain_data, step_loader
-from cfcl.contrastive.pairing import CF_METHODS, METHODS
+from cfcl.contrastive.pairing import CF_METHODS, METHODS, SEX_METHODS
 from cfcl.counterfactual import generate
 from cfcl.counterfactual.config import CFGenerateConfig
 from cfcl.counterfactual.generator import save_generator
@@ -134,7 +134,7 @@ def coded_stores(tmp_path_factory):
     domains = [OOD if s.startswith("ood") else i % 3 for i, s in enumerate(splits)]
     meta = pd.DataFrame({
         "index": range(n), "image_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
-        "split": splits, "domain": domains, "label": [i % 2 for i in range(n)],
+        "split": splits, "domain": domains, "label": [i % 2 for i in range(n)], "sex": [("F", "M")[(i // 3) % 2] for i in range(n)],
     })
     images = np.zeros((n, 8, 8), np.uint8)
     images[:, 0, 0] = np.arange(n)
@@ -147,13 +147,21 @@ def coded_stores(tmp_path_factory):
                             "split": meta["split"].to_numpy()[source], "domain": target})
     write_store(root / "data" / "true_cf", cf_images, cf_meta, names, ["n", "y"], kind="counterfactuals",
                 extra={"source_store": data.content_hash})
+    source, target = np.repeat(np.arange(n), 2), np.tile(np.arange(2), n)
+    cf_images = np.zeros((len(source), 8, 8), np.uint8)
+    cf_images[:, 0, 0], cf_images[:, 0, 1] = source, 1 + target
+    cf_meta = pd.DataFrame({"index": range(len(source)), "source_index": source, "target_sex": target,
+                            "split": meta["split"].to_numpy()[source], "domain": meta["domain"].to_numpy()[source]})
+    write_store(root / "data" / "true_cf_sex", cf_images, cf_meta, names, ["n", "y"], kind="counterfactuals",
+                extra={"source_store": data.content_hash, "intervened": {"sex": ["F", "M"]}})
     return root / "data", meta
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_pretraining_batches_hold_only_training_images_and_id_counterfactuals(coded_stores, method):
     data_path, meta = coded_stores
-    cf_store = None if method == "simclr" else data_path / "true_cf"
+    sex = method in SEX_METHODS
+    cf_store = None if method == "simclr" else data_path / ("true_cf_sex" if sex else "true_cf")
     config = PretrainConfig(method=method, data=data_path, cf_store=cf_store, batch_size=6)
     data = open_pretrain_data(config.method, config.data, config.cf_store or default_cf_store(method, data_path), config.split)
     batches = ViewBatches(data, method, config.batch_size, config.seed, config.p_replace, config.p_cf,
@@ -171,8 +179,9 @@ def test_pretraining_batches_hold_only_training_images_and_id_counterfactuals(co
     assert set(meta["split"].to_numpy()[sources]) == {"train"}
     assert set(sources) == set(np.flatnonzero(meta["split"] == "train"))
     from_cf = cf_targets >= 0
-    assert OOD not in set(cf_targets[from_cf])
-    assert not (cf_targets[from_cf] == meta["domain"].to_numpy()[sources[from_cf]]).any()
+    own = (meta["sex"] == "M").to_numpy().astype(int) if sex else meta["domain"].to_numpy()
+    assert sex or OOD not in set(cf_targets[from_cf])
+    assert not (cf_targets[from_cf] == own[sources[from_cf]]).any()
     assert from_cf.any() == (method in CF_METHODS)
 
 

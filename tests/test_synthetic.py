@@ -11,7 +11,7 @@ import pytest
 
 from cfcl.config import build_config
 from cfcl.data.store import ImageStore
-from cfcl.data.synthetic.anatomy import ANATOMY_TRAITS, sample_patients
+from cfcl.data.synthetic.anatomy import ANATOMY_TRAITS, patient_anatomy, sample_patient_noise
 from cfcl.data.synthetic.config import DiseaseConfig, SynthConfig
 from cfcl.data.synthetic.disease import disease_probability
 from cfcl.data.synthetic.generate import CHUNK, run
@@ -122,7 +122,7 @@ def test_scanners_change_the_image_but_share_the_noise():
     cfg = tiny()
     rows = sample_cohort(cfg).iloc[:4]
     fields = exogenous_fields(cfg, 0, 4)
-    phys, _ = render_physical(rows, 32, fields, cfg.disease.max_patches)
+    phys, _ = render_physical(rows, 32, fields, cfg)
     images = acquire_all(phys, fields["u"], cfg.acquisition)
     assert images.shape == (4, len(cfg.scanners), 32, 32) and images.dtype == np.uint8
     for a in range(len(cfg.scanners)):
@@ -142,8 +142,9 @@ def test_age_and_sex_cause_anatomy():
     rng = np.random.default_rng(0)
     n = 4000
     sex, age = rng.integers(0, 2, n), rng.uniform(20, 90, n)
-    anatomy = sample_patients(rng, sex, age)
+    anatomy = patient_anatomy(sex, age, sample_patient_noise(rng, rng, n), breast_shadow=0.05)
     assert anatomy["body_w"][sex == 1].mean() > anatomy["body_w"][sex == 0].mean() + 0.03
+    assert (anatomy["breast"][sex == 1] == 0).all() and (anatomy["breast"][sex == 0] > 0).all()
     assert np.corrcoef(age, anatomy["heart_w"])[0, 1] > 0.3
     assert tuple(anatomy.columns) == ANATOMY_TRAITS
 
@@ -163,7 +164,7 @@ def test_lesions_lie_inside_the_lung_fields():
     from cfcl.data.synthetic.anatomy import render_anatomy
     from cfcl.data.synthetic.disease import render_lesions
 
-    _, lungs, coords = render_anatomy(rows, 32, fields["texture"])
+    _, lungs, coords, _ = render_anatomy(rows, 32, fields["texture"])
     lesion, mask = render_lesions(rows, coords, lungs, fields["mottle"], cfg.disease.max_patches)
     ill = rows["label"].to_numpy() == 1
     assert mask[ill].any(axis=(1, 2)).mean() > 0.8 and not mask[~ill].any()
@@ -238,7 +239,7 @@ def test_content_is_invariant_across_true_counterfactuals(tmp_path):
     cohort = sample_cohort(cfg)
     assert len(cohort) <= CHUNK  # one chunk: its fields are the whole store's
     fields = exogenous_fields(cfg, 0, len(cohort))
-    phys, mask = render_physical(cohort, 32, fields, cfg.disease.max_patches)
+    phys, mask = render_physical(cohort, 32, fields, cfg)
     ill = store.meta["label"].to_numpy() == 1
     assert ill.any() and mask[ill].any(axis=(1, 2)).all() and not mask[~ill].any()
     assert np.allclose(mask.mean(axis=(1, 2)), store.meta["lesion_area"].to_numpy(), atol=1e-5)
@@ -253,7 +254,7 @@ def test_content_is_invariant_across_true_counterfactuals(tmp_path):
 
 def test_generation_is_deterministic(generated, tmp_path):
     run(tiny(), tmp_path / "again")
-    for name in ("images.npy", "metadata.csv", "true_cf/images.npy", "true_cf/metadata.csv"):
+    for name in ("images.npy", "metadata.csv", "true_cf/images.npy", "true_cf/metadata.csv", "true_cf_sex/images.npy"):
         assert (generated / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
     assert ImageStore.open(generated).content_hash == ImageStore.open(tmp_path / "again").content_hash
     run(tiny(seed=1), tmp_path / "other")
@@ -274,3 +275,69 @@ def test_rerun_is_skipped_and_another_config_needs_force(tmp_path, capsys):
     run(tiny(n_val=12), out, force=True)
     assert (ImageStore.open(out).meta["split"] == "val").sum() == 12
     assert pd.read_csv(out / "true_cf" / "metadata.csv").shape[0] == 4 * len(ImageStore.open(out))
+
+
+# ---- sex ------------------------------------------------------------------------------------
+
+SEX_FREE_TRAITS = ["lung_cx", "lung_top", "lung_depth", "dome_h", "heart_h", "rib_spacing", "rib_tilt", "rib_phase",
+                   "bone_density", "vessel_amp"]
+SEX_CAUSED_TRAITS = ["body_w", "lung_w", "lung_h", "heart_w", "breast"]
+
+
+def test_sex_share_per_split_changes_only_who_is_drawn():
+    cohort = sample_cohort(SynthConfig(n_train=3000, n_val=100, n_test=100, n_ood_train=50, n_ood_test=50,
+                                       sex={"female_share": {"train": 0.2}}))
+    women = (cohort["sex"] == "F").groupby(cohort["split"]).mean()
+    assert women["train"] == pytest.approx(0.2, abs=0.03)
+    balanced = sample_cohort(SynthConfig(n_train=3000, n_val=100, n_test=100, n_ood_train=50, n_ood_test=50))
+    assert (cohort["age"] == balanced["age"]).all() and (cohort["label"] == balanced["label"]).all()
+    with pytest.raises(ConfigError, match="sex.female_share"):
+        build_config(SynthConfig, overrides=["sex.female_share={nowhere: 0.3}"])
+
+
+def test_breast_tissue_shadows_womens_lower_lungs_and_hides_lesions_there():
+    rows = sample_cohort(tiny(disease={"prevalence": 0.9})).iloc[:24]
+    fields = exogenous_fields(tiny(), 0, len(rows))
+    plain = tiny(sex={"breast_shadow": 0.0})
+    # breast_shadow 0 (the anatomy without breast tissue) against the default
+    no_breast = rows.assign(breast=0.0)
+    shadowed, _ = render_physical(rows, 32, fields, tiny())
+    bare, _ = render_physical(no_breast, 32, fields, plain)
+    women = (rows["sex"] == "F").to_numpy()
+    assert women.any() and (~women).any()
+    assert np.array_equal(shadowed[~women], bare[~women])
+    extra = (shadowed - bare)[women]
+    assert extra[:, 20:, :].mean() > 5 * max(extra[:, :10, :].mean(), 1e-6)  # lower fields, not the apices
+    hidden = tiny(sex={"breast_masking": 1.0})
+    ill_women = women & (rows["label"] == 1).to_numpy()
+    lesion_seen = lambda cfg, r: render_physical(r, 32, fields, cfg)[0] - render_physical(r.assign(lesion_contrast=0.0), 32, fields, cfg)[0]  # noqa: E731
+    assert np.abs(lesion_seen(hidden, rows)[ill_women]).sum() < np.abs(lesion_seen(tiny(sex={"breast_masking": 0.0}), rows)[ill_women]).sum()
+
+
+def test_true_sex_counterfactual_is_the_patient_drawn_with_the_other_sex(tmp_path):
+    """All-male and all-female draws of one seed differ only by sex (every other draw is the same), so each
+    store's true sex counterfactuals must be the other store's images."""
+    everyone = ("train", "val", "test", "ood_train", "ood_test")
+    men, women = tmp_path / "men", tmp_path / "women"
+    run(tiny(sex={"female_share": {s: 0.0 for s in everyone}}), men)
+    run(tiny(sex={"female_share": {s: 1.0 for s in everyone}}), women)
+    m, w = ImageStore.open(men), ImageStore.open(women)
+    assert set(m.meta["sex"]) == {"M"} and set(w.meta["sex"]) == {"F"}
+    assert np.allclose(m.meta[SEX_FREE_TRAITS], w.meta[SEX_FREE_TRAITS])
+    assert all((m.meta[t] != w.meta[t]).all() for t in SEX_CAUSED_TRAITS)
+    assert (m.meta[["label", "domain", "age", "lesion_contrast"]] == w.meta[["label", "domain", "age", "lesion_contrast"]]).all().all()
+    for store, folder, own, other in ((m, men, 1, 0), (w, women, 0, 1)):
+        cf = ImageStore.open(folder / "true_cf_sex")
+        assert cf.intervened == {"sex": ["F", "M"]} and cf.info["source_store"] == store.content_hash
+        table = cf.counterfactual_table(len(store), len(store.domains))
+        assert table.shape == (len(store), 2)
+        assert np.array_equal(cf.images[table[:, own]], store.images[:])
+        assert np.array_equal(cf.meta["domain"].to_numpy()[table[:, other]], store.meta["domain"].to_numpy())
+    assert np.array_equal(ImageStore.open(men / "true_cf_sex").images[np.arange(len(m)) * 2], w.images[:])
+    assert np.array_equal(ImageStore.open(women / "true_cf_sex").images[np.arange(len(w)) * 2 + 1], m.images[:])
+    # only the patient changes: the scanner's frame (collimation border, marker) stays, the body does not
+    for d, scanner in enumerate(tiny().acquisition):
+        outside, marker = frame_masks(scanner, 32, 32)
+        rows = (m.meta["domain"] == d).to_numpy()
+        assert np.array_equal(m.images[rows][:, outside | marker], w.images[rows][:, outside | marker])
+    assert (m.images[:] != w.images[:]).mean() > 0.2

@@ -14,14 +14,14 @@ from pathlib import Path
 # holds config.yaml and manifest.json (the run folder config.yaml), named in cfcl.stage, which alone
 # writes them.
 DATA = "data"
-TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactuals
+TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactuals (of the scanner; true_cf_sex: of sex)
 OVERVIEW = "overview.png"  # inside DATA: the synthetic benchmark's patients under every scanner
 CF_MODEL = "cf_model"
 CF_GUIDE = "cf_guide"
 CF_JUDGE = "cf_judge"
 CF_QUALITY_BASE = "cf_quality_base"  # the cf_quality stage on the generator before fine-tuning
 CF_FINETUNE = "cf_finetune"
-CF_STORE = "cf_store"
+CF_STORE = "cf_store"  # the scanner's counterfactuals; cf_store_sex: of sex (cf_store_name)
 CF_QUALITY = "cf_quality"
 PRETRAIN = "pretrain"  # holds one folder per method and seed
 EVAL = "eval"
@@ -106,6 +106,11 @@ class RunLayout:
         return self.root / name
 
 
-def true_cf(data: str | Path) -> Path:
-    """The true counterfactual store of a synthetic benchmark's data folder."""
-    return Path(data) / TRUE_CF
+def cf_store_name(parents: tuple[str, ...]) -> str:
+    """The run folder of the counterfactual store that intervenes on ``parents``."""
+    return CF_STORE if tuple(parents) == ("domain",) else "_".join((CF_STORE, *parents))
+
+
+def true_cf(data: str | Path, parents: tuple[str, ...] = ("domain",)) -> Path:
+    """The true counterfactual store of a synthetic benchmark's data folder, intervening on ``parents``."""
+    return Path(data) / (TRUE_CF if tuple(parents) == ("domain",) else "_".join((TRUE_CF, *parents)))

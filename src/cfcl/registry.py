@@ -112,7 +112,7 @@ STAGES: tuple[StageCommand, ...] = (
         (
             Flag("--method", "method", "simclr, simclr+, cf-simclr, cf-simclr-multi, oracle or oracle-multi"),
             Flag("--data", "data", "image store to pretrain on (its train split)"),
-            Flag("--cf-store", "cf_store", "counterfactual store of --data (simclr+, cf-simclr, cf-simclr-multi; oracle, oracle-multi: DATA/true_cf)"),
+            Flag("--cf-store", "cf_store", "counterfactual store of --data (simclr+, cf-simclr, cf-simclr-multi, sex-cf-simclr; oracle, oracle-multi: DATA/true_cf; sex-oracle: DATA/true_cf_sex)"),
             Flag("--resume", "resume", "fail unless --out holds an unfinished run of this config to continue", const="require"),
         ),
     ),

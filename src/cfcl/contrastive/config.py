@@ -44,7 +44,7 @@ class PretrainConfig(StrictModel):
 
     method: Literal[METHODS] = "simclr"
     data: Path
-    cf_store: Path | None = Field(None, description="counterfactual store; the oracle defaults to DATA/true_cf")
+    cf_store: Path | None = Field(None, description="counterfactual store; the oracles default to DATA/true_cf (sex-oracle: DATA/true_cf_sex)")
     split: str = "train"
     encoder: EncoderConfig = EncoderConfig()
     projection: list[int] = Field([128, 64], min_length=1, description="hidden widths then output width")

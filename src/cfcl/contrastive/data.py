@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cfcl.contrastive.pairing import CF_METHODS, ORACLE_METHODS, plan_views
+from cfcl.contrastive.pairing import CF_METHODS, ORACLE_METHODS, intervened_parents, plan_views
 from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError, StoreError
 from cfcl.layout import true_cf
@@ -24,13 +24,15 @@ from cfcl.layout import true_cf
 
 @dataclass
 class PretrainData:
-    """The ID training images, their counterfactuals and the domains counterfactuals may target."""
+    """The ID training images, their counterfactuals and the cells counterfactuals may target
+    (:mod:`cfcl.contrastive.pairing`: with the scanner intervened on, a cell is a domain)."""
 
     data: ImageStore
     cf: ImageStore | None
     sources: np.ndarray
     cf_table: np.ndarray | None
     targets: list[int]
+    cells: np.ndarray  # every data-store image's own cell
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -38,8 +40,8 @@ class PretrainData:
 
 
 def default_cf_store(method: str, data: str | Path) -> Path | None:
-    """The oracle's counterfactuals are the synthetic benchmark's true ones, ``DATA/true_cf``."""
-    return true_cf(data) if method in ORACLE_METHODS else None
+    """The oracles' counterfactuals are the synthetic benchmark's true ones, ``DATA/true_cf`` (sex: ``DATA/true_cf_sex``)."""
+    return true_cf(data, intervened_parents(method)) if method in ORACLE_METHODS else None
 
 
 def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | None, split: str = "train") -> PretrainData:
@@ -50,17 +52,32 @@ def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | Non
     sources = store.indices(split)
     if len(sources) == 0:
         raise StoreError(f"data {store.path} has no images in split '{split}'")
-    targets = store.id_domains
     if method not in CF_METHODS:
-        return PretrainData(store, None, sources, None, targets)
+        return PretrainData(store, None, sources, None, store.id_domains, store.meta["domain"].to_numpy())
     if method in ORACLE_METHODS and not store.info.get("synthetic"):
         raise ConfigError(f"method {method!r} needs true counterfactuals, which only the synthetic benchmark has; {store.path} is not synthetic")
     if cf_store is None:
         raise ConfigError(f"method {method!r} needs a counterfactual store: set cf_store (--cf-store STORE)")
     cf = ImageStore.open(cf_store)
     cf.require_counterfactuals_of(store)
+    parents = intervened_parents(method)
+    if tuple(cf.intervened) != parents:
+        raise ConfigError(
+            f"method {method!r} pairs counterfactuals of {', '.join(parents)}; cf_store {cf.path} intervenes on {', '.join(cf.intervened)}"
+        )
     table = cf.counterfactual_table(len(store), len(store.domains))
-    return PretrainData(store, cf, sources, table, targets)
+    return PretrainData(store, cf, sources, table, target_cells(cf, store), cf.source_cells(store))
+
+
+def target_cells(cf: ImageStore, store: ImageStore) -> list[int]:
+    """The cells counterfactuals may target: every combination whose domain (if intervened on) is in-distribution."""
+    shape = cf.cell_shape(len(store.domains))
+    values = np.unravel_index(np.arange(int(np.prod(shape))), shape)
+    allowed = np.ones(len(values[0]), dtype=bool)
+    for parent, codes in zip(cf.intervened, values):
+        if parent == "domain":
+            allowed &= np.isin(codes, store.id_domains)
+    return np.flatnonzero(allowed).tolist()
 
 
 class ViewBatches(Dataset):
@@ -72,7 +89,6 @@ class ViewBatches(Dataset):
     ):
         self.data, self.method, self.batch_size, self.seed = data, method, batch_size, seed
         self.pairing = dict(p_replace=p_replace, p_cf=p_cf, n_cf_views=n_cf_views, n_local=n_local)
-        self.domains = data.data.meta["domain"].to_numpy()
         self.labels = data.data.meta["label"].to_numpy()
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -92,7 +108,7 @@ class ViewBatches(Dataset):
         start = (batch * world + rank) * self.batch_size
         sources = self._epoch_order(epoch)[start : start + self.batch_size]
         rng = np.random.default_rng([self.seed, epoch, batch, rank, 1])
-        plan = plan_views(self.method, sources, self.domains[sources], self.data.cf_table, self.data.targets, rng, **self.pairing)
+        plan = plan_views(self.method, sources, self.data.cells[sources], self.data.cf_table, self.data.targets, rng, **self.pairing)
         h, w = self.data.image_size
         views = np.empty((len(plan.rows), h, w), dtype=np.uint8)
         for is_cf, store in ((False, self.data.data), (True, self.data.cf)):

@@ -16,6 +16,13 @@
   global view is that counterfactual with probability ``p_cf``, and the second half of the
   local crops are taken from it (the first half from the image).
 - ``oracle-dino``: ``cf-dino`` with the true counterfactuals.
+- ``sex-cf-simclr`` / ``sex-oracle``: ``cf-simclr`` / ``oracle`` with counterfactuals of the
+  patient's sex instead of the scanner.
+
+A method's counterfactuals change the parents :func:`intervened_parents` names (the scanner,
+``domain``, unless the method says otherwise). A counterfactual store is a table of cells, one
+per combination of target values of those parents; the counterfactuals of an image are the
+cells other than its own.
 
 A missing counterfactual (no row in the counterfactual store) falls back to the image itself,
 so every image always yields the same number of views and all views of one image share a group.
@@ -29,11 +36,17 @@ from typing import Sequence
 import numpy as np
 
 DINO_METHODS = ("dino", "dino+", "cf-dino", "oracle-dino")
-METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi", *DINO_METHODS)
+SEX_METHODS = ("sex-cf-simclr", "sex-oracle")
+METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi", *DINO_METHODS, *SEX_METHODS)
 CF_METHODS = tuple(m for m in METHODS if m not in ("simclr", "dino"))
-ORACLE_METHODS = ("oracle", "oracle-multi", "oracle-dino")
+ORACLE_METHODS = ("oracle", "oracle-multi", "oracle-dino", "sex-oracle")
 GENERATED_CF_METHODS = tuple(m for m in CF_METHODS if m not in ORACLE_METHODS)
 MULTI_METHODS = ("cf-simclr-multi", "oracle-multi")
+
+
+def intervened_parents(method: str) -> tuple[str, ...]:
+    """The parents whose counterfactuals make ``method``'s positives."""
+    return ("sex",) if method in SEX_METHODS else ("domain",)
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ def _random_targets(available: np.ndarray, k: int, rng: np.random.Generator) -> 
 def plan_views(
     method: str,
     sources: np.ndarray,
-    domains: np.ndarray,
+    cells: np.ndarray,
     cf_table: np.ndarray | None,
     targets: Sequence[int],
     rng: np.random.Generator,
@@ -69,11 +82,12 @@ def plan_views(
     n_cf_views: int = 1,
     n_local: int = 0,
 ) -> ViewPlan:
-    """Views for the batch ``sources`` (data-store rows, with their ``domains``); ``n_local``:
+    """Views for the batch ``sources`` (data-store rows, with their own ``cells``); ``n_local``:
     the DINO methods' local crops per image.
 
-    ``cf_table[row, domain]`` is the counterfactual-store row of (image, target domain) or -1;
-    ``targets`` are the domains counterfactuals may be drawn from (never the image's own).
+    ``cf_table[row, cell]`` is the counterfactual-store row of (image, target cell) or -1 (with
+    the scanner intervened on, a cell is a domain); ``targets`` are the cells counterfactuals may
+    be drawn from (never the image's own).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
@@ -86,9 +100,9 @@ def plan_views(
         raise ValueError(f"method {method!r} needs a counterfactual table")
     targets = np.asarray(targets, dtype=np.int64)
     if n_cf_views > len(targets):
-        raise ValueError(f"{n_cf_views} counterfactual views per image, but only {len(targets)} target domains")
+        raise ValueError(f"{n_cf_views} counterfactual views per image, but only {len(targets)} target cells (domains)")
     cf_rows = cf_table[sources][:, targets]
-    available = (cf_rows >= 0) & (targets[None, :] != domains[:, None])
+    available = (cf_rows >= 0) & (targets[None, :] != cells[:, None])
     if method in ("simclr+", "dino+"):
         pick, exists = _random_targets(available, 1, rng)
         use = exists[:, 0] & (rng.random(b) < p_replace)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_serializer
 
 from cfcl.config import StrictModel
 from cfcl.counterfactual.hvae import HVAEArch
@@ -72,12 +72,17 @@ class CFFinetuneConfig(StrictModel):
 
 
 class CFGenerateConfig(StrictModel):
-    """Write the counterfactual store: every image of ``splits`` x every target domain but its own."""
+    """Write the counterfactual store: every image of ``splits`` x every combination of target values
+    of the ``intervene`` parents but its own (docs/architecture.md, "Intervened parents")."""
 
     unhashed = frozenset({"trainer"})  # the processes that share the chunks do not change the store
 
     data: Path
     generator: Path
+    intervene: list[str] = Field(
+        default_factory=lambda: ["domain"], min_length=1,
+        description="discrete parents of the generator to intervene on, jointly: [domain] (the scanner), [sex], [domain, sex]",
+    )
     splits: list[str] = ["train"]
     target_domains: list[int] | None = None
     include_ood: bool = False
@@ -88,6 +93,22 @@ class CFGenerateConfig(StrictModel):
     trainer: DevicesConfig = Field(
         DevicesConfig(), description="processes to split the generation over (devices x num_nodes); under cfcl run, the run's"
     )
+
+
+    @field_validator("intervene")
+    @classmethod
+    def _distinct_parents(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists a parent twice: {value}")
+        return value
+
+    @model_serializer(mode="wrap")
+    def _without_default_intervention(self, handler):
+        """A scanner store's config dumps (and hashes) as before other parents could be intervened on."""
+        data = handler(self)
+        if data.get("intervene") == ["domain"]:
+            data.pop("intervene")
+        return data
 
 
 class QualityTargets(StrictModel):

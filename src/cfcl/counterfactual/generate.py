@@ -1,6 +1,8 @@
-"""``cfcl cf generate``: the counterfactual store of every source image x every other target domain.
+"""``cfcl cf generate``: the counterfactual store of every source image x every other target cell.
 
-Rows are ordered source-major. They are written in chunks through :class:`StoreWriter`, keyed
+A cell is one combination of target values of the intervened parents (``intervene``: the
+scanner ``domain`` by default, ``sex``, or several jointly; docs/architecture.md, "Intervened
+parents"); the OOD domain is never a target unless asked for. Rows are ordered source-major. They are written in chunks through :class:`StoreWriter`, keyed
 by the generator checkpoint's hash, so an interrupted run resumes and a new generator starts
 afresh; within a chunk each source image is abducted once and decoded under every target.
 Under several processes every rank generates its share of the chunks on its own device and
@@ -49,23 +51,68 @@ def target_domains(spec: ParentSpec, store: ImageStore, requested: list[int] | N
     return list(requested)
 
 
-def counterfactual_rows(store: ImageStore, sources: np.ndarray, targets: list[int]) -> pd.DataFrame:
-    """One row per (source image, target domain other than its own), source-major."""
-    domain = store.meta["domain"].to_numpy()
-    source_index = np.repeat(sources, len(targets))
-    target = np.tile(np.asarray(targets, dtype=np.int64), len(sources))
-    keep = domain[source_index] != target
-    source_index, target = source_index[keep], target[keep]
+def known_values(spec: ParentSpec) -> list[int]:
+    """The codes a discrete parent took in training, less an empty name (an unknown value, e.g. a missing sex)."""
+    return [v for v in spec.seen if v >= len(spec.names) or spec.names[v] != ""]
+
+
+def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path) -> list[ParentSpec]:
+    """The specs of the parents to intervene on: discrete parents of the generator with two known values or more in training."""
+    by_name = {s.name: s for s in specs}
+    chosen = []
+    for name in names:
+        spec = by_name.get(name)
+        if spec is None:
+            raise ParentError(
+                f"cannot intervene on parent '{name}': generator {generator} was conditioned on {', '.join(by_name)} only"
+            )
+        if spec.kind != "discrete":
+            raise ParentError(f"cannot intervene on parent '{name}' of generator {generator}: it is continuous, not discrete")
+        if len(known_values(spec)) < 2:
+            seen = ", ".join(spec.names[v] if v < len(spec.names) else str(v) for v in known_values(spec))
+            raise ParentError(
+                f"cannot intervene on parent '{name}' of generator {generator}: it has one value ({seen}) in the training split"
+            )
+        chosen.append(spec)
+    return chosen
+
+
+def target_values(specs: list[ParentSpec], store: ImageStore, config: CFGenerateConfig) -> dict[str, list[int]]:
+    """The target codes of each intervened parent: the domains as :func:`target_domains` says, any other its known values."""
+    return {
+        s.name: target_domains(s, store, config.target_domains, config.include_ood) if s.name == "domain" else known_values(s)
+        for s in specs
+    }
+
+
+def counterfactual_rows(store: ImageStore, sources: np.ndarray, targets: dict[str, list[int]], specs: list[ParentSpec]) -> pd.DataFrame:
+    """One row per (source image, combination of target values other than its own), source-major.
+
+    ``target_<parent>`` holds each intervened parent's target code; ``domain`` is the image's
+    domain after the intervention."""
+    combos = np.array(np.meshgrid(*targets.values(), indexing="ij")).reshape(len(targets), -1)
+    source_index = np.repeat(sources, combos.shape[1])
+    target = {p: np.tile(combos[i], len(sources)).astype(np.int64) for i, p in enumerate(targets)}
+    own = parents_from_store(store, source_index, specs)
+    keep = np.zeros(len(source_index), dtype=bool)
+    for p in targets:
+        keep |= own[p].numpy() != target[p]
+    source_index, target = source_index[keep], {p: t[keep] for p, t in target.items()}
     src = store.meta.iloc[source_index]
+    names = {s.name: s.names for s in specs}
+    label = [
+        "_".join(str(t) if p == "domain" else names[p][t] for p, t in zip(target, values))
+        for values in zip(*target.values())
+    ]
     return pd.DataFrame({
         "index": np.arange(len(source_index)),
         "source_index": source_index,
-        "target_domain": target,
+        **{f"target_{p}": t for p, t in target.items()},
         "split": src["split"].to_numpy(),
-        "domain": target,
+        "domain": target.get("domain", src["domain"].to_numpy()),
         "label": src["label"].to_numpy(),
         "patient_id": src["patient_id"].to_numpy(),
-        "image_id": [f"{i}_cf{t}" for i, t in zip(src["image_id"], target)],
+        "image_id": [f"{i}_cf{t}" for i, t in zip(src["image_id"], label)],
     })
 
 
@@ -86,12 +133,12 @@ def generate_chunk(
     all_latents = [torch.cat(parts) for parts in zip(*latents)]
     all_noise = torch.cat(noise)
     out = np.empty((len(rows), *store.size), dtype=np.uint8)
-    targets = torch.tensor(rows["target_domain"].to_numpy())
+    targets = {c.removeprefix("target_"): torch.tensor(rows[c].to_numpy()) for c in rows if c.startswith("target_")}
     for start in range(0, len(rows), batch_size):
         take = torch.as_tensor(position[start : start + batch_size], device=device)
         idx = sources[position[start : start + batch_size]]
         pa_star = parents_from_store(store, idx, model.specs)
-        pa_star["domain"] = targets[start : start + batch_size]
+        pa_star.update({p: t[start : start + batch_size] for p, t in targets.items()})
         ab = Abduction([z[take] for z in all_latents], all_noise[take])
         x_star = predict(model, ab, parents_to(pa_star, device))
         out[start : start + len(idx)] = (x_star[:, 0] * 255).round().to(torch.uint8).cpu().numpy()
@@ -104,18 +151,16 @@ def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
     model, info = load_generator(gen_path)
     if info.get("domains") != store.domains:
         raise CheckpointError(f"generator {gen_path} was trained on domains {info.get('domains')}, store {store.path} has {store.domains}")
-    spec = next((s for s in model.specs if s.name == "domain"), None)
-    if spec is None:
-        raise CheckpointError(f"generator {gen_path} has no 'domain' parent; it cannot make scanner counterfactuals")
-    targets = target_domains(spec, store, config.target_domains, config.include_ood)
-    rows = counterfactual_rows(store, store.indices(config.splits), targets)
+    specs = intervened_specs(model.specs, config.intervene, gen_path)
+    targets = target_values(specs, store, config)
+    rows = counterfactual_rows(store, store.indices(config.splits), targets, model.specs)
     inputs = {"data": store.path / INFO, "generator": gen_path}
     return run_stage(STAGE, out, config, lambda stage: _generate(config, store, model, rows, targets, stage), force, inputs,
                      every_rank=True)
 
 
 def _generate(
-    config: CFGenerateConfig, store: ImageStore, model: HVAE, rows: pd.DataFrame, targets: list[int], stage: Stage
+    config: CFGenerateConfig, store: ImageStore, model: HVAE, rows: pd.DataFrame, targets: dict[str, list[int]], stage: Stage
 ) -> dict | None:
     out = stage.out
     coordinator = current()
@@ -136,10 +181,12 @@ def _generate(
             writer.write(a, generate_chunk(model, store, rows.iloc[a:b], config.batch_size, device))
             bar.update(b - a)
     stage.timed("generate", time.time() - started)
-    if writer.finish(
-        rows, store.domains, store.labels, kind="counterfactuals",
-        extra={"source_store": store.content_hash, "generator": generator_hash, "splits": config.splits,
-               "target_domains": targets, "ood_domains": store.ood_domains},
-    ) is None:
+    extra = {"source_store": store.content_hash, "generator": generator_hash, "splits": config.splits}
+    if "domain" in targets:
+        extra["target_domains"] = targets["domain"]
+    if config.intervene != ["domain"]:
+        names = {s.name: list(s.names) or [str(v) for v in range(s.n_classes)] for s in model.specs}
+        extra["intervened"] = {p: store.domains if p == "domain" else names[p] for p in targets}
+    if writer.finish(rows, store.domains, store.labels, kind="counterfactuals", extra={**extra, "ood_domains": store.ood_domains}) is None:
         return None
-    return dict(n=len(rows), target_domains=targets, generator=generator_hash)
+    return dict(n=len(rows), targets=targets, generator=generator_hash)

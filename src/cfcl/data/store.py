@@ -3,8 +3,8 @@
 A store is a folder holding ``images.npy`` (uint8 ``[N, H, W]``, memory-mapped on read),
 ``metadata.csv`` (one row per image) and ``store.json`` (format version, size, names of
 domains and labels, content hash). ``store.json`` is written last: a folder without it is an
-incomplete store. A counterfactual store has the same layout plus the columns
-``source_index`` and ``target_domain``.
+incomplete store. A counterfactual store has the same layout plus the column ``source_index``
+and one column ``target_<parent>`` per intervened parent (``target_domain`` for the scanner).
 """
 
 from __future__ import annotations
@@ -31,8 +31,15 @@ METADATA = "metadata.csv"
 PROGRESS = "progress.json"
 REQUIRED_COLUMNS = {
     "images": ["index", "image_id", "patient_id", "split", "domain", "label"],
-    "counterfactuals": ["index", "source_index", "target_domain"],
+    "counterfactuals": ["index", "source_index"],
 }
+
+
+def required_columns(info: dict[str, Any]) -> list[str]:
+    """Metadata columns a store of ``info`` must have: a counterfactual store's include ``target_<parent>``
+    for each intervened parent (a store that records none intervened on the domain)."""
+    extra = [f"target_{p}" for p in info.get("intervened") or ["domain"]] if info["kind"] == "counterfactuals" else []
+    return [*REQUIRED_COLUMNS[info["kind"]], *extra]
 
 
 def _content_hash(images: np.ndarray, meta_path: Path) -> str:
@@ -83,7 +90,7 @@ class ImageStore:
                 f"image store {path}: {IMAGES} is {images.dtype} {images.shape}, expected uint8 {expected}"
             )
         meta = pd.read_csv(path / METADATA, keep_default_na=False, low_memory=False)
-        missing = [c for c in REQUIRED_COLUMNS[info["kind"]] if c not in meta.columns]
+        missing = [c for c in required_columns(info) if c not in meta.columns]
         if missing:
             raise StoreError(f"image store {path}: {METADATA} lacks column(s) {', '.join(missing)}")
         if len(meta) != info["n"]:
@@ -148,20 +155,49 @@ class ImageStore:
                 f"{source.path} {source.size[0]}x{source.size[1]}"
             )
 
-    def counterfactual_table(self, n_sources: int, n_domains: int) -> np.ndarray:
-        """``[n_sources, n_domains]`` row of each (source image, target domain) here, -1 where absent."""
+    @property
+    def intervened(self) -> dict[str, list[str]]:
+        """A counterfactual store's intervened parents and the names of their value codes, in cell
+        order (docs/architecture.md, "Image store"); a store that records none intervened on the domain."""
         if self.kind != "counterfactuals":
             raise StoreError(f"{self.path} is an image store, not a counterfactual store")
-        table = np.full((n_sources, n_domains), -1, dtype=np.int64)
+        return {p: list(v) for p, v in (self.info.get("intervened") or {"domain": self.domains}).items()}
+
+    def cell_shape(self, n_domains: int) -> tuple[int, ...]:
+        """Number of values of each intervened parent (the domain: the source store's ``n_domains``)."""
+        return tuple(n_domains if p == "domain" else len(v) for p, v in self.intervened.items())
+
+    def source_cells(self, source: "ImageStore") -> np.ndarray:
+        """Each image of ``source``'s own cell (its intervened parents' codes, flattened), -1 if a value is unknown here."""
+        codes = [parent_codes(source.meta, p, v) for p, v in self.intervened.items()]
+        known = np.all([c >= 0 for c in codes], axis=0)
+        cells = np.ravel_multi_index([np.maximum(c, 0) for c in codes], self.cell_shape(len(source.domains)))
+        return np.where(known, cells, -1)
+
+    def counterfactual_table(self, n_sources: int, n_domains: int) -> np.ndarray:
+        """``[n_sources, n_cells]`` row of each (source image, target cell) here, -1 where absent.
+
+        A cell is one combination of target values of the intervened parents, their codes
+        flattened in ``intervened`` order; with the domain alone, the cell is the target domain."""
+        shape = self.cell_shape(n_domains)
+        table = np.full((n_sources, int(np.prod(shape))), -1, dtype=np.int64)
         src = self.meta["source_index"].to_numpy()
-        tgt = self.meta["target_domain"].to_numpy()
-        if len(src) and (src.max() >= n_sources or tgt.max() >= n_domains):
+        targets = [self.meta[f"target_{p}"].to_numpy() for p in self.intervened]
+        if len(src) and (src.max() >= n_sources or any(t.max() >= n for t, n in zip(targets, shape))):
             raise StoreError(
-                f"counterfactual store {self.path} refers to images or domains beyond its source store "
+                f"counterfactual store {self.path} refers to images or parent values beyond its source store "
                 f"({n_sources} images, {n_domains} domains)"
             )
-        table[src, tgt] = self.meta["index"].to_numpy()
+        table[src, np.ravel_multi_index(targets, shape) if len(src) else src] = self.meta["index"].to_numpy()
         return table
+
+
+def parent_codes(meta: pd.DataFrame, parent: str, values: list[str]) -> np.ndarray:
+    """Codes of the metadata column ``parent`` among ``values`` (-1: not among them); ``domain`` is already coded."""
+    if parent == "domain":
+        return meta["domain"].to_numpy(np.int64)
+    lookup = {v: i for i, v in enumerate(values)}
+    return np.array([lookup.get(str(v), -1) for v in meta[parent]], dtype=np.int64)
 
 
 class StoreWriter:
@@ -268,9 +304,10 @@ class StoreWriter:
             raise StoreError(f"{self.path}: {len(self._missing())} chunk(s) not written yet")
         if kind not in REQUIRED_COLUMNS:
             raise ValueError(f"kind must be one of {sorted(REQUIRED_COLUMNS)}")
-        missing = [c for c in REQUIRED_COLUMNS[kind] if c not in meta.columns]
+        required = required_columns({"kind": kind, **(extra or {})})
+        missing = [c for c in required if c not in meta.columns]
         if missing or len(meta) != self.n:
-            raise StoreError(f"metadata for {self.path} must have {self.n} rows and columns {REQUIRED_COLUMNS[kind]}")
+            raise StoreError(f"metadata for {self.path} must have {self.n} rows and columns {required}")
         self.images.flush()
         del self.images
         atomic.write_text(self.path / METADATA, meta.to_csv(index=False))

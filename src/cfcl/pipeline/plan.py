@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from cfcl import layout
 from cfcl.config import build_config, merge, read_yaml
-from cfcl.contrastive.pairing import GENERATED_CF_METHODS, ORACLE_METHODS
+from cfcl.contrastive.pairing import GENERATED_CF_METHODS, ORACLE_METHODS, intervened_parents
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.presets import resolve_config_path
@@ -77,9 +77,14 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
     oracles = [m for m in run.methods if m in ORACLE_METHODS]
     if oracles and run.data.source != "synth":
         raise ConfigError(f"{source}: method {oracles[0]!r} needs true counterfactuals, which only the synthetic benchmark has")
-    cf_store = None
+    cf_stores: dict[tuple[str, ...], Path] = {}
     if run.needs_generator:
         model = p.add(layout.CF_MODEL, layout.CF_MODEL, ("cf", "train"), run.generator, {"data": data})
+        interventions = list(dict.fromkeys(intervened_parents(m) for m in run.methods if m in GENERATED_CF_METHODS))
+        conditioned = p.nodes[-1].config
+        missing = [q for parents in interventions for q in parents if q not in conditioned.parents]
+        if missing:  # a method pairs counterfactuals of a parent: the generator is conditioned on it as well
+            conditioned.parents = [*conditioned.parents, *dict.fromkeys(missing)]
         guide = p.add(layout.CF_GUIDE, layout.CF_GUIDE, ("cf", "classifier"), run.guide, {"data": data}, preset="cf_guide")
         judge = p.add(layout.CF_JUDGE, layout.CF_JUDGE, ("cf", "classifier"), run.judge, {"data": data}, preset="cf_judge")
         generator = model
@@ -88,8 +93,9 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
                   {"data": data, "generator": model, "judge": judge})
             generator = p.add(layout.CF_FINETUNE, layout.CF_FINETUNE, ("cf", "finetune"), run.finetune.config,
                               {"data": data, "generator": model, "guide": guide})
-        cf_store = p.add(layout.CF_STORE, layout.CF_STORE, ("cf", "generate"), run.cf_store,
-                         {"data": data, "generator": generator})
+        for parents in interventions:
+            inject = {"data": data, "generator": generator, **({} if parents == ("domain",) else {"intervene": list(parents)})}
+            cf_stores[parents] = p.add(layout.cf_store_name(parents), layout.CF_STORE, ("cf", "generate"), run.cf_store, inject)
         p.add(layout.CF_QUALITY, layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
               {"data": data, "generator": generator, "judge": judge})
     encoders = []
@@ -97,9 +103,9 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
         for method in run.methods:
             inject: dict[str, Any] = {"data": data, "method": method, "seed": seed}
             if method in ORACLE_METHODS:
-                inject["cf_store"] = layout.true_cf(data)
+                inject["cf_store"] = layout.true_cf(data, intervened_parents(method))
             elif method in GENERATED_CF_METHODS:
-                inject["cf_store"] = cf_store
+                inject["cf_store"] = cf_stores[intervened_parents(method)]
             name = layout.pretrain_name(method, seed)
             encoders.append(p.add(name, layout.PRETRAIN, ("pretrain",), run.pretrain, inject))
     p.add(layout.EVAL, "evaluate", ("evaluate",), run.evaluate, {"data": data, "encoders": [str(e) for e in encoders]})

@@ -12,33 +12,47 @@ import pandas as pd
 
 from cfcl.data.synthetic.scanners import blur
 
-# The per-patient traits :func:`sample_patients` draws, in its column order.
+# The per-patient traits :func:`patient_anatomy` computes, in its column order.
 ANATOMY_TRAITS = (
     "body_w", "habitus", "lung_w", "lung_h", "lung_cx", "lung_top", "lung_depth", "dome_h", "heart_w", "heart_h",
-    "rib_spacing", "rib_tilt", "rib_phase", "bone_density", "vessel_amp",
+    "rib_spacing", "rib_tilt", "rib_phase", "bone_density", "vessel_amp", "breast",
 )
+# A patient's exogenous noise: one standard normal per trait (rib_phase: uniform in [0, 1)).
+NOISE_COLUMNS = tuple(f"noise_{t}" for t in ANATOMY_TRAITS)
 
-def sample_patients(rng: np.random.Generator, sex: np.ndarray, age: np.ndarray) -> pd.DataFrame:
-    """Anatomy of each patient, caused by sex (1 = male) and age (years), plus individual variation."""
-    n = len(sex)
-    male, decades = sex.astype(float), (age - 55.0) / 10.0
-    z = lambda: rng.standard_normal(n)  # noqa: E731
+
+def sample_patient_noise(rng: np.random.Generator, breast_rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """The exogenous noise of ``n`` patients' anatomy; ``breast`` comes from its own stream, so the
+    other traits draw what they drew before it existed."""
+    noise = {f"noise_{t}": rng.uniform(0.0, 1.0, n) if t == "rib_phase" else rng.standard_normal(n) for t in ANATOMY_TRAITS[:-1]}
+    return pd.DataFrame({**noise, "noise_breast": breast_rng.standard_normal(n)})
+
+
+def patient_anatomy(sex: np.ndarray, age: np.ndarray, noise: pd.DataFrame, breast_shadow: float) -> pd.DataFrame:
+    """Anatomy of each patient, a mechanism of sex (1 = male), age (years) and the patient's noise.
+
+    ``breast``: the attenuation breast tissue adds over the lower lung fields at its densest
+    (``breast_shadow`` times a patient's density; 0 for men). Applied to the same noise with
+    the other sex, it gives the patient's true sex counterfactual."""
+    male, decades = np.asarray(sex, dtype=float), (np.asarray(age, dtype=float) - 55.0) / 10.0
+    z = {t: noise[f"noise_{t}"].to_numpy() for t in ANATOMY_TRAITS}
     return pd.DataFrame({
-        "body_w": 0.80 + 0.06 * male + 0.04 * z(),
-        "habitus": np.clip(0.46 + 0.02 * male + 0.06 * z(), 0.32, 0.62),
-        "lung_w": 0.26 + 0.02 * male + 0.015 * z(),
-        "lung_h": 0.50 + 0.03 * male - 0.012 * decades + 0.025 * z(),
-        "lung_cx": 0.36 + 0.015 * z(),
-        "lung_top": -0.62 + 0.03 * z(),
-        "lung_depth": np.clip(0.30 + 0.04 * z(), 0.18, 0.42),
-        "dome_h": np.clip(0.08 + 0.02 * z(), 0.03, 0.14),
-        "heart_w": 0.23 + 0.015 * male + 0.012 * decades + 0.02 * z(),
-        "heart_h": 0.19 + 0.015 * z(),
-        "rib_spacing": 0.15 + 0.008 * z(),
-        "rib_tilt": 0.32 + 0.04 * z(),
-        "rib_phase": rng.uniform(0.0, 1.0, n),
-        "bone_density": np.clip(0.13 - 0.015 * decades + 0.02 * z(), 0.04, 0.22),
-        "vessel_amp": np.clip(0.05 + 0.012 * z(), 0.02, 0.08),
+        "body_w": 0.80 + 0.06 * male + 0.04 * z["body_w"],
+        "habitus": np.clip(0.46 + 0.02 * male + 0.06 * z["habitus"], 0.32, 0.62),
+        "lung_w": 0.26 + 0.02 * male + 0.015 * z["lung_w"],
+        "lung_h": 0.50 + 0.03 * male - 0.012 * decades + 0.025 * z["lung_h"],
+        "lung_cx": 0.36 + 0.015 * z["lung_cx"],
+        "lung_top": -0.62 + 0.03 * z["lung_top"],
+        "lung_depth": np.clip(0.30 + 0.04 * z["lung_depth"], 0.18, 0.42),
+        "dome_h": np.clip(0.08 + 0.02 * z["dome_h"], 0.03, 0.14),
+        "heart_w": 0.23 + 0.015 * male + 0.012 * decades + 0.02 * z["heart_w"],
+        "heart_h": 0.19 + 0.015 * z["heart_h"],
+        "rib_spacing": 0.15 + 0.008 * z["rib_spacing"],
+        "rib_tilt": 0.32 + 0.04 * z["rib_tilt"],
+        "rib_phase": z["rib_phase"],
+        "bone_density": np.clip(0.13 - 0.015 * decades + 0.02 * z["bone_density"], 0.04, 0.22),
+        "vessel_amp": np.clip(0.05 + 0.012 * z["vessel_amp"], 0.02, 0.08),
+        "breast": (1.0 - male) * breast_shadow * np.clip(1.0 + 0.3 * z["breast"], 0.3, 1.7),
     })
 
 
@@ -86,8 +100,19 @@ def superellipse(x, y, cx, cy, a, b, power: float = 2.0) -> np.ndarray:
     return (np.abs((x - cx) / a) ** power + np.abs((y - cy) / b) ** power) ** (1.0 / power)
 
 
-def render_anatomy(p: pd.DataFrame | dict, size: int, texture: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
-    """Attenuation image ``[N, H, W]`` (about [0, 1]), the lung mask, and the body coordinates.
+def breast_profile(p: pd.DataFrame | dict, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Where breast tissue lies over the lungs, 0..1: a soft mound over each lower lung field,
+    fading upwards and ending at the inframammary fold."""
+    lung_w, lung_h, lung_cx, lung_top = (_col(p, k) for k in ("lung_w", "lung_h", "lung_cx", "lung_top"))
+    fold = lung_top + 1.75 * lung_h
+    across = np.exp(-(((np.abs(x) - lung_cx - 0.04) / (1.1 * lung_w)) ** 2))
+    height = np.exp(-(((y - fold) / (0.55 * lung_h)) ** 2)) * soft_inside(1.0 + (y - fold) / 0.04, 0.5)
+    return (across * height).astype(np.float32)
+
+
+def render_anatomy(p: pd.DataFrame | dict, size: int, texture: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple, np.ndarray]:
+    """Attenuation image ``[N, H, W]`` (about [0, 1]), the lung mask, the body coordinates and the
+    breast-tissue density (``breast`` times :func:`breast_profile`).
 
     ``texture`` is white noise ``[N, H, W]`` that becomes the lungs' vascular markings.
     """
@@ -124,5 +149,6 @@ def render_anatomy(p: pd.DataFrame | dict, size: int, texture: np.ndarray) -> tu
 
     atten = _col(p, "habitus") * body + 0.14 * mediastinum * body
     atten = atten - _col(p, "lung_depth") * lungs * (1.0 - 0.85 * heart) + 0.2 * heart * body
-    atten = atten + markings + bones * body
-    return np.clip(atten, 0.0, 1.0).astype(np.float32), lungs.astype(np.float32), (x, y)
+    breast = _col(p, "breast") * breast_profile(p, x, y) * body
+    atten = atten + markings + bones * body + breast
+    return np.clip(atten, 0.0, 1.0).astype(np.float32), lungs.astype(np.float32), (x, y), breast

@@ -34,6 +34,36 @@ class DiseaseConfig(StrictModel):
         return value
 
 
+SPLITS = ("train", "val", "test", "ood_train", "ood_test")
+
+
+class SexConfig(StrictModel):
+    """How sex enters the benchmark: who is drawn, and the breast tissue that makes a subgroup gap."""
+
+    female_share: dict[str, float] = Field(
+        default_factory=dict, description="share of women among each split's patients, e.g. {train: 0.3}; unlisted splits 0.5",
+    )
+    breast_shadow: float = Field(
+        0.05, ge=0, le=0.3, description="attenuation breast tissue adds over women's lower lung fields at its densest (0: none)"
+    )
+    breast_masking: float = Field(
+        0.3, ge=0, le=1, description="fraction of a lesion's contrast lost under breast tissue of density breast_shadow"
+    )
+
+    @field_validator("female_share")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(SPLITS))
+        if unknown:
+            raise ValueError(f"unknown split(s) {unknown}; splits are {list(SPLITS)}")
+        if any(not 0 <= v <= 1 for v in value.values()):
+            raise ValueError("shares must lie in [0, 1]")
+        return value
+
+    def female(self, split: str) -> float:
+        return self.female_share.get(split, 0.5)
+
+
 class SynthConfig(StrictModel):
     """Sizes are numbers of images; patients are split, never their images."""
 
@@ -60,6 +90,7 @@ class SynthConfig(StrictModel):
         description="changes to the catalogue's scanner parameters, e.g. {portable: {gain: -1.0, offset: 1.0}}",
     )
     disease: DiseaseConfig = Field(default_factory=DiseaseConfig)
+    sex: SexConfig = Field(default_factory=SexConfig)
 
     @field_validator("scanners")
     @classmethod

@@ -1,4 +1,5 @@
-"""``cfcl data synth``: write the synthetic benchmark store and its true counterfactuals."""
+"""``cfcl data synth``: write the synthetic benchmark store and its true counterfactuals (of the
+scanner in ``true_cf``, of sex in ``true_cf_sex``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from cfcl.data.store import StoreWriter
 from cfcl.data.synthetic.anatomy import ANATOMY_TRAITS
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.overview import overview_rows, save_overview
-from cfcl.data.synthetic.scm import ID_SPLITS, LABELS, OOD_SPLITS, acquire_all, exogenous_fields, render_physical, sample_cohort
+from cfcl.data.synthetic.scm import (
+    ID_SPLITS, LABELS, OOD_SPLITS, SEXES, acquire_all, acquire_own, exogenous_fields, other_sex, render_physical, sample_cohort,
+)
 from cfcl.stage import Stage, run_stage
 
 STAGE = layout.DATA
@@ -38,23 +41,34 @@ def summary_table(meta: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
 
 
 def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
-    """Write both stores' images chunk by chunk (resumable); return the metadata and overview masks."""
+    """Write the three stores' images chunk by chunk (resumable); return the metadata and overview masks."""
     cohort = sample_cohort(cfg)
-    n, size, n_dom = len(cohort), cfg.image_size, len(cfg.scanners)
+    n, size, n_dom, n_sex = len(cohort), cfg.image_size, len(cfg.scanners), len(SEXES)
     key = config_hash(cfg)
     images = StoreWriter(out, n, size, size, key=key, chunk=CHUNK)
     counterfactuals = StoreWriter(layout.true_cf(out), n * n_dom, size, size, key=key, chunk=CHUNK * n_dom)
+    sex_counterfactuals = StoreWriter(layout.true_cf(out, ("sex",)), n * n_sex, size, size, key=key, chunk=CHUNK * n_sex)
     wanted = set(overview_rows(cohort))
     masks, area = {}, np.zeros(n)
     images_due = {s for s, _ in images.pending()}
     counterfactuals_due = {s // n_dom for s, _ in counterfactuals.pending()}
+    sex_due = {s // n_sex for s, _ in sex_counterfactuals.pending()}
 
     def make_chunk(start: int):
         rows = cohort.iloc[start : start + CHUNK]
         fields = exogenous_fields(cfg, start, len(rows))
-        phys, lesion = render_physical(rows, size, fields, cfg.disease.max_patches)
-        due = start in images_due or start in counterfactuals_due
-        return rows, lesion, acquire_all(phys, fields["u"], cfg.acquisition, cfg.frames) if due else None
+        phys, lesion = render_physical(rows, size, fields, cfg)
+        due = start in images_due or start in counterfactuals_due or start in sex_due
+        all_scanners = acquire_all(phys, fields["u"], cfg.acquisition, cfg.frames) if due else None
+        by_sex = None
+        if start in sex_due:
+            flipped, _ = render_physical(other_sex(rows, cfg), size, fields, cfg)
+            domains = rows["domain"].to_numpy()
+            own = all_scanners[np.arange(len(rows)), domains]
+            other = acquire_own(flipped, fields["u"], domains, cfg.acquisition, cfg.frames)
+            male = (rows["sex"] == SEXES[1]).to_numpy()[:, None, None]
+            by_sex = np.stack([np.where(male, other, own), np.where(male, own, other)], axis=1)
+        return rows, lesion, all_scanners, by_sex
 
     # numpy and scipy release the GIL, so chunks made on threads use every core; a few
     # chunks at a time keep memory bounded.
@@ -63,13 +77,15 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
     windows = [starts[i : i + workers] for i in range(0, len(starts), workers)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         made = ((s, chunk) for window in windows for s, chunk in zip(window, pool.map(make_chunk, window)))
-        for start, (rows, lesion, all_scanners) in made:
+        for start, (rows, lesion, all_scanners, by_sex) in made:
             area[start : start + len(rows)] = lesion.mean(axis=(1, 2))
             masks.update({i: lesion[i - start] for i in wanted if start <= i < start + len(rows)})
             if start in images_due:
                 images.write(start, all_scanners[np.arange(len(rows)), rows["domain"].to_numpy()])
             if start in counterfactuals_due:
                 counterfactuals.write(start * n_dom, all_scanners.reshape(-1, size, size))
+            if start in sex_due:
+                sex_counterfactuals.write(start * n_sex, by_sex.reshape(-1, size, size))
     meta = cohort.assign(
         lesion_area=area.round(5), lesion_contrast=cohort["lesion_contrast"].round(4),
         **{trait: cohort[trait].round(5) for trait in ANATOMY_TRAITS},
@@ -94,11 +110,26 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
         cf_meta, cfg.scanners, LABELS, kind="counterfactuals",
         extra={"source_store": store.content_hash, "synthetic": True},
     )
+    source = np.repeat(np.arange(n), n_sex)
+    target = np.tile(np.arange(n_sex), n)
+    sex_meta = pd.DataFrame({
+        "index": np.arange(n * n_sex),
+        "source_index": source,
+        "target_sex": target,
+        "split": meta["split"].to_numpy()[source],
+        "domain": meta["domain"].to_numpy()[source],
+        "label": meta["label"].to_numpy()[source],
+        "sex": np.asarray(SEXES)[target],
+    })
+    sex_counterfactuals.finish(
+        sex_meta, cfg.scanners, LABELS, kind="counterfactuals",
+        extra={"source_store": store.content_hash, "synthetic": True, "intervened": {"sex": SEXES}},
+    )
     return meta, masks
 
 
 def run(config: SynthConfig, out: Path, force: bool = False) -> dict:
-    """Generate the benchmark into ``out`` (image store) and ``out/true_cf`` (true counterfactuals)."""
+    """Generate the benchmark into ``out`` (image store), ``out/true_cf`` and ``out/true_cf_sex`` (true counterfactuals)."""
     return run_stage(STAGE, out, config, lambda stage: _synthesise(config, stage), force)
 
 
