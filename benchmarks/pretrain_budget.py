@@ -37,13 +37,17 @@ from cfcl.pipeline.plan import plan
 from cfcl.presets import resolve_config_path
 
 
-def pretrain_config(run_config: str, method: str, seed: int, data: Path, cf_store: Path | None, epochs: int) -> PretrainConfig:
-    """The run config's pretraining of ``method`` with ``seed``, for ``epochs`` epochs."""
+def pretrain_config(
+    run_config: str, method: str, seed: int, data: Path, cf_store: Path | None, epochs: int, overrides: list[str] = ()
+) -> PretrainConfig:
+    """The run config's pretraining of ``method`` with ``seed``, for ``epochs`` epochs, with ``overrides``."""
     run = build_config(RunConfig, resolve_config_path(run_config), [f"methods=[{method}]", f"seeds=[{seed}]"])
     node = next(n for n in plan(run) if n.group == "pretrain")
     base = config_dict(node.config)
     base.update(data=str(data), cf_store=str(cf_store) if cf_store else None)
-    return build_config(PretrainConfig, base=base, overrides=[f"trainer.max_epochs={epochs}", "trainer.progress_bar=false"])
+    return build_config(
+        PretrainConfig, base=base, overrides=[f"trainer.max_epochs={epochs}", "trainer.progress_bar=false", *overrides]
+    )
 
 
 def val_auroc(features: np.ndarray, store: ImageStore, fraction: float, draws: int) -> list[float]:
@@ -73,18 +77,19 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 1.0])
     parser.add_argument("--draws", type=int, default=5, help="label draws per fraction")
     parser.add_argument("--out", type=Path, required=True, help="folder of the pretraining runs (one per budget)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="pretrain config override, e.g. dino.teacher_momentum=[0.9,1.0]")
     args = parser.parse_args()
 
     store = ImageStore.open(args.data)
     rows = []
-    config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, args.epochs[0])
+    config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, args.epochs[0], args.overrides)
     torch.manual_seed(args.seed)
     random_features = embed(build_encoder(config.encoder.arch, **config.encoder.arch_kwargs), store)
     rows.append({"epochs": 0, "encoder": "random", "seconds": 0.0,
                  **{f"val_auroc_{f:g}": summary(val_auroc(random_features, store, f, args.draws)) for f in args.fractions}})
     print(json.dumps(rows[-1]), flush=True)
     for epochs in args.epochs:
-        config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, epochs)
+        config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, epochs, args.overrides)
         tic = time.time()
         pretrain.run(config, args.out / f"{args.method}-e{epochs}")
         seconds = time.time() - tic

@@ -233,3 +233,16 @@ def test_metrics_csv_without_a_subgroup_column_reads_as_whole_test_sets(run_dir)
     summary = (run_dir / "report" / "summary.md").read_text()
     assert "| cf_simclr (linear) |" in summary and "AUROC gain over simclr at 10% labels" in summary
     assert "absent: " in summary and "subgroup_gaps.csv (run `cfcl evaluate`" in summary
+
+
+def test_gain_figure_draws_an_interval_that_misses_its_point_as_it_is():
+    from cfcl.report.figures import gain_figure
+
+    gains = pd.DataFrame({
+        "method": ["cf-simclr"], "reference": ["simclr"], "protocol": ["linear"], "label_fraction": [0.05],
+        "test_set": ["id"], "domain": ["all"], "gain": [0.05], "ci_low": [0.01], "ci_high": [0.04],
+    })
+    ax = gain_figure(gains).axes[0]
+    (segment,) = ax.collections[0].get_segments()
+    assert segment[:, 1].tolist() == [0.01, 0.04]  # the bootstrap bounds, not stretched to the point
+    assert ax.lines[0].get_ydata().tolist() == [0.05]

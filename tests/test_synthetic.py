@@ -296,22 +296,22 @@ def test_sex_share_per_split_changes_only_who_is_drawn():
 
 
 def test_breast_tissue_shadows_womens_lower_lungs_and_hides_lesions_there():
-    rows = sample_cohort(tiny(disease={"prevalence": 0.9})).iloc[:24]
+    plain, breasts = tiny(), tiny(sex={"breast_shadow": 0.05})
+    assert plain.sex.breast_shadow == 0.0  # the default benchmark has no breast tissue
+    rows = sample_cohort(tiny(disease={"prevalence": 0.9}, sex={"breast_shadow": 0.05})).iloc[:24]
     fields = exogenous_fields(tiny(), 0, len(rows))
-    plain = tiny(sex={"breast_shadow": 0.0})
-    # breast_shadow 0 (the anatomy without breast tissue) against the default
     no_breast = rows.assign(breast=0.0)
-    shadowed, _ = render_physical(rows, 32, fields, tiny())
+    shadowed, _ = render_physical(rows, 32, fields, breasts)
     bare, _ = render_physical(no_breast, 32, fields, plain)
     women = (rows["sex"] == "F").to_numpy()
     assert women.any() and (~women).any()
     assert np.array_equal(shadowed[~women], bare[~women])
     extra = (shadowed - bare)[women]
     assert extra[:, 20:, :].mean() > 5 * max(extra[:, :10, :].mean(), 1e-6)  # lower fields, not the apices
-    hidden = tiny(sex={"breast_masking": 1.0})
+    hidden = tiny(sex={"breast_shadow": 0.05, "breast_masking": 1.0})
     ill_women = women & (rows["label"] == 1).to_numpy()
     lesion_seen = lambda cfg, r: render_physical(r, 32, fields, cfg)[0] - render_physical(r.assign(lesion_contrast=0.0), 32, fields, cfg)[0]  # noqa: E731
-    assert np.abs(lesion_seen(hidden, rows)[ill_women]).sum() < np.abs(lesion_seen(tiny(sex={"breast_masking": 0.0}), rows)[ill_women]).sum()
+    assert np.abs(lesion_seen(hidden, rows)[ill_women]).sum() < np.abs(lesion_seen(tiny(sex={"breast_shadow": 0.05, "breast_masking": 0.0}), rows)[ill_women]).sum()
 
 
 def test_true_sex_counterfactual_is_the_patient_drawn_with_the_other_sex(tmp_path):
@@ -319,8 +319,8 @@ def test_true_sex_counterfactual_is_the_patient_drawn_with_the_other_sex(tmp_pat
     store's true sex counterfactuals must be the other store's images."""
     everyone = ("train", "val", "test", "ood_train", "ood_test")
     men, women = tmp_path / "men", tmp_path / "women"
-    run(tiny(sex={"female_share": {s: 0.0 for s in everyone}}), men)
-    run(tiny(sex={"female_share": {s: 1.0 for s in everyone}}), women)
+    run(tiny(sex={"female_share": {s: 0.0 for s in everyone}, "breast_shadow": 0.05}), men)
+    run(tiny(sex={"female_share": {s: 1.0 for s in everyone}, "breast_shadow": 0.05}), women)
     m, w = ImageStore.open(men), ImageStore.open(women)
     assert set(m.meta["sex"]) == {"M"} and set(w.meta["sex"]) == {"F"}
     assert np.allclose(m.meta[SEX_FREE_TRAITS], w.meta[SEX_FREE_TRAITS])

@@ -44,7 +44,7 @@ def _execute(node: Node, action: str, writer: bool) -> None:
         if action in ("rerun", "forced") and node.out.exists():
             shutil.rmtree(node.out)
         run(node.config, out=node.out, force=False)
-    print(f"  {node.name:<24} done in {time.time() - began:.1f} s", flush=True)
+    print(f"  {node.name:<28} done in {time.time() - began:.1f} s", flush=True)
 
 
 def _walk(nodes: list[Node], coordinator: Coordinator, only: str | None, first: int, force: bool, dry_run: bool) -> None:
@@ -59,7 +59,7 @@ def _walk(nodes: list[Node], coordinator: Coordinator, only: str | None, first: 
         if writer:
             forced = force or GROUPS.index(node.group) >= first
             action = "forced" if forced else ACTIONS[stage_state(node.out, node.config)]
-            print(f"  {node.name:<24} {action}", flush=True)
+            print(f"  {node.name:<28} {action}", flush=True)
         action = coordinator.agree(action, node.name)
         if dry_run or action == "up to date":
             continue

@@ -93,8 +93,9 @@ def gain_figure(
         for i, method in enumerate(methods):
             rows = part[part["method"] == method]
             x = [groups.index(f"{r.test_set}/{r.domain}") + (i - (len(methods) - 1) / 2) * width for r in rows.itertuples()]
-            err = np.nan_to_num(np.vstack([rows[value] - rows["ci_low"], rows["ci_high"] - rows[value]]))
-            ax.errorbar(x, rows[value], yerr=err, fmt="o", capsize=3, color=colours[method], label=method)
+            # The interval as it is: a percentile bootstrap's may not contain its point estimate.
+            ax.vlines(x, rows["ci_low"], rows["ci_high"], color=colours[method], lw=1.5)
+            ax.plot(x, rows[value], "o", color=colours[method], label=method)
         ax.axhline(0, color="grey", lw=1)
         ax.set_xticks(range(len(groups)), groups, fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
