@@ -86,6 +86,14 @@ def run_dir(tmp_path):
     return run
 
 
+def three_seed_cell(diffs: pd.Series) -> tuple[str, float]:
+    """The report's cell of a paired difference over 3 seeds, computed by hand, and its lower bound."""
+    half = 4.302653 * diffs.std() / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
+    low, high = diffs.mean() - half, diffs.mean() + half
+    verdict = "supported" if low > 0 or high < 0 else "not supported"
+    return f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}], {(diffs > 0).sum()}/3 > 0, {verdict}", low
+
+
 def test_headline_table_is_mean_and_std_over_seeds(run_dir):
     metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
     table = headline_table(metrics, 0.1)
@@ -108,11 +116,7 @@ def test_headline_gains_are_paired_seed_means_with_t_intervals(run_dir):
     pick = metrics.query("protocol == 'linear' and test_set == 'id' and domain == 'rare' and label_fraction == 0.1 "
                          "and metric == 'auroc' and subgroup == 'all'")
     diffs = pick[pick.method == "cf_simclr"].set_index("seed")["value"] - pick[pick.method == "simclr"].set_index("seed")["value"]
-    half = 4.302653 * diffs.std() / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
-    low, high = diffs.mean() - half, diffs.mean() + half
-    verdict = "supported" if low > 0 or high < 0 else "not supported"
-    assert table.loc["cf_simclr (linear)", "ID rare"] == (
-        f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}], {(diffs > 0).sum()}/3 > 0, {verdict}")
+    assert table.loc["cf_simclr (linear)", "ID rare"] == three_seed_cell(diffs)[0]
     one_seed = dict(gain=0.05, n_seeds=1, note="1 seed: no interval", ci_low=np.nan, ci_high=np.nan, n_positive=1, supported=False)
     assert gain_cell(pd.Series(one_seed)) == "+0.050 (1 seed: no interval)"
 
@@ -207,11 +211,8 @@ def test_subgroup_gap_is_male_minus_female_paired_by_seed_with_a_t_interval(run_
     assert list(table.index) == ["cf_simclr (linear)", "simclr (linear)"]
     pick = metrics.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'")
     diffs = pick[pick.subgroup == "sex=M"].set_index("seed")["value"] - pick[pick.subgroup == "sex=F"].set_index("seed")["value"]
-    half = 4.302653 * diffs.std() / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
-    low, high = diffs.mean() - half, diffs.mean() + half
-    verdict = "supported" if low > 0 or high < 0 else "not supported"
-    assert table.loc["simclr (linear)", "OOD (direct transfer)"] == (
-        f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}], {(diffs > 0).sum()}/3 > 0, {verdict}")
+    cell, low = three_seed_cell(diffs)
+    assert table.loc["simclr (linear)", "OOD (direct transfer)"] == cell
     row = gaps.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'").iloc[0]
     assert row["gap"] == pytest.approx(diffs.mean()) and row["ci_low"] == pytest.approx(low, abs=1e-5)
     assert row["n_seeds"] == 3 and row["n_positive"] == (diffs > 0).sum()

@@ -95,37 +95,25 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
         meta, cfg.scanners, LABELS,
         extra={"ood_domains": [cfg.ood_domain], "synthetic": True, "seed": cfg.seed, "covariates": COVARIATES},
     )
-    source = np.repeat(np.arange(n), n_dom)
-    target = np.tile(np.arange(n_dom), n)
-    cf_meta = pd.DataFrame({
-        "index": np.arange(n * n_dom),
-        "source_index": source,
-        "target_domain": target,
-        "split": meta["split"].to_numpy()[source],
-        "domain": target,
-        "label": meta["label"].to_numpy()[source],
-        "lesion_area": meta["lesion_area"].to_numpy()[source],
-    })
-    counterfactuals.finish(
-        cf_meta, cfg.scanners, LABELS, kind="counterfactuals",
-        extra={"source_store": store.content_hash, "synthetic": True},
-    )
-    source = np.repeat(np.arange(n), n_sex)
-    target = np.tile(np.arange(n_sex), n)
-    sex_meta = pd.DataFrame({
-        "index": np.arange(n * n_sex),
-        "source_index": source,
-        "target_sex": target,
-        "split": meta["split"].to_numpy()[source],
-        "domain": meta["domain"].to_numpy()[source],
-        "label": meta["label"].to_numpy()[source],
-        "sex": np.asarray(SEXES)[target],
-    })
-    sex_counterfactuals.finish(
-        sex_meta, cfg.scanners, LABELS, kind="counterfactuals",
-        extra={"source_store": store.content_hash, "synthetic": True, "intervened": {"sex": SEXES}},
-    )
+    for writer, parent, values in ((counterfactuals, "domain", cfg.scanners), (sex_counterfactuals, "sex", SEXES)):
+        intervened = {} if parent == "domain" else {"intervened": {"sex": SEXES}}
+        writer.finish(
+            true_counterfactual_rows(meta, parent, values), cfg.scanners, LABELS, kind="counterfactuals",
+            extra={"source_store": store.content_hash, "synthetic": True, **intervened},
+        )
     return meta, masks
+
+
+def true_counterfactual_rows(meta: pd.DataFrame, parent: str, values: list[str]) -> pd.DataFrame:
+    """Metadata of a true-counterfactual store: row ``i * len(values) + v`` is image ``i`` with
+    ``parent`` set to value ``v`` (its own value: the image itself), everything else kept."""
+    n, k = len(meta), len(values)
+    source, target = np.repeat(np.arange(n), k), np.tile(np.arange(k), n)
+    rows = pd.DataFrame({"index": np.arange(n * k), "source_index": source, f"target_{parent}": target})
+    for column in ("split", "domain", "label", "lesion_area" if parent == "domain" else "sex"):
+        rows[column] = meta[column].to_numpy()[source]
+    rows[parent] = target if parent == "domain" else np.asarray(values)[target]
+    return rows
 
 
 def run(config: SynthConfig, out: Path, force: bool = False) -> dict:
