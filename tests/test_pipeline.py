@@ -1,6 +1,7 @@
 """cfcl run: the plan, caching, --only/--from, and a run killed midway that finishes like an uninterrupted one."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -154,7 +155,7 @@ def test_only_and_from_select_stages(tmp_path, capsys):
         run_pipeline(run, start="nonsense")
     run_pipeline(run, dry_run=True)
     plan_text = capsys.readouterr().out
-    assert "data                     up to date" in plan_text and "pretrain/simclr-s0       run" in plan_text
+    assert re.search(r"^  data +up to date$", plan_text, re.M) and re.search(r"^  pretrain/simclr-s0 +run$", plan_text, re.M)
 
 
 def test_dino_methods_run_through_evaluation_and_report(tmp_path):
