@@ -21,15 +21,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
 from cfcl.api import embed, load_encoder
 from cfcl.config import build_config, config_dict
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.encoders import build_encoder
 from cfcl.data.store import ImageStore
+from cfcl.evaluation.evaluate import RANDOM, EncoderRef
 from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.subsets import labelled_subset
 from cfcl.pipeline.config import RunConfig
@@ -83,8 +82,8 @@ def main() -> None:
     store = ImageStore.open(args.data)
     rows = []
     config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, args.epochs[0], args.overrides)
-    torch.manual_seed(args.seed)
-    random_features = embed(build_encoder(config.encoder.arch, **config.encoder.arch_kwargs), store)
+    architecture = {"arch": config.encoder.arch, "arch_kwargs": config.encoder.arch_kwargs}
+    random_features = embed(EncoderRef(RANDOM, args.seed, architecture).build(), store)
     rows.append({"epochs": 0, "encoder": "random", "seconds": 0.0,
                  **{f"val_auroc_{f:g}": summary(val_auroc(random_features, store, f, args.draws)) for f in args.fractions}})
     print(json.dumps(rows[-1]), flush=True)

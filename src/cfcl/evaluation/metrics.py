@@ -198,8 +198,9 @@ def variance_components(gains: pd.DataFrame, level: float = 0.95) -> VarianceCom
     table = gains.pivot_table(index="seed", columns="draw", values="value", aggfunc="mean").dropna()
     n_seeds, n_draws = table.shape
     within = float(table.var(axis=1, ddof=1).mean()) if n_draws > 1 else float("nan")
+    draw_share = within / n_draws if n_draws > 1 else 0.0  # what the draws add to the variance of a seed's mean
     means = table.mean(axis=1)
+    interval = seed_interval(means, level)
     between = float(means.var(ddof=1)) if n_seeds > 1 else float("nan")
-    sd_seed = float(np.sqrt(max(0.0, between - (within if n_draws > 1 else 0.0) / n_draws))) if n_seeds > 1 else float("nan")
-    half = float(t.ppf((1 + level) / 2, n_seeds - 1) * np.sqrt(between / n_seeds)) if n_seeds > 1 else float("nan")
-    return VarianceComponents(n_seeds, n_draws, sd_seed, float(np.sqrt(within)), half)
+    sd_seed = float(np.sqrt(max(0.0, between - draw_share))) if n_seeds > 1 else float("nan")
+    return VarianceComponents(n_seeds, n_draws, sd_seed, float(np.sqrt(within)), interval.ci_high - interval.mean)

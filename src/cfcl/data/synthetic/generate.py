@@ -95,24 +95,26 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
         meta, cfg.scanners, LABELS,
         extra={"ood_domains": [cfg.ood_domain], "synthetic": True, "seed": cfg.seed, "covariates": COVARIATES},
     )
-    for writer, parent, values in ((counterfactuals, "domain", cfg.scanners), (sex_counterfactuals, "sex", SEXES)):
-        intervened = {} if parent == "domain" else {"intervened": {"sex": SEXES}}
+    scanner_cells = ("domain", np.arange(n_dom), ["lesion_area"], {})
+    sex_cells = ("sex", np.asarray(SEXES), ["sex"], {"intervened": {"sex": SEXES}})
+    for writer, (parent, values, kept, intervened) in ((counterfactuals, scanner_cells), (sex_counterfactuals, sex_cells)):
         writer.finish(
-            true_counterfactual_rows(meta, parent, values), cfg.scanners, LABELS, kind="counterfactuals",
+            true_counterfactual_rows(meta, parent, values, kept), cfg.scanners, LABELS, kind="counterfactuals",
             extra={"source_store": store.content_hash, "synthetic": True, **intervened},
         )
     return meta, masks
 
 
-def true_counterfactual_rows(meta: pd.DataFrame, parent: str, values: list[str]) -> pd.DataFrame:
-    """Metadata of a true-counterfactual store: row ``i * len(values) + v`` is image ``i`` with
-    ``parent`` set to value ``v`` (its own value: the image itself), everything else kept."""
+def true_counterfactual_rows(meta: pd.DataFrame, parent: str, values: np.ndarray, kept: list[str]) -> pd.DataFrame:
+    """Metadata of a true-counterfactual store: row ``i * len(values) + v`` is image ``i`` with its
+    ``parent`` column set to ``values[v]`` (its own value: the image itself); split, domain, label
+    and the ``kept`` columns are the source image's."""
     n, k = len(meta), len(values)
     source, target = np.repeat(np.arange(n), k), np.tile(np.arange(k), n)
     rows = pd.DataFrame({"index": np.arange(n * k), "source_index": source, f"target_{parent}": target})
-    for column in ("split", "domain", "label", "lesion_area" if parent == "domain" else "sex"):
+    for column in ("split", "domain", "label", *kept):
         rows[column] = meta[column].to_numpy()[source]
-    rows[parent] = target if parent == "domain" else np.asarray(values)[target]
+    rows[parent] = values[target]
     return rows
 
 
