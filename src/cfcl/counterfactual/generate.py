@@ -1,13 +1,13 @@
 """``cfcl cf generate``: the counterfactual store of every source image x every other target cell.
 
-A cell is one combination of target values of the intervened parents (``intervene``: the
-scanner ``domain`` by default, ``sex``, or several jointly; docs/architecture.md, "Intervened
-parents"); the OOD domain is never a target unless asked for. Rows are ordered source-major.
-They are written in chunks through :class:`StoreWriter`, keyed by the generator checkpoint's
-hash, so an interrupted run resumes and a new generator starts afresh; within a chunk each source image is abducted once and decoded under every target.
-Under several processes every rank generates its share of the chunks on its own device and
-rank 0 finishes the store (docs/architecture.md, "Several processes"); a chunk's images do not
-depend on the rank that made it.
+A cell is one combination of target values of the intervened parents (``intervene``: the scanner
+``domain`` by default, ``sex``, or several jointly; docs/architecture.md, "Intervened parents");
+the OOD domain is never a target unless asked for. Rows are ordered source-major. They are written
+in chunks through :class:`StoreWriter`, keyed by the generator checkpoint's hash, so an
+interrupted run resumes and a new generator starts afresh; within a chunk each source image is
+abducted once and decoded under every target. Under several processes every rank generates its
+share of the chunks on its own device and rank 0 finishes the store (docs/architecture.md,
+"Several processes"); a chunk's images do not depend on the rank that made it.
 """
 
 from __future__ import annotations
