@@ -396,10 +396,14 @@ def test_label_draws_average_independent_subsets_per_seed_and_split_the_variance
                         "label_fraction == 0.5 and domain == 'all' and subgroup == 'all' and metric == 'auroc'")
     assert row["value"].item() == pytest.approx(np.mean(by_hand))
     variance = pd.read_csv(tmp_path / "eval" / "variance_components.csv")
-    pair = variance.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and label_fraction == 0.5")
+    pair = variance.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and label_fraction == 0.5 "
+                          "and domain == 'all'")
     assert (pair["n_seeds"].item(), pair["n_draws"].item()) == (2, 3) and pair["sd_draw"].item() > 0
     assert pair["sd_test"].item() > 0 and pair["half_width"].item() > 0
     assert (variance.query("label_fraction == 1.0")["n_draws"] == 1).all()  # all labels: one draw
+    per_domain = variance.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and label_fraction == 0.5")
+    assert "all" in set(per_domain["domain"]) and len(per_domain) > 1  # the whole set and each scanner
+    assert (per_domain["seeds_needed"].dropna() >= 2).all()
     (tmp_path / "run").mkdir()
     (tmp_path / "eval").rename(tmp_path / "run" / "eval")
     run_report(tmp_path / "run")

@@ -146,3 +146,21 @@ def test_variance_components_split_seed_and_draw_spread_by_hand():
     assert parts.projected_half_width(10, 4) == pytest.approx(projected)
     one_draw = variance_components(gains[gains["draw"] == 0])
     assert np.isnan(one_draw.sd_draw) and one_draw.sd_seed == pytest.approx(np.std([0.10, 0.00, 0.05], ddof=1))
+
+
+def test_seeds_needed_is_the_fewest_seeds_that_reach_the_half_width():
+    from scipy.stats import t as student_t
+
+    from cfcl.evaluation.metrics import VarianceComponents
+
+    parts = VarianceComponents(n_seeds=5, n_draws=4, sd_seed=0.03, sd_draw=0.04, half_width=0.05)
+
+    def half(n: int) -> float:
+        return student_t.ppf(0.975, n - 1) * np.sqrt((0.03**2 + 0.04**2 / 4) / n)
+
+    needed = parts.seeds_needed(0.02, 4, 1000)
+    assert half(int(needed)) <= 0.02 < half(int(needed) - 1)
+    assert np.isnan(parts.seeds_needed(0.001, 4, 50))  # more than 50 seeds would be needed
+    one_draw = VarianceComponents(n_seeds=5, n_draws=1, sd_seed=0.03, sd_draw=float("nan"), half_width=0.05)
+    assert one_draw.projected_half_width(10, 1) == pytest.approx(student_t.ppf(0.975, 9) * 0.03 / np.sqrt(10))
+    assert np.isnan(one_draw.projected_half_width(10, 5))  # a draw's own spread is unknown

@@ -247,3 +247,18 @@ def test_gain_figure_draws_an_interval_that_misses_its_point_as_it_is():
     (segment,) = ax.collections[0].get_segments()
     assert segment[:, 1].tolist() == [0.01, 0.04]  # the bootstrap bounds, not stretched to the point
     assert ax.lines[0].get_ydata().tolist() == [0.05]
+
+
+def test_variance_components_of_an_older_evaluation_read_as_whole_test_sets(run_dir):
+    row = dict(method="cf_simclr", reference="simclr", protocol="linear", label_fraction=0.1, test_set="id", n_seeds=3,
+               n_draws=2, sd_seed=0.01, sd_draw=0.02, sd_test=0.005, half_width=0.03, half_width_10_seeds=0.012)
+    pd.DataFrame([row]).to_csv(run_dir / "eval" / "variance_components.csv", index=False)  # no domain, no seeds_needed
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "Where the spread of a gain comes from" in summary and "| cf_simclr (linear, id) |" in summary
+    pd.DataFrame([{**row, "domain": "portable", "seeds_needed": 7}]).to_csv(run_dir / "eval" / "variance_components.csv",
+                                                                           index=False)
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    line = next(line for line in summary.splitlines() if line.startswith("| cf_simclr (linear, id portable) |"))
+    assert float(line.strip(" |").split("|")[-1]) == 7  # seeds_needed, the last column

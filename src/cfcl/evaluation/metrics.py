@@ -188,8 +188,15 @@ class VarianceComponents:
         """The expected t-interval half-width with ``seeds`` seeds of ``draws`` label draws each."""
         if seeds < 2:
             return float("nan")
-        spread = np.sqrt((self.sd_seed**2 + self.sd_draw**2 / draws) / seeds)
+        # With one draw per seed, sd_seed already holds the draw's spread, and only one draw can be projected.
+        draw_variance = self.sd_draw**2 / draws if self.n_draws > 1 else (0.0 if draws == 1 else float("nan"))
+        spread = np.sqrt((self.sd_seed**2 + draw_variance) / seeds)
         return float(t.ppf((1 + level) / 2, seeds - 1) * spread)
+
+    def seeds_needed(self, half_width: float, draws: int, most: int, level: float = 0.95) -> float:
+        """The fewest seeds (of ``draws`` label draws each) whose projected half-width is at most
+        ``half_width``; NaN when the components are unknown or more than ``most`` seeds would be needed."""
+        return float(next((n for n in range(2, most + 1) if self.projected_half_width(n, draws, level) <= half_width), np.nan))
 
 
 def variance_components(gains: pd.DataFrame, level: float = 0.95) -> VarianceComponents:

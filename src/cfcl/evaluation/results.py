@@ -39,9 +39,12 @@ SUBGROUP_GAP_COLUMNS = [
     "supported", "note",
 ]
 VARIANCE_COLUMNS = [
-    "method", "reference", "protocol", "label_fraction", "test_set", "n_seeds", "n_draws", "sd_seed", "sd_draw",
-    "sd_test", "half_width", "half_width_10_seeds",
+    "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "n_draws", "sd_seed",
+    "sd_draw", "sd_test", "half_width", "half_width_10_seeds", "seeds_needed",
 ]
+VARIANCE_LATER_COLUMNS = ("domain", "seeds_needed")  # absent from older evaluations, whose rows are whole test sets
+RESOLVED_GAIN = 0.02  # the AUROC gain the benchmark is designed to resolve: the half-width `seeds_needed` aims at
+MAX_SEEDS = 1000
 POINT_METRICS = ("auroc", "balanced_accuracy")
 # Columns of ``domain_predictability.csv`` -> their metric name in ``seed_gains.csv`` (protocol ``embedding``).
 INVARIANCE_MEASURES = {"balanced_accuracy": "domain_predictability", "knn_purity": "knn_purity", "silhouette": "silhouette"}
@@ -230,15 +233,17 @@ def invariance_seed_gains(table: pd.DataFrame, reference: str, test_set: str, le
 
 
 def variance_rows(draws: pd.DataFrame, gains: pd.DataFrame, reference: str, level: float = 0.95) -> list[dict]:
-    """``variance_components.csv``: for each method's AUROC gain over ``reference`` on each whole test set,
-    how much of its spread comes from the pretraining seed, the label draw (:func:`~cfcl.evaluation.metrics.variance_components`)
-    and the test images (``sd_test``: the standard error of the averaged gain from its paired
-    bootstrap in ``gains.csv``; every seed shares the test set, so more seeds do not shrink it).
+    """``variance_components.csv``: for each method's AUROC gain over ``reference`` on each test set and
+    each of its domains (``all``: the whole set), how much of its spread comes from the pretraining
+    seed, the label draw (:func:`~cfcl.evaluation.metrics.variance_components`) and the test images
+    (``sd_test``: the standard error of the averaged gain from its paired bootstrap in ``gains.csv``;
+    every seed shares the test set, so more seeds do not shrink it), and ``seeds_needed``: the fewest
+    seeds of as many draws whose projected half-width is at most :data:`RESOLVED_GAIN`.
 
     ``draws`` holds :func:`metric_rows` of every label draw (``draw`` column), before :func:`average_draws`.
     """
-    auc = draws[(draws["metric"] == "auroc") & (draws["subgroup"] == WHOLE) & (draws["domain"] == "all")]
-    keys = ["protocol", "label_fraction", "test_set"]
+    auc = draws[(draws["metric"] == "auroc") & (draws["subgroup"] == WHOLE)]
+    keys = ["protocol", "label_fraction", "test_set", "domain"]
     z = float(norm.ppf((1 + level) / 2))
     rows = []
     for key, part in auc.groupby(keys, sort=False):
@@ -250,13 +255,14 @@ def variance_rows(draws: pd.DataFrame, gains: pd.DataFrame, reference: str, leve
             if gain.empty:
                 continue
             parts = variance_components(gain, level)
-            match = gains[(gains["method"] == method) & (gains["reference"] == reference) & (gains["domain"] == "all")
+            match = gains[(gains["method"] == method) & (gains["reference"] == reference)
                           & (gains[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)]
             sd_test = float((match["ci_high"] - match["ci_low"]).iloc[0] / (2 * z)) if len(match) else float("nan")
             rows.append(dict(
                 method=method, reference=reference, **dict(zip(keys, key)), n_seeds=parts.n_seeds, n_draws=parts.n_draws,
                 sd_seed=parts.sd_seed, sd_draw=parts.sd_draw, sd_test=sd_test, half_width=parts.half_width,
                 half_width_10_seeds=parts.projected_half_width(10, parts.n_draws, level),
+                seeds_needed=parts.seeds_needed(RESOLVED_GAIN, parts.n_draws, MAX_SEEDS, level),
             ))
     return rows
 

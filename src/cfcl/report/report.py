@@ -15,7 +15,8 @@ from PIL import Image, UnidentifiedImageError
 
 from cfcl import atomic, layout
 from cfcl.evaluation.results import (
-    COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS, with_subgroup,
+    COLUMNS, GAIN_COLUMNS, RESOLVED_GAIN, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS, VARIANCE_LATER_COLUMNS,
+    with_subgroup,
 )
 from cfcl.plotting import png_bytes
 from cfcl.report import figures
@@ -186,20 +187,25 @@ def _subgroups(report: Report, run_dir: Path) -> None:
 
 
 def _variance(report: Report, run_dir: Path) -> None:
-    """Where the spread of each AUROC gain at the lowest label fraction comes from (``variance_components.csv``);
-    an evaluation older than the table simply has no such section."""
-    table = optional_csv(layout.RunLayout(run_dir).eval / layout.VARIANCE, VARIANCE_COLUMNS)
+    """Where the spread of each AUROC gain at the lowest label fraction comes from (``variance_components.csv``),
+    on each test set and its scanners; an evaluation older than the table simply has no such section."""
+    required = [c for c in VARIANCE_COLUMNS if c not in VARIANCE_LATER_COLUMNS]
+    table = optional_csv(layout.RunLayout(run_dir).eval / layout.VARIANCE, required)
     if table is None:
         return
+    table = table.reindex(columns=VARIANCE_COLUMNS).fillna({"domain": "all"})
     lowest = table[table["label_fraction"] == table["label_fraction"].min()]
-    shown = lowest.assign(method=lowest["method"] + " (" + lowest["protocol"] + ", " + lowest["test_set"] + ")")
-    columns = ["n_seeds", "n_draws", "sd_seed", "sd_draw", "sd_test", "half_width", "half_width_10_seeds"]
+    where = lowest["test_set"].where(lowest["domain"] == "all", lowest["test_set"] + " " + lowest["domain"])
+    shown = lowest.assign(method=lowest["method"] + " (" + lowest["protocol"] + ", " + where + ")")
+    columns = ["n_seeds", "n_draws", "sd_seed", "sd_draw", "sd_test", "half_width", "half_width_10_seeds", "seeds_needed"]
     frame = shown.set_index("method")[columns].round(4)
     report.table(report.section("Where the spread of a gain comes from"), frame,
-                 f"AUROC gain over {lowest['reference'].iloc[0]} at {lowest['label_fraction'].iloc[0]:g} of the labels: "
-                 "standard deviation of one seed's gain from the pretraining seed and from the label draw, the "
-                 "test-image standard error of the averaged gain (shared by every seed), the 95% half-width over the "
-                 "seeds measured and projected for 10 seeds", "method (protocol, test set)")
+                 f"AUROC gain over {lowest['reference'].iloc[0]} at {lowest['label_fraction'].iloc[0]:g} of the labels, "
+                 "on each test set and each of its scanners: standard deviation of one seed's gain from the pretraining "
+                 "seed and from the label draw, the test-image standard error of the averaged gain (shared by every "
+                 "seed), the 95% half-width over the seeds measured and projected for 10 seeds, and the fewest seeds "
+                 f"(of as many draws) whose projected half-width is at most {RESOLVED_GAIN:g}",
+                 "method (protocol, test set)")
 
 
 def _embeddings(report: Report, run_dir: Path) -> None:
