@@ -109,3 +109,12 @@ def test_dino_plus_replaces_the_image_then_takes_every_view_of_it():
     views, used = plan.rows.reshape(4, N_IMAGES), plan.from_cf.reshape(4, N_IMAGES)
     assert (views == views[0]).all() and (used == used[0]).all()
     assert used[0, :5].all() and not used[0, 5] and (views[0, :5] % 100 != DOMAINS[:5]).all()
+
+
+@pytest.mark.parametrize("control, like", [("oracle-renoised", "oracle"), ("oracle-recon", "oracle"), ("cf-simclr-base", "cf-simclr")])
+def test_a_control_takes_the_views_of_the_method_it_controls(control, like):
+    for seed in range(5):
+        ours, theirs = _plan(control, np.random.default_rng(seed), p_cf=0.7), _plan(like, np.random.default_rng(seed), p_cf=0.7)
+        assert ours.from_cf.any()
+        for field in ("rows", "from_cf", "groups"):
+            assert np.array_equal(getattr(ours, field), getattr(theirs, field))

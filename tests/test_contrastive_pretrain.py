@@ -52,6 +52,7 @@ def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("stores")
     data = _data_store(root / "data")
     _cf_store(root / "data" / "true_cf", data)
+    _cf_store(root / "data" / "true_cf_renoised", data)
     _cf_store(root / "cf", data)
     return root
 
@@ -279,3 +280,13 @@ def test_cli_pretrain_and_explicit_resume(stores, tmp_path, capsys):
     assert code == 0 and load_encoder(tmp_path / "run")[1]["method"] == "simclr+"
     code = cli.main(["pretrain", "--data", str(stores / "data"), "--out", str(tmp_path / "empty"), "--resume", *common])
     assert code == 2 and "no unfinished run" in capsys.readouterr().err
+
+
+def test_cli_pretrain_of_an_oracle_control_reads_its_store(stores, tmp_path, capsys):
+    common = ["--data", str(stores / "data"), "--set", "batch_size=4", "--set", "trainer.max_epochs=1",
+              "--set", "trainer.progress_bar=false", "--set", "encoder.arch_kwargs={width: 4, blocks: [1]}", "--set", "projection=[8]"]
+    assert cli.main(["pretrain", "--method", "oracle-renoised", "--out", str(tmp_path / "renoised"), *common]) == 0
+    assert load_encoder(tmp_path / "renoised")[1]["method"] == "oracle-renoised"
+    assert read_manifest(tmp_path / "renoised")["inputs"]["cf_store"]["path"].endswith("true_cf_renoised")
+    assert cli.main(["pretrain", "--method", "oracle-recon", "--out", str(tmp_path / "recon"), *common]) == 2
+    assert "needs a counterfactual store" in capsys.readouterr().err

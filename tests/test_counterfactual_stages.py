@@ -275,3 +275,36 @@ def test_generate_split_over_two_processes_matches_one_and_resumes_a_one_process
         assert ImageStore.open(tmp_path / folder).meta.equals(one.meta), folder
         assert not list((tmp_path / folder).glob("progress*.json")) and not (tmp_path / folder / "images.npy.partial").exists()
         assert json.loads((tmp_path / folder / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_generate_with_a_source_reconstructs_its_rows_of_the_same_pairs(trained, tmp_path, capsys):
+    """The oracle-recon control's store: the true counterfactuals' own rows, each image decoded by the generator."""
+    root, store = trained
+    with_truth = make_store(tmp_path / "store", true_cf=True)  # the fixture's store, with its true counterfactuals
+    assert with_truth.content_hash == store.content_hash
+    truth = ImageStore.open(tmp_path / "store" / "true_cf")
+    out = tmp_path / "recon"
+    assert main(["cf", "generate", "--generator", str(root / "gen"), "--data", str(with_truth.path), "--out", str(out),
+                 "--set", f"source={truth.path}", "--set", "batch_size=7", "--set", "progress_bar=false"]) == 0
+    recon = ImageStore.open(out)
+    own = store.meta["domain"].to_numpy()[truth.meta["source_index"]]
+    pairs = truth.meta["split"].eq("train") & truth.meta["target_domain"].isin([0, 1, 2]) & (truth.meta["target_domain"] != own)
+    expected = truth.meta[pairs.to_numpy()]
+    assert list(recon.meta.columns) == list(truth.meta.columns)
+    assert recon.meta.drop(columns="index").equals(expected.drop(columns="index").reset_index(drop=True))
+    assert np.array_equal(recon.meta["index"], np.arange(len(expected)))
+    assert recon.info["source_store"] == store.content_hash and recon.info["reconstructed"] == truth.content_hash
+    model, _ = load_generator(root / "gen")
+    x = torch.from_numpy(truth.images[expected["index"].to_numpy()]).float()[:, None] / 255
+    pa = intervene(parents_from_store(store, expected["source_index"].to_numpy(), model.specs),
+                   domain=torch.as_tensor(expected["target_domain"].to_numpy()))
+    with torch.no_grad():
+        posterior = model.decode_posterior(pa, model.encode(x))
+        # With its abducted pixel noise the reconstruction would be the true counterfactual itself.
+        assert (counterfactual(model, x, pa, pa) - x).abs().max() < 1e-4
+    written = torch.from_numpy(recon.images[:]).float()
+    assert (written - (posterior.mu.clamp(0, 1)[:, 0] * 255).round()).abs().max() <= 1
+    assert (written - x[:, 0] * 255).abs().mean() > 1.0
+    assert main(["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path), "--out", str(tmp_path / "x"),
+                 "--set", f"source={store.path}"]) == 2
+    assert "is an image store, not a counterfactual store" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from cfcl.config import config_hash
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import plan
-from cfcl.pipeline.run import run_pipeline
+from cfcl.pipeline.run import load_run_config, run_pipeline
 from cfcl.training import DevicesConfig, TrainerConfig
 
 QUIET = {"progress_bar": False, "log_every_n_steps": 1}
@@ -200,3 +200,40 @@ def test_sex_methods_run_through_evaluation_and_report(tmp_path):
     store = ImageStore.open(tmp_path / "cf_store_sex")
     assert store.intervened == {"sex": ["F", "M"]} and store.info["source_store"] == ImageStore.open(tmp_path / "data").content_hash
     assert (tmp_path / "report" / "index.html").is_file()
+
+
+CONTROLS = ["cf-simclr-base", "oracle-renoised", "oracle-recon"]
+
+
+def test_the_oracle_controls_add_their_stores_only_when_listed(tmp_path):
+    plain = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["simclr", "cf-simclr", "oracle"]))}
+    assert not {"cf_store_base", "cf_store_recon"} & set(plain) and plain["data"].renoised_counterfactuals is False
+    assert "source" not in plain["cf_store"].model_dump()  # so the scanner store's config hash is as before
+    nodes = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["simclr", "cf-simclr", "oracle", *CONTROLS]))}
+    assert nodes["data"].renoised_counterfactuals is True
+    assert nodes["cf_store_base"].generator == tmp_path / "cf_model" and nodes["cf_store_base"].source is None
+    assert nodes["cf_store_recon"].generator == tmp_path / "cf_finetune"
+    assert nodes["cf_store_recon"].source == tmp_path / "data" / "true_cf"
+    assert nodes["pretrain/cf-simclr-base-s0"].cf_store == tmp_path / "cf_store_base"
+    assert nodes["pretrain/oracle-renoised-s0"].cf_store == tmp_path / "data" / "true_cf_renoised"
+    assert nodes["pretrain/oracle-recon-s0"].cf_store == tmp_path / "cf_store_recon"
+    # Every other stage keeps its config hash, but data's (only when oracle-renoised is listed) and eval's (more encoders).
+    for name, config in plain.items():
+        assert config_hash(nodes[name]) == config_hash(config) or name in ("data", "eval"), name
+    generated_only = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["simclr", "cf-simclr-base", "oracle-recon"]))}
+    assert config_hash(generated_only["data"]) == config_hash(plain["data"]) and "cf_store" not in generated_only
+    # Without fine-tuning the generator before it is the generator: cf-simclr-base reads cf_store.
+    unfinetuned = [n for n in plan(tiny_run(tmp_path, methods=["cf-simclr", "cf-simclr-base"], finetune={"enabled": False}))]
+    assert [n.name for n in unfinetuned].count("cf_store") == 1 and not any(n.name == "cf_store_base" for n in unfinetuned)
+    assert {n.name: n.config for n in unfinetuned}["pretrain/cf-simclr-base-s0"].cf_store == tmp_path / "cf_store"
+
+
+def test_the_benchmark_preset_keeps_its_stages_and_hashes_beside_the_controls(tmp_path):
+    benchmark, source = load_run_config("benchmark", out=tmp_path)
+    controls, _ = load_run_config("benchmark_oracle_controls", out=tmp_path)
+    before = {n.name: config_hash(n.config) for n in plan(benchmark, source)}
+    after = {n.name: config_hash(n.config) for n in plan(controls.model_copy(update={"methods": benchmark.methods}), source)}
+    # The controls preset holds the benchmark's settings (but evaluation's label draws and supervised baseline).
+    assert before.pop("eval") != after.pop("eval") and before == after
+    planned = [n.name for n in plan(controls)]
+    assert {"cf_store", "cf_store_base", "cf_store_recon", "pretrain/oracle-renoised-s2"} <= set(planned)

@@ -341,3 +341,41 @@ def test_true_sex_counterfactual_is_the_patient_drawn_with_the_other_sex(tmp_pat
         rows = (m.meta["domain"] == d).to_numpy()
         assert np.array_equal(m.images[rows][:, outside | marker], w.images[rows][:, outside | marker])
     assert (m.images[:] != w.images[:]).mean() > 0.2
+
+
+# ---- renoised true counterfactuals (the oracle-renoised control) ---------------------------------
+
+
+def test_renoised_counterfactuals_are_written_only_when_asked_and_leave_the_other_stores_as_they_were(generated, tmp_path):
+    assert not (generated / "true_cf_renoised").exists()
+    assert "renoised_counterfactuals" not in tiny().model_dump()  # so the data stage's config hash is as before
+    out = tmp_path / "data"
+    run(tiny(renoised_counterfactuals=True), out)
+    for name in ("images.npy", "metadata.csv", "true_cf/images.npy", "true_cf/metadata.csv", "true_cf_sex/images.npy"):
+        assert (generated / name).read_bytes() == (out / name).read_bytes(), name
+    store, truth, renoised = (ImageStore.open(p) for p in (out, out / "true_cf", out / "true_cf_renoised"))
+    assert renoised.info["source_store"] == store.content_hash and renoised.info["renoised"] is True
+    assert renoised.meta.equals(truth.meta)
+    # Every cell has its own noise: each counterfactual differs from the true one, and the image's own cell from the image.
+    differs = (renoised.images[:].astype(int) != truth.images[:]).mean(axis=(1, 2))
+    assert (differs > 0.2).all()
+    run(tiny(renoised_counterfactuals=True), tmp_path / "again")
+    again = tmp_path / "again" / "true_cf_renoised" / "images.npy"
+    assert (out / "true_cf_renoised" / "images.npy").read_bytes() == again.read_bytes()
+
+
+def test_renoised_counterfactuals_differ_from_the_true_ones_by_the_noise_alone(tmp_path):
+    noiseless = {name: {"noise_std": 0.0} for name in tiny().scanners}
+    run(tiny(renoised_counterfactuals=True, scanner_overrides=noiseless), tmp_path / "quiet")
+    quiet = tmp_path / "quiet"
+    assert np.array_equal(ImageStore.open(quiet / "true_cf_renoised").images, ImageStore.open(quiet / "true_cf").images)
+    # With white noise the two noises are independent draws, so the difference has sqrt(2) x the scanner's noise std.
+    cfg = tiny(renoised_counterfactuals=True, frames=False, scanner_overrides={s: {"noise_sigma": 0.0} for s in tiny().scanners})
+    run(cfg, tmp_path / "noisy")
+    truth = ImageStore.open(tmp_path / "noisy" / "true_cf").images[:].astype(float) / 255
+    renoised = ImageStore.open(tmp_path / "noisy" / "true_cf_renoised").images[:].astype(float) / 255
+    for d, scanner in enumerate(cfg.acquisition):
+        a, b = truth[d :: len(cfg.scanners)], renoised[d :: len(cfg.scanners)]
+        inside = (a > 0.1) & (a < 0.9) & (b > 0.1) & (b < 0.9)  # away from clipping
+        expected = np.sqrt(2) * scanner.noise_std * np.sqrt(np.clip((a + b) / 2, 0.05, 1.0))
+        assert np.std((a - b)[inside] / expected[inside]) == pytest.approx(1.0, abs=0.15), scanner.name

@@ -21,8 +21,12 @@ CF_GUIDE = "cf_guide"
 CF_JUDGE = "cf_judge"
 CF_QUALITY_BASE = "cf_quality_base"  # the cf_quality stage on the generator before fine-tuning
 CF_FINETUNE = "cf_finetune"
-CF_STORE = "cf_store"  # the scanner's counterfactuals; cf_store_sex: of sex (cf_store_name)
+CF_STORE = "cf_store"  # the scanner's counterfactuals; cf_store_sex: of sex; cf_store_base, cf_store_recon (cf_store_name)
 CF_QUALITY = "cf_quality"
+# Variants of a counterfactual store that the controls of cfcl.contrastive.pairing read.
+RENOISED = "renoised"  # true_cf_renoised: the true counterfactuals with the acquisition noise redrawn per counterfactual
+RECON = "recon"  # cf_store_recon: the true counterfactuals as the generator reconstructs them
+BASE = "base"  # cf_store_base: the counterfactuals of the generator before fine-tuning
 PRETRAIN = "pretrain"  # holds one folder per method and seed
 EVAL = "eval"
 REPORT = "report"
@@ -106,11 +110,18 @@ class RunLayout:
         return self.root / name
 
 
-def cf_store_name(parents: tuple[str, ...]) -> str:
-    """The run folder of the counterfactual store that intervenes on ``parents``."""
-    return CF_STORE if tuple(parents) == ("domain",) else "_".join((CF_STORE, *parents))
+def _store_name(base: str, parents: tuple[str, ...], variant: str | None) -> str:
+    """``base``, then the intervened parents unless the scanner alone, then a control's store ``variant``."""
+    return "_".join((base, *(() if tuple(parents) == ("domain",) else parents), *((variant,) if variant else ())))
 
 
-def true_cf(data: str | Path, parents: tuple[str, ...] = ("domain",)) -> Path:
-    """The true counterfactual store of a synthetic benchmark's data folder, intervening on ``parents``."""
-    return Path(data) / (TRUE_CF if tuple(parents) == ("domain",) else "_".join((TRUE_CF, *parents)))
+def cf_store_name(parents: tuple[str, ...], variant: str | None = None) -> str:
+    """The run folder of the counterfactual store that intervenes on ``parents``; ``variant``: a control's
+    (``cf_store_base``: the generator before fine-tuning, ``cf_store_recon``: the true counterfactuals reconstructed)."""
+    return _store_name(CF_STORE, parents, variant)
+
+
+def true_cf(data: str | Path, parents: tuple[str, ...] = ("domain",), variant: str | None = None) -> Path:
+    """The true counterfactual store of a synthetic benchmark's data folder, intervening on ``parents``;
+    ``variant``: a control's (``true_cf_renoised``: the acquisition noise redrawn per counterfactual)."""
+    return Path(data) / _store_name(TRUE_CF, parents, variant)

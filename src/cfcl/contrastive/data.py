@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cfcl.contrastive.pairing import CF_METHODS, ORACLE_METHODS, intervened_parents, plan_views
+from cfcl.contrastive.pairing import CF_METHODS, GENERATOR_METHODS, ORACLE_METHODS, intervened_parents, plan_views, store_variant
 from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError, StoreError
 from cfcl.layout import true_cf
@@ -40,8 +40,11 @@ class PretrainData:
 
 
 def default_cf_store(method: str, data: str | Path) -> Path | None:
-    """The oracles' counterfactuals are the synthetic benchmark's true ones, ``DATA/true_cf`` (sex: ``DATA/true_cf_sex``)."""
-    return true_cf(data, intervened_parents(method)) if method in ORACLE_METHODS else None
+    """The oracles' counterfactuals are the synthetic benchmark's true ones, ``DATA/true_cf`` (sex: ``DATA/true_cf_sex``,
+    ``oracle-renoised``: ``DATA/true_cf_renoised``); ``oracle-recon``'s store is made by a generator, so it has none."""
+    if method not in ORACLE_METHODS or method in GENERATOR_METHODS:
+        return None
+    return true_cf(data, intervened_parents(method), store_variant(method))
 
 
 def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | None, split: str = "train") -> PretrainData:

@@ -18,6 +18,11 @@
 - ``oracle-dino``: ``cf-dino`` with the true counterfactuals.
 - ``sex-cf-simclr`` / ``sex-oracle``: ``cf-simclr`` / ``oracle`` with counterfactuals of the
   patient's sex instead of the scanner.
+- the controls of why generated counterfactuals beat true ones (:data:`CONTROLS`), each the
+  pairing of another method with a variant of its counterfactual store:
+  ``oracle-renoised``: ``oracle`` with the acquisition noise redrawn per counterfactual;
+  ``oracle-recon``: ``oracle`` with the true counterfactuals as the generator reconstructs them;
+  ``cf-simclr-base``: ``cf-simclr`` with the generator before counterfactual fine-tuning.
 
 A method's counterfactuals change the parents :func:`intervened_parents` names (the scanner,
 ``domain``, unless the method says otherwise). A counterfactual store is a table of cells, one
@@ -35,18 +40,34 @@ from typing import Sequence
 
 import numpy as np
 
+from cfcl.layout import BASE, RECON, RENOISED
+
 DINO_METHODS = ("dino", "dino+", "cf-dino", "oracle-dino")
 SEX_METHODS = ("sex-cf-simclr", "sex-oracle")
-METHODS = ("simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi", *DINO_METHODS, *SEX_METHODS)
+# control -> (the method whose views it takes, the variant of that method's counterfactual store it reads)
+CONTROLS = {
+    "oracle-renoised": ("oracle", RENOISED),  # true counterfactuals with an independent acquisition noise per counterfactual
+    "oracle-recon": ("oracle", RECON),  # true counterfactuals passed through the generator's reconstruction
+    "cf-simclr-base": ("cf-simclr", BASE),  # counterfactuals of the generator before counterfactual fine-tuning
+}
+METHODS = (
+    "simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi", *DINO_METHODS, *SEX_METHODS, *CONTROLS,
+)
 CF_METHODS = tuple(m for m in METHODS if m not in ("simclr", "dino"))
-ORACLE_METHODS = ("oracle", "oracle-multi", "oracle-dino", "sex-oracle")
+ORACLE_METHODS = ("oracle", "oracle-multi", "oracle-dino", "sex-oracle", "oracle-renoised", "oracle-recon")
 GENERATED_CF_METHODS = tuple(m for m in CF_METHODS if m not in ORACLE_METHODS)
+GENERATOR_METHODS = (*GENERATED_CF_METHODS, "oracle-recon")  # whose counterfactual store a generator writes
 MULTI_METHODS = ("cf-simclr-multi", "oracle-multi")
 
 
 def intervened_parents(method: str) -> tuple[str, ...]:
     """The parents whose counterfactuals make ``method``'s positives."""
     return ("sex",) if method in SEX_METHODS else ("domain",)
+
+
+def store_variant(method: str) -> str | None:
+    """The variant of the counterfactual store a control reads (``renoised``, ``recon``, ``base``); None for every other method."""
+    return CONTROLS[method][1] if method in CONTROLS else None
 
 
 @dataclass(frozen=True)
@@ -91,6 +112,7 @@ def plan_views(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
+    method = CONTROLS[method][0] if method in CONTROLS else method
     b = len(sources)
     groups_block = np.arange(b)
     n_views = 2 + n_local if method in DINO_METHODS else 2

@@ -73,7 +73,8 @@ class CFFinetuneConfig(StrictModel):
 
 class CFGenerateConfig(StrictModel):
     """Write the counterfactual store: every image of ``splits`` x every combination of target values
-    of the ``intervene`` parents but its own (docs/architecture.md, "Intervened parents")."""
+    of the ``intervene`` parents but its own (docs/architecture.md, "Intervened parents"); with
+    ``source``, that store's rows for the same pairs, reconstructed by the generator instead."""
 
     unhashed = frozenset({"trainer"})  # the processes that share the chunks do not change the store
 
@@ -82,6 +83,11 @@ class CFGenerateConfig(StrictModel):
     intervene: list[str] = Field(
         default_factory=lambda: ["domain"], min_length=1,
         description="discrete parents of the generator to intervene on, jointly: [domain] (the scanner), [sex], [domain, sex]",
+    )
+    source: Path | None = Field(
+        None, description="a counterfactual store of data (e.g. DATA/true_cf) to reconstruct instead of generating: its rows "
+        "for the same (image, target) pairs, each image abducted with its own parents and decoded under them without its "
+        "pixel noise (the method oracle-recon's store)",
     )
     splits: list[str] = ["train"]
     target_domains: list[int] | None = None
@@ -104,10 +110,12 @@ class CFGenerateConfig(StrictModel):
 
     @model_serializer(mode="wrap")
     def _without_default_intervention(self, handler):
-        """A scanner store's config dumps (and hashes) as before other parents could be intervened on."""
+        """A scanner store's config dumps (and hashes) as before other parents could be intervened on, or stores reconstructed."""
         data = handler(self)
         if data.get("intervene") == ["domain"]:
             data.pop("intervene")
+        if data.get("source") is None:
+            data.pop("source", None)
         return data
 
 

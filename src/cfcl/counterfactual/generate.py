@@ -5,9 +5,12 @@ A cell is one combination of target values of the intervened parents (``interven
 the OOD domain is never a target unless asked for. Rows are ordered source-major. They are written
 in chunks through :class:`StoreWriter`, keyed by the generator checkpoint's hash, so an
 interrupted run resumes and a new generator starts afresh; within a chunk each source image is
-abducted once and decoded under every target. Under several processes every rank generates its
-share of the chunks on its own device and rank 0 finishes the store (docs/architecture.md,
-"Several processes"); a chunk's images do not depend on the rank that made it.
+abducted once and decoded under every target. With ``source`` (a store of counterfactuals of the
+same images, e.g. the synthetic benchmark's true ones) the store holds that store's rows for the
+same pairs, each image reconstructed by the generator (the method ``oracle-recon``'s store).
+Under several processes every rank generates its share of the chunks on its own device and rank 0
+finishes the store (docs/architecture.md, "Several processes"); a chunk's images do not depend on
+the rank that made it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from cfcl.counterfactual.parents import ParentError, ParentSpec, parents_from_st
 from cfcl.counterfactual.train import open_image_store
 from cfcl.data.store import INFO, ImageStore, StoreWriter
 from cfcl.distributed import current
-from cfcl.errors import CheckpointError
+from cfcl.errors import CheckpointError, ConfigError, StoreError
 from cfcl.stage import Stage, run_stage
 from cfcl.training import resolve_device
 
@@ -116,33 +119,67 @@ def counterfactual_rows(store: ImageStore, sources: np.ndarray, targets: dict[st
     })
 
 
+def row_parents(store: ImageStore, rows: pd.DataFrame, specs: list[ParentSpec], targets: bool) -> dict[str, torch.Tensor]:
+    """The parents of each row's source image, with the row's target values (``target_<parent>``) if ``targets``."""
+    pa = parents_from_store(store, rows["source_index"].to_numpy(), specs)
+    if targets:
+        pa.update({c.removeprefix("target_"): torch.tensor(rows[c].to_numpy()) for c in rows if c.startswith("target_")})
+    return pa
+
+
+def _batch(pa: dict[str, torch.Tensor], start: int, size: int, device: torch.device) -> dict[str, torch.Tensor]:
+    return parents_to({k: v[start : start + size] for k, v in pa.items()}, device)
+
+
 @torch.inference_mode()
 def generate_chunk(
-    model: HVAE, store: ImageStore, rows: pd.DataFrame, batch_size: int, device: torch.device
+    model: HVAE, store: ImageStore, rows: pd.DataFrame, batch_size: int, device: torch.device, source: ImageStore | None = None,
 ) -> np.ndarray:
-    """uint8 counterfactuals ``[len(rows), H, W]``: each distinct source abducted once."""
-    sources, position = np.unique(rows["source_index"].to_numpy(), return_inverse=True)
+    """uint8 counterfactuals ``[len(rows), H, W]``: each distinct source abducted once.
+
+    ``source``: ``rows`` are rows of this counterfactual store of ``store`` (``index``), reconstructed:
+    each of its images is abducted with its own parents (its source image's, with the row's targets)
+    and decoded under the same parents without its pixel noise, with which it would be the image itself.
+    """
+    key = "source_index" if source is None else "index"
+    units, first, position = np.unique(rows[key].to_numpy(), return_index=True, return_inverse=True)
+    images = store.images if source is None else source.images
+    abducted_parents = row_parents(store, rows.iloc[first], model.specs, targets=source is not None)
     latents: list[list[torch.Tensor]] = []
     noise: list[torch.Tensor] = []
-    for start in range(0, len(sources), batch_size):
-        idx = sources[start : start + batch_size]
-        x = torch.from_numpy(np.ascontiguousarray(store.images[idx])).to(device)[:, None].float() / 255.0
-        ab = abduct(model, x, parents_to(parents_from_store(store, idx, model.specs), device))
+    for start in range(0, len(units), batch_size):
+        batch = np.ascontiguousarray(images[units[start : start + batch_size]])
+        x = torch.from_numpy(batch).to(device)[:, None].float() / 255.0
+        ab = abduct(model, x, _batch(abducted_parents, start, batch_size, device))
         latents.append(ab.latents)
-        noise.append(ab.u)
+        noise.append(ab.u if source is None else torch.zeros_like(ab.u))
     all_latents = [torch.cat(parts) for parts in zip(*latents)]
     all_noise = torch.cat(noise)
     out = np.empty((len(rows), *store.size), dtype=np.uint8)
-    targets = {c.removeprefix("target_"): torch.tensor(rows[c].to_numpy()) for c in rows if c.startswith("target_")}
+    predicted_parents = row_parents(store, rows, model.specs, targets=True)
     for start in range(0, len(rows), batch_size):
         take = torch.as_tensor(position[start : start + batch_size], device=device)
-        idx = sources[position[start : start + batch_size]]
-        pa_star = parents_from_store(store, idx, model.specs)
-        pa_star.update({p: t[start : start + batch_size] for p, t in targets.items()})
         ab = Abduction([z[take] for z in all_latents], all_noise[take])
-        x_star = predict(model, ab, parents_to(pa_star, device))
-        out[start : start + len(idx)] = (x_star[:, 0] * 255).round().to(torch.uint8).cpu().numpy()
+        x_star = predict(model, ab, _batch(predicted_parents, start, batch_size, device))
+        out[start : start + len(take)] = (x_star[:, 0] * 255).round().to(torch.uint8).cpu().numpy()
     return out
+
+
+def reconstructed_rows(source: ImageStore, store: ImageStore, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of counterfactual store ``source`` (of ``store``) for the (image, target cell) pairs of ``rows``, as they are."""
+    source.require_counterfactuals_of(store)
+    intervened = [c.removeprefix("target_") for c in rows if c.startswith("target_")]
+    if list(source.intervened) != intervened:
+        raise ConfigError(
+            f"cf generate: source {source.path} intervenes on {', '.join(source.intervened)}; intervene is {', '.join(intervened)}"
+        )
+    shape = source.cell_shape(len(store.domains))
+    cells = np.ravel_multi_index([rows[f"target_{p}"].to_numpy() for p in source.intervened], shape)
+    found = source.counterfactual_table(len(store), len(store.domains))[rows["source_index"].to_numpy(), cells]
+    if (found < 0).any():
+        missing = int((found < 0).sum())
+        raise StoreError(f"cf generate: source {source.path} lacks {missing} of the {len(rows)} counterfactuals to reconstruct")
+    return source.meta.iloc[found].reset_index(drop=True)
 
 
 def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
@@ -155,13 +192,20 @@ def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
     targets = target_values(specs, store, config)
     rows = counterfactual_rows(store, store.indices(config.splits), targets, model.specs)
     inputs = {"data": store.path / INFO, "generator": gen_path}
-    return run_stage(STAGE, out, config, lambda stage: _generate(config, store, model, rows, targets, stage), force, inputs,
-                     every_rank=True)
+    source = None
+    if config.source is not None:
+        source = ImageStore.open(config.source)
+        rows = reconstructed_rows(source, store, rows)
+        inputs["source"] = source.path / INFO
+    return run_stage(STAGE, out, config, lambda stage: _generate(config, store, model, rows, targets, stage, source), force,
+                     inputs, every_rank=True)
 
 
 def _generate(
-    config: CFGenerateConfig, store: ImageStore, model: HVAE, rows: pd.DataFrame, targets: dict[str, list[int]], stage: Stage
+    config: CFGenerateConfig, store: ImageStore, model: HVAE, rows: pd.DataFrame, targets: dict[str, list[int]], stage: Stage,
+    source: ImageStore | None,
 ) -> dict | None:
+    """The store of ``rows``: counterfactuals, or with ``source`` its rows reconstructed (renumbered, the metadata kept)."""
     out = stage.out
     coordinator = current()
     device = resolve_device(config.device, coordinator.ranks.local_rank)
@@ -178,7 +222,7 @@ def _generate(
     with tqdm(total=sum(b - a for a, b in pending), desc="counterfactuals", unit="img",
               disable=not (config.progress_bar and stage.primary)) as bar:
         for a, b in pending:
-            writer.write(a, generate_chunk(model, store, rows.iloc[a:b], config.batch_size, device))
+            writer.write(a, generate_chunk(model, store, rows.iloc[a:b], config.batch_size, device, source))
             bar.update(b - a)
     stage.timed("generate", time.time() - started)
     extra = {"source_store": store.content_hash, "generator": generator_hash, "splits": config.splits}
@@ -187,6 +231,9 @@ def _generate(
     if config.intervene != ["domain"]:
         names = {s.name: list(s.names) or [str(v) for v in range(s.n_classes)] for s in model.specs}
         extra["intervened"] = {p: store.domains if p == "domain" else names[p] for p in targets}
+    if source is not None:
+        extra["reconstructed"] = source.content_hash
+        rows = rows.assign(index=np.arange(len(rows)))
     if writer.finish(rows, store.domains, store.labels, kind="counterfactuals", extra={**extra, "ood_domains": store.ood_domains}) is None:
         return None
     return dict(n=len(rows), targets=targets, generator=generator_hash)

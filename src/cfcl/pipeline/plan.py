@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from cfcl import layout
 from cfcl.config import build_config, merge, read_yaml
-from cfcl.contrastive.pairing import GENERATED_CF_METHODS, ORACLE_METHODS, intervened_parents
+from cfcl.contrastive.pairing import GENERATOR_METHODS, ORACLE_METHODS, intervened_parents, store_variant
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.presets import resolve_config_path
@@ -71,16 +71,18 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
     (docs/architecture.md, "The run graph")."""
     p = _Planner(run, source)
     if run.data.source == "synth":
-        data = p.add(layout.DATA, layout.DATA, ("data", "synth"), run.data.synth, {})
+        renoised = {"renoised_counterfactuals": True} if any(store_variant(m) == layout.RENOISED for m in run.methods) else {}
+        data = p.add(layout.DATA, layout.DATA, ("data", "synth"), run.data.synth, renoised)
     else:
         data = p.add(layout.DATA, layout.DATA, ("data", "prepare"), run.data.prepare, {})
     oracles = [m for m in run.methods if m in ORACLE_METHODS]
     if oracles and run.data.source != "synth":
         raise ConfigError(f"{source}: method {oracles[0]!r} needs true counterfactuals, which only the synthetic benchmark has")
-    cf_stores: dict[tuple[str, ...], Path] = {}
+    cf_stores: dict[tuple[tuple[str, ...], str | None], Path] = {}  # by (intervened parents, store variant)
     if run.needs_generator:
         model = p.add(layout.CF_MODEL, layout.CF_MODEL, ("cf", "train"), run.generator, {"data": data})
-        interventions = list(dict.fromkeys(intervened_parents(m) for m in run.methods if m in GENERATED_CF_METHODS))
+        stores = list(dict.fromkeys((intervened_parents(m), store_variant(m)) for m in run.methods if m in GENERATOR_METHODS))
+        interventions = list(dict.fromkeys(parents for parents, _ in stores))
         conditioned = p.nodes[-1].config
         missing = [q for parents in interventions for q in parents if q not in conditioned.parents]
         if missing:  # a method pairs counterfactuals of a parent: the generator is conditioned on it as well
@@ -93,19 +95,26 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
                   {"data": data, "generator": model, "judge": judge})
             generator = p.add(layout.CF_FINETUNE, layout.CF_FINETUNE, ("cf", "finetune"), run.finetune.config,
                               {"data": data, "generator": model, "guide": guide})
-        for parents in interventions:
-            inject = {"data": data, "generator": generator, **({} if parents == ("domain",) else {"intervene": list(parents)})}
-            cf_stores[parents] = p.add(layout.cf_store_name(parents), layout.CF_STORE, ("cf", "generate"), run.cf_store, inject)
+        for parents, variant in stores:
+            planned = None if variant == layout.BASE and not run.finetune.enabled else variant  # no fine-tuning: cf_store
+            name = layout.cf_store_name(parents, planned)
+            inject = {"data": data, "generator": model if planned == layout.BASE else generator}
+            if parents != ("domain",):
+                inject["intervene"] = list(parents)
+            if planned == layout.RECON:
+                inject["source"] = layout.true_cf(data, parents)
+            known = next((n.out for n in p.nodes if n.name == name), None)
+            cf_stores[parents, variant] = known or p.add(name, layout.CF_STORE, ("cf", "generate"), run.cf_store, inject)
         p.add(layout.CF_QUALITY, layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
               {"data": data, "generator": generator, "judge": judge})
     encoders = []
     for seed in run.seeds:
         for method in run.methods:
             inject: dict[str, Any] = {"data": data, "method": method, "seed": seed}
-            if method in ORACLE_METHODS:
-                inject["cf_store"] = layout.true_cf(data, intervened_parents(method))
-            elif method in GENERATED_CF_METHODS:
-                inject["cf_store"] = cf_stores[intervened_parents(method)]
+            if method in GENERATOR_METHODS:
+                inject["cf_store"] = cf_stores[intervened_parents(method), store_variant(method)]
+            elif method in ORACLE_METHODS:
+                inject["cf_store"] = layout.true_cf(data, intervened_parents(method), store_variant(method))
             name = layout.pretrain_name(method, seed)
             encoders.append(p.add(name, layout.PRETRAIN, ("pretrain",), run.pretrain, inject))
     p.add(layout.EVAL, "evaluate", ("evaluate",), run.evaluate, {"data": data, "encoders": [str(e) for e in encoders]})

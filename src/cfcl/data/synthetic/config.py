@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_serializer
 
 from cfcl.config import StrictModel
 from cfcl.data.synthetic.scanners import SCANNERS, Scanner
@@ -86,6 +86,10 @@ class SynthConfig(StrictModel):
     n_ood_test: int = Field(800, ge=0)
     max_images_per_patient: int = Field(2, ge=1, description="follow-up images share the patient's anatomy")
     frames: bool = Field(True, description="burn each scanner's collimation border and marker into its images")
+    renoised_counterfactuals: bool = Field(
+        False, description="also write true_cf_renoised: the true scanner counterfactuals with an independent acquisition "
+        "noise per (image, scanner), the method oracle-renoised's (cfcl run sets it when that method is listed)",
+    )
     scanner_overrides: dict[str, dict[str, float | int | str | list[float]]] = Field(
         default_factory=dict,
         description="changes to the catalogue's scanner parameters, e.g. {portable: {gain: -1.0, offset: 1.0}}",
@@ -131,6 +135,14 @@ class SynthConfig(StrictModel):
             if unknown:
                 raise ValueError(f"{name}: unknown scanner parameter(s) {unknown}; allowed {sorted(fields)}")
         return value
+
+    @model_serializer(mode="wrap")
+    def _without_default_renoising(self, handler):
+        """A config without the renoised store dumps (and hashes) as before that store existed."""
+        data = handler(self)
+        if not data.get("renoised_counterfactuals"):
+            data.pop("renoised_counterfactuals", None)
+        return data
 
     @property
     def acquisition(self) -> list[Scanner]:

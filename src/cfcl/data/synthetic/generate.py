@@ -1,5 +1,6 @@
 """``cfcl data synth``: write the synthetic benchmark store and its true counterfactuals (of the
-scanner in ``true_cf``, of sex in ``true_cf_sex``)."""
+scanner in ``true_cf``, of sex in ``true_cf_sex``; with ``renoised_counterfactuals``, the scanner's
+with their acquisition noise redrawn per counterfactual in ``true_cf_renoised``)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from cfcl.data.synthetic.anatomy import ANATOMY_TRAITS
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.overview import overview_rows, save_overview
 from cfcl.data.synthetic.scm import (
-    ID_SPLITS, LABELS, OOD_SPLITS, SEXES, acquire_all, acquire_own, exogenous_fields, other_sex, render_physical, sample_cohort,
+    ID_SPLITS, LABELS, OOD_SPLITS, SEXES, acquire_all, acquire_own, exogenous_fields, other_sex, render_physical, renoised_noise,
+    sample_cohort,
 )
 from cfcl.stage import Stage, run_stage
 
@@ -41,18 +43,23 @@ def summary_table(meta: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
 
 
 def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
-    """Write the three stores' images chunk by chunk (resumable); return the metadata and overview masks."""
+    """Write the stores' images chunk by chunk (resumable); return the metadata and overview masks."""
     cohort = sample_cohort(cfg)
     n, size, n_dom, n_sex = len(cohort), cfg.image_size, len(cfg.scanners), len(SEXES)
     key = config_hash(cfg)
     images = StoreWriter(out, n, size, size, key=key, chunk=CHUNK)
     counterfactuals = StoreWriter(layout.true_cf(out), n * n_dom, size, size, key=key, chunk=CHUNK * n_dom)
     sex_counterfactuals = StoreWriter(layout.true_cf(out, ("sex",)), n * n_sex, size, size, key=key, chunk=CHUNK * n_sex)
+    renoised = (
+        StoreWriter(layout.true_cf(out, variant=layout.RENOISED), n * n_dom, size, size, key=key, chunk=CHUNK * n_dom)
+        if cfg.renoised_counterfactuals else None
+    )
     wanted = set(overview_rows(cohort))
     masks, area = {}, np.zeros(n)
     images_due = {s for s, _ in images.pending()}
     counterfactuals_due = {s // n_dom for s, _ in counterfactuals.pending()}
     sex_due = {s // n_sex for s, _ in sex_counterfactuals.pending()}
+    renoised_due = {s // n_dom for s, _ in renoised.pending()} if renoised else set()
 
     def make_chunk(start: int):
         rows = cohort.iloc[start : start + CHUNK]
@@ -68,7 +75,10 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
             other = acquire_own(flipped, fields["u"], domains, cfg.acquisition, cfg.frames)
             male = (rows["sex"] == SEXES[1]).to_numpy()[:, None, None]
             by_sex = np.stack([np.where(male, other, own), np.where(male, own, other)], axis=1)
-        return rows, lesion, all_scanners, by_sex
+        redrawn = None
+        if start in renoised_due:
+            redrawn = acquire_all(phys, renoised_noise(cfg, start, len(rows)), cfg.acquisition, cfg.frames)
+        return rows, lesion, all_scanners, by_sex, redrawn
 
     # numpy and scipy release the GIL, so chunks made on threads use every core; a few
     # chunks at a time keep memory bounded.
@@ -77,7 +87,7 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
     windows = [starts[i : i + workers] for i in range(0, len(starts), workers)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         made = ((s, chunk) for window in windows for s, chunk in zip(window, pool.map(make_chunk, window)))
-        for start, (rows, lesion, all_scanners, by_sex) in made:
+        for start, (rows, lesion, all_scanners, by_sex, redrawn) in made:
             area[start : start + len(rows)] = lesion.mean(axis=(1, 2))
             masks.update({i: lesion[i - start] for i in wanted if start <= i < start + len(rows)})
             if start in images_due:
@@ -86,6 +96,8 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
                 counterfactuals.write(start * n_dom, all_scanners.reshape(-1, size, size))
             if start in sex_due:
                 sex_counterfactuals.write(start * n_sex, by_sex.reshape(-1, size, size))
+            if start in renoised_due:
+                renoised.write(start * n_dom, redrawn.reshape(-1, size, size))
     meta = cohort.assign(
         lesion_area=area.round(5), lesion_contrast=cohort["lesion_contrast"].round(4),
         **{trait: cohort[trait].round(5) for trait in ANATOMY_TRAITS},
@@ -97,10 +109,13 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
     )
     scanner_cells = ("domain", np.arange(n_dom), ["lesion_area"], {})
     sex_cells = ("sex", np.asarray(SEXES), ["sex"], {"intervened": {"sex": SEXES}})
-    for writer, (parent, values, kept, intervened) in ((counterfactuals, scanner_cells), (sex_counterfactuals, sex_cells)):
+    writers = [(counterfactuals, scanner_cells), (sex_counterfactuals, sex_cells)]
+    if renoised:
+        writers.append((renoised, ("domain", np.arange(n_dom), ["lesion_area"], {"renoised": True})))
+    for writer, (parent, values, kept, info) in writers:
         writer.finish(
             true_counterfactual_rows(meta, parent, values, kept), cfg.scanners, LABELS, kind="counterfactuals",
-            extra={"source_store": store.content_hash, "synthetic": True, **intervened},
+            extra={"source_store": store.content_hash, "synthetic": True, **info},
         )
     return meta, masks
 
@@ -119,7 +134,8 @@ def true_counterfactual_rows(meta: pd.DataFrame, parent: str, values: np.ndarray
 
 
 def run(config: SynthConfig, out: Path, force: bool = False) -> dict:
-    """Generate the benchmark into ``out`` (image store), ``out/true_cf`` and ``out/true_cf_sex`` (true counterfactuals)."""
+    """Generate the benchmark into ``out`` (image store), ``out/true_cf`` and ``out/true_cf_sex`` (true counterfactuals)
+    and, if asked, ``out/true_cf_renoised``."""
     return run_stage(STAGE, out, config, lambda stage: _synthesise(config, stage), force)
 
 

@@ -2,7 +2,8 @@
 
 ``sample_cohort`` draws every exogenous and endogenous variable except the per-pixel fields;
 ``render_physical`` turns a slice of the cohort into attenuation images; ``acquire_all``
-images them under every scanner with the same noise ``u`` (the true scanner counterfactuals);
+images them under every scanner with the same noise ``u`` (the true scanner counterfactuals;
+with ``renoised_noise``, one independent ``u`` per scanner instead: the renoised control);
 ``other_sex`` gives the same images' patients with the other sex, everything else the same
 (the true sex counterfactuals).
 """
@@ -77,6 +78,13 @@ def exogenous_fields(cfg: SynthConfig, start: int, n: int) -> dict[str, np.ndarr
     return {name: rng.standard_normal(shape, dtype=np.float32) for name in ("texture", "mottle", "u")}
 
 
+def renoised_noise(cfg: SynthConfig, start: int, n: int) -> np.ndarray:
+    """An independent acquisition noise ``u`` ``[N, D, H, W]`` per image ``start .. start+n`` and scanner,
+    from its own stream keyed by ``start``: the true counterfactuals' noise redrawn per counterfactual."""
+    rng = np.random.default_rng([cfg.seed, 4, start])
+    return rng.standard_normal((n, len(cfg.scanners), cfg.image_size, cfg.image_size), dtype=np.float32)
+
+
 def other_sex(rows: pd.DataFrame, cfg: SynthConfig) -> pd.DataFrame:
     """The same images with the patients' other sex: the anatomy recomputed from the same noise and age."""
     male = (rows["sex"] == "F").to_numpy().astype(int)
@@ -97,8 +105,10 @@ def render_physical(rows: pd.DataFrame, size: int, fields: dict[str, np.ndarray]
 
 
 def acquire_all(phys: np.ndarray, u: np.ndarray, scanners: list[Scanner], frame: bool = True) -> np.ndarray:
-    """uint8 ``[N, D, H, W]``: every physical image acquired by every scanner with the same ``u``."""
-    return np.stack([to_uint8(acquire(phys, u, scanner, frame)) for scanner in scanners], axis=1)
+    """uint8 ``[N, D, H, W]``: every physical image acquired by every scanner with the same ``u`` ``[N, H, W]``,
+    or with its own ``u[:, d]`` when ``u`` is ``[N, D, H, W]``."""
+    noise = [u[:, d] if u.ndim == 4 else u for d in range(len(scanners))]
+    return np.stack([to_uint8(acquire(phys, n, scanner, frame)) for n, scanner in zip(noise, scanners)], axis=1)
 
 
 def acquire_own(phys: np.ndarray, u: np.ndarray, domains: np.ndarray, scanners: list[Scanner], frame: bool = True) -> np.ndarray:
