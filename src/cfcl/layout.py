@@ -18,11 +18,11 @@ TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactua
 OVERVIEW = "overview.png"  # inside DATA: the synthetic benchmark's patients under every scanner
 CF_MODEL = "cf_model"
 CF_GUIDE = "cf_guide"
-CF_JUDGE = "cf_judge"
+CF_JUDGE = "cf_judge"  # the scanner's judge; cf_judge_sex: of sex (cf_judge_name)
 CF_QUALITY_BASE = "cf_quality_base"  # the cf_quality stage on the generator before fine-tuning
 CF_FINETUNE = "cf_finetune"
 CF_STORE = "cf_store"  # the scanner's counterfactuals; cf_store_sex: of sex (cf_store_name)
-CF_QUALITY = "cf_quality"
+CF_QUALITY = "cf_quality"  # the scanner's counterfactual quality; cf_quality_sex: of sex (cf_quality_name)
 PRETRAIN = "pretrain"  # holds one folder per method and seed
 EVAL = "eval"
 REPORT = "report"
@@ -106,11 +106,26 @@ class RunLayout:
         return self.root / name
 
 
+def _of(name: str, parents: tuple[str, ...]) -> str:
+    """``name`` of the scanner (the domain alone), else ``name_<parent>...``."""
+    return name if tuple(parents) == ("domain",) else "_".join((name, *parents))
+
+
 def cf_store_name(parents: tuple[str, ...]) -> str:
     """The run folder of the counterfactual store that intervenes on ``parents``."""
-    return CF_STORE if tuple(parents) == ("domain",) else "_".join((CF_STORE, *parents))
+    return _of(CF_STORE, parents)
+
+
+def cf_judge_name(parent: str) -> str:
+    """The run folder of the judge (classifier) of ``parent``."""
+    return _of(CF_JUDGE, (parent,))
+
+
+def cf_quality_name(parents: tuple[str, ...]) -> str:
+    """The run folder of the counterfactual quality of an intervention on ``parents`` (after fine-tuning)."""
+    return _of(CF_QUALITY, parents)
 
 
 def true_cf(data: str | Path, parents: tuple[str, ...] = ("domain",)) -> Path:
     """The true counterfactual store of a synthetic benchmark's data folder, intervening on ``parents``."""
-    return Path(data) / (TRUE_CF if tuple(parents) == ("domain",) else "_".join((TRUE_CF, *parents)))
+    return Path(data) / _of(TRUE_CF, parents)
