@@ -247,3 +247,20 @@ def test_gain_figure_draws_an_interval_that_misses_its_point_as_it_is():
     (segment,) = ax.collections[0].get_segments()
     assert segment[:, 1].tolist() == [0.01, 0.04]  # the bootstrap bounds, not stretched to the point
     assert ax.lines[0].get_ydata().tolist() == [0.05]
+
+
+def test_the_quality_of_sex_counterfactuals_is_one_table_beside_the_scanners(run_dir):
+    def quality(folder, intervened, effectiveness):
+        complete_stage(run_dir / folder, "cf_quality")
+        (run_dir / folder / "cf_quality.json").write_text(json.dumps({"intervened": intervened, "targets": {
+            "effectiveness": {"value": effectiveness, "threshold": 0.95, "pass": effectiveness >= 0.95},
+            "reversibility": {"value": 0.01, "threshold": 0.02, "pass": True}}}))
+
+    quality("cf_quality_sex", {"sex": ["F", "M"]}, 0.8125)
+    quality("cf_quality_base", None, 0.123)  # the scanner's quality before fine-tuning: not a parent's table
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "counterfactual quality of sex (cf_quality_sex): targets" in summary
+    table = summary.split("counterfactual quality of sex (cf_quality_sex): targets")[1]
+    assert re.search(r"\| effectiveness \| 0\.8125 \| 0\.95 \| False \|", table)
+    assert "0.123" not in summary and "counterfactual quality: effectiveness" in summary

@@ -110,7 +110,9 @@ def save_classifier(path: str | os.PathLike, model: ParentClassifier, info: dict
         raise ValueError(f"save_classifier: info lacks {missing}")
     if info["role"] not in ROLES:
         raise ValueError(f"save_classifier: role must be one of {ROLES}, got {info['role']!r}")
-    payload = {**info, "format": FORMAT, "arch": model.arch, "arch_kwargs": model.arch_kwargs, "n_classes": int(model.n_classes)}
+    payload = {
+        **info, "format": FORMAT, "arch": model.arch, "arch_kwargs": model.arch_kwargs, "n_classes": int(model.n_classes),
+    }
     return write_checkpoint(path, CLASSIFIER_FILE, payload, model)
 
 

@@ -34,7 +34,9 @@ def load_guide(path: Path) -> tuple[torch.nn.Module, dict]:
     if info.get("role") != "guide":
         raise ConfigError(f"{path} is a '{info.get('role')}' classifier; fine-tuning needs a guide (the judge never guides)")
     if info["parent"] != "domain":
-        raise ConfigError(f"{path} classifies '{info['parent']}'; counterfactual fine-tuning is guided by a scanner (domain) guide")
+        raise ConfigError(
+            f"{path} classifies '{info['parent']}'; counterfactual fine-tuning is guided by a scanner (domain) guide"
+        )
     return guide, info
 
 

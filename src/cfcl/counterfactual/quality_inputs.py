@@ -122,7 +122,9 @@ def _model_generator(path: Path, store: ImageStore, intervention: Intervention, 
     specs = intervened_specs(model.specs, intervention.parents, generator_file(path))
     differ = [s.name for s in specs if value_names(s) != intervention.values[s.name]]
     if differ:
-        raise CheckpointError(f"generator {generator_file(path)} codes parent '{differ[0]}' otherwise than the store {store.path}")
+        raise CheckpointError(
+            f"generator {generator_file(path)} codes parent '{differ[0]}' otherwise than the store {store.path}"
+        )
 
     def cf_fn(x: torch.Tensor, pa: Parents, pa_star: Parents) -> torch.Tensor:
         return counterfactual(model, x, pa, pa_star)

@@ -117,7 +117,8 @@ def _judges(config: QualityConfig, intervention: Intervention) -> dict[str, tupl
     missing = [p for p in intervention.parents if p not in found]
     if missing:
         raise ConfigError(
-            f"config key 'judge' has no judge of parent '{missing[0]}': train one with --config cf_judge --set parent={missing[0]}"
+            f"config key 'judge' has no judge of parent '{missing[0]}': "
+            f"train one with --config cf_judge --set parent={missing[0]}"
         )
     return {p: found[p] for p in intervention.parents}
 
@@ -147,7 +148,7 @@ def open_inputs(config: QualityConfig) -> QualityInputs:
                 f"generator {generator_path} never saw {noun} {', '.join(unseen)}; it cannot make counterfactuals to them"
             )
     judges = _judges(config, intervention)
-    for model, info, path in judges.values():
+    for _, info, path in judges.values():
         check_judge(info, path, generator_path, generator.info.get("guide"), store, intervention)
     truth = _true_cf_store(config, store, intervention)
     return QualityInputs(
@@ -186,7 +187,8 @@ def _evaluate(config: QualityConfig, what: QualityInputs, stage: Stage) -> dict:
         truth = str(what.truth.path) if what.truth is not None else None
         about = {"intervened": intervention.values, "rare_cell": intervention.name(rare), "true_cf": truth}
     judges = {
-        p: {k: info[k] for k in ("arch", "seed", "role", "val_balanced_accuracy") if k in info} | {"path": str(what.judge_files[p])}
+        p: {k: info[k] for k in ("arch", "seed", "role", "val_balanced_accuracy") if k in info}
+        | {"path": str(what.judge_files[p])}
         for p, info in what.judge_infos.items()
     }
     result = {

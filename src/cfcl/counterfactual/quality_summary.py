@@ -118,7 +118,8 @@ def summarise(
 def _targets(result: dict[str, Any], judged: dict[str, dict], targets: QualityTargets) -> dict[str, dict]:
     """``{name: {value, threshold, pass}}`` for every target that could be measured."""
     checks = {
-        name: (judged[p]["balanced_accuracy"], targets.effectiveness, True) for p, name in per_parent("effectiveness", list(judged)).items()
+        name: (judged[p]["balanced_accuracy"], targets.effectiveness, True)
+        for p, name in per_parent("effectiveness", list(judged)).items()
     }
     if result["truth"] is not None:
         checks["mae_ratio"] = (result["truth"]["ratio"], targets.mae_ratio, False)

@@ -99,13 +99,13 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
         p.add(layout.CF_QUALITY, layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
               {"data": data, "generator": generator, "judge": judge})
         judges = {"domain": judge}
-        for parents in (q for q in interventions if q != ("domain",)):  # another parent's judge and quality (the guide stays the scanner's)
+        for parents in (q for q in interventions if q != ("domain",)):  # judged per parent; the guide stays the scanner's
             for q in parents:
                 if q not in judges:
                     judges[q] = p.add(layout.cf_judge_name(q), layout.CF_JUDGE, ("cf", "classifier"), run.judge,
                                       {"data": data, "parent": q}, preset="cf_judge")
-            p.add(layout.cf_quality_name(parents), layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
-                  {"data": data, "generator": generator, "intervene": list(parents), "judge": [str(judges[q]) for q in parents]})
+            inject = {"data": data, "generator": generator, "intervene": list(parents), "judge": [str(judges[q]) for q in parents]}
+            p.add(layout.cf_quality_name(parents), layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality, inject)
     encoders = []
     for seed in run.seeds:
         for method in run.methods:
