@@ -61,7 +61,7 @@ class Intervention:
         return "_".join(self.values[p][c] for p, c in self.codes(cell).items())
 
     def own_cells(self, store: ImageStore, rows: np.ndarray) -> np.ndarray:
-        """Each image's own cell, -1 where one of its values is unknown (not among the names)."""
+        """Each image's own cell, -1 where one of its values is unknown or no target (an OOD scanner not evaluated)."""
         meta = store.meta.iloc[rows]
         codes = [parent_codes(meta, p, v) for p, v in self.values.items()]
         known = np.all([(c >= 0) & np.isin(c, self.targets[p]) for p, c in zip(self.values, codes)], axis=0)
