@@ -20,7 +20,7 @@ from cfcl.errors import CheckpointError, ConfigError
 
 
 def test_class_weights_equalise_domains():
-    weights = balanced_class_weights(np.array([0] * 6 + [1] * 3 + [2]), n_domains=4)
+    weights = balanced_class_weights(np.array([0] * 6 + [1] * 3 + [2]), n_classes=4)
     # n / (k * count): 10 / (3 * 6), 10 / (3 * 3), 10 / (3 * 1); the absent domain gets 0.
     assert torch.allclose(weights, torch.tensor([10 / 18, 10 / 9, 10 / 3, 0.0]))
     counts = torch.tensor([6.0, 3.0, 1.0, 0.0])
@@ -33,7 +33,7 @@ def test_classifier_roundtrip(tmp_path, arch, kwargs):
     model = build_classifier(arch, 3, **kwargs)
     x = torch.rand(5, 1, 16, 16)
     model.eval()
-    info = {"role": "judge", "domains": ["a", "b", "c"], "trained_domains": [0, 1, 2], "image_size": [16, 16], "seed": 7}
+    info = {"role": "judge", "parent": "domain", "values": ["a", "b", "c"], "trained_values": [0, 1, 2], "image_size": [16, 16], "seed": 7}
     save_classifier(tmp_path, model, info)
     loaded, loaded_info = load_classifier(tmp_path)
     assert not loaded.training
@@ -42,9 +42,34 @@ def test_classifier_roundtrip(tmp_path, arch, kwargs):
     assert loaded_info["role"] == "judge" and loaded_info["arch"] == arch and loaded_info["seed"] == 7
 
 
+def test_a_checkpoint_written_before_parents_loads_as_a_domain_classifier(tmp_path):
+    torch.manual_seed(0)
+    model = build_classifier("cnn", 3, widths=[4])
+    info = {"role": "judge", "parent": "domain", "values": ["a", "b", "c"], "trained_values": [0, 2], "image_size": [16, 16], "seed": 7}
+    path = save_classifier(tmp_path / "new.pt", model, info)
+    old = torch.load(path, weights_only=True)
+    for key, before in (("values", "domains"), ("trained_values", "trained_domains"), ("n_classes", "n_domains")):
+        old[before] = old.pop(key)
+    del old["parent"]
+    torch.save(old, tmp_path / "old.pt")
+    loaded, loaded_info = load_classifier(tmp_path / "old.pt")
+    assert (loaded_info["parent"], loaded_info["values"], loaded_info["trained_values"]) == ("domain", ["a", "b", "c"], [0, 2])
+    x = torch.rand(2, 1, 16, 16)
+    assert torch.equal(loaded(x), model.eval()(x))
+
+
+def test_fine_tuning_refuses_a_guide_of_another_parent(tmp_path):
+    from cfcl.counterfactual.finetune import load_guide
+
+    info = {"role": "guide", "parent": "sex", "values": ["F", "M"], "trained_values": [0, 1], "image_size": [16, 16], "seed": 0}
+    save_classifier(tmp_path / "g.pt", build_classifier("cnn", 2, widths=[4]), info)
+    with pytest.raises(ConfigError, match="classifies 'sex'; counterfactual fine-tuning is guided by a scanner"):
+        load_guide(tmp_path / "g.pt")
+
+
 def test_classifier_checkpoint_errors(tmp_path):
     model = build_classifier("cnn", 3, widths=[4, 8])
-    info = {"role": "guide", "domains": ["a", "b", "c"], "trained_domains": [0, 1, 2], "image_size": [16, 16], "seed": 0}
+    info = {"role": "guide", "parent": "domain", "values": ["a", "b", "c"], "trained_values": [0, 1, 2], "image_size": [16, 16], "seed": 0}
     path = save_classifier(tmp_path / "c.pt", model, info)
 
     corrupt = tmp_path / "corrupt.pt"
@@ -55,7 +80,7 @@ def test_classifier_checkpoint_errors(tmp_path):
 
     foreign = tmp_path / "encoder.pt"
     torch.save({"arch": "small", "state_dict": {}}, foreign)
-    with pytest.raises(CheckpointError, match="not a cfcl domain classifier"):
+    with pytest.raises(CheckpointError, match="not a cfcl classifier"):
         load_classifier(foreign)
 
     other_arch = torch.load(path, weights_only=True)
@@ -83,7 +108,8 @@ def test_cli_trains_guide_and_judge(tmp_path):
     judge, judge_info = load_classifier(tmp_path / "judge")
     assert (guide_info["role"], judge_info["role"]) == ("guide", "judge")
     assert guide_info["arch"] != judge_info["arch"] and guide_info["seed"] != judge_info["seed"]
-    assert guide_info["domains"] == ["major", "middle", "rare", "ood"] and guide_info["trained_domains"] == [0, 1, 2]
+    assert guide_info["parent"] == "domain" and guide_info["values"] == ["major", "middle", "rare", "ood"]
+    assert guide_info["trained_values"] == [0, 1, 2]
     # gamma curves are trivially separable: both must beat chance (1/3) by far on held-out images
     for info in (guide_info, judge_info):
         assert info["val_balanced_accuracy"] >= 0.8 and info["test_balanced_accuracy"] >= 0.8

@@ -16,7 +16,7 @@ from cfcl import atomic
 from cfcl.cli import main
 from cfcl.counterfactual.classifier import build_classifier, classifier_file, load_classifier, save_classifier
 from cfcl.counterfactual.config import QualityTargets
-from cfcl.counterfactual.quality_inputs import Generator
+from cfcl.counterfactual.quality_inputs import Generator, open_intervention
 from cfcl.counterfactual.quality_measure import measure, select_images
 from cfcl.counterfactual.quality_summary import summarise
 from cfcl.data.store import ImageStore
@@ -32,7 +32,7 @@ def setup(tmp_path_factory):
     store = make_store(root / "store")
     assert main(["cf", "classifier", "--config", "cf_judge", "--data", str(store.path), "--out", str(root / "judge"),
                  *TRAIN, "--set", "arch_kwargs.width=4"]) == 0
-    info = {"role": "guide", "domains": store.domains, "trained_domains": [0, 1, 2], "image_size": list(store.size), "seed": 1}
+    info = {"role": "guide", "parent": "domain", "values": store.domains, "trained_values": [0, 1, 2], "image_size": list(store.size), "seed": 1}
     save_classifier(root / "guide.pt", build_classifier("cnn", 4, widths=[4]), info)
     return root, store
 
@@ -71,12 +71,15 @@ def test_identity_and_exact_generators(setup):
         return {"domain": torch.as_tensor(store.meta["domain"].to_numpy()[indices])}
 
     true_cf = ImageStore.open(root / "store" / "true_cf")
+    scanner = open_intervention(store, ["domain"], [0, 1, 2])
     results = {}
     for name, cf_fn in (("identity", lambda x, pa, pa_star: x), ("exact", gamma_cf)):
-        generator = Generator(cf_fn, parents, [0, 1, 2], True, {"kind": name}, store.path)
-        table, logits, composition = measure(generator, judge, store, rows, [0, 1, 2], true_cf, 3, 7, torch.device("cpu"))
-        assert len(table) == len(logits) == 2 * len(rows) and composition.shape == (3, len(rows))
-        results[name] = summarise(table, logits, composition, sources, store.domains, 2, 3, QualityTargets())
+        generator = Generator(cf_fn, parents, {"domain": [0, 1, 2]}, True, {"kind": name}, store.path)
+        table, logits, composition = measure(
+            generator, {"domain": judge}, store, rows, scanner, true_cf, 3, 7, torch.device("cpu")
+        )
+        assert len(table) == len(logits["domain"]) == 2 * len(rows) and composition.shape == (3, len(rows))
+        results[name] = summarise(table, logits, composition, sources, scanner, 2, 3, QualityTargets())
     identity, exact = results["identity"], results["exact"]
     # the identity leaves every image in its source domain: the judge never sees the target
     assert identity["truth"]["ratio"] == pytest.approx(1.0) and identity["effectiveness"]["balanced_accuracy"] < 0.2

@@ -175,7 +175,7 @@ def test_train_bad_input(trained, tmp_path, capsys):
 def save_guide(path, role, seed=0):
     torch.manual_seed(seed)
     model = build_classifier("cnn", 4, widths=[4, 8]).eval()
-    info = {"role": role, "domains": ["major", "middle", "rare", "ood"], "trained_domains": [0, 1, 2],
+    info = {"role": role, "parent": "domain", "values": ["major", "middle", "rare", "ood"], "trained_values": [0, 1, 2],
             "image_size": [16, 16], "seed": seed}
     return save_classifier(path, model, info)
 

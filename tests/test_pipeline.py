@@ -76,6 +76,24 @@ def test_plan_wires_stages_in_dependency_order(tmp_path):
     assert config_hash(next(n.config for n in devices if n.name == "cf_model")) != config_hash(by_name["cf_model"].config)
 
 
+def test_plan_judges_the_sex_counterfactuals_only_with_a_generated_sex_method(tmp_path):
+    scanner = {n.name: n for n in plan(tiny_run(tmp_path))}
+    oracle = {n.name for n in plan(tiny_run(tmp_path, methods=[*TINY["methods"], "sex-oracle"]))}
+    assert not {"cf_judge_sex", "cf_quality_sex"} & (set(scanner) | oracle)
+    sexed = {n.name: n for n in plan(tiny_run(tmp_path, methods=[*TINY["methods"], "sex-cf-simclr"]))}
+    judge, quality = sexed["cf_judge_sex"], sexed["cf_quality_sex"]
+    assert (judge.group, judge.config.role, judge.config.parent) == ("cf_judge", "judge", "sex")
+    assert judge.config.arch_kwargs == sexed["cf_judge"].config.arch_kwargs  # the judge section and preset
+    assert quality.group == "cf_quality" and quality.config.intervene == ["sex"]
+    assert quality.config.judge == [tmp_path / "cf_judge_sex"]
+    assert quality.config.generator == sexed["cf_store_sex"].config.generator == tmp_path / "cf_finetune"
+    # the scanner's classifiers, quality and store keep their configs, so a run made before resumes with the new stages only
+    for name in ("cf_guide", "cf_judge", "cf_quality_base", "cf_finetune", "cf_store", "cf_quality"):
+        assert config_hash(sexed[name].config) == config_hash(scanner[name].config)
+    assert "parent" not in sexed["cf_judge"].config.model_dump() and "intervene" not in sexed["cf_quality"].config.model_dump()
+    assert sexed["cf_guide"].config.parent == "domain" and sexed["cf_finetune"].config.guide == tmp_path / "cf_guide"
+
+
 def test_plan_without_generated_counterfactuals_skips_the_generator(tmp_path):
     nodes = plan(tiny_run(tmp_path, methods=["simclr", "oracle", "oracle-multi"]))
     assert not any(n.name.startswith("cf_") for n in nodes)

@@ -262,3 +262,20 @@ def test_variance_components_of_an_older_evaluation_read_as_whole_test_sets(run_
     summary = (run_dir / "report" / "summary.md").read_text()
     line = next(line for line in summary.splitlines() if line.startswith("| cf_simclr (linear, id portable) |"))
     assert float(line.strip(" |").split("|")[-1]) == 7  # seeds_needed, the last column
+
+
+def test_the_quality_of_sex_counterfactuals_is_one_table_beside_the_scanners(run_dir):
+    def quality(folder, intervened, effectiveness):
+        complete_stage(run_dir / folder, "cf_quality")
+        (run_dir / folder / "cf_quality.json").write_text(json.dumps({"intervened": intervened, "targets": {
+            "effectiveness": {"value": effectiveness, "threshold": 0.95, "pass": effectiveness >= 0.95},
+            "reversibility": {"value": 0.01, "threshold": 0.02, "pass": True}}}))
+
+    quality("cf_quality_sex", {"sex": ["F", "M"]}, 0.8125)
+    quality("cf_quality_base", None, 0.123)  # the scanner's quality before fine-tuning: not a parent's table
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "counterfactual quality of sex (cf_quality_sex): targets" in summary
+    table = summary.split("counterfactual quality of sex (cf_quality_sex): targets")[1]
+    assert re.search(r"\| effectiveness \| 0\.8125 \| 0\.95 \| False \|", table)
+    assert "0.123" not in summary and "counterfactual quality: effectiveness" in summary

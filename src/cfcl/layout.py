@@ -18,11 +18,11 @@ TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactua
 OVERVIEW = "overview.png"  # inside DATA: the synthetic benchmark's patients under every scanner
 CF_MODEL = "cf_model"
 CF_GUIDE = "cf_guide"
-CF_JUDGE = "cf_judge"
+CF_JUDGE = "cf_judge"  # the scanner's judge; cf_judge_sex: of sex (cf_judge_name)
 CF_QUALITY_BASE = "cf_quality_base"  # the cf_quality stage on the generator before fine-tuning
 CF_FINETUNE = "cf_finetune"
 CF_STORE = "cf_store"  # the scanner's counterfactuals; cf_store_sex: of sex; cf_store_base, cf_store_recon (cf_store_name)
-CF_QUALITY = "cf_quality"
+CF_QUALITY = "cf_quality"  # the scanner's counterfactual quality; cf_quality_sex: of sex (cf_quality_name)
 # Variants of a counterfactual store that the controls of cfcl.contrastive.pairing read.
 RENOISED = "renoised"  # true_cf_renoised: the true counterfactuals with the acquisition noise redrawn per counterfactual
 RECON = "recon"  # cf_store_recon: the true counterfactuals as the generator reconstructs them
@@ -110,7 +110,7 @@ class RunLayout:
         return self.root / name
 
 
-def _store_name(base: str, parents: tuple[str, ...], variant: str | None) -> str:
+def _store_name(base: str, parents: tuple[str, ...], variant: str | None = None) -> str:
     """``base``, then the intervened parents unless the scanner alone, then a control's store ``variant``."""
     return "_".join((base, *(() if tuple(parents) == ("domain",) else parents), *((variant,) if variant else ())))
 
@@ -119,6 +119,16 @@ def cf_store_name(parents: tuple[str, ...], variant: str | None = None) -> str:
     """The run folder of the counterfactual store that intervenes on ``parents``; ``variant``: a control's
     (``cf_store_base``: the generator before fine-tuning, ``cf_store_recon``: the true counterfactuals reconstructed)."""
     return _store_name(CF_STORE, parents, variant)
+
+
+def cf_judge_name(parent: str) -> str:
+    """The run folder of the judge (classifier) of ``parent``."""
+    return _store_name(CF_JUDGE, (parent,))
+
+
+def cf_quality_name(parents: tuple[str, ...]) -> str:
+    """The run folder of the counterfactual quality of an intervention on ``parents`` (after fine-tuning)."""
+    return _store_name(CF_QUALITY, parents)
 
 
 def true_cf(data: str | Path, parents: tuple[str, ...] = ("domain",), variant: str | None = None) -> Path:

@@ -60,7 +60,7 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("cf", "classifier"),
-        "train a scanner (domain) classifier on real images: --config cf_guide (guides fine-tuning) or cf_judge (judges quality)",
+        "train a classifier of a parent (the scanner by default, --set parent=sex) on real images: --config cf_guide (guides fine-tuning) or cf_judge (judges quality)",
         "cfcl.counterfactual.config:ClassifierConfig",
         "cfcl.counterfactual.classifier_stage:run",
         (Flag("--data", "data", "image store to train on (its train/val splits)"),),
@@ -101,7 +101,7 @@ STAGES: tuple[StageCommand, ...] = (
         (
             Flag("--data", "data", "image store the counterfactuals are made from"),
             Flag("--generator", "generator", "generator folder (cfcl cf train / finetune) or a counterfactual store"),
-            Flag("--judge", "judge", "judge classifier folder (cfcl cf classifier --config cf_judge)"),
+            Flag("--judge", "judge", "judge classifier folder (cfcl cf classifier --config cf_judge); several parents: --set judge=[A, B]"),
         ),
     ),
     StageCommand(

@@ -1,9 +1,12 @@
-"""``cfcl cf classifier``: train a scanner classifier on real in-distribution images.
+"""``cfcl cf classifier``: train a classifier of one discrete parent (the scanner by default) on real
+in-distribution images.
 
 Class-weighted cross-entropy (prevalences are imbalanced), light geometric augmentation only
 (intensity is what distinguishes scanners), and the epoch with the best validation balanced
-accuracy is kept, with early stopping on it. The stage is named by the classifier's role, as
-its run folder: ``cf_guide`` guides fine-tuning, ``cf_judge`` judges quality.
+accuracy is kept, with early stopping on it. Images whose value of the parent is unknown (an
+empty name, e.g. a missing sex) are left out. The stage is named by the classifier's role, as
+its run folder: ``cf_guide`` guides fine-tuning, ``cf_judge`` judges quality (``cf_judge_sex``
+under ``cfcl run``: the judge of sex).
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ from torch.utils.data import DataLoader
 
 from cfcl import layout
 from cfcl.counterfactual.classifier import balanced_class_weights, build_classifier, save_classifier
-from cfcl.counterfactual.classifier_module import MONITOR, DomainClassifierModule, evaluate_balanced_accuracy
+from cfcl.counterfactual.classifier_module import MONITOR, ParentClassifierModule, evaluate_balanced_accuracy
 from cfcl.counterfactual.config import ClassifierConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_indices
-from cfcl.counterfactual.parents import parent_specs
+from cfcl.counterfactual.parents import ParentSpec, known_values, parent_specs, parents_from_store, value_names
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import Stage, run_stage
@@ -37,23 +40,47 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
     store = ImageStore.open(config.data)
     if store.kind != "images":
         raise StoreError(f"{store.path} is a {store.kind} store; a classifier is trained on real images")
-    return run_stage(STAGE[config.role], out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO}, every_rank=True)
+    spec = classified_spec(store, config.parent, config.train_split)
+    return run_stage(
+        STAGE[config.role], out, config, lambda stage: _train(config, store, spec, stage), force, {"data": store.path / INFO},
+        every_rank=True,
+    )
 
 
-def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | None:
+def classified_spec(store: ImageStore, parent: str, split: str) -> ParentSpec:
+    """The spec of ``parent``, which must be discrete with two known values or more in ``split``."""
+    spec = parent_specs(store, [parent], split_indices(store, [split]))[0]
+    if spec.kind != "discrete":
+        raise ConfigError(f"cannot classify parent '{parent}' of image store {store.path}: it is continuous, not discrete")
+    known = known_values(spec)
+    if len(known) < 2:
+        seen = ", ".join(value_names(spec)[v] for v in known) or "none"
+        raise ConfigError(
+            f"cannot classify parent '{parent}' of image store {store.path}: it has one value ({seen}) in split {split}"
+        )
+    return spec
+
+
+def _known_rows(store: ImageStore, split: str, spec: ParentSpec) -> np.ndarray:
+    """The images of ``split`` whose value of the parent is known."""
+    rows = split_indices(store, [split])
+    codes = parents_from_store(store, rows, [spec])[spec.name].numpy()
+    return rows[np.isin(codes, known_values(parent_specs(store, [spec.name])[0]))]
+
+
+def _train(config: ClassifierConfig, store: ImageStore, spec: ParentSpec, stage: Stage) -> dict | None:
     out = stage.out
-    n_domains = len(store.domains)
     L.seed_everything(config.seed, workers=True)
-    model = build_classifier(config.arch, n_domains, **config.arch_kwargs)
+    model = build_classifier(config.arch, spec.n_classes, **config.arch_kwargs)
 
-    specs = parent_specs(store, ["domain"])
-    train_idx = split_indices(store, [config.train_split])
+    train_idx = _known_rows(store, config.train_split, spec)
     if config.max_train_images is not None and len(train_idx) > config.max_train_images:
         rng = np.random.default_rng(config.seed)
         train_idx = np.sort(rng.choice(train_idx, config.max_train_images, replace=False))
-    train_set = ParentImageDataset(store, train_idx, specs)
-    val_set = ParentImageDataset(store, split_indices(store, [config.val_split]), specs)
-    weights = balanced_class_weights(train_set.domains, n_domains)
+    train_set = ParentImageDataset(store, train_idx, [spec])
+    val_set = ParentImageDataset(store, _known_rows(store, config.val_split, spec), [spec])
+    trained = train_set.parents[config.parent].numpy()
+    weights = balanced_class_weights(trained, spec.n_classes)
 
     best = ModelCheckpoint(
         dirpath=out / "checkpoints" / "best", filename="best", monitor=MONITOR, mode="max", save_top_k=1
@@ -63,7 +90,7 @@ def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | 
     loader_args = dict(batch_size=config.batch_size, num_workers=loader_workers(config.trainer))
     started = time.time()
     trainer.fit(
-        DomainClassifierModule(model, weights, config),
+        ParentClassifierModule(model, weights, config),
         DataLoader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size * trainer.world_size, **loader_args),
         DataLoader(val_set, **loader_args),
         ckpt_path=stage.resume_from, weights_only=True,
@@ -74,15 +101,15 @@ def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | 
 
     state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     model.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
-    metrics = {"val": evaluate_balanced_accuracy(model, val_set, config.batch_size)}
+    metrics = {"val": evaluate_balanced_accuracy(model, val_set, config.parent, config.batch_size)}
     if config.test_split is not None:
-        metrics["test"] = evaluate_balanced_accuracy(
-            model, ParentImageDataset(store, split_indices(store, [config.test_split]), specs), config.batch_size
-        )
+        test_set = ParentImageDataset(store, _known_rows(store, config.test_split, spec), [spec])
+        metrics["test"] = evaluate_balanced_accuracy(model, test_set, config.parent, config.batch_size)
     info = {
         "role": config.role,
-        "domains": store.domains,
-        "trained_domains": sorted(int(d) for d in np.unique(train_set.domains)),
+        "parent": config.parent,
+        "values": value_names(spec),
+        "trained_values": sorted(int(v) for v in np.unique(trained)),
         "image_size": list(store.size),
         "seed": config.seed,
         "val_balanced_accuracy": metrics["val"]["balanced_accuracy"],
@@ -90,4 +117,4 @@ def _train(config: ClassifierConfig, store: ImageStore, stage: Stage) -> dict | 
         "epochs": int(trainer.current_epoch),
     }
     save_classifier(out, model, info)
-    return dict(role=config.role, arch=config.arch, metrics=metrics, epochs=info["epochs"])
+    return dict(role=config.role, parent=config.parent, arch=config.arch, metrics=metrics, epochs=info["epochs"])

@@ -13,6 +13,20 @@ from cfcl.counterfactual.hvae import HVAEArch
 from cfcl.training import DevicesConfig, TrainerConfig
 
 
+def _without_default(data: dict, key: str, default: Any) -> dict:
+    """``data`` less ``key`` when it holds ``default``: a config of the scanner dumps as before the key existed."""
+    if data.get(key) == default:
+        data.pop(key)
+    return data
+
+
+def _distinct(cls, value: list[str]) -> list[str]:
+    """The intervened parents, each once."""
+    if len(set(value)) != len(value):
+        raise ValueError(f"lists a parent twice: {value}")
+    return value
+
+
 class OptimConfig(StrictModel):
     """AdamW with linear warm-up; gradients clipped, updates skipped when the norm is NaN or huge."""
 
@@ -101,22 +115,12 @@ class CFGenerateConfig(StrictModel):
     )
 
 
-    @field_validator("intervene")
-    @classmethod
-    def _distinct_parents(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError(f"lists a parent twice: {value}")
-        return value
+    _distinct_parents = field_validator("intervene")(_distinct)
 
     @model_serializer(mode="wrap")
     def _without_default_intervention(self, handler):
         """A scanner store's config dumps (and hashes) as before other parents could be intervened on, or stores reconstructed."""
-        data = handler(self)
-        if data.get("intervene") == ["domain"]:
-            data.pop("intervene")
-        if data.get("source") is None:
-            data.pop("source", None)
-        return data
+        return _without_default(_without_default(handler(self), "intervene", ["domain"]), "source", None)
 
 
 class QualityTargets(StrictModel):
@@ -128,11 +132,18 @@ class QualityTargets(StrictModel):
 
 
 class QualityConfig(StrictModel):
-    """``cfcl cf evaluate``: the quality of a generator's counterfactuals of ``data``, judged by ``judge``."""
+    """``cfcl cf evaluate``: the quality of a generator's counterfactuals of ``data`` on the ``intervene``
+    parents (as ``cf generate``), judged by ``judge``: one classifier of each intervened parent."""
 
     data: Path | None = None
     generator: Path | None = None
-    judge: Path | None = None
+    judge: Path | list[Path] | None = Field(
+        None, description="the judge of each intervened parent: one classifier folder, or a list (one per parent)"
+    )
+    intervene: list[str] = Field(
+        default_factory=lambda: ["domain"], min_length=1,
+        description="discrete parents to intervene on, jointly: [domain] (the scanner), [sex], [domain, sex]",
+    )
     splits: list[str] = Field(default_factory=lambda: ["test"])
     n_per_domain: int = Field(32, ge=1)
     include_ood: bool = False
@@ -143,6 +154,13 @@ class QualityConfig(StrictModel):
     grid_per_domain: int = Field(1, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     targets: QualityTargets = Field(default_factory=QualityTargets)
+
+    _distinct_parents = field_validator("intervene")(_distinct)
+
+    @model_serializer(mode="wrap")
+    def _without_default_intervention(self, handler):
+        """The scanner's quality config dumps (and hashes) as before other parents could be intervened on."""
+        return _without_default(handler(self), "intervene", ["domain"])
 
 
 class JitterConfig(StrictModel):
@@ -155,10 +173,12 @@ class JitterConfig(StrictModel):
 
 
 class ClassifierConfig(StrictModel):
-    """``cfcl cf classifier``: a scanner classifier trained on the real images of ``data``, as guide or judge."""
+    """``cfcl cf classifier``: a classifier of the discrete ``parent`` (the scanner by default) trained on
+    the real images of ``data``, as guide or judge."""
 
     data: Path | None = None
     role: Literal["guide", "judge"] = "guide"
+    parent: str = Field("domain", description="the discrete parent classified: domain (the scanner), sex...")
     arch: str = "cnn"
     arch_kwargs: dict[str, Any] = Field(default_factory=dict)
     seed: int = 1
@@ -173,3 +193,8 @@ class ClassifierConfig(StrictModel):
     stop_above: float | None = Field(0.995, gt=0, lt=1)  # stop once validation balanced accuracy exceeds it
     augment: JitterConfig | None = Field(default_factory=JitterConfig)
     trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig(max_epochs=15))
+
+    @model_serializer(mode="wrap")
+    def _without_default_parent(self, handler):
+        """A scanner classifier's config dumps (and hashes) as before other parents could be classified."""
+        return _without_default(handler(self), "parent", "domain")

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.inference import abduct, predict
 from cfcl.counterfactual.parents import intervene, parents_to
-from cfcl.counterfactual.quality_inputs import Generator, store_images
+from cfcl.counterfactual.quality_inputs import Generator, Intervention, store_images
 from cfcl.data.store import ImageStore
 from cfcl.plotting import image_grid, save_png
 
@@ -44,20 +44,22 @@ def quality_grid(
     generator: Generator,
     store: ImageStore,
     rows: np.ndarray,
-    domains: list[int],
+    intervention: Intervention,
     truth: ImageStore | None,
     device: torch.device,
     path: Path,
 ) -> None:
-    """One row per image; columns the image, its counterfactual to each domain, the true ones."""
+    """One row per image (labelled by its own cell); columns the image, its counterfactual to each target
+    cell (with the domain alone: each domain), the true ones."""
     x = store_images(store, rows, device)
     pa = parents_to(generator.parents(rows), device)
+    cells = intervention.target_cells()
     columns = [("image", x)]
-    for d in domains:
-        columns.append((f"do({store.domains[d]})", generator.cf_fn(x, pa, intervene(pa, domain=d))))
+    for c in cells:
+        columns.append((f"do({intervention.name(c)})", generator.cf_fn(x, pa, intervene(pa, **intervention.codes(c)))))
     if truth is not None:
         table = truth.counterfactual_table(len(store), len(store.domains))
-        columns += [(f"true {store.domains[d]}", store_images(truth, table[rows, d], device)) for d in domains]
-    cells = [[images[r, 0] for _, images in columns] for r in range(len(rows))]
-    row_labels = [store.domains[int(d)] for d in pa["domain"]]
-    save_png(image_grid(cells, row_labels, [title for title, _ in columns]), path)
+        columns += [(f"true {intervention.name(c)}", store_images(truth, table[rows, c], device)) for c in cells]
+    grid = [[images[r, 0] for _, images in columns] for r in range(len(rows))]
+    row_labels = [intervention.name(c) for c in intervention.own_cells(store, rows)]
+    save_png(image_grid(grid, row_labels, [title for title, _ in columns]), path)

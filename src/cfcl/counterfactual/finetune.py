@@ -29,10 +29,14 @@ STAGE = layout.CF_FINETUNE
 
 
 def load_guide(path: Path) -> tuple[torch.nn.Module, dict]:
-    """The guidance classifier; a judge is refused, so quality is never judged by the model that guided."""
+    """The scanner guidance classifier; a judge is refused, so quality is never judged by the model that guided."""
     guide, info = load_classifier(path)
     if info.get("role") != "guide":
         raise ConfigError(f"{path} is a '{info.get('role')}' classifier; fine-tuning needs a guide (the judge never guides)")
+    if info["parent"] != "domain":
+        raise ConfigError(
+            f"{path} classifies '{info['parent']}'; counterfactual fine-tuning is guided by a scanner (domain) guide"
+        )
     return guide, info
 
 
@@ -59,9 +63,9 @@ def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
     store = open_image_store(config.data)
     model, gen_info = load_generator(config.generator)
     guide, guide_info = load_guide(config.guide)
-    if list(guide_info.get("domains", [])) != store.domains or gen_info.get("domains") != store.domains:
+    if list(guide_info["values"]) != store.domains or gen_info.get("domains") != store.domains:
         raise CheckpointError(
-            f"domains differ: store {store.domains}, generator {gen_info.get('domains')}, guide {guide_info.get('domains')}"
+            f"domains differ: store {store.domains}, generator {gen_info.get('domains')}, guide {guide_info['values']}"
         )
     inputs = {"data": store.path / INFO, "generator": generator_file(config.generator), "guide": classifier_file(config.guide)}
     return run_stage(STAGE, out, config, lambda stage: _finetune(config, store, model, gen_info, guide, stage), force, inputs, every_rank=True)

@@ -29,7 +29,9 @@ from cfcl.counterfactual.config import CFGenerateConfig
 from cfcl.counterfactual.generator import generator_file, load_generator
 from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.inference import Abduction, abduct, predict
-from cfcl.counterfactual.parents import ParentError, ParentSpec, parents_from_store, parents_to
+from cfcl.counterfactual.parents import (
+    ParentError, ParentSpec, intervened_specs, known_values, parents_from_store, parents_to, value_names,
+)
 from cfcl.counterfactual.train import open_image_store
 from cfcl.data.store import INFO, ImageStore, StoreWriter
 from cfcl.distributed import current
@@ -52,32 +54,6 @@ def target_domains(spec: ParentSpec, store: ImageStore, requested: list[int] | N
     if ood & set(requested) and not include_ood:
         raise ParentError(f"target domain(s) {sorted(ood & set(requested))} are out-of-distribution; set include_ood: true")
     return list(requested)
-
-
-def known_values(spec: ParentSpec) -> list[int]:
-    """The codes a discrete parent took in training, less an empty name (an unknown value, e.g. a missing sex)."""
-    return [v for v in spec.seen if v >= len(spec.names) or spec.names[v] != ""]
-
-
-def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path) -> list[ParentSpec]:
-    """The specs of the parents to intervene on: discrete parents of the generator with two known values or more in training."""
-    by_name = {s.name: s for s in specs}
-    chosen = []
-    for name in names:
-        spec = by_name.get(name)
-        if spec is None:
-            raise ParentError(
-                f"cannot intervene on parent '{name}': generator {generator} was conditioned on {', '.join(by_name)} only"
-            )
-        if spec.kind != "discrete":
-            raise ParentError(f"cannot intervene on parent '{name}' of generator {generator}: it is continuous, not discrete")
-        if len(known_values(spec)) < 2:
-            seen = ", ".join(spec.names[v] if v < len(spec.names) else str(v) for v in known_values(spec))
-            raise ParentError(
-                f"cannot intervene on parent '{name}' of generator {generator}: it has one value ({seen}) in the training split"
-            )
-        chosen.append(spec)
-    return chosen
 
 
 def target_values(specs: list[ParentSpec], store: ImageStore, config: CFGenerateConfig) -> dict[str, list[int]]:
@@ -229,7 +205,7 @@ def _generate(
     if "domain" in targets:
         extra["target_domains"] = targets["domain"]
     if config.intervene != ["domain"]:
-        names = {s.name: list(s.names) or [str(v) for v in range(s.n_classes)] for s in model.specs}
+        names = {s.name: value_names(s) for s in model.specs}
         extra["intervened"] = {p: store.domains if p == "domain" else names[p] for p in targets}
     if source is not None:
         extra["reconstructed"] = source.content_hash

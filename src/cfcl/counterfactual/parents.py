@@ -9,6 +9,7 @@ discrete as ``LongTensor`` codes, continuous as ``FloatTensor`` in the column's 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -92,6 +93,37 @@ def parent_specs(store: ImageStore, names: list[str] | tuple[str, ...], indices:
             seen = tuple(sorted(categories.index(str(v)) for v in values.unique()))
             specs.append(ParentSpec(name, "discrete", len(categories), seen, categories, categories=categories))
     return specs
+
+
+def known_values(spec: ParentSpec) -> list[int]:
+    """The codes a discrete parent took in training, less an empty name (an unknown value, e.g. a missing sex)."""
+    return [v for v in spec.seen if v >= len(spec.names) or spec.names[v] != ""]
+
+
+def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path) -> list[ParentSpec]:
+    """The specs of the parents to intervene on: discrete parents of the generator with two known values or more in training."""
+    by_name = {s.name: s for s in specs}
+    chosen = []
+    for name in names:
+        spec = by_name.get(name)
+        if spec is None:
+            raise ParentError(
+                f"cannot intervene on parent '{name}': generator {generator} was conditioned on {', '.join(by_name)} only"
+            )
+        if spec.kind != "discrete":
+            raise ParentError(f"cannot intervene on parent '{name}' of generator {generator}: it is continuous, not discrete")
+        if len(known_values(spec)) < 2:
+            seen = ", ".join(spec.names[v] if v < len(spec.names) else str(v) for v in known_values(spec))
+            raise ParentError(
+                f"cannot intervene on parent '{name}' of generator {generator}: it has one value ({seen}) in the training split"
+            )
+        chosen.append(spec)
+    return chosen
+
+
+def value_names(spec: ParentSpec) -> list[str]:
+    """The names of a discrete parent's codes (an integer column's codes name themselves)."""
+    return list(spec.names) or [str(v) for v in range(spec.n_classes)]
 
 
 def parents_from_store(store: ImageStore, indices: np.ndarray, specs: list[ParentSpec]) -> dict[str, torch.Tensor]:

@@ -1,11 +1,13 @@
-"""What ``cfcl cf evaluate`` measures: a generator (a model or a counterfactual store) and a judge.
+"""What ``cfcl cf evaluate`` measures: an intervention, a generator (a model or a counterfactual store)
+and a judge of each intervened parent.
 
-A counterfactual store is looked up by source image and target domain; the true counterfactual
-store is the perfect generator. The judge must never be the classifier that guided fine-tuning.
+A counterfactual store is looked up by source image and target cell; the true counterfactual
+store is the perfect generator. A judge must never be the classifier that guided fine-tuning.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -16,41 +18,100 @@ import torch
 from cfcl.counterfactual.classifier import classifier_file
 from cfcl.counterfactual.generator import generator_file, load_generator
 from cfcl.counterfactual.inference import counterfactual
-from cfcl.counterfactual.parents import parents_from_store
+from cfcl.counterfactual.parents import intervened_specs, known_values, parent_specs, parents_from_store, value_names
 from cfcl.counterfactual.quality import Parents
-from cfcl.data.store import INFO, ImageStore
+from cfcl.data.store import INFO, ImageStore, parent_codes
 from cfcl.errors import CheckpointError, ConfigError, StoreError
 from cfcl.stage import fingerprint, read_manifest
 
 CounterfactualFn = Callable[[torch.Tensor, Parents, Parents], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Intervention:
+    """The intervened parents (docs/architecture.md, "Intervened parents"): the names of each one's
+    value codes (the domain's: the store's domains) and its target codes. A cell is one combination
+    of codes, flattened in parent order as in a counterfactual store; with the domain alone, the
+    cell is the domain."""
+
+    values: dict[str, list[str]]
+    targets: dict[str, list[int]]
+
+    @property
+    def parents(self) -> list[str]:
+        return list(self.values)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.values.values())
+
+    def cell(self, codes: list[np.ndarray] | list[int]) -> np.ndarray:
+        """The cell of each combination of codes (one array or code per parent, in parent order)."""
+        return np.ravel_multi_index(codes, self.shape)
+
+    def codes(self, cell: int) -> dict[str, int]:
+        """The code of each parent in ``cell``."""
+        return {p: int(c) for p, c in zip(self.values, np.unravel_index(cell, self.shape))}
+
+    def target_cells(self) -> list[int]:
+        """Every combination of target codes, as cells."""
+        return [int(self.cell(list(combo))) for combo in itertools.product(*self.targets.values())]
+
+    def name(self, cell: int) -> str:
+        return "_".join(self.values[p][c] for p, c in self.codes(cell).items())
+
+    def own_cells(self, store: ImageStore, rows: np.ndarray) -> np.ndarray:
+        """Each image's own cell, -1 where one of its values is unknown or no target (an OOD scanner not evaluated)."""
+        meta = store.meta.iloc[rows]
+        codes = [parent_codes(meta, p, v) for p, v in self.values.items()]
+        known = np.all([(c >= 0) & np.isin(c, self.targets[p]) for p, c in zip(self.values, codes)], axis=0)
+        return np.where(known, self.cell([np.maximum(c, 0) for c in codes]), -1)
+
+
+def open_intervention(store: ImageStore, parents: list[str], domains: list[int]) -> Intervention:
+    """The intervention on ``parents`` of the store's images: the domain to ``domains``, any other parent to
+    each of its known values (two at least)."""
+    values, targets = {}, {}
+    for parent in parents:
+        spec = parent_specs(store, [parent])[0]
+        if spec.kind != "discrete" or len(known_values(spec)) < 2:
+            raise ConfigError(
+                f"cannot intervene on parent '{parent}' of image store {store.path}: "
+                + ("it is continuous, not discrete" if spec.kind != "discrete" else "it has fewer than two known values")
+            )
+        values[parent] = value_names(spec)
+        targets[parent] = domains if parent == "domain" else known_values(spec)
+    return Intervention(values, targets)
+
+
 @dataclass
 class Generator:
-    """What evaluation needs of a generator: its counterfactual function, parents, domains and provenance."""
+    """What evaluation needs of a generator: its counterfactual function, parents, values and provenance."""
 
     cf_fn: CounterfactualFn
     parents: Callable[[np.ndarray], Parents]
-    seen_domains: list[int]
-    cycles: bool  # composition and reversibility measurable (a store needs every image's own-domain row)
+    seen: dict[str, list[int]]  # the codes of each intervened parent it can make counterfactuals to
+    cycles: bool  # composition and reversibility measurable (a store needs every image's own-cell row)
     info: dict[str, Any]
     source: Path  # the file that identifies it (checkpoint or store.json), fingerprinted as a stage input
 
 
 class TableCounterfactuals:
-    """A counterfactual store as a generator: ``pa["row"]`` names the source image, ``pa_star["domain"]`` the target."""
+    """A counterfactual store as a generator: ``pa["row"]`` names the source image, the intervened
+    parents of ``pa_star`` the target cell."""
 
-    def __init__(self, cf_store: ImageStore, table: np.ndarray):
-        self.cf_store, self.table = cf_store, table
+    def __init__(self, cf_store: ImageStore, table: np.ndarray, intervention: Intervention):
+        self.cf_store, self.table, self.intervention = cf_store, table, intervention
 
     def __call__(self, x: torch.Tensor, pa: Parents, pa_star: Parents) -> torch.Tensor:
-        rows = self.table[pa["row"].cpu().numpy(), pa_star["domain"].cpu().numpy()]
+        cells = self.intervention.cell([pa_star[p].cpu().numpy() for p in self.intervention.parents])
+        rows = self.table[pa["row"].cpu().numpy(), cells]
         if (rows < 0).any():
-            raise StoreError(f"counterfactual store {self.cf_store.path} lacks some (image, target domain) pairs")
+            raise StoreError(f"counterfactual store {self.cf_store.path} lacks some (image, target cell) pairs")
         return store_images(self.cf_store, rows, x.device)
 
 
-def _model_generator(path: Path, store: ImageStore, device: torch.device) -> Generator:
+def _model_generator(path: Path, store: ImageStore, intervention: Intervention, device: torch.device) -> Generator:
     model, info = load_generator(path)
     if tuple(store.size) != (info["image_size"], info["image_size"]):
         raise CheckpointError(
@@ -58,9 +119,12 @@ def _model_generator(path: Path, store: ImageStore, device: torch.device) -> Gen
             f"the store {store.path} holds {store.size}"
         )
     model = model.to(device)
-    domain = next((s for s in model.specs if s.name == "domain"), None)
-    if domain is None:
-        raise CheckpointError(f"generator {generator_file(path)} has no 'domain' parent; it cannot change the scanner")
+    specs = intervened_specs(model.specs, intervention.parents, generator_file(path))
+    differ = [s.name for s in specs if value_names(s) != intervention.values[s.name]]
+    if differ:
+        raise CheckpointError(
+            f"generator {generator_file(path)} codes parent '{differ[0]}' otherwise than the store {store.path}"
+        )
 
     def cf_fn(x: torch.Tensor, pa: Parents, pa_star: Parents) -> torch.Tensor:
         return counterfactual(model, x, pa, pa_star)
@@ -69,33 +133,52 @@ def _model_generator(path: Path, store: ImageStore, device: torch.device) -> Gen
         return parents_from_store(store, indices, model.specs)
 
     provenance = {"kind": "model", "path": str(generator_file(path)), "guide": info.get("guide")}
-    return Generator(cf_fn, parents, list(domain.seen), True, provenance, generator_file(path))
+    seen = {s.name: list(s.seen) for s in specs}
+    return Generator(cf_fn, parents, seen, True, provenance, generator_file(path))
 
 
-def _table_generator(path: Path, store: ImageStore) -> Generator:
-    cf_store = ImageStore.open(path)
+def intervened_table(cf_store: ImageStore, store: ImageStore, intervention: Intervention, what: str) -> np.ndarray:
+    """The ``[images, cells]`` table of a counterfactual store of ``store`` that intervenes on exactly these parents."""
     cf_store.require_counterfactuals_of(store)
-    table = cf_store.counterfactual_table(len(store), len(store.domains))
-    domains = store.meta["domain"].to_numpy()
+    intervened = cf_store.intervened
+    if list(intervened) != intervention.parents:
+        raise StoreError(
+            f"{what} {cf_store.path} intervenes on {', '.join(intervened)}, not on {', '.join(intervention.parents)}"
+        )
+    if cf_store.cell_shape(len(store.domains)) != intervention.shape or any(
+        p != "domain" and v != intervention.values[p] for p, v in intervened.items()
+    ):
+        raise StoreError(f"{what} {cf_store.path} names the values of {', '.join(intervened)} otherwise than {store.path}")
+    return cf_store.counterfactual_table(len(store), len(store.domains))
+
+
+def _table_generator(path: Path, store: ImageStore, intervention: Intervention) -> Generator:
+    cf_store = ImageStore.open(path)
+    table = intervened_table(cf_store, store, intervention, "counterfactual store")
+    codes = {p: parent_codes(store.meta, p, v) for p, v in intervention.values.items()}
     present = table >= 0
-    seen = [d for d in range(len(store.domains)) if present[:, d].any()]
-    own = present[np.arange(len(store)), domains]
+    made = np.flatnonzero(present.any(axis=0))
+    seen = {p: sorted({intervention.codes(c)[p] for c in made}) for p in intervention.parents}
+    own = intervention.own_cells(store, np.arange(len(store)))
+    has_own = present[np.arange(len(store)), np.maximum(own, 0)] | (own < 0)
 
     def parents(indices: np.ndarray) -> Parents:
         return {
-            "domain": torch.as_tensor(domains[indices], dtype=torch.long),
+            **{p: torch.as_tensor(c[indices], dtype=torch.long) for p, c in codes.items()},
             "row": torch.as_tensor(indices, dtype=torch.long),
         }
 
     provenance = {"kind": "counterfactual_store", "path": str(path)}
-    return Generator(TableCounterfactuals(cf_store, table), parents, seen, bool(own.all()), provenance, path / INFO)
+    return Generator(
+        TableCounterfactuals(cf_store, table, intervention), parents, seen, bool(has_own.all()), provenance, path / INFO
+    )
 
 
-def load_any_generator(path: Path, store: ImageStore, device: torch.device) -> Generator:
-    """A generator folder / checkpoint, or a counterfactual store."""
+def load_any_generator(path: Path, store: ImageStore, intervention: Intervention, device: torch.device) -> Generator:
+    """A generator folder / checkpoint, or a counterfactual store, of the intervention's parents."""
     if (path / INFO).is_file():
-        return _table_generator(path, store)
-    return _model_generator(path, store, device)
+        return _table_generator(path, store, intervention)
+    return _model_generator(path, store, intervention, device)
 
 
 def _judge_identity(path: Path) -> set[str]:
@@ -116,9 +199,9 @@ def _recorded_guides(generator_path: Path, info_guide: Any) -> set[str]:
 
 
 def check_judge(
-    judge_info: dict, judge_path: Path, generator_path: Path, info_guide: Any, store: ImageStore, domains: list[int]
+    judge_info: dict, judge_path: Path, generator_path: Path, info_guide: Any, store: ImageStore, intervention: Intervention
 ) -> None:
-    """The judge must be a judge, not the guide the generator was fine-tuned with, and know the store's domains."""
+    """The judge must be a judge, not the guide the generator was fine-tuned with, and know the values of its parent."""
     file = classifier_file(judge_path)
     if judge_info["role"] != "judge":
         raise ConfigError(
@@ -126,16 +209,17 @@ def check_judge(
         )
     if _recorded_guides(generator_path, info_guide) & _judge_identity(judge_path):
         raise ConfigError(f"classifier {file} guided the fine-tuning of generator {generator_path}; it cannot judge it")
-    if list(judge_info["domains"]) != store.domains or list(judge_info["image_size"]) != list(store.size):
+    parent = judge_info["parent"]
+    values = intervention.values[parent]
+    if list(judge_info["values"]) != values or list(judge_info["image_size"]) != list(store.size):
         raise CheckpointError(
-            f"judge {file} was trained on domains {judge_info['domains']} at {judge_info['image_size']} px; "
-            f"the store {store.path} has {store.domains} at {list(store.size)}"
+            f"judge {file} was trained on {parent} {judge_info['values']} at {judge_info['image_size']} px; "
+            f"the store {store.path} has {values} at {list(store.size)}"
         )
-    unseen = [store.domains[d] for d in domains if d not in judge_info["trained_domains"]]
+    unseen = [values[v] for v in intervention.targets[parent] if v not in judge_info["trained_values"]]
     if unseen:
-        raise CheckpointError(
-            f"judge {file} never saw domain(s) {', '.join(unseen)}; it cannot judge counterfactuals to them"
-        )
+        noun = "domain(s)" if parent == "domain" else f"{parent} value(s)"
+        raise CheckpointError(f"judge {file} never saw {noun} {', '.join(unseen)}; it cannot judge counterfactuals to them")
 
 
 def store_images(store: ImageStore, rows: np.ndarray, device: torch.device) -> torch.Tensor:

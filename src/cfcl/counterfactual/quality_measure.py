@@ -1,4 +1,4 @@
-"""Counterfactual quality measured per (image, target domain): the judge's logits, composition,
+"""Counterfactual quality measured per (image, target cell): the judges' logits, composition,
 reversibility and, with true counterfactuals, the error against them."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cfcl.counterfactual.classifier import DomainClassifier
+from cfcl.counterfactual.classifier import ParentClassifier
 from cfcl.counterfactual.parents import intervene, parents_to
 from cfcl.counterfactual.quality import Parents, composition_mae, error_vs_truth, reversibility_mae
-from cfcl.counterfactual.quality_inputs import Generator, store_images
+from cfcl.counterfactual.quality_inputs import Generator, Intervention, store_images
 from cfcl.data.store import ImageStore
 from cfcl.errors import StoreError
 
@@ -36,46 +36,49 @@ def _select(pa: Parents, mask: torch.Tensor) -> Parents:
 @torch.no_grad()
 def measure(
     generator: Generator,
-    judge: DomainClassifier,
+    judges: dict[str, ParentClassifier],
     store: ImageStore,
     rows: np.ndarray,
-    domains: list[int],
+    intervention: Intervention,
     truth: ImageStore | None,
     null_steps: int,
     batch_size: int,
     device: torch.device,
-) -> tuple[pd.DataFrame, torch.Tensor, torch.Tensor | None]:
-    """Per (image, target) records, the judge's logits on every x* (same order), composition ``[steps, N]``."""
+) -> tuple[pd.DataFrame, dict[str, torch.Tensor], torch.Tensor | None]:
+    """Per (image, target cell) records, each parent's judge's logits on every x* (same order), composition ``[steps, N]``.
+
+    A record holds the source and target cells and the target code of each intervened parent
+    (``target_<parent>``); ``rows`` are images whose own cell is known."""
     truth_table = truth.counterfactual_table(len(store), len(store.domains)) if truth is not None else None
-    records, logits, composition = [], [], []
+    own = intervention.own_cells(store, rows)
+    records, composition = [], []
+    logits: dict[str, list[torch.Tensor]] = {p: [] for p in judges}
     for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
+        batch, source = rows[start : start + batch_size], own[start : start + batch_size]
         x = store_images(store, batch, device)
         pa = parents_to(generator.parents(batch), device)
-        source = pa["domain"]
         if generator.cycles:
             composition.append(composition_mae(generator.cf_fn, x, pa, null_steps).cpu())
-        for t in domains:
+        for t in intervention.target_cells():
             mask = source != t
             if not mask.any():
                 continue
-            xs, pas = x[mask], _select(pa, mask)
-            pa_star = intervene(pas, domain=t)
+            selected = torch.as_tensor(mask, device=device)
+            xs, pas = x[selected], _select(pa, selected)
+            codes = intervention.codes(t)
+            pa_star = intervene(pas, **codes)
             x_star = generator.cf_fn(xs, pas, pa_star)
-            logits.append(judge(x_star).cpu())
-            record = {
-                "row": batch[mask.cpu().numpy()],
-                "source": pas["domain"].cpu().numpy(),
-                "target": t,
-            }
+            for parent, judge in judges.items():
+                logits[parent].append(judge(x_star).cpu())
+            record = {"row": batch[mask], "source": source[mask], "target": t, **{f"target_{p}": c for p, c in codes.items()}}
             if generator.cycles:
                 record["reversibility"] = reversibility_mae(generator.cf_fn, xs, pas, pa_star).cpu().numpy()
             if truth_table is not None:
                 true_rows = truth_table[record["row"], t]
                 if (true_rows < 0).any():
-                    raise StoreError(f"true counterfactual store {truth.path} lacks images for target {store.domains[t]}")
+                    raise StoreError(f"true counterfactual store {truth.path} lacks images for target {intervention.name(t)}")
                 errors = error_vs_truth(xs, x_star, store_images(truth, true_rows, device))
                 record["mae_cf"], record["mae_identity"] = errors["cf"].cpu().numpy(), errors["identity"].cpu().numpy()
             records.append(pd.DataFrame(record))
     table = pd.concat(records, ignore_index=True)
-    return table, torch.cat(logits), torch.cat(composition, dim=1) if composition else None
+    return table, {p: torch.cat(v) for p, v in logits.items()}, torch.cat(composition, dim=1) if composition else None

@@ -1,8 +1,11 @@
 """The ``cf_quality.json`` numbers from the per-image records of :func:`cfcl.counterfactual.quality_measure.measure`.
 
+Pairs are (source cell, target cell); with the domain alone intervened on, cells are domains.
 Pair averages are means over pairs (each pair counts once); a ``ratio`` is the mean of
 MAE(x*, true x*) over the mean of MAE(x, true x*); ``rare_as_source`` / ``rare_as_target``
-restrict the pairs to those from / to the rarest domain.
+restrict the pairs to those from / to the rarest cell. Each intervened parent has its judge:
+with one parent its numbers are ``judge_accuracy`` and ``effectiveness``, with several
+``judge_accuracy_<parent>``, ``effectiveness`` {parent: ...} and targets ``effectiveness_<parent>``.
 """
 
 from __future__ import annotations
@@ -15,27 +18,35 @@ import torch
 
 from cfcl.counterfactual.config import QualityTargets
 from cfcl.counterfactual.quality import effectiveness, mae_ratio
+from cfcl.counterfactual.quality_inputs import Intervention
 
 
 def _mean(values: pd.Series) -> float | None:
     return float(values.mean()) if len(values) else None
 
 
-def pair_table(table: pd.DataFrame, logits: torch.Tensor, names: list[str]) -> pd.DataFrame:
-    """One row per source -> target pair: n, judge accuracy and the mean of every measured error."""
-    table = table.assign(correct=(logits.argmax(dim=1).numpy() == table["target"].to_numpy()).astype(float))
-    metrics = [c for c in ("correct", "reversibility", "mae_cf", "mae_identity") if c in table]
+def per_parent(name: str, parents: list[str]) -> dict[str, str]:
+    """The name of each parent's ``name`` (a column, a target): ``name`` itself with one parent, else ``name_<parent>``."""
+    return {p: name if len(parents) == 1 else f"{name}_{p}" for p in parents}
+
+
+def pair_table(table: pd.DataFrame, logits: dict[str, torch.Tensor], names: list[str]) -> pd.DataFrame:
+    """One row per source -> target pair: n, each judge's accuracy and the mean of every measured error."""
+    accuracy = per_parent("judge_accuracy", list(logits))
+    table = table.assign(**{
+        accuracy[p]: (v.argmax(dim=1).numpy() == table[f"target_{p}"].to_numpy()).astype(float) for p, v in logits.items()
+    })
+    metrics = [*accuracy.values(), *(c for c in ("reversibility", "mae_cf", "mae_identity") if c in table)]
     pairs = table.groupby(["source", "target"])[metrics].mean().reset_index()
     pairs.insert(2, "n", table.groupby(["source", "target"]).size().to_numpy())
-    pairs = pairs.rename(columns={"correct": "judge_accuracy"})
     if "mae_cf" in pairs:
         pairs["ratio"] = [mae_ratio(a, b) for a, b in zip(pairs["mae_cf"], pairs["mae_identity"])]
     pairs.insert(0, "pair", [f"{names[s]}->{names[t]}" for s, t in zip(pairs["source"], pairs["target"])])
     return pairs
 
 
-def _effectiveness(table: pd.DataFrame, logits: torch.Tensor, names: list[str]) -> dict[str, Any]:
-    eff = effectiveness(logits, torch.tensor(table["target"].to_numpy()), len(names))
+def _effectiveness(targets: pd.Series, logits: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    eff = effectiveness(logits, torch.tensor(targets.to_numpy()), len(names))
     return {
         "balanced_accuracy": eff["balanced_accuracy"],
         "auroc_macro": eff["auroc_macro"],
@@ -67,18 +78,21 @@ def _truth(subsets: dict[str, pd.DataFrame]) -> dict[str, Any]:
 
 def summarise(
     table: pd.DataFrame,
-    logits: torch.Tensor,
+    logits: dict[str, torch.Tensor],
     composition: torch.Tensor | None,
     sources: np.ndarray,
-    names: list[str],
+    intervention: Intervention,
     rare: int,
     null_steps: int,
     targets: QualityTargets,
 ) -> dict[str, Any]:
-    """Effectiveness, pairs, composition, reversibility, truth, targets and ``passed`` (see the module docstring)."""
+    """Effectiveness, pairs, composition, reversibility, truth, targets and ``passed`` (see the module docstring);
+    ``sources``: the own cell of every evaluated image, ``rare``: the rarest cell."""
+    names = [intervention.name(c) for c in range(int(np.prod(intervention.shape)))]
     pairs = pair_table(table, logits, names)
+    judged = {p: _effectiveness(table[f"target_{p}"], v, intervention.values[p]) for p, v in logits.items()}
     result: dict[str, Any] = {
-        "effectiveness": _effectiveness(table, logits, names),
+        "effectiveness": next(iter(judged.values())) if len(judged) == 1 else judged,
         "pairs": pairs.to_dict(orient="records"),
     }
     subsets = {
@@ -96,14 +110,17 @@ def summarise(
     else:
         result["composition"] = result["reversibility"] = None
     result["truth"] = _truth(subsets) if "mae_cf" in pairs else None
-    result["targets"] = _targets(result, targets)
+    result["targets"] = _targets(result, judged, targets)
     result["passed"] = all(t["pass"] for t in result["targets"].values())
     return result
 
 
-def _targets(result: dict[str, Any], targets: QualityTargets) -> dict[str, dict]:
+def _targets(result: dict[str, Any], judged: dict[str, dict], targets: QualityTargets) -> dict[str, dict]:
     """``{name: {value, threshold, pass}}`` for every target that could be measured."""
-    checks = {"effectiveness": (result["effectiveness"]["balanced_accuracy"], targets.effectiveness, True)}
+    checks = {
+        name: (judged[p]["balanced_accuracy"], targets.effectiveness, True)
+        for p, name in per_parent("effectiveness", list(judged)).items()
+    }
     if result["truth"] is not None:
         checks["mae_ratio"] = (result["truth"]["ratio"], targets.mae_ratio, False)
         checks["mae_ratio_rare_as_source"] = (result["truth"]["rare_as_source"]["ratio"], targets.mae_ratio, False)

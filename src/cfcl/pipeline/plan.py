@@ -107,6 +107,14 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
             cf_stores[parents, variant] = known or p.add(name, layout.CF_STORE, ("cf", "generate"), run.cf_store, inject)
         p.add(layout.CF_QUALITY, layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
               {"data": data, "generator": generator, "judge": judge})
+        judges = {"domain": judge}
+        for parents in (q for q in interventions if q != ("domain",)):  # judged per parent; the guide stays the scanner's
+            for q in parents:
+                if q not in judges:
+                    judges[q] = p.add(layout.cf_judge_name(q), layout.CF_JUDGE, ("cf", "classifier"), run.judge,
+                                      {"data": data, "parent": q}, preset="cf_judge")
+            inject = {"data": data, "generator": generator, "intervene": list(parents), "judge": [str(judges[q]) for q in parents]}
+            p.add(layout.cf_quality_name(parents), layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality, inject)
     encoders = []
     for seed in run.seeds:
         for method in run.methods:

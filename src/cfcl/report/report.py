@@ -247,21 +247,37 @@ def _embed_png(report: Report, section: Section, path: Path, name: str, caption:
         report.figure(section, name, png, caption)
 
 
+def _quality_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise ReportError(f"{path} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} must hold a JSON object of quality sections")
+    return data
+
+
+def intervention_targets(data: dict) -> pd.DataFrame:
+    """The pass marks of one intervention's ``cf_quality.json``: value, threshold and pass per target."""
+    frame = pd.DataFrame.from_dict(data.get("targets") or {}, orient="index", columns=["value", "threshold", "pass"])
+    return frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
+
+
 def _counterfactuals(report: Report, run_dir: Path) -> None:
     section = report.section("Counterfactuals")
     quality = layout.RunLayout(run_dir).stage(layout.CF_QUALITY)
     path = quality / layout.CF_QUALITY_JSON
     if path.is_file():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise ReportError(f"{path} is not valid JSON") from None
-        if not isinstance(data, dict):
-            raise ReportError(f"{path} must hold a JSON object of quality sections")
-        for name, frame in quality_tables(data):
+        for name, frame in quality_tables(_quality_json(path)):
             report.table(section, frame, f"counterfactual quality: {name}")
     else:
         report.missing(section, f"{path} (run `cfcl cf evaluate`)")
+    others = run_dir.glob(f"{layout.CF_QUALITY}_*/{layout.CF_QUALITY_JSON}")
+    for other in sorted(p for p in others if p.parent.name != layout.CF_QUALITY_BASE):  # other parents (cf_quality_sex)
+        data = _quality_json(other)
+        parents = ", ".join(data.get("intervened") or [other.parent.name])
+        caption = f"counterfactual quality of {parents} ({other.parent.name}): targets"
+        report.table(section, intervention_targets(data), caption, "target")
     folders = (quality, *(layout.RunLayout(run_dir).stage(name) for name in (layout.CF_FINETUNE, layout.CF_MODEL)))
     grids = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.png"))]
     if not grids:
