@@ -193,7 +193,8 @@ def _variance(report: Report, run_dir: Path) -> None:
     table = optional_csv(layout.RunLayout(run_dir).eval / layout.VARIANCE, required)
     if table is None:
         return
-    table = table.reindex(columns=VARIANCE_COLUMNS).fillna({"domain": "all"})
+    if "domain" not in table:  # an older evaluation: whole test sets only
+        table = table.assign(domain="all", seeds_needed=float("nan"))
     lowest = table[table["label_fraction"] == table["label_fraction"].min()]
     where = lowest["test_set"].where(lowest["domain"] == "all", lowest["test_set"] + " " + lowest["domain"])
     shown = lowest.assign(method=lowest["method"] + " (" + lowest["protocol"] + ", " + where + ")")
