@@ -110,28 +110,28 @@ class RunLayout:
         return self.root / name
 
 
-def _store_name(base: str, parents: tuple[str, ...], variant: str | None = None) -> str:
-    """``base``, then the intervened parents unless the scanner alone, then a control's store ``variant``."""
+def _folder_name(base: str, parents: tuple[str, ...], variant: str | None = None) -> str:
+    """A per-parent folder: ``base``, then the intervened parents unless the scanner alone, then a control's store ``variant``."""
     return "_".join((base, *(() if tuple(parents) == ("domain",) else parents), *((variant,) if variant else ())))
 
 
 def cf_store_name(parents: tuple[str, ...], variant: str | None = None) -> str:
     """The run folder of the counterfactual store that intervenes on ``parents``; ``variant``: a control's
     (``cf_store_base``: the generator before fine-tuning, ``cf_store_recon``: the true counterfactuals reconstructed)."""
-    return _store_name(CF_STORE, parents, variant)
+    return _folder_name(CF_STORE, parents, variant)
 
 
 def cf_judge_name(parent: str) -> str:
     """The run folder of the judge (classifier) of ``parent``."""
-    return _store_name(CF_JUDGE, (parent,))
+    return _folder_name(CF_JUDGE, (parent,))
 
 
 def cf_quality_name(parents: tuple[str, ...]) -> str:
     """The run folder of the counterfactual quality of an intervention on ``parents`` (after fine-tuning)."""
-    return _store_name(CF_QUALITY, parents)
+    return _folder_name(CF_QUALITY, parents)
 
 
 def true_cf(data: str | Path, parents: tuple[str, ...] = ("domain",), variant: str | None = None) -> Path:
     """The true counterfactual store of a synthetic benchmark's data folder, intervening on ``parents``;
     ``variant``: a control's (``true_cf_renoised``: the acquisition noise redrawn per counterfactual)."""
-    return Path(data) / _store_name(TRUE_CF, parents, variant)
+    return Path(data) / _folder_name(TRUE_CF, parents, variant)

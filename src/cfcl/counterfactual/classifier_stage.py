@@ -25,7 +25,9 @@ from cfcl.counterfactual.classifier import balanced_class_weights, build_classif
 from cfcl.counterfactual.classifier_module import MONITOR, ParentClassifierModule, evaluate_balanced_accuracy
 from cfcl.counterfactual.config import ClassifierConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_indices
-from cfcl.counterfactual.parents import ParentSpec, known_values, parent_specs, parents_from_store, value_names
+from cfcl.counterfactual.parents import (
+    ParentSpec, known_values, parent_specs, parents_from_store, require_two_values, value_names,
+)
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import Stage, run_stage
@@ -50,14 +52,7 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
 def classified_spec(store: ImageStore, parent: str, split: str) -> ParentSpec:
     """The spec of ``parent``, which must be discrete with two known values or more in ``split``."""
     spec = parent_specs(store, [parent], split_indices(store, [split]))[0]
-    if spec.kind != "discrete":
-        raise ConfigError(f"cannot classify parent '{parent}' of image store {store.path}: it is continuous, not discrete")
-    known = known_values(spec)
-    if len(known) < 2:
-        seen = ", ".join(value_names(spec)[v] for v in known) or "none"
-        raise ConfigError(
-            f"cannot classify parent '{parent}' of image store {store.path}: it has one value ({seen}) in split {split}"
-        )
+    require_two_values(spec, f"classify parent '{parent}' of image store {store.path}", f"in split {split}", ConfigError)
     return spec
 
 

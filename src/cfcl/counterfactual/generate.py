@@ -78,7 +78,7 @@ def counterfactual_rows(store: ImageStore, sources: np.ndarray, targets: dict[st
         keep |= own[p].numpy() != target[p]
     source_index, target = source_index[keep], {p: t[keep] for p, t in target.items()}
     src = store.meta.iloc[source_index]
-    names = {s.name: s.names for s in specs}
+    names = {s.name: value_names(s) for s in specs}
     label = [
         "_".join(str(t) if p == "domain" else names[p][t] for p, t in zip(target, values))
         for values in zip(*target.values())

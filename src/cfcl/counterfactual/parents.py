@@ -100,6 +100,17 @@ def known_values(spec: ParentSpec) -> list[int]:
     return [v for v in spec.seen if v >= len(spec.names) or spec.names[v] != ""]
 
 
+def require_two_values(spec: ParentSpec, subject: str, where: str, error: type[CfclError] = ParentError) -> None:
+    """``spec`` must be a discrete parent with two known values or more ``where`` (e.g. "in split train"):
+    else a one-line ``error`` saying ``cannot <subject>: ...``."""
+    if spec.kind != "discrete":
+        raise error(f"cannot {subject}: it is continuous, not discrete")
+    known = known_values(spec)
+    if len(known) < 2:
+        seen = ", ".join(spec.names[v] if v < len(spec.names) else str(v) for v in known) or "none"
+        raise error(f"cannot {subject}: it has one value ({seen}) {where}")
+
+
 def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path) -> list[ParentSpec]:
     """The specs of the parents to intervene on: discrete parents of the generator with two known values or more in training."""
     by_name = {s.name: s for s in specs}
@@ -110,13 +121,7 @@ def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path)
             raise ParentError(
                 f"cannot intervene on parent '{name}': generator {generator} was conditioned on {', '.join(by_name)} only"
             )
-        if spec.kind != "discrete":
-            raise ParentError(f"cannot intervene on parent '{name}' of generator {generator}: it is continuous, not discrete")
-        if len(known_values(spec)) < 2:
-            seen = ", ".join(spec.names[v] if v < len(spec.names) else str(v) for v in known_values(spec))
-            raise ParentError(
-                f"cannot intervene on parent '{name}' of generator {generator}: it has one value ({seen}) in the training split"
-            )
+        require_two_values(spec, f"intervene on parent '{name}' of generator {generator}", "in the training split")
         chosen.append(spec)
     return chosen
 

@@ -18,7 +18,9 @@ import torch
 from cfcl.counterfactual.classifier import classifier_file
 from cfcl.counterfactual.generator import generator_file, load_generator
 from cfcl.counterfactual.inference import counterfactual
-from cfcl.counterfactual.parents import intervened_specs, known_values, parent_specs, parents_from_store, value_names
+from cfcl.counterfactual.parents import (
+    intervened_specs, known_values, parent_specs, parents_from_store, require_two_values, value_names,
+)
 from cfcl.counterfactual.quality import Parents
 from cfcl.data.store import INFO, ImageStore, parent_codes
 from cfcl.errors import CheckpointError, ConfigError, StoreError
@@ -68,17 +70,18 @@ class Intervention:
         return np.where(known, self.cell([np.maximum(c, 0) for c in codes]), -1)
 
 
+def values_noun(parent: str) -> str:
+    """How an error names some values of ``parent``: the scanner's are domains."""
+    return "domain(s)" if parent == "domain" else f"{parent} value(s)"
+
+
 def open_intervention(store: ImageStore, parents: list[str], domains: list[int]) -> Intervention:
     """The intervention on ``parents`` of the store's images: the domain to ``domains``, any other parent to
     each of its known values (two at least)."""
     values, targets = {}, {}
     for parent in parents:
         spec = parent_specs(store, [parent])[0]
-        if spec.kind != "discrete" or len(known_values(spec)) < 2:
-            raise ConfigError(
-                f"cannot intervene on parent '{parent}' of image store {store.path}: "
-                + ("it is continuous, not discrete" if spec.kind != "discrete" else "it has fewer than two known values")
-            )
+        require_two_values(spec, f"intervene on parent '{parent}' of image store {store.path}", "in the store", ConfigError)
         values[parent] = value_names(spec)
         targets[parent] = domains if parent == "domain" else known_values(spec)
     return Intervention(values, targets)
@@ -218,8 +221,9 @@ def check_judge(
         )
     unseen = [values[v] for v in intervention.targets[parent] if v not in judge_info["trained_values"]]
     if unseen:
-        noun = "domain(s)" if parent == "domain" else f"{parent} value(s)"
-        raise CheckpointError(f"judge {file} never saw {noun} {', '.join(unseen)}; it cannot judge counterfactuals to them")
+        raise CheckpointError(
+            f"judge {file} never saw {values_noun(parent)} {', '.join(unseen)}; it cannot judge counterfactuals to them"
+        )
 
 
 def store_images(store: ImageStore, rows: np.ndarray, device: torch.device) -> torch.Tensor:

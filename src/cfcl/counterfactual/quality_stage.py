@@ -51,7 +51,7 @@ from cfcl.counterfactual.classifier import ParentClassifier, classifier_file, lo
 from cfcl.counterfactual.config import QualityConfig
 from cfcl.counterfactual.figures import quality_grid
 from cfcl.counterfactual.quality_inputs import (
-    Generator, Intervention, check_judge, intervened_table, load_any_generator, open_intervention,
+    Generator, Intervention, check_judge, intervened_table, load_any_generator, open_intervention, values_noun,
 )
 from cfcl.counterfactual.quality_measure import measure, select_images
 from cfcl.counterfactual.quality_summary import per_parent, summarise
@@ -143,9 +143,9 @@ def open_inputs(config: QualityConfig) -> QualityInputs:
     for parent, targets in intervention.targets.items():
         unseen = [intervention.values[parent][v] for v in targets if v not in generator.seen[parent]]
         if unseen:
-            noun = "domain(s)" if parent == "domain" else f"{parent} value(s)"
             raise CheckpointError(
-                f"generator {generator_path} never saw {noun} {', '.join(unseen)}; it cannot make counterfactuals to them"
+                f"generator {generator_path} never saw {values_noun(parent)} {', '.join(unseen)}; "
+                "it cannot make counterfactuals to them"
             )
     judges = _judges(config, intervention)
     for _, info, path in judges.values():
