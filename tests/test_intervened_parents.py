@@ -18,7 +18,7 @@ from cfcl.counterfactual.generator import load_generator
 from cfcl.counterfactual.inference import counterfactual
 from cfcl.counterfactual.parents import ParentError, ParentSpec, intervene, parents_from_store
 from cfcl.data.store import ImageStore
-from cfcl.errors import ConfigError
+from cfcl.errors import ConfigError, StoreError
 
 TINY = [
     "arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
@@ -94,7 +94,7 @@ def test_pairing_draws_the_other_sex_and_refuses_a_store_of_another_parent(train
     second = plan.rows[len(sources):]
     assert plan.from_cf[len(sources):].all() and (data.cf.meta["source_index"].to_numpy()[second] == sources).all()
     assert (SEXES[data.cf.meta["target_sex"].to_numpy()[second]] != store.meta["sex"].to_numpy()[sources]).all()
-    with pytest.raises(ConfigError, match="method 'cf-simclr' pairs counterfactuals of domain; cf_store .* intervenes on sex"):
+    with pytest.raises(StoreError, match="cf_store of method 'cf-simclr': .* intervenes on sex, not on domain"):
         open_pretrain_data("cf-simclr", store.path, tmp_path / "sex")
 
 

@@ -62,13 +62,7 @@ def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | Non
     if cf_store is None:
         raise ConfigError(f"method {method!r} needs a counterfactual store: set cf_store (--cf-store STORE)")
     cf = ImageStore.open(cf_store)
-    cf.require_counterfactuals_of(store)
-    parents = intervened_parents(method)
-    if tuple(cf.intervened) != parents:
-        raise ConfigError(
-            f"method {method!r} pairs counterfactuals of {', '.join(parents)}; cf_store {cf.path} intervenes on {', '.join(cf.intervened)}"
-        )
-    table = cf.counterfactual_table(len(store), len(store.domains))
+    table = cf.intervention_table(store, intervened_parents(method), f"cf_store of method {method!r}:")
     return PretrainData(store, cf, sources, table, target_cells(cf, store), cf.source_cells(store))
 
 

@@ -35,7 +35,7 @@ from cfcl.counterfactual.parents import (
 from cfcl.counterfactual.train import open_image_store
 from cfcl.data.store import INFO, ImageStore, StoreWriter
 from cfcl.distributed import current
-from cfcl.errors import CheckpointError, ConfigError, StoreError
+from cfcl.errors import CheckpointError, StoreError
 from cfcl.stage import Stage, run_stage
 from cfcl.training import resolve_device
 
@@ -143,15 +143,10 @@ def generate_chunk(
 
 def reconstructed_rows(source: ImageStore, store: ImageStore, rows: pd.DataFrame) -> pd.DataFrame:
     """The rows of counterfactual store ``source`` (of ``store``) for the (image, target cell) pairs of ``rows``, as they are."""
-    source.require_counterfactuals_of(store)
     intervened = [c.removeprefix("target_") for c in rows if c.startswith("target_")]
-    if list(source.intervened) != intervened:
-        raise ConfigError(
-            f"cf generate: source {source.path} intervenes on {', '.join(source.intervened)}; intervene is {', '.join(intervened)}"
-        )
-    shape = source.cell_shape(len(store.domains))
-    cells = np.ravel_multi_index([rows[f"target_{p}"].to_numpy() for p in source.intervened], shape)
-    found = source.counterfactual_table(len(store), len(store.domains))[rows["source_index"].to_numpy(), cells]
+    table = source.intervention_table(store, intervened, "cf generate: source")
+    cells = np.ravel_multi_index([rows[f"target_{p}"].to_numpy() for p in intervened], source.cell_shape(len(store.domains)))
+    found = table[rows["source_index"].to_numpy(), cells]
     if (found < 0).any():
         missing = int((found < 0).sum())
         raise StoreError(f"cf generate: source {source.path} lacks {missing} of the {len(rows)} counterfactuals to reconstruct")

@@ -142,17 +142,13 @@ def _model_generator(path: Path, store: ImageStore, intervention: Intervention, 
 
 def intervened_table(cf_store: ImageStore, store: ImageStore, intervention: Intervention, what: str) -> np.ndarray:
     """The ``[images, cells]`` table of a counterfactual store of ``store`` that intervenes on exactly these parents."""
-    cf_store.require_counterfactuals_of(store)
+    table = cf_store.intervention_table(store, intervention.parents, what)
     intervened = cf_store.intervened
-    if list(intervened) != intervention.parents:
-        raise StoreError(
-            f"{what} {cf_store.path} intervenes on {', '.join(intervened)}, not on {', '.join(intervention.parents)}"
-        )
     if cf_store.cell_shape(len(store.domains)) != intervention.shape or any(
         p != "domain" and v != intervention.values[p] for p, v in intervened.items()
     ):
         raise StoreError(f"{what} {cf_store.path} names the values of {', '.join(intervened)} otherwise than {store.path}")
-    return cf_store.counterfactual_table(len(store), len(store.domains))
+    return table
 
 
 def _table_generator(path: Path, store: ImageStore, intervention: Intervention) -> Generator:

@@ -191,6 +191,14 @@ class ImageStore:
         table[src, np.ravel_multi_index(targets, shape) if len(src) else src] = self.meta["index"].to_numpy()
         return table
 
+    def intervention_table(self, source: "ImageStore", parents: list[str] | tuple[str, ...], what: str) -> np.ndarray:
+        """:meth:`counterfactual_table` of this store, refused unless it holds counterfactuals of ``source``
+        that intervene on exactly ``parents`` (``what`` names the store in the error)."""
+        self.require_counterfactuals_of(source)
+        if list(self.intervened) != list(parents):
+            raise StoreError(f"{what} {self.path} intervenes on {', '.join(self.intervened)}, not on {', '.join(parents)}")
+        return self.counterfactual_table(len(source), len(source.domains))
+
 
 def parent_codes(meta: pd.DataFrame, parent: str, values: list[str]) -> np.ndarray:
     """Codes of the metadata column ``parent`` among ``values`` (-1: not among them); ``domain`` is already coded."""
