@@ -58,13 +58,39 @@ def test_a_checkpoint_written_before_parents_loads_as_a_domain_classifier(tmp_pa
     assert torch.equal(loaded(x), model.eval()(x))
 
 
-def test_fine_tuning_refuses_a_guide_of_another_parent(tmp_path):
-    from cfcl.counterfactual.finetune import load_guide
+def test_fine_tuning_takes_one_guide_of_each_conditioned_parent_and_refuses_bad_guides(tmp_path):
+    from cfcl.counterfactual.finetune import load_guides
+    from cfcl.counterfactual.parents import ParentSpec
 
-    info = {"role": "guide", "parent": "sex", "values": ["F", "M"], "trained_values": [0, 1], "image_size": [16, 16], "seed": 0}
-    save_classifier(tmp_path / "g.pt", build_classifier("cnn", 2, widths=[4]), info)
-    with pytest.raises(ConfigError, match="classifies 'sex'; counterfactual fine-tuning is guided by a scanner"):
-        load_guide(tmp_path / "g.pt")
+    domain = ParentSpec("domain", "discrete", 3, (0, 1, 2), ("a", "b", "c"))
+    sex = ParentSpec("sex", "discrete", 2, (0, 1), ("F", "M"), categories=("F", "M"))
+    generator = tmp_path / "gen" / "generator.pt"
+
+    def guide(name, parent, values, role="guide"):
+        info = {"role": role, "parent": parent, "values": values, "trained_values": list(range(len(values))),
+                "image_size": [16, 16], "seed": 0}
+        save_classifier(tmp_path / name, build_classifier("cnn", len(values), widths=[4]), info)
+        return tmp_path / name
+
+    scanner, of_sex = guide("scanner", "domain", ["a", "b", "c"]), guide("sex", "sex", ["F", "M"])
+    assert list(load_guides([scanner, of_sex], [domain, sex], generator)) == ["domain", "sex"]
+    assert list(load_guides([of_sex], [domain, sex], generator)) == ["sex"]
+    refused = [
+        ([scanner, guide("scanner2", "domain", ["a", "b", "c"])], [domain], ConfigError,
+         r"/scanner2 classifies 'domain' as another guide does; fine-tuning takes one guide per parent"),
+        ([scanner, of_sex], [domain], ConfigError,
+         rf"/sex classifies 'sex'; generator {generator} was conditioned on domain only"),
+        ([guide("renamed", "sex", ["female", "male"])], [domain, sex], CheckpointError,
+         r"/renamed names the values of 'sex' \['female', 'male'\]; generator .* names them \['F', 'M'\]"),
+        ([guide("judge", "sex", ["F", "M"], role="judge")], [domain, sex], ConfigError,
+         r"/judge is a 'judge' classifier; fine-tuning needs a guide \(the judge never guides\)"),
+        ([of_sex], [domain, ParentSpec("sex", "discrete", 2, (1,), ("F", "M"))], ConfigError,
+         r"cannot guide parent 'sex' of generator .*: it has one value \(M\) in the training split"),
+    ]
+    for paths, specs, error, message in refused:
+        with pytest.raises(error, match=message) as raised:
+            load_guides(paths, specs, generator)
+        assert "\n" not in str(raised.value)
 
 
 def test_classifier_checkpoint_errors(tmp_path):

@@ -15,12 +15,14 @@ from cfcl.counterfactual.generator import load_generator, save_generator
 from cfcl.counterfactual.hvae import HVAE, HVAEArch
 from cfcl.counterfactual.inference import abduct, apply_noise, counterfactual, pixel_noise, predict
 from cfcl.counterfactual.likelihood import discretized_gaussian_log_likelihood, gaussian_kl
+from cfcl.counterfactual.classifier import build_classifier
 from cfcl.counterfactual.losses import (
     ascend_multiplier,
+    counterfactual_guidance,
     elbo_terms,
     guidance_terms,
     lagrangian,
-    random_other_domains,
+    random_other_values,
     round_trip_mae,
 )
 from cfcl.counterfactual.module import ema_average, warmup_factor
@@ -209,10 +211,13 @@ def test_small_pure_functions():
     torch.manual_seed(0)
     source = torch.randint(0, 3, (500,), generator=g)
     domains = torch.tensor([0, 1, 2])
-    target = random_other_domains(source, domains)
+    target = random_other_values(source, domains)
     assert (target != source).all() and set(target.tolist()) == {0, 1, 2}
     for d in range(3):
         assert set(target[source == d].tolist()) == {0, 1, 2} - {d}
+    sexes = torch.tensor([0, 1, 2] * 100)  # code 0: an unknown sex, never a target; it goes to either known one
+    target = random_other_values(sexes, torch.tensor([1, 2]))
+    assert torch.equal(target[sexes > 0], 3 - sexes[sexes > 0]) and set(target[sexes == 0].tolist()) == {1, 2}
     assert ascend_multiplier(torch.tensor(0.5), 2.0, 1.0, 0.1).item() == pytest.approx(0.6)
     assert ascend_multiplier(torch.tensor(0.05), 0.0, 1.0, 0.1).item() == 0.0
     assert lagrangian(torch.tensor(1.0), [(torch.tensor(3.0), 2.0, torch.tensor(0.5))]).item() == pytest.approx(1.5)
@@ -235,6 +240,36 @@ def test_guidance_terms_by_hand():
     expected = (np.log(1 + np.exp(1.0)) + np.log(1 + np.exp(-0.5))) / 2  # -log softmax_1 = log(1 + e^(l0 - l1))
     assert terms["ce"].item() == pytest.approx(expected, rel=1e-6)
     assert terms["accuracy"].item() == 0.5
+
+
+def test_counterfactual_guidance_of_the_scanner_alone_is_the_step_before_other_parents_and_of_several_their_mean(store, model):
+    x, pa = batch(store, model.specs)
+    torch.manual_seed(1)
+    guides = {"domain": build_classifier("cnn", 4, widths=[4]).eval(), "sex": build_classifier("cnn", 2, widths=[4]).eval()}
+    values = {"domain": torch.tensor([0, 1, 2]), "sex": torch.tensor([0, 1])}
+    with torch.no_grad():
+        torch.manual_seed(0)
+        scanner = counterfactual_guidance(model, {"domain": guides["domain"]}, values, x, pa, round_trip=True)
+        # the fine-tuning step's maths when only the scanner could guide it
+        torch.manual_seed(0)
+        target = random_other_values(pa["domain"], values["domain"])
+        pa_star = intervene(pa, domain=target)
+        x_star = counterfactual(model, x, pa, pa_star)
+        before = {**guidance_terms(guides["domain"], x_star, target), "round_trip_mae": round_trip_mae(model, x, x_star, pa, pa_star)}
+        assert all(torch.equal(scanner[k], before[k]) for k in ("ce", "accuracy", "round_trip_mae"))
+        assert "ce_sex" not in scanner and "round_trip_mae" not in counterfactual_guidance(model, guides, values, x, pa, False)
+        torch.manual_seed(0)
+        both = counterfactual_guidance(model, guides, values, x, pa, round_trip=True)
+        torch.manual_seed(0)
+        domain_target, sex_target = random_other_values(pa["domain"], values["domain"]), random_other_values(pa["sex"], values["sex"])
+        x_sex = counterfactual(model, x, pa, intervene(pa, sex=sex_target))  # sex alone changed, the domain kept
+        of_sex = guidance_terms(guides["sex"], x_sex, sex_target)
+    assert torch.equal(domain_target, target) and torch.equal(sex_target, 1 - pa["sex"])
+    assert torch.equal(both["ce_domain"], scanner["ce"]) and torch.allclose(both["ce_sex"], of_sex["ce"])
+    assert torch.allclose(both["ce"], (scanner["ce"] + of_sex["ce"]) / 2) and not torch.allclose(both["ce"], scanner["ce"])
+    assert torch.allclose(both["accuracy"], (scanner["accuracy"] + of_sex["accuracy"]) / 2)
+    assert torch.allclose(both["round_trip_mae"], (both["round_trip_mae_domain"] + both["round_trip_mae_sex"]) / 2)
+    assert torch.equal(both["round_trip_mae_domain"], scanner["round_trip_mae"])
 
 
 def test_round_trip_mae_matches_a_hand_rolled_cycle(store, model):

@@ -14,10 +14,13 @@ from cf_stores import make_store
 from cfcl.cli import main
 from cfcl.counterfactual import generate as generate_module
 from cfcl.counterfactual.classifier import build_classifier, save_classifier
-from cfcl.counterfactual.generator import load_generator
+from cfcl.counterfactual.generator import load_generator, save_generator
+from cfcl.counterfactual.hvae import HVAE, HVAEArch
 from cfcl.counterfactual.inference import counterfactual
-from cfcl.counterfactual.parents import intervene, parents_from_store
+from cfcl.counterfactual.parents import intervene, parent_specs, parents_from_store
+from cfcl.counterfactual.quality_inputs import _judge_identity, _recorded_guides
 from cfcl.data.store import ImageStore
+from cfcl.stage import fingerprint
 
 TINY = [
     "arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
@@ -172,10 +175,10 @@ def test_train_bad_input(trained, tmp_path, capsys):
     assert "corrupt" in capsys.readouterr().err
 
 
-def save_guide(path, role, seed=0):
+def save_guide(path, role, seed=0, parent="domain", values=("major", "middle", "rare", "ood")):
     torch.manual_seed(seed)
-    model = build_classifier("cnn", 4, widths=[4, 8]).eval()
-    info = {"role": role, "parent": "domain", "values": ["major", "middle", "rare", "ood"], "trained_values": [0, 1, 2],
+    model = build_classifier("cnn", len(values), widths=[4, 8]).eval()
+    info = {"role": role, "parent": parent, "values": list(values), "trained_values": list(range(min(3, len(values)))),
             "image_size": [16, 16], "seed": seed}
     return save_classifier(path, model, info)
 
@@ -214,6 +217,33 @@ def test_finetune_trains_the_decoder_only(trained, tmp_path, capsys):
         lam, mu = max(0.0, lam + 10 * (nelbo - bound)), max(0.0, mu + 200 * (round_trip - 0.015))
         assert step["train/multiplier_step"] == pytest.approx(lam, rel=1e-4, abs=1e-6)
         assert step["train/round_trip_multiplier_step"] == pytest.approx(mu, rel=1e-4, abs=1e-6)
+
+
+def test_finetune_guided_by_the_scanner_and_sex_minimises_the_mean_of_their_cross_entropies(tmp_path):
+    store = make_store(tmp_path / "store", true_cf=False, sexes=["F", "M"])
+    torch.manual_seed(0)
+    arch = HVAEArch(widths=[8, 8, 16], blocks=[1, 1, 1], latent_channels=4, stochastic_max_res=8)
+    save_generator(tmp_path / "gen", HVAE(16, arch, parent_specs(store, ["domain", "sex"], store.indices("train"))),
+                   {"store": store.content_hash, "domains": store.domains})
+    scanner, sex = save_guide(tmp_path / "guide", "guide"), save_guide(tmp_path / "guide_sex", "guide", 1, "sex", ("F", "M"))
+    argv = ["cf", "finetune", "--generator", str(tmp_path / "gen"), "--data", str(store.path), "--out", str(tmp_path / "ft"),
+            "--guide", str(tmp_path / "guide"), "--guide", str(tmp_path / "guide_sex"),
+            *sets(["batch_size=16", "bound_batches=2", "grid_images=4", "trainer.max_epochs=1", "trainer.progress_bar=false",
+                   "trainer.log_every_n_steps=1"])]
+    assert main(argv) == 0
+    _, info = load_generator(tmp_path / "ft")
+    assert info["guide"] == [fingerprint(scanner), fingerprint(sex)] and info["steps"] > 0
+    # neither guide can judge the generator it guided
+    assert _judge_identity(tmp_path / "guide_sex") | _judge_identity(tmp_path / "guide") <= _recorded_guides(tmp_path / "ft", info["guide"])
+    steps = pd.read_csv(tmp_path / "ft" / "logs" / "metrics.csv").dropna(subset=["train/loss_step"])
+    assert len(steps) == info["steps"]
+    mean = (steps["train/ce_domain_step"] + steps["train/ce_sex_step"]) / 2
+    assert np.allclose(steps["train/ce_step"], mean, rtol=1e-5) and not np.allclose(steps["train/ce_step"], steps["train/ce_sex_step"])
+    assert steps["train/guide_accuracy_sex_step"].between(0, 1).all() and "train/guide_accuracy_domain_step" in steps
+    # the guides are frozen, BatchNorm statistics included: the sex guide in the last training checkpoint is the one given
+    trained = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    given = torch.load(sex, weights_only=True)["state_dict"]
+    assert given and all(torch.equal(trained[f"guides.sex.{k}"], v) for k, v in given.items())
 
 
 def test_finetune_round_trip_constraint_is_optional_and_validated(trained, tmp_path, capsys):

@@ -79,19 +79,30 @@ def test_plan_wires_stages_in_dependency_order(tmp_path):
 def test_plan_judges_the_sex_counterfactuals_only_with_a_generated_sex_method(tmp_path):
     scanner = {n.name: n for n in plan(tiny_run(tmp_path))}
     oracle = {n.name for n in plan(tiny_run(tmp_path, methods=[*TINY["methods"], "sex-oracle"]))}
-    assert not {"cf_judge_sex", "cf_quality_sex"} & (set(scanner) | oracle)
+    assert not {"cf_judge_sex", "cf_quality_sex", "cf_guide_sex"} & (set(scanner) | oracle)
     sexed = {n.name: n for n in plan(tiny_run(tmp_path, methods=[*TINY["methods"], "sex-cf-simclr"]))}
-    judge, quality = sexed["cf_judge_sex"], sexed["cf_quality_sex"]
+    judge, quality, guide = sexed["cf_judge_sex"], sexed["cf_quality_sex"], sexed["cf_guide_sex"]
+    assert (guide.group, guide.config.role, guide.config.parent) == ("cf_guide", "guide", "sex")
+    assert guide.config.arch_kwargs == sexed["cf_guide"].config.arch_kwargs and guide.config.seed == sexed["cf_guide"].config.seed
+    # fine-tuning is guided by the scanner and by sex, so that the sex counterfactuals change sex
+    assert sexed["cf_finetune"].config.guide == [tmp_path / "cf_guide", tmp_path / "cf_guide_sex"]
+    assert [n.name for n in plan(tiny_run(tmp_path, methods=["sex-cf-simclr"]))].index("cf_guide_sex") < list(sexed).index("cf_finetune")
+    assert "cf_guide_sex" not in {n.name for n in plan(tiny_run(tmp_path, methods=["sex-cf-simclr"], finetune={"enabled": False}))}
     assert (judge.group, judge.config.role, judge.config.parent) == ("cf_judge", "judge", "sex")
     assert judge.config.arch_kwargs == sexed["cf_judge"].config.arch_kwargs  # the judge section and preset
     assert quality.group == "cf_quality" and quality.config.intervene == ["sex"]
     assert quality.config.judge == [tmp_path / "cf_judge_sex"]
     assert quality.config.generator == sexed["cf_store_sex"].config.generator == tmp_path / "cf_finetune"
     # the scanner's classifiers, quality and store keep their configs, so a run made before resumes with the new stages only
-    for name in ("cf_guide", "cf_judge", "cf_quality_base", "cf_finetune", "cf_store", "cf_quality"):
+    # (cf_finetune's changes with its guides: it and what reads it run again)
+    for name in ("cf_guide", "cf_judge", "cf_quality_base", "cf_store", "cf_quality"):
         assert config_hash(sexed[name].config) == config_hash(scanner[name].config)
     assert "parent" not in sexed["cf_judge"].config.model_dump() and "intervene" not in sexed["cf_quality"].config.model_dump()
-    assert sexed["cf_guide"].config.parent == "domain" and sexed["cf_finetune"].config.guide == tmp_path / "cf_guide"
+    assert sexed["cf_guide"].config.parent == "domain" and scanner["cf_finetune"].config.guide == tmp_path / "cf_guide"
+    # a single guide, or a list of one, dumps as the single path it was before several guides could be given
+    one = scanner["cf_finetune"].config
+    assert one.model_dump()["guide"] == tmp_path / "cf_guide"
+    assert config_hash(type(one).model_validate({**one.model_dump(), "guide": [tmp_path / "cf_guide"]})) == config_hash(one)
 
 
 def test_plan_without_generated_counterfactuals_skips_the_generator(tmp_path):
@@ -253,5 +264,9 @@ def test_the_benchmark_preset_keeps_its_stages_and_hashes_beside_the_controls(tm
     after = {n.name: config_hash(n.config) for n in plan(controls.model_copy(update={"methods": benchmark.methods}), source)}
     # The controls preset holds the benchmark's settings (but evaluation's label draws and supervised baseline).
     assert before.pop("eval") != after.pop("eval") and before == after
+    # Without a generated sex method fine-tuning is guided by the scanner alone, one path as before (so its hash holds).
+    for preset in ("benchmark", "demo", "benchmark_oracle_controls", "benchmark_dino"):
+        nodes = {n.name: n.config for n in plan(load_run_config(preset, out=tmp_path)[0])}
+        assert not any(name.startswith("cf_guide_") for name in nodes) and nodes["cf_finetune"].guide == tmp_path / "cf_guide"
     planned = [n.name for n in plan(controls)]
     assert {"cf_store", "cf_store_base", "cf_store_recon", "pretrain/oracle-renoised-s2"} <= set(planned)

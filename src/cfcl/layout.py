@@ -17,7 +17,7 @@ DATA = "data"
 TRUE_CF = "true_cf"  # inside DATA: the synthetic benchmark's true counterfactuals (of the scanner; true_cf_sex: of sex)
 OVERVIEW = "overview.png"  # inside DATA: the synthetic benchmark's patients under every scanner
 CF_MODEL = "cf_model"
-CF_GUIDE = "cf_guide"
+CF_GUIDE = "cf_guide"  # the scanner's guide; cf_guide_sex: of sex (cf_guide_name)
 CF_JUDGE = "cf_judge"  # the scanner's judge; cf_judge_sex: of sex (cf_judge_name)
 CF_QUALITY_BASE = "cf_quality_base"  # the cf_quality stage on the generator before fine-tuning
 CF_FINETUNE = "cf_finetune"
@@ -119,6 +119,11 @@ def cf_store_name(parents: tuple[str, ...], variant: str | None = None) -> str:
     """The run folder of the counterfactual store that intervenes on ``parents``; ``variant``: a control's
     (``cf_store_base``: the generator before fine-tuning, ``cf_store_recon``: the true counterfactuals reconstructed)."""
     return _folder_name(CF_STORE, parents, variant)
+
+
+def cf_guide_name(parent: str) -> str:
+    """The run folder of the guide (classifier) of ``parent``."""
+    return _folder_name(CF_GUIDE, (parent,))
 
 
 def cf_judge_name(parent: str) -> str:

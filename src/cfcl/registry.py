@@ -74,12 +74,13 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("cf", "finetune"),
-        "counterfactual fine-tuning of the generator's decoder, guided by a domain classifier (cf_guide)",
+        "counterfactual fine-tuning of the generator's decoder, guided by a classifier of each guided parent (cf_guide, cf_guide_sex)",
         "cfcl.counterfactual.config:CFFinetuneConfig",
         "cfcl.counterfactual.finetune:run",
         (
             Flag("--generator", "generator", "generator folder (cfcl cf train)"),
-            Flag("--guide", "guide", "guidance classifier folder (cfcl cf classifier --config cf_guide)"),
+            Flag("--guide", "guide", "guidance classifier folder (cfcl cf classifier --config cf_guide); repeat for one guide of each "
+                 "parent to guide (--set parent=sex)", repeat=True),
             Flag("--data", "data", "image store to fine-tune on (its train split)"),
         ),
     ),

@@ -5,8 +5,8 @@ Class-weighted cross-entropy (prevalences are imbalanced), light geometric augme
 (intensity is what distinguishes scanners), and the epoch with the best validation balanced
 accuracy is kept, with early stopping on it. Images whose value of the parent is unknown (an
 empty name, e.g. a missing sex) are left out. The stage is named by the classifier's role, as
-its run folder: ``cf_guide`` guides fine-tuning, ``cf_judge`` judges quality (``cf_judge_sex``
-under ``cfcl run``: the judge of sex).
+its run folder: ``cf_guide`` guides fine-tuning, ``cf_judge`` judges quality (``cf_guide_sex`` and
+``cf_judge_sex`` under ``cfcl run``: the guide and the judge of sex).
 """
 
 from __future__ import annotations

@@ -56,15 +56,29 @@ class CFTrainConfig(StrictModel):
     trainer: TrainerConfig = TrainerConfig(max_epochs=8)
 
 
+def _one_or_several(cls, value: Path | list[Path]) -> Path | list[Path]:
+    """A list of one guide is that guide, so its config dumps (and hashes) as a single path."""
+    if isinstance(value, list) and not value:
+        raise ValueError("lists no guide")
+    if isinstance(value, list) and len(value) == 1:
+        return value[0]
+    return value
+
+
 class CFFinetuneConfig(StrictModel):
-    """Counterfactual fine-tuning: frozen encoder, decoder trained so the guide sees the target domain
-    in x*, under Lagrangian bounds on the factual negative ELBO (``elbo_bound``, or by default the
-    starting model's value on ``bound_batches`` training batches times (1 + ``elbo_tolerance``)) and
-    on the round-trip MAE(x, x* taken back to x's parents) (``round_trip_bound``; None: unconstrained)."""
+    """Counterfactual fine-tuning: frozen encoder, decoder trained so that each guide sees the target value
+    of its parent in x* of that parent alone intervened on (the mean of their cross-entropies), under
+    Lagrangian bounds on the factual negative ELBO (``elbo_bound``, or by default the starting model's
+    value on ``bound_batches`` training batches times (1 + ``elbo_tolerance``)) and on the round-trip
+    MAE(x, x* taken back to x's parents), averaged over the guided parents (``round_trip_bound``; None:
+    unconstrained)."""
 
     data: Path
     generator: Path
-    guide: Path
+    guide: Path | list[Path] = Field(
+        description="the guide classifier (folder or file) of each guided parent: one (the scanner's), or a list with "
+        "one guide of each parent to guide, e.g. [cf_guide, cf_guide_sex]",
+    )
     splits: list[str] = ["train"]
     batch_size: int = Field(32, ge=1)
     lr: float = Field(5e-6, gt=0)
@@ -83,6 +97,8 @@ class CFFinetuneConfig(StrictModel):
     seed: int = 0
     grid_images: int = Field(8, ge=1)
     trainer: TrainerConfig = TrainerConfig(max_epochs=1)
+
+    _one_or_several_guides = field_validator("guide")(_one_or_several)
 
 
 class CFGenerateConfig(StrictModel):

@@ -1,4 +1,5 @@
-"""``cfcl cf finetune``: counterfactual fine-tuning of a trained generator with a guidance classifier."""
+"""``cfcl cf finetune``: counterfactual fine-tuning of a trained generator guided by a classifier of each guided parent
+(docs/architecture.md, "Counterfactual fine-tuning")."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from cfcl.counterfactual.finetune_module import CounterfactualFinetuneModule
 from cfcl.counterfactual.generator import generator_file, load_generator, save_generator
 from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.losses import elbo_terms
-from cfcl.counterfactual.parents import ParentSpec
+from cfcl.counterfactual.parents import ParentSpec, known_values, require_two_values, value_names
 from cfcl.counterfactual.train import grid_batch, open_image_store
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError
@@ -28,23 +29,37 @@ from cfcl.training import loader_workers, make_trainer
 STAGE = layout.CF_FINETUNE
 
 
-def load_guide(path: Path) -> tuple[torch.nn.Module, dict]:
-    """The scanner guidance classifier; a judge is refused, so quality is never judged by the model that guided."""
-    guide, info = load_classifier(path)
-    if info.get("role") != "guide":
-        raise ConfigError(f"{path} is a '{info.get('role')}' classifier; fine-tuning needs a guide (the judge never guides)")
-    if info["parent"] != "domain":
-        raise ConfigError(
-            f"{path} classifies '{info['parent']}'; counterfactual fine-tuning is guided by a scanner (domain) guide"
-        )
-    return guide, info
+def guide_inputs(config: CFFinetuneConfig) -> dict[str, Path]:
+    """The guides by their key among the stage inputs, as the config's paths are recorded: ``guide``, or
+    ``guide.<i>`` for a list of them."""
+    if isinstance(config.guide, list):
+        return {f"guide.{i}": path for i, path in enumerate(config.guide)}
+    return {"guide": config.guide}
 
 
-def domain_spec(model: HVAE) -> ParentSpec:
-    spec = next((s for s in model.specs if s.name == "domain"), None)
-    if spec is None or len(spec.seen) < 2:
-        raise CheckpointError("counterfactual fine-tuning needs a generator with a 'domain' parent of two or more domains")
-    return spec
+def load_guides(paths: list[Path], specs: list[ParentSpec], generator: Path) -> dict[str, torch.nn.Module]:
+    """The guide of each guided parent, in the order given: a ``guide`` (the judge never guides, so quality is
+    never judged by a model that guided) of a distinct discrete parent the generator is conditioned on, with
+    two known values or more, whose values it names as the generator does (``specs``: the generator's parents)."""
+    by_name = {s.name: s for s in specs}
+    guides: dict[str, torch.nn.Module] = {}
+    for path in paths:
+        guide, info = load_classifier(path)
+        file, parent = classifier_file(path), info["parent"]
+        if info.get("role") != "guide":
+            raise ConfigError(f"{file} is a '{info.get('role')}' classifier; fine-tuning needs a guide (the judge never guides)")
+        if parent in guides:
+            raise ConfigError(f"{file} classifies '{parent}' as another guide does; fine-tuning takes one guide per parent")
+        spec = by_name.get(parent)
+        if spec is None:
+            raise ConfigError(f"{file} classifies '{parent}'; generator {generator} was conditioned on {', '.join(by_name)} only")
+        require_two_values(spec, f"guide parent '{parent}' of generator {generator}", "in the training split", ConfigError)
+        if list(info["values"]) != value_names(spec):
+            raise CheckpointError(
+                f"{file} names the values of '{parent}' {list(info['values'])}; generator {generator} names them {value_names(spec)}"
+            )
+        guides[parent] = guide
+    return guides
 
 
 @torch.no_grad()
@@ -62,20 +77,22 @@ def mean_nelbo(model: HVAE, loader, batches: int) -> float:
 def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
     store = open_image_store(config.data)
     model, gen_info = load_generator(config.generator)
-    guide, guide_info = load_guide(config.guide)
-    if list(guide_info["values"]) != store.domains or gen_info.get("domains") != store.domains:
-        raise CheckpointError(
-            f"domains differ: store {store.domains}, generator {gen_info.get('domains')}, guide {guide_info['values']}"
-        )
-    inputs = {"data": store.path / INFO, "generator": generator_file(config.generator), "guide": classifier_file(config.guide)}
-    return run_stage(STAGE, out, config, lambda stage: _finetune(config, store, model, gen_info, guide, stage), force, inputs, every_rank=True)
+    generator = generator_file(config.generator)
+    if gen_info.get("domains") != store.domains:
+        raise CheckpointError(f"generator {generator} has domains {gen_info.get('domains')}; the store {store.path} has {store.domains}")
+    guides = load_guides(list(guide_inputs(config).values()), model.specs, generator)
+    inputs = {
+        "data": store.path / INFO, "generator": generator,
+        **{key: classifier_file(path) for key, path in guide_inputs(config).items()},
+    }
+    return run_stage(STAGE, out, config, lambda stage: _finetune(config, store, model, gen_info, guides, stage), force, inputs, every_rank=True)
 
 
 def _finetune(
-    config: CFFinetuneConfig, store: ImageStore, model: HVAE, gen_info: dict, guide: torch.nn.Module, stage: Stage
+    config: CFFinetuneConfig, store: ImageStore, model: HVAE, gen_info: dict, guides: dict[str, torch.nn.Module], stage: Stage
 ) -> dict | None:
     out = stage.out
-    spec = domain_spec(model)
+    specs = {s.name: s for s in model.specs}
     L.seed_everything(config.seed, workers=True)
     train_set = ParentImageDataset(store, split_indices(store, config.splits), model.specs)
     loader = image_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, num_workers=loader_workers(config.trainer))
@@ -83,7 +100,7 @@ def _finetune(
     bound = config.elbo_bound if config.elbo_bound is not None else initial * (1 + config.elbo_tolerance)
     model.requires_grad_(True).train()
     module = CounterfactualFinetuneModule(
-        model, guide, list(spec.seen), bound=bound, lr=config.lr, weight_decay=config.weight_decay,
+        model, guides, {parent: known_values(specs[parent]) for parent in guides}, bound=bound, lr=config.lr, weight_decay=config.weight_decay,
         multiplier_init=config.multiplier_init, multiplier_lr=config.multiplier_lr,
         round_trip_bound=config.round_trip_bound, round_trip_multiplier_init=config.round_trip_multiplier_init,
         round_trip_multiplier_lr=config.round_trip_multiplier_lr,
@@ -97,19 +114,21 @@ def _finetune(
         return None
     tuned = module.ema_model.cpu().eval().requires_grad_(False)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    guided_by = [stage.inputs[key]["fingerprint"] for key in guide_inputs(config)]
     info = {
         **{k: gen_info[k] for k in ("store", "domains", "splits") if k in gen_info},
-        "finetuned_from": stage.inputs["generator"]["fingerprint"], "guide": stage.inputs["guide"]["fingerprint"],
+        "finetuned_from": stage.inputs["generator"]["fingerprint"], "guide": guided_by if isinstance(config.guide, list) else guided_by[0],
         "elbo_bound": bound, "initial_nelbo": initial, "steps": trainer.global_step,
         "skipped_updates": int(module.skipped), "parameters": sum(p.numel() for p in tuned.parameters()), "metrics": metrics,
     }
     generator_path = save_generator(out, tuned, info)
+    per_parent = [f"train/{term}_{parent}_step" for parent in guides for term in ("ce", "guide_accuracy")]  # logged for several
     x, pa = split_batch(grid_batch(train_set, config.grid_images))
     figures.counterfactual_grid(tuned, x, pa, out / "counterfactual_grid.png")
     training_curve(
         out / layout.TRAINER_LOG, out / layout.TRAINING_CURVE,
         [
-            "train/ce_step", "train/nelbo_step", "train/multiplier_step", "train/guide_accuracy_step",
+            "train/ce_step", *per_parent, "train/nelbo_step", "train/multiplier_step", "train/guide_accuracy_step",
             "train/round_trip_mae_step", "train/round_trip_multiplier_step",
         ],
     )

@@ -6,8 +6,9 @@ import torch
 from torch.nn import functional as F
 
 from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.inference import counterfactual
+from cfcl.counterfactual.inference import abduct, counterfactual, predict
 from cfcl.counterfactual.likelihood import discretized_gaussian_log_likelihood, nats_per_dim
+from cfcl.counterfactual.parents import intervene
 from cfcl.counterfactual.quality import mae
 
 
@@ -20,7 +21,7 @@ def elbo_terms(model: HVAE, x: torch.Tensor, pa: dict[str, torch.Tensor], beta: 
 
 
 def guidance_terms(guide: torch.nn.Module, x_star: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Cross-entropy of the guidance classifier on the counterfactuals ``x_star`` against ``target`` domains."""
+    """Cross-entropy of the guidance classifier on the counterfactuals ``x_star`` against the ``target`` values of its parent."""
     logits = guide(x_star)
     return {"ce": F.cross_entropy(logits, target), "accuracy": (logits.argmax(1) == target).float().mean()}
 
@@ -37,12 +38,40 @@ def round_trip_mae(
     return mae(x, counterfactual(model, x_star, pa_star, pa)).mean()
 
 
-def random_other_domains(source: torch.Tensor, domains: torch.Tensor) -> torch.Tensor:
-    """For each source domain, a target drawn uniformly from ``domains`` other than itself."""
-    k = len(domains)
-    position = (source[:, None] == domains[None, :]).long().argmax(1)
+def random_other_values(source: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """For each source value of a discrete parent, a target drawn uniformly from ``values`` other than itself;
+    for a source outside ``values`` (an unknown value, e.g. a missing sex), from all of them."""
+    k = len(values)
+    matches = source[:, None] == values[None, :]
     step = torch.randint(1, k, source.shape, device=source.device)
-    return domains[(position + step) % k]
+    target = values[(matches.long().argmax(1) + step) % k]
+    unknown = ~matches.any(1)
+    if unknown.any():
+        target[unknown] = values[torch.randint(0, k, (int(unknown.sum()),), device=source.device)]
+    return target
+
+
+def counterfactual_guidance(
+    model: HVAE, guides: dict[str, torch.nn.Module], values: dict[str, torch.Tensor], x: torch.Tensor,
+    pa: dict[str, torch.Tensor], round_trip: bool,
+) -> dict[str, torch.Tensor]:
+    """What counterfactual fine-tuning minimises, per guided parent p (in ``guides`` order): each image's p alone
+    set to a random other value of ``values[p]``, x*_p decoded, guide p's cross-entropy (``ce_<p>``) and accuracy
+    (``accuracy_<p>``) on x*_p against it and, with ``round_trip``, MAE(x, x*_p taken back) (``round_trip_mae_<p>``).
+    ``ce``, ``accuracy`` and ``round_trip_mae`` are their means over the parents, so no parent outweighs another."""
+    abduction = abduct(model, x, pa)
+    terms: dict[str, torch.Tensor] = {}
+    for parent, guide in guides.items():
+        target = random_other_values(pa[parent], values[parent])
+        pa_star = intervene(pa, **{parent: target})
+        x_star = predict(model, abduction, pa_star)
+        guided = guidance_terms(guide, x_star, target)
+        terms[f"ce_{parent}"], terms[f"accuracy_{parent}"] = guided["ce"], guided["accuracy"]
+        if round_trip:
+            terms[f"round_trip_mae_{parent}"] = round_trip_mae(model, x, x_star, pa, pa_star)
+    for term in ("ce", "accuracy", "round_trip_mae") if round_trip else ("ce", "accuracy"):
+        terms[term] = torch.stack([terms[f"{term}_{parent}"] for parent in guides]).mean()
+    return terms
 
 
 def lagrangian(

@@ -191,9 +191,12 @@ def _judge_identity(path: Path) -> set[str]:
 
 
 def _recorded_guides(generator_path: Path, info_guide: Any) -> set[str]:
-    """Guide fingerprints recorded by fine-tuning: the generator folder's manifest inputs and its checkpoint info."""
+    """Guide fingerprints recorded by fine-tuning: the generator folder's manifest inputs (``guide``, or ``guide.<i>``
+    for several guides) and its checkpoint info (one fingerprint, or a list of them)."""
     folder = generator_path if generator_path.is_dir() else generator_path.parent
-    recorded = [((read_manifest(folder) or {}).get("inputs") or {}).get("guide"), info_guide]
+    inputs = (read_manifest(folder) or {}).get("inputs") or {}
+    recorded = [entry for key, entry in inputs.items() if key == "guide" or key.startswith("guide.")]
+    recorded += info_guide if isinstance(info_guide, list) else [info_guide]
     return {r["fingerprint"] if isinstance(r, dict) else r for r in recorded if r}
 
 

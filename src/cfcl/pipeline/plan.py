@@ -93,8 +93,12 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
         if run.finetune.enabled:
             p.add(layout.CF_QUALITY_BASE, layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
                   {"data": data, "generator": model, "judge": judge})
+            guides = [guide]  # and one of each other intervened parent, so that its counterfactuals change it
+            for q in dict.fromkeys(q for parents in interventions for q in parents if q != "domain"):
+                guides.append(p.add(layout.cf_guide_name(q), layout.CF_GUIDE, ("cf", "classifier"), run.guide,
+                                    {"data": data, "parent": q}, preset="cf_guide"))
             generator = p.add(layout.CF_FINETUNE, layout.CF_FINETUNE, ("cf", "finetune"), run.finetune.config,
-                              {"data": data, "generator": model, "guide": guide})
+                              {"data": data, "generator": model, "guide": [str(g) for g in guides]})  # one: as a path
         for parents, variant in stores:
             planned = None if variant == layout.BASE and not run.finetune.enabled else variant  # no fine-tuning: cf_store
             name = layout.cf_store_name(parents, planned)
@@ -108,7 +112,7 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
         p.add(layout.CF_QUALITY, layout.CF_QUALITY, ("cf", "evaluate"), run.cf_quality,
               {"data": data, "generator": generator, "judge": judge})
         judges = {"domain": judge}
-        for parents in (q for q in interventions if q != ("domain",)):  # judged per parent; the guide stays the scanner's
+        for parents in (q for q in interventions if q != ("domain",)):  # judged per parent
             for q in parents:
                 if q not in judges:
                     judges[q] = p.add(layout.cf_judge_name(q), layout.CF_JUDGE, ("cf", "classifier"), run.judge,
