@@ -45,7 +45,7 @@ class SexConfig(StrictModel):
     )
     breast_shadow: float = Field(
         0.0, ge=0, le=0.3, description="attenuation breast tissue adds over women's lower lung fields at its densest "
-        "(0: none, the default benchmark; the benchmark_sex preset: 0.05)",
+        "(0: none, the default benchmark; the benchmark_sex preset: 0.15)",
     )
     breast_masking: float = Field(
         0.3, ge=0, le=1, description="fraction of a lesion's contrast lost under breast tissue of density breast_shadow"
