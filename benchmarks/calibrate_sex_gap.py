@@ -21,15 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+import pandas as pd
 import torch
-from scipy import stats
 from sklearn.metrics import balanced_accuracy_score
 
 from calibrate_synth import as_tensor, auroc, log, predict, train_classifier
 from cfcl.data.store import ImageStore
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.generate import generate
+from cfcl.evaluation.metrics import seed_interval
 
 
 def store_config(shadow: float, masking: float, female_train: float, n_val: int, seed: int) -> SynthConfig:
@@ -58,12 +58,9 @@ def measure(config: SynthConfig, epochs: int, seed: int) -> dict:
 
 
 def interval(values: list[float]) -> list[float]:
-    """Mean and 95 % t-interval over seeds."""
-    mean = float(np.mean(values))
-    if len(values) < 2:
-        return [round(mean, 4)]
-    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
-    return [round(mean, 4), round(mean - half, 4), round(mean + half, 4)]
+    """Mean and 95 % t-interval over seeds (the evaluation's own seed interval); the mean alone for one seed."""
+    found = seed_interval(pd.Series(values, index=range(len(values))))
+    return [round(found.mean, 4)] if found.n_seeds < 2 else [round(v, 4) for v in (found.mean, found.ci_low, found.ci_high)]
 
 
 def main() -> None:

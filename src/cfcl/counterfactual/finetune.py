@@ -80,11 +80,9 @@ def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
     generator = generator_file(config.generator)
     if gen_info.get("domains") != store.domains:
         raise CheckpointError(f"generator {generator} has domains {gen_info.get('domains')}; the store {store.path} has {store.domains}")
-    guides = load_guides(list(guide_inputs(config).values()), model.specs, generator)
-    inputs = {
-        "data": store.path / INFO, "generator": generator,
-        **{key: classifier_file(path) for key, path in guide_inputs(config).items()},
-    }
+    guide_paths = guide_inputs(config)
+    guides = load_guides(list(guide_paths.values()), model.specs, generator)
+    inputs = {"data": store.path / INFO, "generator": generator, **{key: classifier_file(path) for key, path in guide_paths.items()}}
     return run_stage(STAGE, out, config, lambda stage: _finetune(config, store, model, gen_info, guides, stage), force, inputs, every_rank=True)
 
 
