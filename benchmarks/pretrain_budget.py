@@ -37,15 +37,16 @@ from cfcl.presets import resolve_config_path
 
 
 def pretrain_config(
-    run_config: str, method: str, seed: int, data: Path, cf_store: Path | None, epochs: int, overrides: list[str] = ()
+    run_config: str, method: str, seed: int, data: Path, cf_store: Path | None, epochs: int | None, overrides: list[str] = ()
 ) -> PretrainConfig:
-    """The run config's pretraining of ``method`` with ``seed``, for ``epochs`` epochs, with ``overrides``."""
+    """The run config's pretraining of ``method`` with ``seed``, for ``epochs`` epochs (None: the run config's), with
+    ``overrides``."""
     run = build_config(RunConfig, resolve_config_path(run_config), [f"methods=[{method}]", f"seeds=[{seed}]"])
     node = next(n for n in plan(run) if n.group == "pretrain")
     base = config_dict(node.config)
     base.update(data=str(data), cf_store=str(cf_store) if cf_store else None)
     return build_config(
-        PretrainConfig, base=base, overrides=[f"trainer.max_epochs={epochs}", "trainer.progress_bar=false", *overrides]
+        PretrainConfig, base=base, overrides=[*([f"trainer.max_epochs={epochs}"] if epochs else []), "trainer.progress_bar=false", *overrides]
     )
 
 

@@ -257,11 +257,25 @@ def test_the_oracle_controls_add_their_stores_only_when_listed(tmp_path):
     assert {n.name: n.config for n in unfinetuned}["pretrain/cf-simclr-base-s0"].cf_store == tmp_path / "cf_store"
 
 
+def test_every_shipped_run_preset_plans_and_the_benchmark_presets_share_one_recipe(tmp_path):
+    from cfcl.presets import resolve_config_path
+
+    folder = resolve_config_path("benchmark").parent
+    run_presets = [f.stem for f in sorted(folder.glob("*.yaml")) if "methods" in (yaml.safe_load(f.read_text()) or {})]
+    assert {"benchmark", "benchmark_science", "demo", "padchest"} <= set(run_presets)
+    planned = {name: {n.name: n.config for n in plan(load_run_config(name, out=tmp_path)[0])} for name in run_presets}
+    # The decisive preset and the full science differ in methods and baselines, not in how an encoder is trained.
+    simclr = [planned[name]["pretrain/simclr-s0"] for name in ("benchmark", "benchmark_science", "benchmark_oracle_controls")]
+    assert len({config_hash(c) for c in simclr}) == 1 and simclr[0].trainer.precision == "bf16-mixed"
+    assert planned["benchmark"]["eval"].label_draws == planned["benchmark_science"]["eval"].label_draws == 10
+
+
 def test_the_benchmark_preset_keeps_its_stages_and_hashes_beside_the_controls(tmp_path):
     benchmark, source = load_run_config("benchmark", out=tmp_path)
     controls, _ = load_run_config("benchmark_oracle_controls", out=tmp_path)
     before = {n.name: config_hash(n.config) for n in plan(benchmark, source)}
-    after = {n.name: config_hash(n.config) for n in plan(controls.model_copy(update={"methods": benchmark.methods}), source)}
+    same_runs = controls.model_copy(update={"methods": benchmark.methods, "seeds": benchmark.seeds})
+    after = {n.name: config_hash(n.config) for n in plan(same_runs, source)}
     # The controls preset holds the benchmark's settings (but evaluation's label draws and supervised baseline).
     assert before.pop("eval") != after.pop("eval") and before == after
     # Without a generated sex method fine-tuning is guided by the scanner alone, one path as before (so its hash holds).

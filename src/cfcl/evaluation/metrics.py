@@ -1,9 +1,11 @@
 """Classification metrics, their bootstrap intervals and seed-level gains, as pure functions.
 
-AUROC is computed from ranks (Mann-Whitney U), which vectorises over bootstrap resamples;
-it equals scikit-learn's ``roc_auc_score`` (binary) and its macro one-vs-rest average
-(several classes). Bootstrap resamples are drawn within each class, so every resample holds
-every class of the test set and the metric is always defined.
+AUROC is computed from ranks (Mann-Whitney U); it equals scikit-learn's ``roc_auc_score``
+(binary) and its macro one-vs-rest average (several classes). Bootstrap resamples are drawn
+within each class, so every resample holds every class of the test set and the metric is always
+defined; a resample's metrics are computed from how often it draws each image (its
+multiplicities) over the images sorted once, so a bootstrap costs O(resamples x images) and no
+sort per resample.
 """
 
 from __future__ import annotations
@@ -47,26 +49,54 @@ def auroc(y: np.ndarray, prob: np.ndarray, name: str = "test") -> float:
     """
     y, prob = np.asarray(y), np.asarray(prob, dtype=np.float64)
     _check_classes(y, prob.shape[1], name)
-    return float(_auroc_rows(y[None], prob[None])[0])
+    if prob.shape[1] == 2:
+        return float(binary_auroc(y == 1, prob[:, 1]))
+    return float(np.mean([binary_auroc(y == c, prob[:, c]) for c in np.unique(y)]))
 
 
-def _auroc_rows(y: np.ndarray, prob: np.ndarray) -> np.ndarray:
-    """AUROC of each row of ``y [R, N]`` with scores ``prob [R, N, C]``."""
-    n_classes = prob.shape[-1]
-    if n_classes == 2:
-        return binary_auroc(y == 1, prob[..., 1])
-    per_class = [binary_auroc(y == c, prob[..., c]) for c in range(n_classes) if (y[0] == c).any()]
-    return np.mean(per_class, axis=0)
+def multiplicities(idx: np.ndarray, n: int) -> np.ndarray:
+    """``[B, n]`` counts: how often resample ``b`` (a row of indices into ``n`` images) draws each image."""
+    n_boot = idx.shape[0]
+    flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+
+
+def weighted_binary_auroc(positive: np.ndarray, score: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of ``score`` for boolean ``positive`` ``[N]`` with per-image weights ``[B, N]``, one per row.
+
+    The weighted Mann-Whitney statistic: sum over (positive i, negative j) of ``w_i w_j`` times 1 when
+    ``score_i > score_j`` and 1/2 on a tie, over the product of the weighted class sizes. Integer
+    weights (a resample's multiplicities) give the AUROC of that resample exactly.
+    """
+    order = np.argsort(score, kind="stable")
+    ordered = score[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    w, pos = weights[:, order], positive[order]
+    pos_tied = np.add.reduceat(w * pos, starts, axis=1)
+    neg_tied = np.add.reduceat(w * ~pos, starts, axis=1)
+    neg_below = np.cumsum(neg_tied, axis=1) - neg_tied
+    return (pos_tied * (neg_below + 0.5 * neg_tied)).sum(axis=1) / (pos_tied.sum(axis=1) * neg_tied.sum(axis=1))
+
+
+def resampled_auroc(y: np.ndarray, prob: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """AUROC of each resample ``idx[b]`` of ``(y, prob [N, C])``: as :func:`auroc` on ``y[idx[b]], prob[idx[b]]``."""
+    weights = multiplicities(idx, len(y))
+    if prob.shape[-1] == 2:
+        return weighted_binary_auroc(y == 1, prob[:, 1], weights)
+    return np.mean([weighted_binary_auroc(y == c, prob[:, c], weights) for c in np.unique(y)], axis=0)
+
+
+def resampled_balanced_accuracy(y: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of each resample ``idx[b]`` of ``(y, pred)``."""
+    weights = multiplicities(idx, len(y))
+    hit = pred == y
+    return np.mean([(weights * (hit & (y == c))).sum(1) / (weights * (y == c)).sum(1) for c in np.unique(y)], axis=0)
 
 
 def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     """Mean recall over the classes present in ``y`` (scikit-learn's definition)."""
-    return float(_balanced_accuracy_rows(np.asarray(y)[None], np.asarray(pred)[None])[0])
-
-
-def _balanced_accuracy_rows(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    recalls = [((pred == c) & (y == c)).sum(-1) / (y == c).sum(-1) for c in np.unique(y[0])]
-    return np.mean(recalls, axis=0)
+    y, pred = np.asarray(y), np.asarray(pred)
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
 
 
 def stratified_resamples(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -87,12 +117,11 @@ def bootstrap_ci(
     """Percentile bootstrap intervals of AUROC and balanced accuracy (class-stratified resamples)."""
     y, prob = np.asarray(y), np.asarray(prob, dtype=np.float64)
     idx = stratified_resamples(y, n_boot, np.random.default_rng(seed))
-    yb, pb = y[idx], prob[idx]
     tail = (1 - level) / 2 * 100
     out = {}
     for name, values in (
-        ("auroc", _auroc_rows(yb, pb)),
-        ("balanced_accuracy", _balanced_accuracy_rows(yb, pb.argmax(-1))),
+        ("auroc", resampled_auroc(y, prob, idx)),
+        ("balanced_accuracy", resampled_balanced_accuracy(y, prob.argmax(-1), idx)),
     ):
         low, high = np.percentile(values, [tail, 100 - tail])
         out[name] = (float(low), float(high))
@@ -117,7 +146,8 @@ def paired_gain_ci(
     idx = stratified_resamples(y, n_boot, np.random.default_rng(seed))
     gain = np.mean([auroc(y, p) - auroc(y, r) for p, r in zip(prob, reference)])
     boot = np.mean(
-        [_auroc_rows(y[idx], np.asarray(p)[idx]) - _auroc_rows(y[idx], np.asarray(r)[idx]) for p, r in zip(prob, reference)],
+        [resampled_auroc(y, np.asarray(p, dtype=np.float64), idx) - resampled_auroc(y, np.asarray(r, dtype=np.float64), idx)
+         for p, r in zip(prob, reference)],
         axis=0,
     )
     tail = (1 - level) / 2 * 100
