@@ -37,13 +37,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import t
 from sklearn.metrics import roc_auc_score
 
 from cfcl.api import embed, load_encoder
 from cfcl.contrastive import pretrain
 from cfcl.data.store import ImageStore
-from cfcl.evaluation.metrics import seed_interval
+from cfcl.evaluation.metrics import VarianceComponents, seed_interval
 from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.subsets import labelled_subset, patient_holdout
 
@@ -80,12 +79,11 @@ def validation_scores(features: np.ndarray, store: ImageStore, fraction: float, 
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
-def seeds_needed(sd: float, target: float, level: float = 0.95, most: int = 200) -> int | None:
-    """Fewest seeds n >= 2 with t(level, n - 1) * sd / sqrt(n) <= target."""
-    for n in range(2, most + 1):
-        if t.ppf((1 + level) / 2, n - 1) * sd / np.sqrt(n) <= target:
-            return n
-    return None
+def seeds_needed(sd: float, target: float, most: int = 200) -> int | None:
+    """Fewest seeds whose projected 95 % half-width at this SD of a seed's (draw-averaged) gain is at most ``target``."""
+    components = VarianceComponents(n_seeds=0, n_draws=1, sd_seed=sd, sd_draw=0.0, half_width=float("nan"))
+    needed = components.seeds_needed(target, draws=1, most=most)
+    return None if np.isnan(needed) else int(needed)
 
 
 def main() -> None:
