@@ -132,6 +132,19 @@ def test_teacher_temperature_and_weight_decay_follow_their_schedules(stores):
     assert module.global_augment.size == (SIZE, SIZE) and module.local_augment.size == (8, 8)
 
 
+def test_head_batch_norm_reaches_student_and_teacher_heads_alike(stores):
+    data = pretrain.open_pretrain_data("dino", stores / "data", None)
+    dino = _config(stores).dino.model_dump()
+    plain = pretrain.build_dino_module(_config(stores), data, 6)
+    with_bn = pretrain.build_dino_module(_config(stores, dino={**dino, "head_batch_norm": True}), data, 6)
+
+    def norms(head):
+        return sum(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
+    assert norms(plain.head) == norms(plain.teacher_head) == 0
+    assert norms(with_bn.head) == norms(with_bn.teacher_head) == 2  # after each hidden layer of the MLP
+    assert all(torch.equal(a, b) for a, b in zip(with_bn.head.state_dict().values(), with_bn.teacher_head.state_dict().values()))
+
+
 def _resume_config(stores):
     return _config(stores, method="oracle-dino", cf_store=None, batch_size=8)  # 3 steps per epoch
 

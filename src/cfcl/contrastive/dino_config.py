@@ -22,6 +22,7 @@ class DinoConfig(StrictModel):
     prototypes: int = Field(1024, ge=2, description="output width of the DINO head (65536 in the reference)")
     head_hidden: int = Field(512, ge=1)
     head_bottleneck: int = Field(128, ge=1)
+    head_batch_norm: bool = Field(False, description="BatchNorm in the head's MLP (the DINO code's use_bn_in_head)")
     global_size: int | None = Field(None, ge=1, description="global crop side in pixels; default: the store's image size")
     global_scale: tuple[float, float] = (0.4, 1.0)
     n_local: int = Field(4, ge=0, description="local crops per image (half of them from a counterfactual in cf-dino)")

@@ -59,8 +59,8 @@ class DinoModule(NonFiniteGuard):
         self.encoder: Encoder = make_encoder()
         self.teacher_encoder: Encoder = make_encoder()
         dim = self.encoder.feature_dim
-        self.head = DINOProjectionHead(dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes)
-        self.teacher_head = DINOProjectionHead(dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes)
+        self.head = DINOProjectionHead(dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm)
+        self.teacher_head = DINOProjectionHead(dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm)
         for student, teacher in ((self.encoder, self.teacher_encoder), (self.head, self.teacher_head)):
             teacher.load_state_dict(student.state_dict())
             teacher.requires_grad_(False)
