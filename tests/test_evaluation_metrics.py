@@ -13,9 +13,10 @@ from cfcl.evaluation.metrics import (
     bootstrap_ci,
     paired_gain_ci,
     paired_seed_gain,
-    resampled_auroc,
-    resampled_balanced_accuracy,
+    multiplicities,
     stratified_resamples,
+    weighted_auroc,
+    weighted_balanced_accuracy,
 )
 
 
@@ -63,21 +64,21 @@ def test_stratified_resamples_keep_each_class_count_and_stay_in_class():
         assert np.bincount(y[row], minlength=3).tolist() == [7, 3, 5]
 
 
-def test_resampled_metrics_equal_sklearn_on_each_explicit_resample():
+def test_metrics_weighted_by_multiplicities_equal_sklearn_on_each_explicit_resample():
     """The multiplicity shortcut must give each resample's own AUROC (ties included) and balanced accuracy."""
     rng = np.random.default_rng(2)
     y = rng.integers(0, 2, 120)
     score = np.round(rng.random(120) + 0.4 * y, 1)  # coarse scores: many ties, within and across classes
     idx = stratified_resamples(y, 25, rng)
     expected = [roc_auc_score(y[row], score[row]) for row in idx]
-    np.testing.assert_allclose(resampled_auroc(y, binary_prob(score), idx), expected, atol=1e-12)
+    np.testing.assert_allclose(weighted_auroc(y, binary_prob(score), multiplicities(idx, len(y))), expected, atol=1e-12)
     y3 = rng.integers(0, 3, 90)
     prob = rng.dirichlet([1, 1, 1], 90)
     idx = stratified_resamples(y3, 25, rng)
     expected = [roc_auc_score(y3[row], prob[row], multi_class="ovr", average="macro") for row in idx]
-    np.testing.assert_allclose(resampled_auroc(y3, prob, idx), expected, atol=1e-12)
+    np.testing.assert_allclose(weighted_auroc(y3, prob, multiplicities(idx, len(y3))), expected, atol=1e-12)
     expected = [balanced_accuracy_score(y3[row], prob[row].argmax(1)) for row in idx]
-    np.testing.assert_allclose(resampled_balanced_accuracy(y3, prob.argmax(1), idx), expected, atol=1e-12)
+    np.testing.assert_allclose(weighted_balanced_accuracy(y3, prob.argmax(1), multiplicities(idx, len(y3))), expected, atol=1e-12)
 
 
 def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_data():

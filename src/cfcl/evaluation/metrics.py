@@ -78,17 +78,16 @@ def weighted_binary_auroc(positive: np.ndarray, score: np.ndarray, weights: np.n
     return (pos_tied * (neg_below + 0.5 * neg_tied)).sum(axis=1) / (pos_tied.sum(axis=1) * neg_tied.sum(axis=1))
 
 
-def resampled_auroc(y: np.ndarray, prob: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """AUROC of each resample ``idx[b]`` of ``(y, prob [N, C])``: as :func:`auroc` on ``y[idx[b]], prob[idx[b]]``."""
-    weights = multiplicities(idx, len(y))
+def weighted_auroc(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of ``(y, prob [N, C])`` under each row of per-image ``weights [B, N]``; with a resample's
+    :func:`multiplicities`, as :func:`auroc` on that resample."""
     if prob.shape[-1] == 2:
         return weighted_binary_auroc(y == 1, prob[:, 1], weights)
     return np.mean([weighted_binary_auroc(y == c, prob[:, c], weights) for c in np.unique(y)], axis=0)
 
 
-def resampled_balanced_accuracy(y: np.ndarray, pred: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Balanced accuracy of each resample ``idx[b]`` of ``(y, pred)``."""
-    weights = multiplicities(idx, len(y))
+def weighted_balanced_accuracy(y: np.ndarray, pred: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Balanced accuracy of ``(y, pred)`` under each row of per-image ``weights [B, N]``."""
     hit = pred == y
     return np.mean([(weights * (hit & (y == c))).sum(1) / (weights * (y == c)).sum(1) for c in np.unique(y)], axis=0)
 
@@ -116,12 +115,12 @@ def bootstrap_ci(
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of AUROC and balanced accuracy (class-stratified resamples)."""
     y, prob = np.asarray(y), np.asarray(prob, dtype=np.float64)
-    idx = stratified_resamples(y, n_boot, np.random.default_rng(seed))
+    weights = multiplicities(stratified_resamples(y, n_boot, np.random.default_rng(seed)), len(y))
     tail = (1 - level) / 2 * 100
     out = {}
     for name, values in (
-        ("auroc", resampled_auroc(y, prob, idx)),
-        ("balanced_accuracy", resampled_balanced_accuracy(y, prob.argmax(-1), idx)),
+        ("auroc", weighted_auroc(y, prob, weights)),
+        ("balanced_accuracy", weighted_balanced_accuracy(y, prob.argmax(-1), weights)),
     ):
         low, high = np.percentile(values, [tail, 100 - tail])
         out[name] = (float(low), float(high))
@@ -143,10 +142,10 @@ def paired_gain_ci(
     test-set sampling of the seed-averaged gain.
     """
     y = np.asarray(y)
-    idx = stratified_resamples(y, n_boot, np.random.default_rng(seed))
+    weights = multiplicities(stratified_resamples(y, n_boot, np.random.default_rng(seed)), len(y))
     gain = np.mean([auroc(y, p) - auroc(y, r) for p, r in zip(prob, reference)])
     boot = np.mean(
-        [resampled_auroc(y, np.asarray(p, dtype=np.float64), idx) - resampled_auroc(y, np.asarray(r, dtype=np.float64), idx)
+        [weighted_auroc(y, np.asarray(p, dtype=np.float64), weights) - weighted_auroc(y, np.asarray(r, dtype=np.float64), weights)
          for p, r in zip(prob, reference)],
         axis=0,
     )
