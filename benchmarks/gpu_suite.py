@@ -16,12 +16,13 @@ Figures (docs/performance.md, "The GPU suite"), each printed as soon as it is me
   above (``--padchest-train-images``: the training split of your prepared store);
 - the wall time of ``cfcl demo`` (not in ``--quick``).
 
-Random images unless ``--data STORE`` (a 224-px image store). Whole suite <= 6 min on one
-H100/H200; ``--quick`` (fewer steps, no batch search, no demo) < 2 min. Without a CUDA GPU it
-stops with a one-line message, unless ``--device cpu --tiny``: the same figures at toy sizes, to
-test the script on a CPU.
+Random images unless ``--data STORE`` (a 224-px image store). The whole suite took about 9 min on
+one H200 (pretraining 1.5, generator 4, demo 3.3); ``--quick`` (fewer steps, no batch search, no
+demo) is meant to take < 2 min; ``--only PART ...`` measures some parts alone. Without a CUDA GPU
+it stops with a one-line message, unless ``--device cpu --tiny``: the same figures at toy sizes,
+to test the script on a CPU.
 
-Usage: python benchmarks/gpu_suite.py [--quick] [--compile] [--data STORE]
+Usage: python benchmarks/gpu_suite.py [--quick] [--compile] [--data STORE] [--only PART ...]
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from cfcl.data.store import ImageStore
 from cfcl.presets import resolve_config_path
 from cfcl.training import loader_workers, make_trainer
 
+PARTS = ("pretrain", "vit", "generator", "demo")  # --only: the suite's parts, in the order they run
 GPU_MEMORY_CAP_GB = 80.0  # "fits": within an 80 GB GPU, whatever this one has
 DEFAULT_PADCHEST_TRAIN_IMAGES = 60_000  # an assumption; pass the train split of your prepared store
 
@@ -260,6 +262,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (cfcl's and the bare one)")
     parser.add_argument("--data", type=Path, help="a 224-px image store; default: random images")
     parser.add_argument("--padchest-train-images", type=int, default=DEFAULT_PADCHEST_TRAIN_IMAGES)
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="measure these parts only (default: all); 'generator' includes the PadChest estimate")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes: tests the script on a CPU
     return parser.parse_args()
@@ -272,7 +276,7 @@ def main() -> None:
     if args.device == "cpu" and not args.tiny:
         raise SystemExit("gpu_suite: --device cpu runs only with --tiny (toy sizes that test the script)")
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
-    device = torch.device(args.device)
+    device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
@@ -280,11 +284,15 @@ def main() -> None:
         tmp = Path(folder)
         n = max(sizes.pretrain_batch * (sizes.pretrain_steps + sizes.pretrain_warmup + 2), 64)
         data = args.data or throughput.random_store(tmp / "store", n, sizes.image)
-        pretraining(sizes, data, tmp, device, name, args.tiny, args.compile)
-        dino_pretraining(sizes, data, tmp, device, name, args.tiny)
-        rates = generator(sizes, data, tmp, device, name, args.tiny)
-        padchest_estimate(rates, args.padchest_train_images, name)
-        demo_wall_time(tmp, name, sizes.demo, "--tiny" if args.tiny else "--quick")
+        if "pretrain" in args.only:
+            pretraining(sizes, data, tmp, device, name, args.tiny, args.compile)
+        if "vit" in args.only:
+            dino_pretraining(sizes, data, tmp, device, name, args.tiny)
+        if "generator" in args.only:
+            rates = generator(sizes, data, tmp, device, name, args.tiny)
+            padchest_estimate(rates, args.padchest_train_images, name)
+        if "demo" in args.only:
+            demo_wall_time(tmp, name, sizes.demo, "--tiny" if args.tiny else "--quick")
 
 
 if __name__ == "__main__":

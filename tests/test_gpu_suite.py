@@ -52,3 +52,11 @@ def test_without_a_gpu_the_suite_stops_with_one_line():
     done = subprocess.run([sys.executable, str(SCRIPT), "--quick"], env=ENV, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and done.stdout == ""
     assert done.stderr.strip() == "gpu_suite: this machine has no CUDA GPU; the suite measures the GPU path only"
+
+
+def test_only_measures_the_parts_named():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--only", "demo", "vit"], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = [json.loads(line)["figure"] for line in done.stdout.splitlines()]
+    assert figures == [f for f in FIGURES if f.startswith("pretrain_vit_dino_") or f == "demo_seconds"]
