@@ -7,8 +7,9 @@ label draw s, repeats of a seed averaged) with its mean, 95 % t-interval over se
 count and ``supported`` (the interval excludes 0; docs/results.md, "How gains are reported"):
 
 - CF-SimCLR minus SimCLR AUROC on the OOD scanner (``transfer``: the ID probe applied to it;
-  ``ood_probe``: a probe on its own labels) and on the rare ID scanner; target: mean >= 0.02
-  and supported;
+  ``ood_probe``: a probe on its own labels) and on the rare ID scanner and, where the evaluation
+  has the rendered test set, on every ID test patient as the rare and the OOD scanner render
+  them (``rare_rendered``, ``ood_rendered``); target: mean >= 0.02 and supported;
 - SimCLR's scanner predictability, k-NN scanner purity and silhouette minus CF-SimCLR's
   (``invariance_drop``); targets: predictability drop >= 0.15 and supported, purity drop
   above 0 and supported;
@@ -42,16 +43,20 @@ from cfcl.evaluation.results import WHOLE, with_subgroup
 from cfcl.layout import PREDICTABILITY, RunLayout
 
 
-def auroc_table(metrics: pd.DataFrame, fraction: float, rare: str, subgroup: str = WHOLE) -> pd.DataFrame:
-    """AUROC per (method, seed) and comparison: ``id``, ``rare``, ``transfer``, ``ood_probe``, on ``subgroup``'s images."""
+def auroc_table(metrics: pd.DataFrame, fraction: float, rare: str, ood: str, subgroup: str = WHOLE) -> pd.DataFrame:
+    """AUROC per (method, seed) and comparison: ``id``, ``rare``, ``transfer``, ``ood_probe`` and, where the
+    evaluation has the rendered test set, ``rare_rendered`` and ``ood_rendered`` (every ID test patient as the
+    rare and the OOD scanner render them), on ``subgroup``'s images."""
     m = metrics[(metrics.metric == "auroc") & (metrics.label_fraction == fraction) & (metrics.subgroup == subgroup)]
     picks = {
         "id": (m.protocol == "linear") & (m.test_set == "id") & (m.domain == "all"),
         "rare": (m.protocol == "linear") & (m.test_set == "id") & (m.domain == rare),
         "transfer": (m.protocol == "transfer") & (m.test_set == "ood") & (m.domain == "all"),
         "ood_probe": (m.protocol == "linear") & (m.test_set == "ood") & (m.domain == "all"),
+        "rare_rendered": (m.protocol == "linear") & (m.test_set == "rendered") & (m.domain == rare),
+        "ood_rendered": (m.protocol == "linear") & (m.test_set == "rendered") & (m.domain == ood),
     }
-    columns = {name: m[mask].groupby(["method", "seed"])["value"].mean() for name, mask in picks.items()}
+    columns = {name: m[mask].groupby(["method", "seed"])["value"].mean() for name, mask in picks.items() if mask.any()}
     return pd.DataFrame(columns)
 
 
@@ -77,9 +82,9 @@ def gains(table: pd.DataFrame, method: str, reference: str) -> dict:
     return {col: gain_fields(table.loc[method, col].dropna(), table.loc[reference, col].dropna()) for col in table.columns}
 
 
-def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str) -> tuple[dict, dict]:
+def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None) -> tuple[dict, dict]:
     """Per method and comparison: AUROC(sex=M) - AUROC(sex=F), and that gap minus SimCLR's, both paired by seed."""
-    male, female = (auroc_table(metrics, fraction, rare, f"sex={s}").dropna(axis=1, how="all") for s in ("M", "F"))
+    male, female = (auroc_table(metrics, fraction, rare, ood, f"sex={s}").dropna(axis=1, how="all") for s in ("M", "F"))
     columns = [c for c in male.columns if c in female.columns]
     if not columns:
         return {}, {}
@@ -133,8 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     store = ImageStore.open(run.data)
     train = store.meta.loc[store.indices("train"), "domain"].value_counts()
     rare = store.domains[min((d for d in train.index if d in store.id_domains), key=lambda d: train[d])]
+    ood = store.domains[store.ood_domains[0]] if store.ood_domains else None
     fraction = float(metrics[metrics.protocol == "linear"].label_fraction.min())
-    table = auroc_table(metrics, fraction, rare)
+    table = auroc_table(metrics, fraction, rare, ood)
 
     cf = gains(table, args.method, "simclr")
     oracle = gains(table, oracle_method, "simclr")
@@ -144,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
         "run": str(args.run),
         "label_fraction": fraction,
         "rare_scanner": rare,
+        "ood_scanner": ood,
         "seeds": sorted(int(s) for s in table.loc["simclr"].index),
         "auroc_mean": {
             method: {col: round(float(v), 4) for col, v in table.loc[method].mean().items() if not np.isnan(v)}
@@ -157,10 +164,10 @@ def main(argv: list[str] | None = None) -> None:
         "supervised_id": supervised_auroc(metrics, fraction),
         "predictability": {k: round(float(v), 4) for k, v in pred.items()},
     }
-    result["sex_gap"], result["sex_gap_vs_simclr"] = sex_gaps(metrics, fraction, rare)
+    result["sex_gap"], result["sex_gap_vs_simclr"] = sex_gaps(metrics, fraction, rare, ood)
     targets = {}
-    for col in ("transfer", "ood_probe", "rare"):
-        if cf:
+    for col in ("transfer", "ood_probe", "rare", "rare_rendered", "ood_rendered"):
+        if col in cf:
             targets[f"gain_{col}"] = met(cf[col], 0.02)
     invariance = predictability.set_index(["method", "seed"])
     if {"simclr", args.method} <= set(pred.index):

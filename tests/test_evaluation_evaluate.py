@@ -409,3 +409,42 @@ def test_label_draws_average_independent_subsets_per_seed_and_split_the_variance
     run_report(tmp_path / "run")
     summary = (tmp_path / "run" / "report" / "summary.md").read_text()
     assert "Where the spread of a gain comes from" in summary and "cf_simclr (linear, id)" in summary
+
+
+def write_true_cf(store: ImageStore) -> ImageStore:
+    """The tiny store's true counterfactuals: its scanners differ by an intensity offset of 0.12 per domain."""
+    n, d = len(store), len(DOMAINS)
+    own = store.meta["domain"].to_numpy()
+    shifted = [np.clip(store.images / 255 + 0.12 * (target - own)[:, None, None], 0, 1) for target in range(d)]
+    images = (np.stack(shifted, axis=1).reshape(-1, *store.size) * 255).astype(np.uint8)
+    meta = pd.DataFrame({"index": np.arange(n * d), "source_index": np.repeat(np.arange(n), d), "target_domain": np.tile(np.arange(d), n)})
+    meta["split"], meta["domain"] = np.repeat(store.meta["split"].to_numpy(), d), meta["target_domain"]
+    return write_store(store.path / "true_cf", images, meta, DOMAINS, store.labels, kind="counterfactuals",
+                       extra={"source_store": store.content_hash})
+
+
+def test_the_rendered_test_set_is_every_id_test_patient_under_every_scanner(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from cfcl.contrastive.encoders import load_encoder
+
+    store = tiny_store(tmp_path / "data")
+    cf = write_true_cf(store)
+    encoder = tiny_encoder(tmp_path / "pretrain" / "simclr-s0", "simclr", 0)
+    plain = dict(seeds=[0], label_fractions=[1.0], random_baseline=False, covariates_baseline=False, embeddings={"enabled": False})
+    run(config(tmp_path / "data", [encoder], **plain), tmp_path / "eval")
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
+    rendered = metrics[(metrics.test_set == "rendered") & (metrics.metric == "auroc") & (metrics.subgroup == "all")]
+    assert set(rendered.protocol) == {"linear"} and set(rendered.domain) == {"all", *DOMAINS}
+    # Independently: the probe on every ID training image, scored on the test patients as each scanner renders them.
+    model = load_encoder(encoder)[0]
+    features, cf_features = extract_features(model, store.images), extract_features(model, cf.images)
+    labels, train, test = store.meta["label"].to_numpy(), store.indices("train"), store.indices("test")
+    probe = fit_probe(features[train], labels[train])
+    for d, name in enumerate(DOMAINS):
+        rows = cf.meta[(cf.meta.target_domain == d) & cf.meta.source_index.isin(test)]
+        assert len(rows) == len(test)  # every test patient, whichever scanner imaged it
+        expected = roc_auc_score(labels[rows.source_index], class_probabilities(probe, cf_features[rows.index], 2)[:, 1])
+        assert rendered.loc[rendered.domain == name, "value"].item() == pytest.approx(expected), name
+    run(config(tmp_path / "data", [encoder], **plain, rendered_test=False), tmp_path / "eval_off")
+    assert "rendered" not in set(pd.read_csv(tmp_path / "eval_off" / "metrics.csv").test_set)

@@ -268,6 +268,10 @@ def test_every_shipped_run_preset_plans_and_the_benchmark_presets_share_one_reci
     simclr = [planned[name]["pretrain/simclr-s0"] for name in ("benchmark", "benchmark_science", "benchmark_oracle_controls")]
     assert len({config_hash(c) for c in simclr}) == 1 and simclr[0].trainer.precision == "bf16-mixed"
     assert planned["benchmark"]["eval"].label_draws == planned["benchmark_science"]["eval"].label_draws == 10
+    # That recipe is the pretrain preset in bfloat16 with channels-last, and nothing else: the two files cannot drift.
+    recipe = yaml.safe_load(resolve_config_path("pretrain_benchmark").read_text())
+    assert (recipe.pop("channels_last"), recipe["trainer"].pop("precision")) == (True, "bf16-mixed")
+    assert recipe == yaml.safe_load(resolve_config_path("pretrain").read_text())
 
 
 def test_the_benchmark_preset_keeps_its_stages_and_hashes_beside_the_controls(tmp_path):

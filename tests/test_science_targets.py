@@ -179,3 +179,20 @@ def test_a_run_without_the_compared_methods_is_a_one_line_message(tmp_path, meth
 def test_a_folder_without_evaluation_is_a_one_line_message(tmp_path):
     with pytest.raises(SystemExit, match=r"eval/metrics.csv does not exist"):
         load_script().main([str(tmp_path)])
+
+
+def test_rendered_test_set_gains_are_read_for_the_rare_and_the_ood_scanner(tmp_path, capsys):
+    root = run_folder(tmp_path)
+    rendered = {"simclr": {"rare": (0.70, 0.71), "held_out": (0.60, 0.64), "major": (0.9, 0.9)},
+                "cf-simclr": {"rare": (0.73, 0.75), "held_out": (0.61, 0.66), "major": (0.1, 0.1)}}
+    rows = [dict(method=m, seed=s, protocol="linear", label_fraction=0.1, test_set="rendered", domain=d, metric="auroc", value=v[s])
+            for m, by_domain in rendered.items() for d, v in by_domain.items() for s in (0, 1)]
+    metrics = pd.read_csv(root / "eval" / "metrics.csv")
+    pd.concat([metrics, pd.DataFrame(rows)]).to_csv(root / "eval" / "metrics.csv", index=False)
+    load_script().main([str(root)])
+    result = json.loads(capsys.readouterr().out)
+    cf = result["cf-simclr_vs_simclr"]
+    assert result["ood_scanner"] == "held_out"
+    assert cf["rare_rendered"]["per_seed"] == pytest.approx([0.03, 0.04]) and cf["ood_rendered"]["per_seed"] == pytest.approx([0.01, 0.02])
+    assert cf["rare"]["per_seed"] == pytest.approx([0.05, 0.02])  # the rare scanner's own test images, as before
+    assert result["targets_met"]["gain_rare_rendered"] is False and "gain_ood_rendered" in result["targets_met"]

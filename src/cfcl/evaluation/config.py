@@ -83,6 +83,10 @@ class EvaluateConfig(StrictModel):
     covariates_baseline: bool = Field(
         True, description="probe on the store's covariates (store.json 'covariates'), no image: what the label owes to them"
     )
+    rendered_test: bool = Field(
+        True, description="on the synthetic benchmark, also test the ID probe on the ID test patients as every scanner "
+        "renders them (its true counterfactuals; test_set 'rendered')",
+    )
     reference_method: str = "simclr"
     probe: ProbeConfig = ProbeConfig()
     finetune: FinetuneConfig = FinetuneConfig()

@@ -17,6 +17,11 @@ Protocols: ``linear`` probes trained on ID labels are tested on ID ``test`` (tes
 and probes trained on ``ood_train`` labels on ``ood_test`` (test_set ``ood``, the reference
 protocol); ``transfer`` applies the ID probe unchanged to ``ood_test``; ``finetune`` trains
 encoder and head on ID labels (test_set ``id``) and, if enabled, on ``ood_train`` (test_set ``ood``).
+On the synthetic benchmark (a store with true counterfactuals) the ID probe is also tested on the
+ID test patients as every scanner renders them, the held-out one included (protocol ``linear``,
+test_set ``rendered``, one domain per scanner): the same patients under every scanner, so a
+scanner's drop and a gain on a rare or unseen scanner are measured on every test patient rather
+than on the few that scanner imaged (``rendered_test``).
 A label fraction too small to hold every class is skipped with a line in ``notes.txt``.
 
 Baselines: ``random`` (the architecture at random initialisation), ``supervised`` (fine-tuned
@@ -26,6 +31,7 @@ benchmark's age, sex and anatomy traits), no image at all: what a probe gets wit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
@@ -37,6 +43,7 @@ import pandas as pd
 import torch
 
 from cfcl import atomic, layout
+from cfcl.layout import true_cf
 from cfcl.config import config_hash
 from cfcl.contrastive.encoders import build_encoder, encoder_file, load_encoder
 from cfcl.data.store import ImageStore
@@ -76,21 +83,24 @@ class EncoderRef:
     info: dict
     path: Path | None = None
 
-    def key(self, store: ImageStore) -> str:
-        """Identifies the weights (checkpoint content, or architecture + seed) and the store's content."""
+    def key(self, store: ImageStore, rows: np.ndarray | None = None) -> str:
+        """Identifies the weights (checkpoint content, or architecture + seed), the store's content and ``rows``."""
+        chosen = [] if rows is None else [hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64)).hexdigest()]
         if self.path is None:
             arch = json.dumps([self.info["arch"], self.info["arch_kwargs"]], sort_keys=True)
-            return cache_key(self.method, arch, str(self.seed), torch.__version__, store.content_hash)
-        return cache_key(fingerprint(encoder_file(self.path)), store.content_hash)
+            return cache_key(self.method, arch, str(self.seed), torch.__version__, store.content_hash, *chosen)
+        return cache_key(fingerprint(encoder_file(self.path)), store.content_hash, *chosen)
 
     def features(
-        self, store: ImageStore, cache: Path, batch_size: int, device: torch.device, coordinator: Coordinator | None = None
+        self, store: ImageStore, cache: Path, batch_size: int, device: torch.device, coordinator: Coordinator | None = None,
+        rows: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        """Frozen features of every store image, cached under :meth:`key`; with the ``coordinator`` of
-        several ranks each extracts its shard of the images and only rank 0 gets the array."""
+        """Frozen features of every store image (or of ``rows``, in that order), cached under :meth:`key`; with the
+        ``coordinator`` of several ranks each extracts its shard of the images and only rank 0 gets the array."""
+        chosen = np.arange(len(store)) if rows is None else rows
         return cached(
-            cache, self.key(store), len(store),
-            lambda rows: extract_features(self.build(), store.images[rows.start : rows.stop], batch_size, device),
+            cache, self.key(store, rows), len(chosen),
+            lambda part: extract_features(self.build(), store.images[chosen[part.start : part.stop]], batch_size, device),
             unit=batch_size, coordinator=coordinator,
         )
 
@@ -99,6 +109,27 @@ class EncoderRef:
             return load_encoder(self.path)[0]
         torch.manual_seed(self.seed)
         return build_encoder(self.info["arch"], **self.info["arch_kwargs"])
+
+
+@dataclass
+class RenderedTest:
+    """The ID test patients as every scanner renders them: rows of the benchmark's true counterfactual store."""
+
+    store: ImageStore
+    rows: np.ndarray  # rows of ``store``, by rendering scanner, then by patient
+    sources: np.ndarray  # each row's source image in the evaluated store (label, covariates, subgroups)
+    domains: np.ndarray  # each row's rendering scanner
+
+
+def rendered_test(store: ImageStore) -> RenderedTest | None:
+    """The store's ID test images under every scanner, from its true counterfactuals; None without them."""
+    folder = true_cf(store.path)
+    if not (folder / "store.json").is_file():
+        return None
+    cf = ImageStore.open(folder)
+    cf.require_counterfactuals_of(store)
+    meta = cf.meta[cf.meta["source_index"].isin(store.indices(ID_TEST))].sort_values(["target_domain", "source_index"])
+    return RenderedTest(cf, meta.index.to_numpy(), meta["source_index"].to_numpy(), meta["target_domain"].to_numpy())
 
 
 def load_encoders(paths: list[Path], store: ImageStore) -> dict[str, dict[int, EncoderRef]]:
@@ -169,6 +200,7 @@ class Evaluation:
         self.predictions: list[Prediction] = []
         self.notes: list[str] = []
         self.attributes = self.subgroup_columns()
+        self.rendered = rendered_test(store) if config.rendered_test else None
 
     def subset(self, split: str, fraction: float, seed: int, draw: int = 0) -> np.ndarray | None:
         if len(self.rows[split]) == 0:
@@ -181,10 +213,12 @@ class Evaluation:
 
     def record(
         self, method: str, seed: int, protocol: str, fraction: float, test_set: str, rows: np.ndarray, prob: np.ndarray,
-        draw: int = 0,
+        draw: int = 0, domains: np.ndarray | None = None,
     ) -> None:
+        """Scores of the store's ``rows`` (their labels and subgroups), imaged by ``domains`` (default: their own)."""
         self.predictions.append(
-            Prediction(method, seed, protocol, fraction, test_set, self.labels[rows], self.domains[rows], prob,
+            Prediction(method, seed, protocol, fraction, test_set, self.labels[rows],
+                       self.domains[rows] if domains is None else domains, prob,
                        {column: values[rows] for column, values in self.attributes.items()}, draw)
         )
 
@@ -210,9 +244,10 @@ class Evaluation:
             attributes[column] = values
         return attributes
 
-    def linear(self, method: str, seed: int, features: np.ndarray, fraction: float) -> None:
-        """ID probe -> ID test (linear) and OOD test (transfer); OOD probe -> OOD test (linear); once per
-        label draw (all labels: one draw, the others would be the same)."""
+    def linear(self, method: str, seed: int, features: np.ndarray, fraction: float, rendered: np.ndarray | None = None) -> None:
+        """ID probe -> ID test (linear), OOD test (transfer) and, given the ``rendered`` test's features, the ID
+        test patients under every scanner (linear, test_set ``rendered``); OOD probe -> OOD test (linear); once
+        per label draw (all labels: one draw, the others would be the same)."""
         probe_cfg = self.config.probe
         test, ood_test = self.rows[ID_TEST], self.rows[OOD_TEST]
         for draw in range(self.config.label_draws if fraction < 1 else 1):
@@ -221,6 +256,10 @@ class Evaluation:
                 probe = fit_probe(features[train], self.labels[train], probe_cfg.C, probe_cfg.max_iter, seed)
                 prob = class_probabilities(probe, features[test], self.n_classes)
                 self.record(method, seed, "linear", fraction, "id", test, prob, draw)
+                if rendered is not None:
+                    prob = class_probabilities(probe, rendered, self.n_classes)
+                    self.record(method, seed, "linear", fraction, "rendered", self.rendered.sources, prob, draw,
+                                self.rendered.domains)
                 if len(ood_test):
                     prob = class_probabilities(probe, features[ood_test], self.n_classes)
                     self.record(method, seed, "transfer", fraction, "ood", ood_test, prob, draw)
@@ -329,22 +368,32 @@ def _evaluate(
     if config.random_baseline:
         methods[RANDOM] = {s: EncoderRef(RANDOM, s, architecture) for s in config.seeds}
 
+    def rendered_features(ref: EncoderRef, coordinator: Coordinator | None = None) -> np.ndarray | None:
+        if ev.rendered is None:
+            return None
+        return ref.features(ev.rendered.store, out / layout.FEATURES, config.batch_size, ev.device, coordinator, ev.rendered.rows)
+
     tic = time.time()
     for method, encoders in methods.items():
         for seed in config.seeds:
-            encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device, current())
+            ref = encoder_for_seed(encoders, seed)
+            ref.features(store, out / layout.FEATURES, config.batch_size, ev.device, current())
+            rendered_features(ref, current())
     if not stage.primary:
         return None
     for method, encoders in methods.items():
         for seed in config.seeds:
-            features = encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device)
+            ref = encoder_for_seed(encoders, seed)
+            features = ref.features(store, out / layout.FEATURES, config.batch_size, ev.device)
+            rendered = rendered_features(ref)
             for fraction in config.label_fractions:
-                ev.linear(method, seed, features, fraction)
+                ev.linear(method, seed, features, fraction, rendered)
     covariates = ev.covariates() if config.covariates_baseline else None
     if covariates is not None:
+        rendered = covariates[ev.rendered.sources] if ev.rendered is not None else None  # a patient's covariates stay
         for seed in config.seeds:
             for fraction in config.label_fractions:
-                ev.linear(COVARIATES, seed, covariates, fraction)
+                ev.linear(COVARIATES, seed, covariates, fraction, rendered)
     stage.timed("linear", time.time() - tic)
 
     tic = time.time()

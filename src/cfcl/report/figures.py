@@ -18,13 +18,17 @@ def method_colours(methods) -> dict[str, str]:
 
 
 def test_columns(metrics: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """``(column name, test_set, domain)`` of the headline test sets present, ID first.
+    """``(column name, test_set, domain)`` of the headline test sets present, ID first, then the ID test
+    patients as each scanner renders them (the synthetic benchmark's ``rendered`` test set).
 
     Domains keep their order in ``metrics`` (the evaluation writes them in store order).
     """
     present = metrics[["test_set", "domain"]].drop_duplicates()
-    id_domains = [d for d in present.loc[present["test_set"] == "id", "domain"] if d != "all"]
-    columns = [("ID", "id", "all"), *[(f"ID {d}", "id", d) for d in id_domains], ("OOD (own labels)", "ood", "all")]
+    domains = {t: [d for d in present.loc[present["test_set"] == t, "domain"] if d != "all"] for t in ("id", "rendered")}
+    columns = [
+        ("ID", "id", "all"), *[(f"ID {d}", "id", d) for d in domains["id"]], ("OOD (own labels)", "ood", "all"),
+        *[(f"ID patients as {d}", "rendered", d) for d in domains["rendered"]],
+    ]
     return [c for c in columns if ((present["test_set"] == c[1]) & (present["domain"] == c[2])).any()]
 
 
