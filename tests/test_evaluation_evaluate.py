@@ -435,7 +435,8 @@ def test_the_rendered_test_set_is_every_id_test_patient_under_every_scanner(tmp_
     run(config(tmp_path / "data", [encoder], **plain), tmp_path / "eval")
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     rendered = metrics[(metrics.test_set == "rendered") & (metrics.metric == "auroc") & (metrics.subgroup == "all")]
-    assert set(rendered.protocol) == {"linear"} and set(rendered.domain) == {"all", *DOMAINS}
+    # one row per rendering scanner; no pooled row: the same patients under every scanner are not one population
+    assert set(rendered.protocol) == {"linear"} and sorted(rendered.domain) == sorted(DOMAINS)
     # Independently: the probe on every ID training image, scored on the test patients as each scanner renders them.
     model = load_encoder(encoder)[0]
     features, cf_features = extract_features(model, store.images), extract_features(model, cf.images)

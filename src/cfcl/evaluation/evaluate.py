@@ -19,7 +19,7 @@ protocol); ``transfer`` applies the ID probe unchanged to ``ood_test``; ``finetu
 encoder and head on ID labels (test_set ``id``) and, if enabled, on ``ood_train`` (test_set ``ood``).
 On the synthetic benchmark (a store with true counterfactuals) the ID probe is also tested on the
 ID test patients as every scanner renders them, the held-out one included (protocol ``linear``,
-test_set ``rendered``, one domain per scanner): the same patients under every scanner, so a
+test_set ``rendered``, one domain per scanner and no pooled row): the same patients under every scanner, so a
 scanner's drop and a gain on a rare or unseen scanner are measured on every test patient rather
 than on the few that scanner imaged (``rendered_test``).
 A label fraction too small to hold every class is skipped with a line in ``notes.txt``.
@@ -215,11 +215,12 @@ class Evaluation:
         self, method: str, seed: int, protocol: str, fraction: float, test_set: str, rows: np.ndarray, prob: np.ndarray,
         draw: int = 0, domains: np.ndarray | None = None,
     ) -> None:
-        """Scores of the store's ``rows`` (their labels and subgroups), imaged by ``domains`` (default: their own)."""
+        """Scores of the store's ``rows`` (their labels and subgroups), imaged by ``domains`` (default: their own,
+        and the whole test set is scored too; given ``domains``, the same patients under several, only each domain)."""
         self.predictions.append(
             Prediction(method, seed, protocol, fraction, test_set, self.labels[rows],
                        self.domains[rows] if domains is None else domains, prob,
-                       {column: values[rows] for column, values in self.attributes.items()}, draw)
+                       {column: values[rows] for column, values in self.attributes.items()}, draw, pooled=domains is None)
         )
 
     def subgroup_columns(self) -> dict[str, np.ndarray]:

@@ -64,6 +64,8 @@ class Prediction:
     prob: np.ndarray
     attributes: dict[str, np.ndarray] = field(default_factory=dict)  # subgroup column -> value per image ("": unknown)
     draw: int = 0  # which labelled subset of the seed (evaluate.label_draws)
+    pooled: bool = True  # whether the whole test set is a population; not for the same patients under every scanner
+
 
     @property
     def key(self) -> tuple:
@@ -71,8 +73,9 @@ class Prediction:
 
 
 def domain_groups(pred: Prediction, domain_names: list[str]) -> list[tuple[str, np.ndarray]]:
-    """``("all", every image)`` and, when the test set spans several domains, each domain on its own."""
-    groups = [("all", np.ones(len(pred.y), dtype=bool))]
+    """``("all", every image)`` unless the prediction is not ``pooled`` and, when the test set spans several
+    domains, each domain on its own."""
+    groups = [("all", np.ones(len(pred.y), dtype=bool))] if pred.pooled else []
     present = np.unique(pred.domain)
     if len(present) > 1:
         groups += [(domain_names[d], pred.domain == d) for d in present]
