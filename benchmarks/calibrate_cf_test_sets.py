@@ -25,14 +25,14 @@ from sklearn.metrics import roc_auc_score
 
 from cfcl.api import embed, load_encoder
 from cfcl.data.store import ImageStore
+from cfcl.evaluation.evaluate import RenderedTest, rendered_test
 from cfcl.evaluation.metrics import seed_interval
 from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.subsets import labelled_subset
-from cfcl.layout import true_cf
 
 
-def test_sets(store: ImageStore, cf: ImageStore) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
-    """Name -> (which store, its rows, the labels): natural images and rendered validation patients per scanner."""
+def test_sets(store: ImageStore, rendered: RenderedTest) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """Name -> (``store`` or ``rendered``, its rows, the labels): natural images and rendered validation patients per scanner."""
     meta, labels = store.meta, store.meta["label"].to_numpy()
     val = store.indices("val")
     sets = {}
@@ -43,15 +43,17 @@ def test_sets(store: ImageStore, cf: ImageStore) -> dict[str, tuple[str, np.ndar
             natural = natural[meta["domain"].to_numpy()[natural] == d]
         if len(natural):
             sets[f"natural/{name}"] = ("store", natural, labels[natural])
-        rendered = cf.meta[(cf.meta["source_index"].isin(val)) & (cf.meta["target_domain"] == d)].sort_values("source_index")
-        sets[f"rendered/{name}"] = ("cf", rendered.index.to_numpy(), labels[rendered["source_index"].to_numpy()])
+        mine = np.flatnonzero(rendered.domains == d)
+        sets[f"rendered/{name}"] = ("rendered", mine, labels[rendered.sources[mine]])
     return sets
 
 
-def seed_scores(run: Path, method: str, seed: int, store: ImageStore, cf: ImageStore, sets: dict, fraction: float, draws: int) -> dict[str, float]:
+def seed_scores(
+    run: Path, method: str, seed: int, store: ImageStore, rendered: RenderedTest, sets: dict, fraction: float, draws: int
+) -> dict[str, float]:
     """Each test set's AUROC, averaged over the label draws, for one pretrained encoder."""
     encoder = load_encoder(run / "pretrain" / f"{method}-s{seed}")
-    features = {"store": embed(encoder, store), "cf": embed(encoder, cf)}
+    features = {"store": embed(encoder, store), "rendered": embed(encoder, rendered.store.images[rendered.rows])}
     labels, train = store.meta["label"].to_numpy(), store.indices("train")
     scores = {name: [] for name in sets}
     for draw in range(draws):
@@ -73,12 +75,14 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=10)
     args = parser.parse_args()
     store = ImageStore.open(args.run / "data")
-    cf = ImageStore.open(true_cf(args.run / "data"))
-    sets = test_sets(store, cf)
+    rendered = rendered_test(store, "val")
+    if rendered is None:
+        raise SystemExit(f"calibrate_cf_test_sets: {args.run / 'data'} has no true counterfactuals (a synthetic benchmark store has)")
+    sets = test_sets(store, rendered)
     gains = {name: [] for name in sets}
     for seed in args.seeds:
-        method = seed_scores(args.run, args.method, seed, store, cf, sets, args.fraction, args.draws)
-        baseline = seed_scores(args.run, args.baseline, seed, store, cf, sets, args.fraction, args.draws)
+        method = seed_scores(args.run, args.method, seed, store, rendered, sets, args.fraction, args.draws)
+        baseline = seed_scores(args.run, args.baseline, seed, store, rendered, sets, args.fraction, args.draws)
         for name in sets:
             gains[name].append(method[name] - baseline[name])
         print(json.dumps({"seed": seed, **{name: round(g[-1], 4) for name, g in gains.items()}}), flush=True)

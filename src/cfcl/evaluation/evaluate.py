@@ -43,10 +43,9 @@ import pandas as pd
 import torch
 
 from cfcl import atomic, layout
-from cfcl.layout import true_cf
 from cfcl.config import config_hash
 from cfcl.contrastive.encoders import build_encoder, encoder_file, load_encoder
-from cfcl.data.store import ImageStore
+from cfcl.data.store import INFO, ImageStore
 from cfcl.distributed import Coordinator, current
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import embeddings
@@ -121,14 +120,14 @@ class RenderedTest:
     domains: np.ndarray  # each row's rendering scanner
 
 
-def rendered_test(store: ImageStore) -> RenderedTest | None:
-    """The store's ID test images under every scanner, from its true counterfactuals; None without them."""
-    folder = true_cf(store.path)
-    if not (folder / "store.json").is_file():
+def rendered_test(store: ImageStore, split: str = ID_TEST) -> RenderedTest | None:
+    """The store's ``split`` images under every scanner, from its true counterfactuals; None without them."""
+    folder = layout.true_cf(store.path)
+    if not (folder / INFO).is_file():
         return None
     cf = ImageStore.open(folder)
     cf.require_counterfactuals_of(store)
-    meta = cf.meta[cf.meta["source_index"].isin(store.indices(ID_TEST))].sort_values(["target_domain", "source_index"])
+    meta = cf.meta[cf.meta["source_index"].isin(store.indices(split))].sort_values(["target_domain", "source_index"])
     return RenderedTest(cf, meta.index.to_numpy(), meta["source_index"].to_numpy(), meta["target_domain"].to_numpy())
 
 

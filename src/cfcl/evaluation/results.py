@@ -66,7 +66,6 @@ class Prediction:
     draw: int = 0  # which labelled subset of the seed (evaluate.label_draws)
     pooled: bool = True  # whether the whole test set is a population; not for the same patients under every scanner
 
-
     @property
     def key(self) -> tuple:
         return self.protocol, self.label_fraction, self.test_set
