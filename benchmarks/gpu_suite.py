@@ -8,6 +8,10 @@ Figures (docs/performance.md, "The GPU suite"), each printed as soon as it is me
 - the ViT path: cfcl's DINO loop with the reference settings (ViT-B/16 at 224 px, batch 60, 2 global
   and 8 local 96-px crops, iBOT) against the bare encoder work of the step (forward + backward over
   the same views, the teacher's forward over the global views);
+- both loops again with the trainer's ``deterministic`` off (cuDNN's autotuner on, the fastest
+  kernels): how much of the gap to the bare encoder is the price of run-to-run determinism;
+- with ``--profile-dir DIR``: PyTorch profiler tables (top operators by device time) of a few steps
+  of cfcl's DINO loop and of its ResNet loop, written to ``DIR``, to show where the rest goes;
 - the ``cf_train_224`` generator: training images/s at batch 16 in cfcl's Lightning loop, bf16
   stability over those steps (the rate of skipped updates), peak GPU memory at batch 16 and the
   largest power-of-two batch whose step fits in 80 GB;
@@ -22,7 +26,7 @@ demo) is meant to take < 2 min; ``--only PART ...`` measures some parts alone. W
 it stops with a one-line message, unless ``--device cpu --tiny``: the same figures at toy sizes,
 to test the script on a CPU.
 
-Usage: python benchmarks/gpu_suite.py [--quick] [--compile] [--data STORE] [--only PART ...]
+Usage: python benchmarks/gpu_suite.py [--quick] [--compile] [--data STORE] [--only PART ...] [--profile-dir DIR]
 """
 
 from __future__ import annotations
@@ -79,6 +83,53 @@ QUICK = Sizes(224, 256, 12, 5, 16, 60, 10, 1024, False, False)
 TINY = Sizes(16, 8, 2, 1, 4, 4, 1, 24, False, False)
 
 
+def fastest_kernels() -> None:
+    """The bare loops' setting: cuDNN's autotuner on, non-deterministic kernels allowed (a Lightning
+    trainer built earlier in the suite may have switched both off for the whole process)."""
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.benchmark = True
+
+
+class ProfileSteps:
+    """Lightning callback: PyTorch's profiler over steps ``start`` to ``start + n``; writes the top
+    operators by self time (device time on a GPU) to ``path``."""
+
+    def __init__(self, path: Path, start: int, n: int):
+        import lightning as L
+
+        outer = self
+
+        class Callback(L.Callback):
+            def on_train_batch_start(self, trainer, module, batch, batch_idx):
+                if trainer.global_step == start:
+                    activities = [torch.profiler.ProfilerActivity.CPU]
+                    if module.device.type == "cuda":
+                        activities.append(torch.profiler.ProfilerActivity.CUDA)
+                    outer.profile = torch.profiler.profile(activities=activities)
+                    outer.profile.__enter__()
+
+            def on_train_batch_end(self, trainer, module, *args):
+                if trainer.global_step == start + n:
+                    outer.profile.__exit__(None, None, None)
+                    key = "self_device_time_total" if module.device.type == "cuda" else "self_cpu_time_total"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(outer.profile.key_averages().table(sort_by=key, row_limit=40))
+
+        self.callback = Callback()
+
+
+def autotuned_and_profiled(config: PretrainConfig, tmp: Path, steps: int, warmup: int, profile_dir: Path | None,
+                           name: str) -> float:
+    """Views/s of cfcl's loop with determinism off; with ``profile_dir``, also a profiler table of 3 steps
+    (``profile_dir/NAME.txt``)."""
+    autotuned, _ = throughput.cfcl_pipeline(config, tmp / f"{name}_autotuned", steps, warmup,
+                                            deterministic=False, benchmark=True)
+    if profile_dir is not None:
+        profile = ProfileSteps(profile_dir / f"{name}.txt", start=2, n=3)
+        throughput.cfcl_pipeline(config, tmp / f"{name}_profiled", 4, 1, callbacks=(profile.callback,))
+    return autotuned
+
+
 def emit(figure: str, value: float | None, unit: str, device: str, **details) -> None:
     print(json.dumps({"suite": "gpu_suite", "figure": figure, "value": value, "unit": unit, "device": device, **details}), flush=True)
 
@@ -96,24 +147,31 @@ def pretrain_config(sizes: Sizes, data: Path, tiny: bool, compile_encoder: bool,
     return build_config(PretrainConfig, base=base)
 
 
-def pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool, compile_encoder: bool) -> None:
+def pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool, compile_encoder: bool,
+                profile_dir: Path | None) -> None:
     config = pretrain_config(sizes, data, tiny, compile_encoder, device.type)
     size = ImageStore.open(data).size
     steps, warmup = sizes.pretrain_steps, sizes.pretrain_warmup
     setting = {"encoder": config.encoder.arch, "image_size": size[0], "views_per_step": 2 * config.batch_size,
                "compiled": config.compile, "steps": steps}
+    fastest_kernels()
     bare, _ = throughput.bare(config, size, device, steps, warmup)
     emit("pretrain_bare_views_per_s", round(bare, 1), "views/s", name, **setting)
     cfcl, _ = throughput.cfcl_pipeline(config, tmp / "pretrain", steps, warmup)
     workers = loader_workers(config.trainer)
     emit("pretrain_cfcl_views_per_s", round(cfcl, 1), "views/s", name, **setting, workers=workers)
+    fastest_kernels()
     pil = throughput.lightly_style(config, size, device, steps, warmup, workers)
     emit("pretrain_pil_views_per_s", round(pil, 1), "views/s", name, **setting, workers=workers)
     emit("pretrain_cfcl_over_bare", round(cfcl / bare, 3), "ratio", name, **setting, target=0.85, stretch=0.9)
     emit("pretrain_cfcl_over_pil", round(cfcl / pil, 3), "ratio", name, **setting, target=1.5)
+    autotuned = autotuned_and_profiled(config, tmp, steps, warmup, profile_dir, "pretrain_resnet")
+    emit("pretrain_cfcl_autotuned_over_bare", round(autotuned / bare, 3), "ratio", name, **setting,
+         views_per_s=round(autotuned, 1), deterministic=False)
 
 
-def dino_pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool) -> None:
+def dino_pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool,
+                     profile_dir: Path | None) -> None:
     """The ViT path: cfcl's DINO loop with the reference settings (ViT-B/16, 224 px, batch 60, 2 global
     and 8 local crops, iBOT) against the bare encoder work of the step (forward + backward over the
     same views, the teacher's forward over the global views)."""
@@ -130,11 +188,15 @@ def dino_pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, 
     steps, warmup = sizes.pretrain_steps, sizes.pretrain_warmup
     setting = {"encoder": config.encoder.arch, "method": "dino", "steps": steps,
                "views_per_step": sum(n for n, _ in throughput.view_shapes(config, size))}
+    fastest_kernels()
     bare, _ = throughput.bare(config, size, device, steps, warmup)
     emit("pretrain_vit_dino_bare_views_per_s", round(bare, 1), "views/s", name, **setting)
     cfcl, _ = throughput.cfcl_pipeline(config, tmp / "pretrain_dino", steps, warmup)
     emit("pretrain_vit_dino_cfcl_views_per_s", round(cfcl, 1), "views/s", name, **setting)
     emit("pretrain_vit_dino_cfcl_over_bare", round(cfcl / bare, 3), "ratio", name, **setting, target=0.85)
+    autotuned = autotuned_and_profiled(config, tmp, steps, warmup, profile_dir, "pretrain_vit_dino")
+    emit("pretrain_vit_dino_cfcl_autotuned_over_bare", round(autotuned / bare, 3), "ratio", name, **setting,
+         views_per_s=round(autotuned, 1), deterministic=False)
 
 
 def generator_config(sizes: Sizes, data: Path, tiny: bool, accelerator: str) -> CFTrainConfig:
@@ -264,6 +326,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--padchest-train-images", type=int, default=DEFAULT_PADCHEST_TRAIN_IMAGES)
     parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
                         help="measure these parts only (default: all); 'generator' includes the PadChest estimate")
+    parser.add_argument("--profile-dir", type=Path, help="write profiler tables of a few steps of the pretraining loops here")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes: tests the script on a CPU
     return parser.parse_args()
@@ -277,17 +340,15 @@ def main() -> None:
         raise SystemExit("gpu_suite: --device cpu runs only with --tiny (toy sizes that test the script)")
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
     device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         n = max(sizes.pretrain_batch * (sizes.pretrain_steps + sizes.pretrain_warmup + 2), 64)
         data = args.data or throughput.random_store(tmp / "store", n, sizes.image)
         if "pretrain" in args.only:
-            pretraining(sizes, data, tmp, device, name, args.tiny, args.compile)
+            pretraining(sizes, data, tmp, device, name, args.tiny, args.compile, args.profile_dir)
         if "vit" in args.only:
-            dino_pretraining(sizes, data, tmp, device, name, args.tiny)
+            dino_pretraining(sizes, data, tmp, device, name, args.tiny, args.profile_dir)
         if "generator" in args.only:
             rates = generator(sizes, data, tmp, device, name, args.tiny)
             padchest_estimate(rates, args.padchest_train_images, name)

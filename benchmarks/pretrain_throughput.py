@@ -142,12 +142,14 @@ class StepTimer:
         self.callback = Callback()
 
 
-def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int) -> tuple[float, float]:
-    """Views/s of the real loop (SimCLR or DINO family, as ``config.method``), and its :func:`clock` ms per step."""
+def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int, callbacks: tuple = (),
+                  **trainer_overrides) -> tuple[float, float]:
+    """Views/s of the real loop (SimCLR or DINO family, as ``config.method``), and its :func:`clock` ms per
+    step; ``callbacks`` and ``trainer_overrides`` (e.g. ``deterministic``) go to the Lightning ``Trainer``."""
     data = open_pretrain_data(config.method, config.data, None, config.split)
     timer = StepTimer(warmup, steps)
-    trainer = make_trainer(config.trainer, out, callbacks=[timer.callback], use_distributed_sampler=False,
-                           max_steps=warmup + steps, max_epochs=-1, logger=False)
+    trainer = make_trainer(config.trainer, out, callbacks=[timer.callback, *callbacks], use_distributed_sampler=False,
+                           max_steps=warmup + steps, max_epochs=-1, logger=False, **trainer_overrides)
     n_local = config.dino.n_local if config.dino is not None else 0
     batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1, n_local)
     if config.method in DINO_METHODS:

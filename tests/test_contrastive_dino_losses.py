@@ -11,7 +11,9 @@ import torch.multiprocessing as mp
 from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from lightly.utils.scheduler import cosine_schedule
 
-from cfcl.contrastive.dino_losses import dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, updated_center
+from cfcl.contrastive.dino_losses import (
+    dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, masked_patches, updated_center,
+)
 
 K = 12
 
@@ -63,7 +65,9 @@ def test_ibot_loss_value_and_gradient_match_lightly_and_weight_each_image_equall
     reference = IBOTPatchLoss(output_dim=K, teacher_temp=0.05, student_temp=0.1)
     reference.center.center.copy_(center.view(1, K))
     expected = reference(teacher, theirs_in, mask, teacher_temp=0.05)
-    ours = ibot_loss(teacher, ours_in, mask.flatten(1), center, 0.05, 0.1)
+    index, weights = masked_patches(mask.flatten(1))
+    assert torch.equal(index, mask.flatten().nonzero().squeeze(1))
+    ours = ibot_loss(teacher, ours_in, weights, center, 0.05, 0.1)
     ours.backward(), expected.backward()
     assert torch.allclose(ours, expected, atol=1e-5)
     assert torch.allclose(ours_in.grad, theirs_in.grad, atol=1e-6)
@@ -134,7 +138,7 @@ def _ddp_data():
 def _losses(model, views, teacher, patches, patch_teacher, mask, center):
     """DINO + iBOT loss of ``model`` on these images, and both centres after one update."""
     loss = dino_loss(teacher, model(views), center, 0.05, 0.1)
-    loss = loss + ibot_loss(patch_teacher[mask], model(patches[mask]), mask, center, 0.05, 0.1)
+    loss = loss + ibot_loss(patch_teacher[mask], model(patches[mask]), masked_patches(mask)[1], center, 0.05, 0.1)
     return loss, updated_center(center, teacher, 0.9), updated_center(center, patch_teacher[mask], 0.9)
 
 

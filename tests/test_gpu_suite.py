@@ -14,8 +14,9 @@ SCRIPT = ROOT / "benchmarks" / "gpu_suite.py"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 FIGURES = [
     "pretrain_bare_views_per_s", "pretrain_cfcl_views_per_s", "pretrain_pil_views_per_s", "pretrain_cfcl_over_bare",
-    "pretrain_cfcl_over_pil", "pretrain_vit_dino_bare_views_per_s", "pretrain_vit_dino_cfcl_views_per_s",
-    "pretrain_vit_dino_cfcl_over_bare", "cf_train_peak_memory_gb", "cf_train_largest_batch", "cf_train_images_per_s",
+    "pretrain_cfcl_over_pil", "pretrain_cfcl_autotuned_over_bare", "pretrain_vit_dino_bare_views_per_s",
+    "pretrain_vit_dino_cfcl_views_per_s", "pretrain_vit_dino_cfcl_over_bare", "pretrain_vit_dino_cfcl_autotuned_over_bare",
+    "cf_train_peak_memory_gb", "cf_train_largest_batch", "cf_train_images_per_s",
     "cf_train_skipped_update_rate", "cf_generate_images_per_s", "padchest_generator_and_store_hours", "demo_seconds",
 ]
 CPU_ONLY = {"cf_train_peak_memory_gb", "cf_train_largest_batch", "demo_seconds"}  # GPU or full-suite figures
@@ -40,6 +41,10 @@ def test_the_tiny_cpu_mode_prints_one_json_line_per_figure():
     dino = {k: by_name[f"pretrain_vit_dino_{k}"]["value"] for k in ("bare_views_per_s", "cfcl_views_per_s", "cfcl_over_bare")}
     assert dino["cfcl_over_bare"] == pytest.approx(dino["cfcl_views_per_s"] / dino["bare_views_per_s"], rel=0.01)
     assert by_name["pretrain_vit_dino_cfcl_views_per_s"]["views_per_step"] == 4 * 8  # 2 global + 2 local crops, batch 8
+    for prefix in ("pretrain_", "pretrain_vit_dino_"):
+        autotuned = by_name[f"{prefix}cfcl_autotuned_over_bare"]
+        assert autotuned["deterministic"] is False
+        assert autotuned["value"] == pytest.approx(autotuned["views_per_s"] / by_name[f"{prefix}bare_views_per_s"]["value"], rel=0.01)
     estimate = by_name["padchest_generator_and_store_hours"]
     train_s = estimate["epochs"] * estimate["train_images"] / by_name["cf_train_images_per_s"]["value"]
     store_s = estimate["counterfactuals"] / by_name["cf_generate_images_per_s"]["value"]
@@ -54,9 +59,12 @@ def test_without_a_gpu_the_suite_stops_with_one_line():
     assert done.stderr.strip() == "gpu_suite: this machine has no CUDA GPU; the suite measures the GPU path only"
 
 
-def test_only_measures_the_parts_named():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--only", "demo", "vit"], env=ENV,
-                          capture_output=True, text=True, timeout=300)
+def test_only_measures_the_parts_named_and_profile_dir_writes_their_profiles(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--tiny", "--only", "demo", "vit",
+                           "--profile-dir", str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     figures = [json.loads(line)["figure"] for line in done.stdout.splitlines()]
     assert figures == [f for f in FIGURES if f.startswith("pretrain_vit_dino_") or f == "demo_seconds"]
+    assert [p.name for p in tmp_path.iterdir()] == ["pretrain_vit_dino.txt"]  # the vit part only
+    table = (tmp_path / "pretrain_vit_dino.txt").read_text()
+    assert "Self CPU" in table and "aten::" in table

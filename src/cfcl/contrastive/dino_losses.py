@@ -34,22 +34,35 @@ def dino_loss(
     return cross.masked_fill(same_view, 0.0).sum() / ((n_t * n_s - n_t) * b)
 
 
+def masked_patches(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices into ``[B * patches]`` of the masked patches of a ``[B, patches]`` mask, in the
+    order of ``mask[mask]``, and each one's iBOT weight: ``1 / (its image's masked patches * B)``.
+
+    Computed where the masks are drawn (the CPU), so that a GPU step selects and weights the
+    patches by index and never waits on the host for their number."""
+    index = mask.flatten().nonzero().squeeze(1)
+    per_image = 1.0 / (mask.sum(dim=1).clamp(min=1) * mask.shape[0])
+    return index, per_image[index // mask.shape[1]]
+
+
 def ibot_loss(
-    teacher: torch.Tensor, student: torch.Tensor, mask: torch.Tensor, center: torch.Tensor, teacher_temp: float,
+    teacher: torch.Tensor, student: torch.Tensor, weights: torch.Tensor, center: torch.Tensor, teacher_temp: float,
     student_temp: float,
 ) -> torch.Tensor:
     """iBOT on masked patches: the cross-entropy of each masked patch, averaged within its image,
     summed over images and divided by the number of images (masked or not).
 
-    ``teacher`` / ``student``: ``[M, K]`` logits of the ``M`` masked patches, in the order of
-    ``mask[mask]``; ``mask``: ``[B, patches]``.
+    ``teacher`` / ``student``: ``[M, K]`` logits of the ``M`` masked patches; ``weights``: ``[M]``,
+    from :func:`masked_patches` of the mask that picked them.
     """
-    if teacher.shape != student.shape or teacher.shape[0] != int(mask.sum()):
-        raise ValueError(f"ibot_loss needs [masked, K] logits for the {int(mask.sum())} masked patches, got {tuple(teacher.shape)}")
+    if teacher.shape != student.shape or teacher.shape[:1] != weights.shape:
+        raise ValueError(
+            f"ibot_loss needs [masked, K] logits for the {len(weights)} masked patches, got {tuple(teacher.shape)} "
+            f"and {tuple(student.shape)}"
+        )
     targets = F.softmax((teacher.float() - center) / teacher_temp, dim=-1)
     per_patch = -(targets * F.log_softmax(student.float() / student_temp, dim=-1)).sum(dim=-1)
-    weights = (1.0 / mask.sum(dim=1, keepdim=True).clamp(min=1)).expand_as(mask)[mask]
-    return (per_patch * weights).sum() / mask.shape[0]
+    return (per_patch * weights).sum()
 
 
 def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -67,7 +80,7 @@ def updated_center(center: torch.Tensor, teacher: torch.Tensor, momentum: float)
     """``momentum * center + (1 - momentum) * mean(teacher logits)`` over all rows of every process
     (sums and counts are reduced, so ranks with different numbers of rows, e.g. masked patches, are exact)."""
     rows = teacher.float().reshape(-1, teacher.shape[-1])
-    total = torch.cat([rows.sum(dim=0), torch.tensor([len(rows)], dtype=rows.dtype, device=rows.device)])
+    total = torch.cat([rows.sum(dim=0), rows.new_full((1,), len(rows))])  # new_full: no host-to-device copy
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(total)
     return center * momentum + total[:-1] / total[-1].clamp(min=1) * (1.0 - momentum)
@@ -82,8 +95,9 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
 
 @torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
-    """``teacher = momentum * teacher + (1 - momentum) * student``, parameter by parameter (buffers copied)."""
-    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-        t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
+    """``teacher = momentum * teacher + (1 - momentum) * student`` for every parameter, in one
+    multi-tensor ``lerp`` (a few kernels for the whole model instead of two per parameter); buffers copied."""
+    pairs = list(zip(teacher.parameters(), student.parameters(), strict=True))
+    torch._foreach_lerp_([t for t, _ in pairs], [s.detach() for _, s in pairs], 1.0 - momentum)
     for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
         t.copy_(s)

@@ -22,7 +22,9 @@ from lightly.utils.scheduler import cosine_schedule
 
 from cfcl.contrastive.augment import AugmentParams, build_augment
 from cfcl.contrastive.dino_config import DinoConfig
-from cfcl.contrastive.dino_losses import dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, updated_center
+from cfcl.contrastive.dino_losses import (
+    dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, masked_patches, updated_center,
+)
 from cfcl.contrastive.encoders import Encoder
 from cfcl.contrastive.module import NonFiniteGuard, online_probe_loss, warmup_cosine
 
@@ -80,8 +82,9 @@ class DinoModule(NonFiniteGuard):
     def _schedule(self, step: int, bounds: tuple[float, float]) -> float:
         return float(cosine_schedule(step, int(self.trainer.estimated_stepping_batches), bounds[0], bounds[1]))
 
-    def _views(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Augmented global views ``[2B, ...]``, local crops ``[n_local * B, ...]`` and the student's patch masks."""
+    def _views(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        """Augmented global views ``[2B, ...]``, local crops ``[n_local * B, ...]`` and the student's
+        patch masks with :func:`masked_patches` (mask, index, weights), all on the device."""
         x = views.float().div_(255.0)
         n_global = 2 * (len(x) // (2 + self.dino.n_local))
         step_seed = int(np.random.SeedSequence([self.seed, self.global_step, self.global_rank]).generate_state(1)[0])
@@ -94,7 +97,8 @@ class DinoModule(NonFiniteGuard):
             if self.dino.ibot_weight > 0:
                 patch = self.encoder.backbone.patch_size
                 grid = (globals_.shape[-2] // patch, globals_.shape[-1] // patch)
-                masks = block_masks(n_global, grid, self.dino.mask_ratio, self.dino.mask_p, step_seed).to(x.device, non_blocking=True)
+                mask = block_masks(n_global, grid, self.dino.mask_ratio, self.dino.mask_p, step_seed)
+                masks = tuple(t.to(x.device, non_blocking=True) for t in (mask, *masked_patches(mask)))
         return globals_, locals_, masks
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -106,14 +110,15 @@ class DinoModule(NonFiniteGuard):
             if masks is None:
                 t_features = self.teacher_encoder(globals_)
             else:
+                mask, index, weights = masks
                 t_tokens = self.teacher_encoder.tokens(globals_)
                 t_features = t_tokens[:, 0]
-                t_patches = self.teacher_head(t_tokens[:, 1:][masks])
+                t_patches = self.teacher_head(t_tokens[:, 1:].flatten(0, 1)[index])
             t_logits = self.teacher_head(t_features).view(2, b, k)
         if masks is None:
             s_features = self.encoder(globals_)
         else:
-            s_tokens = self.encoder.tokens(globals_, masks)
+            s_tokens = self.encoder.tokens(globals_, mask)
             s_features = s_tokens[:, 0]
         s_logits = [self.head(s_features)]
         if len(locals_):
@@ -122,7 +127,8 @@ class DinoModule(NonFiniteGuard):
         loss = dino_loss(t_logits, s_logits, self.center, t_temp, s_temp)
         self.log("train/dino", loss, on_step=True, on_epoch=True, batch_size=b)
         if masks is not None:
-            ibot = ibot_loss(t_patches, self.head(s_tokens[:, 1:][masks]), masks, self.patch_center, t_temp, s_temp)
+            s_patches = self.head(s_tokens[:, 1:].flatten(0, 1)[index])
+            ibot = ibot_loss(t_patches, s_patches, weights, self.patch_center, t_temp, s_temp)
             self.log("train/ibot", ibot, on_step=True, on_epoch=True, batch_size=b)
             loss = loss + self.dino.ibot_weight * ibot
             self.patch_center = updated_center(self.patch_center, t_patches, self.dino.center_momentum)
