@@ -34,7 +34,6 @@ from sklearn.preprocessing import StandardScaler
 
 from cfcl.api import embed, load_encoder
 from cfcl.data.store import ImageStore
-from cfcl.errors import ConfigError
 from cfcl.evaluation.evaluate import RANDOM, EncoderRef
 from cfcl.evaluation.metrics import auroc, balanced_accuracy
 from cfcl.evaluation.probe import class_probabilities, fit_probe
@@ -67,13 +66,11 @@ def readout(train: np.ndarray, val: np.ndarray, meta_train, meta_val, n_labels: 
     return out
 
 
-def build(name: str, first: str | None, seed: int):
-    """The encoder at ``name`` (an ``encoder.pt`` or a pretrain folder), or ``random`` of ``first``'s architecture."""
+def build(name: str, random_info: dict | None, seed: int):
+    """The encoder at ``name`` (an ``encoder.pt`` or a pretrain folder), or ``random`` of ``random_info``'s architecture."""
     if name != RANDOM:
         return load_encoder(name)
-    if first is None:
-        raise ConfigError("factor_readout: 'random' needs a pretrained encoder before it (its architecture)")
-    return EncoderRef(RANDOM, seed, load_encoder(first).info).build()
+    return EncoderRef(RANDOM, seed, random_info).build()
 
 
 def main() -> None:
@@ -89,11 +86,14 @@ def main() -> None:
     if missing:
         raise SystemExit(f"factor_readout: {store.path / 'metadata.csv'} has no column {', '.join(missing)} "
                          f"(expected the synthetic benchmark's factors, e.g. {', '.join(DEFAULT_FACTORS)})")
-    train, val = store.indices("train"), store.indices("val")
     first = next((name for name in args.encoders if name != RANDOM), None)
+    if first is None:
+        raise SystemExit("factor_readout: 'random' needs a pretrained encoder among the encoders (its architecture)")
+    random_info = load_encoder(first).info if RANDOM in args.encoders else None
+    train, val = store.indices("train"), store.indices("val")
     rows = []
     for name in args.encoders:
-        encoder = build(name, first, args.seed)
+        encoder = build(name, random_info, args.seed)
         features = embed(encoder, store.images[np.concatenate([train, val])])
         result = readout(features[: len(train)], features[len(train) :], store.meta.iloc[train], store.meta.iloc[val],
                          len(store.labels), tuple(args.factors))

@@ -72,3 +72,9 @@ def test_cli_prints_a_line_per_encoder_and_names_a_missing_factor(tmp_path):
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode != 0
     assert missing.stderr.strip().splitlines()[-1].startswith(f"factor_readout: {store.path / 'metadata.csv'} has no column age")
+    alone = subprocess.run([sys.executable, str(SCRIPT), "--data", str(store.path), "random", "--factors", "domain"],
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert alone.returncode != 0
+    assert alone.stderr.strip().splitlines()[-1] == (
+        "factor_readout: 'random' needs a pretrained encoder among the encoders (its architecture)"
+    )
