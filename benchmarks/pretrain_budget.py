@@ -10,7 +10,10 @@ Prints one JSON line per budget and a Markdown table.
     python benchmarks/pretrain_budget.py benchmark_dino --data runs/benchmark_dino/data \\
         --method dino --epochs 2 5 10 20 --out runs/dino_budget
 
-Counterfactual methods also need ``--cf-store`` (the run's ``cf_store`` folder).
+Counterfactual methods also need ``--cf-store`` (the run's ``cf_store`` folder). ``--curve``
+also probes the saved encoder (DINO's teacher) at every epoch checkpoint of each run: a learning
+curve within one run, whose learning-rate and momentum schedules span the whole run, so its
+epoch ``k`` is not a run of ``k`` epochs.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from cfcl.api import embed, load_encoder
+from cfcl.checkpoint import read_checkpoint
 from cfcl.config import build_config, config_dict
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
+from cfcl.contrastive.pairing import DINO_METHODS
 from cfcl.data.store import ImageStore
 from cfcl.evaluation.evaluate import RANDOM, EncoderRef
 from cfcl.evaluation.probe import class_probabilities, fit_probe
@@ -62,6 +67,18 @@ def val_auroc(features: np.ndarray, store: ImageStore, fraction: float, draws: i
     return scores
 
 
+def epoch_encoders(run: Path, method: str):
+    """``(epoch, encoder)`` for every ``checkpoints/epochNNN.ckpt`` of a pretraining run, in epoch order: the
+    run's final encoder (DINO: its teacher) with the weights it had at the end of that epoch."""
+    encoder = load_encoder(run)
+    prefix = "teacher_encoder." if method in DINO_METHODS else "encoder."
+    for path in sorted((run / "checkpoints").glob("epoch[0-9][0-9][0-9].ckpt")):
+        _, checkpoint = read_checkpoint(path, path.name, "pretraining", ("state_dict",))
+        state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        encoder.load_state_dict(state, strict=True)
+        yield int(path.stem[len("epoch"):]) + 1, encoder
+
+
 def summary(scores: list[float]) -> dict:
     return {"mean": round(float(np.mean(scores)), 4), "sd": round(float(np.std(scores, ddof=1)), 4) if len(scores) > 1 else None}
 
@@ -77,6 +94,7 @@ def main() -> None:
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.05, 1.0])
     parser.add_argument("--draws", type=int, default=5, help="label draws per fraction")
     parser.add_argument("--out", type=Path, required=True, help="folder of the pretraining runs (one per budget)")
+    parser.add_argument("--curve", action="store_true", help="also probe every epoch checkpoint of each run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="pretrain config override, e.g. dino.teacher_momentum=[0.9,1.0]")
     args = parser.parse_args()
 
@@ -93,10 +111,14 @@ def main() -> None:
         tic = time.time()
         pretrain.run(config, args.out / f"{args.method}-e{epochs}")
         seconds = time.time() - tic
-        features = embed(load_encoder(args.out / f"{args.method}-e{epochs}"), store)
-        rows.append({"epochs": epochs, "encoder": args.method, "seconds": round(seconds, 1),
-                     **{f"val_auroc_{f:g}": summary(val_auroc(features, store, f, args.draws)) for f in args.fractions}})
-        print(json.dumps(rows[-1]), flush=True)
+        run = args.out / f"{args.method}-e{epochs}"
+        probed = epoch_encoders(run, args.method) if args.curve else [(epochs, load_encoder(run))]
+        for epoch, encoder in probed:
+            features = embed(encoder, store)
+            label = args.method if epoch == epochs else f"{args.method}, epoch {epoch} of {epochs}"
+            rows.append({"epochs": epochs, "encoder": label, "seconds": round(seconds, 1),
+                         **{f"val_auroc_{f:g}": summary(val_auroc(features, store, f, args.draws)) for f in args.fractions}})
+            print(json.dumps(rows[-1]), flush=True)
     header = "| encoder | epochs | pretraining s | " + " | ".join(f"val AUROC, {f:g} of labels" for f in args.fractions) + " |"
     print(f"\n{header}\n|{'---|' * (3 + len(args.fractions))}")
     for row in rows:

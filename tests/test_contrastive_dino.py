@@ -126,6 +126,31 @@ def test_teacher_moves_only_by_the_scheduled_ema_of_the_student(stores, tmp_path
     assert all(torch.equal(w, t) for w, t in zip(saved.values(), teacher_weights))
 
 
+class PrototypeRecorder(L.Callback):
+    """Whether the student head's prototypes (last layer) and its MLP moved in each step."""
+
+    def __init__(self):
+        self.moved = []
+
+    def on_train_batch_start(self, trainer, module, *args):
+        self.before = [p.detach().clone() for p in (module.head.last_layer.weight_v, module.head.layers[0].weight)]
+
+    def on_train_batch_end(self, trainer, module, *args):
+        after = (module.head.last_layer.weight_v, module.head.layers[0].weight)
+        self.moved.append(tuple(not torch.equal(b, a) for b, a in zip(self.before, after)))
+
+
+def test_prototypes_are_frozen_for_the_first_epoch_only(stores, tmp_path, monkeypatch):
+    recorder = PrototypeRecorder()
+    real = pretrain.make_trainer
+    monkeypatch.setattr(pretrain, "make_trainer", lambda cfg, out, **kw: real(cfg, out, callbacks=[recorder], **kw))
+    pretrain.run(_config(stores, method="dino", cf_store=None), tmp_path)  # 2 epochs, prototypes frozen for 1
+    per_epoch = N_TRAIN // 4
+    assert len(recorder.moved) == 2 * per_epoch
+    assert recorder.moved[:per_epoch] == [(False, True)] * per_epoch  # the MLP learns, the prototypes wait
+    assert recorder.moved[per_epoch:] == [(True, True)] * per_epoch
+
+
 def test_teacher_temperature_and_weight_decay_follow_their_schedules(stores):
     module = pretrain.build_dino_module(_config(stores), pretrain.open_pretrain_data("dino", stores / "data", None), 6)
     assert [module.teacher_temperature(s) for s in (0, 3, 6, 9)] == pytest.approx([0.04, 0.055, 0.07, 0.07])

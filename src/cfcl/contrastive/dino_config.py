@@ -35,6 +35,9 @@ class DinoConfig(StrictModel):
     center_momentum: float = Field(0.9, ge=0, le=1)
     weight_decay: tuple[float, float] = Field((0.04, 0.4), description="cosine from first to second (replaces weight_decay)")
     warmup_epochs: float = Field(1.0, ge=0, description="linear learning-rate warm-up (replaces warmup_steps)")
+    freeze_prototypes_epochs: float = Field(
+        1.0, ge=0, description="the head's last layer (the prototypes) is not updated for this long at the start (DINO, DINOv2: 1)"
+    )
     ibot_weight: float = Field(0.0, ge=0, description="iBOT masked-patch loss weight; needs a ViT encoder")
     mask_ratio: tuple[float, float] = Field((0.1, 0.5), description="share of the patches a masked view masks, in blocks")
     mask_p: float = Field(0.5, ge=0, le=1, description="share of the student's global views that are masked")

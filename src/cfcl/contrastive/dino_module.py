@@ -140,6 +140,14 @@ class DinoModule(NonFiniteGuard):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
         return loss + online_probe_loss(self, s_features, batch["labels"])
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """As DINO: the prototypes stay where they were drawn for the first steps, which keeps the
+        student from moving them to fit a teacher that is still close to uniform."""
+        if self.global_step < round(self.dino.freeze_prototypes_epochs * self.steps_per_epoch):
+            for param in self.head.last_layer.parameters():
+                param.grad = None
+        super().on_before_optimizer_step(optimizer)
+
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         """Weight decay of this step, the update, then the teacher's EMA step (before any checkpoint of this step)."""
         step = self.global_step

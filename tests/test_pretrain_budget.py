@@ -1,0 +1,37 @@
+"""benchmarks/pretrain_budget.py --curve: each epoch checkpoint's encoder, DINO's teacher not its student."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from cfcl.contrastive import pretrain
+from test_contrastive_dino import _config
+from test_contrastive_pretrain import stores  # noqa: F401 - fixture
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_budget.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("pretrain_budget", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _weights(encoder) -> list[torch.Tensor]:
+    return [t.clone() for t in encoder.state_dict().values()]
+
+
+def test_epoch_encoders_are_the_teacher_at_the_end_of_each_epoch(stores, tmp_path):
+    script = load_script()
+    pretrain.run(_config(stores, method="dino", cf_store=None), tmp_path)
+    curve = [(epoch, _weights(encoder)) for epoch, encoder in script.epoch_encoders(tmp_path, "dino")]
+    assert [epoch for epoch, _ in curve] == [1, 2]
+    saved = list(torch.load(tmp_path / "encoder.pt", weights_only=True)["state_dict"].values())
+    assert all(torch.equal(a, b) for a, b in zip(curve[-1][1], saved, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(curve[0][1], saved, strict=True))
+    (_, student), = [(e, _weights(enc)) for e, enc in script.epoch_encoders(tmp_path, "simclr") if e == 2]
+    assert not all(torch.equal(a, b) for a, b in zip(student, saved, strict=True))
