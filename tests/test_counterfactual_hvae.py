@@ -25,7 +25,7 @@ from cfcl.counterfactual.losses import (
     random_other_values,
     round_trip_mae,
 )
-from cfcl.counterfactual.module import ema_average, warmup_factor
+from cfcl.counterfactual.module import GeneratorModule, ema_decay, warmup_factor
 from cfcl.counterfactual.parents import ParentError, encode_parents, intervene, parent_specs, parents_from_store
 from cfcl.data.store import write_store
 from cfcl.errors import CheckpointError, ConfigError, StoreError
@@ -224,8 +224,7 @@ def test_small_pure_functions():
     two = [(torch.tensor(3.0), 2.0, torch.tensor(0.5)), (torch.tensor(0.03), 0.01, torch.tensor(100.0))]
     assert lagrangian(torch.tensor(1.0), two).item() == pytest.approx(1.0 + 0.5 + 2.0)
     assert lagrangian(torch.tensor(1.0), []).item() == 1.0
-    assert ema_average(torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0), 0.999).item() == pytest.approx(0.1)
-    assert ema_average(torch.tensor(1.0), torch.tensor(0.0), torch.tensor(10**6), 0.9).item() == pytest.approx(0.9)
+    assert ema_decay(0, 0.999) == pytest.approx(0.1) and ema_decay(10**6, 0.9) == pytest.approx(0.9)
     assert [warmup_factor(s, 4) for s in (0, 1, 3, 10)] == [0.25, 0.5, 1.0, 1.0]
     weights = domain_balanced_weights(np.array([0, 0, 0, 1, 2, 2]))
     assert weights.tolist() == pytest.approx([1 / 3] * 3 + [1.0] + [0.5] * 2)
@@ -304,3 +303,19 @@ def test_round_trip_mae_trains_the_decoder_towards_reversibility(store):
     blocks = [b for level in model.dec_levels for b in level if b.zdim]
     assert all(b.posterior.convs[0].weight.grad.abs().sum() > 0 for b in blocks)  # through the re-abduction
     assert errors[-1] < 0.5 * errors[0], errors
+
+
+def test_generator_ema_follows_the_ramped_decay_step_by_step():
+    model = torch.nn.Linear(3, 2)
+    module = GeneratorModule(model, grad_clip=1.0, grad_skip=10.0, ema_decay=0.2)
+    expected = None
+    for step in range(4):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.fill_(float(step + 1))
+        module.ema.update_parameters(model)
+        d = ema_decay(step, 0.2)  # the first update copies; update k > 0 is given n_averaged = k
+        expected = 1.0 if step == 0 else d * expected + (1 - d) * (step + 1)
+        for p in module.ema_model.parameters():
+            assert torch.allclose(p, torch.full_like(p, expected)), step
+    assert expected != pytest.approx(4.0)  # the decay did hold weights back

@@ -14,10 +14,15 @@ from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.losses import elbo_terms
 
 
-def ema_average(averaged: torch.Tensor, current: torch.Tensor, n_averaged: torch.Tensor, decay: float) -> torch.Tensor:
-    """EMA step whose decay ramps up as min(decay, (1 + n) / (10 + n)), so early weights fade quickly."""
-    d = min(decay, (1.0 + float(n_averaged)) / (10.0 + float(n_averaged)))
-    return d * averaged + (1.0 - d) * current
+def ema_decay(n_averaged: int, decay: float) -> float:
+    """The EMA's decay after ``n_averaged`` updates: min(decay, (1 + n) / (10 + n)), so early weights fade quickly."""
+    return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged))
+
+
+def ema_average(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor, decay: float) -> None:
+    """One EMA step of every tensor in one multi-tensor ``lerp``; the update count is read once per
+    step (a GPU host sync), not once per parameter."""
+    torch._foreach_lerp_(averaged, current, 1.0 - ema_decay(int(n_averaged), decay))
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -32,7 +37,7 @@ class GeneratorModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.grad_clip, self.grad_skip = grad_clip, grad_skip
-        self.ema = AveragedModel(model, avg_fn=partial(ema_average, decay=ema_decay))
+        self.ema = AveragedModel(model, multi_avg_fn=partial(ema_average, decay=ema_decay))
         self.ema.requires_grad_(False)
         self.register_buffer("skipped", torch.zeros((), dtype=torch.long))
 
