@@ -141,8 +141,8 @@ class DinoModule(NonFiniteGuard):
         return loss + online_probe_loss(self, s_features, batch["labels"])
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        """As DINO: the prototypes stay where they were drawn for the first steps, which keeps the
-        student from moving them to fit a teacher that is still close to uniform."""
+        """As DINO and DINOv2: the prototypes (the head's last layer) keep their drawn directions
+        for the first steps, which the DINO authors found steadies the start of training."""
         if self.global_step < round(self.dino.freeze_prototypes_epochs * self.steps_per_epoch):
             for param in self.head.last_layer.parameters():
                 param.grad = None
