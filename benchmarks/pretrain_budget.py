@@ -31,7 +31,6 @@ from cfcl.checkpoint import read_checkpoint
 from cfcl.config import build_config, config_dict
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.pairing import DINO_METHODS
 from cfcl.data.store import ImageStore
 from cfcl.evaluation.evaluate import RANDOM, EncoderRef
 from cfcl.evaluation.probe import class_probabilities, fit_probe
@@ -71,7 +70,7 @@ def epoch_encoders(run: Path, method: str):
     """``(epoch, encoder)`` for every ``checkpoints/epochNNN.ckpt`` of a pretraining run, in epoch order: the
     run's final encoder (DINO: its teacher) with the weights it had at the end of that epoch."""
     encoder = load_encoder(run)
-    prefix = "teacher_encoder." if method in DINO_METHODS else "encoder."
+    prefix = pretrain.saved_encoder(method) + "."
     for path in sorted((run / "checkpoints").glob("epoch[0-9][0-9][0-9].ckpt")):
         _, checkpoint = read_checkpoint(path, path.name, "pretraining", ("state_dict",))
         state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
@@ -108,10 +107,10 @@ def main() -> None:
     print(json.dumps(rows[-1]), flush=True)
     for epochs in args.epochs:
         config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, epochs, args.overrides)
-        tic = time.time()
-        pretrain.run(config, args.out / f"{args.method}-e{epochs}")
-        seconds = time.time() - tic
         run = args.out / f"{args.method}-e{epochs}"
+        tic = time.time()
+        pretrain.run(config, run)
+        seconds = time.time() - tic
         probed = epoch_encoders(run, args.method) if args.curve else [(epochs, load_encoder(run))]
         for epoch, encoder in probed:
             features = embed(encoder, store)

@@ -78,6 +78,12 @@ def build_dino_module(config: PretrainConfig, data: PretrainData, steps_per_epoc
     )
 
 
+def saved_encoder(method: str) -> str:
+    """The module attribute whose weights ``encoder.pt`` holds (and checkpoints hold under that prefix):
+    DINO evaluates its teacher, the SimCLR family its one encoder."""
+    return "teacher_encoder" if method in DINO_METHODS else "encoder"
+
+
 def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
     cf_path = config.cf_store or default_cf_store(config.method, config.data)
     data = open_pretrain_data(config.method, config.data, cf_path, config.split)
@@ -110,7 +116,7 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
     if not stage.primary:
         return None
     info = {"image_size": list(data.image_size), "method": config.method, "seed": config.seed}
-    encoder = module.teacher_encoder if config.method in DINO_METHODS else module.encoder  # DINO evaluates its teacher
+    encoder = getattr(module, saved_encoder(config.method))
     encoder_path = save_encoder(out, encoder, info)
     training_curve(out / layout.TRAINER_LOG, out / layout.LOSS_CURVE, ["train/loss_step", "train/loss_epoch", "probe/accuracy"])
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
