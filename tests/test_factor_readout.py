@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark_scripts import load_benchmark
 from evaluation_fixtures import tiny_encoder, tiny_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,10 +21,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("factor_readout", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("factor_readout")
 
 
 def test_effective_rank_of_hand_made_features():

@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
+from benchmark_scripts import load_benchmark
 from cfcl.contrastive import pretrain
 from test_contrastive_dino import _config
 from test_contrastive_pretrain import stores  # noqa: F401 - fixture
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_budget.py"
-
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("pretrain_budget", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("pretrain_budget")
 
 
 def _weights(encoder) -> list[torch.Tensor]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -10,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from benchmark_scripts import load_benchmark
 from cfcl.data.store import write_store
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "science_targets.py"
 DOMAINS = ["major", "middle", "rare", "held_out"]
 
 # AUROC at the lowest label fraction, seeds 0 and 1: (id, rare scanner, transfer, ood probe)
@@ -28,10 +27,7 @@ PICKS = [("linear", "id", "all"), ("linear", "id", "rare"), ("transfer", "ood", 
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("science_targets", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("science_targets")
 
 
 def metrics_table(methods=tuple(AUROC)) -> pd.DataFrame:
