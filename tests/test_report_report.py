@@ -18,11 +18,37 @@ from cfcl.evaluation.results import (
 from cfcl.plotting import save_png
 from cfcl.report.report import run_report
 from cfcl.report.summary import (
-    ReportError, gain_cell, headline_gain_table, headline_table, invariance_table, print_headline, subgroup_gap_table,
+    ReportError, gain_cell, gap_caption, headline_gain_table, headline_table, invariance_table, print_headline, subgroup_gap_table,
 )
 from evaluation_fixtures import complete_stage
 
 DOMAINS = ["major", "rare"]
+# A cf_quality.json as `cfcl cf evaluate` writes it (scanners major, rare and the held-out ood), with the
+# tiny values and nested records a real one has.
+QUALITY = {
+    "domains": ["major", "rare", "ood"], "evaluated_domains": ["major", "rare"], "rare_domain": "rare", "splits": ["test"],
+    "n_images": {"major": 32, "rare": 32},
+    "generator": {"guide": "956c9a94c082cb02", "kind": "model", "path": "/runs/demo/cf_finetune/generator.pt"},
+    "judge": {"arch": "small", "path": "/runs/demo/cf_judge/classifier.pt", "role": "judge", "seed": 2,
+              "val_balanced_accuracy": 0.987654321},
+    "effectiveness": {"auroc": {"major": 0.9912345, "rare": 0.97}, "auroc_macro": 0.98061725, "balanced_accuracy": 0.953125,
+                      "confusion": {"labels": ["major", "rare", "ood"], "matrix": [[0, 29, 3], [32, 0, 0], [0, 0, 0]]}},
+    "pairs": [
+        {"judge_accuracy": 0.90625, "mae_cf": 0.0857982411980629, "mae_identity": 0.2765634655952453, "n": 32,
+         "pair": "major->rare", "ratio": 0.310230, "reversibility": 1.195697318934208e-09, "source": 0, "target": 1},
+        {"judge_accuracy": 1.0, "mae_cf": 0.09123, "mae_identity": 0.2611, "n": 32, "pair": "rare->major",
+         "ratio": 0.3494, "reversibility": 0.0012, "source": 1, "target": 0},
+    ],
+    "composition": {"mae_1": 1.268241067720055e-08, "mae_10": 2.5e-05, "per_source": {"major": 3.1e-05, "rare": 1.9e-05}},
+    "reversibility": {"mae": 0.00060059, "rare_as_source": 0.0012, "rare_as_target": 1.195697318934208e-09},
+    "truth": {"mae_cf": 0.0885, "mae_identity": 0.2688, "ratio": 0.3292,
+              "rare_as_source": {"mae_cf": 0.09123, "mae_identity": 0.2611, "ratio": 0.3494},
+              "rare_as_target": {"mae_cf": 0.0857982411980629, "mae_identity": 0.2765634655952453, "ratio": 0.310230}},
+    "targets": {"effectiveness": {"pass": True, "threshold": 0.95, "value": 0.953125},
+                "mae_ratio": {"pass": True, "threshold": 0.5, "value": 0.3292},
+                "reversibility": {"pass": True, "threshold": 0.02, "value": 0.00060059}},
+    "passed": True,
+}
 
 
 def fake_metrics(rng) -> pd.DataFrame:
@@ -76,12 +102,7 @@ def run_dir(tmp_path):
     gaps = subgroup_gap_rows(pd.read_csv(eval_dir / "metrics.csv"))
     pd.DataFrame(gaps, columns=SUBGROUP_GAP_COLUMNS).to_csv(eval_dir / "subgroup_gaps.csv", index=False)
     png(eval_dir / "tsne_simclr.png")
-    (run / "cf_quality" / "cf_quality.json").write_text(json.dumps({
-        "effectiveness": {"major->rare": {"accuracy": 0.91, "n": 40}, "rare->major": {"accuracy": 0.85, "n": 40}},
-        "composition": {"mae": 0.0123},
-        "reversibility": {"mae": {"mean": 0.02, "std": 0.01}},
-        "note": "judge: cf_judge",
-    }))
+    (run / "cf_quality" / "cf_quality.json").write_text(json.dumps(QUALITY))
     png(run / "cf_quality" / "cf_grid.png")
     return run
 
@@ -90,7 +111,7 @@ def three_seed_cell(diffs: pd.Series) -> tuple[str, float]:
     """The report's cell of a paired difference over 3 seeds, computed by hand, and its lower bound."""
     half = 4.302653 * diffs.std() / np.sqrt(3)  # t(0.975, 2 degrees of freedom)
     low, high = diffs.mean() - half, diffs.mean() + half
-    verdict = "supported" if low > 0 or high < 0 else "not supported"
+    verdict = "supported" if low > 0 or high < 0 else "not resolved"
     return f"{diffs.mean():+.3f} [{low:+.3f}, {high:+.3f}], {(diffs > 0).sum()}/3 > 0, {verdict}", low
 
 
@@ -142,7 +163,8 @@ def test_report_is_one_self_contained_page_with_every_figure(run_dir):
     assert len(images) == 8
     for data in images:
         Image.open(io.BytesIO(base64.b64decode(data))).load()
-    for text in ("Headline results", "cf_simclr (linear)", "major-&gt;rare", "0.91", "reversibility", "cf_grid.png",
+    for text in ("Verdict", "Headline results", "cf_simclr (linear)", "major → rare", "0.906", "reversibility MAE",
+                 "Counterfactuals of the fine-tuned generator on test images", "Pretraining cf_simclr, seed 0",
                  "Stages, timings and configs", "pretrain/simclr-s0/config.yaml", "Complete run."):
         assert text in page
     summary = (run_dir / "report" / "summary.md").read_text()
@@ -200,6 +222,13 @@ def test_one_seed_headline_shows_values_without_a_spread(run_dir):
     one = headline_text(metrics[metrics["seed"] == metrics["seed"].min()])
     assert "AUROC at 10% labels (1 seed: no spread)" in one and "±" not in one
     assert "±" in headline_text(metrics)
+    run_report(run_dir)  # the report's caption is the terminal's: no "mean ± std" over a table of single values
+    assert "**AUROC at 10% labels (mean ± std over 3 seeds)**" in (run_dir / "report" / "summary.md").read_text()
+    (run_dir / "eval" / "seed_gains.csv").unlink()
+    metrics[metrics["seed"] == 0].to_csv(run_dir / "eval" / "metrics.csv", index=False)
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "**AUROC at 10% labels (1 seed: no spread)**" in summary and "one seed: single values, no spread" in summary
 
 
 def test_subgroup_gap_is_male_minus_female_paired_by_seed_with_a_t_interval(run_dir):
@@ -216,10 +245,11 @@ def test_subgroup_gap_is_male_minus_female_paired_by_seed_with_a_t_interval(run_
     row = gaps.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'").iloc[0]
     assert row["gap"] == pytest.approx(diffs.mean()) and row["ci_low"] == pytest.approx(low, abs=1e-5)
     assert row["n_seeds"] == 3 and row["n_positive"] == (diffs > 0).sum()
-    # one seed: the gap alone, saying why there is no interval
+    # one seed: the gap alone, and the caption says once why there is no interval and what to run
     one = pd.DataFrame(subgroup_gap_rows(metrics[metrics.seed == 0]), columns=SUBGROUP_GAP_COLUMNS)
     cell = subgroup_gap_table(one, 0.1, "sex=M").loc["simclr (linear)", "OOD (direct transfer)"]
-    assert cell == f"{diffs[0]:+.3f} (1 seed: no interval)"
+    assert cell == f"{diffs[0]:+.3f}"
+    assert "at 10% labels, one seed: no interval; run `cfcl run benchmark`" in gap_caption(one, 0.1, "sex=M")
 
 
 def test_metrics_csv_without_a_subgroup_column_reads_as_whole_test_sets(run_dir):
@@ -275,7 +305,7 @@ def test_the_quality_of_sex_counterfactuals_is_one_table_beside_the_scanners(run
     quality("cf_quality_base", None, 0.123)  # the scanner's quality before fine-tuning: not a parent's table
     run_report(run_dir)
     summary = (run_dir / "report" / "summary.md").read_text()
-    assert "counterfactual quality of sex (cf_quality_sex): targets" in summary
-    table = summary.split("counterfactual quality of sex (cf_quality_sex): targets")[1]
-    assert re.search(r"\| effectiveness \| 0\.8125 \| 0\.95 \| False \|", table)
-    assert "0.123" not in summary and "counterfactual quality: effectiveness" in summary
+    assert "Quality of the counterfactuals of sex: 1 of 2 pass marks met" in summary
+    table = summary.split("Quality of the counterfactuals of sex: 1 of 2 pass marks met")[1]
+    assert re.search(r"\| effectiveness: the judge finds the intended sex \(balanced accuracy\) \| 0\.812 \| ≥ 0\.95 \| no \|", table)
+    assert "0.123" not in summary and "Counterfactual quality against its pass marks: 3 of 3 pass marks met" in summary

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -10,6 +12,8 @@ from cfcl.evaluation.metrics import seed_interval
 from cfcl.evaluation.results import INVARIANCE_MEASURES, whole_test_sets
 
 LINESTYLE = {"linear": "-", "transfer": "-", "finetune": "--"}
+TRANSFER_COLUMN = "OOD (direct transfer)"  # the ID probe applied to the OOD test set (protocol ``transfer``)
+TICK_CHARACTERS = 14  # a test set's name wraps to lines of at most this many characters under its tick
 
 
 def method_colours(methods) -> dict[str, str]:
@@ -42,12 +46,18 @@ def seed_summary(metrics: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
     return summary
 
 
+def panel_columns(rows: pd.DataFrame, protocol: str) -> list[tuple[str, str, str]]:
+    """The headline test sets of ``rows`` of one protocol, named as in the tables: a ``transfer`` row is the
+    ID probe on the OOD test set."""
+    return [(TRANSFER_COLUMN, "ood", "all")] if protocol == "transfer" else test_columns(rows)
+
+
 def auroc_vs_fraction(metrics: pd.DataFrame) -> Figure:
-    """AUROC (mean ± std over seeds) against label fraction, one panel per test set."""
+    """AUROC against label fraction, one panel per test set: mean ± std over seeds, points alone with one seed."""
     summary = seed_summary(metrics)
     panels = [(name, t, d, False) for name, t, d in test_columns(metrics)]
     if (summary["protocol"] == "transfer").any():
-        panels.append(("OOD, direct transfer", "ood", "all", True))
+        panels.append((TRANSFER_COLUMN, "ood", "all", True))
     n, cols = len(panels), min(len(panels), 3)
     rows = int(np.ceil(n / cols))
     fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
@@ -59,7 +69,8 @@ def auroc_vs_fraction(metrics: pd.DataFrame) -> Figure:
         part = part[(part["protocol"] == "transfer") == transfer]
         for (method, protocol), line in part.groupby(["method", "protocol"], sort=True):
             line = line.sort_values("label_fraction")
-            ax.errorbar(line["label_fraction"] * 100, line["mean"], yerr=line["std"], marker="o", capsize=3,
+            spread = line["std"] if (line["count"] >= 2).all() else None
+            ax.errorbar(line["label_fraction"] * 100, line["mean"], yerr=spread, marker="o", capsize=3,
                         color=colours[method], ls=LINESTYLE.get(protocol, "-"), label=f"{method} ({protocol})")
         ax.set_xscale("log")
         ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
@@ -83,37 +94,42 @@ def gain_figure(
     ``gains`` holds ``value`` (the AUROC gain over the reference of ``gains.csv``, or the subgroup gap of
     ``subgroup_gaps.csv``), ``ci_low`` and ``ci_high`` (NaN: no interval, a point alone); ``what`` names it
     (default: AUROC gain over the reference). ``colours``: method colours shared with the other figures.
+    Test sets are named as in the headline tables, their names wrapped so that neighbours do not overlap.
     """
     panels = gains[["protocol", "label_fraction"]].drop_duplicates().sort_values(["protocol", "label_fraction"])
     n = len(panels)
-    fig = Figure(figsize=(max(5.0, 1.3 * gains["domain"].nunique() + 3), 2.8 * n))
+    widest = max(len(panel_columns(gains[gains["protocol"] == p], p)) for p in panels["protocol"].unique())
+    fig = Figure(figsize=(max(5.0, 1.15 * widest + 1.5), 3.0 * n))
     axes = fig.subplots(n, 1, squeeze=False).ravel()
     methods = sorted(gains["method"].unique())
     colours = colours or method_colours(methods)
     width = 0.8 / max(1, len(methods))
     for ax, (_, panel) in zip(axes, panels.iterrows()):
         part = gains[(gains["protocol"] == panel["protocol"]) & (gains["label_fraction"] == panel["label_fraction"])]
-        groups = list(dict.fromkeys(f"{r.test_set}/{r.domain}" for r in part.itertuples()))
+        groups = panel_columns(part, panel["protocol"])
+        place = {(test_set, domain): g for g, (_, test_set, domain) in enumerate(groups)}
+        part = part[[(r.test_set, r.domain) in place for r in part.itertuples()]]
         for i, method in enumerate(methods):
             rows = part[part["method"] == method]
-            x = [groups.index(f"{r.test_set}/{r.domain}") + (i - (len(methods) - 1) / 2) * width for r in rows.itertuples()]
+            x = [place[(r.test_set, r.domain)] + (i - (len(methods) - 1) / 2) * width for r in rows.itertuples()]
             # The interval as it is: a percentile bootstrap's may not contain its point estimate.
             ax.vlines(x, rows["ci_low"], rows["ci_high"], color=colours[method], lw=1.5)
             ax.plot(x, rows[value], "o", color=colours[method], label=method)
         ax.axhline(0, color="grey", lw=1)
-        ax.set_xticks(range(len(groups)), groups, fontsize=8)
+        ax.set_xticks(range(len(groups)), [textwrap.fill(name, TICK_CHARACTERS) for name, _, _ in groups], fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         reference = part["reference"].iloc[0] if len(part) else ""
         ax.set_title(f"{panel['protocol']}, {panel['label_fraction'] * 100:g}% labels: {what or f'AUROC gain over {reference}'}")
         ax.set_ylabel(f"AUROC {value}")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, loc="best")
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
 
 def predictability_figure(table: pd.DataFrame) -> Figure:
-    """Per method, each domain-invariance measure (lower is more invariant): mean and t-interval over seeds."""
+    """Per method, each domain-invariance measure (lower is more invariant): mean and t-interval over seeds,
+    a bar alone where there is no interval (one seed)."""
     measures = [c for c in INVARIANCE_MEASURES if c in table.columns]
     methods = sorted(table["method"].unique())
     fig = Figure(figsize=(max(4.0, 0.9 * len(methods) + 2) * len(measures), 3.4))
@@ -121,8 +137,12 @@ def predictability_figure(table: pd.DataFrame) -> Figure:
     for ax, measure in zip(axes, measures):
         estimates = [seed_interval(table[table["method"] == m].set_index("seed")[measure]) for m in methods]
         means = np.array([e.mean for e in estimates])
-        err = np.nan_to_num(np.array([[e.mean - e.ci_low, e.ci_high - e.mean] for e in estimates]).T)
-        ax.bar(methods, means, yerr=err, capsize=4, color="tab:blue")
+        err = np.array([[e.mean - e.ci_low, e.ci_high - e.mean] for e in estimates]).T
+        ax.bar(methods, means, color="tab:blue")
+        shown = ~np.isnan(err).any(axis=0)
+        if shown.any():
+            ax.errorbar(np.flatnonzero(shown), means[shown], yerr=err[:, shown], fmt="none", capsize=4, color="black")
+        err = np.nan_to_num(err)
         if measure == "balanced_accuracy":
             ax.axhline(float(table["chance"].iloc[0]), color="tab:red", ls="--", label="chance")
             ax.legend(fontsize=8, loc="lower right")

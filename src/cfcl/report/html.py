@@ -11,19 +11,21 @@ import pandas as pd
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { border-bottom: 2px solid #ccc; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; display: block; overflow-x: auto; }
+td { white-space: nowrap; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1em 0; } figcaption { color: #555; font-size: 0.9em; }
 img { max-width: 100%; height: auto; }
 pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; font-size: 0.85em; }
-.absent { color: #a33; }
+.absent { color: #a33; } li { margin: 0.3em 0; }
 """
 
 
 @dataclass
 class Block:
-    """One piece of a section: ``text``, ``absent`` (a missing part), ``pre`` (folded), ``table`` (DataFrame) or ``image`` (PNG bytes)."""
+    """One piece of a section: ``text``, ``list`` (of ``(bold lead, text)`` items), ``absent`` (a missing part),
+    ``pre`` (folded), ``table`` (DataFrame) or ``image`` (PNG bytes)."""
 
     kind: str
     content: object
@@ -45,6 +47,8 @@ def _block(block: Block) -> str:
     caption = html.escape(block.caption)
     if block.kind == "text":
         return f"<p>{html.escape(str(block.content))}</p>"
+    if block.kind == "list":
+        return "<ul>" + "".join(f"<li><b>{html.escape(who)}</b> {html.escape(what)}</li>" for who, what in block.content) + "</ul>"
     if block.kind == "absent":
         return f'<p class="absent">{html.escape(str(block.content))}</p>'
     if block.kind == "pre":

@@ -21,13 +21,34 @@ from cfcl.evaluation.results import (
 from cfcl.plotting import png_bytes
 from cfcl.report import figures
 from cfcl.report.html import Block, Section, render_page
+from cfcl.report.quality import pass_caption, pass_marks, quality_tables
 from cfcl.report.summary import (
-    ReportError, gain_caption, gap_caption, headline_fractions, headline_gain_table, headline_table, invariance_gain_table,
-    invariance_table, markdown_table, subgroup_gap_table,
+    ReportError, gain_caption, gap_caption, headline_caption, headline_fractions, headline_gain_table, headline_table,
+    invariance_gain_table, invariance_table, markdown_table, readable, subgroup_gap_table, verdict,
 )
 from cfcl.stage import CONFIG, MANIFEST, read_manifest
 
 EXPECTED_STAGES = (layout.DATA, layout.CF_MODEL, layout.CF_STORE, layout.CF_QUALITY, layout.PRETRAIN, layout.EVAL)
+COUNTERFACTUAL_GRID = "counterfactual_grid.png"  # of cf_model and cf_finetune
+GRID_LAYOUT = ("one column per training image; rows: the image, the generator's reconstruction of it (its mean), "
+               "then the image moved to each scanner (do(scanner))")
+# What each figure of the counterfactual stages shows, by (stage folder, file name).
+STAGE_FIGURES = {
+    (layout.CF_QUALITY, layout.CF_GRID): (
+        "Counterfactuals of the fine-tuned generator on test images, one row per image (named by its own scanner); "
+        "columns: the image, its counterfactual on each scanner (do(scanner)), then the true counterfactuals where "
+        "the data has them"),
+    (layout.CF_FINETUNE, COUNTERFACTUAL_GRID): f"The generator after counterfactual fine-tuning: {GRID_LAYOUT}",
+    (layout.CF_FINETUNE, layout.TRAINING_CURVE): (
+        "Counterfactual fine-tuning per step: the guide's cross-entropy and accuracy on the counterfactuals, the "
+        "negative ELBO and the multipliers that hold it and the round trip in bounds"),
+    (layout.CF_MODEL, COUNTERFACTUAL_GRID): f"The generator before fine-tuning: {GRID_LAYOUT}",
+    (layout.CF_MODEL, "prior_samples.png"): "The generator before fine-tuning: random images drawn from its prior",
+    (layout.CF_MODEL, layout.TRAINING_CURVE): (
+        "Training the generator: negative ELBO and its KL term per step, and the validation negative ELBO"),
+}
+STAGE_WORDS = {layout.CF_QUALITY: "Counterfactual quality", layout.CF_FINETUNE: "The generator after fine-tuning",
+               layout.CF_MODEL: "The generator before fine-tuning"}
 
 
 @dataclass
@@ -56,6 +77,11 @@ class Report:
     def text(self, section: Section, text: str) -> None:
         section.blocks.append(Block("text", text))
         self.markdown.append(f"{text}\n")
+
+    def items(self, section: Section, items: list[tuple[str, str]]) -> None:
+        """A bulleted list of ``(lead, text)``, the lead in bold."""
+        section.blocks.append(Block("list", items))
+        self.markdown.append("".join(f"- **{who}** {what}\n" for who, what in items))
 
     def missing(self, section: Section, what: str) -> None:
         self.absent.append(what)
@@ -103,19 +129,19 @@ def png_file(path: Path) -> bytes | None:
     return path.read_bytes()
 
 
-def quality_tables(data: dict) -> list[tuple[str, pd.DataFrame]]:
-    """One table per top-level section of ``cf_quality.json``: rows of nested dicts, or key/value pairs."""
-    tables = []
-    for name, value in data.items():
-        if isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
-            frame = pd.DataFrame.from_dict({k: pd.json_normalize(v, sep=".").iloc[0] for k, v in value.items()}, orient="index")
-        elif isinstance(value, dict):
-            flat = pd.json_normalize(value, sep=".")
-            frame = pd.DataFrame({"value": flat.iloc[0].astype(str)}) if len(flat.columns) else pd.DataFrame()
-        else:
-            frame = pd.DataFrame({"value": [str(value)]}, index=[name])
-        tables.append((name, frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)))
-    return tables
+def _verdict(report: Report, run_dir: Path) -> None:
+    """The first section: which method beats the reference, by how much and how sure, in words."""
+    section = report.section("Verdict")
+    path = layout.RunLayout(run_dir).eval / layout.SEED_GAINS
+    seed_gains = optional_csv(path, SEED_GAIN_COLUMNS)
+    found = verdict(seed_gains) if seed_gains is not None else None
+    if found is None:
+        report.text(section, f"No verdict: {path} holds no AUROC gain over the reference method (run `cfcl evaluate` "
+                             "with the reference method among the encoders).")
+        return
+    report.text(section, found.lead)
+    report.items(section, found.lines)
+    report.text(section, "Every test set, scanner and label fraction: the headline results below.")
 
 
 def _results(report: Report, run_dir: Path) -> None:
@@ -132,17 +158,18 @@ def _results(report: Report, run_dir: Path) -> None:
     seed_gains_path = eval_dir / layout.SEED_GAINS
     seed_gains = optional_csv(seed_gains_path, SEED_GAIN_COLUMNS)
     for fraction in headline_fractions(metrics):
-        n_seeds = metrics.loc[metrics["label_fraction"] == fraction, "seed"].nunique()
-        caption = f"AUROC at {fraction * 100:g}% labels, mean ± std over {n_seeds} seed(s)"
-        report.table(section, headline_table(metrics, fraction), caption, "method (protocol)")
+        report.table(section, headline_table(metrics, fraction), headline_caption(metrics, fraction), "method (protocol)")
         if seed_gains is not None:
             report.table(section, headline_gain_table(seed_gains, fraction), gain_caption(seed_gains, fraction), "method (protocol)")
     if seed_gains is None:
         report.missing(section, f"seed-level gains in {seed_gains_path} (the reference method was not evaluated, "
                                 "or by a cfcl older than this table: `cfcl evaluate --force`)")
     curves = report.section("AUROC against label fraction")
+    n_seeds = metrics["seed"].nunique()
+    spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed: single values, no spread"
+    dashed = "; dashed: fine-tuning" if (metrics["protocol"] == "finetune").any() else ""
     report.figure(curves, "auroc_vs_fraction.png", png_bytes(figures.auroc_vs_fraction(metrics)),
-                  "AUROC (mean ± std over seeds) per test set")
+                  f"AUROC against the fraction of training labels on each test set ({spread}{dashed})")
     gains_section = report.section("Gain over the reference method per domain, test-set bootstrap")
     gains_path = eval_dir / layout.GAINS
     gains = optional_csv(gains_path, GAIN_COLUMNS)
@@ -150,16 +177,30 @@ def _results(report: Report, run_dir: Path) -> None:
         report.missing(gains_section, f"gains in {gains_path} (the reference method was not evaluated)")
     else:
         report.figure(gains_section, "gain_over_reference.png", png_bytes(figures.gain_figure(gains, figures.method_colours(metrics["method"]))),
-                      "Seed-averaged AUROC gain with paired-bootstrap intervals over test images (not over seeds)")
-        shown = gains.assign(**{c: gains[c].map("{:+.3f}".format) for c in ("gain", "ci_low", "ci_high")})
-        report.table(gains_section, shown.set_index("method"),
-                     "AUROC gain over the reference; ci: paired bootstrap of the test images, which says how much the "
-                     "test set alone moves the seed-averaged gain. Whether a gain holds across seeds: the headline gain tables",
-                     "method")
+                      "Seed-averaged AUROC gain over the reference per test set, with its paired-bootstrap interval over "
+                      "test images (not over seeds)")
+        report.table(gains_section, bootstrap_gain_table(gains),
+                     "AUROC gain over the reference; interval: paired bootstrap of the test images, which says how much "
+                     "the test set alone moves the seed-averaged gain. Whether a gain holds across seeds: the verdict "
+                     "and the headline gain tables", "method")
     notes = eval_dir / layout.NOTES
     if notes.is_file() and notes.read_text().strip():
         section.blocks.append(Block("pre", notes.read_text(), "evaluation notes (skipped settings)"))
         report.markdown.append("Evaluation notes:\n\n```\n" + notes.read_text() + "```\n")
+
+
+def bootstrap_gain_table(gains: pd.DataFrame) -> pd.DataFrame:
+    """``gains.csv`` for people: test sets named as in the headline tables, gains and intervals to 3 decimals."""
+    names = {(protocol, test_set, domain): name for protocol, part in gains.groupby("protocol")
+             for name, test_set, domain in figures.panel_columns(part, protocol)}
+    return pd.DataFrame({
+        "protocol": gains["protocol"].to_numpy(),
+        "labels": [f"{f * 100:g}%" for f in gains["label_fraction"]],
+        "test set": [names.get((r.protocol, r.test_set, r.domain), f"{r.test_set} {r.domain}") for r in gains.itertuples()],
+        "seeds": gains["n_seeds"].to_numpy(),
+        "gain": gains["gain"].map("{:+.3f}".format).to_numpy(),
+        "interval": [f"[{low:+.3f}, {high:+.3f}]" for low, high in zip(gains["ci_low"], gains["ci_high"])],
+    }, index=gains["method"].to_numpy())
 
 
 def _subgroups(report: Report, run_dir: Path) -> None:
@@ -199,7 +240,7 @@ def _variance(report: Report, run_dir: Path) -> None:
     where = lowest["test_set"].where(lowest["domain"] == "all", lowest["test_set"] + " " + lowest["domain"])
     shown = lowest.assign(method=lowest["method"] + " (" + lowest["protocol"] + ", " + where + ")")
     columns = ["n_seeds", "n_draws", "sd_seed", "sd_draw", "sd_test", "half_width", "half_width_10_seeds", "seeds_needed"]
-    frame = shown.set_index("method")[columns].round(4)
+    frame = shown.set_index("method")[columns].map(readable)
     report.table(report.section("Where the spread of a gain comes from"), frame,
                  f"AUROC gain over {lowest['reference'].iloc[0]} at {lowest['label_fraction'].iloc[0]:g} of the labels, "
                  "on each test set and each of its scanners: standard deviation of one seed's gain from the pretraining "
@@ -217,10 +258,11 @@ def _embeddings(report: Report, run_dir: Path) -> None:
     if table is None:
         report.missing(section, f"{path} (run `cfcl evaluate` with embeddings enabled)")
     else:
+        n_seeds = int(table.groupby("method")["seed"].nunique().max())
+        spread = "mean and 95% t-interval over seeds" if n_seeds > 1 else "one seed: single values, no interval"
         report.figure(section, "domain_predictability.png", png_bytes(figures.predictability_figure(table)),
                       "Domain predictability (balanced accuracy of a linear classifier on PCA-16 features, 5-fold; "
-                      "dashed: chance) and clustering by domain (k-NN purity relative to chance, silhouette): "
-                      "mean and 95% t-interval over seeds")
+                      f"dashed: chance) and clustering by domain (k-NN purity relative to chance, silhouette): {spread}")
         k = f" (k = {int(table['knn_k'].iloc[0])})" if "knn_k" in table.columns else ""
         report.table(section, invariance_table(table),
                      f"Domain invariance, mean [95% t-interval over seeds]; lower is more invariant. knn_purity{k}: "
@@ -258,33 +300,32 @@ def _quality_json(path: Path) -> dict:
     return data
 
 
-def intervention_targets(data: dict) -> pd.DataFrame:
-    """The pass marks of one intervention's ``cf_quality.json``: value, threshold and pass per target."""
-    frame = pd.DataFrame.from_dict(data.get("targets") or {}, orient="index", columns=["value", "threshold", "pass"])
-    return frame.map(lambda v: f"{v:.4g}" if isinstance(v, float) else v)
-
-
 def _counterfactuals(report: Report, run_dir: Path) -> None:
     section = report.section("Counterfactuals")
     quality = layout.RunLayout(run_dir).stage(layout.CF_QUALITY)
     path = quality / layout.CF_QUALITY_JSON
     if path.is_file():
-        for name, frame in quality_tables(_quality_json(path)):
-            report.table(section, frame, f"counterfactual quality: {name}")
+        try:
+            tables = quality_tables(_quality_json(path))
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ReportError(f"{path} is not a cf_quality.json as `cfcl cf evaluate` writes it ({type(exc).__name__}: {exc})") from None
+        for caption, frame, index_name in tables:
+            report.table(section, frame, caption, index_name)
     else:
         report.missing(section, f"{path} (run `cfcl cf evaluate`)")
     others = run_dir.glob(f"{layout.CF_QUALITY}_*/{layout.CF_QUALITY_JSON}")
     for other in sorted(p for p in others if p.parent.name != layout.CF_QUALITY_BASE):  # other parents (cf_quality_sex)
         data = _quality_json(other)
         parents = ", ".join(data.get("intervened") or [other.parent.name])
-        caption = f"counterfactual quality of {parents} ({other.parent.name}): targets"
-        report.table(section, intervention_targets(data), caption, "target")
+        report.table(section, pass_marks(data), pass_caption(data, f"Quality of the counterfactuals of {parents}"), "measure")
     folders = (quality, *(layout.RunLayout(run_dir).stage(name) for name in (layout.CF_FINETUNE, layout.CF_MODEL)))
     grids = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.png"))]
     if not grids:
         report.missing(section, f"counterfactual grids (*.png) in {', '.join(str(f) for f in folders)}")
     for grid in grids:
-        _embed_png(report, section, grid, f"{grid.parent.name}_{grid.name}", f"{grid.parent.name}/{grid.name}")
+        stage = grid.parent.name
+        caption = STAGE_FIGURES.get((stage, grid.name), f"{STAGE_WORDS[stage]}: {grid.stem.replace('_', ' ')}")
+        _embed_png(report, section, grid, f"{stage}_{grid.name}", caption)
 
 
 def _pretraining(report: Report, run_dir: Path) -> None:
@@ -294,7 +335,10 @@ def _pretraining(report: Report, run_dir: Path) -> None:
     if not folders:
         report.missing(section, f"pretrained encoders in {pretrain} (run `cfcl pretrain`)")
     for folder in folders:
-        _embed_png(report, section, folder / layout.LOSS_CURVE, f"loss_{folder.name}.png", f"{folder.name}: contrastive loss")
+        run = re.fullmatch(r"(.+)-s(\d+)", folder.name)
+        what = f"{run[1]}, seed {run[2]}" if run else folder.name
+        _embed_png(report, section, folder / layout.LOSS_CURVE, f"loss_{folder.name}.png",
+                   f"Pretraining {what}: training loss per step and per epoch")
 
 
 def _stages(report: Report, run_dir: Path, folders: list[Path]) -> None:
@@ -329,6 +373,7 @@ def build_report(run_dir: Path) -> Report:
             f"run folder {run_dir} holds no stage outputs (expected some of {', '.join(EXPECTED_STAGES)} with {MANIFEST})"
         )
     report = Report()
+    _verdict(report, run_dir)
     _results(report, run_dir)
     _subgroups(report, run_dir)
     _variance(report, run_dir)
@@ -351,7 +396,8 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         "Complete run." if not report.absent
         else f"Partial run: {len(report.absent)} part(s) absent, marked in place."
     )
-    sections = [Section("Run", [Block("text", f"Run folder: {run_dir.resolve()}. {status}")]), *report.sections]
+    verdict_section, *others = report.sections  # the verdict first, then where the run is and whether it is whole
+    sections = [verdict_section, Section("Run", [Block("text", f"Run folder: {run_dir.resolve()}. {status}")]), *others]
     for name, png in report.pngs.items():
         atomic.write_bytes(out / layout.FIGURES / name, png)
     summary = [f"# {title}\n", f"Run folder: `{run_dir.resolve()}`. {status}\n"]

@@ -1,21 +1,32 @@
 """The headline tables as text and markdown: method x test set, AUROC mean ± std over seeds, and each
-method's gain over the reference with its t-interval over seeds; the domain-invariance tables."""
+method's gain over the reference with its t-interval over seeds; the verdict in words; the domain-invariance tables."""
 
 from __future__ import annotations
 
+import math
 import sys
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import numpy as np
 import pandas as pd
 
 from cfcl import layout
 from cfcl.errors import CfclError
+from cfcl.evaluation.evaluate import COVARIATES, RANDOM, SUPERVISED
 from cfcl.evaluation.metrics import seed_interval
 from cfcl.evaluation.results import INVARIANCE_MEASURES
-from cfcl.report.figures import seed_summary, test_columns
+from cfcl.report.figures import TRANSFER_COLUMN, seed_summary, test_columns
 
-TRANSFER_COLUMN = "OOD (direct transfer)"
+TERMINAL_WIDTH = 100  # the headline printed by `cfcl demo` / `cfcl run` fits a terminal this wide
+SMALLEST = 1e-4  # a nonzero value below this prints as "< 0.0001": its digits are noise to a reader
+# The whole test sets the verdict judges: (column name, protocol, test set), all on domain "all".
+VERDICT_COLUMNS = (("ID", "linear", "id"), ("OOD (own labels)", "linear", "ood"), (TRANSFER_COLUMN, "transfer", "ood"))
+BASELINES = (RANDOM, COVARIATES, SUPERVISED)
+MORE_SEEDS = ("run `cfcl run benchmark` (20 seeds x 10 label draws), or list more `seeds` and `evaluate.seeds` in "
+              "the run config, for 95% intervals")
 
 
 class ReportError(CfclError):
@@ -58,27 +69,35 @@ def headline_table(metrics: pd.DataFrame, fraction: float, metric: str = "auroc"
     return _method_rows(summary, test_columns(metrics), _cell)
 
 
-def gain_cell(row: pd.Series, value: str = "gain") -> str:
+def gain_cell(row: pd.Series, value: str = "gain", note: bool = True) -> str:
     """``+0.110 [+0.021, +0.199], 3/3 > 0, supported``: mean, t-interval over seeds, sign count, verdict.
 
-    ``value``: the column of the mean, ``gain`` (``seed_gains.csv``) or ``gap`` (``subgroup_gaps.csv``).
+    ``value``: the column of the mean, ``gain`` (``seed_gains.csv``) or ``gap`` (``subgroup_gaps.csv``); one
+    seed's cell is its value and, with ``note``, why it has no interval (without: the caption says so).
     """
     if row["n_seeds"] < 2:
-        return f"{row[value]:+.3f} ({row['note']})"
-    verdict = "supported" if row["supported"] else "not supported"
+        return f"{row[value]:+.3f}" + (f" ({row['note']})" if note else "")
+    verdict = "supported" if row["supported"] else "not resolved"
     return f"{row[value]:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['n_positive']}/{row['n_seeds']} > 0, {verdict}"
+
+
+def _one_seed(rows: pd.DataFrame) -> bool:
+    """Whether every difference of ``rows`` comes from one seed (the table's caption then says so, once)."""
+    return bool(rows["n_seeds"].max() < 2)
 
 
 def headline_gain_table(seed_gains: pd.DataFrame, fraction: float, metric: str = "auroc") -> pd.DataFrame:
     """Each method's gain over the reference (``seed_gains.csv``) per test set, in the headline table's layout."""
     rows = seed_gains[(seed_gains["label_fraction"] == fraction) & (seed_gains["metric"] == metric)]
-    return _method_rows(rows, test_columns(rows), gain_cell)
+    return _method_rows(rows, test_columns(rows), lambda row: gain_cell(row, note=not _one_seed(rows)))
 
 
-def gain_caption(seed_gains: pd.DataFrame, fraction: float) -> str:
+def gain_caption(seed_gains: pd.DataFrame, fraction: float, metric: str = "auroc") -> str:
     """What the headline gain table shows, with the reference and the interval's level it was computed with."""
     reference = ", ".join(sorted(set(seed_gains["reference"])))
     level = float(seed_gains["level"].iloc[0]) * 100
+    if _one_seed(seed_gains[(seed_gains["label_fraction"] == fraction) & (seed_gains["metric"] == metric)]):
+        return f"AUROC gain over {reference} at {fraction * 100:g}% labels, one seed: no interval; {MORE_SEEDS}"
     return (
         f"AUROC gain over {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% t-interval over "
         f"seeds], seeds with a gain > 0 / seeds; supported = the interval excludes 0"
@@ -88,13 +107,16 @@ def gain_caption(seed_gains: pd.DataFrame, fraction: float) -> str:
 def subgroup_gap_table(gaps: pd.DataFrame, fraction: float, subgroup: str, metric: str = "auroc") -> pd.DataFrame:
     """Each method's gap of ``subgroup`` over its reference (``subgroup_gaps.csv``) per test set, in the headline layout."""
     rows = gaps[(gaps["label_fraction"] == fraction) & (gaps["metric"] == metric) & (gaps["subgroup"] == subgroup)]
-    return _method_rows(rows, test_columns(rows), lambda row: gain_cell(row, "gap"))
+    return _method_rows(rows, test_columns(rows), lambda row: gain_cell(row, "gap", note=not _one_seed(rows)))
 
 
-def gap_caption(gaps: pd.DataFrame, fraction: float, subgroup: str) -> str:
+def gap_caption(gaps: pd.DataFrame, fraction: float, subgroup: str, metric: str = "auroc") -> str:
     """What a subgroup gap table shows: which subgroup minus which, and the interval's level."""
     reference = gaps.loc[gaps["subgroup"] == subgroup, "reference"].iloc[0]
     level = float(gaps["level"].iloc[0]) * 100
+    rows = gaps[(gaps["label_fraction"] == fraction) & (gaps["metric"] == metric) & (gaps["subgroup"] == subgroup)]
+    if _one_seed(rows):
+        return f"AUROC gap {subgroup} minus {reference} at {fraction * 100:g}% labels, one seed: no interval; {MORE_SEEDS}"
     return (
         f"AUROC gap {subgroup} minus {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% "
         f"t-interval over seeds], seeds with a gap > 0 / seeds; supported = the interval excludes 0"
@@ -127,16 +149,127 @@ def invariance_gain_table(seed_gains: pd.DataFrame) -> pd.DataFrame:
     return cells.reindex(columns=[m for m in INVARIANCE_MEASURES.values() if m in cells.columns])
 
 
-def _caption(metrics: pd.DataFrame, fraction: float) -> str:
+def headline_caption(metrics: pd.DataFrame, fraction: float) -> str:
+    """What a headline table shows: mean ± std over several seeds, or one seed's values."""
     n_seeds = metrics.loc[metrics["label_fraction"] == fraction, "seed"].nunique()
     if n_seeds < 2:
         return f"AUROC at {fraction * 100:g}% labels ({n_seeds} seed: no spread)"
     return f"AUROC at {fraction * 100:g}% labels (mean ± std over {n_seeds} seeds)"
 
 
-def headline_text(metrics: pd.DataFrame) -> str:
-    """Plain-text headline tables, one per headline label fraction."""
-    blocks = [f"{_caption(metrics, f)}\n{headline_table(metrics, f).to_string()}" for f in headline_fractions(metrics)]
+def readable(value) -> str:
+    """A value for people: a number to 3 significant digits in plain decimals, yes/no, a list joined by commas."""
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(value)
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "–"
+        if value != 0 and abs(value) < SMALLEST:
+            return f"< {SMALLEST:.4f}" if value > 0 else f"> -{SMALLEST:.4f}"
+        return np.format_float_positional(value, precision=3, unique=True, fractional=False, trim="-")
+    if isinstance(value, (list, tuple)):
+        return ", ".join(readable(v) for v in value)
+    if isinstance(value, dict):
+        return "; ".join(f"{k}: ({readable(v)})" if isinstance(v, dict) else f"{k}: {readable(v)}" for k, v in value.items())
+    return "–" if value is None else str(value)
+
+
+@dataclass
+class Verdict:
+    """The verdict in words: what was compared and how (``lead``), then one line per method, each ``(method, what)``."""
+
+    lead: str
+    lines: list[tuple[str, str]]
+
+    def text(self, width: int = TERMINAL_WIDTH) -> str:
+        """The verdict as plain text wrapped to ``width`` columns."""
+        items = [textwrap.fill(f"{who} {what}", width, initial_indent="- ", subsequent_indent="  ") for who, what in self.lines]
+        return "\n".join([textwrap.fill(self.lead, width), *items])
+
+
+def _verdict_cell(name: str, row: pd.Series) -> tuple[str, str]:
+    """``(cell, call)``: the test set's name and gain with its interval and verdict (one seed: the gain alone), and
+    "beats"/"trails" for a supported gain or loss, else ""."""
+    if row["n_seeds"] < 2:
+        return f"{name} {row['gain']:+.3f}", ""
+    word = "supported" if row["supported"] else "not resolved"
+    signs = f"{row['n_positive']}/{row['n_seeds']} seeds > 0"
+    cell = f"{name} {row['gain']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {word} ({signs})"
+    return cell, ("beats" if row["gain"] > 0 else "trails") if row["supported"] else ""
+
+
+def verdict(seed_gains: pd.DataFrame, metric: str = "auroc") -> Verdict | None:
+    """Each method against the reference at the lowest label fraction on the whole ID and OOD test sets, in words:
+    the paired gain over seeds with its t-interval and "supported" (the interval excludes 0), "not resolved" (it
+    includes 0) or "one seed: no interval"; None when ``seed_gains.csv`` holds none of these gains."""
+    rows = seed_gains[
+        (seed_gains["metric"] == metric) & (seed_gains["domain"] == "all")
+        & seed_gains["protocol"].isin([protocol for _, protocol, _ in VERDICT_COLUMNS])
+    ]
+    if rows.empty:
+        return None
+    fraction = float(rows["label_fraction"].min())
+    rows = rows[rows["label_fraction"] == fraction]
+    reference = ", ".join(sorted(set(rows["reference"])))
+    n_seeds, level = int(rows["n_seeds"].max()), float(rows["level"].iloc[0]) * 100
+    what = (f"{metric.upper()} gain of each method over {reference} (the reference) at {fraction * 100:g}% of the "
+            "labels, the lowest fraction evaluated; ID: the in-distribution test set, OOD: the held-out scanner with a "
+            "probe of its own labels or the ID probe transferred (direct transfer).")
+    if n_seeds < 2:
+        lead = f"{what} One seed: no interval, so no gain here is supported or ruled out; {MORE_SEEDS}."
+    else:
+        lead = (f"{what} Mean over {n_seeds} seeds paired by seed, with its {level:g}% t-interval over seeds: supported "
+                "when the interval excludes 0, not resolved when it includes 0 (this run cannot tell the two apart).")
+    lines = []
+    for method in sorted(set(rows["method"]), key=lambda m: (m in BASELINES, m)):
+        cells, calls, one_seed = [], {"beats": [], "trails": []}, False
+        for name, protocol, test_set in VERDICT_COLUMNS:
+            hit = rows[(rows["method"] == method) & (rows["protocol"] == protocol) & (rows["test_set"] == test_set)]
+            if len(hit):
+                cell, call = _verdict_cell(name, hit.iloc[0])
+                cells.append(cell)
+                one_seed |= bool(hit.iloc[0]["n_seeds"] < 2)
+                if call:
+                    calls[call].append(name)
+        said = " and ".join(f"{call} {reference} on {_listed(names)}" for call, names in calls.items() if names)
+        if n_seeds < 2:
+            said = f"minus {reference}"
+        label = f"{method} (baseline)" if method in BASELINES else method
+        end = " (one seed: no interval)." if one_seed else "."
+        lines.append((label, f"{said or f'is not told apart from {reference}'}: " + "; ".join(cells) + end))
+    return Verdict(lead, lines)
+
+
+def _listed(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+
+
+def fit_columns(frame: pd.DataFrame, width: int = TERMINAL_WIDTH) -> str:
+    """``frame`` as text in blocks of whole columns, each block at most ``width`` characters wide where one
+    column allows it (the row names repeat in every block)."""
+    blocks, columns, start = [], list(frame.columns), 0
+    while start < len(columns):
+        end = start + 1
+        while end < len(columns) and _text_width(frame[columns[start:end + 1]]) <= width:
+            end += 1
+        blocks.append(frame[columns[start:end]].to_string())
+        start = end
+    return "\n\n".join(blocks) if blocks else frame.to_string()
+
+
+def _text_width(frame: pd.DataFrame) -> int:
+    return max(len(line) for line in frame.to_string().splitlines())
+
+
+def headline_text(metrics: pd.DataFrame, seed_gains: pd.DataFrame | None = None) -> str:
+    """Plain-text headline for a terminal of :data:`TERMINAL_WIDTH` columns: the verdict (with ``seed_gains``),
+    then one table per headline label fraction."""
+    found = verdict(seed_gains) if seed_gains is not None else None
+    blocks = [found.text()] if found is not None else []
+    blocks += [f"{headline_caption(metrics, f)}\n{fit_columns(headline_table(metrics, f))}" for f in headline_fractions(metrics)]
     return "\n\n".join(blocks) if blocks else "no metrics"
 
 
@@ -160,6 +293,8 @@ def metrics_path(path: str | Path) -> Path:
 
 
 def print_headline(path: str | Path, file: TextIO | None = None) -> None:
-    """Print the headline tables of a run folder (or eval folder) to the terminal; used by ``cfcl demo``."""
-    metrics = pd.read_csv(metrics_path(path))
-    print(headline_text(metrics), file=file or sys.stdout)
+    """Print the verdict and the headline tables of a run folder (or eval folder) to the terminal; used by ``cfcl demo``."""
+    found = metrics_path(path)
+    seed_gains = found.parent / layout.SEED_GAINS
+    gains = pd.read_csv(seed_gains) if seed_gains.is_file() and seed_gains.read_text().strip() else None
+    print(headline_text(pd.read_csv(found), gains), file=file or sys.stdout)
