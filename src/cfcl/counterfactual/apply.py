@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from matplotlib.figure import Figure
 from PIL import Image
 
 from cfcl import atomic
@@ -31,6 +32,7 @@ from cfcl.counterfactual.parents import ParentError, ParentSpec
 from cfcl.data.inputs import decode_options_of, image_batch_of, read_images
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CfclError, StoreError
+from cfcl.plotting import image_grid, save_png
 from cfcl.stage import locate_input, read_manifest
 
 SCANNER = "domain"
@@ -234,6 +236,13 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def grid_figure(columns: Sequence[torch.Tensor], stems: Sequence[str], source: str, targets: Sequence[str]) -> Figure:
+    """One row per file (named by its stem): the decoded input, labelled with its scanner, then its counterfactual
+    on each target scanner; ``columns``: ``[N, H, W]`` images in [0, 1], the input first."""
+    cells = [[column[row] for column in columns] for row in range(len(stems))]
+    return image_grid(cells, list(stems), [f"input ({source})", *(f"as {target}" for target in targets)])
+
+
 def apply(
     generator_path: str | os.PathLike,
     images: Sequence[str | os.PathLike],
@@ -246,7 +255,8 @@ def apply(
     grid: bool = False,
 ) -> list[str]:
     """``cfcl cf apply``: write ``OUT/<file stem>_to_<scanner>.png`` per file and target (and
-    ``grid.png``: one row per file, the decoded input then each target); returns the report lines."""
+    ``grid.png``: one row per file, the decoded input then each target, with the scanners as column titles);
+    returns the report lines."""
     generator = open_generator(generator_path)
     stems = [_file_name(Path(p).stem) for p in images]
     repeated = sorted({s for s in stems if stems.count(s) > 1})
@@ -260,19 +270,19 @@ def apply(
     options, recorded = decode_options_of(store)
     x = read_images(images, store, laterality)
     abduction = generator.abduct(x, parents)
-    columns = [x[:, 0].numpy()]
+    columns = [x[:, 0].cpu()]
     out = Path(out)
     written = []
     for target in targets:
-        x_star = generator.predict(abduction, {**parents, SCANNER: target})[:, 0].cpu().numpy()
+        x_star = generator.predict(abduction, {**parents, SCANNER: target})[:, 0].cpu()
         columns.append(x_star)
-        for stem, image in zip(stems, x_star):
+        for stem, image in zip(stems, x_star.numpy()):
             path = out / f"{stem}_to_{_file_name(target)}.png"
             atomic.write_bytes(path, png_bytes(image))
             written.append(path)
     if grid:
-        rows = np.concatenate([np.concatenate(list(images_of_file), axis=1) for images_of_file in zip(*columns)], axis=0)
-        atomic.write_bytes(out / "grid.png", png_bytes(rows))
+        source_name = _names(scanner, parent_tensor(scanner, parents[SCANNER], 1).tolist())[0]
+        save_png(grid_figure(columns, stems, source_name, targets), out / "grid.png")
     how = "as cfcl data prepare recorded" if recorded else "with cfcl data prepare's defaults (the store records no decoding)"
     return [
         f"decoded {len(images)} file(s) like store {store.path}: {options.height}x{options.width}, "
