@@ -3,6 +3,7 @@ DICOM attributes), through ``cfcl data prepare`` into an image store."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -442,3 +443,38 @@ def test_cli_prepare_with_flags(tmp_path, capsys):
     assert store.size == (12, 8) and len(store) == 11
     assert main(["data", "prepare", "--dataset", "csv", "--out", str(tmp_path / "x")]) == 2
     assert "--root" in capsys.readouterr().err
+
+
+def test_prepare_says_in_one_line_what_it_wrote_and_skipped(tmp_path, capsys):
+    root = csv_root(tmp_path)
+    (root / "imgs/4.png").write_bytes(b"broken")
+    store = prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS, skip_bad=True, domains=["a", "b"], other_domains="drop")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data: ")]
+    assert len(lines) == 1 and re.match(rf"data: {re.escape(str(tmp_path / 'out'))} done in [\d.]+ s; ", lines[0])
+    counts = store.meta.groupby(["split", "domain"]).size()
+    per_split = "; ".join(
+        f"{split}: " + ", ".join(f"{store.domains[d]} {n}" for d, n in counts[split].items())
+        for split in ("train", "val", "test") if split in counts
+    )
+    # 12 rows, the 4 of scanner c filtered out, the unreadable 4.png (scanner b) skipped
+    assert f"7 images written ({per_split}); 4 rows left out" in lines[0]
+    assert f"1 skipped (missing or unreadable), listed in {tmp_path / 'out' / 'bad_rows.csv'}" in lines[0]
+
+
+def test_a_missing_or_wrong_root_is_refused_before_anything_is_written(tmp_path, capsys):
+    from cfcl.data.prepare import check
+    from cfcl.errors import MissingKeyError
+
+    with pytest.raises(MissingKeyError, match=r"'root' is not set: pass --set root=DIR \(the folder holding the dataset"):
+        check(PrepareConfig())
+    (tmp_path / "file").write_text("")
+    for root in (tmp_path / "nowhere", tmp_path / "file"):
+        with pytest.raises(ConfigError, match=rf"dataset root {re.escape(str(root))} \(config key 'root'\) is not a folder"):
+            run(PrepareConfig(root=str(root)), tmp_path / "out")
+    out = tmp_path / "cli"
+    assert main(["data", "prepare", "--dataset", "csv", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config key 'root' is not set: pass --root DIR" in err
+    assert main(["data", "prepare", "--dataset", "csv", "--root", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "out").exists()

@@ -153,7 +153,11 @@ def test_killed_run_finishes_with_the_metrics_of_an_uninterrupted_one(tmp_path, 
     run_pipeline(tiny_run(reference))
     assert (reference / "report" / "index.html").is_file()
 
-    capsys.readouterr()
+    printed = capsys.readouterr().out  # every stage says in one line what it did
+    for node in plan(tiny_run(reference)):
+        assert re.search(rf"^\S+: {re.escape(str(node.out))} done in [\d.]+ s", printed, re.M), node.name
+    assert re.search(r"^cf_store: \S+ done in [\d.]+ s; 192 counterfactuals of the train images \(domain changed\)$", printed, re.M)
+    assert re.search(r"^cf_quality: \S+ done in [\d.]+ s; \d+ of \d+ quality targets met.*; cf_quality.json$", printed, re.M)
     run_pipeline(tiny_run(reference))
     second = capsys.readouterr().out
     assert second.count("up to date") == len(plan(tiny_run(reference)))
@@ -288,3 +292,41 @@ def test_the_benchmark_preset_keeps_its_stages_and_hashes_beside_the_controls(tm
         assert not any(name.startswith("cf_guide_") for name in nodes) and nodes["cf_finetune"].guide == tmp_path / "cf_guide"
     planned = [n.name for n in plan(controls)]
     assert {"cf_store", "cf_store_base", "cf_store_recon", "pretrain/oracle-renoised-s2"} <= set(planned)
+
+
+def test_every_section_is_validated_whether_the_run_uses_it_or_not(tmp_path):
+    real = {"source": "prepare", "prepare": {"dataset": "csv", "root": str(tmp_path)}}
+    unused = {  # section -> a run that does not use it, with a mistake in it
+        "data.prepare": {"data": {**TINY["data"], "prepare": {"rooot": "/x"}}},
+        "data.synth": {"methods": ["simclr"], "data": {**real, "synth": {"n_trian": 5}}},
+        "generator": {"methods": ["simclr", "oracle"], "generator": {**TINY["generator"], "bta": 3}},
+        "guide": {"methods": ["simclr"], "guide": {"lr": "fast"}},
+        "finetune.config": {"finetune": {"enabled": False, "config": {"bound_batchs": 2}}},
+        "pretrain": {"pretrain": {**TINY["pretrain"], "dino": {"protoypes": 32}}},  # DINO settings of a SimCLR run
+    }
+    for section, changes in unused.items():
+        with pytest.raises(ConfigError, match=rf"section '{re.escape(section)}': (unknown key|invalid value)"):
+            plan(tiny_run(tmp_path, **changes))
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_dataset_root_is_checked_before_anything_runs_unless_the_data_is_up_to_date(tmp_path, capsys):
+    from test_datasets import CSV_OPTIONS, csv_root
+
+    root = csv_root(tmp_path)
+    data = {"source": "prepare", "prepare": {"dataset": "csv", "root": str(root), "size": 16, "csv": CSV_OPTIONS}}
+    run = tiny_run(tmp_path / "run", methods=["simclr"], data=data)
+    run_pipeline(run, only="data")
+    assert re.search(r"^data: \S+ done in [\d.]+ s; 12 images written \(train: ", capsys.readouterr().out, re.M)
+    written = {name: (tmp_path / "run" / name).read_bytes() for name in ("config.yaml", "data/manifest.json")}
+    root.rename(tmp_path / "moved")  # the store is made: a run that does not prepare it again needs no root
+    run_pipeline(run, dry_run=True)
+    assert re.search(r"^  data +up to date$", capsys.readouterr().out, re.M)
+    for start in ("data", None):
+        changed = run if start else tiny_run(tmp_path / "run", methods=["simclr"], data={**data, "prepare": {**data["prepare"], "seed": 1}})
+        with pytest.raises(ConfigError, match=rf"section 'data.prepare': dataset root {re.escape(str(root))} \(config key 'root'\) is not a folder"):
+            run_pipeline(changed, start=start, dry_run=True)
+        with pytest.raises(ConfigError, match="not a folder"):
+            run_pipeline(changed, start=start)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "data"]
+    assert written == {name: (tmp_path / "run" / name).read_bytes() for name in written}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cfcl import __version__
 from cfcl.errors import CfclError
-from cfcl.registry import STAGES, StageCommand, load_ref
+from cfcl.registry import STAGES, StageCommand, check_stage, load_ref
 
 
 def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> None:
@@ -21,7 +21,7 @@ def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> Non
     parser.add_argument("--config", help="YAML config file or preset name (see configs/)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override one config value, e.g. --set data.n_train=2000 (repeatable)",
+        help=f"override one config value, e.g. --set {command.example} (repeatable)",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder of this stage")
     parser.add_argument("--force", action="store_true", help="run even when up to date, starting afresh; overwrites an output made with another config")
@@ -47,6 +47,7 @@ def _run_stage(args: argparse.Namespace) -> None:
             overrides.insert(0, f"{flag.key}={value}")
     path = resolve_config_path(args.config) if args.config else None
     config = build_config(load_ref(command.config), path, overrides)
+    check_stage(command, config, args.out)
     run_on_ranks(load_ref(command.runner), config, args.out, args.force, args.argv)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, TypeVar
+from typing import Any, ClassVar, Iterable, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -28,19 +28,23 @@ class StrictModel(BaseModel):
     unhashed: ClassVar[frozenset[str]] = frozenset()
 
 
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of a section annotated ``Model`` or ``Model | None``; None for a plain value."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _field_names(model: type[BaseModel], loc: tuple) -> list[str] | None:
     """Allowed keys of the (nested) model section that ``loc`` points into."""
-    current: Any = model
+    current: type[BaseModel] | None = model
     for part in loc:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return None
-        field = current.model_fields.get(str(part))
+        field = current.model_fields.get(str(part)) if current is not None else None
         if field is None:
             return None
-        current = field.annotation
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(current.model_fields)
-    return None
+        current = _section_model(field.annotation)
+    return sorted(current.model_fields) if current is not None else None
 
 
 def _describe(model: type[BaseModel], err: ValidationError, source: str) -> str:

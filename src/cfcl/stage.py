@@ -262,7 +262,8 @@ def run_stage(
     An up-to-date ``out`` (complete, same config and inputs) is skipped with one line unless
     ``force``. Otherwise the folder is claimed (:func:`start_stage`) under its write lock
     (:func:`cfcl.lock.folder_lock`), ``body(stage)`` does the work and returns extra manifest
-    fields (or None), and the folder is marked complete.
+    fields (or None), and the folder is marked complete with one line: ``<stage>: <out> done in
+    X s``, then the body's ``summary`` field (what it made, in a few words) if it returns one.
 
     Under several processes (docs/architecture.md, "Several processes") only rank 0 decides,
     claims, writes and finishes. A stage with ``every_rank`` (a Lightning training loop, the
@@ -294,4 +295,7 @@ def run_stage(
         if every_rank:
             coordinator.agree(stage.resume_from, f"{name}: claimed")
         extra = body(stage)
-        return stage.finish(**(extra or {}))
+        manifest = stage.finish(**(extra or {}))
+    summary = f"; {manifest['summary']}" if manifest.get("summary") else ""
+    print(f"{name}: {out} done in {manifest['timings']['total']:.1f} s{summary}", flush=True)
+    return manifest

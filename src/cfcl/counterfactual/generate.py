@@ -207,4 +207,6 @@ def _generate(
         rows = rows.assign(index=np.arange(len(rows)))
     if writer.finish(rows, store.domains, store.labels, kind="counterfactuals", extra={**extra, "ood_domains": store.ood_domains}) is None:
         return None
-    return dict(n=len(rows), targets=targets, generator=generator_hash)
+    made = (f"reconstructions of the counterfactuals in {source.path}" if source is not None
+            else f"counterfactuals of the {'+'.join(config.splits)} images ({', '.join(targets)} changed)")
+    return dict(n=len(rows), targets=targets, generator=generator_hash, summary=f"{len(rows)} {made}")

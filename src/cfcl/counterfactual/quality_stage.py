@@ -208,4 +208,6 @@ def _evaluate(config: QualityConfig, what: QualityInputs, stage: Stage) -> dict:
         grid_rows = np.concatenate([rows[domain_of == d][: config.grid_per_domain] for d in domains])
         quality_grid(what.generator, store, grid_rows, intervention, what.truth, what.device, stage.out / layout.CF_GRID)
         artefacts.append(layout.CF_GRID)
-    return dict(artefacts=artefacts, passed=result["passed"], targets=result["targets"])
+    missed = [name for name, target in result["targets"].items() if not target["pass"]]
+    met = f"{len(result['targets']) - len(missed)} of {len(result['targets'])} quality targets met" + (f" (missed: {', '.join(missed)})" if missed else "")
+    return dict(artefacts=artefacts, passed=result["passed"], targets=result["targets"], summary=f"{met}; {layout.CF_QUALITY_JSON}")

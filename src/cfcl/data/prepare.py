@@ -38,7 +38,8 @@ from cfcl.data.datasets.vindr import VindrOptions
 from cfcl.data.imageio import DecodeOptions, ImageReadError, Normalise, decode
 from cfcl.data.inputs import DECODE_KEY, decode_record
 from cfcl.data.store import IMAGES, INFO, METADATA, PROGRESS, ImageStore, StoreWriter
-from cfcl.errors import ConfigError
+from cfcl.data.synthetic.config import SPLITS
+from cfcl.errors import ConfigError, MissingKeyError
 from cfcl.registry import DATASETS
 from cfcl.stage import Stage, run_stage
 
@@ -48,6 +49,7 @@ BAD_ROWS = "bad_rows.csv"
 BAD_DIR = ".prepare-bad"
 COMPACT_DIR = ".prepare-compact"
 Dataset = Literal[DATASETS]
+ROOT = "the folder holding the dataset as distributed"
 
 
 class PrepareConfig(StrictModel):
@@ -205,13 +207,30 @@ def _finish_without(
     return ImageStore.open(out)
 
 
-def run(config: PrepareConfig, out: Path, force: bool = False) -> dict:
+def check(config: PrepareConfig) -> None:
+    """What is refused before anything is read or written (also by ``cfcl run --dry-run``): no
+    dataset root, or one that is not a folder."""
     if config.root is None:
-        raise ConfigError("config key 'root' is not set: pass --root DIR (the folder holding the dataset as distributed)")
+        raise MissingKeyError("root", ROOT, "DIR")
+    if not Path(config.root).is_dir():
+        raise ConfigError(f"dataset root {config.root} (config key 'root') is not a folder; expected {ROOT}")
+
+
+def run(config: PrepareConfig, out: Path, force: bool = False) -> dict:
+    check(config)
     root = Path(config.root)
-    if not root.is_dir():
-        raise DatasetError(f"dataset root {root} is not a folder")
     return run_stage(STAGE, out, config, lambda stage: _prepare(config, root, stage), force)
+
+
+def summary(report: dict, meta: pd.DataFrame, domains: list[str], bad_rows: Path) -> str:
+    """What ``cfcl data prepare`` did, in one line: images written per split and domain, rows the
+    dataset's filters left out, and images skipped (listed in ``bad_rows``)."""
+    counts = meta.groupby(["split", "domain"]).size()
+    splits = sorted(set(meta["split"]), key=SPLITS.index)
+    written = "; ".join(f"{s}: " + ", ".join(f"{domains[d]} {n}" for d, n in counts[s].items()) for s in splits)
+    filtered = sum(report["filtered"].values())
+    return (f"{report['images']} images written ({written}); {filtered} rows left out by the dataset's filters "
+            f"({REPORT}); {report['skipped_total']} skipped (missing or unreadable), listed in {bad_rows}")
 
 
 def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
@@ -262,4 +281,7 @@ def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
         "labels": store.labels,
     }
     atomic.write_json(out / REPORT, report)
-    return dict(images=len(store), skipped=len(report_rows), content_hash=store.content_hash)
+    return dict(
+        images=len(store), skipped=len(report_rows), content_hash=store.content_hash,
+        summary=summary(report, store.meta, store.domains, out / BAD_ROWS),
+    )

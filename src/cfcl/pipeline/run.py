@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 from typing import Sequence
@@ -11,11 +10,11 @@ from typing import Sequence
 from cfcl import layout
 from cfcl.config import build_config
 from cfcl.distributed import Coordinator, check_machine, is_writer, session
-from cfcl.errors import ConfigError
+from cfcl.errors import ConfigError, MissingKeyError
 from cfcl.lock import folder_lock
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import GROUPS, Node, plan
-from cfcl.registry import load_ref
+from cfcl.registry import check_output_folder, load_ref
 from cfcl.stage import stage_state, write_config
 from cfcl.training import DevicesConfig, TrainerConfig
 
@@ -27,24 +26,51 @@ def _check_group(name: str | None, flag: str) -> None:
         raise ConfigError(f"{flag} {name!r} is not a stage; stages are: {', '.join(GROUPS)}")
 
 
+def _action(node: Node, first: int, force: bool) -> str:
+    """What the writer does with ``node`` now: ``forced`` (--force, --from) or its state's action."""
+    if force or GROUPS.index(node.group) >= first:
+        return "forced"
+    return ACTIONS[stage_state(node.out, node.config)]
+
+
+def _check_stage(node: Node, source: str) -> None:
+    """A stage's own check (:attr:`cfcl.registry.StageCommand.check`), its errors named as in the run config."""
+    try:
+        load_ref(node.command.check)(node.config)
+    except MissingKeyError as exc:
+        raise exc.within(node.section) from None
+    except ConfigError as exc:
+        raise ConfigError(f"{source}, section '{node.section}': {exc}") from None
+
+
+def _check_before_running(run: RunConfig, nodes: list[Node], source: str, only: str | None, first: int, force: bool) -> None:
+    """Every mistake that can be known before any stage starts, also under --dry-run: a run or stage
+    folder that is not a folder, and the own check of every stage that is to run (a dataset root:
+    a stage that is up to date does not read it again)."""
+    check_output_folder(run.out, f"run folder {run.out} (--out, or 'out' in the run config)")
+    for node in nodes:
+        check_output_folder(node.out, f"stage folder {node.out}")
+        selected = only is None or node.group == only
+        if node.command.check is not None and selected and _action(node, first, force) != "up to date":
+            _check_stage(node, source)
+
+
 def _execute(node: Node, action: str, writer: bool) -> None:
     """Run one stage; a stale or forced output is cleared first so no old checkpoint is resumed.
 
     The stage runs without ``force``: its folder is then either empty or an interrupted run of
     this very config, which the stage resumes (``force`` would make it start afresh). Every rank
     calls the stage, which decides what this rank does there (:func:`cfcl.stage.run_stage`);
-    only the writer clears, holding the folder's lock, and reports.
+    only the writer clears, holding the folder's lock; the stage says what it did.
     """
     run = load_ref(node.command.runner)
     if not writer:
         run(node.config, out=node.out, force=False)
         return
-    began = time.time()
     with folder_lock(node.out):
         if action in ("rerun", "forced") and node.out.exists():
             shutil.rmtree(node.out)
         run(node.config, out=node.out, force=False)
-    print(f"  {node.name:<28} done in {time.time() - began:.1f} s", flush=True)
 
 
 def _walk(nodes: list[Node], coordinator: Coordinator, only: str | None, first: int, force: bool, dry_run: bool) -> None:
@@ -57,8 +83,7 @@ def _walk(nodes: list[Node], coordinator: Coordinator, only: str | None, first: 
             continue
         action = None
         if writer:
-            forced = force or GROUPS.index(node.group) >= first
-            action = "forced" if forced else ACTIONS[stage_state(node.out, node.config)]
+            action = _action(node, first, force)
             print(f"  {node.name:<28} {action}", flush=True)
         action = coordinator.agree(action, node.name)
         if dry_run or action == "up to date":
@@ -88,6 +113,7 @@ def run_pipeline(
     nodes = plan(run, source)
     first = GROUPS.index(start) if start else len(GROUPS)
     trainer = build_config(TrainerConfig, base=run.trainer, source=f"{source}, section 'trainer'")
+    _check_before_running(run, nodes, source, only, first, force)
     if dry_run:
         print(f"run folder: {run.out}", flush=True)
         _walk(nodes, Coordinator.single(), only, first, force, dry_run=True)
