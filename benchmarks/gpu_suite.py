@@ -48,12 +48,13 @@ import pretrain_throughput as throughput
 from cfcl.config import build_config
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.counterfactual.config import CFGenerateConfig, CFTrainConfig
-from cfcl.counterfactual.data import ParentImageDataset, image_loader
+from cfcl.counterfactual.data import ParentImageDataset, training_batches
 from cfcl.counterfactual.generate import counterfactual_rows, generate_chunk
 from cfcl.counterfactual.losses import elbo_terms
 from cfcl.counterfactual.parents import parent_specs
 from cfcl.counterfactual.train import training_module
 from cfcl.data.store import ImageStore
+from cfcl.loaders import step_loader, trainer_progress
 from cfcl.presets import resolve_config_path
 from cfcl.training import loader_workers, make_trainer
 
@@ -271,8 +272,9 @@ def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: s
     steps, warmup = sizes.cf_steps, sizes.cf_warmup
     timer = throughput.StepTimer(warmup, steps)
     trainer = make_trainer(config.trainer, tmp / "cf_model", callbacks=[timer.callback], max_steps=warmup + steps,
-                           max_epochs=-1, logger=False, num_sanity_val_steps=0)
-    trainer.fit(module, image_loader(dataset, config.batch_size, shuffle=True, seed=0, num_workers=loader_workers(config.trainer)))
+                           max_epochs=-1, logger=False, num_sanity_val_steps=0, use_distributed_sampler=False)
+    batches = training_batches(dataset, config.batch_size, seed=0)
+    trainer.fit(module, step_loader(batches, trainer_progress(trainer), loader_workers(config.trainer)))
     train_rate = config.batch_size * steps / (timer.stop - timer.start)
     emit("cf_train_images_per_s", round(train_rate, 1), "images/s", name, **setting, steps=steps)
     skipped = int(module.skipped)

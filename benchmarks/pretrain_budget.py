@@ -106,7 +106,8 @@ def main() -> None:
                  **{f"val_auroc_{f:g}": summary(val_auroc(random_features, store, f, args.draws)) for f in args.fractions}})
     print(json.dumps(rows[-1]), flush=True)
     for epochs in args.epochs:
-        config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, epochs, args.overrides)
+        keep = ["trainer.keep_every_n_epochs=1"] if args.curve else []
+        config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, epochs, [*keep, *args.overrides])
         run = args.out / f"{args.method}-e{epochs}"
         tic = time.time()
         pretrain.run(config, run)

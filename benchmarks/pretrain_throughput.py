@@ -51,13 +51,14 @@ from torchvision.transforms import functional as TF
 from cfcl.config import build_config, read_yaml
 from cfcl.contrastive.augment import PRESETS, AugmentParams
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import ViewBatches, open_pretrain_data, step_loader
+from cfcl.contrastive.data import ViewBatches, open_pretrain_data
 from cfcl.contrastive.encoders import ARCHS
 from cfcl.contrastive.losses import nt_xent
 from cfcl.contrastive.module import non_finite_gradients
 from cfcl.contrastive.pairing import DINO_METHODS
 from cfcl.contrastive.pretrain import build_dino_module, build_module
 from cfcl.data.store import ImageStore, write_store
+from cfcl.loaders import step_loader
 from cfcl.presets import resolve_config_path
 from cfcl.training import loader_workers, make_trainer
 

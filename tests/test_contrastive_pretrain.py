@@ -249,7 +249,7 @@ def test_a_non_finite_step_is_skipped_weights_and_adam_state_unchanged_and_train
 def test_an_epoch_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(stores, tmp_path, monkeypatch):
     _poison(monkeypatch, lambda call: call >= 7)  # every step of the second epoch (6 steps per epoch)
     with pytest.raises(module_mod.NonFiniteLossError, match=r"skipped 6 of 6 updates of epoch 1 .*stopped at step 12"):
-        pretrain.run(_config(stores), tmp_path)
+        pretrain.run(_config(stores, trainer={"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1, "keep_every_n_epochs": 1}), tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     epoch0 = torch.load(tmp_path / "checkpoints" / "epoch000.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 12 and epoch0["global_step"] == 6

@@ -123,8 +123,8 @@ def test_classifier_checkpoint_errors(tmp_path):
 
 def test_cli_trains_guide_and_judge(tmp_path):
     store = make_store(tmp_path / "store")
-    common = ["--data", str(store.path), "--set", "trainer.max_epochs=8", "--set", "trainer.progress_bar=false",
-              "--set", "batch_size=16", "--set", "lr=0.01"]
+    common = ["--data", str(store.path), "--set", "trainer.max_epochs=12", "--set", "trainer.progress_bar=false",
+              "--set", "batch_size=16", "--set", "lr=0.01", "--set", "patience=8"]  # room to leave a plateau
     assert main(["cf", "classifier", "--config", "cf_guide", "--out", str(tmp_path / "guide"), *common,
                  "--set", "arch_kwargs.widths=[8,16]"]) == 0
     assert main(["cf", "classifier", "--config", "cf_judge", "--out", str(tmp_path / "judge"), *common,

@@ -22,7 +22,8 @@ from cfcl.counterfactual.quality_summary import summarise
 from cfcl.data.store import ImageStore
 from cfcl.stage import fingerprint
 
-TRAIN = ["--set", "trainer.max_epochs=8", "--set", "trainer.progress_bar=false", "--set", "batch_size=16", "--set", "lr=0.01"]
+TRAIN = ["--set", "trainer.max_epochs=12", "--set", "trainer.progress_bar=false", "--set", "batch_size=16", "--set", "lr=0.01",
+         "--set", "patience=8"]  # room to leave a plateau
 
 
 @pytest.fixture(scope="module")

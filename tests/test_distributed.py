@@ -284,7 +284,7 @@ def test_cfcl_run_started_by_a_cluster_launcher_resumes_after_a_rank_is_killed(t
     config = _tiny_config(tmp_path, methods=["simclr"], pretrain=pretrain)
     out = tmp_path / "run"
     ranks = _cluster_ranks(config, out, tmp_path / "first")
-    first_epoch = out / "pretrain" / "simclr-s0" / "checkpoints" / "epoch000.ckpt"
+    first_epoch = out / "pretrain" / "simclr-s0" / "checkpoints" / "last.ckpt"
     deadline = time.time() + 600
     while not first_epoch.exists():
         assert time.time() < deadline and all(r.process.poll() is None for r in ranks), ranks[0].err[-3000:]

@@ -14,7 +14,7 @@ PACKAGE = Path(cfcl.__file__).parent
 # Highest first. The core modules may import each other; the other rooms of one layer may not.
 CORE = (
     "config", "stage", "atomic", "layout", "training", "checkpoint", "errors", "presets", "registry", "plotting",
-    "distributed", "lock",
+    "distributed", "lock", "loaders",
 )
 LAYERS = (
     ("__main__",),

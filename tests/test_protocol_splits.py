@@ -16,7 +16,8 @@ from sklearn.metrics import roc_auc_score
 from cf_stores import make_store
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import ViewBatches, default_cf_store, open_pretrain_data, step_loader
+from cfcl.contrastive.data import ViewBatches, default_cf_store, open_pretrain_data
+from cfcl.loaders import step_loader
 from cfcl.contrastive.pairing import CF_METHODS, METHODS, SEX_METHODS
 from cfcl.counterfactual import generate
 from cfcl.counterfactual.config import CFGenerateConfig

@@ -1,19 +1,23 @@
 """The one place that builds Lightning trainers, so every training loop behaves the same.
 
 CPU by default and several GPUs or nodes unchanged (``devices``, ``num_nodes``, ``strategy``),
-mixed precision on GPU, a checkpoint every epoch plus ``last.ckpt`` (also written on
-interrupt), CSV and TensorBoard logs, a progress bar, and resume from ``last.ckpt``.
+mixed precision on GPU, CSV and TensorBoard logs, a progress bar, and resume that never goes
+back: one resume point, ``checkpoints/last.ckpt``, replaced atomically at every epoch's end and
+on Ctrl-C, holding the RNG states, so a resumed run goes on as the uninterrupted one would have
+(docs/architecture.md, "Resume").
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, NonNegativeInt
+from pydantic import Field, NonNegativeInt, PositiveInt
 
+from cfcl import atomic
 from cfcl.config import StrictModel
 
 if TYPE_CHECKING:
@@ -24,6 +28,10 @@ if TYPE_CHECKING:
 # on every fresh start that it found none.
 warnings.filterwarnings("ignore", message=r"`\.fit\(ckpt_path=None\)` was called without a model")
 warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
+# On Ctrl-C cfcl says in one line how to resume (:func:`fit`); Lightning's own notice would precede it.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: not record.getMessage().lstrip().startswith("Detected KeyboardInterrupt")
+)
 
 
 class DevicesConfig(StrictModel):
@@ -49,6 +57,9 @@ class TrainerConfig(DevicesConfig):
     )
     sync_batchnorm: bool = Field(
         True, description="several GPUs: BatchNorm statistics over every rank's batch (on CPU each rank's own)"
+    )
+    keep_every_n_epochs: PositiveInt | None = Field(
+        None, description="also keep checkpoints/epochNNN.ckpt every N epochs; default: only last.ckpt, the resume point"
     )
 
 
@@ -109,10 +120,143 @@ def _interrupt_checkpoint(dirpath: Path):
     from lightning.pytorch.callbacks import OnExceptionCheckpoint
 
     class KeptOnExceptionCheckpoint(OnExceptionCheckpoint):
+        def on_exception(self, trainer, *args, **kwargs) -> None:
+            trainer.save_checkpoint(self.ckpt_path, weights_only=False)
+
         def teardown(self, *args, **kwargs) -> None:
             pass
 
     return KeptOnExceptionCheckpoint(dirpath, filename="last")
+
+
+def _atomic_checkpoint_io():
+    """Lightning's checkpoint writer, writing beside the target and renaming: a process killed while
+    it writes leaves the previous checkpoint whole."""
+    from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+            path = Path(path)
+            partial = path.with_name(f".{path.name}.partial")
+            super().save_checkpoint(checkpoint, partial, storage_options)
+            os.replace(partial, path)
+
+    return AtomicCheckpointIO()
+
+
+def _rng_states() -> dict:
+    import torch
+
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _rng_state_callback():
+    """Saves the global torch RNG states with every checkpoint and sets them again on resume, so that
+    a resumed run draws the noise an uninterrupted one would (the HVAE's reparameterisation, dropout).
+    A checkpoint written inside a step (on Ctrl-C) holds the states from that step's start, the
+    point the resumed run repeats the step from."""
+    import torch
+    from lightning.pytorch.callbacks import Callback
+
+    class RngStates(Callback):
+        def __init__(self):
+            self.step_start: tuple[int, dict] | None = None
+
+        def on_train_batch_start(self, trainer, *args) -> None:
+            self.step_start = (trainer.global_step, _rng_states())
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            self.step_start = None
+
+        def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+            inside_step = self.step_start is not None and self.step_start[0] == trainer.global_step
+            checkpoint["rng_states"] = self.step_start[1] if inside_step else _rng_states()
+
+        def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+            states = checkpoint.get("rng_states")
+            if states is None:
+                return
+            torch.set_rng_state(states["torch"])
+            if "cuda" in states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states["cuda"])
+
+    return RngStates()
+
+
+def _csv_logger(out: Path):
+    """Lightning's CSV logger, which on resume keeps the rows logged up to the checkpoint's step
+    (Lightning's own deletes the file, and with it the curve before the interruption), with the
+    callback that trims them, says where the run resumed and flushes the rows with every checkpoint."""
+    import pandas as pd
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+    from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+    class ResumedExperimentWriter(ExperimentWriter):
+        """Replaces the whole file at every flush, so an interruption mid-write leaves the previous one."""
+
+        def _check_log_dir_exists(self) -> None:
+            pass
+
+        def _rows(self) -> pd.DataFrame:
+            return pd.read_csv(self.metrics_file_path) if os.path.isfile(self.metrics_file_path) else pd.DataFrame()
+
+        def _write(self, rows: pd.DataFrame) -> None:
+            atomic.write_text(self.metrics_file_path, rows[sorted(rows.columns)].to_csv(index=False))
+
+        def save(self) -> None:
+            if self.metrics:
+                self._write(pd.concat([f for f in (self._rows(), pd.DataFrame(self.metrics)) if len(f)], ignore_index=True))
+                self.metrics = []
+
+        def keep_before(self, step: int) -> None:
+            """Drop the rows of steps from ``step`` on: the resumed run logs them again."""
+            rows = self._rows()
+            if len(rows):
+                self._write(rows[rows["step"] < step])
+
+    class ResumedCSVLogger(CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self):
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = ResumedExperimentWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    class ResumeLog(Callback):
+        def on_train_start(self, trainer, module) -> None:
+            if trainer.ckpt_path is None or not trainer.is_global_zero:
+                return
+            print(f"resumed from {trainer.ckpt_path}: epoch {trainer.current_epoch}, step {trainer.global_step}", flush=True)
+            # Lightning restores its logging step one short from a checkpoint written at validation's end;
+            # cfcl's loops take one optimiser step per batch, so the two counts are equal.
+            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+            for logger in trainer.loggers:
+                if isinstance(logger, ResumedCSVLogger):
+                    logger.experiment.keep_before(trainer.global_step)
+
+        def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
+            for logger in trainer.loggers:
+                if isinstance(logger, ResumedCSVLogger):
+                    logger.save()
+
+    return ResumedCSVLogger(out, name="logs", version=""), ResumeLog()
+
+
+def fit(trainer, module, *loaders, ckpt_path: str | os.PathLike | None) -> None:
+    """``trainer.fit`` from ``ckpt_path``; Ctrl-C (Lightning writes ``last.ckpt`` and exits) reaches the
+    caller as ``KeyboardInterrupt``, so the command says how to resume and exits 130."""
+    try:
+        trainer.fit(module, *loaders, ckpt_path=ckpt_path, weights_only=True)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | None = None, **overrides):
@@ -120,7 +264,7 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+    from lightning.pytorch.loggers import TensorBoardLogger
 
     out = Path(out)
     cuda = uses_cuda(cfg)
@@ -128,14 +272,23 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         torch.set_float32_matmul_precision("high")  # TF32 matmuls for the float32 parts (CPU unchanged)
     # On a GPU the progress bar reads its values at logging steps only: a read every step syncs the host.
     progress = [TQDMProgressBar(refresh_rate=cfg.log_every_n_steps)] if cuda and cfg.progress_bar else []
-    checkpoint = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-        save_last=True, save_top_k=-1, every_n_epochs=1,
-    )
-    loggers = [
-        CSVLogger(out, name="logs", version=""),
-        TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False),
+    checkpoints = [
+        # last.ckpt as the one "best" checkpoint of no metric: replaced at every epoch's end, never versioned
+        ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False),
+        _interrupt_checkpoint(out / "checkpoints"),
+        _rng_state_callback(),
     ]
+    if cfg.keep_every_n_epochs:
+
+        class KeptEpochs(ModelCheckpoint):  # a class of its own: Lightning keys a callback's state by its class
+            pass
+
+        checkpoints.append(KeptEpochs(
+            dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+            save_top_k=-1, every_n_epochs=cfg.keep_every_n_epochs,
+        ))
+    csv_logger, resume_log = _csv_logger(out)
+    loggers = [csv_logger, TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False)]
     kwargs = dict(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -148,8 +301,9 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val,
         enable_progress_bar=cfg.progress_bar,
-        callbacks=[checkpoint, _interrupt_checkpoint(out / "checkpoints"), *progress, *(callbacks or [])],
+        callbacks=[*checkpoints, resume_log, *progress, *(callbacks or [])],
         logger=loggers,
+        plugins=[_atomic_checkpoint_io()],
         default_root_dir=out,
         enable_model_summary=False,
         deterministic="warn",

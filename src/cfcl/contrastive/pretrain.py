@@ -17,7 +17,7 @@ import torch
 from cfcl import layout
 from cfcl.contrastive.augment import build_augment
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import PretrainData, ViewBatches, default_cf_store, step_loader, open_pretrain_data
+from cfcl.contrastive.data import PretrainData, ViewBatches, default_cf_store, open_pretrain_data
 from cfcl.contrastive.dino_module import DinoModule
 from cfcl.contrastive.encoders import build_encoder, save_encoder
 from cfcl.contrastive.heads import projection_head
@@ -26,7 +26,8 @@ from cfcl.contrastive.pairing import DINO_METHODS, MULTI_METHODS
 from cfcl.errors import ConfigError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.training import loader_workers, make_trainer, uses_cuda
+from cfcl.loaders import step_loader, trainer_progress
+from cfcl.training import fit, loader_workers, make_trainer, uses_cuda
 
 STAGE = layout.PRETRAIN
 
@@ -106,12 +107,9 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
         module = build_dino_module(config, data, batches.batches_per_epoch(trainer.world_size))
     else:
         module = build_module(config, data.image_size, len(data.data.labels))
-    loader = step_loader(
-        batches, lambda: (trainer.global_step, trainer.global_rank, trainer.world_size),
-        loader_workers(config.trainer), pin_memory=uses_cuda(config.trainer),
-    )
+    loader = step_loader(batches, trainer_progress(trainer), loader_workers(config.trainer), pin_memory=uses_cuda(config.trainer))
     started = time.time()
-    trainer.fit(module, loader, ckpt_path=stage.resume_from, weights_only=True)
+    fit(trainer, module, loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
     if not stage.primary:
         return None

@@ -31,7 +31,8 @@ from cfcl.counterfactual.parents import (
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import Stage, run_stage
-from cfcl.training import loader_workers, make_trainer
+from cfcl.loaders import DatasetBatches, step_loader, trainer_progress
+from cfcl.training import fit, loader_workers, make_trainer
 
 STAGE = {"guide": layout.CF_GUIDE, "judge": layout.CF_JUDGE}  # by role: the run folder each role is trained into
 
@@ -81,14 +82,15 @@ def _train(config: ClassifierConfig, store: ImageStore, spec: ParentSpec, stage:
         dirpath=out / "checkpoints" / "best", filename="best", monitor=MONITOR, mode="max", save_top_k=1
     )
     stop = EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience, stopping_threshold=config.stop_above)
-    trainer = make_trainer(config.trainer, out, callbacks=[best, stop], num_sanity_val_steps=0)
-    loader_args = dict(batch_size=config.batch_size, num_workers=loader_workers(config.trainer))
+    trainer = make_trainer(config.trainer, out, callbacks=[best, stop], num_sanity_val_steps=0, use_distributed_sampler=False)
+    workers = loader_workers(config.trainer)
+    batches = DatasetBatches(train_set, config.batch_size, config.seed, drop_last=len(train_set) > config.batch_size * trainer.world_size)
     started = time.time()
-    trainer.fit(
-        ParentClassifierModule(model, weights, config),
-        DataLoader(train_set, shuffle=True, drop_last=len(train_set) > config.batch_size * trainer.world_size, **loader_args),
-        DataLoader(val_set, **loader_args),
-        ckpt_path=stage.resume_from, weights_only=True,
+    fit(
+        trainer, ParentClassifierModule(model, weights, config),
+        step_loader(batches, trainer_progress(trainer), workers),
+        DataLoader(val_set, batch_size=config.batch_size, num_workers=workers),
+        ckpt_path=stage.resume_from,
     )
     stage.timed("train", time.time() - started)
     if not stage.primary:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from cfcl.counterfactual.parents import ParentSpec, parents_from_store
 from cfcl.data.store import ImageStore
 from cfcl.errors import StoreError
+from cfcl.loaders import DatasetBatches
 
 
 class ParentImageDataset(Dataset):
@@ -40,22 +41,19 @@ def split_indices(store: ImageStore, splits: list[str]) -> np.ndarray:
     return indices
 
 
-def domain_balanced_weights(domains: np.ndarray) -> torch.Tensor:
+def domain_balanced_weights(domains: np.ndarray) -> np.ndarray:
     """Sampling weight of each image: 1 / (number of images of its domain)."""
     _, inverse, counts = np.unique(domains, return_inverse=True, return_counts=True)
-    return torch.as_tensor(1.0 / counts[inverse], dtype=torch.double)
+    return 1.0 / counts[inverse]
 
 
-def image_loader(
-    dataset: ParentImageDataset, batch_size: int, shuffle: bool, seed: int, balanced: bool = False, num_workers: int = 0
-) -> DataLoader:
-    """Seeded loader; ``balanced`` draws every domain equally often (with replacement)."""
-    generator = torch.Generator().manual_seed(seed)
-    sampler = None
-    if balanced:
-        weights = domain_balanced_weights(dataset.domains)
-        sampler = WeightedRandomSampler(weights, num_samples=len(dataset), replacement=True, generator=generator)
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, generator=generator,
-        num_workers=num_workers, drop_last=shuffle and len(dataset) > batch_size, persistent_workers=num_workers > 0,
-    )
+def training_batches(dataset: ParentImageDataset, batch_size: int, seed: int, balanced: bool = False) -> DatasetBatches:
+    """The generator's training batches, a fresh seeded order every epoch (for :func:`cfcl.loaders.step_loader`);
+    ``balanced`` draws every domain equally often (with replacement)."""
+    weights = domain_balanced_weights(dataset.domains) if balanced else None
+    return DatasetBatches(dataset, batch_size, seed, weights=weights, drop_last=len(dataset) > batch_size)
+
+
+def image_loader(dataset: ParentImageDataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """The images in store order (validation, evaluation)."""
+    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)

@@ -13,7 +13,7 @@ from cfcl import layout
 from cfcl.counterfactual import figures
 from cfcl.counterfactual.classifier import classifier_file, load_classifier
 from cfcl.counterfactual.config import CFFinetuneConfig
-from cfcl.counterfactual.data import ParentImageDataset, image_loader, split_batch, split_indices
+from cfcl.counterfactual.data import ParentImageDataset, split_batch, split_indices, training_batches
 from cfcl.counterfactual.finetune_module import CounterfactualFinetuneModule
 from cfcl.counterfactual.generator import generator_file, load_generator, save_generator
 from cfcl.counterfactual.hvae import HVAE
@@ -24,7 +24,8 @@ from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.training import loader_workers, make_trainer
+from cfcl.loaders import step_loader, trainer_progress
+from cfcl.training import fit, loader_workers, make_trainer
 
 STAGE = layout.CF_FINETUNE
 
@@ -93,7 +94,9 @@ def _finetune(
     specs = {s.name: s for s in model.specs}
     L.seed_everything(config.seed, workers=True)
     train_set = ParentImageDataset(store, split_indices(store, config.splits), model.specs)
-    loader = image_loader(train_set, config.batch_size, shuffle=True, seed=config.seed, num_workers=loader_workers(config.trainer))
+    trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0, use_distributed_sampler=False)
+    batches = training_batches(train_set, config.batch_size, config.seed)
+    loader = step_loader(batches, trainer_progress(trainer), loader_workers(config.trainer))
     initial = mean_nelbo(model, loader, config.bound_batches)
     bound = config.elbo_bound if config.elbo_bound is not None else initial * (1 + config.elbo_tolerance)
     model.requires_grad_(True).train()
@@ -104,9 +107,8 @@ def _finetune(
         round_trip_multiplier_lr=config.round_trip_multiplier_lr,
         grad_clip=config.grad_clip, grad_skip=config.grad_skip, ema_decay=config.ema_decay,
     )
-    trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
     started = time.time()
-    trainer.fit(module, loader, ckpt_path=stage.resume_from, weights_only=True)
+    fit(trainer, module, loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
     if not stage.primary:
         return None

@@ -12,7 +12,7 @@ import torch
 from cfcl import layout
 from cfcl.counterfactual import figures
 from cfcl.counterfactual.config import CFTrainConfig
-from cfcl.counterfactual.data import ParentImageDataset, image_loader, split_batch, split_indices
+from cfcl.counterfactual.data import ParentImageDataset, image_loader, split_batch, split_indices, training_batches
 from cfcl.counterfactual.generator import save_generator
 from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.module import HVAETrainModule
@@ -21,7 +21,8 @@ from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.training import loader_workers, make_trainer
+from cfcl.loaders import step_loader, trainer_progress
+from cfcl.training import fit, loader_workers, make_trainer
 
 STAGE = layout.CF_MODEL
 
@@ -64,18 +65,16 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     L.seed_everything(config.seed, workers=True)
     module = training_module(config, store.size[0], specs)
     train_set = ParentImageDataset(store, train_rows, specs)
-    loader = image_loader(
-        train_set, config.batch_size, shuffle=True, seed=config.seed,
-        balanced=config.balanced_sampling, num_workers=loader_workers(config.trainer),
-    )
+    trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0, use_distributed_sampler=False)
+    batches = training_batches(train_set, config.batch_size, config.seed, config.balanced_sampling)
+    loader = step_loader(batches, trainer_progress(trainer), loader_workers(config.trainer))
     val_loader = None
     val_rows = store.indices(config.val_split) if config.val_split else np.array([], dtype=int)
     if len(val_rows) and config.val_images:
         val_rows = val_rows[np.linspace(0, len(val_rows) - 1, min(config.val_images, len(val_rows))).astype(int)]
-        val_loader = image_loader(ParentImageDataset(store, val_rows, specs), config.batch_size, shuffle=False, seed=config.seed)
-    trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0)
+        val_loader = image_loader(ParentImageDataset(store, val_rows, specs), config.batch_size)
     started = time.time()
-    trainer.fit(module, loader, val_loader, ckpt_path=stage.resume_from, weights_only=True)
+    fit(trainer, module, loader, val_loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
     if not stage.primary:
         return None

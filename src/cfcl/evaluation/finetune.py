@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 from cfcl.evaluation.config import FinetuneConfig
 from cfcl.evaluation.features import image_batch
 from cfcl.evaluation.metrics import auroc
-from cfcl.training import last_checkpoint, loader_workers, make_trainer, single_device
+from cfcl.loaders import DatasetBatches, step_loader, trainer_progress
+from cfcl.training import fit, last_checkpoint, loader_workers, make_trainer, single_device
 
 VAL_METRIC = "val_auroc"
 
@@ -96,14 +97,13 @@ def finetune(
     """Train on ``train_rows``, stop when validation AUROC stalls; returns the best epoch's model."""
     L.seed_everything(seed, workers=True, verbose=False)
     model = FinetuneModule(encoder, n_classes, class_weights(labels[train_rows], n_classes), cfg.lr, cfg.weight_decay)
-    generator = torch.Generator().manual_seed(seed)
-    loader = dict(batch_size=cfg.batch_size, num_workers=loader_workers(cfg.trainer))
-    train = DataLoader(StoreRows(images, labels, train_rows), shuffle=True, generator=generator, **loader)
-    val = DataLoader(StoreRows(images, labels, val_rows), shuffle=False, **loader)
+    workers = loader_workers(cfg.trainer)
     best = ModelCheckpoint(dirpath=out / "best", filename="best", monitor=VAL_METRIC, mode="max", save_top_k=1)
     stop = EarlyStopping(monitor=VAL_METRIC, mode="max", patience=cfg.patience)
     trainer = make_trainer(single_device(cfg.trainer), out, callbacks=[best, stop], num_sanity_val_steps=0)
-    trainer.fit(model, train, val, ckpt_path=last_checkpoint(out), weights_only=True)
+    train = DatasetBatches(StoreRows(images, labels, train_rows), cfg.batch_size, seed, drop_last=False)
+    val = DataLoader(StoreRows(images, labels, val_rows), batch_size=cfg.batch_size, num_workers=workers)
+    fit(trainer, model, step_loader(train, trainer_progress(trainer), workers), val, ckpt_path=last_checkpoint(out))
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict(state)

@@ -1,0 +1,71 @@
+"""A training stage stopped by Ctrl-C and by ``kill -9``, and run again each time, resumes from its
+newest state and ends with the weights and the loss curve of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from cf_stores import make_store
+from cfcl.counterfactual.generator import load_generator
+from test_counterfactual_stages import TINY, sets
+from test_distributed import Cfcl
+
+EPOCHS = 40  # long enough to be stopped mid-run, 3 steps an epoch
+
+
+def _step(checkpoint: Path) -> int:
+    return torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+
+
+def _wait_for(condition, run: Cfcl, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert run.process.poll() is None, f"the run ended before it could be stopped: {run.err[-2000:]}"
+        assert time.time() < deadline, run.err[-2000:]
+        time.sleep(0.01)
+
+
+def test_interrupt_rerun_kill_rerun_ends_as_an_uninterrupted_run(tmp_path):
+    store = make_store(tmp_path / "store", true_cf=False)
+    args = ["cf", "train", "--data", store.path, *sets([*TINY, f"trainer.max_epochs={EPOCHS}"])]
+    whole = Cfcl([*args, "--out", tmp_path / "whole"], tmp_path / "whole")
+    assert whole.wait() == 0, whole.err[-3000:]
+
+    out = tmp_path / "split"
+    last = out / "checkpoints" / "last.ckpt"
+    first = Cfcl([*args, "--out", out], tmp_path / "first")
+    _wait_for(last.is_file, first)
+    first.process.send_signal(signal.SIGINT)
+    assert first.wait() == 130
+    assert first.err.strip().splitlines()[-1] == "cfcl: interrupted; run the same command again to resume"
+    assert "Traceback" not in first.err and "KeyboardInterrupt" not in first.err + first.out
+    interrupted_at = _step(last)
+
+    second = Cfcl([*args, "--out", out], tmp_path / "second")
+    _wait_for(lambda: _step(last) > interrupted_at + 3, second)  # a newer epoch's end is written
+    second.process.kill()
+    second.wait()
+    killed_at = _step(last)
+    assert f"resumed from {last}: " in second.out and f"step {interrupted_at}\n" in second.out
+    for warned in ("will be deleted", "not resumable"):
+        assert warned not in second.err
+    assert not list(out.glob("checkpoints/*-v*.ckpt")) and not list(out.glob("checkpoints/.*partial"))
+
+    third = Cfcl([*args, "--out", out], tmp_path / "third")
+    assert third.wait() == 0, third.err[-3000:]
+    assert f"step {killed_at}\n" in third.out and killed_at > interrupted_at
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+    (resumed, info), (uninterrupted, whole_info) = load_generator(out), load_generator(tmp_path / "whole")
+    assert info["steps"] == whole_info["steps"] == EPOCHS * 3
+    for (key, value), expected in zip(resumed.state_dict().items(), uninterrupted.state_dict().values(), strict=True):
+        assert torch.equal(value, expected), key
+    curves = [pd.read_csv(run / "logs" / "metrics.csv") for run in (out, tmp_path / "whole")]
+    split_curve, whole_curve = (c.dropna(subset=["train/nelbo_step"])[["step", "train/nelbo_step"]] for c in curves)
+    pd.testing.assert_frame_equal(split_curve.reset_index(drop=True), whole_curve.reset_index(drop=True))
