@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from cfcl.errors import CheckpointError, ConfigError
@@ -122,6 +123,15 @@ class StepLoader(DataLoader):
             )
 
 
+def ordered_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """The dataset in order (validation). Its own generator: starting it draws nothing from the global
+    RNG, so training draws the same noise however often validation runs (a resumed run may run it again)."""
+    return DataLoader(
+        dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
 def trainer_progress(trainer) -> Progress:
     """``(global_step, rank, world_size)`` of a Lightning trainer, read when asked."""
     return lambda: (trainer.global_step, trainer.global_rank, trainer.world_size)
@@ -133,7 +143,7 @@ def step_loader(batches: EpochBatches, progress: Progress, num_workers: int, pin
         raise ConfigError(
             f"batch_size {batches.batch_size} x {progress()[2]} device(s) exceeds the {batches.n} {batches.items}"
         )
-    return StepLoader(
+    return StepLoader(  # a generator of its own: starting an epoch draws nothing from the global RNG
         batches, sampler=StepSampler(batches, progress), batch_size=None, num_workers=num_workers,
-        pin_memory=pin_memory, persistent_workers=False,
+        pin_memory=pin_memory, persistent_workers=False, generator=torch.Generator().manual_seed(batches.seed),
     )

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -153,17 +156,28 @@ def _rng_states() -> dict:
     return states
 
 
+def _set_rng_states(states: dict) -> None:
+    import torch
+
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 def _rng_state_callback():
     """Saves the global torch RNG states with every checkpoint and sets them again on resume, so that
     a resumed run draws the noise an uninterrupted one would (the HVAE's reparameterisation, dropout).
+
     A checkpoint written inside a step (on Ctrl-C) holds the states from that step's start, the
-    point the resumed run repeats the step from."""
-    import torch
+    point the resumed run repeats the step from. Validation leaves the states as it found them, so
+    training draws the same noise whether or not (and how often, after a resume) validation ran.
+    """
     from lightning.pytorch.callbacks import Callback
 
     class RngStates(Callback):
         def __init__(self):
             self.step_start: tuple[int, dict] | None = None
+            self.validation_start: dict | None = None
 
         def on_train_batch_start(self, trainer, *args) -> None:
             self.step_start = (trainer.global_step, _rng_states())
@@ -171,17 +185,22 @@ def _rng_state_callback():
         def on_train_batch_end(self, trainer, *args) -> None:
             self.step_start = None
 
+        def on_validation_start(self, trainer, module) -> None:
+            self.validation_start = _rng_states()
+
+        def on_validation_end(self, trainer, module) -> None:
+            _set_rng_states(self.validation_start)
+            self.validation_start = None
+
         def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
-            inside_step = self.step_start is not None and self.step_start[0] == trainer.global_step
-            checkpoint["rng_states"] = self.step_start[1] if inside_step else _rng_states()
+            if self.step_start is not None and self.step_start[0] == trainer.global_step:
+                checkpoint["rng_states"] = self.step_start[1]
+            else:
+                checkpoint["rng_states"] = self.validation_start or _rng_states()
 
         def on_load_checkpoint(self, trainer, module, checkpoint: dict) -> None:
-            states = checkpoint.get("rng_states")
-            if states is None:
-                return
-            torch.set_rng_state(states["torch"])
-            if "cuda" in states and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(states["cuda"])
+            if "rng_states" in checkpoint:
+                _set_rng_states(checkpoint["rng_states"])
 
     return RngStates()
 
@@ -229,16 +248,25 @@ def _csv_logger(out: Path):
             return self._experiment
 
     class ResumeLog(Callback):
+        def __init__(self):
+            self.resumed = False
+
         def on_train_start(self, trainer, module) -> None:
-            if trainer.ckpt_path is None or not trainer.is_global_zero:
+            self.resumed = trainer.ckpt_path is not None
+            if not (self.resumed and trainer.is_global_zero):
                 return
             print(f"resumed from {trainer.ckpt_path}: epoch {trainer.current_epoch}, step {trainer.global_step}", flush=True)
-            # Lightning restores its logging step one short from a checkpoint written at validation's end;
-            # cfcl's loops take one optimiser step per batch, so the two counts are equal.
-            trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
             for logger in trainer.loggers:
                 if isinstance(logger, ResumedCSVLogger):
                     logger.experiment.keep_before(trainer.global_step)
+
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if self.resumed:
+                # Lightning's logging step after a restore is off by one, one way or the other, depending on
+                # where the checkpoint was written; cfcl's loops take one optimiser step per batch, so the
+                # logging step of an uninterrupted run equals the global step.
+                trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+                self.resumed = False
 
         def on_save_checkpoint(self, trainer, module, checkpoint: dict) -> None:
             for logger in trainer.loggers:
@@ -246,6 +274,38 @@ def _csv_logger(out: Path):
                     logger.save()
 
     return ResumedCSVLogger(out, name="logs", version=""), ResumeLog()
+
+
+def _step_end_stop():
+    """The first Ctrl-C stops training where the state is whole, before the next step starts (the
+    step's optimiser update, EMA and RNG draws all done); a second one stops at once."""
+    from lightning.pytorch.callbacks import Callback
+
+    class StepEndStop(Callback):
+        def __init__(self):
+            self.requested = False
+            self.previous = None
+
+        def _on_sigint(self, signum, frame) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("cfcl: stopping after this step (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+        def on_fit_start(self, trainer, module) -> None:
+            if threading.current_thread() is threading.main_thread():
+                self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+        def on_train_batch_start(self, trainer, *args) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+
+        def teardown(self, trainer, module, stage) -> None:
+            if self.previous is not None:
+                signal.signal(signal.SIGINT, self.previous)
+                self.previous = None
+
+    return StepEndStop()
 
 
 def fit(trainer, module, *loaders, ckpt_path: str | os.PathLike | None) -> None:
@@ -301,7 +361,7 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val,
         enable_progress_bar=cfg.progress_bar,
-        callbacks=[*checkpoints, resume_log, *progress, *(callbacks or [])],
+        callbacks=[_step_end_stop(), *checkpoints, resume_log, *progress, *(callbacks or [])],
         logger=loggers,
         plugins=[_atomic_checkpoint_io()],
         default_root_dir=out,

@@ -122,4 +122,5 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
         artefacts={"encoder": encoder_path.name, "loss_curve": layout.LOSS_CURVE}, metrics=metrics,
         steps=trainer.global_step, resumed_from=str(stage.resume_from) if stage.resume_from else None,
         images_seen=trainer.global_step * config.batch_size * trainer.world_size,
+        summary=f"{config.method}, {trainer.global_step} steps; {encoder_path.name}",
     )

@@ -18,7 +18,6 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from torch.utils.data import DataLoader
 
 from cfcl import layout
 from cfcl.counterfactual.classifier import balanced_class_weights, build_classifier, save_classifier
@@ -31,7 +30,7 @@ from cfcl.counterfactual.parents import (
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import Stage, run_stage
-from cfcl.loaders import DatasetBatches, step_loader, trainer_progress
+from cfcl.loaders import DatasetBatches, ordered_loader, step_loader, trainer_progress
 from cfcl.training import fit, loader_workers, make_trainer
 
 STAGE = {"guide": layout.CF_GUIDE, "judge": layout.CF_JUDGE}  # by role: the run folder each role is trained into
@@ -89,7 +88,7 @@ def _train(config: ClassifierConfig, store: ImageStore, spec: ParentSpec, stage:
     fit(
         trainer, ParentClassifierModule(model, weights, config),
         step_loader(batches, trainer_progress(trainer), workers),
-        DataLoader(val_set, batch_size=config.batch_size, num_workers=workers),
+        ordered_loader(val_set, config.batch_size, workers),
         ckpt_path=stage.resume_from,
     )
     stage.timed("train", time.time() - started)
@@ -114,4 +113,5 @@ def _train(config: ClassifierConfig, store: ImageStore, spec: ParentSpec, stage:
         "epochs": int(trainer.current_epoch),
     }
     save_classifier(out, model, info)
-    return dict(role=config.role, parent=config.parent, arch=config.arch, metrics=metrics, epochs=info["epochs"])
+    summary = f"{config.parent} {config.role}, {info['epochs']} epochs, validation balanced accuracy {info['val_balanced_accuracy']:.3g}"
+    return dict(role=config.role, parent=config.parent, arch=config.arch, metrics=metrics, epochs=info["epochs"], summary=summary)

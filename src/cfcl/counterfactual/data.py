@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from cfcl.counterfactual.parents import ParentSpec, parents_from_store
 from cfcl.data.store import ImageStore
@@ -53,7 +53,3 @@ def training_batches(dataset: ParentImageDataset, batch_size: int, seed: int, ba
     weights = domain_balanced_weights(dataset.domains) if balanced else None
     return DatasetBatches(dataset, batch_size, seed, weights=weights, drop_last=len(dataset) > batch_size)
 
-
-def image_loader(dataset: ParentImageDataset, batch_size: int, num_workers: int = 0) -> DataLoader:
-    """The images in store order (validation, evaluation)."""
-    return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)

@@ -132,4 +132,5 @@ def _finetune(
             "train/round_trip_mae_step", "train/round_trip_multiplier_step",
         ],
     )
-    return dict(artefacts={"generator": generator_path.name}, metrics=metrics, elbo_bound=bound, initial_nelbo=initial)
+    summary = f"{trainer.global_step} steps of the decoder ({int(module.skipped)} skipped), -ELBO bound {bound:.4g}; {generator_path.name}"
+    return dict(artefacts={"generator": generator_path.name}, metrics=metrics, elbo_bound=bound, initial_nelbo=initial, summary=summary)

@@ -12,7 +12,7 @@ import torch
 from cfcl import layout
 from cfcl.counterfactual import figures
 from cfcl.counterfactual.config import CFTrainConfig
-from cfcl.counterfactual.data import ParentImageDataset, image_loader, split_batch, split_indices, training_batches
+from cfcl.counterfactual.data import ParentImageDataset, split_batch, split_indices, training_batches
 from cfcl.counterfactual.generator import save_generator
 from cfcl.counterfactual.hvae import HVAE
 from cfcl.counterfactual.module import HVAETrainModule
@@ -21,7 +21,7 @@ from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.loaders import step_loader, trainer_progress
+from cfcl.loaders import ordered_loader, step_loader, trainer_progress
 from cfcl.training import fit, loader_workers, make_trainer
 
 STAGE = layout.CF_MODEL
@@ -72,7 +72,7 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     val_rows = store.indices(config.val_split) if config.val_split else np.array([], dtype=int)
     if len(val_rows) and config.val_images:
         val_rows = val_rows[np.linspace(0, len(val_rows) - 1, min(config.val_images, len(val_rows))).astype(int)]
-        val_loader = image_loader(ParentImageDataset(store, val_rows, specs), config.batch_size)
+        val_loader = ordered_loader(ParentImageDataset(store, val_rows, specs), config.batch_size)
     started = time.time()
     fit(trainer, module, loader, val_loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
@@ -90,4 +90,6 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     figures.counterfactual_grid(ema, x, pa, out / "counterfactual_grid.png")
     figures.prior_samples(ema, pa, out / "prior_samples.png")
     training_curve(out / layout.TRAINER_LOG, out / layout.TRAINING_CURVE, ["train/nelbo_step", "train/kl_step", "val/nelbo"])
-    return dict(artefacts={"generator": generator_path.name}, metrics=metrics, parameters=info["parameters"])
+    val = f", validation -ELBO {metrics['val/nelbo']:.4g}" if "val/nelbo" in metrics else ""
+    summary = f"{trainer.global_step} steps ({int(module.skipped)} skipped){val}; {generator_path.name}"
+    return dict(artefacts={"generator": generator_path.name}, metrics=metrics, parameters=info["parameters"], summary=summary)

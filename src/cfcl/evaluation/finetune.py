@@ -17,12 +17,12 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from cfcl.evaluation.config import FinetuneConfig
 from cfcl.evaluation.features import image_batch
 from cfcl.evaluation.metrics import auroc
-from cfcl.loaders import DatasetBatches, step_loader, trainer_progress
+from cfcl.loaders import DatasetBatches, ordered_loader, step_loader, trainer_progress
 from cfcl.training import fit, last_checkpoint, loader_workers, make_trainer, single_device
 
 VAL_METRIC = "val_auroc"
@@ -102,7 +102,7 @@ def finetune(
     stop = EarlyStopping(monitor=VAL_METRIC, mode="max", patience=cfg.patience)
     trainer = make_trainer(single_device(cfg.trainer), out, callbacks=[best, stop], num_sanity_val_steps=0)
     train = DatasetBatches(StoreRows(images, labels, train_rows), cfg.batch_size, seed, drop_last=False)
-    val = DataLoader(StoreRows(images, labels, val_rows), batch_size=cfg.batch_size, num_workers=workers)
+    val = ordered_loader(StoreRows(images, labels, val_rows), cfg.batch_size, workers)
     fit(trainer, model, step_loader(train, trainer_progress(trainer), workers), val, ckpt_path=last_checkpoint(out))
     if best.best_model_path:
         state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
