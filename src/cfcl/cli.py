@@ -14,6 +14,7 @@ from pathlib import Path
 from cfcl import __version__
 from cfcl.errors import CfclError
 from cfcl.registry import STAGES, StageCommand, check_stage, load_ref
+from cfcl.training import share_busy_cpus
 
 
 def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> None:
@@ -174,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    share_busy_cpus()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

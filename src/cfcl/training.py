@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
+import time
 import warnings
+from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
 
 from cfcl import atomic
 from cfcl.config import StrictModel
@@ -35,6 +38,18 @@ warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, bu
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: not record.getMessage().lstrip().startswith("Detected KeyboardInterrupt")
 )
+
+# Lightning's lines that say nothing about the user's run (which devices exist, the seed of every stage,
+# an advertisement); its warnings about the run stay.
+LIGHTNING_CHATTER = re.compile(
+    r"(GPU|TPU) available: |Seed set to \d+|💡 Tip: For seamless cloud logging and experiment tracking, try installing \[litlogger\]"
+)
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+    logging.getLogger(_name).addFilter(lambda record: not LIGHTNING_CHATTER.match(record.getMessage()))
+
+
+#: The package each optional logger of ``trainer.loggers`` imports (installed by the extra of the logger's name).
+LOGGER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}
 
 
 class DevicesConfig(StrictModel):
@@ -64,6 +79,57 @@ class TrainerConfig(DevicesConfig):
     keep_every_n_epochs: PositiveInt | None = Field(
         None, description="also keep checkpoints/epochNNN.ckpt every N epochs; default: only last.ckpt, the resume point"
     )
+    loggers: list[Literal["csv", "tensorboard", "wandb", "mlflow"]] = Field(
+        ["csv", "tensorboard"],
+        description="where the curves go, all under the stage folder: csv (logs/metrics.csv, always kept: the report reads it), "
+        "tensorboard, wandb (offline unless WANDB_MODE says otherwise), mlflow (a file store, mlruns/)",
+    )
+
+    #: Where the curves go does not change what the stage computes.
+    unhashed = frozenset({"loggers"})
+
+    @field_validator("loggers")
+    @classmethod
+    def _installed_loggers(cls, loggers: list[str]) -> list[str]:
+        """csv first (cfcl reads it), each logger once; a logger whose package is missing is refused
+        before the stage writes anything."""
+        for name in loggers:
+            package = LOGGER_PACKAGES.get(name)
+            if package is not None and find_spec(package) is None:
+                raise ValueError(f"logger '{name}' needs the {package} package: pip install 'cfcl[{name}]'")
+        return list(dict.fromkeys(["csv", *loggers]))
+
+
+def busy_cores(seconds: float = 0.2) -> float | None:
+    """How many CPU cores other processes keep busy, averaged over ``seconds`` (``/proc/stat``; None elsewhere)."""
+    def times() -> list[int]:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:]]
+
+    try:
+        before = times()
+        time.sleep(seconds)
+        after = times()
+    except OSError:
+        return None
+    delta = [b - a for a, b in zip(before, after)]
+    idle = delta[3] + (delta[4] if len(delta) > 4 else 0)  # idle and iowait
+    return (os.cpu_count() or 1) * (1 - idle / max(1, sum(delta)))
+
+
+def share_busy_cpus() -> None:
+    """Before torch loads OpenMP: where other processes keep at least half a core busy, take the cores
+    they leave free (``OMP_NUM_THREADS``) and let idle threads sleep instead of spinning
+    (``OMP_WAIT_POLICY=PASSIVE``). More threads than free cores, spinning, starve both jobs; alone,
+    spinning on every core is fastest. What the user set is kept (benchmarks/cpu_share.py)."""
+    if "torch" in sys.modules:
+        return
+    busy = busy_cores()
+    if busy is None or busy < 0.5:
+        return
+    free = len(os.sched_getaffinity(0)) - busy
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, round(free))))
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def uses_cuda(cfg: DevicesConfig) -> bool:
@@ -276,6 +342,26 @@ def _csv_logger(out: Path):
     return ResumedCSVLogger(out, name="logs", version=""), ResumeLog()
 
 
+def _logger(name: str, out: Path):
+    """The logger ``name`` of ``trainer.loggers`` beside the CSV one, writing under ``out`` and needing no
+    network or login: W&B offline (``wandb sync`` uploads it later) unless ``WANDB_MODE`` says otherwise,
+    MLflow to a file store."""
+    if name == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False)
+    if name == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        # mode, not offline=True: Lightning's offline flag sets WANDB_MODE for the rest of the process
+        return WandbLogger(save_dir=out, project="cfcl", name=out.name, mode=os.environ.get("WANDB_MODE", "offline"))
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    # MLflow 3 keeps the file store (the one that needs no database packages) behind this opt-in
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MLFlowLogger(experiment_name="cfcl", run_name=out.name, tracking_uri=f"file:{out.resolve()}/mlruns")
+
+
 def _step_end_stop():
     """The first Ctrl-C stops training where the state is whole, before the next step starts (the
     step's optimiser update, EMA and RNG draws all done); a second one stops at once."""
@@ -323,9 +409,11 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
     """A Lightning ``Trainer`` writing checkpoints and logs under ``out``."""
     import lightning as L
     import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
-    from lightning.pytorch.loggers import TensorBoardLogger
+    from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
+    # A deprecation that torch raises inside Lightning itself, nothing the user can act on; set here, not at
+    # import, so that it holds wherever the warning filters were reset since (``warnings.catch_warnings``).
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
     out = Path(out)
     cuda = uses_cuda(cfg)
     if cuda:
@@ -348,7 +436,7 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
             save_top_k=-1, every_n_epochs=cfg.keep_every_n_epochs,
         ))
     csv_logger, resume_log = _csv_logger(out)
-    loggers = [csv_logger, TensorBoardLogger(out, name="tensorboard", version="", default_hp_metric=False)]
+    loggers = [csv_logger, *(_logger(name, out) for name in cfg.loggers if name != "csv")]
     kwargs = dict(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -361,7 +449,10 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val,
         enable_progress_bar=cfg.progress_bar,
-        callbacks=[_step_end_stop(), *checkpoints, resume_log, *progress, *(callbacks or [])],
+        callbacks=[
+            _step_end_stop(), *checkpoints, resume_log, LearningRateMonitor(logging_interval="step"), *progress,
+            *(callbacks or []),
+        ],
         logger=loggers,
         plugins=[_atomic_checkpoint_io()],
         default_root_dir=out,
