@@ -158,3 +158,36 @@ def test_cli_classifier_bad_input(tmp_path, capsys):
     store = make_store(tmp_path / "store")
     assert main(["cf", "classifier", "--data", str(store.path), "--set", "val_split=nope", "--out", str(tmp_path / "c")]) == 2
     assert "split(s) nope" in capsys.readouterr().err
+
+
+def test_affine_warp_matches_kornia_random_affine_warp():
+    import kornia
+
+    from cfcl.counterfactual.classifier_module import affine_warp
+
+    x = torch.rand(4, 1, 20, 28, generator=torch.Generator().manual_seed(0))
+    angles, scales = torch.tensor([0.0, 5.0, -30.0, 12.0]), torch.tensor([1.0, 1.05, 0.9, 1.2])
+    shifts = torch.tensor([[0.0, 0.0], [1.3, -0.7], [2.0, 3.0], [-1.0, 0.5]])
+    centre = torch.tensor([[28 / 2 - 0.5, 20 / 2 - 0.5]]).expand(4, -1)
+    matrix = kornia.geometry.transform.get_affine_matrix2d(shifts, centre, scales[:, None].repeat(1, 2), angles)
+    ref = kornia.geometry.transform.warp_affine(x, matrix[:, :2], (20, 28), padding_mode="border", align_corners=False)
+    torch.testing.assert_close(affine_warp(x, angles, shifts, scales), ref, atol=1e-5, rtol=0)
+
+
+def test_classifier_jitter_moves_images_within_its_ranges_and_keeps_shape_and_range():
+    from cfcl.counterfactual.classifier_module import AffineJitter
+    from cfcl.counterfactual.config import JitterConfig
+
+    torch.manual_seed(0)
+    x = torch.rand(16, 1, 24, 32)
+    out = AffineJitter(JitterConfig())(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    changed = (out - x).abs().flatten(1).amax(1) > 1e-3
+    assert 8 <= changed.sum() < 16  # p = 0.8 per sample; the others pass unchanged
+    assert torch.equal(out[~changed], x[~changed])
+    assert torch.equal(AffineJitter(JitterConfig(p=0.0))(x), x)
+    dot = torch.zeros(64, 1, 41, 41)
+    dot[:, :, 20, 20] = 1
+    moved = AffineJitter(JitterConfig(p=1.0, degrees=0.0, scale=0.0, translate=0.1))(dot)
+    xs = (moved.sum(2).squeeze(1) * torch.arange(41)).sum(1) / moved.sum((1, 2, 3))
+    assert (xs - 20).abs().max() <= 0.1 * 41 and (xs > 21).any() and (xs < 19).any()

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from test_imageio import write_dicom
+from test_imageio import write_claiming, write_compressed, write_dicom
 
 from cfcl.cli import main
 from cfcl.data.datasets.common import DatasetError, assign_splits
@@ -429,6 +429,34 @@ def test_splits_are_seeded_and_patient_level():
     assert not first.equals(assign_splits(patients, pd.Series([False] * 300), 8, 0.1, 0.2))
     assert (pd.DataFrame({"p": patients, "s": first}).groupby("p")["s"].nunique() == 1).all()
     assert first.value_counts().to_dict() == {"train": 210, "test": 60, "val": 30}
+
+
+def test_compressed_dicoms_are_decoded_and_one_without_a_decoder_is_skipped_with_its_reason(tmp_path, monkeypatch, capsys):
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, RLELossless
+
+    root = csv_root(tmp_path)
+    table = pd.read_csv(root / "table.csv")
+    for i, syntax in [(4, RLELossless), (5, JPEG2000Lossless)]:
+        (root / f"imgs/{i}.png").unlink()
+        write_compressed(root / f"imgs/{i}.dcm", np.full((40, 40), 10 * i, dtype=np.uint8), 8, syntax)
+    write_claiming(root / "imgs/7.dcm", JPEGLosslessSV1, b"\xff\xd8\xff\xd9")
+    table["file"] = table["file"].replace({"4.png": "4.dcm", "5.png": "5.dcm", "7.png": "7.dcm"})
+    table.to_csv(root / "table.csv", index=False)
+    monkeypatch.setattr(get_decoder(JPEGLosslessSV1), "_available", {})
+    options = [f"--set=csv.{k}={v}" for k, v in CSV_OPTIONS.items() if not isinstance(v, list)]
+    argv = ["data", "prepare", "--dataset", "csv", "--root", str(root), "--out", str(tmp_path / "out"),
+            "--size", str(SIZE), "--workers", "1", *options]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "imgs/7.dcm: pixel data compressed as JPEG Lossless" in error
+    assert error.endswith("pip install 'cfcl[dicom]'")
+    assert main([*argv, "--skip-bad"]) == 0
+    store = ImageStore.open(tmp_path / "out")
+    assert len(store) == 11 and (image_of(store, "4.dcm") == 40).all() and (image_of(store, "5.dcm") == 50).all()
+    bad = pd.read_csv(tmp_path / "out/bad_rows.csv")
+    assert list(bad["image_id"]) == ["7.dcm"] and list(bad["kind"]) == ["no decoder for its compression"]
+    assert bad["error"][0].endswith("pip install 'cfcl[dicom]'") and "1.2.840.10008.1.2.4.70" in bad["error"][0]
 
 
 def test_cli_prepare_with_flags(tmp_path, capsys):

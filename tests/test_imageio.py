@@ -5,14 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.encaps import encapsulate
+from pydicom.pixels import get_decoder
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
 
 from cfcl.data.imageio import (
     DecodeOptions,
     ImageReadError,
+    MissingDecoderError,
     decode,
     largest_component_mask,
     read_pixels,
@@ -38,6 +50,26 @@ def write_dicom(path: Path, stored: np.ndarray, bits_stored: int = 12, **attribu
         setattr(ds, key, value)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_compressed(path: Path, stored: np.ndarray, bits_stored: int, syntax: UID, **attributes) -> Path:
+    """:func:`write_dicom`, then its pixel data compressed by pydicom's encoders in ``syntax``."""
+    write_dicom(path, stored, bits_stored, **attributes)
+    ds = pydicom.dcmread(path)
+    ds.compress(syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def write_claiming(path: Path, syntax: UID, data: bytes) -> Path:
+    """A DICOM file whose header says ``syntax`` and whose pixel data is the one fragment ``data``."""
+    write_dicom(path, ramp(8, 8), 12)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([data])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path)
     return path
 
 
@@ -170,3 +202,62 @@ def test_corrupt_dicom_and_missing_file(tmp_path):
         decode(path, SQUARE)
     with pytest.raises(CfclError, match="missing.png.*does not exist"):
         decode(tmp_path / "missing.png", SQUARE)
+
+
+LOSSLESS_SYNTAXES = [RLELossless, JPEGLSLossless, JPEG2000Lossless]
+
+
+@pytest.mark.parametrize("syntax", LOSSLESS_SYNTAXES, ids=lambda uid: uid.name)
+@pytest.mark.parametrize(("bits", "attributes"), [
+    (12, {"WindowCenter": 1800, "WindowWidth": 2500}),
+    (8, {"PhotometricInterpretation": "MONOCHROME1"}),
+], ids=["12-bit windowed", "8-bit MONOCHROME1"])
+def test_losslessly_compressed_dicom_decodes_to_the_uncompressed_pixels(tmp_path, syntax, bits, attributes):
+    noise = np.random.default_rng(0).integers(0, 2**bits // 8, (32, 48))
+    stored = (ramp(32, 48, 2**bits - 1) * 7 // 8 + noise).astype(np.uint16 if bits > 8 else np.uint8)
+    plain = write_dicom(tmp_path / "plain.dcm", stored, bits, **attributes)
+    packed = write_compressed(tmp_path / "packed.dcm", stored, bits, syntax, **attributes)
+    written = pydicom.dcmread(packed)
+    assert written.file_meta.TransferSyntaxUID == syntax and written.PixelData != stored.tobytes()
+    assert np.array_equal(read_pixels(packed).values, read_pixels(plain).values)
+    options = DecodeOptions(16, 20)
+    assert np.array_equal(decode(packed, options), decode(plain, options))
+
+
+def test_dicom_without_an_installed_decoder_says_what_to_install_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(get_decoder(JPEGLosslessSV1), "_available", {})
+    path = write_claiming(tmp_path / "lossless.dcm", JPEGLosslessSV1, b"\xff\xd8\xff\xd9")
+    with pytest.raises(MissingDecoderError) as caught:
+        decode(path, SQUARE)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"{path}: pixel data compressed as JPEG Lossless")
+    assert "(1.2.840.10008.1.2.4.70)" in message and message.endswith("pip install 'cfcl[dicom]'")
+
+
+def test_corrupt_compressed_dicom_names_its_transfer_syntax_in_one_line(tmp_path):
+    path = write_claiming(tmp_path / "broken.dcm", JPEGLosslessSV1, b"\xff\xd8garbage\xff\xd9")
+    with pytest.raises(ImageReadError) as caught:
+        decode(path, SQUARE)
+    message = str(caught.value)
+    assert not isinstance(caught.value, MissingDecoderError) and "\n" not in message
+    assert message.startswith(f"{path}: cannot decode its JPEG Lossless") and "1.2.840.10008.1.2.4.70" in message
+
+
+def test_the_test_extra_installs_the_dicom_extra_whose_plugins_decode_hospital_exports():
+    """CI installs ``.[test]``: with it, every common compressed transfer syntax has a decoder."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from pydicom.uid import (
+        JPEG2000,
+        JPEGBaseline8Bit,
+        JPEGExtended12Bit,
+        JPEGLossless,
+        JPEGLSNearLossless,
+    )
+
+    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(r.name == "cfcl" and "dicom" in r.extras for r in map(Requirement, extras["test"]))
+    for syntax in [RLELossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless,
+                   JPEGLSNearLossless, JPEG2000Lossless, JPEG2000]:
+        assert get_decoder(syntax).is_available, syntax.name

@@ -1,11 +1,10 @@
 """The parent classifier's thin Lightning module: class-weighted cross-entropy on lightly jittered
-images, validation balanced accuracy from a confusion matrix."""
+images (:class:`AffineJitter`), validation balanced accuracy from a confusion matrix."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import kornia.augmentation as K
 import lightning as L
 import numpy as np
 import torch
@@ -15,11 +14,51 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from cfcl.counterfactual.classifier import ParentClassifier
-from cfcl.counterfactual.config import ClassifierConfig
+from cfcl.counterfactual.config import ClassifierConfig, JitterConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_batch
 from cfcl.counterfactual.quality import balanced_accuracy
 
 MONITOR = "val_balanced_accuracy"
+
+
+def affine_warp(images: torch.Tensor, angles: torch.Tensor, translations: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """``images [n, C, H, W]`` rotated by ``angles`` degrees (counter-clockwise) and scaled by ``scales``
+    about the centre, then shifted by ``translations [n, 2]`` pixels (x, y); border padding, one
+    bilinear resampling: kornia's ``warp_affine`` of ``get_affine_matrix2d``, as ``RandomAffine`` uses it."""
+    _, _, height, width = images.shape
+    theta = torch.deg2rad(angles)
+    cos, sin = torch.cos(theta) / scales, torch.sin(theta) / scales
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    sx, sy = cx + translations[:, 0], cy + translations[:, 1]
+    xs = torch.arange(width, device=images.device, dtype=images.dtype)
+    ys = torch.arange(height, device=images.device, dtype=images.dtype)[:, None]
+    # output pixel q -> input pixel c + R(-angle) (q - c - t) / scale
+    x_in = cos[:, None, None] * xs + sin[:, None, None] * ys + (cx - cos * sx - sin * sy)[:, None, None]
+    y_in = -sin[:, None, None] * xs + cos[:, None, None] * ys + (cy + sin * sx - cos * sy)[:, None, None]
+    grid = torch.stack([x_in * (2 / max(width - 1, 1)) - 1, y_in * (2 / max(height - 1, 1)) - 1], dim=-1)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+class AffineJitter(torch.nn.Module):
+    """kornia ``RandomAffine(degrees, translate, scale, padding_mode="border", p)``: per sample with
+    probability ``p``, a rotation uniform in ``±degrees``, a shift uniform in ``±translate`` of the
+    width and height and an isotropic scale uniform in ``1 ± scale``; the other samples pass unchanged."""
+
+    def __init__(self, jitter: JitterConfig):
+        super().__init__()
+        self.jitter = jitter
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = images.shape
+        j = self.jitter
+
+        def uniform(bound: float, *shape: int) -> torch.Tensor:
+            return (2 * torch.rand(n, *shape, device=images.device, dtype=images.dtype) - 1) * bound
+
+        extent = torch.tensor([width, height], device=images.device, dtype=images.dtype)
+        warped = affine_warp(images, uniform(j.degrees), uniform(j.translate, 2) * extent, 1 + uniform(j.scale))
+        chosen = torch.rand(n, device=images.device) < j.p
+        return torch.where(chosen[:, None, None, None], warped, images)
 
 
 class ParentClassifierModule(L.LightningModule):
@@ -30,15 +69,7 @@ class ParentClassifierModule(L.LightningModule):
         self.model, self.parent = model, cfg.parent
         self.register_buffer("class_weights", class_weights)
         self.lr, self.weight_decay = cfg.lr, cfg.weight_decay
-        aug = cfg.augment
-        self.augment = (
-            K.RandomAffine(
-                degrees=aug.degrees, translate=(aug.translate, aug.translate),
-                scale=(1 - aug.scale, 1 + aug.scale), padding_mode="border", p=aug.p,
-            )
-            if aug is not None
-            else None
-        )
+        self.augment = AffineJitter(cfg.augment) if cfg.augment is not None else None
         self.val_confusion = MulticlassConfusionMatrix(num_classes=model.n_classes)
 
     def training_step(self, batch, batch_idx):

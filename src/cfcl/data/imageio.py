@@ -16,6 +16,11 @@ Intensity mapping (``normalise``):
 DICOM pixels pass through the modality LUT (Rescale Slope/Intercept) and the VOI LUT or window
 (pydicom ``apply_modality_lut`` / ``apply_voi_lut``); MONOCHROME1 images are inverted after
 mapping, so bright always means dense.
+
+Compressed DICOM (RLE, JPEG, JPEG Lossless, JPEG-LS, JPEG 2000) is decoded by pydicom's plugins:
+RLE natively, the others through the ``dicom`` extra (``pip install 'cfcl[dicom]'``: pylibjpeg and
+its libjpeg, openjpeg and RLE plugins). A transfer syntax that no installed plugin decodes is a
+:class:`MissingDecoderError` naming the file, the transfer syntax and that extra.
 """
 
 from __future__ import annotations
@@ -33,8 +38,19 @@ DICOM_SUFFIXES = {".dcm", ".dicom", ".dic"}
 Normalise = Literal["auto", "minmax", "percentile"]
 
 
+DICOM_EXTRA = "pip install 'cfcl[dicom]'"
+
+
 class ImageReadError(CfclError):
     """An image file is missing, unreadable, corrupt or of a kind cfcl cannot decode."""
+
+    kind = "unreadable or corrupt image"
+
+
+class MissingDecoderError(ImageReadError):
+    """A DICOM file's pixel data is compressed in a transfer syntax no installed plugin decodes."""
+
+    kind = "no decoder for its compression"
 
 
 @dataclass(frozen=True)
@@ -96,17 +112,48 @@ def _window_range(ds) -> tuple[float, float]:
     return lo, hi
 
 
+def _one_line(exc: Exception) -> str:
+    """An exception as ``Type: message`` on one line (pydicom's decoder errors span several)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _check_decoder(path: Path, syntax) -> None:
+    """Refuse compressed pixel data that no installed pydicom plugin decodes, saying what to install."""
+    from pydicom.pixels import get_decoder
+
+    try:
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:
+        raise MissingDecoderError(
+            f"{path}: pixel data compressed as {syntax.name} ({syntax}), which pydicom cannot decode"
+        ) from None
+    if not available:
+        raise MissingDecoderError(
+            f"{path}: pixel data compressed as {syntax.name} ({syntax}) and no installed plugin decodes it; "
+            f"install the DICOM decoders with: {DICOM_EXTRA}"
+        )
+
+
 def read_dicom(path: Path) -> Pixels:
     """DICOM through pydicom: modality LUT, then VOI LUT or window; MONOCHROME1 flagged for inversion."""
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    errors = (InvalidDicomError, OSError, AttributeError, ValueError, KeyError, TypeError, RuntimeError)
     try:
         ds = pydicom.dcmread(path)
+    except errors as exc:
+        raise ImageReadError(f"{path}: not a readable DICOM image ({_one_line(exc)})") from None
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    compressed = syntax is not None and syntax.is_transfer_syntax and syntax.is_compressed
+    if compressed:
+        _check_decoder(path, syntax)
+    try:
         stored = ds.pixel_array
-    except (InvalidDicomError, OSError, AttributeError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ImageReadError(f"{path}: not a readable DICOM image ({type(exc).__name__}: {exc})") from None
+    except errors as exc:
+        problem = f"cannot decode its {syntax.name} ({syntax}) pixel data" if compressed else "not a readable DICOM image"
+        raise ImageReadError(f"{path}: {problem} ({_one_line(exc)})") from None
     if stored.ndim != 2:
         raise ImageReadError(f"{path}: DICOM pixel data has shape {stored.shape}, expected one 2-D grayscale frame")
     values = apply_modality_lut(stored, ds)

@@ -115,7 +115,7 @@ def decode_chunk(
             )
             if not skip_bad:
                 raise error from None
-            kind = "missing file" if not Path(path).is_file() else "unreadable or corrupt image"
+            kind = "missing file" if not Path(path).is_file() else error.kind
             bad.append((i, kind, str(error)))
     return images, bad
 
