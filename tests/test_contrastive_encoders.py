@@ -1,11 +1,19 @@
-"""Encoders: shapes, input normalisation, ImageNet initialisation from a file, save/load round trip."""
+"""Encoders (torchvision, ViT, timm): shapes, input normalisation, pretrained weights, save/load round trip, pretraining with timm."""
 
+import numpy as np
 import pytest
 import torch
 from torchvision.models import resnet18
 
+from cfcl.config import build_config
+from cfcl.contrastive import pretrain
+from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
+from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError
+from cfcl.evaluation.features import extract_features
+from cfcl.presets import preset_dir
+from test_contrastive_pretrain import SIZE, _config, stores  # noqa: F401 - fixture
 
 
 @pytest.mark.parametrize(
@@ -83,3 +91,139 @@ def test_corrupt_or_mismatched_checkpoint_is_a_checkpoint_error(tmp_path):
         load_encoder(path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_encoder(tmp_path / "nothing")
+
+
+# timm encoders: tiny models, 1 channel, features for any image size, weights, config validation.
+TIMM_VIT = ("timm/vit_tiny_patch16_224", {"img_size": 32})
+
+
+@pytest.mark.parametrize("arch, kwargs, dim", [("timm/resnet10t", {}, 512), (*TIMM_VIT, 192)])
+def test_timm_encoder_takes_one_channel_any_size_and_gives_num_features(arch, kwargs, dim):
+    torch.manual_seed(0)
+    encoder = build_encoder(arch, **kwargs).eval()
+    assert encoder.feature_dim == dim == encoder.backbone.num_features
+    for size in [(32, 32), (40, 52)]:  # not whole patches: a ViT pads
+        features = encoder(torch.rand(2, 1, *size))
+        assert features.shape == (2, dim) and torch.isfinite(features).all()
+    x = torch.rand(2, 1, 32, 32)
+    assert torch.allclose(encoder(x), encoder.backbone((x - 0.5) / 0.25))
+
+
+def test_timm_encoder_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    encoder = build_encoder(TIMM_VIT[0], **TIMM_VIT[1])
+    save_encoder(tmp_path, encoder, {"image_size": [32, 32], "method": "simclr", "seed": 0})
+    loaded, info = load_encoder(tmp_path)
+    assert info["arch"] == "timm/vit_tiny_patch16_224" and info["arch_kwargs"] == {"img_size": 32} and info["feature_dim"] == 192
+    x = torch.rand(2, 1, 32, 48)
+    assert torch.equal(loaded(x), encoder.eval()(x))
+
+
+def test_timm_weights_from_a_local_file_rgb_filters_summed(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    reference = timm.create_model("resnet10t", pretrained=False)  # 3 channels, 1000 classes
+    path = tmp_path / "resnet10t.pth"
+    torch.save(reference.state_dict(), path)
+    encoder = build_encoder("timm/resnet10t", pretrained_weights=path)
+    assert torch.allclose(encoder.backbone.conv1[0].weight, reference.conv1[0].weight.sum(1, keepdim=True))
+    assert torch.equal(encoder.backbone.layer4[0].conv2.weight, reference.layer4[0].conv2.weight)
+    one_channel = tmp_path / "one_channel.pth"
+    torch.save(encoder.backbone.state_dict(), one_channel)
+    again = build_encoder("timm/resnet10t", pretrained_weights=one_channel)
+    assert torch.equal(again.backbone.conv1[0].weight, encoder.backbone.conv1[0].weight)
+
+
+def test_timm_weights_that_do_not_fit_name_the_key(tmp_path):
+    import timm
+
+    path = tmp_path / "vit_small.pth"
+    torch.save(timm.create_model("vit_small_patch16_224", pretrained=False, img_size=32).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"file .*vit_small.pth does not fit encoder timm/vit_tiny_patch16_224: size mismatch for cls_token") as err:
+        build_encoder(TIMM_VIT[0], pretrained_weights=path, **TIMM_VIT[1])
+    assert "\n" not in str(err.value)
+    path = tmp_path / "resnet.pth"
+    torch.save(resnet18(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"file .*resnet.pth does not fit encoder timm/resnet10t: size mismatch for layer2"):
+        build_encoder("timm/resnet10t", pretrained_weights=path)
+    state = timm.create_model("resnet10t", pretrained=False).state_dict()
+    del state["layer4.0.conv2.weight"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"file .*resnet.pth does not fit encoder timm/resnet10t: it has no layer4\.0\.conv2\.weight"):
+        build_encoder("timm/resnet10t", pretrained_weights=path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        build_encoder("timm/resnet10t", pretrained_weights=tmp_path / "missing.pth")
+
+
+def test_resnet_weights_that_do_not_fit_name_the_key(tmp_path):
+    path = tmp_path / "r18.pth"
+    torch.save(resnet18(weights=None).state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"does not fit this architecture: (Missing|Unexpected) key\(s\) .*layer"):
+        build_encoder("resnet34", pretrained_weights=path)
+
+
+def test_named_weights_without_network_or_cache_are_one_line_errors(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    for arch, weights, expected in [
+        ("resnet18", "IMAGENET1K_V1", r"pretrained weights IMAGENET1K_V1 of torchvision resnet18: cannot fetch https://\S+resnet18"),
+        ("timm/resnet10t", "hf-hub:cfcl-test/absent", r"pretrained weights hf-hub:cfcl-test/absent for encoder timm/resnet10t: timm could not load"),
+        ("timm/resnet10t", "c3_in1k", r"pretrained weights c3_in1k for encoder timm/resnet10t: timm could not load"),
+    ]:
+        if arch == "resnet18":  # torchvision downloads by urllib: fail at once instead of asking the network
+            monkeypatch.setattr(torch.hub, "download_url_to_file", _no_network)
+        with pytest.raises(CheckpointError, match=expected) as err:
+            build_encoder(arch, pretrained_weights=weights)
+        assert "\n" not in str(err.value)
+
+
+def test_torchvision_weight_name_loads_from_the_torch_hub_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", _no_network)
+    torch.manual_seed(0)
+    reference = resnet18(weights=None)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")  # IMAGENET1K_V1's file name
+    encoder = build_encoder("resnet18", pretrained_weights="IMAGENET1K_V1")
+    assert torch.allclose(encoder.backbone.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
+
+
+def _no_network(url, *args, **kwargs):
+    raise OSError(f"no network to fetch {url}")
+
+
+def test_unknown_timm_model_is_refused_when_the_config_is_validated(tmp_path):
+    values = {"data": str(tmp_path / "absent"), "encoder": {"arch": "timm/no_such_net"}}
+    with pytest.raises(ConfigError, match=r"encoder.arch 'timm/no_such_net': timm has no model 'no_such_net'"):
+        build_config(PretrainConfig, base=values)
+    with pytest.raises(ConfigError, match=r"encoder.arch 'vgg16' is not one of .*timm/<name>"):
+        build_config(PretrainConfig, base={**values, "encoder": {"arch": "vgg16"}})
+    config = build_config(PretrainConfig, base={**values, "encoder": {"arch": "timm/resnet10t", "pretrained_weights": "c3_in1k"}})
+    assert config.encoder.arch == "timm/resnet10t" and not list(tmp_path.iterdir())
+    preset = build_config(PretrainConfig, preset_dir() / "pretrain_padchest_densenet.yaml", [f"data={tmp_path}"])
+    assert preset.encoder.arch == "timm/densenet121" and preset.method == "cf-simclr"
+
+
+def test_one_epoch_of_simclr_and_dino_pretraining_with_timm_encoders(stores, tmp_path):
+    """SimCLR with a timm CNN; DINO (features only, no iBOT) with a timm ViT on 16 px global and 8 px local crops."""
+    trainer = {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1}
+    cnn, vit = {"arch": "timm/test_resnet"}, {"arch": "timm/test_vit", "arch_kwargs": {"img_size": SIZE, "patch_size": 4}}
+    dino = {"prototypes": 16, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 8}
+    runs = [
+        ("simclr", _config(stores, method="cf-simclr", cf_store=str(stores / "cf"), encoder=cnn, trainer=trainer), 96),
+        ("dino", _config(stores, method="cf-dino", cf_store=str(stores / "cf"), encoder=vit, trainer=trainer, dino=dino), 64),
+    ]
+    for name, config, dim in runs:
+        manifest = pretrain.run(config, tmp_path / name)
+        assert manifest["status"] == "complete" and manifest["steps"] > 0
+        loaded, info = load_encoder(tmp_path / name)
+        assert info["arch"] == config.encoder.arch and info["feature_dim"] == dim and info["image_size"] == [SIZE, SIZE]
+        assert loaded(torch.rand(2, 1, SIZE, SIZE)).shape == (2, dim)
+        images = ImageStore.open(stores / "data").images
+        features = extract_features(loaded, images, batch_size=5)
+        assert features.shape == (len(images), dim) and np.isfinite(features).all()
+    with pytest.raises(ConfigError, match="dino.ibot_weight needs a ViT encoder"):
+        _config(stores, method="cf-dino", encoder=vit, dino={"ibot_weight": 1.0})

@@ -91,3 +91,19 @@ def test_formats_and_architectures_that_cannot_be_exported_are_one_line_errors(s
     assert main(["export", "--encoder", str(small), "--format", "keras", "--out", str(tmp_path / "e.pt")]) == 2
     assert "unknown export format 'keras' (expected one of torchvision, torchscript, onnx)" in capsys.readouterr().err
     assert not (tmp_path / "e.pt").exists()
+
+
+def test_timm_encoder_exports_as_torchscript_and_onnx_but_not_torchvision(tmp_path, capsys):
+    folder = saved_encoder(tmp_path / "enc", "timm/resnet10t", 32)
+    assert main(["export", "--encoder", str(folder), "--format", "torchvision", "--out", str(tmp_path / "e.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "architecture 'timm/resnet10t' is not a torchvision model" in err and "\n" not in err
+    assert not (tmp_path / "e.pt").exists()
+    encoder, _ = load_encoder(folder)
+    x = torch.rand(3, 1, 32, 32)
+    assert main(["export", "--encoder", str(folder), "--format", "torchscript", "--out", str(tmp_path / "e.ts")]) == 0
+    assert main(["export", "--encoder", str(folder), "--format", "onnx", "--out", str(tmp_path / "e.onnx")]) == 0
+    session = onnxruntime.InferenceSession(str(tmp_path / "e.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(tmp_path / "e.ts")(x), encoder(x), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(session.run(["features"], {"images": x.numpy()})[0], encoder(x).numpy(), atol=1e-5)

@@ -12,18 +12,24 @@ from cfcl.contrastive.augment import AugmentConfig
 from cfcl.contrastive.dino_config import DinoConfig
 from cfcl.contrastive.encoders import ARCHS
 from cfcl.contrastive.pairing import DINO_METHODS, METHODS
+from cfcl.contrastive.timm_encoders import is_timm_arch, timm_name
 from cfcl.contrastive.vit import VIT_ARCHS, vit_kwargs
+from cfcl.errors import ConfigError
 from cfcl.training import TrainerConfig
 
 
 class EncoderConfig(StrictModel):
-    """Architecture (``cfcl.contrastive.encoders.ARCHS``) and, for ResNets, an ImageNet weights file."""
+    """Architecture (``cfcl.contrastive.encoders.ARCHS`` or ``timm/<name>``) and its pretrained weights."""
 
-    arch: Literal[ARCHS] = "small"
+    arch: str = Field("small", description=f"one of {', '.join(ARCHS)}, or timm/<name> for any timm model")
     arch_kwargs: dict[str, Any] = Field(
-        default_factory=dict, description="the architecture's arguments; unset for `small`: width 16, blocks [1, 1, 1, 1], stem stride 2"
+        default_factory=dict,
+        description="the architecture's arguments (timm: create_model's, e.g. img_size); unset for `small`: width 16, blocks [1, 1, 1, 1], stem stride 2",
     )
-    pretrained_weights: Path | None = None
+    pretrained_weights: Path | None = Field(
+        None,
+        description="a state_dict file; torchvision ResNets: also a torchvision weight name (IMAGENET1K_V1); timm: also a pretrained tag or hf-hub:<org>/<repo>",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -33,7 +39,11 @@ class EncoderConfig(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _valid_vit(self) -> "EncoderConfig":
+    def _valid_arch(self) -> "EncoderConfig":
+        if is_timm_arch(self.arch):
+            timm_name(self.arch)
+        elif self.arch not in ARCHS:
+            raise ConfigError(f"encoder.arch {self.arch!r} is not one of {', '.join(ARCHS)}, or timm/<name>")
         if self.arch in VIT_ARCHS:
             vit_kwargs(self.arch, self.arch_kwargs)
         return self

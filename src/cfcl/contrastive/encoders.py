@@ -1,6 +1,6 @@
-"""Image encoders: 1-channel ResNets and ViTs mapping ``[B, 1, H, W]`` images in [0, 1] to features.
+"""Image encoders: 1-channel ResNets, ViTs and timm models mapping ``[B, 1, H, W]`` images in [0, 1] to features.
 
-``build_encoder`` makes one from an architecture name and its arguments; ``save_encoder`` /
+``build_encoder`` makes one from an architecture name (``ARCHS`` or ``timm/<name>``) and its arguments; ``save_encoder`` /
 ``load_encoder`` keep it in ``encoder.pt``, a plain dict that records everything needed to
 rebuild it (docs/architecture.md, "Checkpoints").
 """
@@ -17,6 +17,7 @@ from torchvision.models import resnet
 from torchvision.models.resnet import BasicBlock
 
 from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
+from cfcl.contrastive.timm_encoders import TIMM_PREFIX, build_timm, is_timm_arch
 from cfcl.contrastive.vit import VIT_ARCHS, build_vit, load_imagenet_vit
 from cfcl.contrastive.weights import load_weights, read_torchvision_weights
 from cfcl.errors import CheckpointError, ConfigError
@@ -67,9 +68,9 @@ def _torchvision_resnet(arch: str) -> nn.Module:
     return model
 
 
-def _load_imagenet(model: nn.Module, path: str | os.PathLike) -> None:
-    """Initialise from a torchvision state_dict file; the RGB first-layer filters are summed to one channel."""
-    state = read_torchvision_weights(path, ("conv1.weight",), "ResNet")
+def _load_imagenet(model: nn.Module, path: str | os.PathLike, arch: str) -> None:
+    """Initialise from a torchvision state_dict file or weight name of ``arch``; the RGB first-layer filters are summed to one channel."""
+    state = read_torchvision_weights(path, ("conv1.weight",), "ResNet", arch)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     state["conv1.weight"] = state["conv1.weight"].sum(dim=1, keepdim=True)
     load_weights(model, state, path)
@@ -94,9 +95,13 @@ class Encoder(nn.Module):
 
 
 def build_encoder(arch: str, pretrained_weights: str | os.PathLike | None = None, **arch_kwargs: Any) -> Encoder:
-    """Encoder ``arch`` (one of ``ARCHS``); ``pretrained_weights``: a torchvision ImageNet state_dict file."""
+    """Encoder ``arch`` (one of ``ARCHS`` or ``timm/<name>``); ``pretrained_weights``: a torchvision
+    ImageNet state_dict file or, for the torchvision ResNets, a torchvision weight name
+    (``IMAGENET1K_V1``); for timm, a state_dict file, a timm pretrained tag or ``hf-hub:<org>/<repo>``."""
+    if is_timm_arch(arch):
+        return Encoder(arch, build_timm(arch, pretrained_weights, arch_kwargs), arch_kwargs)
     if arch not in ARCHS:
-        raise ConfigError(f"unknown encoder architecture {arch!r} (expected one of {', '.join(ARCHS)})")
+        raise ConfigError(f"unknown encoder architecture {arch!r} (expected one of {', '.join(ARCHS)}, or {TIMM_PREFIX}<name>)")
     if arch == "small":
         try:
             backbone = SmallResNet(**arch_kwargs)
@@ -113,7 +118,7 @@ def build_encoder(arch: str, pretrained_weights: str | os.PathLike | None = None
             raise ConfigError(f"encoder {arch!r} takes no arguments, got {sorted(arch_kwargs)}")
         backbone = _torchvision_resnet(arch)
         if pretrained_weights is not None:
-            _load_imagenet(backbone, pretrained_weights)
+            _load_imagenet(backbone, pretrained_weights, arch)
     return Encoder(arch, backbone, arch_kwargs)
 
 
