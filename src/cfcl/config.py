@@ -156,11 +156,20 @@ def config_hash(config: BaseModel) -> str:
 
     A path that exists counts by its place in the config, not by its value: it is an input of
     the stage, whose content the stage manifest fingerprints, so a moved or copied run folder
-    stays up to date. The keys a model lists in ``unhashed`` do not count.
+    stays up to date. The keys a model or any of its sections lists in ``unhashed`` do not count.
     """
-    unhashed = set(getattr(config, "unhashed", ()))
-    text = json.dumps(_without_input_paths(config.model_dump(mode="python", exclude=unhashed)), sort_keys=True, default=str)
+    text = json.dumps(_without_input_paths(config.model_dump(mode="python", exclude=_unhashed(config))), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _unhashed(config: BaseModel) -> dict:
+    """The ``exclude`` of ``model_dump`` that leaves out the ``unhashed`` keys of ``config`` and of its sections."""
+    exclude: dict = {key: True for key in getattr(config, "unhashed", ())}
+    for key in type(config).model_fields:
+        section = getattr(config, key)
+        if key not in exclude and isinstance(section, BaseModel) and (inner := _unhashed(section)):
+            exclude[key] = inner
+    return exclude
 
 
 def is_input_path(value: Any) -> bool:

@@ -1,0 +1,94 @@
+"""``trainer.loggers``: where the curves go, refused before anything is written when a package is
+missing; the learning-rate monitor; a terminal that shows the run, not Lightning's chatter."""
+
+import logging
+import sys
+import warnings
+from importlib.util import find_spec
+
+import pandas as pd
+import pytest
+
+from cfcl import cli
+from cfcl.config import build_config, config_hash
+from cfcl.contrastive.config import PretrainConfig
+from test_contrastive_pretrain import stores  # noqa: F401  (the tiny data store fixture)
+
+TINY = ["--set", "batch_size=4", "--set", "trainer.progress_bar=false", "--set", "encoder.arch_kwargs={width: 4, blocks: [1]}",
+        "--set", "projection=[8]"]
+
+
+def _pretrain(stores, out, *overrides):
+    return cli.main(["pretrain", "--method", "simclr", "--data", str(stores / "data"), "--out", str(out), *TINY, *overrides])
+
+
+def test_csv_is_always_kept_and_the_loggers_do_not_change_the_config_hash():
+    config = build_config(PretrainConfig, base={"data": "store"})
+    assert config.trainer.loggers == ["csv", "tensorboard"]
+    other = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.loggers=[tensorboard, tensorboard]"])
+    assert other.trainer.loggers == ["csv", "tensorboard"]
+    assert config_hash(other) == config_hash(config)
+    longer = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.max_epochs=3"])
+    assert config_hash(longer) != config_hash(config)
+
+
+@pytest.mark.parametrize("name", ["wandb", "mlflow"])
+def test_a_logger_whose_package_is_missing_is_refused_before_anything_is_written(stores, tmp_path, capsys, monkeypatch, name):
+    monkeypatch.setitem(sys.modules, name, None)  # import and find_spec now fail as for a package not installed
+    assert _pretrain(stores, tmp_path / "run", "--set", f"trainer.loggers=[csv, {name}]") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'trainer.loggers'" in err and f"logger '{name}'" in err and f"pip install 'cfcl[{name}]'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_terminal_shows_the_run_and_its_warnings_not_lightnings_chatter(stores, tmp_path, capfd):
+    records = []
+    recorder = logging.Handler()
+    recorder.emit = records.append
+    lightning_loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    for logger in lightning_loggers:
+        logger.addHandler(recorder)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            code = _pretrain(stores, tmp_path / "run", "--set", "trainer.max_epochs=2")
+    finally:
+        for logger in lightning_loggers:
+            logger.removeHandler(recorder)
+    out, err = capfd.readouterr()
+    assert code == 0 and f"pretrain: {tmp_path / 'run'} done in" in out
+    shown = "\n".join([out, err, *(r.getMessage() for r in records), *(str(w.message) for w in caught)])
+    for chatter in ("GPU available", "TPU available", "Seed set to", "litlogger", "LeafSpec"):
+        assert chatter not in shown
+    assert any("smaller than the logging interval" in str(w.message) for w in caught)  # about the run: kept
+    # the learning-rate monitor's curve beside the losses, and TensorBoard's by default
+    assert pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")["lr-Adam"].notna().any()
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _needs(package):
+    return pytest.mark.skipif(find_spec(package) is None, reason=f"{package} not installed (pip install 'cfcl[{package}]')")
+
+
+@_needs("wandb")
+def test_wandb_logs_offline_under_the_stage_folder(stores, tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))  # no login stored anywhere
+    assert _pretrain(stores, tmp_path / "run", "--set", "trainer.max_epochs=1", "--set", "trainer.loggers=[wandb]") == 0
+    (run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    assert next(run.glob("run-*.wandb")).stat().st_size > 0
+    assert not (tmp_path / "run" / "tensorboard").exists() and (tmp_path / "run" / "logs" / "metrics.csv").is_file()
+
+
+@_needs("mlflow")
+def test_mlflow_logs_the_curves_to_a_file_store_under_the_stage_folder(stores, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    overrides = ["--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1", "--set", "trainer.loggers=[mlflow]"]
+    assert _pretrain(stores, tmp_path / "run", *overrides) == 0
+    client = MlflowClient(f"file:{tmp_path / 'run' / 'mlruns'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cfcl").experiment_id])
+    csv = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")] == csv["step"][csv["train/loss_step"].notna()].tolist()
+    assert client.get_metric_history(run.info.run_id, "lr-Adam")
