@@ -22,12 +22,14 @@ def _pretrain(stores, out, *overrides):
     return cli.main(["pretrain", "--method", "simclr", "--data", str(stores / "data"), "--out", str(out), *TINY, *overrides])
 
 
-def test_csv_is_always_kept_and_the_loggers_do_not_change_the_config_hash():
+def test_csv_is_always_kept_and_neither_loggers_nor_kept_checkpoints_change_the_config_hash():
     config = build_config(PretrainConfig, base={"data": "store"})
     assert config.trainer.loggers == ["csv", "tensorboard"]
     other = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.loggers=[tensorboard, tensorboard]"])
     assert other.trainer.loggers == ["csv", "tensorboard"]
     assert config_hash(other) == config_hash(config)
+    keeping = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.keep_every_n_epochs=5"])
+    assert config_hash(keeping) == config_hash(config)
     longer = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.max_epochs=3"])
     assert config_hash(longer) != config_hash(config)
 

@@ -85,8 +85,8 @@ class TrainerConfig(DevicesConfig):
         "tensorboard, wandb (offline unless WANDB_MODE says otherwise), mlflow (a file store, mlruns/)",
     )
 
-    #: Where the curves go does not change what the stage computes.
-    unhashed = frozenset({"loggers"})
+    #: Where the curves go and which checkpoints are kept do not change what the stage computes.
+    unhashed = frozenset({"loggers", "keep_every_n_epochs"})
 
     @field_validator("loggers")
     @classmethod
@@ -118,18 +118,15 @@ def busy_cores(seconds: float = 0.2) -> float | None:
 
 
 def share_busy_cpus() -> None:
-    """Before torch loads OpenMP: where other processes keep at least half a core busy, take the cores
-    they leave free (``OMP_NUM_THREADS``) and let idle threads sleep instead of spinning
-    (``OMP_WAIT_POLICY=PASSIVE``). More threads than free cores, spinning, starve both jobs; alone,
-    spinning on every core is fastest. What the user set is kept (benchmarks/cpu_share.py)."""
-    if "torch" in sys.modules:
+    """Before torch loads OpenMP: where other processes keep at least half a core busy, OpenMP's idle
+    threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``), so two jobs on the same cores do
+    not burn each other's time; alone spinning is faster, so nothing changes. The thread count stays
+    (it would change the results' last bits); a policy the user set is kept (benchmarks/cpu_share.py)."""
+    if "OMP_WAIT_POLICY" in os.environ or "torch" in sys.modules:
         return
     busy = busy_cores()
-    if busy is None or busy < 0.5:
-        return
-    free = len(os.sched_getaffinity(0)) - busy
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, round(free))))
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if busy is not None and busy >= 0.5:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def uses_cuda(cfg: DevicesConfig) -> bool:
@@ -437,6 +434,7 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         ))
     csv_logger, resume_log = _csv_logger(out)
     loggers = [csv_logger, *(_logger(name, out) for name in cfg.loggers if name != "csv")]
+    lr_monitor = [] if overrides.get("logger") is False else [LearningRateMonitor(logging_interval="step")]
     kwargs = dict(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
@@ -449,10 +447,7 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val,
         enable_progress_bar=cfg.progress_bar,
-        callbacks=[
-            _step_end_stop(), *checkpoints, resume_log, LearningRateMonitor(logging_interval="step"), *progress,
-            *(callbacks or []),
-        ],
+        callbacks=[_step_end_stop(), *checkpoints, resume_log, *lr_monitor, *progress, *(callbacks or [])],
         logger=loggers,
         plugins=[_atomic_checkpoint_io()],
         default_root_dir=out,
