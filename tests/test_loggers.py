@@ -4,7 +4,6 @@ missing; the learning-rate monitor; a terminal that shows the run, not Lightning
 import logging
 import sys
 import warnings
-from importlib.util import find_spec
 
 import pandas as pd
 import pytest
@@ -68,11 +67,6 @@ def test_the_terminal_shows_the_run_and_its_warnings_not_lightnings_chatter(stor
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
-def _needs(package):
-    return pytest.mark.skipif(find_spec(package) is None, reason=f"{package} not installed (pip install 'cfcl[{package}]')")
-
-
-@_needs("wandb")
 def test_wandb_logs_offline_under_the_stage_folder(stores, tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
@@ -83,7 +77,6 @@ def test_wandb_logs_offline_under_the_stage_folder(stores, tmp_path, monkeypatch
     assert not (tmp_path / "run" / "tensorboard").exists() and (tmp_path / "run" / "logs" / "metrics.csv").is_file()
 
 
-@_needs("mlflow")
 def test_mlflow_logs_the_curves_to_a_file_store_under_the_stage_folder(stores, tmp_path):
     from mlflow.tracking import MlflowClient
 
