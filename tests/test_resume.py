@@ -1,5 +1,6 @@
 """A training stage stopped by Ctrl-C and by ``kill -9``, and run again each time, resumes from its
-newest state and ends with the weights and the loss curve of an uninterrupted run."""
+newest state and ends with the weights and the loss curve of an uninterrupted run; it keeps only the
+checkpoints it promises."""
 
 from __future__ import annotations
 
@@ -9,10 +10,13 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import torch
 
 from cf_stores import make_store
+from cfcl.contrastive import pretrain
 from cfcl.counterfactual.generator import load_generator
+from test_contrastive_pretrain import _config, stores  # noqa: F401 - fixture
 from test_counterfactual_stages import TINY, sets
 from test_distributed import Cfcl
 
@@ -69,3 +73,12 @@ def test_interrupt_rerun_kill_rerun_ends_as_an_uninterrupted_run(tmp_path):
     curves = [pd.read_csv(run / "logs" / "metrics.csv") for run in (out, tmp_path / "whole")]
     split_curve, whole_curve = (c.dropna(subset=["train/nelbo_step"])[["step", "train/nelbo_step"]] for c in curves)
     pd.testing.assert_frame_equal(split_curve.reset_index(drop=True), whole_curve.reset_index(drop=True))
+
+
+@pytest.mark.parametrize(("keep", "kept"), [(None, []), (2, ["epoch001.ckpt", "epoch003.ckpt"])])
+def test_a_five_epoch_run_keeps_the_resume_point_and_only_the_epochs_asked_for(stores, tmp_path, keep, kept):
+    trainer = {"max_epochs": 5, "progress_bar": False, "accelerator": "cpu", "keep_every_n_epochs": keep}
+    pretrain.run(_config(stores, trainer=trainer), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(["last.ckpt", *kept])
+    assert _step(tmp_path / "checkpoints" / "last.ckpt") == 5 * 6  # the end of the run, 6 steps an epoch
+    assert (tmp_path / "encoder.pt").is_file()

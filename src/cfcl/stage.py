@@ -32,7 +32,7 @@ MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
 STORE_INFO = "store.json"
 CHECKPOINTS = "checkpoints"
-TRAINER_OUTPUTS = (CHECKPOINTS, "logs", "tensorboard")
+TRAINER_OUTPUTS = (CHECKPOINTS, "logs", "tensorboard", "wandb", "mlruns")  # a fresh start clears them
 
 
 def code_version() -> str:
