@@ -175,7 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    share_busy_cpus()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
@@ -183,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return 0
+    share_busy_cpus()  # only for commands that work: --help and usage errors answer at once
     try:
         args.handler(args)
     except CfclError as exc:
