@@ -24,19 +24,18 @@ Progress = Callable[[], tuple[int, int, int]]  # global step, rank, world size
 class EpochBatches(Dataset):
     """Item ``(epoch, batch, rank, world)``: that batch of ``n`` items in the epoch's seeded order.
 
-    ``shuffle``: a fresh permutation every epoch; ``weights``: ``n`` draws with replacement,
-    item i with probability proportional to ``weights[i]``; neither: the items in order.
+    A fresh permutation every epoch, or with ``weights`` ``n`` draws with replacement, item i with
+    probability proportional to ``weights[i]``.
     ``drop_last`` keeps whole batches only; otherwise the last batch of an epoch may be short.
     ``items`` names them in errors (``"training images of STORE"``).
     Subclasses turn the item positions of a batch into the batch (:meth:`batch`).
     """
 
     def __init__(
-        self, n: int, batch_size: int, seed: int, shuffle: bool = True, weights: np.ndarray | None = None,
-        drop_last: bool = True, items: str = "training items",
+        self, n: int, batch_size: int, seed: int, weights: np.ndarray | None = None, drop_last: bool = True,
+        items: str = "training items",
     ):
-        self.n, self.batch_size, self.seed, self.items = n, batch_size, seed, items
-        self.shuffle, self.drop_last = shuffle, drop_last
+        self.n, self.batch_size, self.seed, self.items, self.drop_last = n, batch_size, seed, items, drop_last
         self.weights = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
         self._order: tuple[int, np.ndarray] | None = None
 
@@ -50,10 +49,8 @@ class EpochBatches(Dataset):
             rng = np.random.default_rng([self.seed, epoch])
             if self.weights is not None:
                 order = rng.choice(self.n, size=self.n, replace=True, p=self.weights)
-            elif self.shuffle:
-                order = rng.permutation(self.n)
             else:
-                order = np.arange(self.n)
+                order = rng.permutation(self.n)
             self._order = (epoch, order)
         return self._order[1]
 

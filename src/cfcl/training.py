@@ -34,15 +34,12 @@ if TYPE_CHECKING:
 # on every fresh start that it found none.
 warnings.filterwarnings("ignore", message=r"`\.fit\(ckpt_path=None\)` was called without a model")
 warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, but there is no last checkpoint')
-# On Ctrl-C cfcl says in one line how to resume (:func:`fit`); Lightning's own notice would precede it.
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-    lambda record: not record.getMessage().lstrip().startswith("Detected KeyboardInterrupt")
-)
-
 # Lightning's lines that say nothing about the user's run (which devices exist, the seed of every stage,
-# an advertisement); its warnings about the run stay.
+# an advertisement, its Ctrl-C notice: cfcl says in one line how to resume, :func:`fit`); its warnings
+# about the run stay.
 LIGHTNING_CHATTER = re.compile(
     r"(GPU|TPU) available: |Seed set to \d+|💡 Tip: For seamless cloud logging and experiment tracking, try installing \[litlogger\]"
+    r"|\s*Detected KeyboardInterrupt"
 )
 for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.fabric.utilities.seed"):
     logging.getLogger(_name).addFilter(lambda record: not LIGHTNING_CHATTER.match(record.getMessage()))
