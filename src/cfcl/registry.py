@@ -11,7 +11,8 @@ import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cfcl.errors import ConfigError, MissingKeyError
+from cfcl.errors import MissingKeyError
+from cfcl.stage import check_output_folder
 
 # The real datasets ``cfcl data prepare`` reads: each has a module ``cfcl.data.datasets.<name>``
 # and a section ``<name>`` in its config (docs/architecture.md, "Where new things go").
@@ -153,15 +154,6 @@ STAGES: tuple[StageCommand, ...] = (
 def load_ref(ref: str):
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
-
-
-def check_output_folder(path: Path, what: str) -> None:
-    """Refuse an output folder that is a file, or lies under one, before anything is written;
-    ``what`` names it as the user gave it (``--out runs/x``)."""
-    for folder in (path, *path.parents):
-        if folder.exists() and not folder.is_dir():
-            under = "" if folder == path else f" ({folder} is a file)"
-            raise ConfigError(f"{what} is not a folder{under}; expected a folder or a path that does not exist yet")
 
 
 def check_stage(command: StageCommand, config, out: Path) -> None:

@@ -198,6 +198,15 @@ class Stage:
         return manifest
 
 
+def check_output_folder(path: Path, what: str) -> None:
+    """Refuse an output folder that is a file, or lies under one, before anything is written;
+    ``what`` names it as the user gave it (``--out runs/x``)."""
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            under = "" if folder == path else f" ({folder} is a file)"
+            raise ConfigError(f"{what} is not a folder{under}; expected a folder or a path that does not exist yet")
+
+
 def _resume_mode(config: BaseModel) -> str:
     """A config's ``resume`` key (``auto``, ``require`` or ``never``); ``auto`` for a config without one."""
     return getattr(config, "resume", "auto")
@@ -233,8 +242,7 @@ def start_stage(
                 f"{out} already holds a complete '{previous.get('stage')}' output made with another "
                 "config or inputs; pass --force to overwrite it"
             )
-    if out.exists() and not out.is_dir():
-        raise StoreError(f"output {out} exists and is not a folder")
+    check_output_folder(out, f"output {out}")
     if not resumable:
         for folder in TRAINER_OUTPUTS:
             shutil.rmtree(out / folder, ignore_errors=True)

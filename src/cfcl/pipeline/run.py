@@ -14,8 +14,8 @@ from cfcl.errors import ConfigError, MissingKeyError
 from cfcl.lock import folder_lock
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import GROUPS, Node, plan
-from cfcl.registry import check_output_folder, load_ref
-from cfcl.stage import stage_state, write_config
+from cfcl.registry import load_ref
+from cfcl.stage import check_output_folder, stage_state, write_config
 from cfcl.training import DevicesConfig, TrainerConfig
 
 ACTIONS = {"complete": "up to date", "interrupted": "resume", "stale": "rerun", "absent": "run"}
