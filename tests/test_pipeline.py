@@ -97,7 +97,6 @@ def test_plan_judges_the_sex_counterfactuals_only_with_a_generated_sex_method(tm
     # (cf_finetune's changes with its guides: it and what reads it run again)
     for name in ("cf_guide", "cf_judge", "cf_quality_base", "cf_store", "cf_quality"):
         assert config_hash(sexed[name].config) == config_hash(scanner[name].config)
-    assert "parent" not in sexed["cf_judge"].config.model_dump() and "intervene" not in sexed["cf_quality"].config.model_dump()
     assert sexed["cf_guide"].config.parent == "domain" and scanner["cf_finetune"].config.guide == tmp_path / "cf_guide"
     # a single guide, or a list of one, dumps as the single path it was before several guides could be given
     one = scanner["cf_finetune"].config
@@ -217,8 +216,8 @@ def test_sex_methods_condition_the_generator_on_sex_and_add_the_sex_store(tmp_pa
     assert nodes["pretrain/cf-simclr-s0"].cf_store == tmp_path / "cf_store"
     assert nodes["pretrain/sex-cf-simclr-s0"].cf_store == tmp_path / "cf_store_sex"
     assert nodes["pretrain/sex-oracle-s0"].cf_store == tmp_path / "data" / "true_cf_sex"
-    # the scanner store's config (and so its cache) is the one it was before sex could be intervened on
-    assert config_hash(nodes["cf_store"]) == config_hash(plain["cf_store"]) and "intervene" not in plain["cf_store"].model_dump()
+    # the scanner store's config (and so its cache) is the same with or without the sex methods
+    assert config_hash(nodes["cf_store"]) == config_hash(plain["cf_store"])
     only_sex = [n.name for n in plan(tiny_run(tmp_path, methods=["sex-cf-simclr"]))]
     assert "cf_store_sex" in only_sex and "cf_store" not in only_sex
     assert not any(n.name.startswith("cf_") for n in plan(tiny_run(tmp_path, methods=["simclr", "sex-oracle"])))
@@ -241,7 +240,7 @@ CONTROLS = ["cf-simclr-base", "oracle-renoised", "oracle-recon"]
 def test_the_oracle_controls_add_their_stores_only_when_listed(tmp_path):
     plain = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["simclr", "cf-simclr", "oracle"]))}
     assert not {"cf_store_base", "cf_store_recon"} & set(plain) and plain["data"].renoised_counterfactuals is False
-    assert "source" not in plain["cf_store"].model_dump()  # so the scanner store's config hash is as before
+    assert plain["cf_store"].source is None
     nodes = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["simclr", "cf-simclr", "oracle", *CONTROLS]))}
     assert nodes["data"].renoised_counterfactuals is True
     assert nodes["cf_store_base"].generator == tmp_path / "cf_model" and nodes["cf_store_base"].source is None
@@ -262,10 +261,9 @@ def test_the_oracle_controls_add_their_stores_only_when_listed(tmp_path):
 
 
 def test_every_shipped_run_preset_plans_and_the_benchmark_presets_share_one_recipe(tmp_path):
-    from cfcl.presets import resolve_config_path
+    from cfcl.presets import preset_names, resolve_config_path
 
-    folder = resolve_config_path("benchmark").parent
-    run_presets = [f.stem for f in sorted(folder.glob("*.yaml")) if "methods" in (yaml.safe_load(f.read_text()) or {})]
+    run_presets = preset_names("run")
     assert {"benchmark", "benchmark_science", "demo", "padchest"} <= set(run_presets)
     planned = {name: {n.name: n.config for n in plan(load_run_config(name, out=tmp_path)[0])} for name in run_presets}
     # The decisive preset and the full science differ in methods and baselines, not in how an encoder is trained.

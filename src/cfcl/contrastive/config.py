@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from cfcl.config import StrictModel
 from cfcl.contrastive.augment import AugmentConfig
@@ -106,11 +106,3 @@ class PretrainConfig(StrictModel):
         if self.dino is not None and self.dino.ibot_weight > 0 and self.encoder.arch not in VIT_ARCHS:
             raise ValueError(f"dino.ibot_weight needs a ViT encoder ({', '.join(VIT_ARCHS)}), encoder.arch is {self.encoder.arch!r}")
         return self
-
-    @model_serializer(mode="wrap")
-    def _without_empty_dino(self, handler):
-        """A SimCLR config dumps (and hashes) as before the DINO methods existed."""
-        data = handler(self)
-        if data.get("dino") is None:
-            data.pop("dino", None)
-        return data

@@ -6,18 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_serializer
+from pydantic import Field, field_validator
 
 from cfcl.config import StrictModel
 from cfcl.counterfactual.hvae import HVAEArch
 from cfcl.training import DevicesConfig, TrainerConfig
-
-
-def _without_default(data: dict, key: str, default: Any) -> dict:
-    """``data`` less ``key`` when it holds ``default``: a config of the scanner dumps as before the key existed."""
-    if data.get(key) == default:
-        data.pop(key)
-    return data
 
 
 def _distinct(cls, value: list[str]) -> list[str]:
@@ -133,11 +126,6 @@ class CFGenerateConfig(StrictModel):
 
     _distinct_parents = field_validator("intervene")(_distinct)
 
-    @model_serializer(mode="wrap")
-    def _without_default_intervention(self, handler):
-        """A scanner store's config dumps (and hashes) as before other parents could be intervened on, or stores reconstructed."""
-        return _without_default(_without_default(handler(self), "intervene", ["domain"]), "source", None)
-
 
 class QualityTargets(StrictModel):
     """Pass marks of counterfactual quality (docs/architecture.md, "Counterfactual quality")."""
@@ -173,11 +161,6 @@ class QualityConfig(StrictModel):
 
     _distinct_parents = field_validator("intervene")(_distinct)
 
-    @model_serializer(mode="wrap")
-    def _without_default_intervention(self, handler):
-        """The scanner's quality config dumps (and hashes) as before other parents could be intervened on."""
-        return _without_default(handler(self), "intervene", ["domain"])
-
 
 class JitterConfig(StrictModel):
     """Random affine jitter; no intensity changes, which would blur the scanner signal."""
@@ -209,8 +192,3 @@ class ClassifierConfig(StrictModel):
     stop_above: float | None = Field(0.995, gt=0, lt=1)  # stop once validation balanced accuracy exceeds it
     augment: JitterConfig | None = Field(default_factory=JitterConfig)
     trainer: TrainerConfig = Field(default_factory=lambda: TrainerConfig(max_epochs=15))
-
-    @model_serializer(mode="wrap")
-    def _without_default_parent(self, handler):
-        """A scanner classifier's config dumps (and hashes) as before other parents could be classified."""
-        return _without_default(handler(self), "parent", "domain")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from pydantic import Field, ValidationInfo, field_validator, model_serializer
+from pydantic import Field, ValidationInfo, field_validator
 
 from cfcl.config import StrictModel
 from cfcl.data.synthetic.scanners import SCANNERS, Scanner
@@ -18,6 +18,10 @@ class DiseaseConfig(StrictModel):
     age_log_odds_per_decade: float = Field(0.3, description="older patients are more often ill")
     scanner_confounding: float = Field(
         0.0, description="log-odds spread of disease across scanners (0: scanner and disease independent)"
+    )
+    acquisition_confounding: dict[str, float] = Field(
+        default_factory=dict, description="extra log-odds of disease of TRAINING images acquired by each named scanner, "
+        "e.g. {portable: 1.5} (ICU patients imaged at the bedside are more often ill); validation and test stay unconfounded",
     )
     contrast_min: float = Field(0.12, gt=0, description="lesion peak attenuation, lower end")
     contrast_max: float = Field(0.30, gt=0, description="lesion peak attenuation, upper end")
@@ -35,6 +39,11 @@ class DiseaseConfig(StrictModel):
 
 
 SPLITS = ("train", "val", "test", "ood_train", "ood_test")
+
+
+def as_tuples(changes: dict) -> dict:
+    """Scanner parameter changes with lists as tuples, as the frozen :class:`Scanner` holds them."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
 
 
 class SexConfig(StrictModel):
@@ -90,7 +99,7 @@ class SynthConfig(StrictModel):
         False, description="also write true_cf_renoised: the true scanner counterfactuals with an independent acquisition "
         "noise per (image, scanner), the method oracle-renoised's (cfcl run sets it when that method is listed)",
     )
-    scanner_overrides: dict[str, dict[str, float | int | str | list[float]]] = Field(
+    scanner_overrides: dict[str, dict[str, bool | float | int | str | list[float]]] = Field(
         default_factory=dict,
         description="changes to the catalogue's scanner parameters, e.g. {portable: {gain: -1.0, offset: 1.0}}",
     )
@@ -134,22 +143,25 @@ class SynthConfig(StrictModel):
             unknown = sorted(set(changes) - fields)
             if unknown:
                 raise ValueError(f"{name}: unknown scanner parameter(s) {unknown}; allowed {sorted(fields)}")
+            try:
+                dataclasses.replace(SCANNERS[name], **as_tuples(changes))
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
         return value
 
-    @model_serializer(mode="wrap")
-    def _without_default_renoising(self, handler):
-        """A config without the renoised store dumps (and hashes) as before that store existed."""
-        data = handler(self)
-        if not data.get("renoised_counterfactuals"):
-            data.pop("renoised_counterfactuals", None)
-        return data
+    @field_validator("disease")
+    @classmethod
+    def _confounded_scanners_known(cls, value: DiseaseConfig, info: ValidationInfo) -> DiseaseConfig:
+        unknown = sorted(set(value.acquisition_confounding) - set(info.data.get("scanners", [])))
+        if unknown:
+            raise ValueError(f"acquisition_confounding names {unknown}, not among scanners {info.data.get('scanners')}")
+        return value
+
 
     @property
     def acquisition(self) -> list[Scanner]:
         """The scanners in domain-id order, with ``scanner_overrides`` applied."""
-        def tuples(changes: dict) -> dict:
-            return {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
-        return [dataclasses.replace(SCANNERS[s], **tuples(self.scanner_overrides.get(s, {}))) for s in self.scanners]
+        return [dataclasses.replace(SCANNERS[s], **as_tuples(self.scanner_overrides.get(s, {}))) for s in self.scanners]
 
     @property
     def id_scanners(self) -> list[str]:
