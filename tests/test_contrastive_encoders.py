@@ -12,7 +12,7 @@ from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
 from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation.features import extract_features
-from cfcl.presets import preset_dir
+from cfcl.presets import resolve_config_path
 from test_contrastive_pretrain import SIZE, _config, stores  # noqa: F401 - fixture
 
 
@@ -203,7 +203,7 @@ def test_unknown_timm_model_is_refused_when_the_config_is_validated(tmp_path):
         build_config(PretrainConfig, base={**values, "encoder": {"arch": "vgg16"}})
     config = build_config(PretrainConfig, base={**values, "encoder": {"arch": "timm/resnet10t", "pretrained_weights": "c3_in1k"}})
     assert config.encoder.arch == "timm/resnet10t" and not list(tmp_path.iterdir())
-    preset = build_config(PretrainConfig, preset_dir() / "pretrain_padchest_densenet.yaml", [f"data={tmp_path}"])
+    preset = build_config(PretrainConfig, resolve_config_path("pretrain_padchest_densenet"), [f"data={tmp_path}"])
     assert preset.encoder.arch == "timm/densenet121" and preset.method == "cf-simclr"
 
 

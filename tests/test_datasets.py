@@ -358,9 +358,9 @@ def test_csv_empty_cell_is_named(tmp_path):
 
 def test_prepare_presets_are_valid():
     from cfcl.config import build_config
-    from cfcl.presets import preset_dir, resolve_config_path
+    from cfcl.presets import preset_names, resolve_config_path
 
-    names = [p.stem for p in preset_dir().glob("prepare_*.yaml")]
+    names = [name for name in preset_names("stage") if name.startswith("prepare_")]
     assert {"prepare_padchest", "prepare_chexpert", "prepare_rsna", "prepare_embed", "prepare_vindr"} <= set(names)
     for name in names:
         config = build_config(PrepareConfig, resolve_config_path(name))

@@ -1,6 +1,6 @@
 """The ``cfcl`` command line: parses arguments and delegates; no logic lives here.
 
-Every stage command takes ``--config FILE`` (a path or a preset name from ``configs/``),
+Every stage command takes ``--config FILE`` (a path or a preset name from ``configs/stage/``),
 ``--set dotted.key=value`` (repeatable) and ``--out DIR``; a few flags are shorthands for
 config keys (``--data STORE`` is ``--set data=STORE``).
 """
@@ -19,7 +19,7 @@ from cfcl.training import share_busy_cpus
 
 def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> None:
     parser = sub.add_parser(command.words[-1], help=command.help, description=command.help)
-    parser.add_argument("--config", help="YAML config file or preset name (see configs/)")
+    parser.add_argument("--config", help="YAML config file or preset name (see configs/stage/)")
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help=f"override one config value, e.g. --set {command.example} (repeatable)",
@@ -75,7 +75,7 @@ def _pipeline_parsers(top: argparse._SubParsersAction) -> None:
     run.add_argument("--only", choices=GROUPS, help="run this stage only")
     run.add_argument("--from", dest="start", choices=GROUPS, help="re-run this stage and all after it")
     run.add_argument("--force", action="store_true", help="re-run every stage")
-    demo = top.add_parser("demo", help="the whole pipeline on the synthetic benchmark (configs/demo.yaml)",
+    demo = top.add_parser("demo", help="the whole pipeline on the synthetic benchmark (configs/run/demo.yaml)",
                           description="cfcl run demo: SimCLR, SimCLR+, CF-SimCLR and the oracle on the synthetic "
                           "benchmark; prints the headline table and the report's path.")
     for parser, handler in ((run, _run), (demo, _demo)):
