@@ -1,6 +1,8 @@
 """The ``cfcl evaluate`` stage: probes, fine-tuning and baselines over label fractions and seeds.
 
-Writes into ``out``: ``metrics.csv`` (long format, see :mod:`cfcl.evaluation.results`; whole test
+This module drives the evaluation: it extracts features, fits probes, fine-tunes and measures the
+embeddings, collecting :class:`~cfcl.evaluation.results.Results`, which
+:func:`cfcl.evaluation.results.write_tables` writes into ``out``: ``metrics.csv`` (long format; whole test
 sets and, per ``subgroups`` column such as sex, each value's test images), ``seed_gains.csv`` (gain
 over the reference method per metric, t-interval over seeds: the one that decides),
 ``subgroup_gaps.csv`` (per method, each subgroup minus its column's reference, e.g. AUROC of
@@ -8,7 +10,7 @@ over the reference method per metric, t-interval over seeds: the one that decide
 gain's spread comes from the pretraining seed, the label draw and the test images), ``gains.csv`` (AUROC gain over the reference
 with paired bootstrap intervals over test images), ``domain_predictability.csv`` (per method and
 seed: linear predictability, k-NN purity and silhouette by domain), ``tsne/<method>.csv`` +
-``tsne_<method>.png``, ``notes.txt`` (everything skipped and why), ``features/`` (cached frozen
+``tsne_<method>.png`` and ``notes.txt`` (everything skipped and why). The stage itself keeps ``features/`` (cached frozen
 features, extracted in a shard per rank under several processes) and ``finetune/`` (one
 Lightning run folder per fine-tuning: logs and ``test_prob.npy``; its checkpoints are deleted
 once the test predictions are saved, and a run with saved predictions is not repeated).
@@ -42,7 +44,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cfcl import atomic, layout
+from cfcl import layout
 from cfcl.config import config_hash
 from cfcl.contrastive.encoders import build_encoder, encoder_file, load_encoder
 from cfcl.data.store import INFO, ImageStore
@@ -51,15 +53,11 @@ from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import embeddings
 from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.features import cache_key, cached, extract_features, save_array
-from cfcl.evaluation.finetune import finetune, predict_probabilities
+from cfcl.evaluation.finetune_encoder import finetune, predict_probabilities
 from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.probe import class_probabilities, fit_probe
-from cfcl.evaluation.results import (
-    COLUMNS, GAIN_COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS, Prediction, as_frame, average_draws,
-    gain_rows, invariance_seed_gains, metric_rows, metric_seed_gains, subgroup_gap_rows, variance_rows,
-)
+from cfcl.evaluation.results import Invariance, Prediction, Results, TsneMap, write_tables
 from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
-from cfcl.plotting import save_png, tsne_figure
 from cfcl.stage import Stage, fingerprint, run_stage
 from cfcl.training import resolve_device
 
@@ -67,9 +65,6 @@ STAGE = layout.EVAL
 RANDOM = "random"
 SUPERVISED = "supervised"
 COVARIATES = "covariates"
-PREDICTABILITY_COLUMNS = [
-    "method", "seed", "balanced_accuracy", "std", "chance", "n_domains", "n_per_domain", "knn_purity", "knn_k", "silhouette",
-]
 ID_TRAIN, ID_VAL, ID_TEST, OOD_TRAIN, OOD_TEST = "train", "val", "test", "ood_train", "ood_test"
 
 
@@ -187,7 +182,7 @@ def _open_inputs(config: EvaluateConfig) -> tuple[ImageStore, dict[str, dict[int
 
 
 class Evaluation:
-    """One evaluation run: shared inputs, collected predictions and notes."""
+    """One evaluation run: shared inputs, and what it measured (:attr:`results`)."""
 
     def __init__(self, config: EvaluateConfig, store: ImageStore, out: Path):
         self.config, self.store, self.out = config, store, out
@@ -196,8 +191,8 @@ class Evaluation:
         self.domains = store.meta["domain"].to_numpy()
         self.n_classes = len(store.labels)
         self.rows = {s: store.indices(s) for s in (ID_TRAIN, ID_VAL, ID_TEST, OOD_TRAIN, OOD_TEST)}
-        self.predictions: list[Prediction] = []
-        self.notes: list[str] = []
+        self.results = Results()
+        self.predictions, self.notes = self.results.predictions, self.results.notes  # appended to as it runs
         self.attributes = self.subgroup_columns()
         self.rendered = rendered_test(store) if config.rendered_test else None
 
@@ -317,7 +312,7 @@ class Evaluation:
         self.notes.append(f"{COVARIATES} baseline skipped: {reason}")
         return None
 
-    def embedding_rows(self, method: str, seed: int, features: np.ndarray, tsne: bool) -> dict:
+    def measure_embeddings(self, method: str, seed: int, features: np.ndarray, tsne: bool) -> None:
         """Domain predictability and clustering on equal numbers of images per domain; a t-SNE map if ``tsne``."""
         cfg = self.config.embeddings
         pool = self.store.indices(cfg.split)
@@ -325,24 +320,18 @@ class Evaluation:
         n_domains = len(np.unique(self.domains[chosen]))
         sample, domains = features[chosen], self.domains[chosen]
         mean, std = embeddings.domain_predictability(sample, domains, cfg.pca_dim, cfg.folds, seed)
-        row = dict(
+        self.results.invariance.append(Invariance(
             method=method, seed=seed, balanced_accuracy=mean, std=std, chance=1 / n_domains,
             n_domains=n_domains, n_per_domain=len(chosen) // n_domains,
             knn_purity=embeddings.knn_domain_purity(sample, domains, cfg.knn_k), knn_k=cfg.knn_k,
             silhouette=embeddings.domain_silhouette(sample, domains),
-        )
-        if not tsne:
-            return row
-        shown = chosen[np.random.default_rng(seed).permutation(len(chosen))[: cfg.tsne_points]]
-        xy = embeddings.tsne_map(features[shown], cfg.perplexity, seed)
-        table = pd.DataFrame({
-            "x": xy[:, 0], "y": xy[:, 1],
-            "domain": [self.store.domains[d] for d in self.domains[shown]],
-            "label": [self.store.labels[c] for c in self.labels[shown]],
-        })
-        atomic.write_text(self.out / layout.TSNE / f"{method}.csv", table.to_csv(index=False))
-        save_png(tsne_figure(table, method), self.out / layout.tsne_png(method))
-        return row
+        ))
+        if tsne:
+            shown = chosen[np.random.default_rng(seed).permutation(len(chosen))[: cfg.tsne_points]]
+            self.results.maps.append(TsneMap(
+                method, embeddings.tsne_map(features[shown], cfg.perplexity, seed),
+                [self.store.domains[d] for d in self.domains[shown]], [self.store.labels[c] for c in self.labels[shown]],
+            ))
 
 
 def covariate_features(meta: pd.DataFrame, names: list[str]) -> np.ndarray:
@@ -407,35 +396,15 @@ def _evaluate(
     stage.timed("finetune", time.time() - tic)
 
     tic = time.time()
-    predictability = []
     if config.embeddings.enabled:
         for method, encoders in methods.items():
             for seed in config.seeds:
                 features = encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device)
-                predictability.append(ev.embedding_rows(method, seed, features, tsne=seed == config.seeds[0]))
+                ev.measure_embeddings(method, seed, features, tsne=seed == config.seeds[0])
     stage.timed("embeddings", time.time() - tic)
 
     tic = time.time()
-    rows = []
-    for pred in ev.predictions:
-        rows += metric_rows(pred, store.domains, config.n_boot, config.ci_level, ev.notes, config.subgroups.min_per_class)
-    gains = as_frame(gain_rows(ev.predictions, config.reference_method, store.domains, config.n_boot, config.ci_level), GAIN_COLUMNS)
-    draws = as_frame(rows, [*COLUMNS, "draw"])
-    metrics = average_draws(draws)
-    atomic.write_text(out / layout.METRICS, metrics.to_csv(index=False))
-    atomic.write_text(out / layout.GAINS, gains.to_csv(index=False))
-    variance = variance_rows(draws, gains, config.reference_method, config.ci_level)
-    atomic.write_text(out / layout.VARIANCE, as_frame(variance, VARIANCE_COLUMNS).to_csv(index=False))
-    invariance = pd.DataFrame(predictability, columns=PREDICTABILITY_COLUMNS)
-    seed_gains = metric_seed_gains(metrics, config.reference_method, config.ci_level) + invariance_seed_gains(
-        invariance, config.reference_method, "+".join(config.embeddings.split), config.ci_level
-    )
-    atomic.write_text(out / layout.SEED_GAINS, as_frame(seed_gains, SEED_GAIN_COLUMNS).to_csv(index=False))
-    gaps = subgroup_gap_rows(metrics, config.ci_level)
-    atomic.write_text(out / layout.SUBGROUP_GAPS, as_frame(gaps, SUBGROUP_GAP_COLUMNS).to_csv(index=False))
-    atomic.write_text(out / layout.PREDICTABILITY, invariance.to_csv(index=False))
-    notes = list(dict.fromkeys(ev.notes))
-    atomic.write_text(out / layout.NOTES, "".join(f"{n}\n" for n in notes))
+    metrics, notes = write_tables(out, ev.results, config, store.domains)
     stage.timed("metrics", time.time() - tic)
     for note in notes:
         print(f"note: {note}")

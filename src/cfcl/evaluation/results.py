@@ -1,4 +1,10 @@
-"""Turn test-set predictions into the rows of ``eval/metrics.csv``, ``gains.csv``, ``seed_gains.csv`` and ``subgroup_gaps.csv``.
+"""Every table of the evaluation: its rows, its columns and its file under ``eval/`` (:func:`write_tables`).
+
+The evaluate stage (:mod:`cfcl.evaluation.evaluate`) measures and collects :class:`Results`; this module
+turns them into ``metrics.csv``, ``gains.csv``, ``variance_components.csv``, ``seed_gains.csv``,
+``subgroup_gaps.csv``, ``domain_predictability.csv``, ``tsne/<method>.csv`` (+ ``tsne_<method>.png``) and
+``notes.txt``, each written atomically. The report and the benchmark scripts read them with the column
+lists named here.
 
 ``metrics.csv`` columns: ``method, seed, protocol, label_fraction, test_set, domain, subgroup, metric, value``.
 Bootstrap intervals are extra rows whose metric is ``<metric>_ci_low`` / ``<metric>_ci_high``. ``subgroup`` is
@@ -15,17 +21,22 @@ gain is called supported only when its seed interval excludes 0.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
 
+from cfcl import atomic, layout
+from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.metrics import (
     auroc, balanced_accuracy, bootstrap_ci, paired_gain_ci, paired_seed_gain, variance_components,
 )
+from cfcl.plotting import save_png, tsne_figure
 
 COLUMNS = ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "subgroup", "metric", "value"]
+DRAW_COLUMNS = [*COLUMNS, "draw"]  # the rows of every label draw, before each seed's draws are averaged
 WHOLE = "all"  # the subgroup of every test image
 GAIN_COLUMNS = [
     "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "gain", "ci_low", "ci_high",
@@ -69,6 +80,49 @@ class Prediction:
     @property
     def key(self) -> tuple:
         return self.protocol, self.label_fraction, self.test_set
+
+
+@dataclass
+class Invariance:
+    """One row of ``domain_predictability.csv``: how much one method and seed's features say about the domain
+    (:mod:`cfcl.evaluation.embeddings`, on equal numbers of images per domain)."""
+
+    method: str
+    seed: int
+    balanced_accuracy: float  # of a linear domain classifier, mean over folds
+    std: float  # over folds
+    chance: float
+    n_domains: int
+    n_per_domain: int
+    knn_purity: float
+    knn_k: int
+    silhouette: float
+
+
+PREDICTABILITY_COLUMNS = [f.name for f in fields(Invariance)]
+
+
+@dataclass
+class TsneMap:
+    """A t-SNE map of one method's features: a point per image, with its domain and label names."""
+
+    method: str
+    xy: np.ndarray  # [N, 2]
+    domain: list[str]
+    label: list[str]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({"x": self.xy[:, 0], "y": self.xy[:, 1], "domain": self.domain, "label": self.label})
+
+
+@dataclass
+class Results:
+    """What one evaluation measured, collected as it runs; :func:`write_tables` writes it."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    invariance: list[Invariance] = field(default_factory=list)
+    maps: list[TsneMap] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # everything skipped and why, in order (repeats are written once)
 
 
 def domain_groups(pred: Prediction, domain_names: list[str]) -> list[tuple[str, np.ndarray]]:
@@ -271,3 +325,34 @@ def variance_rows(draws: pd.DataFrame, gains: pd.DataFrame, reference: str, leve
 
 def as_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
+
+
+def write_tables(out: Path, results: Results, config: EvaluateConfig, domain_names: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Write every evaluation table of ``results`` into ``out`` (each atomically); returns ``metrics.csv``'s
+    rows and the notes, those of the metrics (single-class or small subgroups) included, each once."""
+    notes = list(results.notes)
+    rows = []
+    for pred in results.predictions:
+        rows += metric_rows(pred, domain_names, config.n_boot, config.ci_level, notes, config.subgroups.min_per_class)
+    gains = as_frame(gain_rows(results.predictions, config.reference_method, domain_names, config.n_boot, config.ci_level), GAIN_COLUMNS)
+    draws = as_frame(rows, DRAW_COLUMNS)
+    metrics = average_draws(draws)
+    atomic.write_text(out / layout.METRICS, metrics.to_csv(index=False))
+    atomic.write_text(out / layout.GAINS, gains.to_csv(index=False))
+    variance = variance_rows(draws, gains, config.reference_method, config.ci_level)
+    atomic.write_text(out / layout.VARIANCE, as_frame(variance, VARIANCE_COLUMNS).to_csv(index=False))
+    invariance = as_frame([asdict(row) for row in results.invariance], PREDICTABILITY_COLUMNS)
+    seed_gains = metric_seed_gains(metrics, config.reference_method, config.ci_level) + invariance_seed_gains(
+        invariance, config.reference_method, "+".join(config.embeddings.split), config.ci_level
+    )
+    atomic.write_text(out / layout.SEED_GAINS, as_frame(seed_gains, SEED_GAIN_COLUMNS).to_csv(index=False))
+    gaps = subgroup_gap_rows(metrics, config.ci_level)
+    atomic.write_text(out / layout.SUBGROUP_GAPS, as_frame(gaps, SUBGROUP_GAP_COLUMNS).to_csv(index=False))
+    atomic.write_text(out / layout.PREDICTABILITY, invariance.to_csv(index=False))
+    for tsne in results.maps:
+        table = tsne.table()
+        atomic.write_text(out / layout.TSNE / f"{tsne.method}.csv", table.to_csv(index=False))
+        save_png(tsne_figure(table, tsne.method), out / layout.tsne_png(tsne.method))
+    notes = list(dict.fromkeys(notes))
+    atomic.write_text(out / layout.NOTES, "".join(f"{n}\n" for n in notes))
+    return metrics, notes
