@@ -39,7 +39,7 @@ LABEL_FRACTION = 0.1
 
 
 def small_encoder() -> nn.Module:
-    """The demo's encoder (configs/stage/pretrain.yaml): a narrow ResNet, 128 features."""
+    """The pretrain preset's encoder (configs/stage/pretrain.yaml): a narrow ResNet, 128 features."""
     return build_encoder("small", width=16, blocks=[1, 1, 1, 1], stem_stride=2)
 
 
