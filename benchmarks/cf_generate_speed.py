@@ -28,7 +28,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from cfcl.config import build_config
     from cfcl.counterfactual.config import CFGenerateConfig
-    from cfcl.counterfactual.generate import run
+    from cfcl.counterfactual.generate_store import run
     from cfcl.presets import resolve_config_path
 
     overrides = [f"data={args.store}", f"generator={args.generator}", "progress_bar=false"]

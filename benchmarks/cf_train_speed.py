@@ -29,7 +29,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from cfcl.config import build_config
     from cfcl.counterfactual.config import CFTrainConfig
-    from cfcl.counterfactual.train import run
+    from cfcl.counterfactual.generator.train import run
     from cfcl.presets import resolve_config_path
 
     overrides = [f"data={args.store}", "trainer.progress_bar=false", *args.overrides]

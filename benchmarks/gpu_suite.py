@@ -49,10 +49,10 @@ from cfcl.config import build_config
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.counterfactual.config import CFGenerateConfig, CFTrainConfig
 from cfcl.counterfactual.data import ParentImageDataset, training_batches
-from cfcl.counterfactual.generate import counterfactual_rows, generate_chunk
-from cfcl.counterfactual.losses import elbo_terms
+from cfcl.counterfactual.generate_store import counterfactual_rows, generate_chunk
+from cfcl.counterfactual.generator.losses import elbo_terms
+from cfcl.counterfactual.generator.train import training_module
 from cfcl.counterfactual.parents import parent_specs
-from cfcl.counterfactual.train import training_module
 from cfcl.data.store import ImageStore
 from cfcl.loaders import step_loader, trainer_progress
 from cfcl.presets import resolve_config_path

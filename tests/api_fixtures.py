@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 
 from cfcl.counterfactual.config import CFTrainConfig
-from cfcl.counterfactual.generator import save_generator
-from cfcl.counterfactual.hvae import HVAE, HVAEArch
+from cfcl.counterfactual.generator.checkpoint import save_generator
+from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
 from cfcl.counterfactual.parents import ParentSpec, parent_specs
 from cfcl.data.store import INFO, ImageStore, write_store
 from cfcl.stage import start_stage

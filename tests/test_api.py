@@ -12,7 +12,7 @@ from PIL import Image
 
 import cfcl
 from api_fixtures import scanner_store, tiny_generator
-from cfcl.counterfactual.inference import counterfactual
+from cfcl.counterfactual.generator.inference import counterfactual
 from cfcl.data.imageio import DecodeOptions, decode
 from cfcl.data.inputs import decode_options_of
 from cfcl.data.prepare import PrepareConfig, run as prepare

@@ -10,7 +10,7 @@ from PIL import Image
 import cfcl
 from api_fixtures import scanner_store, tiny_generator
 from cfcl.cli import main
-from cfcl.counterfactual.apply import grid_figure
+from cfcl.counterfactual.generator.apply import grid_figure
 from cfcl.counterfactual.parents import ParentSpec
 from cfcl.data.imageio import DecodeOptions, decode
 from test_imageio import write_dicom

@@ -10,7 +10,7 @@ import torch
 
 from cf_stores import make_store
 from cfcl.cli import main
-from cfcl.counterfactual.classifier import (
+from cfcl.counterfactual.classifier.model import (
     balanced_class_weights,
     build_classifier,
     load_classifier,
@@ -59,7 +59,7 @@ def test_a_checkpoint_written_before_parents_loads_as_a_domain_classifier(tmp_pa
 
 
 def test_fine_tuning_takes_one_guide_of_each_conditioned_parent_and_refuses_bad_guides(tmp_path):
-    from cfcl.counterfactual.finetune import load_guides
+    from cfcl.counterfactual.generator.finetune import load_guides
     from cfcl.counterfactual.parents import ParentSpec
 
     domain = ParentSpec("domain", "discrete", 3, (0, 1, 2), ("a", "b", "c"))
@@ -163,7 +163,7 @@ def test_cli_classifier_bad_input(tmp_path, capsys):
 def test_affine_warp_matches_kornia_random_affine_warp():
     import kornia
 
-    from cfcl.counterfactual.classifier_module import affine_warp
+    from cfcl.counterfactual.classifier.module import affine_warp
 
     x = torch.rand(4, 1, 20, 28, generator=torch.Generator().manual_seed(0))
     angles, scales = torch.tensor([0.0, 5.0, -30.0, 12.0]), torch.tensor([1.0, 1.05, 0.9, 1.2])
@@ -175,7 +175,7 @@ def test_affine_warp_matches_kornia_random_affine_warp():
 
 
 def test_classifier_jitter_moves_images_within_its_ranges_and_keeps_shape_and_range():
-    from cfcl.counterfactual.classifier_module import AffineJitter
+    from cfcl.counterfactual.classifier.module import AffineJitter
     from cfcl.counterfactual.config import JitterConfig
 
     torch.manual_seed(0)

@@ -9,14 +9,14 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from cfcl.config import build_config
+from cfcl.counterfactual.classifier.model import build_classifier
 from cfcl.counterfactual.config import CFTrainConfig
 from cfcl.counterfactual.data import domain_balanced_weights
-from cfcl.counterfactual.generator import load_generator, save_generator
-from cfcl.counterfactual.hvae import HVAE, HVAEArch
-from cfcl.counterfactual.inference import abduct, apply_noise, counterfactual, pixel_noise, predict
-from cfcl.counterfactual.likelihood import discretized_gaussian_log_likelihood, gaussian_kl
-from cfcl.counterfactual.classifier import build_classifier
-from cfcl.counterfactual.losses import (
+from cfcl.counterfactual.generator.checkpoint import load_generator, save_generator
+from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
+from cfcl.counterfactual.generator.inference import abduct, apply_noise, counterfactual, pixel_noise, predict
+from cfcl.counterfactual.generator.likelihood import discretized_gaussian_log_likelihood, gaussian_kl
+from cfcl.counterfactual.generator.losses import (
     ascend_multiplier,
     counterfactual_guidance,
     elbo_terms,
@@ -25,7 +25,7 @@ from cfcl.counterfactual.losses import (
     random_other_values,
     round_trip_mae,
 )
-from cfcl.counterfactual.module import GeneratorModule, ema_decay, warmup_factor
+from cfcl.counterfactual.generator.module import GeneratorModule, ema_decay, warmup_factor
 from cfcl.counterfactual.parents import ParentError, encode_parents, intervene, parent_specs, parents_from_store
 from cfcl.data.store import write_store
 from cfcl.errors import CheckpointError, ConfigError, StoreError

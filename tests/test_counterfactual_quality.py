@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import balanced_accuracy_score
 
-from cfcl.counterfactual.quality import (
+from cfcl.counterfactual.quality.metrics import (
     balanced_accuracy,
     composition_mae,
     effectiveness,

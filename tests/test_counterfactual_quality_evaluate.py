@@ -14,11 +14,11 @@ import torch
 from cf_stores import gamma_cf, make_store
 from cfcl import atomic
 from cfcl.cli import main
-from cfcl.counterfactual.classifier import build_classifier, classifier_file, load_classifier, save_classifier
+from cfcl.counterfactual.classifier.model import build_classifier, classifier_file, load_classifier, save_classifier
 from cfcl.counterfactual.config import QualityTargets
-from cfcl.counterfactual.quality_inputs import Generator, open_intervention
-from cfcl.counterfactual.quality_measure import measure, select_images
-from cfcl.counterfactual.quality_summary import summarise
+from cfcl.counterfactual.quality.inputs import Generator, open_intervention
+from cfcl.counterfactual.quality.measure import measure, select_images
+from cfcl.counterfactual.quality.summary import summarise
 from cfcl.data.store import ImageStore
 from cfcl.stage import fingerprint
 
@@ -129,9 +129,9 @@ def test_bad_input_is_one_line(setup, capsys):
 
 def test_model_generator_path(setup, capsys):
     """An (untrained) HVAE checkpoint goes through abduction and prediction; unseen targets are refused."""
-    from cfcl.counterfactual.generator import save_generator
-    from cfcl.counterfactual.hvae import HVAE, HVAEArch
-    from cfcl.counterfactual.inference import counterfactual
+    from cfcl.counterfactual.generator.checkpoint import save_generator
+    from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
+    from cfcl.counterfactual.generator.inference import counterfactual
     from cfcl.counterfactual.parents import ParentSpec, intervene, parent_specs, parents_from_store
 
     root, store = setup

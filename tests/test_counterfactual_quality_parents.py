@@ -12,9 +12,9 @@ import torch
 
 from cf_stores import make_store
 from cfcl.cli import main
-from cfcl.counterfactual.classifier import load_classifier
-from cfcl.counterfactual.generator import save_generator
-from cfcl.counterfactual.hvae import HVAE, HVAEArch
+from cfcl.counterfactual.classifier.model import load_classifier
+from cfcl.counterfactual.generator.checkpoint import save_generator
+from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
 from cfcl.counterfactual.parents import parent_specs
 from cfcl.data.store import ImageStore
 

@@ -12,13 +12,13 @@ import torch
 
 from cf_stores import make_store
 from cfcl.cli import main
-from cfcl.counterfactual import generate as generate_module
-from cfcl.counterfactual.classifier import build_classifier, save_classifier
-from cfcl.counterfactual.generator import load_generator, save_generator
-from cfcl.counterfactual.hvae import HVAE, HVAEArch
-from cfcl.counterfactual.inference import counterfactual
+from cfcl.counterfactual import generate_store
+from cfcl.counterfactual.classifier.model import build_classifier, save_classifier
+from cfcl.counterfactual.generator.checkpoint import load_generator, save_generator
+from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
+from cfcl.counterfactual.generator.inference import counterfactual
 from cfcl.counterfactual.parents import intervene, parent_specs, parents_from_store
-from cfcl.counterfactual.quality_inputs import _judge_identity, _recorded_guides
+from cfcl.counterfactual.quality.inputs import _judge_identity, _recorded_guides
 from cfcl.data.store import ImageStore
 from cfcl.stage import fingerprint
 
@@ -42,8 +42,8 @@ def trained(tmp_path_factory):
 
 def test_a_second_cli_call_of_a_complete_stage_skips_it_and_the_runner_returns_its_manifest(trained, capsys):
     from cfcl.config import build_config
-    from cfcl.counterfactual import train
     from cfcl.counterfactual.config import CFTrainConfig
+    from cfcl.counterfactual.generator import train
 
     root, store = trained
     out = root / "gen"
@@ -124,7 +124,7 @@ def test_generate_writes_every_source_times_other_domain(trained, tmp_path):
 def _interrupt_after_two_chunks(monkeypatch) -> list:
     """Generation raises KeyboardInterrupt at its third chunk; returns the list of calls (clear it to go on)."""
     calls = []
-    real = generate_module.generate_chunk
+    real = generate_store.generate_chunk
 
     def fail_after_two(*a, **k):
         calls.append(1)
@@ -132,7 +132,7 @@ def _interrupt_after_two_chunks(monkeypatch) -> list:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(generate_module, "generate_chunk", fail_after_two)
+    monkeypatch.setattr(generate_store, "generate_chunk", fail_after_two)
     return calls
 
 
@@ -141,14 +141,14 @@ def test_generate_resumes_an_interrupted_run(trained, tmp_path, monkeypatch):
     args = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path),
             "--set", "chunk=16", "--set", "progress_bar=false"]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
-    real = generate_module.generate_chunk
+    real = generate_store.generate_chunk
     calls = _interrupt_after_two_chunks(monkeypatch)
     assert main([*args, "--out", str(tmp_path / "resumed")]) == 130
     assert not (tmp_path / "resumed" / "store.json").exists()
     done = json.loads((tmp_path / "resumed" / "progress.json").read_text())["done"]
     assert done == [0, 16]
     calls.clear()
-    monkeypatch.setattr(generate_module, "generate_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(generate_store, "generate_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     assert main([*args, "--out", str(tmp_path / "resumed")]) == 0
     total = -(-2 * len(store.indices("train")) // 16)
     assert len(calls) == total - 2

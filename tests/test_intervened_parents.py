@@ -13,9 +13,9 @@ from cf_stores import make_store
 from cfcl.cli import main
 from cfcl.contrastive.data import open_pretrain_data
 from cfcl.contrastive.pairing import plan_views
-from cfcl.counterfactual.generate import intervened_specs
-from cfcl.counterfactual.generator import load_generator
-from cfcl.counterfactual.inference import counterfactual
+from cfcl.counterfactual.generate_store import intervened_specs
+from cfcl.counterfactual.generator.checkpoint import load_generator
+from cfcl.counterfactual.generator.inference import counterfactual
 from cfcl.counterfactual.parents import ParentError, ParentSpec, intervene, parents_from_store
 from cfcl.data.store import ImageStore
 from cfcl.errors import ConfigError, StoreError

@@ -19,10 +19,10 @@ from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import ViewBatches, default_cf_store, open_pretrain_data
 from cfcl.loaders import step_loader
 from cfcl.contrastive.pairing import CF_METHODS, METHODS, SEX_METHODS
-from cfcl.counterfactual import generate
+from cfcl.counterfactual import generate_store
 from cfcl.counterfactual.config import CFGenerateConfig
-from cfcl.counterfactual.generator import save_generator
-from cfcl.counterfactual.hvae import HVAE, HVAEArch
+from cfcl.counterfactual.generator.checkpoint import save_generator
+from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
 from cfcl.counterfactual.parents import parent_specs
 from cfcl.data.store import ImageStore, write_store
 from cfcl.errors import ConfigError
@@ -194,8 +194,8 @@ def test_the_generated_counterfactual_store_never_targets_the_ood_scanner(tmp_pa
     specs = parent_specs(store, ["domain"])
     assert OOD in specs[0].seen
     save_generator(tmp_path / "gen", HVAE(16, arch, specs), {"domains": store.domains})
-    generate.run(CFGenerateConfig(data=store.path, generator=tmp_path / "gen", progress_bar=False, device="cpu"),
-                 tmp_path / "cf")
+    generate_store.run(CFGenerateConfig(data=store.path, generator=tmp_path / "gen", progress_bar=False, device="cpu"),
+                       tmp_path / "cf")
     cf = ImageStore.open(tmp_path / "cf")
     source = cf.meta["source_index"].to_numpy()
     target = cf.meta["target_domain"].to_numpy()

@@ -15,7 +15,7 @@ import torch
 
 from cf_stores import make_store
 from cfcl.contrastive import pretrain
-from cfcl.counterfactual.generator import load_generator
+from cfcl.counterfactual.generator.checkpoint import load_generator
 from test_contrastive_pretrain import _config, stores  # noqa: F401 - fixture
 from test_counterfactual_stages import TINY, sets
 from test_distributed import Cfcl

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cfcl.contrastive import encoders
-from cfcl.counterfactual.apply import Generator, open_generator
+from cfcl.counterfactual.generator.apply import Generator, open_generator
 from cfcl.data import inputs
 from cfcl.data.store import ImageStore
 from cfcl.errors import CfclError

@@ -102,7 +102,7 @@ def _report_parser(top: argparse._SubParsersAction) -> None:
 
 
 def _apply(args: argparse.Namespace) -> None:
-    from cfcl.counterfactual.apply import apply, parse_parent
+    from cfcl.counterfactual.generator.apply import apply, parse_parent
 
     given = dict(parse_parent(text) for text in args.parents)
     for line in apply(args.generator, args.images, args.targets, args.source, args.out, given=given,

@@ -1,12 +1,11 @@
-"""The counterfactual generator (a conditional HVAE as the image mechanism of a deep SCM), its
-training, counterfactual fine-tuning and inference, the counterfactual store, domain classifiers
-and counterfactual quality.
+"""The counterfactual generator (a conditional HVAE as the image mechanism of a deep SCM), the
+classifiers of a parent that guide and judge it, the counterfactual store and counterfactual quality.
 
-Modules: ``parents`` (parent specs and values), ``likelihood`` and ``losses`` (ELBO terms, guidance,
-Lagrangian), ``hvae`` (the model), ``inference`` (abduction, counterfactuals), ``generator``
-(checkpoints), ``config`` (one config per stage), ``data``, ``module`` / ``finetune_module`` /
-``classifier_module`` (thin Lightning modules), ``train`` / ``finetune`` / ``generate`` /
-``classifier_stage`` / ``quality_stage`` (stages), ``figures``; ``classifier`` (the scanner
-classifiers), ``quality`` (the maths), ``quality_inputs`` (generator adapters, judge policy),
-``quality_measure`` and ``quality_summary`` judge the counterfactuals.
+Sub-packages, one per concept, each holding its stage module (docs/architecture.md, "Layers"):
+``generator`` (the HVAE, its maths, training, fine-tuning, checkpoint, figures and the plain
+:class:`~cfcl.counterfactual.generator.apply.Generator`), ``classifier`` (classifiers of a parent:
+model, Lightning module, training) and ``quality`` (metrics, inputs, per-image measurement, summary,
+the ``cf_quality`` stage). Beside them: ``config`` (one config per stage), ``parents`` (parent specs
+and values), ``data`` (a store's images and parents as training batches) and ``generate_store``
+(``cfcl cf generate``, the counterfactual store).
 """

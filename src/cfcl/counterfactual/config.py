@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from cfcl.config import StrictModel
-from cfcl.counterfactual.hvae import HVAEArch
+from cfcl.counterfactual.generator.hvae import HVAEArch
 from cfcl.training import DevicesConfig, TrainerConfig
 
 

@@ -1,6 +1,6 @@
 """The report's counterfactual-quality tables: a ``cf_quality.json`` as named tables of numbers for people.
 
-The file's layout is :func:`cfcl.counterfactual.quality_summary.summarise` plus what the quality stage
+The file's layout is :func:`cfcl.counterfactual.quality.summary.summarise` plus what the quality stage
 records about its inputs; every number is shown to 3 significant digits (:func:`~cfcl.report.summary.readable`).
 """
 

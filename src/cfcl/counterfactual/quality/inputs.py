@@ -15,13 +15,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from cfcl.counterfactual.classifier import classifier_file
-from cfcl.counterfactual.generator import generator_file, load_generator
-from cfcl.counterfactual.inference import counterfactual
+from cfcl.counterfactual.classifier.model import classifier_file
+from cfcl.counterfactual.generator.checkpoint import generator_file, load_generator
+from cfcl.counterfactual.generator.inference import counterfactual
 from cfcl.counterfactual.parents import (
     intervened_specs, known_values, parent_specs, parents_from_store, require_two_values, value_names,
 )
-from cfcl.counterfactual.quality import Parents
+from cfcl.counterfactual.quality.metrics import Parents
 from cfcl.data.store import INFO, ImageStore, parent_codes
 from cfcl.errors import CheckpointError, ConfigError, StoreError
 from cfcl.stage import fingerprint, read_manifest

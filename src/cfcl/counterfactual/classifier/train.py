@@ -20,8 +20,8 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from cfcl import layout
-from cfcl.counterfactual.classifier import balanced_class_weights, build_classifier, save_classifier
-from cfcl.counterfactual.classifier_module import MONITOR, ParentClassifierModule, evaluate_balanced_accuracy
+from cfcl.counterfactual.classifier.model import balanced_class_weights, build_classifier, save_classifier
+from cfcl.counterfactual.classifier.module import MONITOR, ParentClassifierModule, evaluate_balanced_accuracy
 from cfcl.counterfactual.config import ClassifierConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_indices
 from cfcl.counterfactual.parents import (

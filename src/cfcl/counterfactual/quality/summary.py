@@ -1,4 +1,4 @@
-"""The ``cf_quality.json`` numbers from the per-image records of :func:`cfcl.counterfactual.quality_measure.measure`.
+"""The ``cf_quality.json`` numbers from the per-image records of :func:`cfcl.counterfactual.quality.measure.measure`.
 
 Pairs are (source cell, target cell); with the domain alone intervened on, cells are domains.
 Pair averages are means over pairs (each pair counts once); a ``ratio`` is the mean of
@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 
 from cfcl.counterfactual.config import QualityTargets
-from cfcl.counterfactual.quality import effectiveness, mae_ratio
-from cfcl.counterfactual.quality_inputs import Intervention
+from cfcl.counterfactual.quality.inputs import Intervention
+from cfcl.counterfactual.quality.metrics import effectiveness, mae_ratio
 
 
 def _mean(values: pd.Series) -> float | None:

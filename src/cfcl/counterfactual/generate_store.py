@@ -26,13 +26,13 @@ from tqdm import tqdm
 
 from cfcl import layout
 from cfcl.counterfactual.config import CFGenerateConfig
-from cfcl.counterfactual.generator import generator_file, load_generator
-from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.inference import Abduction, abduct, predict
+from cfcl.counterfactual.generator.checkpoint import generator_file, load_generator
+from cfcl.counterfactual.generator.hvae import HVAE
+from cfcl.counterfactual.generator.inference import Abduction, abduct, predict
 from cfcl.counterfactual.parents import (
     ParentError, ParentSpec, intervened_specs, known_values, parents_from_store, parents_to, value_names,
 )
-from cfcl.counterfactual.train import open_image_store
+from cfcl.counterfactual.generator.train import open_image_store
 from cfcl.data.store import INFO, ImageStore, StoreWriter
 from cfcl.distributed import current
 from cfcl.errors import CheckpointError, StoreError

@@ -10,8 +10,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from cfcl.counterfactual.data import split_batch
-from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.losses import elbo_terms
+from cfcl.counterfactual.generator.hvae import HVAE
+from cfcl.counterfactual.generator.losses import elbo_terms
 
 
 def ema_decay(n_averaged: int, decay: float) -> float:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
-from cfcl.counterfactual.hvae import HVAE
+from cfcl.counterfactual.generator.hvae import HVAE
 from cfcl.errors import CheckpointError
 from cfcl.layout import GENERATOR_FILE
 

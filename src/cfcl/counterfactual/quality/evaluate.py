@@ -16,9 +16,9 @@ of distinct cells source -> target:
   MAE(x, true x*), per pair, on average over pairs and with the rarest cell as source / target.
 
 The generator is a generator folder (``cfcl cf train`` / fine-tuning) or a counterfactual store
-(:mod:`cfcl.counterfactual.quality_inputs`; the true counterfactual store is the perfect
+(:mod:`cfcl.counterfactual.quality.inputs`; the true counterfactual store is the perfect
 generator, the ceiling of every number here). Measurement is in
-:mod:`cfcl.counterfactual.quality_measure`, the summary in :mod:`cfcl.counterfactual.quality_summary`.
+:mod:`cfcl.counterfactual.quality.measure`, the summary in :mod:`cfcl.counterfactual.quality.summary`.
 
 ``cf_quality.json`` keys: ``domains``, ``evaluated_domains``, ``rare_domain`` (the intervention's rarest
 cell; another intervention than the domain alone names it ``rare_cell`` and adds ``intervened``
@@ -33,7 +33,7 @@ threshold, pass}} and ``passed``. Pair averages are means over pairs (each pair 
 a ``ratio`` is the mean of MAE(x*, true x*) over the mean of MAE(x, true x*) (target <= 0.5).
 ``pairs.csv`` holds the pair table, ``cf_grid.png`` originals, their counterfactuals and the true ones.
 With several parents each judge has its ``judge_accuracy_<parent>``, ``effectiveness`` {parent: ...}
-and target ``effectiveness_<parent>`` (:mod:`cfcl.counterfactual.quality_summary`).
+and target ``effectiveness_<parent>`` (:mod:`cfcl.counterfactual.quality.summary`).
 """
 
 from __future__ import annotations
@@ -47,14 +47,14 @@ import pandas as pd
 import torch
 
 from cfcl import atomic, layout
-from cfcl.counterfactual.classifier import ParentClassifier, classifier_file, load_classifier
+from cfcl.counterfactual.classifier.model import ParentClassifier, classifier_file, load_classifier
 from cfcl.counterfactual.config import QualityConfig
-from cfcl.counterfactual.figures import quality_grid
-from cfcl.counterfactual.quality_inputs import (
+from cfcl.counterfactual.generator.figures import quality_grid
+from cfcl.counterfactual.quality.inputs import (
     Generator, Intervention, check_judge, intervened_table, load_any_generator, open_intervention, values_noun,
 )
-from cfcl.counterfactual.quality_measure import measure, select_images
-from cfcl.counterfactual.quality_summary import per_parent, summarise
+from cfcl.counterfactual.quality.measure import measure, select_images
+from cfcl.counterfactual.quality.summary import per_parent, summarise
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError, StoreError
 from cfcl.stage import Stage, run_stage

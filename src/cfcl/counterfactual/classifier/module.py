@@ -13,10 +13,10 @@ from sklearn.metrics import confusion_matrix
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cfcl.counterfactual.classifier import ParentClassifier
+from cfcl.counterfactual.classifier.model import ParentClassifier
 from cfcl.counterfactual.config import ClassifierConfig, JitterConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_batch
-from cfcl.counterfactual.quality import balanced_accuracy
+from cfcl.counterfactual.quality.metrics import balanced_accuracy
 
 MONITOR = "val_balanced_accuracy"
 

@@ -25,9 +25,9 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from cfcl import atomic
-from cfcl.counterfactual.generator import generator_file, load_generator
-from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.inference import Abduction, abduct, predict
+from cfcl.counterfactual.generator.checkpoint import generator_file, load_generator
+from cfcl.counterfactual.generator.hvae import HVAE
+from cfcl.counterfactual.generator.inference import Abduction, abduct, predict
 from cfcl.counterfactual.parents import ParentError, ParentSpec
 from cfcl.data.inputs import decode_options_of, image_batch_of, read_images
 from cfcl.data.store import INFO, ImageStore

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cfcl.counterfactual.classifier import ParentClassifier
+from cfcl.counterfactual.classifier.model import ParentClassifier
 from cfcl.counterfactual.parents import intervene, parents_to
-from cfcl.counterfactual.quality import Parents, composition_mae, error_vs_truth, reversibility_mae
-from cfcl.counterfactual.quality_inputs import Generator, Intervention, store_images
+from cfcl.counterfactual.quality.inputs import Generator, Intervention, store_images
+from cfcl.counterfactual.quality.metrics import Parents, composition_mae, error_vs_truth, reversibility_mae
 from cfcl.data.store import ImageStore
 from cfcl.errors import StoreError
 

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.inference import abduct, predict
+from cfcl.counterfactual.generator.hvae import HVAE
+from cfcl.counterfactual.generator.inference import abduct, predict
 from cfcl.counterfactual.parents import intervene, parents_to
-from cfcl.counterfactual.quality_inputs import Generator, Intervention, store_images
+from cfcl.counterfactual.quality.inputs import Generator, Intervention, store_images
 from cfcl.data.store import ImageStore
 from cfcl.plotting import image_grid, save_png
 

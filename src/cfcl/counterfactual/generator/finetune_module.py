@@ -1,13 +1,13 @@
-"""Thin Lightning module of counterfactual fine-tuning (the maths is in :mod:`losses`)."""
+"""Thin Lightning module of counterfactual fine-tuning (the maths is in :mod:`cfcl.counterfactual.generator.losses`)."""
 
 from __future__ import annotations
 
 import torch
 
 from cfcl.counterfactual.data import split_batch
-from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.losses import ascend_multiplier, counterfactual_guidance, elbo_terms, lagrangian
-from cfcl.counterfactual.module import GeneratorModule
+from cfcl.counterfactual.generator.hvae import HVAE
+from cfcl.counterfactual.generator.losses import ascend_multiplier, counterfactual_guidance, elbo_terms, lagrangian
+from cfcl.counterfactual.generator.module import GeneratorModule
 
 
 class CounterfactualFinetuneModule(GeneratorModule):

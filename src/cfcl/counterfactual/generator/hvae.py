@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from cfcl.config import StrictModel
-from cfcl.counterfactual.likelihood import MIN_LOG_SCALE, gaussian_kl
+from cfcl.counterfactual.generator.likelihood import MIN_LOG_SCALE, gaussian_kl
 from cfcl.counterfactual.parents import ParentSpec, encode_parents
 from cfcl.errors import ConfigError
 

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from cfcl import layout
-from cfcl.counterfactual import figures
 from cfcl.counterfactual.config import CFTrainConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_batch, split_indices, training_batches
-from cfcl.counterfactual.generator import save_generator
-from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.module import HVAETrainModule
+from cfcl.counterfactual.generator import figures
+from cfcl.counterfactual.generator.checkpoint import save_generator
+from cfcl.counterfactual.generator.hvae import HVAE
+from cfcl.counterfactual.generator.module import HVAETrainModule
 from cfcl.counterfactual.parents import ParentSpec, parent_specs
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError

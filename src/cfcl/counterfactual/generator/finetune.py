@@ -10,16 +10,16 @@ import lightning as L
 import torch
 
 from cfcl import layout
-from cfcl.counterfactual import figures
-from cfcl.counterfactual.classifier import classifier_file, load_classifier
+from cfcl.counterfactual.classifier.model import classifier_file, load_classifier
 from cfcl.counterfactual.config import CFFinetuneConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_batch, split_indices, training_batches
-from cfcl.counterfactual.finetune_module import CounterfactualFinetuneModule
-from cfcl.counterfactual.generator import generator_file, load_generator, save_generator
-from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.losses import elbo_terms
+from cfcl.counterfactual.generator import figures
+from cfcl.counterfactual.generator.checkpoint import generator_file, load_generator, save_generator
+from cfcl.counterfactual.generator.finetune_module import CounterfactualFinetuneModule
+from cfcl.counterfactual.generator.hvae import HVAE
+from cfcl.counterfactual.generator.losses import elbo_terms
+from cfcl.counterfactual.generator.train import grid_batch, open_image_store
 from cfcl.counterfactual.parents import ParentSpec, known_values, require_two_values, value_names
-from cfcl.counterfactual.train import grid_batch, open_image_store
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.plotting import training_curve

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cfcl.counterfactual.hvae import HVAE
+from cfcl.counterfactual.generator.hvae import HVAE
 from cfcl.counterfactual.parents import check_discrete
 
 

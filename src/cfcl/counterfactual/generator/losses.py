@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from cfcl.counterfactual.hvae import HVAE
-from cfcl.counterfactual.inference import abduct, counterfactual, predict
-from cfcl.counterfactual.likelihood import discretized_gaussian_log_likelihood, nats_per_dim
+from cfcl.counterfactual.generator.hvae import HVAE
+from cfcl.counterfactual.generator.inference import abduct, counterfactual, predict
+from cfcl.counterfactual.generator.likelihood import discretized_gaussian_log_likelihood, nats_per_dim
 from cfcl.counterfactual.parents import intervene
-from cfcl.counterfactual.quality import mae
+from cfcl.counterfactual.quality.metrics import mae
 
 
 def elbo_terms(model: HVAE, x: torch.Tensor, pa: dict[str, torch.Tensor], beta: float = 1.0) -> dict[str, torch.Tensor]:
