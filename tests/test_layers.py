@@ -1,5 +1,7 @@
 """Layers only point down (docs/architecture.md, "Layers"): every ``cfcl`` import in every module,
-at module level or inside a function, goes to the module's own layer or one below it."""
+at module level or inside a function, goes to the module's own layer or one below it. The package
+face ``cfcl/__init__.py`` counts as a layer of its own, just above ``api`` (its lazy names reach
+it), so ``from cfcl import __version__`` below it is an arrow up."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ PACKAGE = Path(cfcl.__file__).parent
 # Highest first. The core modules may import each other; the other rooms of one layer may not.
 CORE = (
     "config", "stage", "atomic", "layout", "training", "checkpoint", "errors", "presets", "registry", "plotting",
-    "distributed", "lock", "loaders",
+    "distributed", "lock", "loaders", "version",
 )
+FACE = "__init__"  # the room of ``cfcl`` itself
 LAYERS = (
     ("__main__",),
     ("cli",),
+    (FACE,),
     ("api",),
     ("pipeline",),
     ("report",),
@@ -31,9 +35,11 @@ RANK = {room: rank for rank, rooms in enumerate(reversed(LAYERS)) for room in ro
 
 
 def room(module: str) -> str | None:
-    """The room of a dotted ``cfcl`` module (``cfcl.data.store`` -> ``data``); None for ``cfcl`` itself."""
+    """The room of a dotted ``cfcl`` module (``cfcl.data.store`` -> ``data``, ``cfcl`` -> the face); None outside cfcl."""
     parts = module.split(".")
-    return parts[1] if parts[0] == "cfcl" and len(parts) > 1 else None
+    if parts[0] != "cfcl":
+        return None
+    return parts[1] if len(parts) > 1 else FACE
 
 
 def module_name(path: Path, package: Path) -> str:
@@ -42,8 +48,9 @@ def module_name(path: Path, package: Path) -> str:
     return ".".join(parts)
 
 
-def imported_modules(source: str, module: str, is_package: bool) -> list[tuple[int, str]]:
-    """``(line, dotted module)`` of every import in ``source``, relative ones resolved, functions included."""
+def imported_modules(source: str, module: str, is_package: bool, package: Path) -> list[tuple[int, str]]:
+    """``(line, dotted module)`` of every import in ``source``, relative ones resolved, functions included;
+    a name taken from ``cfcl`` itself that is no module of ``package`` (``__version__``) is an import of the face."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -55,9 +62,12 @@ def imported_modules(source: str, module: str, is_package: bool) -> list[tuple[i
                 anchor = anchor if is_package else anchor[:-1]
                 anchor = anchor[: len(anchor) - node.level + 1]
                 base = ".".join([*anchor, *([base] if base else [])])
-            found.append((node.lineno, base))
-            if base == "cfcl":  # ``from cfcl import layout`` imports the module cfcl.layout
-                found += [(node.lineno, f"cfcl.{alias.name}") for alias in node.names]
+            if base != "cfcl":
+                found.append((node.lineno, base))
+                continue
+            for alias in node.names:  # ``from cfcl import layout`` imports the module cfcl.layout
+                submodule = (package / alias.name).is_dir() or (package / f"{alias.name}.py").is_file()
+                found.append((node.lineno, f"cfcl.{alias.name}" if submodule else "cfcl"))
     return found
 
 
@@ -72,14 +82,13 @@ def upward_imports(package: Path) -> list[str]:
         if own not in RANK:
             problems.append(f"{path}: room '{own}' is in no layer")
             continue
-        for line, target in imported_modules(path.read_text(), module, path.name == "__init__.py"):
+        for line, target in imported_modules(path.read_text(), module, path.name == "__init__.py", package):
             other = room(target)
             if other is None or other == own:
                 continue
             if other not in RANK:
-                if (package / other).is_dir() or (package / f"{other}.py").is_file():
-                    problems.append(f"{path}:{line} imports {target}, which is in no layer")
-                continue  # a name of the cfcl package itself, e.g. __version__
+                problems.append(f"{path}:{line} imports {target}, which is in no layer")
+                continue
             if RANK[other] > RANK[own] or (RANK[other] == RANK[own] and own not in CORE):
                 problems.append(f"{path}:{line} ({own}) imports {target} ({other})")
     return problems
@@ -94,10 +103,13 @@ def test_every_import_points_down():
     [
         ("data", "from cfcl.contrastive.encoders import build_encoder\n", "imports cfcl.contrastive.encoders"),
         ("contrastive", "def f():\n    from cfcl.counterfactual import figures\n", "imports cfcl.counterfactual"),
-        ("evaluation", "import cfcl.counterfactual.quality\n", "imports cfcl.counterfactual.quality"),
+        ("evaluation", "import cfcl.counterfactual.quality.metrics\n", "imports cfcl.counterfactual.quality.metrics"),
         ("report", "from ..pipeline import plan\n", "imports cfcl.pipeline"),
         ("stage.py", "from cfcl import layout, report\n", "imports cfcl.report"),
         ("counterfactual", "from cfcl.evaluation.metrics import auroc\n", "imports cfcl.evaluation.metrics"),
+        ("stage.py", "from cfcl import __version__, layout\n", "imports cfcl (__init__)"),
+        ("data", "import cfcl\n", "imports cfcl (__init__)"),
+        ("evaluation", "def f():\n    from cfcl import embed\n", "imports cfcl (__init__)"),
     ],
 )
 def test_a_planted_upward_import_is_found(tmp_path, room_name, source, needle):

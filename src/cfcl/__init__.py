@@ -5,7 +5,8 @@ command line stay fast: ``load_encoder``, ``embed``, ``load_generator``, ``read_
 ``ImageStore``, ``Generator`` and ``CfclError``.
 """
 
-__version__ = "0.1.0"
+from cfcl.version import __version__ as __version__  # re-exported: the version of the package face
+
 __all__ = ["CfclError", "Generator", "ImageStore", "embed", "load_encoder", "load_generator", "read_images"]
 
 

@@ -22,11 +22,12 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from cfcl import __version__, atomic
+from cfcl import atomic
 from cfcl.config import config_dict, config_hash, is_input_path
 from cfcl.errors import ConfigError, StoreError
 from cfcl.lock import folder_lock
 from cfcl.training import last_checkpoint
+from cfcl.version import __version__
 
 MANIFEST = "manifest.json"
 CONFIG = "config.yaml"
