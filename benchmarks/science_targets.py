@@ -39,7 +39,7 @@ import pandas as pd
 
 from cfcl.data.store import ImageStore
 from cfcl.evaluation.metrics import paired_seed_gain
-from cfcl.evaluation.results import WHOLE, with_subgroup
+from cfcl.evaluation.results import WHOLE
 from cfcl.layout import PREDICTABILITY, RunLayout
 
 
@@ -115,7 +115,6 @@ def read_tables(run: RunLayout, method: str) -> tuple[pd.DataFrame, pd.DataFrame
         if not path.is_file():
             raise SystemExit(f"science_targets: {path} does not exist; pass a finished `cfcl run` folder")
     metrics, predictability = (pd.read_csv(path) for path in paths)
-    metrics = with_subgroup(metrics)
     present = set(metrics.loc[metrics.protocol == "linear", "method"])
     missing = [m for m in ("simclr", method) if m not in present]
     if missing:

@@ -13,7 +13,8 @@ from PIL import Image
 
 from cfcl.cli import main
 from cfcl.evaluation.results import (
-    COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, invariance_seed_gains, metric_seed_gains, subgroup_gap_rows,
+    COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS, invariance_seed_gains, metric_seed_gains,
+    subgroup_gap_rows,
 )
 from cfcl.plotting import save_png
 from cfcl.report.report import run_report
@@ -69,6 +70,11 @@ def fake_metrics(rng) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+VARIANCE_ROW = dict(method="cf_simclr", reference="simclr", protocol="linear", label_fraction=0.1, test_set="id",
+                    domain="rare", n_seeds=3, n_draws=2, sd_seed=0.01, sd_draw=0.02, sd_test=0.005, half_width=0.03,
+                    half_width_10_seeds=0.012, seeds_needed=7)
+
+
 def png(path):
     fig = Figure(figsize=(2, 2))
     fig.subplots().plot([0, 1], [1, 0])
@@ -101,6 +107,7 @@ def run_dir(tmp_path):
     pd.DataFrame(seed_gains, columns=SEED_GAIN_COLUMNS).to_csv(eval_dir / "seed_gains.csv", index=False)
     gaps = subgroup_gap_rows(pd.read_csv(eval_dir / "metrics.csv"))
     pd.DataFrame(gaps, columns=SUBGROUP_GAP_COLUMNS).to_csv(eval_dir / "subgroup_gaps.csv", index=False)
+    pd.DataFrame([VARIANCE_ROW], columns=VARIANCE_COLUMNS).to_csv(eval_dir / "variance_components.csv", index=False)
     png(eval_dir / "tsne_simclr.png")
     (run / "cf_quality" / "cf_quality.json").write_text(json.dumps(QUALITY))
     png(run / "cf_quality" / "cf_grid.png")
@@ -144,7 +151,7 @@ def test_headline_gains_are_paired_seed_means_with_t_intervals(run_dir):
 
 def test_invariance_table_has_intervals_over_seeds_and_the_random_encoder_beside():
     table = pd.DataFrame(dict(method=["simclr"] * 3 + ["random"], seed=[0, 1, 2, 0], balanced_accuracy=[0.9, 0.92, 0.94, 1.0],
-                              knn_purity=[0.5, 0.6, 0.7, 0.9]))
+                              knn_purity=[0.5, 0.6, 0.7, 0.9], silhouette=[0.1, 0.2, 0.3, 0.4]))
     shown = invariance_table(table)
     half = 4.302653 * 0.1 / np.sqrt(3)
     assert shown.loc["simclr", "knn_purity"] == f"0.600 [{0.6 - half:.3f}, {0.6 + half:.3f}]"
@@ -252,18 +259,24 @@ def test_subgroup_gap_is_male_minus_female_paired_by_seed_with_a_t_interval(run_
     assert "at 10% labels, one seed: no interval; run `cfcl run benchmark`" in gap_caption(one, 0.1, "sex=M")
 
 
-def test_metrics_csv_without_a_subgroup_column_reads_as_whole_test_sets(run_dir):
-    metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
-    old = metrics[metrics.subgroup == "all"].drop(columns="subgroup")
-    old.to_csv(run_dir / "eval" / "metrics.csv", index=False)
-    (run_dir / "eval" / "subgroup_gaps.csv").unlink()
-    assert headline_table(old, 0.1).equals(headline_table(metrics, 0.1))
-    assert pd.DataFrame(metric_seed_gains(old, "simclr")).equals(pd.DataFrame(metric_seed_gains(metrics, "simclr")))
-    assert subgroup_gap_rows(old) == []
+@pytest.mark.parametrize(("table", "column"), [
+    ("metrics.csv", "subgroup"), ("variance_components.csv", "seeds_needed"), ("domain_predictability.csv", "silhouette"),
+])
+def test_a_table_without_a_column_of_this_cfcl_is_a_one_line_error_naming_the_rewrite(run_dir, table, column):
+    path = run_dir / "eval" / table
+    pd.read_csv(path).drop(columns=column).to_csv(path, index=False)
+    with pytest.raises(ReportError) as error:
+        run_report(run_dir)
+    assert str(error.value) == f"{path} lacks column(s) {column}; `cfcl evaluate --force` writes it anew"
+
+
+def test_missing_evaluation_tables_are_named_with_the_command_that_writes_them(run_dir):
+    for table in ("subgroup_gaps.csv", "variance_components.csv"):
+        (run_dir / "eval" / table).unlink()
     run_report(run_dir)
     summary = (run_dir / "report" / "summary.md").read_text()
-    assert "| cf_simclr (linear) |" in summary and "AUROC gain over simclr at 10% labels" in summary
-    assert "absent: " in summary and "subgroup_gaps.csv (run `cfcl evaluate`" in summary
+    for table in ("subgroup_gaps.csv", "variance_components.csv"):
+        assert f"*absent: {run_dir / 'eval' / table} (run `cfcl evaluate`)*" in summary
 
 
 def test_gain_figure_draws_an_interval_that_misses_its_point_as_it_is():
@@ -279,19 +292,15 @@ def test_gain_figure_draws_an_interval_that_misses_its_point_as_it_is():
     assert ax.lines[0].get_ydata().tolist() == [0.05]
 
 
-def test_variance_components_of_an_older_evaluation_read_as_whole_test_sets(run_dir):
-    row = dict(method="cf_simclr", reference="simclr", protocol="linear", label_fraction=0.1, test_set="id", n_seeds=3,
-               n_draws=2, sd_seed=0.01, sd_draw=0.02, sd_test=0.005, half_width=0.03, half_width_10_seeds=0.012)
-    pd.DataFrame([row]).to_csv(run_dir / "eval" / "variance_components.csv", index=False)  # no domain, no seeds_needed
+def test_variance_components_name_the_test_set_and_scanner_and_the_seeds_needed(run_dir):
     run_report(run_dir)
     summary = (run_dir / "report" / "summary.md").read_text()
-    assert "Where the spread of a gain comes from" in summary and "| cf_simclr (linear, id) |" in summary
-    pd.DataFrame([{**row, "domain": "portable", "seeds_needed": 7}]).to_csv(run_dir / "eval" / "variance_components.csv",
-                                                                           index=False)
-    run_report(run_dir)
-    summary = (run_dir / "report" / "summary.md").read_text()
-    line = next(line for line in summary.splitlines() if line.startswith("| cf_simclr (linear, id portable) |"))
+    line = next(line for line in summary.splitlines() if line.startswith("| cf_simclr (linear, id rare) |"))
     assert float(line.strip(" |").split("|")[-1]) == 7  # seeds_needed, the last column
+    pd.DataFrame(columns=VARIANCE_COLUMNS).to_csv(run_dir / "eval" / "variance_components.csv", index=False)
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "No gains to break down" in summary and "absent" not in summary
 
 
 def test_the_quality_of_sex_counterfactuals_is_one_table_beside_the_scanners(run_dir):

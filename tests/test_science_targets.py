@@ -11,6 +11,7 @@ import pytest
 
 from benchmark_scripts import load_benchmark
 from cfcl.data.store import write_store
+from cfcl.evaluation.results import COLUMNS
 
 DOMAINS = ["major", "middle", "rare", "held_out"]
 
@@ -47,8 +48,7 @@ def metrics_table(methods=tuple(AUROC)) -> pd.DataFrame:
     for seed, value in enumerate((0.70, 0.80)):
         rows.append(dict(method="supervised", seed=seed, protocol="finetune", label_fraction=0.1, test_set="id",
                          domain="all", metric="auroc", value=value))
-    columns = ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "metric", "value"]
-    return pd.DataFrame(rows)[columns]
+    return pd.DataFrame(rows).assign(subgroup="all")[COLUMNS]
 
 
 def run_folder(root: Path, methods=tuple(AUROC)) -> Path:
@@ -97,7 +97,7 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
         0.475 - T_975_1DF * np.std([0.5, 0.45], ddof=1) / np.sqrt(2), abs=1e-4) and drop["supported"] is True
     assert result["invariance_drop"]["silhouette"]["per_seed"] == pytest.approx([0.1, 0.0])
     assert result["simclr+_vs_simclr"] == {}
-    # a metrics.csv of whole test sets only (written before subgroups): no sex gap
+    # a metrics.csv of whole test sets only (no subgroup rows): no sex gap
     assert result["sex_gap"] == {} and result["sex_gap_vs_simclr"] == {}
     assert result["supervised_id"] == pytest.approx(0.75)
     assert result["invariance_drop"]["balanced_accuracy"]["mean"] == pytest.approx(0.25)
@@ -112,7 +112,7 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
 
 def test_sex_gap_is_male_minus_female_per_method_and_subgroup_rows_leave_the_whole_set_gains_alone(tmp_path, capsys):
     root = run_folder(tmp_path)
-    whole = pd.read_csv(root / "eval" / "metrics.csv").assign(subgroup="all")
+    whole = pd.read_csv(root / "eval" / "metrics.csv")
     load_script().main([str(root)])
     before = json.loads(capsys.readouterr().out)
     # per sex, AUROC of the ID test set shifted from the whole set's: M +0.02 / +0.04 (seeds 0, 1), F -0.03 for simclr;
@@ -181,7 +181,8 @@ def test_rendered_test_set_gains_are_read_for_the_rare_and_the_ood_scanner(tmp_p
     root = run_folder(tmp_path)
     rendered = {"simclr": {"rare": (0.70, 0.71), "held_out": (0.60, 0.64), "major": (0.9, 0.9)},
                 "cf-simclr": {"rare": (0.73, 0.75), "held_out": (0.61, 0.66), "major": (0.1, 0.1)}}
-    rows = [dict(method=m, seed=s, protocol="linear", label_fraction=0.1, test_set="rendered", domain=d, metric="auroc", value=v[s])
+    rows = [dict(method=m, seed=s, protocol="linear", label_fraction=0.1, test_set="rendered", domain=d, subgroup="all",
+                 metric="auroc", value=v[s])
             for m, by_domain in rendered.items() for d, v in by_domain.items() for s in (0, 1)]
     metrics = pd.read_csv(root / "eval" / "metrics.csv")
     pd.concat([metrics, pd.DataFrame(rows)]).to_csv(root / "eval" / "metrics.csv", index=False)

@@ -9,8 +9,7 @@ lists named here.
 ``metrics.csv`` columns: ``method, seed, protocol, label_fraction, test_set, domain, subgroup, metric, value``.
 Bootstrap intervals are extra rows whose metric is ``<metric>_ci_low`` / ``<metric>_ci_high``. ``subgroup`` is
 ``all`` for the whole test set (or one of its domains) and ``<column>=<value>`` (``sex=F``) for the test images
-with that metadata value; a table written before subgroups existed lacks the column and reads as ``all``
-(:func:`with_subgroup`).
+with that metadata value.
 
 Two kinds of gain interval, for two questions: ``gains.csv`` resamples the test images (paired
 bootstrap of the seed-averaged gain: how much the test set alone moves it); ``seed_gains.csv``
@@ -53,7 +52,6 @@ VARIANCE_COLUMNS = [
     "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "n_draws", "sd_seed",
     "sd_draw", "sd_test", "half_width", "half_width_10_seeds", "seeds_needed",
 ]
-VARIANCE_LATER_COLUMNS = ("domain", "seeds_needed")  # absent from older evaluations, whose rows are whole test sets
 RESOLVED_GAIN = 0.02  # the AUROC gain the benchmark is designed to resolve: the half-width `seeds_needed` aims at
 MAX_SEEDS = 1000
 POINT_METRICS = ("auroc", "balanced_accuracy")
@@ -135,14 +133,9 @@ def domain_groups(pred: Prediction, domain_names: list[str]) -> list[tuple[str, 
     return groups
 
 
-def with_subgroup(metrics: pd.DataFrame) -> pd.DataFrame:
-    """``metrics.csv`` rows with a ``subgroup`` column: a table written before subgroups holds whole test sets only."""
-    return metrics if "subgroup" in metrics.columns else metrics.assign(subgroup=WHOLE)
-
-
 def whole_test_sets(metrics: pd.DataFrame) -> pd.DataFrame:
     """The rows of whole test sets and their domains (``subgroup`` ``all``), without the subgroup rows."""
-    return metrics[with_subgroup(metrics)["subgroup"].to_numpy() == WHOLE]
+    return metrics[metrics["subgroup"].to_numpy() == WHOLE]
 
 
 def metric_groups(
@@ -267,8 +260,7 @@ def subgroup_gap_rows(metrics: pd.DataFrame, level: float = 0.95) -> list[dict]:
     The reference is the column's first value in text order, so the sign convention is fixed: the
     sex gap is ``sex=M`` minus ``sex=F`` (positive: the classifier does better on male images).
     """
-    values = with_subgroup(metrics)
-    values = values[values["metric"].isin(POINT_METRICS) & (values["subgroup"] != WHOLE)]
+    values = metrics[metrics["metric"].isin(POINT_METRICS) & (metrics["subgroup"] != WHOLE)]
     rows = []
     for _, part in values.groupby(values["subgroup"].str.split("=").str[0], sort=True):
         rows += seed_gain_rows(part, min(part["subgroup"]), ["method", *METRIC_KEYS], level, by="subgroup")
@@ -280,8 +272,7 @@ def invariance_seed_gains(table: pd.DataFrame, reference: str, test_set: str, le
 
     Lower is more domain-invariant, so a negative gain is a method clustering less by domain.
     """
-    measures = [c for c in INVARIANCE_MEASURES if c in table.columns]
-    values = table.melt(id_vars=["method", "seed"], value_vars=measures, var_name="metric", value_name="value")
+    values = table.melt(id_vars=["method", "seed"], value_vars=list(INVARIANCE_MEASURES), var_name="metric", value_name="value")
     values["metric"] = values["metric"].map(INVARIANCE_MEASURES)
     rows = seed_gain_rows(values, reference, ["metric"], level)
     constant = dict(protocol="embedding", label_fraction=float("nan"), test_set=test_set, domain="all")

@@ -130,7 +130,7 @@ def gain_figure(
 def predictability_figure(table: pd.DataFrame) -> Figure:
     """Per method, each domain-invariance measure (lower is more invariant): mean and t-interval over seeds,
     a bar alone where there is no interval (one seed)."""
-    measures = [c for c in INVARIANCE_MEASURES if c in table.columns]
+    measures = list(INVARIANCE_MEASURES)
     methods = sorted(table["method"].unique())
     fig = Figure(figsize=(max(4.0, 0.9 * len(methods) + 2) * len(measures), 3.4))
     axes = fig.subplots(1, len(measures), squeeze=False).ravel()

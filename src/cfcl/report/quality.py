@@ -25,7 +25,7 @@ MEASURED = ("targets", "passed", "pairs", "effectiveness", "composition", "rever
 
 
 def parents_of(data: dict) -> list[str]:
-    """The intervened parents of a ``cf_quality.json`` (an older one, or one of the scanner alone: ``domain``)."""
+    """The intervened parents of a ``cf_quality.json`` (``domain`` for the scanner alone, which names none)."""
     return list(data.get("intervened") or {"domain": None})
 
 

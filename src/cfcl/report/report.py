@@ -15,8 +15,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cfcl import atomic, layout
 from cfcl.evaluation.results import (
-    COLUMNS, GAIN_COLUMNS, RESOLVED_GAIN, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS, VARIANCE_LATER_COLUMNS,
-    with_subgroup,
+    COLUMNS, GAIN_COLUMNS, PREDICTABILITY_COLUMNS, RESOLVED_GAIN, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS,
 )
 from cfcl.plotting import png_bytes
 from cfcl.report import figures
@@ -105,7 +104,7 @@ def read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
         raise ReportError(f"{path} is not a readable CSV table ({exc})") from None
     lacking = [c for c in columns if c not in frame.columns]
     if lacking:
-        raise ReportError(f"{path} lacks column(s) {', '.join(lacking)}")
+        raise ReportError(f"{path} lacks column(s) {', '.join(lacking)}; `cfcl evaluate --force` writes it anew")
     return frame
 
 
@@ -151,7 +150,7 @@ def _results(report: Report, run_dir: Path) -> None:
     if not metrics_path.is_file():
         report.missing(section, f"{metrics_path} (run `cfcl evaluate`)")
         return
-    metrics = with_subgroup(read_csv(metrics_path, [c for c in COLUMNS if c != "subgroup"]))
+    metrics = read_csv(metrics_path, COLUMNS)
     if metrics.empty:
         report.missing(section, f"rows in {metrics_path} (every evaluation was skipped; see notes)")
         return
@@ -162,8 +161,7 @@ def _results(report: Report, run_dir: Path) -> None:
         if seed_gains is not None:
             report.table(section, headline_gain_table(seed_gains, fraction), gain_caption(seed_gains, fraction), "method (protocol)")
     if seed_gains is None:
-        report.missing(section, f"seed-level gains in {seed_gains_path} (the reference method was not evaluated, "
-                                "or by a cfcl older than this table: `cfcl evaluate --force`)")
+        report.missing(section, f"seed-level gains in {seed_gains_path} (the reference method was not evaluated)")
     curves = report.section("AUROC against label fraction")
     n_seeds = metrics["seed"].nunique()
     spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed: single values, no spread"
@@ -208,7 +206,7 @@ def _subgroups(report: Report, run_dir: Path) -> None:
     path = layout.RunLayout(run_dir).eval / layout.SUBGROUP_GAPS
     section = report.section("Subgroup gaps")
     if not path.is_file():
-        report.missing(section, f"{path} (run `cfcl evaluate`; by a cfcl older than this table: `cfcl evaluate --force`)")
+        report.missing(section, f"{path} (run `cfcl evaluate`)")
         return
     gaps = optional_csv(path, SUBGROUP_GAP_COLUMNS)
     auroc = gaps[gaps["metric"] == "auroc"] if gaps is not None else None
@@ -229,19 +227,22 @@ def _subgroups(report: Report, run_dir: Path) -> None:
 
 def _variance(report: Report, run_dir: Path) -> None:
     """Where the spread of each AUROC gain at the lowest label fraction comes from (``variance_components.csv``),
-    on each test set and its scanners; an evaluation older than the table simply has no such section."""
-    required = [c for c in VARIANCE_COLUMNS if c not in VARIANCE_LATER_COLUMNS]
-    table = optional_csv(layout.RunLayout(run_dir).eval / layout.VARIANCE, required)
-    if table is None:
+    on each test set and its scanners."""
+    section = report.section("Where the spread of a gain comes from")
+    path = layout.RunLayout(run_dir).eval / layout.VARIANCE
+    if not path.is_file():
+        report.missing(section, f"{path} (run `cfcl evaluate`)")
         return
-    if "domain" not in table:  # an older evaluation: whole test sets only
-        table = table.assign(domain="all", seeds_needed=float("nan"))
+    table = optional_csv(path, VARIANCE_COLUMNS)
+    if table is None:
+        report.text(section, f"No gains to break down: {path} holds none (the reference method was not evaluated).")
+        return
     lowest = table[table["label_fraction"] == table["label_fraction"].min()]
     where = lowest["test_set"].where(lowest["domain"] == "all", lowest["test_set"] + " " + lowest["domain"])
     shown = lowest.assign(method=lowest["method"] + " (" + lowest["protocol"] + ", " + where + ")")
     columns = ["n_seeds", "n_draws", "sd_seed", "sd_draw", "sd_test", "half_width", "half_width_10_seeds", "seeds_needed"]
     frame = shown.set_index("method")[columns].map(readable)
-    report.table(report.section("Where the spread of a gain comes from"), frame,
+    report.table(section, frame,
                  f"AUROC gain over {lowest['reference'].iloc[0]} at {lowest['label_fraction'].iloc[0]:g} of the labels, "
                  "on each test set and each of its scanners: standard deviation of one seed's gain from the pretraining "
                  "seed and from the label draw, the test-image standard error of the averaged gain (shared by every "
@@ -254,7 +255,7 @@ def _embeddings(report: Report, run_dir: Path) -> None:
     eval_dir = layout.RunLayout(run_dir).eval
     section = report.section("Domain invariance of the embeddings")
     path = eval_dir / layout.PREDICTABILITY
-    table = optional_csv(path, ["method", "seed", "balanced_accuracy", "std", "chance"])
+    table = optional_csv(path, PREDICTABILITY_COLUMNS)
     if table is None:
         report.missing(section, f"{path} (run `cfcl evaluate` with embeddings enabled)")
     else:
@@ -263,9 +264,9 @@ def _embeddings(report: Report, run_dir: Path) -> None:
         report.figure(section, "domain_predictability.png", png_bytes(figures.predictability_figure(table)),
                       "Domain predictability (balanced accuracy of a linear classifier on PCA-16 features, 5-fold; "
                       f"dashed: chance) and clustering by domain (k-NN purity relative to chance, silhouette): {spread}")
-        k = f" (k = {int(table['knn_k'].iloc[0])})" if "knn_k" in table.columns else ""
         report.table(section, invariance_table(table),
-                     f"Domain invariance, mean [95% t-interval over seeds]; lower is more invariant. knn_purity{k}: "
+                     f"Domain invariance, mean [95% t-interval over seeds]; lower is more invariant. knn_purity "
+                     f"(k = {int(table['knn_k'].iloc[0])}): "
                      "share of nearest neighbours from the same domain relative to chance (0 mixed, 1 clustered); "
                      "silhouette by domain (0 mixed, 1 separate)", "method")
         seed_gains = optional_csv(layout.RunLayout(run_dir).eval / layout.SEED_GAINS, SEED_GAIN_COLUMNS)

@@ -133,9 +133,8 @@ def interval_cell(values: pd.Series, level: float = 0.95) -> str:
 
 def invariance_table(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per method, each domain-invariance measure of ``domain_predictability.csv``: mean [t-interval] over seeds."""
-    measures = [c for c in INVARIANCE_MEASURES if c in table.columns]
     rows = {
-        method: {INVARIANCE_MEASURES[m]: interval_cell(part.set_index("seed")[m], level) for m in measures}
+        method: {name: interval_cell(part.set_index("seed")[column], level) for column, name in INVARIANCE_MEASURES.items()}
         | {"seeds": str(part["seed"].nunique())}
         for method, part in table.groupby("method", sort=True)
     }
@@ -146,7 +145,7 @@ def invariance_gain_table(seed_gains: pd.DataFrame) -> pd.DataFrame:
     """Each method minus the reference per invariance measure (``seed_gains.csv``, protocol ``embedding``)."""
     rows = seed_gains[seed_gains["protocol"] == "embedding"]
     cells = rows.assign(cell=[gain_cell(row) for _, row in rows.iterrows()]).pivot(index="method", columns="metric", values="cell")
-    return cells.reindex(columns=[m for m in INVARIANCE_MEASURES.values() if m in cells.columns])
+    return cells.reindex(columns=list(INVARIANCE_MEASURES.values()))
 
 
 def headline_caption(metrics: pd.DataFrame, fraction: float) -> str:
