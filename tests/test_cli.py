@@ -10,7 +10,7 @@ from cfcl.cli import build_parser, main
 from cfcl.config import build_config, config_dict
 from cfcl.pipeline.plan import plan
 from cfcl.pipeline.run import load_run_config
-from cfcl.registry import STAGES, load_ref
+from cfcl.registry import STAGES
 
 
 def test_version_and_help():
@@ -63,7 +63,7 @@ def test_every_help_example_is_accepted_by_the_config_of_its_command(tmp_path):
     assert len({words for words, _ in examples}) >= len(STAGES) + 2  # every stage command, run and demo
     for words, example in examples:
         if words in stages:
-            model = load_ref(stages[words].config)
+            model = stages[words].load().config
             inputs = {k: str(tmp_path) for k, f in model.model_fields.items() if f.is_required()}  # --data and the like
             default = build_config(model, base=inputs)
             changed = build_config(model, base=inputs, overrides=[example])
@@ -76,7 +76,7 @@ def test_every_help_example_is_accepted_by_the_config_of_its_command(tmp_path):
 
 def _stand_in_inputs(command) -> list[str]:
     """--set of each key a stage needs from the command line (its input folders), to a folder that does not exist."""
-    model = load_ref(command.config)
+    model = command.load().config
     return [f"--set={key}=nowhere" for key, field in model.model_fields.items() if field.is_required()]
 
 

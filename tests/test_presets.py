@@ -12,7 +12,7 @@ import cfcl
 from cfcl.cli import main
 from cfcl.config import build_config
 from cfcl.presets import preset_names, resolve_config_path
-from cfcl.registry import STAGES, load_ref
+from cfcl.registry import STAGES
 
 CONFIGS = Path(cfcl.__file__).parent / "configs"
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
@@ -56,7 +56,7 @@ def test_every_stage_preset_is_a_valid_config_of_its_stage(tmp_path):
     commands = {command.words: command for command in STAGES}
     for name in preset_names("stage"):
         words = next(w for prefix, w in STAGE_OF_PREFIX.items() if name == prefix or name.startswith(f"{prefix}_"))
-        model = load_ref(commands[words].config)
+        model = commands[words].load().config
         required = {key: str(tmp_path) for key, field in model.model_fields.items() if field.is_required()}
         build_config(model, resolve_config_path(name), base=required)  # unknown keys and bad values raise
 

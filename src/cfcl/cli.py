@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cfcl import __version__
 from cfcl.errors import CfclError
-from cfcl.registry import STAGES, StageCommand, check_stage, load_ref
+from cfcl.registry import STAGES, StageCommand, check_stage
 from cfcl.training import share_busy_cpus
 
 
@@ -47,9 +47,10 @@ def _run_stage(args: argparse.Namespace) -> None:
         if value is not None:
             overrides.insert(0, f"{flag.key}={value}")
     path = resolve_config_path(args.config) if args.config else None
-    config = build_config(load_ref(command.config), path, overrides)
+    code = command.load()
+    config = build_config(code.config, path, overrides)
     check_stage(command, config, args.out)
-    run_on_ranks(load_ref(command.runner), config, args.out, args.force, args.argv)
+    run_on_ranks(code.run, config, args.out, args.force, args.argv)
 
 
 def _run(args: argparse.Namespace) -> None:

@@ -1,22 +1,21 @@
-"""Every stage command: its words on the command line, its config model and its runner.
+"""Every stage command: its words on the command line, its config model, its runner and its check.
 
 The CLI builds its parsers from this table and the pipeline builds its stages from it, so a
-stage is declared once. Models and runners are named as ``module:attribute`` and imported
-only when used, which keeps ``cfcl --help`` fast.
+stage is declared once. Each entry's ``load`` function imports the stage's code (torch, Lightning)
+only when the stage runs, which keeps ``cfcl --help`` fast; a stage's runner is ``run`` of its stage
+module (docs/architecture.md, "The stage contract").
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
+from cfcl.data import DATASETS
 from cfcl.errors import MissingKeyError
 from cfcl.stage import check_output_folder
 
-# The real datasets ``cfcl data prepare`` reads: each has a module ``cfcl.data.datasets.<name>``
-# and a section ``<name>`` in its config (docs/architecture.md, "Where new things go").
-DATASETS = ("padchest", "chexpert", "rsna", "embed", "vindr", "csv")
 _DATASET_WORDS = f"{', '.join(DATASETS[:-2])}, {DATASETS[-2]} or {DATASETS[-1]}"
 
 
@@ -32,36 +31,101 @@ class Flag:
 
 
 @dataclass(frozen=True)
-class StageCommand:
-    """One stage: its config model and the function that runs it, both as ``module:attribute``.
+class StageCode:
+    """What running a stage needs: its config model, its runner ``run(config, out, force=False) -> dict``
+    and ``check``, a function of the config that refuses what can be known wrong before the stage
+    reads or writes anything (``cfcl run --dry-run`` calls it too)."""
 
-    ``example`` is the ``--set KEY=VALUE`` its help shows (a key of its own config); ``check``, a
-    function of the config that refuses what can be known wrong before the stage reads or writes
-    anything (``cfcl run --dry-run`` calls it too).
-    """
+    config: type
+    run: Callable[..., dict]
+    check: Callable[[Any], None] | None = None
+
+
+@dataclass(frozen=True)
+class StageCommand:
+    """One stage: ``load`` imports and returns its :class:`StageCode` (so only a stage that runs
+    imports torch); ``example`` is the ``--set KEY=VALUE`` its help shows (a key of its own config)."""
 
     words: tuple[str, ...]
     help: str
-    config: str
-    runner: str
+    load: Callable[[], StageCode]
     example: str
     flags: tuple[Flag, ...] = field(default_factory=tuple)
-    check: str | None = None
+
+
+def _data_synth() -> StageCode:
+    from cfcl.data.synthetic.config import SynthConfig
+    from cfcl.data.synthetic.generate import run
+
+    return StageCode(SynthConfig, run)
+
+
+def _data_prepare() -> StageCode:
+    from cfcl.data.prepare import PrepareConfig, check, run
+
+    return StageCode(PrepareConfig, run, check)
+
+
+def _cf_classifier() -> StageCode:
+    from cfcl.counterfactual.classifier.train import run
+    from cfcl.counterfactual.config import ClassifierConfig
+
+    return StageCode(ClassifierConfig, run)
+
+
+def _cf_train() -> StageCode:
+    from cfcl.counterfactual.config import CFTrainConfig
+    from cfcl.counterfactual.generator.train import run
+
+    return StageCode(CFTrainConfig, run)
+
+
+def _cf_finetune() -> StageCode:
+    from cfcl.counterfactual.config import CFFinetuneConfig
+    from cfcl.counterfactual.generator.finetune import run
+
+    return StageCode(CFFinetuneConfig, run)
+
+
+def _cf_generate() -> StageCode:
+    from cfcl.counterfactual.config import CFGenerateConfig
+    from cfcl.counterfactual.generate_store import run
+
+    return StageCode(CFGenerateConfig, run)
+
+
+def _cf_evaluate() -> StageCode:
+    from cfcl.counterfactual.config import QualityConfig
+    from cfcl.counterfactual.quality.evaluate import run
+
+    return StageCode(QualityConfig, run)
+
+
+def _pretrain() -> StageCode:
+    from cfcl.contrastive.config import PretrainConfig
+    from cfcl.contrastive.pretrain import run
+
+    return StageCode(PretrainConfig, run)
+
+
+def _evaluate() -> StageCode:
+    from cfcl.evaluation.config import EvaluateConfig
+    from cfcl.evaluation.evaluate import run
+
+    return StageCode(EvaluateConfig, run)
 
 
 STAGES: tuple[StageCommand, ...] = (
     StageCommand(
         ("data", "synth"),
         "generate the synthetic multi-scanner radiograph benchmark (with its true counterfactuals)",
-        "cfcl.data.synthetic.config:SynthConfig",
-        "cfcl.data.synthetic.generate:run",
+        _data_synth,
         "n_train=2000",
     ),
     StageCommand(
         ("data", "prepare"),
         f"convert a real dataset ({_DATASET_WORDS}; csv: any table + image folder) into an image store",
-        "cfcl.data.prepare:PrepareConfig",
-        "cfcl.data.prepare:run",
+        _data_prepare,
         "val_fraction=0.2",
         (
             Flag("--dataset", "dataset", _DATASET_WORDS),
@@ -70,29 +134,25 @@ STAGES: tuple[StageCommand, ...] = (
             Flag("--workers", "workers", "decoding processes"),
             Flag("--skip-bad", "skip_bad", "leave out unreadable images and list them in bad_rows.csv", const="true"),
         ),
-        "cfcl.data.prepare:check",
     ),
     StageCommand(
         ("cf", "classifier"),
         "train a classifier of a parent (the scanner by default, --set parent=sex) on real images: --config cf_guide (guides fine-tuning) or cf_judge (judges quality)",
-        "cfcl.counterfactual.config:ClassifierConfig",
-        "cfcl.counterfactual.classifier.train:run",
+        _cf_classifier,
         "max_train_images=5000",
         (Flag("--data", "data", "image store to train on (its train/val splits)"),),
     ),
     StageCommand(
         ("cf", "train"),
         "train the HVAE image mechanism (the counterfactual generator) on an image store",
-        "cfcl.counterfactual.config:CFTrainConfig",
-        "cfcl.counterfactual.generator.train:run",
+        _cf_train,
         "beta=3",
         (Flag("--data", "data", "image store to train on (its train split)"),),
     ),
     StageCommand(
         ("cf", "finetune"),
         "counterfactual fine-tuning of the generator's decoder, guided by a classifier of each guided parent (cf_guide, cf_guide_sex)",
-        "cfcl.counterfactual.config:CFFinetuneConfig",
-        "cfcl.counterfactual.generator.finetune:run",
+        _cf_finetune,
         "trainer.max_epochs=5",
         (
             Flag("--generator", "generator", "generator folder (cfcl cf train)"),
@@ -104,8 +164,7 @@ STAGES: tuple[StageCommand, ...] = (
     StageCommand(
         ("cf", "generate"),
         "write the counterfactual store: every training image x every other in-distribution domain",
-        "cfcl.counterfactual.config:CFGenerateConfig",
-        "cfcl.counterfactual.generate_store:run",
+        _cf_generate,
         "splits=[train,val]",
         (
             Flag("--generator", "generator", "generator folder (cfcl cf train / finetune)"),
@@ -115,8 +174,7 @@ STAGES: tuple[StageCommand, ...] = (
     StageCommand(
         ("cf", "evaluate"),
         "counterfactual quality: effectiveness (judge), composition, reversibility, error vs true counterfactuals",
-        "cfcl.counterfactual.config:QualityConfig",
-        "cfcl.counterfactual.quality.evaluate:run",
+        _cf_evaluate,
         "n_per_domain=64",
         (
             Flag("--data", "data", "image store the counterfactuals are made from"),
@@ -127,8 +185,7 @@ STAGES: tuple[StageCommand, ...] = (
     StageCommand(
         ("pretrain",),
         "contrastive or self-distillation pretraining of an encoder: simclr, simclr+, cf-simclr, cf-simclr-multi, oracle, oracle-multi, dino, dino+, cf-dino or oracle-dino (resumes an unfinished run in --out)",
-        "cfcl.contrastive.config:PretrainConfig",
-        "cfcl.contrastive.pretrain:run",
+        _pretrain,
         "temperature=0.2",
         (
             Flag("--method", "method", "simclr, simclr+, cf-simclr, cf-simclr-multi, oracle or oracle-multi"),
@@ -140,8 +197,7 @@ STAGES: tuple[StageCommand, ...] = (
     StageCommand(
         ("evaluate",),
         "linear probes, fine-tuning and baselines over label fractions and seeds; ID / OOD / per-domain metrics",
-        "cfcl.evaluation.config:EvaluateConfig",
-        "cfcl.evaluation.evaluate:run",
+        _evaluate,
         "label_fractions=[0.01,0.1,1.0]",
         (
             Flag("--data", "data", "image store to evaluate on"),
@@ -151,19 +207,15 @@ STAGES: tuple[StageCommand, ...] = (
 )
 
 
-def load_ref(ref: str):
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def check_stage(command: StageCommand, config, out: Path) -> None:
     """Everything a stage command can refuse before it starts: an ``--out`` that is not a folder and
     the stage's own check; a missing key is named by the flag that sets it, if there is one."""
     check_output_folder(out, f"--out {out}")
-    if command.check is None:
+    check = command.load().check
+    if check is None:
         return
     try:
-        load_ref(command.check)(config)
+        check(config)
     except MissingKeyError as exc:
         flag = next((f.name for f in command.flags if f.key == exc.key), None)
         raise exc.by_flag(flag) if flag else exc from None

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from cfcl import atomic, layout
 from cfcl.config import StrictModel
+from cfcl.data import DATASETS
 from cfcl.data.datasets.chexpert import CheXpertOptions
 from cfcl.data.datasets.common import DatasetError, Table, encode
 from cfcl.data.datasets.csv import CsvOptions
@@ -40,7 +41,6 @@ from cfcl.data.inputs import DECODE_KEY, decode_record
 from cfcl.data.store import IMAGES, INFO, METADATA, PROGRESS, ImageStore, StoreWriter
 from cfcl.data.synthetic.config import SPLITS
 from cfcl.errors import ConfigError, MissingKeyError
-from cfcl.registry import DATASETS
 from cfcl.stage import Stage, run_stage
 
 STAGE = layout.DATA

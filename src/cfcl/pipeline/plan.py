@@ -15,7 +15,7 @@ from cfcl.contrastive.pairing import DINO_METHODS, GENERATOR_METHODS, ORACLE_MET
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.presets import resolve_config_path
-from cfcl.registry import STAGES, StageCommand, load_ref
+from cfcl.registry import STAGES, StageCommand
 
 GROUPS = (
     layout.DATA, layout.CF_MODEL, layout.CF_GUIDE, layout.CF_JUDGE, layout.CF_FINETUNE, layout.CF_STORE,
@@ -70,7 +70,7 @@ class _Planner:
         """The config of the stage ``section`` configures: stage defaults <- preset <- the run
         config's section <- the run-wide trainer's device keys <- ``inject``."""
         words, preset = SECTIONS[section]
-        model = load_ref(_command(*words).config)
+        model = _command(*words).load().config
         raw_section = copy.deepcopy(_section(self.run, section))
         preset = raw_section.pop("preset", preset)
         raw: dict = read_yaml(resolve_config_path(preset)) if preset else {}
@@ -96,7 +96,7 @@ class _Planner:
         pretraining section's DINO settings (dropped for the SimCLR family) are validated for a DINO method."""
         for section, (words, _) in SECTIONS.items():
             if section not in self.used:
-                model = load_ref(_command(*words).config)
+                model = _command(*words).load().config
                 self.build(section, {k: self.run.out for k, f in model.model_fields.items() if f.is_required()})
         if not any(m in DINO_METHODS for m in self.run.methods):
             self.build("pretrain", {"data": self.run.out, "method": DINO_METHODS[0]})

@@ -14,7 +14,6 @@ from cfcl.errors import ConfigError, MissingKeyError
 from cfcl.lock import folder_lock
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import GROUPS, Node, plan
-from cfcl.registry import load_ref
 from cfcl.stage import check_output_folder, stage_state, write_config
 from cfcl.training import DevicesConfig, TrainerConfig
 
@@ -34,9 +33,9 @@ def _action(node: Node, first: int, force: bool) -> str:
 
 
 def _check_stage(node: Node, source: str) -> None:
-    """A stage's own check (:attr:`cfcl.registry.StageCommand.check`), its errors named as in the run config."""
+    """A stage's own check (:attr:`cfcl.registry.StageCode.check`), its errors named as in the run config."""
     try:
-        load_ref(node.command.check)(node.config)
+        node.command.load().check(node.config)
     except MissingKeyError as exc:
         raise exc.within(node.section) from None
     except ConfigError as exc:
@@ -51,7 +50,7 @@ def _check_before_running(run: RunConfig, nodes: list[Node], source: str, only: 
     for node in nodes:
         check_output_folder(node.out, f"stage folder {node.out}")
         selected = only is None or node.group == only
-        if node.command.check is not None and selected and _action(node, first, force) != "up to date":
+        if node.command.load().check is not None and selected and _action(node, first, force) != "up to date":
             _check_stage(node, source)
 
 
@@ -63,7 +62,7 @@ def _execute(node: Node, action: str, writer: bool) -> None:
     calls the stage, which decides what this rank does there (:func:`cfcl.stage.run_stage`);
     only the writer clears, holding the folder's lock; the stage says what it did.
     """
-    run = load_ref(node.command.runner)
+    run = node.command.load().run
     if not writer:
         run(node.config, out=node.out, force=False)
         return
