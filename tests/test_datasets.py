@@ -136,6 +136,7 @@ def chexpert_root(tmp_path: Path) -> Path:
                 "No Finding": np.nan,
                 "Cardiomegaly": 1.0,
                 "Pneumonia": pneumonia,
+                "Edema": [0.0, 0.0, -1.0, 1.0][i % 4],
                 "Support Devices": np.nan,
             }
         )
@@ -169,6 +170,57 @@ def test_chexpert_frontal_views_and_uncertain_policy(tmp_path, policy):
 def test_chexpert_reference_filter_keeps_pa_only(tmp_path):
     store = prepare(chexpert_root(tmp_path), tmp_path / "out", "chexpert")
     assert store.domains == ["PA"] and (store.meta["view"] == "PA").all() and len(store) == 9
+
+
+def findings_of(store: ImageStore, image_id: str) -> list[float]:
+    row = store.meta.index[store.meta["image_id"] == image_id]
+    return store.finding_matrix(row)[0].tolist()
+
+
+@pytest.mark.parametrize("policy, uncertain", [("zeros", 0.0), ("ones", 1.0), ("ignore", np.nan)])
+def test_chexpert_findings_with_each_uncertainty_policy(tmp_path, policy, uncertain):
+    options = {"views": ["AP", "PA"], "findings": ["Pneumonia", "Edema"], "uncertain": policy}
+    store = prepare(chexpert_root(tmp_path), tmp_path / "out", "chexpert", chexpert=options)
+    assert store.findings == ["Pneumonia", "Edema"] and store.labels == ["negative", "any finding"]
+    assert len(store) == 15  # uncertain findings are masked, never a reason to leave an image out
+    both_uncertain = "train/patient00002/study1/view1_frontal.jpg"  # i = 2: Pneumonia -1, Edema -1
+    np.testing.assert_array_equal(findings_of(store, both_uncertain), [uncertain, uncertain])
+    assert findings_of(store, "train/patient00001/study1/view1_frontal.jpg") == [1.0, 0.0]
+    assert findings_of(store, "train/patient00002/study1/view2_frontal.jpg") == [0.0, 1.0]  # blank Pneumonia -> 0
+    assert findings_of(store, "train/patient00001/study1/view2_frontal.jpg") == [0.0, 0.0]
+    label = store.meta.set_index("image_id")["label"]  # any finding: some finding is 1 (a masked one is not)
+    assert label[both_uncertain] == (1 if policy == "ones" else 0)
+    assert label["train/patient00001/study1/view2_frontal.jpg"] == 0
+    assert label["train/patient00002/study1/view2_frontal.jpg"] == 1
+    assert (label.to_numpy() == (store.finding_matrix() == 1).any(axis=1)).all()
+    report = pd.read_json(tmp_path / "out/prepare_report.json", typ="series")
+    assert report["findings"]["Edema"] == {"present": 4 + (4 if policy == "ones" else 0), "absent": 7 + (4 if policy == "zeros" else 0),
+                                           "missing": 4 if policy == "ignore" else 0}
+    assert_patient_level(store)
+
+
+def test_chexpert_bad_findings_are_named_before_any_image_is_written(tmp_path, capsys):
+    root = chexpert_root(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(DatasetError, match=r"train.csv lacks column\(s\) 'Oedema'"):
+        prepare(root, out, "chexpert", chexpert={"findings": ["Edema", "Oedema"]})
+    table = pd.read_csv(root / "valid.csv")
+    table["Edema"] = table["Edema"].astype(object)
+    table.loc[1, "Edema"] = "2"
+    table.to_csv(root / "valid.csv", index=False)
+    with pytest.raises(DatasetError, match=r"valid.csv: column 'Edema' holds 2\.0 in row 3; expected 1, 0, -1 \(uncertain\) or blank"):
+        prepare(root, out, "chexpert", chexpert={"findings": ["Edema"]})
+    table.loc[1, "Edema"] = "yes"
+    table.to_csv(root / "valid.csv", index=False)
+    with pytest.raises(DatasetError, match=r"valid.csv: column 'Edema' holds 'yes' in row 3"):
+        prepare(root, out, "chexpert", chexpert={"findings": ["Edema"]})
+    assert not (out / "store.json").exists() and not (out / "images.npy.partial").exists()
+    argv = ["data", "prepare", "--dataset", "chexpert", "--root", str(root), "--out", str(tmp_path / "cli")]
+    assert main([*argv, "--set", "chexpert.uncertain=maybe"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "'chexpert.uncertain'" in error and "'zeros', 'ones' or 'ignore'" in error
+    assert main([*argv, "--set", "chexpert.findings=[Edema, Edema]"]) == 2
+    assert "findings must be distinct, ['Edema'] repeated" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- RSNA
@@ -307,6 +359,133 @@ def test_vindr_density_model_domain_and_ood(tmp_path):
     assert np.abs(image_of(store, "img001").astype(int) - image_of(store, "img000")).max() <= 1
 
 
+# ----------------------------------------------------------------------------- MIMIC-CXR-JPG
+
+MIMIC_FINDINGS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+
+
+def mimic_root(tmp_path: Path) -> Path:
+    """Eight studies of four subjects, two images each (one frontal, one lateral, except study 7: two
+    frontal); study 6 has no labeller row. The split table is gzipped, as PhysioNet serves it."""
+    root = tmp_path / "mimic-cxr-jpg"
+    meta, labels, split = [], [], []
+    for study_no in range(8):
+        subject, study = f"1{study_no // 2}000032", f"5{study_no:07d}"
+        views = ["AP", "PA"] if study_no == 7 else ["PA" if study_no % 2 else "AP", "LATERAL"]
+        for view_no, view in enumerate(views):
+            dicom = f"d{study_no}{view_no}-abc"
+            procedure = "CHEST (PORTABLE AP)" if view == "AP" else "CHEST (PA AND LAT)"
+            meta.append({"dicom_id": dicom, "subject_id": subject, "study_id": study, "PerformedProcedureStepDescription": procedure,
+                         "ViewPosition": view, "Rows": 16, "Columns": 20, "StudyDate": 21800506, "StudyTime": 213014.531})
+            split.append({"dicom_id": dicom, "study_id": study, "subject_id": subject, "split": "test" if study_no >= 6 else "train"})
+            folder = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (20, 16), 20 * study_no + 5 * view_no).save(folder / f"{dicom}.jpg", quality=95)
+        if study_no != 6:
+            cycle = [1.0, 0.0, -1.0, np.nan]
+            labels.append({"subject_id": subject, "study_id": study, "No Finding": np.nan,
+                           **{name: cycle[(study_no + k) % 4] for k, name in enumerate(MIMIC_FINDINGS)}})
+    pd.DataFrame(meta).to_csv(root / "mimic-cxr-2.0.0-metadata.csv", index=False)
+    pd.DataFrame(labels).to_csv(root / "mimic-cxr-2.0.0-chexpert.csv", index=False)
+    pd.DataFrame(split).to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+    return root
+
+
+@pytest.mark.parametrize("policy, uncertain", [("ones", 1.0), ("ignore", np.nan)])
+def test_mimic_study_findings_frontal_views_official_split_and_pixels(tmp_path, policy, uncertain):
+    store = prepare(mimic_root(tmp_path), tmp_path / "out", "mimic", mimic={"uncertain": policy})
+    meta = store.meta.set_index("image_id")
+    # frontal images of the labelled studies: studies 0-5 one each, study 7 two; study 6 has no labels
+    assert sorted(meta.index) == ["d00-abc", "d10-abc", "d20-abc", "d30-abc", "d40-abc", "d50-abc", "d70-abc", "d71-abc"]
+    assert store.findings == MIMIC_FINDINGS and store.domains == ["AP", "PA"]
+    assert str(meta.loc["d30-abc", "patient_id"]) == "11000032" and meta.loc["d30-abc", "domain_name"] == "PA"
+    assert str(meta.loc["d30-abc", "study_id"]) == "50000003"
+    # study 2: Atelectasis -1, Cardiomegaly blank, Consolidation 1, Edema 0, Pleural Effusion -1
+    np.testing.assert_array_equal(findings_of(store, "d20-abc"), [uncertain, 0.0, 1.0, 0.0, uncertain])
+    np.testing.assert_array_equal(store.finding_matrix(meta.index.get_indexer(["d70-abc", "d71-abc"])),
+                                  [[0.0, 1.0, 0.0, uncertain, 0.0]] * 2)  # both images of study 7
+    assert set(meta.loc[["d70-abc", "d71-abc"], "official_split"]) == {"test"} and meta.loc["d00-abc", "official_split"] == "train"
+    assert_patient_level(store)
+    assert np.abs(image_of(store, "d71-abc").astype(int) - 145).max() <= 2
+    report = pd.read_json(tmp_path / "out/prepare_report.json", typ="series")
+    assert report["filtered"] == {"ViewPosition not in ['PA', 'AP']": 7, "study not in mimic-cxr-2.0.0-chexpert.csv": 1}
+
+
+def test_mimic_domain_column_and_bad_labeller_values(tmp_path):
+    root = mimic_root(tmp_path)
+    store = prepare(root, tmp_path / "out", "mimic", mimic={"domain_column": "PerformedProcedureStepDescription"})
+    assert store.domains == ["CHEST (PA AND LAT)", "CHEST (PORTABLE AP)"] and len(store) == 8
+    labels = pd.read_csv(root / "mimic-cxr-2.0.0-chexpert.csv")
+    with pytest.raises(DatasetError, match=r"mimic-cxr-2.0.0-chexpert.csv lacks column\(s\) 'Fracture'"):
+        prepare(root, tmp_path / "out2", "mimic", mimic={"findings": ["Edema", "Fracture"]})
+    labels.loc[4, "Edema"] = -2
+    labels.to_csv(root / "mimic-cxr-2.0.0-chexpert.csv", index=False)
+    with pytest.raises(DatasetError, match=r"mimic-cxr-2.0.0-chexpert.csv: column 'Edema' holds -2\.0 in row 6; expected 1, 0, -1"):
+        prepare(root, tmp_path / "out2", "mimic")
+    assert not (tmp_path / "out2/images.npy.partial").exists()
+
+
+# ----------------------------------------------------------------------------- NIH ChestX-ray14
+
+NIH_LABELS = ["Cardiomegaly|Effusion", "No Finding", "Atelectasis", "Effusion|Infiltration|Mass", "No Finding", "Hernia"]
+
+
+def nih_root(tmp_path: Path) -> Path:
+    """Twelve images of five patients in two archives' folders (``images_001/images``, ``images_002/images``)."""
+    root = tmp_path / "nih"
+    rows = []
+    for i in range(12):
+        patient = i // 3 + 1 if i < 9 else 5
+        name = f"{patient:08d}_{i % 3:03d}.png" if i < 9 else f"{patient:08d}_{i - 9:03d}.png"
+        folder = root / f"images_00{1 + i // 6}" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((24, 24), 15 * i, dtype=np.uint8)).save(folder / name)
+        rows.append({"Image Index": name, "Finding Labels": NIH_LABELS[i % 6], "Follow-up #": i % 3, "Patient ID": patient,
+                     "Patient Age": 30 + i, "Patient Gender": "F" if i % 2 else "M", "View Position": "AP" if i % 4 == 0 else "PA",
+                     "OriginalImage[Width": 2500, "Height]": 2048, "OriginalImagePixelSpacing[x": 0.14, "y]": 0.14, "Unnamed: 11": np.nan})
+    pd.DataFrame(rows).to_csv(root / "Data_Entry_2017.csv", index=False)
+    names = [r["Image Index"] for r in rows]
+    (root / "train_val_list.txt").write_text("\n".join(names[:9]) + "\n")
+    (root / "test_list.txt").write_text("\n".join(names[9:]) + "\n")
+    return root
+
+
+def test_nih_findings_from_finding_labels_official_lists_and_images_in_every_archive(tmp_path):
+    findings = ["Cardiomegaly", "Effusion", "Hernia", "Pneumothorax"]
+    store = prepare(nih_root(tmp_path), tmp_path / "out", "nih", nih={"findings": findings})
+    meta = store.meta.set_index("image_id")
+    assert len(store) == 12 and store.findings == findings and store.domains == ["AP", "PA"]
+    expected = {"Cardiomegaly|Effusion": [1, 1, 0, 0], "No Finding": [0, 0, 0, 0], "Atelectasis": [0, 0, 0, 0],
+                "Effusion|Infiltration|Mass": [0, 1, 0, 0], "Hernia": [0, 0, 1, 0]}
+    for i, name in enumerate(store.meta["image_id"]):
+        position = int(store.meta["age"].iat[i]) - 30  # the row of Data_Entry_2017.csv
+        assert findings_of(store, name) == expected[NIH_LABELS[position % 6]], name
+    assert not np.isnan(store.finding_matrix()).any()  # ChestX-ray14 has no uncertain labels
+    assert list(meta.loc[["00000002_000.png", "00000002_001.png"], "label"]) == [1, 0]  # Effusion / No Finding
+    assert meta.loc["00000005_000.png", "official_split"] == "test" and meta.loc["00000001_002.png", "official_split"] == "train_val"
+    assert str(meta.loc["00000002_000.png", "patient_id"]) == "2" and meta.loc["00000002_000.png", "sex"] == "F"
+    assert meta.loc["00000002_000.png", "domain_name"] == "PA" and meta.loc["00000002_001.png", "domain_name"] == "AP"
+    assert_patient_level(store)
+    assert (image_of(store, "00000005_002.png") == 165).all() and (image_of(store, "00000001_000.png") == 0).all()
+    assert prepare(nih_root(tmp_path / "all"), tmp_path / "all_out", "nih").findings[-1] == "Pneumothorax"
+
+
+def test_nih_bad_labels_findings_and_lists_are_named(tmp_path):
+    root = nih_root(tmp_path)
+    with pytest.raises(DatasetError, match=r"Data_Entry_2017.csv: column 'Finding Labels' has no finding 'Effusions'"):
+        prepare(root, tmp_path / "out", "nih", nih={"findings": ["Effusions"]})
+    (root / "test_list.txt").unlink()
+    with pytest.raises(DatasetError, match=r"official split list .*test_list.txt does not exist \(nih.test_list"):
+        prepare(root, tmp_path / "out", "nih")
+    assert len(prepare(root, tmp_path / "out", "nih", nih={"test_list": ""})) == 12
+    table = pd.read_csv(root / "Data_Entry_2017.csv")
+    table.loc[4, "Finding Labels"] = "Effusion|Pneumonitis"
+    table.to_csv(root / "Data_Entry_2017.csv", index=False)
+    with pytest.raises(DatasetError, match=r"Data_Entry_2017.csv: column 'Finding Labels' holds 'Pneumonitis' in row 6"):
+        prepare(root, tmp_path / "out2", "nih")
+    assert not (tmp_path / "out2/images.npy.partial").exists()
+
+
 # ----------------------------------------------------------------------------- generic CSV and bad input
 
 
@@ -361,10 +540,13 @@ def test_prepare_presets_are_valid():
     from cfcl.presets import preset_names, resolve_config_path
 
     names = [name for name in preset_names("stage") if name.startswith("prepare_")]
-    assert {"prepare_padchest", "prepare_chexpert", "prepare_rsna", "prepare_embed", "prepare_vindr"} <= set(names)
+    assert {"prepare_padchest", "prepare_chexpert", "prepare_rsna", "prepare_embed", "prepare_vindr",
+            "prepare_chexpert5", "prepare_mimic", "prepare_nih"} <= set(names)
     for name in names:
         config = build_config(PrepareConfig, resolve_config_path(name))
-        assert name == f"prepare_{config.dataset}"
+        assert name.startswith(f"prepare_{config.dataset}")
+    chexpert5 = build_config(PrepareConfig, resolve_config_path("prepare_chexpert5")).chexpert
+    assert chexpert5.findings == ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 
 
 def test_missing_and_corrupt_images_error_or_are_skipped_with_a_report(tmp_path):

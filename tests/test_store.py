@@ -105,3 +105,67 @@ def test_counterfactual_store_must_come_from_its_source(tmp_path):
                            kind="counterfactuals", extra={"source_store": small.content_hash})
     with pytest.raises(StoreError, match="4x4 images"):
         cf_small.require_counterfactuals_of(small)
+
+
+def test_single_label_store_is_written_as_before(tmp_path):
+    images = np.arange(6 * 4 * 4, dtype=np.uint8).reshape(6, 4, 4)
+    store = write_store(tmp_path / "s", images, _meta(6), ["A", "B"], ["neg", "pos"], extra={"ood_domains": []})
+    assert store.content_hash == "abca9e2b2274b397"  # the hash this store had before stores had findings
+    assert "findings" not in store.info and store.findings == []
+    assert (tmp_path / "s/metadata.csv").read_text().splitlines()[0] == "index,image_id,patient_id,split,domain,label"
+    with pytest.raises(StoreError, match="single-label: its store.json lists no findings"):
+        store.finding_matrix()
+
+
+ANY = ["negative", "any finding"]
+
+
+def _with_findings():
+    return _meta(6).assign(**{"label": [1, 0, 1, 1, 0, 0], "finding_Edema": [1, 0, np.nan, 1, 0, 0],
+                              "finding_Pleural Effusion": [0.0, np.nan, 1, 1, 0, 0]})
+
+
+def test_findings_are_written_read_and_hashed(tmp_path):
+    images = np.zeros((6, 2, 2), np.uint8)
+    store = write_store(tmp_path / "s", images, _with_findings(), ["A", "B"], ANY,
+                        extra={"findings": ["Edema", "Pleural Effusion"]})
+    again = ImageStore.open(tmp_path / "s")
+    assert again.findings == ["Edema", "Pleural Effusion"] and again.content_hash == store.content_hash
+    expected = np.array([[1, 0], [0, np.nan], [np.nan, 1], [1, 1], [0, 0], [0, 0]])
+    np.testing.assert_array_equal(again.finding_matrix(), expected)
+    np.testing.assert_array_equal(again.finding_matrix([3, 1]), expected[[3, 1]])
+    assert again.finding_matrix().dtype == np.float64
+    written = pd.read_csv(tmp_path / "s/metadata.csv", dtype=str, keep_default_na=False)
+    assert list(written["finding_Edema"]) == ["1", "0", "", "1", "0", "0"]  # 1 / 0 / empty = missing
+    other = _with_findings()
+    other.loc[1, "finding_Pleural Effusion"] = 0  # missing -> absent
+    changed = write_store(tmp_path / "t", images, other, ["A", "B"], ANY,
+                          extra={"findings": ["Edema", "Pleural Effusion"]})
+    swapped = write_store(tmp_path / "u", images, _with_findings(), ["A", "B"], ANY,
+                          extra={"findings": ["Pleural Effusion", "Edema"]})
+    assert len({store.content_hash, changed.content_hash, swapped.content_hash}) == 3
+    np.testing.assert_array_equal(swapped.finding_matrix(), expected[:, ::-1])
+
+
+def test_bad_findings_are_refused_naming_the_column(tmp_path):
+    images = np.zeros((6, 2, 2), np.uint8)
+    bad = _with_findings().assign(finding_Edema=[1, 0, 2, 1, 0, 0])
+    with pytest.raises(StoreError, match=r"column 'finding_Edema' holds 2; expected 1 \(present\), 0 \(absent\) or empty"):
+        write_store(tmp_path / "s", images, bad, ["A", "B"], ANY, extra={"findings": ["Edema"]})
+    with pytest.raises(StoreError, match="finding_Oedema"):
+        write_store(tmp_path / "s", images, _with_findings(), ["A", "B"], ANY, extra={"findings": ["Oedema"]})
+    with pytest.raises(StoreError, match="distinct"):
+        write_store(tmp_path / "s", images, _with_findings(), ["A", "B"], ANY, extra={"findings": ["Edema", "Edema"]})
+    for labels, label in ((["n", "p"], [1, 0, 1, 1, 0, 0]), (ANY, [1, 0, 0, 1, 0, 0])):  # label is not "any finding"
+        with pytest.raises(StoreError, match="label is 1 exactly where some finding is 1"):
+            write_store(tmp_path / "s", images, _with_findings().assign(label=label), ["A", "B"], labels,
+                        extra={"findings": ["Edema", "Pleural Effusion"]})
+    assert not (tmp_path / "s/store.json").exists()
+    write_store(tmp_path / "s", images, _with_findings().assign(label=[1, 0, 0, 1, 0, 0]), ["A", "B"], ANY,
+                extra={"findings": ["Edema"]})
+    csv = tmp_path / "s/metadata.csv"
+    edited = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    edited.loc[3, "finding_Edema"] = "yes"
+    edited.to_csv(csv, index=False)
+    with pytest.raises(StoreError, match=r"/s: metadata.csv: column 'finding_Edema' holds 'yes'"):
+        ImageStore.open(tmp_path / "s")

@@ -2,4 +2,4 @@
 
 # The real datasets ``cfcl data prepare`` reads: each has a module ``cfcl.data.datasets.<name>``
 # and a section ``<name>`` in its config (docs/architecture.md, "Where new things go").
-DATASETS = ("padchest", "chexpert", "rsna", "embed", "vindr", "csv")
+DATASETS = ("padchest", "chexpert", "rsna", "embed", "vindr", "mimic", "nih", "csv")

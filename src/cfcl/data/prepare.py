@@ -33,12 +33,14 @@ from cfcl.data.datasets.chexpert import CheXpertOptions
 from cfcl.data.datasets.common import DatasetError, Table, encode
 from cfcl.data.datasets.csv import CsvOptions
 from cfcl.data.datasets.embed import EmbedOptions
+from cfcl.data.datasets.mimic import MimicOptions
+from cfcl.data.datasets.nih import NihOptions
 from cfcl.data.datasets.padchest import PadChestOptions
 from cfcl.data.datasets.rsna import RsnaOptions
 from cfcl.data.datasets.vindr import VindrOptions
 from cfcl.data.imageio import DecodeOptions, ImageReadError, Normalise, decode
 from cfcl.data.inputs import DECODE_KEY, decode_record
-from cfcl.data.store import IMAGES, INFO, METADATA, PROGRESS, ImageStore, StoreWriter
+from cfcl.data.store import FINDINGS, IMAGES, INFO, METADATA, PROGRESS, ImageStore, StoreWriter
 from cfcl.data.synthetic.config import SPLITS
 from cfcl.errors import ConfigError, MissingKeyError
 from cfcl.stage import Stage, run_stage
@@ -75,6 +77,8 @@ class PrepareConfig(StrictModel):
     rsna: RsnaOptions = RsnaOptions()
     embed: EmbedOptions = EmbedOptions()
     vindr: VindrOptions = VindrOptions()
+    mimic: MimicOptions = MimicOptions()
+    nih: NihOptions = NihOptions()
     csv: CsvOptions = CsvOptions()
 
     @property
@@ -233,6 +237,15 @@ def summary(report: dict, meta: pd.DataFrame, domains: list[str], bad_rows: Path
             f"({REPORT}); {report['skipped_total']} skipped (missing or unreadable), listed in {bad_rows}")
 
 
+def finding_counts(store: ImageStore) -> dict[str, dict[str, int]]:
+    """Images with each finding present, absent and missing, for ``prepare_report.json``."""
+    matrix = store.finding_matrix()
+    return {
+        name: {"present": int((column == 1).sum()), "absent": int((column == 0).sum()), "missing": int(np.isnan(column).sum())}
+        for name, column in zip(store.findings, matrix.T)
+    }
+
+
 def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
     out = stage.out
     t0 = time.time()
@@ -265,6 +278,8 @@ def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
     report_rows = pd.concat([table_bad, bad.drop(columns="row")], ignore_index=True)[["image_id", "path", "kind", "error"]]
     atomic.write_text(out / BAD_ROWS, report_rows.to_csv(index=False))
     extra = {"dataset": config.dataset, "ood_domains": encoded.ood_ids, DECODE_KEY: decode_record(options)}
+    if table.findings:
+        extra[FINDINGS] = table.findings
     if bad.empty:
         store = writer.finish(meta, encoded.domains, table.labels, extra=extra)
     else:
@@ -280,6 +295,8 @@ def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
         "domains": store.domains,
         "labels": store.labels,
     }
+    if store.findings:
+        report[FINDINGS] = finding_counts(store)
     atomic.write_json(out / REPORT, report)
     return dict(
         images=len(store), skipped=len(report_rows), content_hash=store.content_hash,

@@ -5,6 +5,12 @@ A store is a folder holding ``images.npy`` (uint8 ``[N, H, W]``, memory-mapped o
 domains and labels, content hash). ``store.json`` is written last: a folder without it is an
 incomplete store. A counterfactual store has the same layout plus the column ``source_index``
 and one column ``target_<parent>`` per intervened parent (``target_domain`` for the scanner).
+
+A multi-label store also lists binary findings in ``store.json`` ``findings`` and holds one
+column ``finding_<name>`` per finding: 1 (present), 0 (absent) or empty (missing: unknown or
+masked). Its labels are ``ANY_FINDING_LABELS``: ``label`` is 1 ("any finding") exactly where
+some finding is 1, else 0 (docs/datasets.md, "Findings"). A store without
+``findings`` is a single-label store; its files and content hash are those it always had.
 """
 
 from __future__ import annotations
@@ -33,21 +39,51 @@ REQUIRED_COLUMNS = {
     "images": ["index", "image_id", "patient_id", "split", "domain", "label"],
     "counterfactuals": ["index", "source_index"],
 }
+FINDINGS = "findings"
+FINDING_PREFIX = "finding_"
+ANY_FINDING_LABELS = ["negative", "any finding"]  # the labels of a store with findings
+
+
+def finding_column(name: str) -> str:
+    """The metadata column holding finding ``name`` (1, 0 or empty)."""
+    return FINDING_PREFIX + name
 
 
 def required_columns(info: dict[str, Any]) -> list[str]:
     """Metadata columns a store of ``info`` must have: a counterfactual store's include ``target_<parent>``
     for each intervened parent (a store that records none intervened on the domain)."""
     extra = [f"target_{p}" for p in info.get("intervened") or ["domain"]] if info["kind"] == "counterfactuals" else []
-    return [*REQUIRED_COLUMNS[info["kind"]], *extra]
+    return [*REQUIRED_COLUMNS[info["kind"]], *extra, *map(finding_column, info.get(FINDINGS, []))]
 
 
-def _content_hash(images: np.ndarray, meta_path: Path) -> str:
+def finding_values(meta: pd.DataFrame, findings: list[str], source: str) -> pd.DataFrame:
+    """The finding columns of ``meta`` as floats 1 / 0 / NaN (missing); any other value is a
+    :class:`StoreError` naming ``source`` and the column."""
+    values = {}
+    for name in findings:
+        column = meta[finding_column(name)]
+        cells = column.replace("", np.nan)
+        numbers = pd.to_numeric(cells, errors="coerce")
+        bad = (numbers.isna() & cells.notna()) | ~(numbers.isin([0, 1]) | numbers.isna())
+        if bad.any():
+            raise StoreError(
+                f"{source}: column {finding_column(name)!r} holds {column[bad].tolist()[0]!r}; "
+                "expected 1 (present), 0 (absent) or empty (missing)"
+            )
+        values[finding_column(name)] = numbers.astype(float)
+    return pd.DataFrame(values, index=meta.index)
+
+
+def _content_hash(images: np.ndarray, meta_path: Path, findings: list[str]) -> str:
+    """Pixels and metadata; a multi-label store's finding names too (their order is that of
+    :meth:`ImageStore.finding_matrix`)."""
     digest = hashlib.sha256()
     step = max(1, (1 << 24) // max(1, images[0].size if len(images) else 1))
     for start in range(0, len(images), step):
         digest.update(np.ascontiguousarray(images[start : start + step]).tobytes())
     digest.update(meta_path.read_bytes())
+    if findings:
+        digest.update(json.dumps(findings).encode())
     return digest.hexdigest()[:16]
 
 
@@ -64,7 +100,8 @@ class ImageStore:
     def open(cls, path: str | os.PathLike) -> "ImageStore":
         """The complete store in folder ``path``: ``images`` uint8 ``[N, H, W]`` (0..255, memory-mapped),
         ``meta`` one row per image (``split``, integer ``domain`` and ``label``: names in
-        ``domains`` / ``labels``), ``info`` the parsed ``store.json``."""
+        ``domains`` / ``labels``; a multi-label store's ``finding_<name>`` columns as floats
+        1 / 0 / NaN), ``info`` the parsed ``store.json``."""
         path = Path(path)
         info_path = path / INFO
         if not path.is_dir():
@@ -95,6 +132,8 @@ class ImageStore:
             raise StoreError(f"image store {path}: {METADATA} lacks column(s) {', '.join(missing)}")
         if len(meta) != info["n"]:
             raise StoreError(f"image store {path}: {METADATA} has {len(meta)} rows, expected {info['n']}")
+        findings = finding_values(meta, info.get(FINDINGS, []), f"image store {path}: {METADATA}")
+        meta[findings.columns] = findings
         return cls(path, info, meta, images)
 
     @property
@@ -108,6 +147,20 @@ class ImageStore:
     @property
     def labels(self) -> list[str]:
         return list(self.info["labels"])
+
+    @property
+    def findings(self) -> list[str]:
+        """Names of a multi-label store's binary findings, in :meth:`finding_matrix` column
+        order; empty for a single-label store."""
+        return list(self.info.get(FINDINGS, []))
+
+    def finding_matrix(self, rows: np.ndarray | list[int] | None = None) -> np.ndarray:
+        """float ``[len(rows), len(findings)]`` (all rows when None): 1 present, 0 absent, NaN
+        missing (unknown or masked: leave it out of that finding's loss and AUROC)."""
+        if not self.findings:
+            raise StoreError(f"image store {self.path} is single-label: its store.json lists no {FINDINGS}")
+        matrix = self.meta[[finding_column(f) for f in self.findings]].to_numpy(dtype=float)
+        return matrix if rows is None else matrix[np.asarray(rows, dtype=np.int64)]
 
     @property
     def ood_domains(self) -> list[int]:
@@ -301,7 +354,10 @@ class StoreWriter:
         kind: str = "images",
         extra: dict[str, Any] | None = None,
     ) -> ImageStore | None:
-        """Once every rank has written its chunks: the finished store on rank 0, None on the others."""
+        """Once every rank has written its chunks: the finished store on rank 0, None on the others.
+
+        ``extra`` is merged into ``store.json``; its ``findings`` (names) make a multi-label store,
+        whose ``finding_<name>`` columns must hold 1, 0 or missing (NaN / empty)."""
         self.images.flush()
         self.coordinator.barrier(f"{self.path.name}: chunks written")
         if self.rank != 0:
@@ -316,6 +372,17 @@ class StoreWriter:
         missing = [c for c in required if c not in meta.columns]
         if missing or len(meta) != self.n:
             raise StoreError(f"metadata for {self.path} must have {self.n} rows and columns {required}")
+        findings = list((extra or {}).get(FINDINGS, []))
+        if findings:
+            if len(set(findings)) != len(findings) or not all(findings):
+                raise StoreError(f"{FINDINGS} of {self.path} must be distinct non-empty names, got {findings}")
+            values = finding_values(meta, findings, f"metadata for {self.path}")
+            if list(labels) != ANY_FINDING_LABELS or not np.array_equal(meta["label"], (values == 1).any(axis=1)):
+                raise StoreError(
+                    f"metadata for {self.path}: a store with {FINDINGS} has labels {ANY_FINDING_LABELS}, "
+                    "and its label is 1 exactly where some finding is 1"
+                )
+            meta = meta.assign(**{c: values[c].astype("Int8") for c in values.columns})
         self.images.flush()
         del self.images
         atomic.write_text(self.path / METADATA, meta.to_csv(index=False))
@@ -330,7 +397,7 @@ class StoreWriter:
             "width": self.shape[2],
             "domains": list(domains),
             "labels": list(labels),
-            "content_hash": _content_hash(images, self.path / METADATA),
+            "content_hash": _content_hash(images, self.path / METADATA, findings),
             **(extra or {}),
         }
         atomic.write_json(self.path / INFO, info)

@@ -1,4 +1,9 @@
-"""CheXpert (Stanford): ``train.csv`` / ``valid.csv`` with image paths relative to the dataset's parent folder."""
+"""CheXpert (Stanford): ``train.csv`` / ``valid.csv`` with image paths relative to the dataset's parent folder.
+
+Its observation columns hold the CheXpert labeller's values, as MIMIC-CXR's do: 1 positive,
+0 negative, -1 uncertain, blank not mentioned. Blank counts as 0 (CheXpert's convention: an
+observation the report does not mention is absent); -1 follows the uncertainty policy.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,46 @@ import numpy as np
 import pandas as pd
 
 from cfcl.config import StrictModel
-from cfcl.data.datasets.common import DatasetError, Table, keep, normalise_sex, read_table
+from cfcl.data.datasets.common import (
+    ANY_FINDING_LABELS, DatasetError, Findings, Table, keep, normalise_sex, read_table, with_findings,
+)
 
 COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"]
+COMPETITION_FINDINGS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
+Uncertain = Literal["zeros", "ones", "ignore"]
 
 
 class CheXpertOptions(StrictModel):
     """Reference filter: frontal PA. CheXpert records no scanner, so the domain is a chosen column
-    (default ``AP/PA``: with ``views: [AP, PA]`` the projection becomes the acquisition domain)."""
+    (default ``AP/PA``: with ``views: [AP, PA]`` the projection becomes the acquisition domain).
+    ``findings`` (observation columns) make a multi-label store; empty: the single ``label``."""
 
     files: list[str] = ["train.csv", "valid.csv"]
     label: str = "Pneumonia"
-    uncertain: Literal["zeros", "ones", "ignore"] = "zeros"
+    findings: Findings = []
+    uncertain: Uncertain = "zeros"
     views: list[str] = ["PA"]
     domain_column: str = "AP/PA"
+
+
+def labeller_values(frame: pd.DataFrame, columns: list[str], source: Path) -> pd.DataFrame:
+    """The labeller's cells of ``columns`` as floats 1 / 0 / -1 / NaN (blank); any other value is
+    an error naming ``source``, the column and the row."""
+    values = frame[columns].apply(pd.to_numeric, errors="coerce")
+    for column in columns:
+        bad = frame[column].notna() & ~values[column].isin([1, 0, -1])
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise DatasetError(
+                f"{source}: column {column!r} holds {frame[column].tolist()[row]!r} in row {row + 2}; "
+                "expected 1, 0, -1 (uncertain) or blank"
+            )
+    return values
+
+
+def resolve_uncertain(values: pd.Series, uncertain: Uncertain) -> pd.Series:
+    """Labeller values as a finding: blank -> 0; -1 -> 1 (``ones``), 0 (``zeros``) or NaN (``ignore``: masked)."""
+    return values.fillna(0.0).replace(-1.0, {"ones": 1.0, "zeros": 0.0, "ignore": np.nan}[uncertain])
 
 
 def image_path(root: Path, csv_path: str) -> Path:
@@ -33,22 +64,18 @@ def image_path(root: Path, csv_path: str) -> Path:
 
 
 def load(root: Path, options: CheXpertOptions) -> Table:
+    observed = options.findings or [options.label]
     frames = []
     for name in options.files:
-        frame = read_table(root / name, COLUMNS + [options.label, options.domain_column])
+        frame = read_table(root / name, COLUMNS + observed + [options.domain_column])
+        frame[observed] = labeller_values(frame, observed, root / name)
         frames.append(frame.assign(official_split=Path(name).stem))
     table = pd.concat(frames, ignore_index=True)
     dropped: dict[str, int] = {}
     table = keep(table, table["Frontal/Lateral"] == "Frontal", "not frontal", dropped)
     table = keep(table, table["AP/PA"].isin(options.views), f"AP/PA not in {options.views}", dropped)
-    value = pd.to_numeric(table[options.label], errors="coerce").fillna(0.0)
-    if options.uncertain == "ignore":
-        table = keep(table, value != -1, f"uncertain {options.label} (policy ignore)", dropped)
-        value = value[table.index]
-    value = value.replace(-1.0, 1.0 if options.uncertain == "ones" else 0.0)
-    if not value.isin([0.0, 1.0]).all():
-        bad = sorted(set(value) - {0.0, 1.0})
-        raise DatasetError(f"column {options.label!r} holds {bad}, expected 1, 0, -1 (uncertain) or blank")
+    if not options.findings and options.uncertain == "ignore":
+        table = keep(table, table[options.label] != -1, f"uncertain {options.label} (policy ignore)", dropped)
     patient = table["Path"].str.extract(r"(patient\d+)", expand=False)
     if patient.isna().any():
         first = table.loc[patient.isna(), "Path"].iloc[0]
@@ -59,7 +86,6 @@ def load(root: Path, options: CheXpertOptions) -> Table:
             "image_id": table["Path"].map(lambda p: "/".join(PurePosixPath(p).parts[1:])),
             "patient_id": patient,
             "domain": table[options.domain_column].astype(str),
-            "label": np.where(value == 1.0, options.label.lower(), "negative"),
             "sex": normalise_sex(table["Sex"]),
             "age": pd.to_numeric(table["Age"], errors="coerce"),
             "laterality": "",
@@ -67,4 +93,11 @@ def load(root: Path, options: CheXpertOptions) -> Table:
             "official_split": table["official_split"],
         }
     )
-    return Table(rows, ["negative", options.label.lower()], dropped, domain_source=options.domain_column)
+    findings = {name: resolve_uncertain(table[name], options.uncertain) for name in observed}
+    if options.findings:
+        return Table(
+            with_findings(rows, findings), ANY_FINDING_LABELS, dropped,
+            domain_source=options.domain_column, findings=list(options.findings),
+        )
+    label = np.where(findings[options.label] == 1.0, options.label.lower(), "negative")
+    return Table(rows.assign(label=label), ["negative", options.label.lower()], dropped, domain_source=options.domain_column)

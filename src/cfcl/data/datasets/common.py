@@ -3,20 +3,35 @@
 An adapter reads its dataset's own metadata files and returns a :class:`Table` with one row per
 image: ``path, image_id, patient_id, domain, label`` (domain and label as names), ``sex``
 (``F``/``M``/empty), ``age`` (years, NaN when unknown), ``laterality`` (``L``/``R``/empty) and any
-dataset extras. The rest of ``cfcl data prepare`` is the same for every dataset.
+dataset extras. A multi-label adapter also names its binary ``findings`` and gives one column
+``finding_<name>`` per finding (1 / 0 / NaN missing); its ``label`` is "any finding"
+(:func:`with_findings`). The rest of ``cfcl data prepare`` is the same for every dataset.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
+from pydantic import AfterValidator
 
+from cfcl.data.store import ANY_FINDING_LABELS, finding_column
 from cfcl.errors import CfclError, ConfigError
 
 ROW_COLUMNS = ["path", "image_id", "patient_id", "domain", "label", "sex", "age", "laterality"]
+
+
+def _distinct(names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"findings must be distinct, {repeated} repeated")
+    return names
+
+
+Findings = Annotated[list[str], AfterValidator(_distinct)]  # an adapter's ``findings`` option
 
 
 class DatasetError(CfclError):
@@ -25,7 +40,8 @@ class DatasetError(CfclError):
 
 @dataclass
 class Table:
-    """Rows of one dataset after its filters, with the label names in code order."""
+    """Rows of one dataset after its filters, with the label names in code order (and, for a
+    multi-label dataset, the finding names in column order)."""
 
     rows: pd.DataFrame
     labels: list[str]
@@ -34,14 +50,27 @@ class Table:
     breast_mask: bool = False
     flip_right: bool = False
     domain_source: str = "domain"  # where the domain comes from, for error messages
+    findings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        missing = [c for c in ROW_COLUMNS if c not in self.rows.columns]
+        missing = [c for c in ROW_COLUMNS + [finding_column(f) for f in self.findings] if c not in self.rows.columns]
         if missing:
             raise ValueError(f"adapter table lacks column(s) {missing}")
         unknown = sorted(set(self.rows["label"]) - set(self.labels))
         if unknown:
             raise DatasetError(f"label value(s) {unknown} are not among the labels {self.labels}")
+
+
+def with_findings(rows: pd.DataFrame, findings: dict[str, pd.Series]) -> pd.DataFrame:
+    """``rows`` with one ``finding_<name>`` column per finding (floats 1 / 0 / NaN missing) and
+    ``label`` "any finding" when at least one finding is 1, else "negative" (a missing finding
+    is not a positive one): the rows of a :class:`Table` with ``ANY_FINDING_LABELS``."""
+    columns = {finding_column(name): values.to_numpy(dtype=float) for name, values in findings.items()}
+    positive = np.zeros(len(rows), dtype=bool)
+    for values in columns.values():
+        positive |= values == 1
+    labelled = rows.assign(label=np.where(positive, ANY_FINDING_LABELS[1], ANY_FINDING_LABELS[0]))
+    return labelled.assign(**columns)
 
 
 def read_table(path: Path, required: list[str], **kwargs) -> pd.DataFrame:
@@ -76,6 +105,11 @@ def normalise_sex(values: pd.Series) -> pd.Series:
     """``F``/``M`` from the many spellings datasets use; anything else becomes empty."""
     text = values.fillna("").astype(str).str.strip().str.upper()
     return text.map(lambda s: s[0] if s[:1] in ("F", "M") and s not in ("FM",) else "")
+
+
+def parse_age(values: pd.Series) -> pd.Series:
+    """Ages as years, also from DICOM age strings (``053Y`` -> 53.0); NaN when there is no number."""
+    return pd.to_numeric(values.astype(str).str.extract(r"(\d+)", expand=False), errors="coerce")
 
 
 def assign_splits(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from cfcl.config import StrictModel
-from cfcl.data.datasets.common import DatasetError, Table, keep, read_table
+from cfcl.data.datasets.common import DatasetError, Table, keep, parse_age, read_table
 
 ANNOTATION_COLUMNS = ["study_id", "series_id", "image_id", "laterality", "view_position", "breast_density", "split"]
 DENSITY = ["A", "B", "C", "D"]
@@ -25,11 +25,6 @@ class VindrOptions(StrictModel):
     age_column: str = "Patient's Age"
     breast_mask: bool = True
     flip_right: bool = True
-
-
-def parse_age(values: pd.Series) -> pd.Series:
-    """DICOM age strings like ``053Y`` -> 53.0."""
-    return pd.to_numeric(values.astype(str).str.extract(r"(\d+)", expand=False), errors="coerce")
 
 
 def load(root: Path, options: VindrOptions) -> Table:
