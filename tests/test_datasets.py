@@ -114,6 +114,18 @@ def test_padchest_missing_column_is_named(tmp_path):
         prepare(root, tmp_path / "out", "padchest")
 
 
+def test_padchest_findings_from_the_labels_list(tmp_path):
+    root = padchest_root(tmp_path)
+    store = prepare(root, tmp_path / "out", "padchest", padchest={"findings": ["infiltrates", "pneumonia"]})
+    assert len(store) == 20 and store.findings == ["infiltrates", "pneumonia"]
+    assert findings_of(store, "0006_p003.png") == [1.0, 1.0] and findings_of(store, "0007_p003.png") == [0.0, 0.0]
+    meta = store.meta.set_index("image_id")
+    assert meta.loc["0006_p003.png", "label"] == 1 and meta.loc["0007_p003.png", "label"] == 0
+    assert store.labels == ["negative", "any finding"] and int(store.finding_matrix().sum()) == 2 * 7
+    with pytest.raises(DatasetError, match=r"PADCHEST_chest.*: column 'Labels' never lists finding 'Pneumonia'"):
+        prepare(root, tmp_path / "out2", "padchest", padchest={"findings": ["Pneumonia"]})
+
+
 # ----------------------------------------------------------------------------- CheXpert
 
 

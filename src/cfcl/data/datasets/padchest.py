@@ -8,17 +8,21 @@ from pathlib import Path
 import pandas as pd
 
 from cfcl.config import StrictModel
-from cfcl.data.datasets.common import DatasetError, Table, keep, normalise_sex, read_table
+from cfcl.data.datasets.common import (
+    ANY_FINDING_LABELS, DatasetError, Findings, Table, keep, normalise_sex, read_table, with_findings,
+)
 
 COLUMNS = ["ImageID", "ImageDir", "PatientID", "Projection", "Pediatric", "PatientSex_DICOM",
            "PatientBirth", "StudyDate_DICOM", "Labels"]
 
 
 class PadChestOptions(StrictModel):
-    """Reference filters: PA projection, adults, no 'exclude' / 'suboptimal study' reports."""
+    """Reference filters: PA projection, adults, no 'exclude' / 'suboptimal study' reports.
+    ``findings`` (names in ``Labels``) make a multi-label store; empty: the single ``label``."""
 
     csv: str = "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv"
     label: str = "pneumonia"
+    findings: Findings = []
     projections: list[str] = ["PA"]
     drop_labels: list[str] = ["exclude", "suboptimal study"]
     domain_column: str = "Manufacturer_DICOM"
@@ -44,6 +48,10 @@ def load(root: Path, options: PadChestOptions) -> Table:
     table = keep(table, table["Projection"].isin(options.projections), f"projection not in {options.projections}", dropped)
     table = keep(table, table["Pediatric"].astype(str).str.strip().str.lower() == "no", "paediatric", dropped)
     labels = table["Labels"].map(lambda t: parse_labels(t, str(source)))
+    listed = set().union(*labels)
+    never = [name for name in options.findings if name not in listed]
+    if never:
+        raise DatasetError(f"{source}: column 'Labels' never lists finding {never[0]!r} (padchest.findings; names are lower case)")
     excluded = labels.map(lambda names: any(d in names for d in options.drop_labels))
     table = keep(table, ~excluded, f"labels contain one of {options.drop_labels}", dropped)
     labels = labels[~excluded]
@@ -57,11 +65,17 @@ def load(root: Path, options: PadChestOptions) -> Table:
             "image_id": table["ImageID"],
             "patient_id": table["PatientID"],
             "domain": table[options.domain_column].astype(str),
-            "label": labels.map(lambda names: options.label if options.label in names else "negative"),
             "sex": normalise_sex(table["PatientSex_DICOM"]),
             "age": study_year - birth,
             "laterality": "",
             "projection": table["Projection"],
         }
     )
-    return Table(rows, ["negative", options.label], dropped, domain_source=options.domain_column)
+    if options.findings:
+        findings = {name: labels.map(lambda names, name=name: float(name in names)) for name in options.findings}
+        return Table(
+            with_findings(rows, findings), ANY_FINDING_LABELS, dropped,
+            domain_source=options.domain_column, findings=list(options.findings),
+        )
+    label = labels.map(lambda names: options.label if options.label in names else "negative")
+    return Table(rows.assign(label=label), ["negative", options.label], dropped, domain_source=options.domain_column)
