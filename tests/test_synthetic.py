@@ -13,9 +13,12 @@ from cfcl.config import build_config
 from cfcl.data.store import ImageStore
 from cfcl.data.synthetic.anatomy import ANATOMY_TRAITS, patient_anatomy, sample_patient_noise
 from cfcl.data.synthetic.config import DiseaseConfig, SynthConfig
-from cfcl.data.synthetic.disease import disease_probability
+from cfcl.data.synthetic.disease import acquisition_log_odds, disease_probability
 from cfcl.data.synthetic.generate import CHUNK, run
-from cfcl.data.synthetic.scanners import SCANNERS, acquire, change_resolution, frame_masks, glyph_mask, unit_noise
+from cfcl.data.synthetic.scanners import (
+    SCANNERS, acquire, change_resolution, display_curve, frame_masks, glyph_mask, grid_lines, heel_gradient, local_contrast,
+    unit_noise,
+)
 from cfcl.data.synthetic.scm import acquire_all, exogenous_fields, render_physical, sample_cohort
 from cfcl.errors import ConfigError, StoreError
 
@@ -49,6 +52,10 @@ def generated(tmp_path_factory):
         ("disease.size_max=0.01", "disease.size_max"),
         ("scanner_overrides={portable: {colour: 1}}", "scanner_overrides"),
         ("scanner_overrides={nowhere: {gain: 1}}", "scanner_overrides"),
+        ("scanner_overrides={portable: {local_contrast: [1.0], local_contrast_sigma: []}}", "scanner_overrides"),
+        ("scanner_overrides={portable: {local_contrast: [-1.0], local_contrast_sigma: [4.0]}}", "scanner_overrides"),
+        ("scanner_overrides={portable: {grid_depth: 1.0}}", "scanner_overrides"),
+        ("disease.acquisition_confounding={nowhere: 1.0}", "disease"),
     ],
 )
 def test_bad_config_is_a_one_line_error_naming_the_key(override, named):
@@ -95,6 +102,79 @@ def test_scanner_overrides_change_only_the_named_parameters():
     assert dataclasses.replace(portable, gain=SCANNERS["portable"].gain, offset=SCANNERS["portable"].offset,
                                border=SCANNERS["portable"].border) == SCANNERS["portable"]
     assert cfg.acquisition[0] == SCANNERS[cfg.scanners[0]]
+
+
+def test_local_contrast_multiplies_each_frequency_by_its_response():
+    """A cosine across the image (whole periods, so the reflecting border continues it) is an eigen-image of
+    the Gaussian blur: the processing multiplies it by 1 + sum_k a_k (1 - exp(-2 pi^2 sigma_k^2 f^2))."""
+    n, periods = 64, 4
+    wave = np.cos(2 * np.pi * periods * (np.arange(n) + 0.5) / n).astype(np.float32)
+    x = np.broadcast_to(wave, (1, n, n)).copy()
+    amounts, sigmas = (-0.5, 1.5), (6.0, 2.0)
+    frequency = periods / n
+    gain = 1 + sum(a * (1 - np.exp(-2 * np.pi**2 * s**2 * frequency**2)) for a, s in zip(amounts, sigmas))
+    assert np.allclose(local_contrast(x, amounts, sigmas)[:, 8:-8, 8:-8], gain * x[:, 8:-8, 8:-8], atol=0.01)
+    flat = np.full((1, 16, 16), 0.3, dtype=np.float32)
+    assert np.allclose(local_contrast(flat, amounts, sigmas), 0.3)
+
+
+def test_heel_gradient_and_grid_lines_match_hand_computation():
+    # pixel centres of a 4-px axis sit at -0.75, -0.25, 0.25, 0.75 of the half-field
+    assert np.allclose(heel_gradient(2, 4, 0.2, 0.0), [[0.85, 0.95, 1.05, 1.15]] * 2)
+    assert np.allclose(heel_gradient(4, 2, 0.2, 90.0), np.array([[0.85], [0.95], [1.05], [1.15]]) * np.ones((1, 2)))
+    assert np.allclose(heel_gradient(4, 4, 0.2, 180.0)[0], [1.15, 1.05, 0.95, 0.85])
+    # 8 px: s = j - 3.5 px across the lines; 1 - 0.2 * (1 + cos(2 pi s / 4)) / 2
+    lines = grid_lines(3, 8, 0.2, 4.0, 0.0)
+    expected = [1 - 0.1 * (1 + np.cos(2 * np.pi * (j - 3.5) / 4)) for j in range(8)]
+    assert np.allclose(lines, [expected] * 3)
+    assert lines.mean() == pytest.approx(0.9) and lines.min() == pytest.approx(1 - 0.1 * (1 + np.cos(np.pi / 4)))
+
+
+def test_display_curve_is_a_monotone_log_and_optionally_inverted():
+    x = np.array([0.0, 0.5, 1.0, 1.2], dtype=np.float32)
+    assert np.allclose(display_curve(x, 9.0, False), [0.0, np.log(5.5) / np.log(10.0), 1.0, 1.0])
+    assert np.allclose(display_curve(x, 0.0, True), [1.0, 0.5, 0.0, 0.0])
+    assert np.allclose(display_curve(x, 9.0, True), 1.0 - display_curve(x, 9.0, False))
+
+
+LEVERS = {  # one of each lever, as a candidate design sets them
+    "cr_plate": {"local_contrast": [-0.5, 1.0], "local_contrast_sigma": [12.0, 4.0], "display_log": 3.0, "heel": 0.2, "heel_angle": 90.0},
+    "portable": {"local_contrast": [1.5], "local_contrast_sigma": [2.0], "display_inverted": True, "grid_depth": 0.15, "grid_period": 2.5},
+}
+
+
+def test_levers_act_as_documented_in_the_acquisition_chain():
+    """Gain field before the response curve and noise; local contrast and display after the noise (on it too)."""
+    bare = {"psf_sigma": 0.0, "downsample": 1, "sharpen_amount": 0.0, "noise_sigma": 0.0, "gamma": 1.0, "gain": 1.0, "offset": 0.0}
+    base = dataclasses.replace(SCANNERS["flatpanel"], **bare, noise_std=0.05)
+    rng = np.random.default_rng(0)
+    phys = rng.uniform(0.2, 0.6, (2, 16, 16)).astype(np.float32)
+    u = rng.standard_normal(phys.shape).astype(np.float32)
+    lit = dataclasses.replace(base, heel=0.2, grid_depth=0.1, grid_period=4.0)
+    field = heel_gradient(16, 16, 0.2, 0.0) * grid_lines(16, 16, 0.1, 4.0 * 16 / 64, 0.0)
+    signal = phys * field
+    assert np.allclose(acquire(phys, u, lit, frame=False), np.clip(signal + 0.05 * np.sqrt(np.clip(signal, 0.05, 1)) * u, 0, 1), atol=1e-6)
+    processed = dataclasses.replace(base, local_contrast=(1.0,), local_contrast_sigma=(8.0,), display_log=4.0, display_inverted=True)
+    detected = phys + 0.05 * np.sqrt(np.clip(phys, 0.05, 1)) * u
+    expected = 1 - display_curve(local_contrast(detected, (1.0,), (8.0 * 16 / 64,)), 4.0, False)
+    assert np.allclose(acquire(phys, u, processed, frame=False), expected, atol=1e-6)
+
+
+def test_true_counterfactuals_stay_exact_with_the_levers_on(tmp_path):
+    run(tiny(scanner_overrides=LEVERS, frames=False), tmp_path / "data")
+    store, cf = ImageStore.open(tmp_path / "data"), ImageStore.open(tmp_path / "data" / "true_cf")
+    n, n_dom = len(store), len(store.domains)
+    own = np.arange(n) * n_dom + store.meta["domain"].to_numpy()
+    assert np.array_equal(cf.images[own], store.images[:])
+    plain = tiny(frames=False)
+    fields = exogenous_fields(plain, 0, n)
+    phys, _ = render_physical(sample_cohort(plain), 32, fields, plain)
+    images = cf.images[:].reshape(n, n_dom, 32, 32)
+    for d, scanner in enumerate(tiny(scanner_overrides=LEVERS).acquisition):
+        expected = np.round(np.clip(acquire(phys, fields["u"], scanner, frame=False), 0, 1) * 255).astype(np.uint8)
+        assert np.array_equal(images[:, d], expected), scanner.name
+    portable = plain.scanners.index("portable")
+    assert np.corrcoef(images[:, 0].ravel().astype(float), images[:, portable].ravel().astype(float))[0, 1] < -0.5  # inverted
 
 
 def test_correlated_noise_keeps_unit_variance():
@@ -155,6 +235,21 @@ def test_disease_depends_on_age_and_only_optionally_on_scanner():
     assert plain[1] > plain[0] and plain[1] == plain[2]
     confounded = disease_probability(age, domain, 4, DiseaseConfig(scanner_confounding=1.0))
     assert confounded[2] > confounded[1]
+
+
+def test_acquisition_confounding_makes_only_training_images_of_that_scanner_more_often_ill():
+    split, domain = np.array(["train", "train", "val", "test", "ood_train"]), np.array([2, 0, 2, 2, 3])
+    cfg = DiseaseConfig(acquisition_confounding={"portable": 1.5, "legacy": -1.0})
+    scanners = ["flatpanel", "cr_plate", "portable", "legacy"]
+    assert np.array_equal(acquisition_log_odds(split, domain, scanners, cfg), [1.5, 0.0, 0.0, 0.0, 0.0])
+    plain = tiny(n_train=2000, n_val=400, n_test=400)
+    confounded = tiny(n_train=2000, n_val=400, n_test=400, disease={"acquisition_confounding": {"portable": 2.0}})
+    a, b = sample_cohort(plain), sample_cohort(confounded)
+    portable_train = ((a["split"] == "train") & (a["domain"] == plain.scanners.index("portable"))).to_numpy()
+    # the same uniform draws decide the labels: only the confounded images change, and only to ill
+    assert np.array_equal(a["label"][~portable_train], b["label"][~portable_train])
+    assert (b["label"][portable_train] >= a["label"][portable_train]).all()
+    assert b["label"][portable_train].mean() > a["label"][portable_train].mean() + 0.2
 
 
 def test_lesions_lie_inside_the_lung_fields():

@@ -8,12 +8,22 @@ import pandas as pd
 from cfcl.data.synthetic.scanners import blur
 
 
-def disease_probability(age: np.ndarray, domain: np.ndarray, n_domains: int, cfg) -> np.ndarray:
-    """P(opacity | age, scanner): logistic in age; the scanner term is the optional confounder."""
+def disease_probability(age: np.ndarray, domain: np.ndarray, n_domains: int, cfg, shortcut: np.ndarray | float = 0.0) -> np.ndarray:
+    """P(opacity | age, scanner): logistic in age; the scanner term is the optional confounder, and
+    ``shortcut`` adds log-odds per image (:func:`acquisition_log_odds`)."""
     logit = np.log(cfg.prevalence / (1.0 - cfg.prevalence)) + cfg.age_log_odds_per_decade * (age - 55.0) / 10.0
     if n_domains > 1:
         logit = logit + cfg.scanner_confounding * (domain / (n_domains - 1) * 2.0 - 1.0)
-    return 1.0 / (1.0 + np.exp(-logit))
+    return 1.0 / (1.0 + np.exp(-(logit + shortcut)))
+
+
+def acquisition_log_odds(split: np.ndarray, domain: np.ndarray, scanners: list[str], cfg) -> np.ndarray:
+    """Extra log-odds of disease of each image: ``cfg.acquisition_confounding[scanner]`` for a ``train``
+    image acquired by that scanner (bedside imaging of ICU patients, who are more often ill), 0 for every
+    other image, so the validation and test splits stay unconfounded and a scanner shortcut learned in
+    training does not pay there."""
+    per_domain = np.array([cfg.acquisition_confounding.get(s, 0.0) for s in scanners], dtype=float)
+    return np.where(np.asarray(split) == "train", per_domain[np.asarray(domain)], 0.0)
 
 
 def sample_lesions(rng: np.random.Generator, label: np.ndarray, cfg) -> pd.DataFrame:

@@ -4,6 +4,12 @@ Every mechanism is a pure, vectorised function of the physical attenuation image
 (``[N, H, W]``, float, about [0, 1]) and the exogenous standard-normal noise ``u`` of the same
 shape. ``u`` is sampled once per image and reused for every scanner, so the image of the same
 patient under another scanner (the true counterfactual) is exact.
+
+The chain: detector blur and pitch, edge enhancement, the signal's gain field (heel effect,
+grid lines), response curve, quantum noise, then the vendor's post-processing of the detected
+image (multi-scale local contrast, display curve), collimation and marker. Post-processing
+comes after the noise and is invertible, so it changes how a lesion looks without destroying
+information about it; blur, pitch and noise do destroy some.
 """
 
 from __future__ import annotations
@@ -42,6 +48,26 @@ class Scanner:
     border_value: float
     marker: str  # burned-in glyph
     marker_at: tuple[float, float]  # its top-left corner (fraction of height, width)
+    # The levers below are off by default (the catalogue's scanners leave them off).
+    heel: float = 0.0  # heel effect / detector non-uniformity: signal gain 1 + heel * t, t in [-1, 1] along heel_angle
+    heel_angle: float = 0.0  # direction in which the gain grows, degrees (0: towards the image's right, 90: down)
+    grid_depth: float = 0.0  # anti-scatter grid: fraction of the signal a grid line removes at its centre
+    grid_period: float = 3.0  # distance between grid lines
+    grid_angle: float = 0.0  # direction across the lines, degrees (0: vertical lines)
+    local_contrast: tuple[float, ...] = ()  # post-processing: amount of detail added back at each scale (> -1)
+    local_contrast_sigma: tuple[float, ...] = ()  # the scales (Gaussian sigma), one per amount
+    display_log: float = 0.0  # display curve log(1 + k x) / log(1 + k) of strength k (0: linear)
+    display_inverted: bool = False  # display dark for dense (MONOCHROME1-like), after the curve
+
+    def __post_init__(self) -> None:
+        if len(self.local_contrast) != len(self.local_contrast_sigma):
+            raise ValueError("local_contrast and local_contrast_sigma need one value each per scale")
+        if any(a <= -1.0 for a in self.local_contrast) or any(s <= 0 for s in self.local_contrast_sigma):
+            raise ValueError("local_contrast amounts must be > -1 and local_contrast_sigma > 0 (else it cannot be undone)")
+        if not 0.0 <= self.grid_depth < 1.0 or self.grid_period <= 0 or abs(self.heel) >= 1.0:
+            raise ValueError("grid_depth must lie in [0, 1), grid_period > 0 and heel in (-1, 1)")
+        if self.display_log < 0:
+            raise ValueError("display_log must be >= 0")
 
 
 SCANNERS: dict[str, Scanner] = {
@@ -100,6 +126,48 @@ def unit_noise(u: np.ndarray, sigma: float) -> np.ndarray:
     return blur(u, sigma) * np.sqrt(4.0 * np.pi * sigma**2)
 
 
+def local_contrast(x: np.ndarray, amounts: tuple[float, ...], sigmas: tuple[float, ...]) -> np.ndarray:
+    """Multi-scale local-contrast processing: ``x + sum_k amounts[k] * (x - blur(x, sigmas[k]))``.
+
+    One scale is an unsharp mask; several, a vendor's multi-scale processing. Its frequency
+    response is ``1 + sum_k a_k (1 - G_k)``, above 0 wherever every ``a_k > -1``, so it can be undone."""
+    out = x
+    for amount, sigma in zip(amounts, sigmas, strict=True):
+        out = out + amount * (x - blur(x, sigma))
+    return out
+
+
+def direction(h: int, w: int, angle: float, pixels: bool = False) -> np.ndarray:
+    """Each pixel's signed distance ``[H, W]`` from the image centre along ``angle`` degrees (0: left to right,
+    90: top to bottom): in pixels, or (``pixels`` False) in half-fields, -1 .. 1 along either axis."""
+    ys = np.arange(h, dtype=np.float32) + 0.5 - h / 2.0
+    xs = np.arange(w, dtype=np.float32) + 0.5 - w / 2.0
+    if not pixels:
+        ys, xs = ys / (h / 2.0), xs / (w / 2.0)
+    rad = np.deg2rad(angle)
+    return (np.cos(rad) * xs[None, :] + np.sin(rad) * ys[:, None]).astype(np.float32)
+
+
+def heel_gradient(h: int, w: int, strength: float, angle: float) -> np.ndarray:
+    """The heel effect's (or a detector's) smooth signal gain ``[H, W]``: ``1 + strength * t``, ``t`` in half-fields."""
+    return 1.0 + strength * direction(h, w, angle)
+
+
+def grid_lines(h: int, w: int, depth: float, period: float, angle: float) -> np.ndarray:
+    """An anti-scatter grid's shadow ``[H, W]``: ``1 - depth * (1 + cos(2 pi s / period)) / 2``, ``s`` in pixels
+    from the centre across the lines, so a line's centre keeps ``1 - depth`` of the signal and the gap between keeps all."""
+    return 1.0 - depth * 0.5 * (1.0 + np.cos(2.0 * np.pi * direction(h, w, angle, pixels=True) / period))
+
+
+def display_curve(x: np.ndarray, log_strength: float, inverted: bool) -> np.ndarray:
+    """The display's look-up: ``log(1 + k x) / log(1 + k)`` on ``x`` clipped to [0, 1] (``k = 0``: linear),
+    then ``1 - y`` if ``inverted``. Monotone, so it keeps every grey-level order."""
+    y = np.clip(x, 0.0, 1.0)
+    if log_strength > 0:
+        y = np.log1p(log_strength * y) / np.log1p(log_strength)
+    return 1.0 - y if inverted else y
+
+
 def glyph_mask(letter: str, size: int) -> np.ndarray:
     scale = max(1, size // 64)
     glyph = np.array([[c == "1" for c in row] for row in GLYPHS[letter]], dtype=bool)
@@ -130,10 +198,18 @@ def acquire(phys: np.ndarray, u: np.ndarray, scanner: Scanner, frame: bool = Tru
     x = blur(phys.astype(np.float32, copy=False), scanner.psf_sigma * px)
     x = change_resolution(x, scanner.downsample)
     if scanner.sharpen_amount:
-        x = x + scanner.sharpen_amount * (x - blur(x, scanner.sharpen_sigma * px))
+        x = local_contrast(x, (scanner.sharpen_amount,), (scanner.sharpen_sigma * px,))
+    if scanner.heel:
+        x = x * heel_gradient(h, w, scanner.heel, scanner.heel_angle)
+    if scanner.grid_depth:
+        x = x * grid_lines(h, w, scanner.grid_depth, scanner.grid_period * px, scanner.grid_angle)
     x = scanner.offset + scanner.gain * np.clip(x, 0.0, 1.0) ** scanner.gamma
     noise = unit_noise(u, scanner.noise_sigma * px)
     x = x + scanner.noise_std * np.sqrt(np.clip(x, 0.05, 1.0)) * noise
+    if scanner.local_contrast:
+        x = local_contrast(x, scanner.local_contrast, tuple(s * px for s in scanner.local_contrast_sigma))
+    if scanner.display_log or scanner.display_inverted:
+        x = display_curve(x, scanner.display_log, scanner.display_inverted)
     if frame:
         outside, marker = frame_masks(scanner, h, w)
         x[:, outside] = scanner.border_value

@@ -17,7 +17,7 @@ from cfcl.data.synthetic.anatomy import (
     ANATOMY_TRAITS, apply_exposure, patient_anatomy, render_anatomy, sample_patient_noise, sample_pose,
 )
 from cfcl.data.synthetic.config import SynthConfig
-from cfcl.data.synthetic.disease import disease_probability, render_lesions, sample_lesions
+from cfcl.data.synthetic.disease import acquisition_log_odds, disease_probability, render_lesions, sample_lesions
 from cfcl.data.synthetic.scanners import Scanner, acquire, to_uint8
 
 ID_SPLITS = ("train", "val", "test")
@@ -59,7 +59,9 @@ def sample_cohort(cfg: SynthConfig) -> pd.DataFrame:
     patients.insert(0, "sex", np.asarray(SEXES)[sex])
     images = pd.concat([images, patients.iloc[images["patient"]].reset_index(drop=True)], axis=1)
     images = pd.concat([images, sample_pose(rng, len(images))], axis=1)
-    p_ill = disease_probability(images["age"].to_numpy(float), images["domain"].to_numpy(), len(cfg.scanners), cfg.disease)
+    domain = images["domain"].to_numpy()
+    shortcut = acquisition_log_odds(images["split"].to_numpy(), domain, cfg.scanners, cfg.disease)
+    p_ill = disease_probability(images["age"].to_numpy(float), domain, len(cfg.scanners), cfg.disease, shortcut)
     label = (rng.random(len(images)) < p_ill).astype(int)
     images.insert(3, "label", label)
     images = pd.concat([images, sample_lesions(rng, label, cfg.disease)], axis=1)
