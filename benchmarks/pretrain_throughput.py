@@ -54,8 +54,8 @@ from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import ViewBatches, open_pretrain_data
 from cfcl.contrastive.encoders import ARCHS
 from cfcl.contrastive.losses import nt_xent
+from cfcl.contrastive.methods import METHODS
 from cfcl.contrastive.module import non_finite_gradients
-from cfcl.contrastive.pairing import DINO_METHODS
 from cfcl.contrastive.pretrain import build_dino_module, build_module
 from cfcl.data.store import ImageStore, write_store
 from cfcl.loaders import step_loader
@@ -153,7 +153,7 @@ def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int, ca
                            max_steps=warmup + steps, max_epochs=-1, logger=False, **trainer_overrides)
     n_local = config.dino.n_local if config.dino is not None else 0
     batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1, n_local)
-    if config.method in DINO_METHODS:
+    if METHODS[config.method].family == "dino":
         module = build_dino_module(config, data, batches.batches_per_epoch(1))
     else:
         module = build_module(config, data.image_size, len(data.data.labels))

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from cfcl.contrastive.data import ViewBatches, default_cf_store, open_pretrain_data
+from cfcl.contrastive.data import ViewBatches, open_pretrain_data
+from cfcl.contrastive.methods import default_cf_store
 from cfcl.loaders import StepSampler
 from cfcl.data.store import write_store
 from cfcl.errors import ConfigError, StoreError

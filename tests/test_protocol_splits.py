@@ -16,9 +16,9 @@ from sklearn.metrics import roc_auc_score
 from cf_stores import make_store
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import ViewBatches, default_cf_store, open_pretrain_data
+from cfcl.contrastive.data import ViewBatches, open_pretrain_data
 from cfcl.loaders import step_loader
-from cfcl.contrastive.pairing import CF_METHODS, METHODS, SEX_METHODS
+from cfcl.contrastive.methods import METHODS, default_cf_store
 from cfcl.counterfactual import generate_store
 from cfcl.counterfactual.config import CFGenerateConfig
 from cfcl.counterfactual.generator.checkpoint import save_generator
@@ -30,6 +30,9 @@ from cfcl.evaluation import evaluate as evaluate_module
 from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.evaluate import Evaluation, run
 from evaluation_fixtures import tiny_encoder, tiny_store
+
+CF_METHODS = [name for name, m in METHODS.items() if m.uses_counterfactuals]
+SEX_METHODS = [name for name, m in METHODS.items() if m.parents == ("sex",)]
 
 FRACTIONS = [0.1, 0.25, 0.5, 1.0]
 SEEDS = [0, 1, 2]

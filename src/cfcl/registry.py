@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cfcl.contrastive.methods import cf_store_help, method_help
 from cfcl.data import DATASETS
 from cfcl.errors import MissingKeyError
 from cfcl.stage import check_output_folder
@@ -184,13 +185,13 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("pretrain",),
-        "contrastive or self-distillation pretraining of an encoder: simclr, simclr+, cf-simclr, cf-simclr-multi, oracle, oracle-multi, dino, dino+, cf-dino or oracle-dino (resumes an unfinished run in --out)",
+        "contrastive (SimCLR family) or self-distillation (DINO family) pretraining of an encoder by one method, --method (resumes an unfinished run in --out)",
         _pretrain,
         "temperature=0.2",
         (
-            Flag("--method", "method", "simclr, simclr+, cf-simclr, cf-simclr-multi, oracle or oracle-multi"),
+            Flag("--method", "method", method_help()),
             Flag("--data", "data", "image store to pretrain on (its train split)"),
-            Flag("--cf-store", "cf_store", "counterfactual store of --data (simclr+, cf-simclr, cf-simclr-multi, sex-cf-simclr; oracle, oracle-multi: DATA/true_cf; sex-oracle: DATA/true_cf_sex)"),
+            Flag("--cf-store", "cf_store", cf_store_help()),
             Flag("--resume", "resume", "fail unless --out holds an unfinished run of this config to continue", const="require"),
         ),
     ),

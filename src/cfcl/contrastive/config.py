@@ -11,7 +11,7 @@ from cfcl.config import StrictModel
 from cfcl.contrastive.augment import AugmentConfig
 from cfcl.contrastive.dino_config import DinoConfig
 from cfcl.contrastive.encoders import ARCHS
-from cfcl.contrastive.pairing import DINO_METHODS, METHODS
+from cfcl.contrastive.methods import METHODS, cf_store_help, names
 from cfcl.contrastive.timm_encoders import is_timm_arch, timm_name
 from cfcl.contrastive.vit import VIT_ARCHS, vit_kwargs
 from cfcl.errors import ConfigError
@@ -52,21 +52,21 @@ class EncoderConfig(StrictModel):
 class PretrainConfig(StrictModel):
     """SimCLR- or DINO-family pretraining on the ``split`` images of ``data``; defaults suit the synthetic demo on a CPU."""
 
-    method: Literal[METHODS] = "simclr"
+    method: Literal[tuple(METHODS)] = "simclr"
     data: Path
-    cf_store: Path | None = Field(None, description="counterfactual store; the oracles default to DATA/true_cf (sex-oracle: DATA/true_cf_sex)")
+    cf_store: Path | None = Field(None, description=cf_store_help())
     split: str = "train"
     encoder: EncoderConfig = EncoderConfig()
     projection: list[int] = Field([128, 64], min_length=1, description="hidden widths then output width")
     temperature: float = Field(0.1, gt=0)
     batch_size: int = Field(128, ge=2)
-    p_replace: float = Field(0.5, ge=0, le=1, description="simclr+, dino+: probability of replacing the image by a counterfactual")
+    p_replace: float = Field(0.5, ge=0, le=1, description=f"{names(lambda m: m.views == 'replace')}: probability of replacing the image by a counterfactual")
     p_cf: float = Field(
         1.0, ge=0, le=1,
-        description="cf-simclr(-multi)/oracle(-multi): probability a further view is a counterfactual; cf-dino/oracle-dino: the second global view",
+        description="methods with paired or multi views: probability a further view is a counterfactual (DINO family: the second global view)",
     )
     n_cf_views: int | None = Field(
-        None, ge=1, description="counterfactual views per image: default 1 (cf-simclr, oracle), every other domain (cf-simclr-multi, oracle-multi)"
+        None, ge=1, description=f"counterfactual views per image: default 1 (paired views), every other domain ({names(lambda m: m.multi_positive)})"
     )
     augment: AugmentConfig = AugmentConfig()
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -97,7 +97,8 @@ class PretrainConfig(StrictModel):
     def _dino_settings(cls, values: Any) -> Any:
         """One run section serves both families: DINO settings exist exactly for the DINO methods."""
         if isinstance(values, dict):
-            dino = values.get("method") in DINO_METHODS
+            method = values.get("method")
+            dino = isinstance(method, str) and method in METHODS and METHODS[method].family == "dino"
             values = {**values, "dino": (values.get("dino") or {}) if dino else None}
         return values
 

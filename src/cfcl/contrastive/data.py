@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cfcl.contrastive.pairing import CF_METHODS, GENERATOR_METHODS, ORACLE_METHODS, intervened_parents, plan_views, store_variant
+from cfcl.contrastive.methods import METHODS
+from cfcl.contrastive.pairing import plan_views
 from cfcl.data.store import ImageStore
 from cfcl.errors import ConfigError, StoreError
-from cfcl.layout import true_cf
 from cfcl.loaders import BatchKey, EpochBatches
 
 
@@ -39,14 +39,6 @@ class PretrainData:
         return self.data.size
 
 
-def default_cf_store(method: str, data: str | Path) -> Path | None:
-    """The oracles' counterfactuals are the synthetic benchmark's true ones, ``DATA/true_cf`` (sex: ``DATA/true_cf_sex``,
-    ``oracle-renoised``: ``DATA/true_cf_renoised``); ``oracle-recon``'s store is made by a generator, so it has none."""
-    if method not in ORACLE_METHODS or method in GENERATOR_METHODS:
-        return None
-    return true_cf(data, intervened_parents(method), store_variant(method))
-
-
 def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | None, split: str = "train") -> PretrainData:
     """Open and cross-check the stores before any training starts."""
     store = ImageStore.open(data)
@@ -55,14 +47,15 @@ def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | Non
     sources = store.indices(split)
     if len(sources) == 0:
         raise StoreError(f"data {store.path} has no images in split '{split}'")
-    if method not in CF_METHODS:
+    spec = METHODS[method]
+    if not spec.uses_counterfactuals:
         return PretrainData(store, None, sources, None, store.id_domains, store.meta["domain"].to_numpy())
-    if method in ORACLE_METHODS and not store.info.get("synthetic"):
+    if spec.cf_source == "true" and not store.info.get("synthetic"):
         raise ConfigError(f"method {method!r} needs true counterfactuals, which only the synthetic benchmark has; {store.path} is not synthetic")
     if cf_store is None:
         raise ConfigError(f"method {method!r} needs a counterfactual store: set cf_store (--cf-store STORE)")
     cf = ImageStore.open(cf_store)
-    table = cf.intervention_table(store, intervened_parents(method), f"cf_store of method {method!r}:")
+    table = cf.intervention_table(store, spec.parents, f"cf_store of method {method!r}:")
     return PretrainData(store, cf, sources, table, target_cells(cf, store), cf.source_cells(store))
 
 

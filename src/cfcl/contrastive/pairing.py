@@ -1,33 +1,21 @@
-"""Which images make the views of each training image: the one place that defines every method.
+"""Which images make the views of each training image, by the method's ``views`` and ``family``
+(:class:`cfcl.contrastive.methods.Method`; the table of methods is :data:`~cfcl.contrastive.methods.METHODS`).
 
-- ``simclr``: two views of the image itself.
-- ``simclr+``: the image is replaced by one of its counterfactuals with probability ``p_replace``,
-  then two views of that.
-- ``cf-simclr``: view 1 from the image; each further view (``n_cf_views``, 1 = the paper's
-  pairs, more = multi-positive) from a counterfactual to a distinct, uniformly drawn *other*
-  domain with probability ``p_cf``, else from the image itself.
-- ``cf-simclr-multi``: ``cf-simclr`` with several counterfactual views, all mutual positives.
-- ``oracle`` / ``oracle-multi``: ``cf-simclr`` / ``cf-simclr-multi`` with the true
-  counterfactuals of the synthetic benchmark.
-- ``dino``: two global views then ``n_local`` local crops, all of the image itself.
-- ``dino+``: as ``simclr+``, the image is replaced by a counterfactual with probability
-  ``p_replace`` (counterfactuals added as data, unpaired), then all views of that.
-- ``cf-dino``: one counterfactual per image, to a uniformly drawn *other* domain; the second
-  global view is that counterfactual with probability ``p_cf``, and the second half of the
+- ``self``: every view of the image itself (SimCLR: two; DINO: two global views then ``n_local``
+  local crops).
+- ``replace``: the image is replaced by one of its counterfactuals with probability ``p_replace``
+  (counterfactuals added as data, unpaired), then every view of that.
+- ``paired`` / ``multi``, SimCLR family: view 1 from the image; each further view (``n_cf_views``,
+  1 = the paper's pairs, more = multi-positive) from a counterfactual to a distinct, uniformly
+  drawn *other* cell with probability ``p_cf``, else from the image itself.
+- ``paired``, DINO family: one counterfactual per image, to a uniformly drawn *other* cell; the
+  second global view is that counterfactual with probability ``p_cf``, and the second half of the
   local crops are taken from it (the first half from the image).
-- ``oracle-dino``: ``cf-dino`` with the true counterfactuals.
-- ``sex-cf-simclr`` / ``sex-oracle``: ``cf-simclr`` / ``oracle`` with counterfactuals of the
-  patient's sex instead of the scanner.
-- the controls of why generated counterfactuals beat true ones (:data:`CONTROLS`), each the
-  pairing of another method with a variant of its counterfactual store:
-  ``oracle-renoised``: ``oracle`` with the acquisition noise redrawn per counterfactual;
-  ``oracle-recon``: ``oracle`` with the true counterfactuals as the generator reconstructs them;
-  ``cf-simclr-base``: ``cf-simclr`` with the generator before counterfactual fine-tuning.
 
-A method's counterfactuals change the parents :func:`intervened_parents` names (the scanner,
-``domain``, unless the method says otherwise). A counterfactual store is a table of cells, one
-per combination of target values of those parents; the counterfactuals of an image are the
-cells other than its own.
+A control takes the views of the method it controls; only the variant of the store it reads differs.
+A method's counterfactuals change its ``parents`` (the scanner, ``domain``, unless the method says
+otherwise). A counterfactual store is a table of cells, one per combination of target values of
+those parents; the counterfactuals of an image are the cells other than its own.
 
 A missing counterfactual (no row in the counterfactual store) falls back to the image itself,
 so every image always yields the same number of views and all views of one image share a group.
@@ -40,34 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cfcl.layout import BASE, RECON, RENOISED
-
-DINO_METHODS = ("dino", "dino+", "cf-dino", "oracle-dino")
-SEX_METHODS = ("sex-cf-simclr", "sex-oracle")
-# control -> (the method whose views it takes, the variant of that method's counterfactual store it reads)
-CONTROLS = {
-    "oracle-renoised": ("oracle", RENOISED),  # true counterfactuals with an independent acquisition noise per counterfactual
-    "oracle-recon": ("oracle", RECON),  # true counterfactuals passed through the generator's reconstruction
-    "cf-simclr-base": ("cf-simclr", BASE),  # counterfactuals of the generator before counterfactual fine-tuning
-}
-METHODS = (
-    "simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi", *DINO_METHODS, *SEX_METHODS, *CONTROLS,
-)
-CF_METHODS = tuple(m for m in METHODS if m not in ("simclr", "dino"))
-ORACLE_METHODS = ("oracle", "oracle-multi", "oracle-dino", "sex-oracle", "oracle-renoised", "oracle-recon")
-GENERATED_CF_METHODS = tuple(m for m in CF_METHODS if m not in ORACLE_METHODS)
-GENERATOR_METHODS = (*GENERATED_CF_METHODS, "oracle-recon")  # whose counterfactual store a generator writes
-MULTI_METHODS = ("cf-simclr-multi", "oracle-multi")
-
-
-def intervened_parents(method: str) -> tuple[str, ...]:
-    """The parents whose counterfactuals make ``method``'s positives."""
-    return ("sex",) if method in SEX_METHODS else ("domain",)
-
-
-def store_variant(method: str) -> str | None:
-    """The variant of the counterfactual store a control reads (``renoised``, ``recon``, ``base``); None for every other method."""
-    return CONTROLS[method][1] if method in CONTROLS else None
+from cfcl.contrastive.methods import METHODS
 
 
 @dataclass(frozen=True)
@@ -112,11 +73,11 @@ def plan_views(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
-    method = CONTROLS[method][0] if method in CONTROLS else method
+    views, dino = METHODS[method].views, METHODS[method].family == "dino"
     b = len(sources)
     groups_block = np.arange(b)
-    n_views = 2 + n_local if method in DINO_METHODS else 2
-    if method in ("simclr", "dino"):
+    n_views = 2 + n_local if dino else 2
+    if views == "self":
         return ViewPlan(np.tile(sources, n_views), np.zeros(n_views * b, dtype=bool), np.tile(groups_block, n_views))
     if cf_table is None:
         raise ValueError(f"method {method!r} needs a counterfactual table")
@@ -125,12 +86,12 @@ def plan_views(
         raise ValueError(f"{n_cf_views} counterfactual views per image, but only {len(targets)} target cells (domains)")
     cf_rows = cf_table[sources][:, targets]
     available = (cf_rows >= 0) & (targets[None, :] != cells[:, None])
-    if method in ("simclr+", "dino+"):
+    if views == "replace":
         pick, exists = _random_targets(available, 1, rng)
         use = exists[:, 0] & (rng.random(b) < p_replace)
         chosen = np.where(use, np.take_along_axis(cf_rows, pick, axis=1)[:, 0], sources)
         return ViewPlan(np.tile(chosen, n_views), np.tile(use, n_views), np.tile(groups_block, n_views))
-    if method in DINO_METHODS:
+    if dino:
         pick, exists = _random_targets(available, 1, rng)
         cf_of_source = np.take_along_axis(cf_rows, pick, axis=1)[:, 0]
         global_cf = exists[:, 0] & (rng.random(b) < p_cf)

@@ -1,5 +1,5 @@
-"""``cfcl pretrain``: one SimCLR / SimCLR+ / CF-SimCLR (pairs or multi-positive) / oracle run, or one of
-their DINO counterparts (DINO / DINO+ / CF-DINO / oracle-DINO), writing ``encoder.pt``.
+"""``cfcl pretrain``: one run of a method of :data:`cfcl.contrastive.methods.METHODS` (SimCLR or DINO
+family), writing ``encoder.pt``.
 
 Stores are opened and cross-checked before anything trains. A folder holding an unfinished run
 of the same config and inputs resumes from ``checkpoints/last.ckpt`` (bit-exact on the same
@@ -17,12 +17,12 @@ import torch
 from cfcl import layout
 from cfcl.contrastive.augment import build_augment
 from cfcl.contrastive.config import PretrainConfig
-from cfcl.contrastive.data import PretrainData, ViewBatches, default_cf_store, open_pretrain_data
+from cfcl.contrastive.data import PretrainData, ViewBatches, open_pretrain_data
 from cfcl.contrastive.dino_module import DinoModule
 from cfcl.contrastive.encoders import build_encoder, save_encoder
 from cfcl.contrastive.heads import projection_head
 from cfcl.contrastive.module import ContrastiveModule
-from cfcl.contrastive.pairing import DINO_METHODS, MULTI_METHODS
+from cfcl.contrastive.methods import METHODS, default_cf_store
 from cfcl.errors import ConfigError
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
@@ -35,7 +35,7 @@ STAGE = layout.PRETRAIN
 def cf_views(config: PretrainConfig, data: PretrainData) -> int:
     """Counterfactual views per image: as configured, else 1, or every other domain for the multi-positive methods."""
     others = len(data.targets) - 1
-    multi = config.method in MULTI_METHODS
+    multi = METHODS[config.method].multi_positive
     n = config.n_cf_views or (others if multi else 1)
     if multi and n < 2:
         raise ConfigError(f"method {config.method!r} needs n_cf_views >= 2; {data.data.path} allows {n}")
@@ -82,7 +82,7 @@ def build_dino_module(config: PretrainConfig, data: PretrainData, steps_per_epoc
 def saved_encoder(method: str) -> str:
     """The module attribute whose weights ``encoder.pt`` holds (and checkpoints hold under that prefix):
     DINO evaluates its teacher, the SimCLR family its one encoder."""
-    return "teacher_encoder" if method in DINO_METHODS else "encoder"
+    return "teacher_encoder" if METHODS[method].family == "dino" else "encoder"
 
 
 def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
@@ -103,7 +103,7 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
     batches = ViewBatches(
         data, config.method, config.batch_size, config.seed, config.p_replace, config.p_cf, n_cf_views, n_local
     )
-    if config.method in DINO_METHODS:
+    if METHODS[config.method].family == "dino":
         module = build_dino_module(config, data, batches.batches_per_epoch(trainer.world_size))
     else:
         module = build_module(config, data.image_size, len(data.data.labels))

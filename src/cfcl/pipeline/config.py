@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from cfcl.config import StrictModel
-from cfcl.contrastive.pairing import GENERATOR_METHODS, METHODS
+from cfcl.contrastive.methods import METHODS
 
 
 class DataSection(StrictModel):
@@ -63,4 +63,4 @@ class RunConfig(StrictModel):
 
     @property
     def needs_generator(self) -> bool:
-        return any(m in GENERATOR_METHODS for m in self.methods)
+        return any(METHODS[m].needs_generator for m in self.methods)

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from cfcl import layout
 from cfcl.config import build_config, merge, read_yaml
-from cfcl.contrastive.pairing import DINO_METHODS, GENERATOR_METHODS, ORACLE_METHODS, intervened_parents, store_variant
+from cfcl.contrastive.methods import METHODS, default_cf_store
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.presets import resolve_config_path
@@ -98,8 +98,9 @@ class _Planner:
             if section not in self.used:
                 model = _command(*words).load().config
                 self.build(section, {k: self.run.out for k, f in model.model_fields.items() if f.is_required()})
-        if not any(m in DINO_METHODS for m in self.run.methods):
-            self.build("pretrain", {"data": self.run.out, "method": DINO_METHODS[0]})
+        if not any(METHODS[m].family == "dino" for m in self.run.methods):
+            first_dino = next(name for name, m in METHODS.items() if m.family == "dino")
+            self.build("pretrain", {"data": self.run.out, "method": first_dino})
 
 
 def plan(run: RunConfig, source: str = "run config") -> list[Node]:
@@ -107,17 +108,18 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
     (docs/architecture.md, "The run graph"); every section of ``run`` is validated, used or not."""
     p = _Planner(run, source)
     if run.data.source == "synth":
-        renoised = {"renoised_counterfactuals": True} if any(store_variant(m) == layout.RENOISED for m in run.methods) else {}
+        renoised = {"renoised_counterfactuals": True} if any(METHODS[m].store_variant == layout.RENOISED for m in run.methods) else {}
         data = p.add(layout.DATA, layout.DATA, "data.synth", renoised)
     else:
         data = p.add(layout.DATA, layout.DATA, "data.prepare", {})
-    oracles = [m for m in run.methods if m in ORACLE_METHODS]
+    oracles = [m for m in run.methods if METHODS[m].cf_source == "true"]
     if oracles and run.data.source != "synth":
         raise ConfigError(f"{source}: method {oracles[0]!r} needs true counterfactuals, which only the synthetic benchmark has")
     cf_stores: dict[tuple[tuple[str, ...], str | None], Path] = {}  # by (intervened parents, store variant)
     if run.needs_generator:
         model = p.add(layout.CF_MODEL, layout.CF_MODEL, "generator", {"data": data})
-        stores = list(dict.fromkeys((intervened_parents(m), store_variant(m)) for m in run.methods if m in GENERATOR_METHODS))
+        generated = [METHODS[m] for m in run.methods if METHODS[m].needs_generator]
+        stores = list(dict.fromkeys((m.parents, m.store_variant) for m in generated))
         interventions = list(dict.fromkeys(parents for parents, _ in stores))
         conditioned = p.nodes[-1].config
         missing = [q for parents in interventions for q in parents if q not in conditioned.parents]
@@ -155,10 +157,10 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
     for seed in run.seeds:
         for method in run.methods:
             inject: dict[str, Any] = {"data": data, "method": method, "seed": seed}
-            if method in GENERATOR_METHODS:
-                inject["cf_store"] = cf_stores[intervened_parents(method), store_variant(method)]
-            elif method in ORACLE_METHODS:
-                inject["cf_store"] = layout.true_cf(data, intervened_parents(method), store_variant(method))
+            spec = METHODS[method]
+            cf_store = cf_stores[spec.parents, spec.store_variant] if spec.needs_generator else default_cf_store(method, data)
+            if cf_store is not None:
+                inject["cf_store"] = cf_store
             name = layout.pretrain_name(method, seed)
             encoders.append(p.add(name, layout.PRETRAIN, "pretrain", inject))
     p.add(layout.EVAL, "evaluate", "evaluate", {"data": data, "encoders": [str(e) for e in encoders]})
