@@ -59,7 +59,14 @@ def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
     assert set(metrics.loc[metrics["test_set"] == "ood", "domain"]) == {"all"}
     assert set(metrics["metric"]) == {
         "auroc", "balanced_accuracy", "auroc_ci_low", "auroc_ci_high", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
+        "balanced_accuracy_val_threshold",
     }
+    # the threshold chosen on ID validation images scores the ID probe only (linear ID, transfer), not the OOD probe
+    # or fine-tuning; no headroom without true counterfactuals
+    thresholded = metrics[metrics["metric"] == "balanced_accuracy_val_threshold"]
+    assert set(zip(thresholded["protocol"], thresholded["test_set"])) == {("linear", "id"), ("transfer", "ood")}
+    assert "ceiling" not in set(metrics["protocol"])
+    assert pd.read_csv(evaluated / "eval" / "domain_predictability.csv")["cf_invariance"].isna().all()
     assert set(metrics["subgroup"]) == {"all", "sex=F", "sex=M"}
     wide = metrics.pivot_table(index=COLUMNS[:7], columns="metric", values="value")
     assert (wide["auroc_ci_low"] <= wide["auroc"]).all() and (wide["auroc"] <= wide["auroc_ci_high"]).all()
@@ -123,7 +130,7 @@ def test_seed_gains_are_t_intervals_over_seeds_of_every_metric_and_invariance_me
     assert (seed_gains["n_seeds"] == 2).all()
     metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
     probes = seed_gains[seed_gains["protocol"] != "embedding"]
-    assert set(probes["metric"]) == {"auroc", "balanced_accuracy"}
+    assert set(probes["metric"]) == {"auroc", "balanced_accuracy", "balanced_accuracy_val_threshold"}
     for row in probes.sample(10, random_state=0).itertuples():
         pick = metrics.query("protocol == @row.protocol and label_fraction == @row.label_fraction and "
                              "test_set == @row.test_set and domain == @row.domain and metric == @row.metric and "
@@ -174,7 +181,8 @@ def test_subgroup_gaps_are_male_minus_female_paired_by_seed(evaluated):
     gaps = pd.read_csv(evaluated / "eval" / "subgroup_gaps.csv")
     assert list(gaps.columns) == SUBGROUP_GAP_COLUMNS
     assert set(gaps["subgroup"]) == {"sex=M"} and set(gaps["reference"]) == {"sex=F"} and (gaps["n_seeds"] == 2).all()
-    assert set(gaps["metric"]) == {"auroc", "balanced_accuracy"} and set(gaps["domain"]) == {"all", "major"}
+    assert set(gaps["metric"]) == {"auroc", "balanced_accuracy", "balanced_accuracy_val_threshold"}
+    assert set(gaps["domain"]) == {"all", "major"}
     assert set(gaps["method"]) == {"simclr", "cf_simclr", "random", "supervised"}
     for row in gaps.sample(10, random_state=0).itertuples():
         pick = metrics.query("method == @row.method and protocol == @row.protocol and label_fraction == @row.label_fraction "
@@ -242,6 +250,7 @@ def test_multiclass_labels_use_macro_auroc(tmp_path):
     reported = metrics.query(linear_id)["value"]
     store = ImageStore.open(tmp_path / "data")
     assert reported.item() == pytest.approx(probe_auroc(store, encoder, "train", "test"), abs=1e-9)
+    assert "balanced_accuracy_val_threshold" not in set(metrics["metric"])  # a threshold is for two classes
 
 
 def test_fraction_too_small_for_every_class_is_skipped_with_a_note(tmp_path):
@@ -435,8 +444,10 @@ def test_the_rendered_test_set_is_every_id_test_patient_under_every_scanner(tmp_
     run(config(tmp_path / "data", [encoder], **plain), tmp_path / "eval")
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     rendered = metrics[(metrics.test_set == "rendered") & (metrics.metric == "auroc") & (metrics.subgroup == "all")]
+    assert set(rendered.protocol) == {"linear", "ceiling"}  # the ID probe, and each scanner's own probe beside it
+    rendered = rendered[rendered.protocol == "linear"]
     # one row per rendering scanner; no pooled row: the same patients under every scanner are not one population
-    assert set(rendered.protocol) == {"linear"} and sorted(rendered.domain) == sorted(DOMAINS)
+    assert sorted(rendered.domain) == sorted(DOMAINS)
     # Independently: the probe on every ID training image, scored on the test patients as each scanner renders them.
     model = load_encoder(encoder)[0]
     features, cf_features = extract_features(model, store.images), extract_features(model, cf.images)
@@ -449,3 +460,59 @@ def test_the_rendered_test_set_is_every_id_test_patient_under_every_scanner(tmp_
         assert rendered.loc[rendered.domain == name, "value"].item() == pytest.approx(expected), name
     run(config(tmp_path / "data", [encoder], **plain, rendered_test=False), tmp_path / "eval_off")
     assert "rendered" not in set(pd.read_csv(tmp_path / "eval_off" / "metrics.csv").test_set)
+
+
+def test_headroom_is_each_scanners_ceiling_probe_its_gap_to_the_id_probe_and_counterfactual_invariance(tmp_path):
+    from scipy.spatial.distance import cdist
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from cfcl.contrastive.encoders import load_encoder
+
+    store = tiny_store(tmp_path / "data")
+    cf = write_true_cf(store)
+    encoder = tiny_encoder(tmp_path / "pretrain" / "simclr-s0", "simclr", 0)
+    other_encoder = tiny_encoder(tmp_path / "pretrain" / "cf_simclr-s0", "cf_simclr", 0)
+    plain = dict(seeds=[0], label_fractions=[1.0], random_baseline=False, covariates_baseline=False)
+    run(config(tmp_path / "data", [encoder, other_encoder], **plain), tmp_path / "eval")
+    every = pd.read_csv(tmp_path / "eval" / "metrics.csv").query("subgroup == 'all'")
+    value = every[every.method == "simclr"].set_index(["protocol", "test_set", "domain", "metric"])["value"]
+    model = load_encoder(encoder)[0]
+    features, cf_features = extract_features(model, store.images), extract_features(model, cf.images)
+    labels, meta = store.meta["label"].to_numpy(), store.meta
+    train, val, test = (store.indices(s) for s in ("train", "val", "test"))
+    for d, name in enumerate(DOMAINS):
+        # independently: a probe on every training patient as scanner d renders them, tested on the test patients it renders
+        under = {split: cf.meta[(cf.meta.target_domain == d) & cf.meta.source_index.isin(rows)]
+                 for split, rows in (("train", train), ("test", test))}
+        probe = fit_probe(cf_features[under["train"].index], labels[under["train"].source_index])
+        prob = class_probabilities(probe, cf_features[under["test"].index], 2)[:, 1]
+        ceiling = roc_auc_score(labels[under["test"].source_index], prob)
+        assert value["ceiling", "rendered", name, "auroc"] == pytest.approx(ceiling), name
+        gap = ceiling - value["linear", "rendered", name, "auroc"]
+        assert value["linear", "rendered", name, "robustness_gap"] == pytest.approx(gap), name
+    # the ID probe at the threshold with the best balanced accuracy on the ID validation images, found by trying each
+    probe = fit_probe(features[train], labels[train])
+    on_val = class_probabilities(probe, features[val], 2)[:, 1]
+    best = max(sorted(set(on_val), reverse=True), key=lambda t: balanced_accuracy_score(labels[val], on_val >= t))
+    on_test = class_probabilities(probe, features[test], 2)[:, 1]
+    expected = balanced_accuracy_score(labels[test], on_test >= best)
+    assert value["linear", "id", "all", "balanced_accuracy_val_threshold"] == pytest.approx(expected)
+    # counterfactual invariance: each test image's distance to itself on the other scanners over the median distance
+    # between two test images of different patients
+    other = cf.meta[cf.meta.source_index.isin(test) & (cf.meta.target_domain != meta["domain"][cf.meta.source_index].to_numpy())]
+    moved = np.linalg.norm(cf_features[other.index] - features[other.source_index], axis=1).mean()
+    distances = cdist(features[test], features[test])
+    patients = meta["patient_id"].to_numpy()[test]
+    between = distances[np.triu(patients[:, None] != patients[None, :], k=1)]
+    table = pd.read_csv(tmp_path / "eval" / "domain_predictability.csv").set_index("method")
+    assert table.loc["simclr", "cf_invariance"] == pytest.approx(moved / np.median(between))
+    # the gap and the invariance are compared with the reference method by seed, as AUROC is
+    gains = pd.read_csv(tmp_path / "eval" / "seed_gains.csv").set_index(["metric", "domain"])
+    gaps = every[every.metric == "robustness_gap"].pivot(index="domain", columns="method", values="value")
+    for name in DOMAINS:
+        assert gains.loc[("robustness_gap", name), "gain"] == pytest.approx(gaps.loc[name, "cf_simclr"] - gaps.loc[name, "simclr"])
+    invariance = table.loc["cf_simclr", "cf_invariance"] - table.loc["simclr", "cf_invariance"]
+    assert gains.loc[("cf_invariance", "all"), "gain"] == pytest.approx(invariance)
+    run(config(tmp_path / "data", [encoder], **plain, rendered_test=False), tmp_path / "eval_off")
+    off = pd.read_csv(tmp_path / "eval_off" / "metrics.csv")
+    assert "ceiling" not in set(off.protocol) and "robustness_gap" not in set(off.metric)

@@ -154,7 +154,8 @@ def test_gain_figure_names_test_sets_as_the_tables_do_and_they_do_not_overlap():
 def test_interval_bars_are_drawn_only_where_there_is_an_interval(seeds):
     table = pd.DataFrame({"method": ["simclr", "cf-simclr"] * seeds, "seed": np.repeat(range(seeds), 2),
                           "balanced_accuracy": np.linspace(0.5, 0.9, 2 * seeds), "chance": 1 / 3,
-                          "knn_purity": np.linspace(0.1, 0.4, 2 * seeds), "silhouette": np.linspace(0.0, 0.2, 2 * seeds)})
+                          "knn_purity": np.linspace(0.1, 0.4, 2 * seeds), "silhouette": np.linspace(0.0, 0.2, 2 * seeds),
+                          "cf_invariance": np.nan})
     ax = figures.predictability_figure(table).axes[0]
     assert bool([c for c in ax.containers if isinstance(c, ErrorbarContainer)]) == (seeds > 1)
     metrics = small_metrics()

@@ -100,7 +100,7 @@ def run_dir(tmp_path):
         method=["simclr"] * 3 + ["cf_simclr"] * 3 + ["random"] * 3, seed=[0, 1, 2] * 3,
         balanced_accuracy=[0.9, 0.92, 0.94, 0.4, 0.5, 0.45, 1.0, 1.0, 1.0], std=[0.02] * 9, chance=[1 / 3] * 9,
         n_domains=[3] * 9, n_per_domain=[50] * 9, knn_purity=[0.5, 0.6, 0.7, 0.2, 0.25, 0.3, 0.9, 0.8, 0.85], knn_k=[10] * 9,
-        silhouette=[0.1, 0.2, 0.15, 0.0, 0.05, 0.02, 0.3, 0.3, 0.3],
+        silhouette=[0.1, 0.2, 0.15, 0.0, 0.05, 0.02, 0.3, 0.3, 0.3], cf_invariance=[0.4, 0.5, 0.45, 0.1, 0.15, 0.1, 0.9, 0.8, 0.9],
     ))
     invariance.to_csv(eval_dir / "domain_predictability.csv", index=False)
     seed_gains = metric_seed_gains(pd.read_csv(eval_dir / "metrics.csv"), "simclr") + invariance_seed_gains(invariance, "simclr", "test")
@@ -151,12 +151,13 @@ def test_headline_gains_are_paired_seed_means_with_t_intervals(run_dir):
 
 def test_invariance_table_has_intervals_over_seeds_and_the_random_encoder_beside():
     table = pd.DataFrame(dict(method=["simclr"] * 3 + ["random"], seed=[0, 1, 2, 0], balanced_accuracy=[0.9, 0.92, 0.94, 1.0],
-                              knn_purity=[0.5, 0.6, 0.7, 0.9], silhouette=[0.1, 0.2, 0.3, 0.4]))
+                              knn_purity=[0.5, 0.6, 0.7, 0.9], silhouette=[0.1, 0.2, 0.3, 0.4], cf_invariance=np.nan))
     shown = invariance_table(table)
     half = 4.302653 * 0.1 / np.sqrt(3)
     assert shown.loc["simclr", "knn_purity"] == f"0.600 [{0.6 - half:.3f}, {0.6 + half:.3f}]"
     assert shown.loc["simclr", "domain_predictability"].startswith("0.920 [")
     assert shown.loc["random", "knn_purity"] == "0.900 (1 seed: no interval)" and shown.loc["random", "seeds"] == "1"
+    assert "cf_invariance" not in shown.columns  # measured only with true counterfactuals
 
 
 def test_report_is_one_self_contained_page_with_every_figure(run_dir):
@@ -180,6 +181,7 @@ def test_report_is_one_self_contained_page_with_every_figure(run_dir):
     assert "AUROC gain over simclr at 10% labels, paired by seed: mean [95% t-interval over seeds]" in summary
     assert "supported" in summary and "3 > 0" in summary
     assert "| random |" in summary and "knn_purity" in summary and "minus simclr's, paired by seed" in summary
+    assert "cf_invariance: mean feature distance of an ID test image" in summary
     assert "test-set bootstrap" in summary and "not over seeds" in summary
     # the sex gap: a table per headline fraction and a figure
     assert "## Subgroup gaps" in summary and "AUROC gap sex=M minus sex=F at 10% labels, paired by seed" in summary

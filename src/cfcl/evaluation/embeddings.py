@@ -4,12 +4,15 @@ Linear predictability says whether the scanner can be read at all (any encoder k
 frame readable, so it saturates); the neighbourhood measures say whether the embedding is
 organised by scanner, which is what a t-SNE map shows: on a domain-balanced sample, k-nearest-
 neighbour scanner purity relative to chance and the silhouette by scanner, both near 0 for an
-embedding independent of the scanner and near 1 for one made of scanner clusters.
+embedding independent of the scanner and near 1 for one made of scanner clusters. Where the
+true counterfactuals are known (the synthetic benchmark), counterfactual invariance says how far
+the features move when only the scanner changes.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.distance import pdist
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.manifold import TSNE
@@ -67,6 +70,19 @@ def knn_domain_purity(features: np.ndarray, domains: np.ndarray, k: int = 10) ->
 def domain_silhouette(features: np.ndarray, domains: np.ndarray) -> float:
     """Mean silhouette of the domains as clusters of standardised features (Euclidean): 1 separate, 0 mixed."""
     return float(silhouette_score(StandardScaler().fit_transform(features), domains))
+
+
+def counterfactual_invariance(
+    factual: np.ndarray, patients: np.ndarray, counterfactual: np.ndarray, source: np.ndarray
+) -> float:
+    """Mean distance between an image's features and its true counterfactual's (``counterfactual[k]`` is image
+    ``source[k]`` of ``factual`` under another scanner) over the median distance between images of different
+    ``patients``: 0 when changing the scanner leaves the features where they were, about 1 when it moves them
+    as far as another patient is (Euclidean, raw features)."""
+    moved = np.linalg.norm(counterfactual - factual[source], axis=1).mean()
+    codes = np.unique(np.asarray(patients), return_inverse=True)[1].astype(np.float64)
+    between = pdist(factual)[pdist(codes[:, None], "cityblock") > 0]
+    return float(moved / np.median(between))
 
 
 def tsne_map(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:

@@ -23,7 +23,11 @@ On the synthetic benchmark (a store with true counterfactuals) the ID probe is a
 ID test patients as every scanner renders them, the held-out one included (protocol ``linear``,
 test_set ``rendered``, one domain per scanner and no pooled row): the same patients under every scanner, so a
 scanner's drop and a gain on a rare or unseen scanner are measured on every test patient rather
-than on the few that scanner imaged (``rendered_test``).
+than on the few that scanner imaged (``rendered_test``). There the headroom is measured too: per scanner,
+the ``ceiling`` probe, trained on the labelled training patients as that scanner renders them; the
+robustness gap, the ceiling's AUROC minus the ID probe's; and each encoder's counterfactual invariance
+(``domain_predictability.csv``). The ID probe (binary labels) is also scored at the threshold chosen on
+the ID validation images.
 A label fraction too small to hold every class is skipped with a line in ``notes.txt``.
 
 Baselines: ``random`` (the architecture at random initialisation), ``supervised`` (fine-tuned
@@ -54,9 +58,9 @@ from cfcl.evaluation import embeddings
 from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.features import cache_key, cached, extract_features, save_array
 from cfcl.evaluation.finetune_encoder import finetune, predict_probabilities
-from cfcl.evaluation.metrics import MetricError
+from cfcl.evaluation.metrics import MetricError, val_threshold
 from cfcl.evaluation.probe import class_probabilities, fit_probe
-from cfcl.evaluation.results import Invariance, Prediction, Results, TsneMap, write_tables
+from cfcl.evaluation.results import CEILING, RENDERED, Invariance, Prediction, Results, TsneMap, write_tables
 from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
 from cfcl.stage import Stage, fingerprint, run_stage
 from cfcl.training import resolve_device
@@ -107,12 +111,17 @@ class EncoderRef:
 
 @dataclass
 class RenderedTest:
-    """The ID test patients as every scanner renders them: rows of the benchmark's true counterfactual store."""
+    """The images of one split as every scanner renders them: rows of the benchmark's true counterfactual store."""
 
     store: ImageStore
     rows: np.ndarray  # rows of ``store``, by rendering scanner, then by patient
     sources: np.ndarray  # each row's source image in the evaluated store (label, covariates, subgroups)
     domains: np.ndarray  # each row's rendering scanner
+
+    def positions(self, sources: np.ndarray, domain: int) -> np.ndarray:
+        """Where the evaluated store's images ``sources`` are, as scanner ``domain`` renders them (positions in :attr:`rows`)."""
+        block = np.flatnonzero(self.domains == domain)
+        return block[np.searchsorted(self.sources[block], sources)]
 
 
 def rendered_test(store: ImageStore, split: str = ID_TEST) -> RenderedTest | None:
@@ -195,6 +204,7 @@ class Evaluation:
         self.predictions, self.notes = self.results.predictions, self.results.notes  # appended to as it runs
         self.attributes = self.subgroup_columns()
         self.rendered = rendered_test(store) if config.rendered_test else None
+        self.rendered_train = rendered_test(store, ID_TRAIN) if self.rendered is not None else None
 
     def subset(self, split: str, fraction: float, seed: int, draw: int = 0) -> np.ndarray | None:
         if len(self.rows[split]) == 0:
@@ -207,14 +217,15 @@ class Evaluation:
 
     def record(
         self, method: str, seed: int, protocol: str, fraction: float, test_set: str, rows: np.ndarray, prob: np.ndarray,
-        draw: int = 0, domains: np.ndarray | None = None,
+        draw: int = 0, domains: np.ndarray | None = None, threshold: float | None = None,
     ) -> None:
         """Scores of the store's ``rows`` (their labels and subgroups), imaged by ``domains`` (default: their own,
         and the whole test set is scored too; given ``domains``, the same patients under several, only each domain)."""
         self.predictions.append(
             Prediction(method, seed, protocol, fraction, test_set, self.labels[rows],
                        self.domains[rows] if domains is None else domains, prob,
-                       {column: values[rows] for column, values in self.attributes.items()}, draw, pooled=domains is None)
+                       {column: values[rows] for column, values in self.attributes.items()}, draw, pooled=domains is None,
+                       threshold=threshold)
         )
 
     def subgroup_columns(self) -> dict[str, np.ndarray]:
@@ -239,30 +250,59 @@ class Evaluation:
             attributes[column] = values
         return attributes
 
-    def linear(self, method: str, seed: int, features: np.ndarray, fraction: float, rendered: np.ndarray | None = None) -> None:
+    def linear(
+        self, method: str, seed: int, features: np.ndarray, fraction: float, rendered: np.ndarray | None = None,
+        rendered_train: np.ndarray | None = None,
+    ) -> None:
         """ID probe -> ID test (linear), OOD test (transfer) and, given the ``rendered`` test's features, the ID
-        test patients under every scanner (linear, test_set ``rendered``); OOD probe -> OOD test (linear); once
-        per label draw (all labels: one draw, the others would be the same)."""
+        test patients under every scanner (linear, test_set ``rendered``), there beside each scanner's ceiling
+        probe (given the ``rendered_train`` features); OOD probe -> OOD test (linear); once per label draw (all
+        labels: one draw, the others would be the same)."""
         probe_cfg = self.config.probe
         test, ood_test = self.rows[ID_TEST], self.rows[OOD_TEST]
         for draw in range(self.config.label_draws if fraction < 1 else 1):
             train = self.subset(ID_TRAIN, fraction, seed, draw)
             if train is not None:
                 probe = fit_probe(features[train], self.labels[train], probe_cfg.C, probe_cfg.max_iter, seed)
+                threshold = self.threshold(probe, features)
                 prob = class_probabilities(probe, features[test], self.n_classes)
-                self.record(method, seed, "linear", fraction, "id", test, prob, draw)
+                self.record(method, seed, "linear", fraction, "id", test, prob, draw, threshold=threshold)
                 if rendered is not None:
                     prob = class_probabilities(probe, rendered, self.n_classes)
-                    self.record(method, seed, "linear", fraction, "rendered", self.rendered.sources, prob, draw,
+                    self.record(method, seed, "linear", fraction, RENDERED, self.rendered.sources, prob, draw,
+                                self.rendered.domains, threshold)
+                if rendered is not None and rendered_train is not None:
+                    prob = self.ceiling(rendered, rendered_train, train, seed)
+                    self.record(method, seed, CEILING, fraction, RENDERED, self.rendered.sources, prob, draw,
                                 self.rendered.domains)
                 if len(ood_test):
                     prob = class_probabilities(probe, features[ood_test], self.n_classes)
-                    self.record(method, seed, "transfer", fraction, "ood", ood_test, prob, draw)
+                    self.record(method, seed, "transfer", fraction, "ood", ood_test, prob, draw, threshold=threshold)
             ood_train = self.subset(OOD_TRAIN, fraction, seed, draw)
             if ood_train is not None and len(ood_test):
                 probe = fit_probe(features[ood_train], self.labels[ood_train], probe_cfg.C, probe_cfg.max_iter, seed)
                 prob = class_probabilities(probe, features[ood_test], self.n_classes)
                 self.record(method, seed, "linear", fraction, "ood", ood_test, prob, draw)
+
+    def threshold(self, probe, features: np.ndarray) -> float | None:
+        """The ID probe's threshold with the best balanced accuracy on the ID validation images; None beyond two
+        classes or without validation images of both."""
+        val = self.rows[ID_VAL]
+        if self.n_classes != 2 or len(np.unique(self.labels[val])) < 2:
+            return None
+        return val_threshold(self.labels[val], class_probabilities(probe, features[val], self.n_classes)[:, 1])
+
+    def ceiling(self, rendered: np.ndarray, rendered_train: np.ndarray, train: np.ndarray, seed: int) -> np.ndarray:
+        """Probabilities on the ``rendered`` test images of, per scanner, a probe trained on the labelled
+        ``train`` patients as that scanner renders them: the best a linear probe of these features does there."""
+        probe_cfg = self.config.probe
+        prob = np.empty((len(rendered), self.n_classes))
+        for domain in np.unique(self.rendered.domains):
+            fit_rows = rendered_train[self.rendered_train.positions(train, domain)]
+            probe = fit_probe(fit_rows, self.labels[train], probe_cfg.C, probe_cfg.max_iter, seed)
+            shown = self.rendered.domains == domain
+            prob[shown] = class_probabilities(probe, rendered[shown], self.n_classes)
+        return prob
 
     def finetune(self, ref: EncoderRef, method: str, seed: int, fraction: float) -> None:
         """Fine-tune on ID labels (validation: the ID val split) and, if enabled, on OOD labels."""
@@ -312,8 +352,11 @@ class Evaluation:
         self.notes.append(f"{COVARIATES} baseline skipped: {reason}")
         return None
 
-    def measure_embeddings(self, method: str, seed: int, features: np.ndarray, tsne: bool) -> None:
-        """Domain predictability and clustering on equal numbers of images per domain; a t-SNE map if ``tsne``."""
+    def measure_embeddings(
+        self, method: str, seed: int, features: np.ndarray, rendered: np.ndarray | None, tsne: bool
+    ) -> None:
+        """Domain predictability and clustering on equal numbers of images per domain, counterfactual invariance
+        given the ``rendered`` test's features; a t-SNE map if ``tsne``."""
         cfg = self.config.embeddings
         pool = self.store.indices(cfg.split)
         chosen = pool[embeddings.equal_per_domain(self.domains[pool], cfg.per_domain, seed)]
@@ -325,6 +368,7 @@ class Evaluation:
             n_domains=n_domains, n_per_domain=len(chosen) // n_domains,
             knn_purity=embeddings.knn_domain_purity(sample, domains, cfg.knn_k), knn_k=cfg.knn_k,
             silhouette=embeddings.domain_silhouette(sample, domains),
+            cf_invariance=self.cf_invariance(features, rendered) if rendered is not None else float("nan"),
         ))
         if tsne:
             shown = chosen[np.random.default_rng(seed).permutation(len(chosen))[: cfg.tsne_points]]
@@ -332,6 +376,16 @@ class Evaluation:
                 method, embeddings.tsne_map(features[shown], cfg.perplexity, seed),
                 [self.store.domains[d] for d in self.domains[shown]], [self.store.labels[c] for c in self.labels[shown]],
             ))
+
+    def cf_invariance(self, features: np.ndarray, rendered: np.ndarray) -> float:
+        """:func:`~cfcl.evaluation.embeddings.counterfactual_invariance` of the ID test images and their true
+        counterfactuals on every other scanner."""
+        test = self.rows[ID_TEST]
+        moved = self.rendered.domains != self.domains[self.rendered.sources]
+        return embeddings.counterfactual_invariance(
+            features[test], self.store.meta["patient_id"].to_numpy()[test], rendered[moved],
+            np.searchsorted(test, self.rendered.sources[moved]),
+        )
 
 
 def covariate_features(meta: pd.DataFrame, names: list[str]) -> np.ndarray:
@@ -357,32 +411,36 @@ def _evaluate(
     if config.random_baseline:
         methods[RANDOM] = {s: EncoderRef(RANDOM, s, architecture) for s in config.seeds}
 
-    def rendered_features(ref: EncoderRef, coordinator: Coordinator | None = None) -> np.ndarray | None:
-        if ev.rendered is None:
+    def rendered_features(
+        ref: EncoderRef, rendered: RenderedTest | None, coordinator: Coordinator | None = None
+    ) -> np.ndarray | None:
+        if rendered is None:
             return None
-        return ref.features(ev.rendered.store, out / layout.FEATURES, config.batch_size, ev.device, coordinator, ev.rendered.rows)
+        return ref.features(rendered.store, out / layout.FEATURES, config.batch_size, ev.device, coordinator, rendered.rows)
 
     tic = time.time()
     for method, encoders in methods.items():
         for seed in config.seeds:
             ref = encoder_for_seed(encoders, seed)
             ref.features(store, out / layout.FEATURES, config.batch_size, ev.device, current())
-            rendered_features(ref, current())
+            rendered_features(ref, ev.rendered, current())
+            rendered_features(ref, ev.rendered_train, current())
     if not stage.primary:
         return None
     for method, encoders in methods.items():
         for seed in config.seeds:
             ref = encoder_for_seed(encoders, seed)
             features = ref.features(store, out / layout.FEATURES, config.batch_size, ev.device)
-            rendered = rendered_features(ref)
+            rendered, rendered_train = rendered_features(ref, ev.rendered), rendered_features(ref, ev.rendered_train)
             for fraction in config.label_fractions:
-                ev.linear(method, seed, features, fraction, rendered)
+                ev.linear(method, seed, features, fraction, rendered, rendered_train)
     covariates = ev.covariates() if config.covariates_baseline else None
     if covariates is not None:
-        rendered = covariates[ev.rendered.sources] if ev.rendered is not None else None  # a patient's covariates stay
+        # a patient's covariates stay under every scanner
+        rendered, rendered_train = (covariates[r.sources] if r is not None else None for r in (ev.rendered, ev.rendered_train))
         for seed in config.seeds:
             for fraction in config.label_fractions:
-                ev.linear(COVARIATES, seed, covariates, fraction, rendered)
+                ev.linear(COVARIATES, seed, covariates, fraction, rendered, rendered_train)
     stage.timed("linear", time.time() - tic)
 
     tic = time.time()
@@ -399,8 +457,9 @@ def _evaluate(
     if config.embeddings.enabled:
         for method, encoders in methods.items():
             for seed in config.seeds:
-                features = encoder_for_seed(encoders, seed).features(store, out / layout.FEATURES, config.batch_size, ev.device)
-                ev.measure_embeddings(method, seed, features, tsne=seed == config.seeds[0])
+                ref = encoder_for_seed(encoders, seed)
+                features = ref.features(store, out / layout.FEATURES, config.batch_size, ev.device)
+                ev.measure_embeddings(method, seed, features, rendered_features(ref, ev.rendered), tsne=seed == config.seeds[0])
     stage.timed("embeddings", time.time() - tic)
 
     tic = time.time()

@@ -98,6 +98,18 @@ def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
     return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
 
 
+def val_threshold(y: np.ndarray, score: np.ndarray) -> float:
+    """The threshold on a binary classifier's ``score`` (of class 1) with the highest balanced accuracy on
+    validation labels ``y``, predicting class 1 where ``score >= threshold``; ties go to the highest threshold."""
+    score = np.asarray(score, dtype=np.float64)
+    order = np.argsort(-score, kind="stable")
+    ranked, positive = score[order], np.asarray(y)[order] == 1
+    last = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]  # each distinct score's last place
+    tpr = np.cumsum(positive)[last] / positive.sum()
+    fpr = np.cumsum(~positive)[last] / (~positive).sum()
+    return float(ranked[last[np.argmax((tpr + 1 - fpr) / 2)]])
+
+
 def stratified_resamples(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``[n_boot, N]`` indices, each row resampling every class with replacement at its own size."""
     y = np.asarray(y)

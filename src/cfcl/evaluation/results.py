@@ -11,6 +11,14 @@ Bootstrap intervals are extra rows whose metric is ``<metric>_ci_low`` / ``<metr
 ``all`` for the whole test set (or one of its domains) and ``<column>=<value>`` (``sex=F``) for the test images
 with that metadata value.
 
+Headroom on the synthetic benchmark (a store with true counterfactuals): protocol ``ceiling``, test set
+``rendered`` holds, per scanner, a probe trained on the labelled training patients as that scanner renders
+them and tested on the test patients it renders, the best a linear probe of these features does there; the
+``robustness_gap`` rows (protocol ``linear``, test set ``rendered``) are that ceiling's AUROC minus the ID
+probe's on the same images, per scanner (:func:`robustness_gap_rows`). ``balanced_accuracy_val_threshold``
+scores the ID probe (binary labels) at the threshold chosen on the ID validation split, beside
+``balanced_accuracy`` at the argmax.
+
 Two kinds of gain interval, for two questions: ``gains.csv`` resamples the test images (paired
 bootstrap of the seed-averaged gain: how much the test set alone moves it); ``seed_gains.csv``
 is the t-interval over seeds (pretraining seed and label draw: would another seed agree?). A
@@ -37,6 +45,10 @@ from cfcl.plotting import save_png, tsne_figure
 COLUMNS = ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "subgroup", "metric", "value"]
 DRAW_COLUMNS = [*COLUMNS, "draw"]  # the rows of every label draw, before each seed's draws are averaged
 WHOLE = "all"  # the subgroup of every test image
+RENDERED = "rendered"  # the test set of the ID test patients as every scanner renders them
+CEILING = "ceiling"  # the protocol of a probe trained and tested on one scanner's renderings
+VAL_THRESHOLD = "balanced_accuracy_val_threshold"  # balanced accuracy at the threshold chosen on ID validation images
+ROBUSTNESS_GAP = "robustness_gap"  # a scanner's ceiling AUROC minus the ID probe's on its renderings
 GAIN_COLUMNS = [
     "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "gain", "ci_low", "ci_high",
 ]
@@ -54,9 +66,12 @@ VARIANCE_COLUMNS = [
 ]
 RESOLVED_GAIN = 0.02  # the AUROC gain the benchmark is designed to resolve: the half-width `seeds_needed` aims at
 MAX_SEEDS = 1000
-POINT_METRICS = ("auroc", "balanced_accuracy")
+POINT_METRICS = ("auroc", "balanced_accuracy", VAL_THRESHOLD, ROBUSTNESS_GAP)
 # Columns of ``domain_predictability.csv`` -> their metric name in ``seed_gains.csv`` (protocol ``embedding``).
-INVARIANCE_MEASURES = {"balanced_accuracy": "domain_predictability", "knn_purity": "knn_purity", "silhouette": "silhouette"}
+INVARIANCE_MEASURES = {
+    "balanced_accuracy": "domain_predictability", "knn_purity": "knn_purity", "silhouette": "silhouette",
+    "cf_invariance": "cf_invariance",
+}
 
 
 @dataclass
@@ -74,6 +89,7 @@ class Prediction:
     attributes: dict[str, np.ndarray] = field(default_factory=dict)  # subgroup column -> value per image ("": unknown)
     draw: int = 0  # which labelled subset of the seed (evaluate.label_draws)
     pooled: bool = True  # whether the whole test set is a population; not for the same patients under every scanner
+    threshold: float | None = None  # on the class-1 probability, chosen on ID validation images (binary labels)
 
     @property
     def key(self) -> tuple:
@@ -95,6 +111,9 @@ class Invariance:
     knn_purity: float
     knn_k: int
     silhouette: float
+    # mean feature distance of an ID test image to its true counterfactuals on the other scanners, over the median
+    # distance between different patients (NaN without true counterfactuals)
+    cf_invariance: float
 
 
 PREDICTABILITY_COLUMNS = [f.name for f in fields(Invariance)]
@@ -175,6 +194,8 @@ def metric_rows(
             )
             continue
         values = {"auroc": auroc(y, prob), "balanced_accuracy": balanced_accuracy(y, prob.argmax(-1))}
+        if pred.threshold is not None:
+            values[VAL_THRESHOLD] = balanced_accuracy(y, (prob[:, 1] >= pred.threshold).astype(int))
         for metric, (low, high) in bootstrap_ci(y, prob, n_boot, level, seed=pred.seed).items():
             values[f"{metric}_ci_low"], values[f"{metric}_ci_high"] = low, high
         base = dict(
@@ -183,6 +204,18 @@ def metric_rows(
         )
         rows += [{**base, "metric": metric, "value": value} for metric, value in values.items()]
     return rows
+
+
+def robustness_gap_rows(draws: pd.DataFrame) -> pd.DataFrame:
+    """``robustness_gap`` rows of :func:`metric_rows` of every label draw: per method, seed, draw, label fraction
+    and scanner, the ``ceiling`` AUROC minus the ID probe's (protocol ``linear``) on the test patients as that
+    scanner renders them; none without ceiling rows."""
+    keys = ["method", "seed", "label_fraction", "domain", "draw"]
+    auc = draws[(draws["metric"] == "auroc") & (draws["subgroup"] == WHOLE) & (draws["test_set"] == RENDERED)]
+    ceiling = auc[auc["protocol"] == CEILING].set_index(keys)["value"]
+    probe = auc[auc["protocol"] == "linear"].set_index(keys)["value"]
+    gap = (ceiling - probe).dropna().reset_index()
+    return gap.assign(protocol="linear", test_set=RENDERED, subgroup=WHOLE, metric=ROBUSTNESS_GAP)[DRAW_COLUMNS]
 
 
 def average_draws(rows: pd.DataFrame) -> pd.DataFrame:
@@ -273,6 +306,7 @@ def invariance_seed_gains(table: pd.DataFrame, reference: str, test_set: str, le
     Lower is more domain-invariant, so a negative gain is a method clustering less by domain.
     """
     values = table.melt(id_vars=["method", "seed"], value_vars=list(INVARIANCE_MEASURES), var_name="metric", value_name="value")
+    values = values.dropna(subset=["value"])  # cf_invariance without true counterfactuals
     values["metric"] = values["metric"].map(INVARIANCE_MEASURES)
     rows = seed_gain_rows(values, reference, ["metric"], level)
     constant = dict(protocol="embedding", label_fraction=float("nan"), test_set=test_set, domain="all")
@@ -327,6 +361,9 @@ def write_tables(out: Path, results: Results, config: EvaluateConfig, domain_nam
         rows += metric_rows(pred, domain_names, config.n_boot, config.ci_level, notes, config.subgroups.min_per_class)
     gains = as_frame(gain_rows(results.predictions, config.reference_method, domain_names, config.n_boot, config.ci_level), GAIN_COLUMNS)
     draws = as_frame(rows, DRAW_COLUMNS)
+    robustness = robustness_gap_rows(draws)
+    if len(robustness):
+        draws = pd.concat([draws, robustness], ignore_index=True)
     metrics = average_draws(draws)
     atomic.write_text(out / layout.METRICS, metrics.to_csv(index=False))
     atomic.write_text(out / layout.GAINS, gains.to_csv(index=False))

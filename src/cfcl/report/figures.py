@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from cfcl.evaluation.metrics import seed_interval
 from cfcl.evaluation.results import INVARIANCE_MEASURES, whole_test_sets
 
-LINESTYLE = {"linear": "-", "transfer": "-", "finetune": "--"}
+LINESTYLE = {"linear": "-", "transfer": "-", "finetune": "--", "ceiling": ":"}
 TRANSFER_COLUMN = "OOD (direct transfer)"  # the ID probe applied to the OOD test set (protocol ``transfer``)
 TICK_CHARACTERS = 14  # a test set's name wraps to lines of at most this many characters under its tick
 
@@ -127,10 +127,15 @@ def gain_figure(
     return fig
 
 
+def measured(table: pd.DataFrame) -> list[str]:
+    """The invariance measures of ``domain_predictability.csv`` with a value (``cf_invariance`` needs true counterfactuals)."""
+    return [m for m in INVARIANCE_MEASURES if table[m].notna().any()]
+
+
 def predictability_figure(table: pd.DataFrame) -> Figure:
     """Per method, each domain-invariance measure (lower is more invariant): mean and t-interval over seeds,
     a bar alone where there is no interval (one seed)."""
-    measures = list(INVARIANCE_MEASURES)
+    measures = measured(table)
     methods = sorted(table["method"].unique())
     fig = Figure(figsize=(max(4.0, 0.9 * len(methods) + 2) * len(measures), 3.4))
     axes = fig.subplots(1, len(measures), squeeze=False).ravel()

@@ -46,6 +46,9 @@ STAGE_FIGURES = {
     (layout.CF_MODEL, layout.TRAINING_CURVE): (
         "Training the generator: negative ELBO and its KL term per step, and the validation negative ELBO"),
 }
+CF_INVARIANCE_WORDS = ("; cf_invariance: mean feature distance of an ID test image to its true counterfactuals on the "
+                       "other scanners over the median distance between different patients (0 invariant, 1 as far as "
+                       "another patient)")
 STAGE_WORDS = {layout.CF_QUALITY: "Counterfactual quality", layout.CF_FINETUNE: "The generator after fine-tuning",
                layout.CF_MODEL: "The generator before fine-tuning"}
 
@@ -261,14 +264,16 @@ def _embeddings(report: Report, run_dir: Path) -> None:
     else:
         n_seeds = int(table.groupby("method")["seed"].nunique().max())
         spread = "mean and 95% t-interval over seeds" if n_seeds > 1 else "one seed: single values, no interval"
+        counterfactual = "cf_invariance" in figures.measured(table)
         report.figure(section, "domain_predictability.png", png_bytes(figures.predictability_figure(table)),
                       "Domain predictability (balanced accuracy of a linear classifier on PCA-16 features, 5-fold; "
-                      f"dashed: chance) and clustering by domain (k-NN purity relative to chance, silhouette): {spread}")
+                      "dashed: chance) and clustering by domain (k-NN purity relative to chance, silhouette)"
+                      f"{', counterfactual invariance' if counterfactual else ''}: {spread}")
         report.table(section, invariance_table(table),
                      f"Domain invariance, mean [95% t-interval over seeds]; lower is more invariant. knn_purity "
                      f"(k = {int(table['knn_k'].iloc[0])}): "
                      "share of nearest neighbours from the same domain relative to chance (0 mixed, 1 clustered); "
-                     "silhouette by domain (0 mixed, 1 separate)", "method")
+                     f"silhouette by domain (0 mixed, 1 separate){CF_INVARIANCE_WORDS if counterfactual else ''}", "method")
         seed_gains = optional_csv(layout.RunLayout(run_dir).eval / layout.SEED_GAINS, SEED_GAIN_COLUMNS)
         if seed_gains is not None and (seed_gains["protocol"] == "embedding").any():
             reference = ", ".join(sorted(set(seed_gains["reference"])))

@@ -18,7 +18,7 @@ from cfcl.errors import CfclError
 from cfcl.evaluation.evaluate import COVARIATES, RANDOM, SUPERVISED
 from cfcl.evaluation.metrics import seed_interval
 from cfcl.evaluation.results import INVARIANCE_MEASURES
-from cfcl.report.figures import TRANSFER_COLUMN, seed_summary, test_columns
+from cfcl.report.figures import TRANSFER_COLUMN, measured, seed_summary, test_columns
 
 TERMINAL_WIDTH = 100  # the headline printed by `cfcl demo` / `cfcl run` fits a terminal this wide
 SMALLEST = 1e-4  # a nonzero value below this prints as "< 0.0001": its digits are noise to a reader
@@ -134,7 +134,7 @@ def interval_cell(values: pd.Series, level: float = 0.95) -> str:
 def invariance_table(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     """Per method, each domain-invariance measure of ``domain_predictability.csv``: mean [t-interval] over seeds."""
     rows = {
-        method: {name: interval_cell(part.set_index("seed")[column], level) for column, name in INVARIANCE_MEASURES.items()}
+        method: {INVARIANCE_MEASURES[m]: interval_cell(part.set_index("seed")[m], level) for m in measured(table)}
         | {"seeds": str(part["seed"].nunique())}
         for method, part in table.groupby("method", sort=True)
     }
@@ -145,7 +145,7 @@ def invariance_gain_table(seed_gains: pd.DataFrame) -> pd.DataFrame:
     """Each method minus the reference per invariance measure (``seed_gains.csv``, protocol ``embedding``)."""
     rows = seed_gains[seed_gains["protocol"] == "embedding"]
     cells = rows.assign(cell=[gain_cell(row) for _, row in rows.iterrows()]).pivot(index="method", columns="metric", values="cell")
-    return cells.reindex(columns=list(INVARIANCE_MEASURES.values()))
+    return cells.reindex(columns=[m for m in INVARIANCE_MEASURES.values() if m in cells.columns])  # cf_invariance: synthetic only
 
 
 def headline_caption(metrics: pd.DataFrame, fraction: float) -> str:
