@@ -320,3 +320,39 @@ def test_the_quality_of_sex_counterfactuals_is_one_table_beside_the_scanners(run
     table = summary.split("Quality of the counterfactuals of sex: 1 of 2 pass marks met")[1]
     assert re.search(r"\| effectiveness: the judge finds the intended sex \(balanced accuracy\) \| 0\.812 \| ≥ 0\.95 \| no \|", table)
     assert "0.123" not in summary and "Counterfactual quality against its pass marks: 3 of 3 pass marks met" in summary
+
+
+def markdown_after(summary: str, caption: str) -> dict[str, dict[str, str]]:
+    """The markdown table under the first caption starting with ``caption``: row name -> column -> cell."""
+    lines = summary.split(f"**{caption}", 1)[1].splitlines()
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    body = lines[4:]
+    body = body[: next((i for i, line in enumerate(body) if not line.startswith("|")), len(body))]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in body]
+    return {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
+
+
+def test_the_robustness_gap_is_a_table_per_scanner_with_its_gain_over_the_reference(run_dir):
+    metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
+    run_report(run_dir)
+    assert "Robustness gap" not in (run_dir / "report" / "summary.md").read_text()  # no true counterfactuals: no section
+    rng = np.random.default_rng(1)
+    gaps = pd.DataFrame([(method, seed, "linear", fraction, "rendered", domain, "all", "robustness_gap", rng.uniform(0, 0.2))
+                         for method in ("simclr", "cf_simclr") for seed in (0, 1, 2) for fraction in (0.1, 1.0)
+                         for domain in DOMAINS], columns=COLUMNS)
+    metrics = pd.concat([metrics, gaps], ignore_index=True)
+    metrics.to_csv(run_dir / "eval" / "metrics.csv", index=False)
+    seed_gains = pd.DataFrame(metric_seed_gains(metrics, "simclr"), columns=SEED_GAIN_COLUMNS)
+    seed_gains.to_csv(run_dir / "eval" / "seed_gains.csv", index=False)
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "## Robustness gap per scanner" in summary
+    shown = markdown_after(summary, "Robustness gap at 10% labels (mean ± std over 3 seeds)")
+    gain = markdown_after(summary, "Robustness gap minus simclr's at 10% labels")
+    assert set(shown) == {"simclr (linear)", "cf_simclr (linear)"} and set(gain) == {"cf_simclr (linear)"}
+    for domain in DOMAINS:
+        pick = gaps[(gaps.label_fraction == 0.1) & (gaps.domain == domain)]
+        own = pick[pick.method == "cf_simclr"].set_index("seed")["value"]
+        assert shown["cf_simclr (linear)"][f"ID patients as {domain}"] == f"{own.mean():.3f} ± {own.std():.3f}"
+        diffs = own - pick[pick.method == "simclr"].set_index("seed")["value"]
+        assert gain["cf_simclr (linear)"][f"ID patients as {domain}"] == three_seed_cell(diffs)[0]

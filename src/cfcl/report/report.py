@@ -15,7 +15,8 @@ from PIL import Image, UnidentifiedImageError
 
 from cfcl import atomic, layout
 from cfcl.evaluation.results import (
-    COLUMNS, GAIN_COLUMNS, PREDICTABILITY_COLUMNS, RESOLVED_GAIN, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS,
+    COLUMNS, GAIN_COLUMNS, PREDICTABILITY_COLUMNS, RESOLVED_GAIN, ROBUSTNESS_GAP, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS,
+    VARIANCE_COLUMNS,
 )
 from cfcl.plotting import png_bytes
 from cfcl.report import figures
@@ -165,6 +166,7 @@ def _results(report: Report, run_dir: Path) -> None:
             report.table(section, headline_gain_table(seed_gains, fraction), gain_caption(seed_gains, fraction), "method (protocol)")
     if seed_gains is None:
         report.missing(section, f"seed-level gains in {seed_gains_path} (the reference method was not evaluated)")
+    _robustness(report, metrics, seed_gains)
     curves = report.section("AUROC against label fraction")
     n_seeds = metrics["seed"].nunique()
     spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed: single values, no spread"
@@ -188,6 +190,28 @@ def _results(report: Report, run_dir: Path) -> None:
     if notes.is_file() and notes.read_text().strip():
         section.blocks.append(Block("pre", notes.read_text(), "evaluation notes (skipped settings)"))
         report.markdown.append("Evaluation notes:\n\n```\n" + notes.read_text() + "```\n")
+
+
+def _robustness(report: Report, metrics: pd.DataFrame, seed_gains: pd.DataFrame | None) -> None:
+    """Per scanner, how much AUROC the ID probe leaves below the scanner's ceiling (synthetic benchmark only)."""
+    gaps = metrics[metrics["metric"] == ROBUSTNESS_GAP]
+    if gaps.empty:
+        return
+    section = report.section("Robustness gap per scanner")
+    for fraction in headline_fractions(gaps):
+        n_seeds = gaps.loc[gaps["label_fraction"] == fraction, "seed"].nunique()
+        spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else f"{n_seeds} seed: no spread"
+        report.table(section, headline_table(gaps, fraction, ROBUSTNESS_GAP),
+                     f"Robustness gap at {fraction * 100:g}% labels ({spread}): on the ID test patients as each scanner "
+                     "renders them, the AUROC of the scanner's ceiling (a probe trained on the labelled training patients "
+                     "as that scanner renders them) minus the ID probe's; 0: the ID probe loses nothing on that scanner",
+                     "method (protocol)")
+        if seed_gains is not None and (seed_gains["metric"] == ROBUSTNESS_GAP).any():
+            reference = ", ".join(sorted(set(seed_gains["reference"])))
+            report.table(section, headline_gain_table(seed_gains, fraction, ROBUSTNESS_GAP),
+                         f"Robustness gap minus {reference}'s at {fraction * 100:g}% labels, paired by seed: mean "
+                         "[95% t-interval over seeds], seeds > 0 / seeds (negative: a smaller gap than the reference's)",
+                         "method (protocol)")
 
 
 def bootstrap_gain_table(gains: pd.DataFrame) -> pd.DataFrame:
