@@ -39,7 +39,8 @@ import pandas as pd
 import torch
 
 from calibrate_synth import as_tensor, auroc, log, predict, train_classifier
-from cfcl.config import build_config
+from cfcl.atomic import write_json
+from cfcl.config import build_config, config_hash
 from cfcl.data.store import ImageStore
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.generate import generate
@@ -142,10 +143,22 @@ def rendered_rows(store: ImageStore, cf: ImageStore, rows: np.ndarray) -> dict[s
 
 
 def draw_store(synth: SynthConfig, out: Path) -> ImageStore:
-    """The development store of ``synth`` in ``out``, drawn unless there already (no overview: it shows test images)."""
+    """The development store of ``synth`` in ``out``, drawn unless there already (no overview: it shows test images).
+    ``out``'s record (``out.json``) names the config it was drawn with; a store of another config is refused."""
+    record = read_record(out)
+    if record and record["synth"] != config_hash(synth):
+        raise SystemExit(f"calibrate_headroom: {out} holds a draw of another synth config; pass another --work")
     if not (out / "store.json").is_file():
         generate(synth, out)
+    if not record:
+        write_json(out.with_suffix(".json"), {"synth": config_hash(synth), "ceiling": {}})
     return check_store(out)
+
+
+def read_record(out: Path) -> dict:
+    """What was measured on the store in ``out`` (``out.json``): its synth config hash and its ceilings per CNN budget."""
+    path = out.with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def ceilings(store: ImageStore, epochs: int, seed: int) -> dict[str, float]:
@@ -159,6 +172,19 @@ def ceilings(store: ImageStore, epochs: int, seed: int) -> dict[str, float]:
         model = train_classifier(as_tensor(cf.images[train_rows[name]]), labels[train], 2, epochs, seed)
         result[name] = auroc(labels[val], predict(model, as_tensor(cf.images[val_rows[name]]))[:, 1])
     return result
+
+
+def cached_ceilings(store: ImageStore, epochs: int, seed: int, out: Path | None) -> dict[str, float]:
+    """:func:`ceilings`, kept in the record of the store drawn in ``out`` (None: not kept), so a rerun only pretrains and probes."""
+    record = read_record(out) if out else {}
+    key = f"epochs={epochs}"
+    if key not in record.get("ceiling", {}):
+        found = ceilings(store, epochs, seed)
+        if not out:
+            return found
+        record["ceiling"][key] = found
+        write_json(out.with_suffix(".json"), record)
+    return record["ceiling"][key]
 
 
 def pretrained(store: ImageStore, name: str, seed: int, epochs: int, work: Path) -> Path:
@@ -241,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             store = check_store(args.data) if args.data else draw_store(synth_config(args, seed), work / f"data-s{seed}")
             roles = scanner_roles(store)
-            found = {"ceiling": ceilings(store, args.epochs, seed)}
+            found = {"ceiling": cached_ceilings(store, args.epochs, seed, None if args.data else work / f"data-s{seed}")}
             log("ceilings", seed, found["ceiling"])
             if args.pretrain:
                 for name in ENCODERS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from benchmark_scripts import BENCHMARKS, load_benchmark
+from support.benchmarks import BENCHMARKS, load_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,18 @@ def test_a_folder_without_what_the_gates_need_is_a_one_line_refusal(headroom, tm
     message = str(err.value)
     assert message.startswith("calibrate_headroom: ") and "\n" not in message
     assert ("store.json" in message) if lacks == "store" else ("true_cf" in message)
+
+
+def test_a_work_folder_keeps_its_draw_and_ceilings_and_refuses_another_config(headroom, tmp_path):
+    from cfcl.data.synthetic.config import SynthConfig
+
+    sizes = {"image_size": 16, "n_train": 4, "n_val": 4, "n_test": 0, "n_ood_train": 0, "n_ood_test": 0}
+    out = tmp_path / "data-s0"
+    store = headroom.draw_store(SynthConfig(**sizes), out)
+    assert len(store.indices("val")) == 4 and headroom.read_record(out)["ceiling"] == {}
+    record = headroom.read_record(out)
+    record["ceiling"]["epochs=6"] = {"flatpanel": 0.9}
+    (tmp_path / "data-s0.json").write_text(__import__("json").dumps(record))
+    assert headroom.cached_ceilings(store, 6, 0, out) == {"flatpanel": 0.9}  # measured once, not trained again
+    with pytest.raises(SystemExit, match="another synth config"):
+        headroom.draw_store(SynthConfig(**sizes, frames=False), out)
