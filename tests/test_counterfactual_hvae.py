@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +28,16 @@ from cfcl.counterfactual.generator.losses import (
     random_other_values,
     round_trip_mae,
 )
-from cfcl.counterfactual.generator.module import GeneratorModule, ema_decay, warmup_factor
+from cfcl.counterfactual.generator import module as generator_module
+from cfcl.counterfactual.generator.module import (
+    GeneratorModule,
+    adamw,
+    ema_decay,
+    scaled_lr_and_warmup,
+    skipped_update,
+    warmup_factor,
+)
+from cfcl.counterfactual.generator.train import training_module
 from cfcl.counterfactual.parents import ParentError, encode_parents, intervene, parent_specs, parents_from_store
 from cfcl.data.store import write_store
 from cfcl.errors import CheckpointError, ConfigError, StoreError
@@ -319,3 +331,124 @@ def test_generator_ema_follows_the_ramped_decay_step_by_step():
         for p in module.ema_model.parameters():
             assert torch.allclose(p, torch.full_like(p, expected)), step
     assert expected != pytest.approx(4.0)  # the decay did hold weights back
+
+
+def test_the_skip_rule_on_the_device_skips_what_the_host_rule_skipped():
+    for grad_skip in (25000.0, 0.1):  # norms are >= 0, NaN or inf; 0.1 lies between two float32 values
+        limit = torch.tensor(grad_skip)
+        norms = torch.cat([torch.tensor([0.0, 1.0, 350.0, 3e4, 1e38, math.inf, math.nan]), limit[None],
+                           torch.nextafter(limit, torch.tensor(math.inf))[None], torch.nextafter(limit, torch.tensor(0.0))[None]])
+        flags = skipped_update(norms, grad_skip)
+        assert flags.dtype == torch.float32
+        host_rule = [float(not math.isfinite(float(v)) or float(v) > grad_skip) for v in norms]  # read on the host before
+        assert flags.tolist() == host_rule and 0 < sum(host_rule) < len(host_rule), grad_skip
+
+
+def _step(module: GeneratorModule, optimizer: torch.optim.Optimizer, grad: float) -> torch.Tensor:
+    """One update with every gradient set to ``grad``; returns the gradient norm."""
+    for p in module.trainable():
+        p.grad = torch.full_like(p, grad)
+    norm = module.clip_and_skip(optimizer, "32-true")
+    optimizer.step()
+    optimizer.zero_grad()
+    return norm
+
+
+@pytest.mark.parametrize("implementation", ["default", "foreach", "fused"])
+def test_a_nan_or_huge_gradient_leaves_the_weights_and_adam_state_unchanged_and_a_normal_one_updates(implementation):
+    torch.manual_seed(0)
+    module = GeneratorModule(torch.nn.Linear(3, 2), grad_clip=1.0, grad_skip=10.0, ema_decay=0.9)
+    optimizer = adamw(module.trainable(), 0.1, 0.01, implementation)
+    assert optimizer.defaults["fused"] is (True if implementation == "fused" else None)
+
+    def snapshot():
+        state = [optimizer.state[p] for p in module.trainable()]
+        return [p.detach().clone() for p in module.trainable()], [{k: v.clone() for k, v in s.items()} for s in state]
+
+    weights, _ = snapshot()
+    _step(module, optimizer, 0.5)
+    after_first, state = snapshot()
+    assert all(not torch.equal(a, b) for a, b in zip(weights, after_first))
+    for grad in (math.nan, math.inf, 100.0):  # norms nan, inf, 200 > grad_skip
+        _step(module, optimizer, grad)
+        now, now_state = snapshot()
+        assert all(torch.equal(a, b) for a, b in zip(after_first, now)), grad
+        assert all(torch.equal(s[k], t[k]) for s, t in zip(state, now_state) for k in s), grad  # step count included
+    _step(module, optimizer, 0.5)
+    assert all(not torch.equal(a, b) for a, b in zip(after_first, snapshot()[0]))
+    assert int(module.skipped) == 3
+    assert [int(optimizer.state[p]["step"]) for p in module.trainable()] == [2, 2]
+
+
+class HostRead(AssertionError):
+    pass
+
+
+class NoHostRead(torch.Tensor):
+    """A tensor (and every tensor computed from it) that fails when its value is read on the host."""
+
+    def _fail(self, *args):
+        raise HostRead("the gradient norm was read on the host")
+
+    __float__ = __int__ = __bool__ = __index__ = item = tolist = _fail
+
+
+def test_the_fused_optimiser_skips_without_reading_the_norm_on_the_host(monkeypatch):
+    clip = generator_module.clip_grad_norm_
+    monkeypatch.setattr(generator_module, "clip_grad_norm_", lambda *a, **k: clip(*a, **k).as_subclass(NoHostRead))
+    for implementation, reads in (("fused", False), ("default", True)):
+        torch.manual_seed(0)
+        module = GeneratorModule(torch.nn.Linear(3, 2), grad_clip=1.0, grad_skip=10.0, ema_decay=0.9)
+        optimizer = adamw(module.trainable(), 0.1, 0.0, implementation)
+        weights = [p.detach().clone() for p in module.trainable()]
+        if reads:  # the test would see a host read: the other optimisers need one
+            with pytest.raises(HostRead):
+                _step(module, optimizer, math.nan)
+            continue
+        _step(module, optimizer, math.nan)
+        assert all(torch.equal(a, b) for a, b in zip(weights, module.trainable()))
+        _step(module, optimizer, 0.5)
+        assert all(not torch.equal(a, b) for a, b in zip(weights, module.trainable()))
+        assert module.skipped.as_subclass(torch.Tensor).item() == 1
+
+
+def test_scaled_lr_and_warmup_by_hand():
+    assert scaled_lr_and_warmup(1e-3, 100, 128, 32, "none") == (1e-3, 100)
+    assert scaled_lr_and_warmup(1e-3, 100, 128, 32, "linear") == (pytest.approx(4e-3), 25)
+    assert scaled_lr_and_warmup(1e-3, 100, 128, 32, "sqrt") == (pytest.approx(2e-3), 25)
+    assert scaled_lr_and_warmup(1e-3, 100, 64, 16, "sqrt") == (pytest.approx(2e-3), 25)
+    assert scaled_lr_and_warmup(1e-3, 100, 48, 32, "sqrt") == (pytest.approx(1.2247449e-3), 67)  # ceil(100 / 1.5)
+    assert scaled_lr_and_warmup(1e-3, 100, 16, 32, "linear") == (pytest.approx(5e-4), 200)
+    assert scaled_lr_and_warmup(1e-3, 1, 128, 32, "linear")[1] == 1
+    assert scaled_lr_and_warmup(1e-3, 0, 128, 32, "sqrt")[1] == 0
+
+
+def test_the_levers_are_off_by_default_and_reach_the_module_and_its_optimiser(store, monkeypatch):
+    specs = parent_specs(store, ["domain"], store.indices("train"))
+    arch = [f"arch.{k}={v}" for k, v in TINY.model_dump().items()]
+    plain = training_module(build_config(CFTrainConfig, None, ["data=unused", *arch]), 16, specs)
+    assert plain.training_elbo is elbo_terms and (plain.lr, plain.warmup_steps) == (1e-3, 100)
+    assert plain.configure_optimizers()["optimizer"].defaults["fused"] is None
+    assert not plain.model.enc_levels[0][0].convs[1].weight.is_contiguous(memory_format=torch.channels_last)
+
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or torch._dynamo.optimize("eager")(fn))
+    levers = ["optim.implementation=fused", "optim.lr_scaling=sqrt", "optim.reference_batch=8", "batch_size=32",
+              "trainer.compile=true", "trainer.channels_last=true"]
+    torch.manual_seed(0)
+    module = training_module(build_config(CFTrainConfig, None, ["data=unused", *arch, *levers]), 16, specs)
+    assert compiled == [elbo_terms] and (module.lr, module.warmup_steps) == (pytest.approx(2e-3), 25)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is True and optimizer.param_groups[0]["lr"] == pytest.approx(2e-3 / 25)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in module.model.parameters() if p.dim() == 4)
+    x, pa = batch(store, specs)
+    torch.manual_seed(1)
+    loss = module.training_elbo(module.model, x, pa, 1.0)["loss"]  # one training step through the compiled ELBO
+    torch.manual_seed(1)
+    assert loss.item() == pytest.approx(elbo_terms(module.model, x, pa, 1.0)["loss"].item(), rel=1e-5)
+    weights = [p.detach().clone() for p in module.trainable()]
+    loss.backward()
+    module.clip_and_skip(optimizer, "32-true")
+    optimizer.step()
+    assert all(not torch.equal(a, b) for a, b in zip(weights, module.trainable()) if b.grad is not None and b.grad.any())
+    assert int(module.skipped) == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveInt, field_validator
 
 from cfcl.config import StrictModel
 from cfcl.counterfactual.generator.hvae import HVAEArch
@@ -29,6 +29,22 @@ class OptimConfig(StrictModel):
     grad_clip: float = Field(350.0, gt=0)
     grad_skip: float = Field(25000.0, gt=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    implementation: Literal["default", "foreach", "fused"] = Field(
+        "default", description="AdamW's kernels: default (PyTorch's choice), foreach, or fused (one kernel for all tensors, "
+        "and skipped updates decided on the device with no host read each step: the choice on a GPU)",
+    )
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "none", description="scale lr and warm-up from reference_batch to batch_size: lr x k or x sqrt(k), k = batch_size / "
+        "reference_batch, warm-up over the same number of images (cfcl.counterfactual.generator.module.scaled_lr_and_warmup)",
+    )
+    reference_batch: PositiveInt = Field(32, description="the batch size lr and warmup_steps are set for (with lr_scaling)")
+
+
+class GeneratorTrainerConfig(TrainerConfig):
+    """The trainer settings, and how the HVAE runs: compiled, channels-last."""
+
+    compile: bool = Field(False, description="torch.compile the HVAE's training ELBO (worth it on a GPU for long runs; compiling takes minutes)")
+    channels_last: bool = Field(False, description="the HVAE's weights and activations in channels-last layout (faster convolutions on a GPU)")
 
 
 class CFTrainConfig(StrictModel):
@@ -46,7 +62,7 @@ class CFTrainConfig(StrictModel):
     optim: OptimConfig = OptimConfig()
     seed: int = 0
     grid_images: int = Field(8, ge=1)
-    trainer: TrainerConfig = TrainerConfig(max_epochs=8)
+    trainer: GeneratorTrainerConfig = GeneratorTrainerConfig(max_epochs=8)
 
 
 def _one_or_several(cls, value: Path | list[Path]) -> Path | list[Path]:

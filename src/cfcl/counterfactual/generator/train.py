@@ -15,7 +15,7 @@ from cfcl.counterfactual.data import ParentImageDataset, split_batch, split_indi
 from cfcl.counterfactual.generator import figures
 from cfcl.counterfactual.generator.checkpoint import save_generator
 from cfcl.counterfactual.generator.hvae import HVAE
-from cfcl.counterfactual.generator.module import HVAETrainModule
+from cfcl.counterfactual.generator.module import HVAETrainModule, scaled_lr_and_warmup
 from cfcl.counterfactual.parents import ParentSpec, parent_specs
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError
@@ -45,11 +45,17 @@ def grid_batch(dataset: ParentImageDataset, n: int) -> dict[str, torch.Tensor]:
 
 
 def training_module(config: CFTrainConfig, image_size: int, specs: list[ParentSpec]) -> HVAETrainModule:
-    """A fresh HVAE of ``config.arch`` in its training module (optimizer, clipping, skipping, EMA as configured)."""
+    """A fresh HVAE of ``config.arch`` in its training module (optimizer, learning rate scaled to the batch,
+    clipping, skipping, EMA, compiling and memory layout as configured)."""
+    optim = config.optim
+    lr, warmup_steps = scaled_lr_and_warmup(optim.lr, optim.warmup_steps, config.batch_size, optim.reference_batch, optim.lr_scaling)
+    model = HVAE(image_size, config.arch, specs)
+    if config.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return HVAETrainModule(
-        HVAE(image_size, config.arch, specs), beta=config.beta, lr=config.optim.lr, weight_decay=config.optim.weight_decay,
-        warmup_steps=config.optim.warmup_steps, grad_clip=config.optim.grad_clip,
-        grad_skip=config.optim.grad_skip, ema_decay=config.optim.ema_decay,
+        model, beta=config.beta, lr=lr, weight_decay=optim.weight_decay, warmup_steps=warmup_steps,
+        implementation=optim.implementation, compile=config.trainer.compile, grad_clip=optim.grad_clip,
+        grad_skip=optim.grad_skip, ema_decay=optim.ema_decay,
     )
 
 
