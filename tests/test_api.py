@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 
 import cfcl
-from api_fixtures import scanner_store, tiny_generator
 from cfcl.counterfactual.generator.inference import counterfactual
 from cfcl.data.imageio import DecodeOptions, decode
 from cfcl.data.inputs import decode_options_of
 from cfcl.data.prepare import PrepareConfig, run as prepare
 from cfcl.evaluation.features import extract_features
-from evaluation_fixtures import tiny_encoder
-from test_imageio import write_dicom
+from support.api import scanner_store, tiny_generator
+from support.dicom import write_dicom
+from support.evaluation import tiny_encoder
 
 
 def as_unit(images: np.ndarray) -> torch.Tensor:

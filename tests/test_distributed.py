@@ -1,6 +1,6 @@
 """Several processes: which rank a process is, the machine checks, one writer per stage folder, and
 ``cfcl run`` on two CPU processes (gloo), started by cfcl itself and the way a cluster starts them
-(evaluation's features extracted in a shard per rank: tests/test_evaluation_feature_shards.py)."""
+(evaluation's features extracted in a shard per rank: tests/evaluation/test_feature_shards.py)."""
 
 import json
 import os
@@ -16,20 +16,12 @@ import pytest
 import torch
 import yaml
 
-from cfcl.checkpoint import read_checkpoint
 from cfcl.distributed import Ranks, check_machine, ranks_from_environment, session
 from cfcl.errors import ConfigError
 from cfcl.lock import FolderBusyError, folder_lock, lock_path
 from cfcl.training import TrainerConfig
-
-from test_pipeline import TINY
-
-RANK_VARIABLES = (
-    "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-    "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
-    "SLURM_JOB_NAME", "SLURM_JOB_ID",
-)
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from support.cli import RANK_VARIABLES, SRC, Cfcl
+from support.pipeline import TINY_RUN
 
 
 @pytest.fixture
@@ -153,34 +145,12 @@ def test_the_lock_is_reentrant_within_a_process(tmp_path):
         assert lock_path(tmp_path / "a").exists()
 
 
-class Cfcl:
-    """``python -m cfcl ARGS`` in a subprocess, its output in files (a full pipe would block it)."""
-
-    def __init__(self, args, log: Path, env=None, cwd=None):
-        self.log = log
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cfcl", *map(str, args)], cwd=cwd,
-            stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"),
-            env={**{k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}, "PYTHONPATH": SRC, **(env or {})},
-        )
-
-    def wait(self, timeout: float = 900) -> int:
-        return self.process.wait(timeout)
-
-    @property
-    def out(self) -> str:
-        return Path(f"{self.log}.out").read_text()
-
-    @property
-    def err(self) -> str:
-        return Path(f"{self.log}.err").read_text()
-
-
 def _one_line_error(stderr: str) -> bool:
     lines = [line for line in stderr.splitlines() if line.strip()]
     return "Traceback" not in stderr and lines[-1].startswith("cfcl: error: ")
 
 
+@pytest.mark.slow
 def test_two_writers_of_one_store_started_together(tmp_path):
     args = ["data", "synth", "--out", tmp_path / "data", "--set", "image_size=48", "--set", "n_train=400"]
     runs = [Cfcl(args, tmp_path / f"writer{i}") for i in range(2)]
@@ -196,7 +166,7 @@ def test_two_writers_of_one_store_started_together(tmp_path):
 
 
 def _tiny_config(tmp_path: Path, **changes) -> Path:
-    config = {**json.loads(json.dumps(TINY)), **changes}
+    config = {**json.loads(json.dumps(TINY_RUN)), **changes}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -237,8 +207,9 @@ def _features_equal_one_process_extraction(run: Path) -> None:
                                rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_cfcl_run_on_two_processes_started_by_cfcl(tmp_path):
-    pretrain = {**TINY["pretrain"], "augment": NO_AUGMENT}
+    pretrain = {**TINY_RUN["pretrain"], "augment": NO_AUGMENT}
     config = _tiny_config(tmp_path, methods=["simclr", "cf-simclr"], pretrain=pretrain)
     run = Cfcl(["run", config, "--out", tmp_path / "ddp", *DDP, "--set", "trainer.devices=2"], tmp_path / "ddp", cwd=tmp_path)
     assert run.wait() == 0, run.err[-3000:]
@@ -279,8 +250,9 @@ def _cluster_ranks(config: Path, out: Path, log: Path) -> list[Cfcl]:
     return [Cfcl(args, log.with_name(f"{log.name}-rank{r}"), env={**shared, "RANK": str(r), "NODE_RANK": str(r)}) for r in (0, 1)]
 
 
+@pytest.mark.slow
 def test_cfcl_run_started_by_a_cluster_launcher_resumes_after_a_rank_is_killed(tmp_path):
-    pretrain = {**TINY["pretrain"], "trainer": {"max_epochs": 8}}
+    pretrain = {**TINY_RUN["pretrain"], "trainer": {"max_epochs": 8}}
     config = _tiny_config(tmp_path, methods=["simclr"], pretrain=pretrain)
     out = tmp_path / "run"
     ranks = _cluster_ranks(config, out, tmp_path / "first")

@@ -20,7 +20,7 @@ from cfcl.evaluation.metrics import MetricError
 from cfcl.evaluation.metrics import paired_seed_gain
 from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS
 from cfcl.report.report import run_report
-from evaluation_fixtures import DOMAINS, complete_stage, probe_auroc, tiny_encoder, tiny_store
+from support.evaluation import DOMAINS, complete_stage, probe_auroc, tiny_encoder, tiny_store
 
 SMALL_EMBEDDINGS = {"per_domain": 30, "tsne_points": 60, "folds": 3}
 
@@ -281,7 +281,7 @@ def test_missing_inputs_and_single_class_test_set_are_clear_errors(tmp_path):
     meta = store.meta.copy()
     meta.loc[meta["split"] == "ood_test", "label"] = 1
     from cfcl.data.store import write_store
-    from evaluation_fixtures import complete_stage
+    from support.evaluation import complete_stage
 
     write_store(tmp_path / "one_class", np.asarray(store.images), meta, store.domains, store.labels, extra={"ood_domains": [3]})
     complete_stage(tmp_path / "one_class", "data_synth")

@@ -1,7 +1,8 @@
 """Layers only point down (docs/architecture.md, "Layers"): every ``cfcl`` import in every module,
 at module level or inside a function, goes to the module's own layer or one below it. The package
 face ``cfcl/__init__.py`` counts as a layer of its own, just above ``api`` (its lazy names reach
-it), so ``from cfcl import __version__`` below it is an arrow up."""
+it), so ``from cfcl import __version__`` below it is an arrow up. The tests keep a layout of their own
+(docs/architecture.md, "Tests"): a folder per package, and no test file imports another."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import cfcl
 
 PACKAGE = Path(cfcl.__file__).parent
+TESTS = Path(__file__).resolve().parent
 # Highest first. The core modules may import each other; the other rooms of one layer may not.
 CORE = (
     "config", "stage", "atomic", "layout", "training", "checkpoint", "errors", "presets", "plotting",
@@ -125,3 +127,41 @@ def test_a_planted_upward_import_is_found(tmp_path, room_name, source, needle):
     target.write_text(source)
     problems = upward_imports(package)
     assert len(problems) == 1 and needle in problems[0], problems
+
+
+def imports_of_test_modules(tests: Path) -> list[str]:
+    """Every import of a test file (``test_*``) or of ``conftest`` by a file of ``tests``: what tests share is
+    in tests/support/ (builders) and tests/conftest.py (fixtures), so no test runs another's module."""
+    problems = []
+    for path in sorted(tests.rglob("*.py")):
+        module = ".".join(path.relative_to(tests).with_suffix("").parts)
+        for line, target in imported_modules(path.read_text(), module, False, PACKAGE):
+            if any(part.startswith("test_") or part == "conftest" for part in target.split(".")):
+                problems.append(f"{path}:{line} imports {target}")
+    return problems
+
+
+def test_no_test_imports_another_test_file():
+    assert imports_of_test_modules(TESTS) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ("from test_imageio import write_dicom\n", True),
+        ("def f():\n    from contrastive.test_pretrain import SIZE\n", True),
+        ("import conftest\n", True),
+        ("from support.dicom import write_dicom\n", False),
+    ],
+)
+def test_a_planted_test_file_import_is_found(tmp_path, source, found):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "test_planted.py").write_text(source)
+    assert bool(imports_of_test_modules(tmp_path)) == found
+
+
+def test_test_folders_mirror_the_package():
+    """tests/<package>/ holds the tests of cfcl/<package>/ (tests/benchmarks/: of the benchmarks/ scripts)."""
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    assert folders - {"support", "benchmarks"} <= packages, folders - packages

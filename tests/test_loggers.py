@@ -11,7 +11,6 @@ import pytest
 from cfcl import cli
 from cfcl.config import build_config, config_hash
 from cfcl.contrastive.config import PretrainConfig
-from test_contrastive_pretrain import stores  # noqa: F401  (the tiny data store fixture)
 
 TINY = ["--set", "batch_size=4", "--set", "trainer.progress_bar=false", "--set", "encoder.arch_kwargs={width: 4, blocks: [1]}",
         "--set", "projection=[8]"]

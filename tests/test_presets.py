@@ -13,9 +13,10 @@ from cfcl.cli import main
 from cfcl.config import build_config
 from cfcl.presets import preset_names, resolve_config_path
 from cfcl.registry import STAGES
+from support.paths import REPO
 
 CONFIGS = Path(cfcl.__file__).parent / "configs"
-PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+PYPROJECT = REPO / "pyproject.toml"
 # A stage preset's name starts with its stage's: prepare_padchest is a `cfcl data prepare` config.
 STAGE_OF_PREFIX = {
     "synth": ("data", "synth"),

@@ -13,7 +13,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from cf_stores import make_store
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import ViewBatches, open_pretrain_data
@@ -29,7 +28,8 @@ from cfcl.errors import ConfigError
 from cfcl.evaluation import evaluate as evaluate_module
 from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.evaluate import Evaluation, run
-from evaluation_fixtures import tiny_encoder, tiny_store
+from support.cf_stores import make_store
+from support.evaluation import tiny_encoder, tiny_store
 
 CF_METHODS = [name for name, m in METHODS.items() if m.uses_counterfactuals]
 SEX_METHODS = [name for name, m in METHODS.items() if m.parents == ("sex",)]

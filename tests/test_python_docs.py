@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from api_fixtures import tiny_run
 from cfcl.cli import main
-from test_imageio import write_dicom
+from support.api import tiny_run
+from support.dicom import write_dicom
+from support.paths import REPO
 
 # torch deprecates TorchScript; loading an exported file is still what its users do
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "python.md"
+DOC = REPO / "docs" / "python.md"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 

@@ -14,8 +14,8 @@ from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS, metric_seed_gain
 from cfcl.report import figures
 from cfcl.report.report import run_report
 from cfcl.report.summary import print_headline
-from evaluation_fixtures import complete_stage
-from test_report_report import QUALITY
+from support.evaluation import complete_stage
+from support.report import QUALITY
 
 SCANNERS = ["flatpanel", "cr_plate", "portable"]
 SIMCLR = {"id": [0.70, 0.72, 0.71], "ood": [0.60, 0.62, 0.61], "transfer": [0.55, 0.57, 0.56]}

@@ -21,7 +21,7 @@ from cfcl.report.report import run_report
 from cfcl.report.summary import (
     ReportError, gain_cell, gap_caption, headline_gain_table, headline_table, invariance_table, print_headline, subgroup_gap_table,
 )
-from evaluation_fixtures import complete_stage
+from support.evaluation import complete_stage
 
 DOMAINS = ["major", "rare"]
 # A cf_quality.json as `cfcl cf evaluate` writes it (scanners major, rare and the held-out ood), with the

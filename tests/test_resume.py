@@ -13,12 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from cf_stores import make_store
 from cfcl.contrastive import pretrain
 from cfcl.counterfactual.generator.checkpoint import load_generator
-from test_contrastive_pretrain import _config, stores  # noqa: F401 - fixture
-from test_counterfactual_stages import TINY, sets
-from test_distributed import Cfcl
+from support.cf_stores import make_store
+from support.cli import TINY_GENERATOR, Cfcl, sets
+from support.pretrain import pretrain_config
 
 EPOCHS = 40  # long enough to be stopped mid-run, 3 steps an epoch
 
@@ -35,9 +34,10 @@ def _wait_for(condition, run: Cfcl, timeout: float = 300) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_interrupt_rerun_kill_rerun_ends_as_an_uninterrupted_run(tmp_path):
     store = make_store(tmp_path / "store", true_cf=False)
-    args = ["cf", "train", "--data", store.path, *sets([*TINY, f"trainer.max_epochs={EPOCHS}"])]
+    args = ["cf", "train", "--data", store.path, *sets([*TINY_GENERATOR, f"trainer.max_epochs={EPOCHS}"])]
     whole = Cfcl([*args, "--out", tmp_path / "whole"], tmp_path / "whole")
     assert whole.wait() == 0, whole.err[-3000:]
 
@@ -78,7 +78,7 @@ def test_interrupt_rerun_kill_rerun_ends_as_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize(("keep", "kept"), [(None, []), (2, ["epoch001.ckpt", "epoch003.ckpt"])])
 def test_a_five_epoch_run_keeps_the_resume_point_and_only_the_epochs_asked_for(stores, tmp_path, keep, kept):
     trainer = {"max_epochs": 5, "progress_bar": False, "accelerator": "cpu", "keep_every_n_epochs": keep}
-    pretrain.run(_config(stores, trainer=trainer), tmp_path)
+    pretrain.run(pretrain_config(stores, trainer=trainer), tmp_path)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(["last.ckpt", *kept])
     assert _step(tmp_path / "checkpoints" / "last.ckpt") == 5 * 6  # the end of the run, 6 steps an epoch
     assert (tmp_path / "encoder.pt").is_file()

@@ -6,18 +6,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark_scripts import load_benchmark
-from evaluation_fixtures import tiny_encoder, tiny_store
+from support.benchmarks import BENCHMARKS, load_benchmark
+from support.evaluation import tiny_encoder, tiny_store
+from support.paths import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "factor_readout.py"
-ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+SCRIPT = BENCHMARKS / "factor_readout.py"
+ENV = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
 
 
 def load_script():

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from benchmark_scripts import load_benchmark
 from cfcl.contrastive import pretrain
-from test_contrastive_dino import _config
-from test_contrastive_pretrain import stores  # noqa: F401 - fixture
+from support.benchmarks import load_benchmark
+from support.pretrain import dino_config
 
 
 def load_script():
@@ -20,7 +19,7 @@ def _weights(encoder) -> list[torch.Tensor]:
 
 def test_epoch_encoders_are_the_teacher_at_the_end_of_each_epoch(stores, tmp_path):
     script = load_script()
-    pretrain.run(_config(stores, method="dino", cf_store=None, trainer={"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1, "keep_every_n_epochs": 1}), tmp_path)
+    pretrain.run(dino_config(stores, method="dino", cf_store=None, trainer={"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1, "keep_every_n_epochs": 1}), tmp_path)
     curve = [(epoch, _weights(encoder)) for epoch, encoder in script.epoch_encoders(tmp_path, "dino")]
     assert [epoch for epoch, _ in curve] == [1, 2]
     saved = list(torch.load(tmp_path / "encoder.pt", weights_only=True)["state_dict"].values())

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmark_scripts import load_benchmark
 from cfcl.data.store import write_store
 from cfcl.evaluation.results import COLUMNS
+from support.benchmarks import load_benchmark
 
 DOMAINS = ["major", "middle", "rare", "held_out"]
 

@@ -13,7 +13,7 @@ from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation.features import extract_features
 from cfcl.presets import resolve_config_path
-from test_contrastive_pretrain import SIZE, _config, stores  # noqa: F401 - fixture
+from support.pretrain import SIZE, pretrain_config
 
 
 @pytest.mark.parametrize(
@@ -207,14 +207,15 @@ def test_unknown_timm_model_is_refused_when_the_config_is_validated(tmp_path):
     assert preset.encoder.arch == "timm/densenet121" and preset.method == "cf-simclr"
 
 
+@pytest.mark.slow
 def test_one_epoch_of_simclr_and_dino_pretraining_with_timm_encoders(stores, tmp_path):
     """SimCLR with a timm CNN; DINO (features only, no iBOT) with a timm ViT on 16 px global and 8 px local crops."""
     trainer = {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1}
     cnn, vit = {"arch": "timm/test_resnet"}, {"arch": "timm/test_vit", "arch_kwargs": {"img_size": SIZE, "patch_size": 4}}
     dino = {"prototypes": 16, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 8}
     runs = [
-        ("simclr", _config(stores, method="cf-simclr", cf_store=str(stores / "cf"), encoder=cnn, trainer=trainer), 96),
-        ("dino", _config(stores, method="cf-dino", cf_store=str(stores / "cf"), encoder=vit, trainer=trainer, dino=dino), 64),
+        ("simclr", pretrain_config(stores, method="cf-simclr", cf_store=str(stores / "cf"), encoder=cnn, trainer=trainer), 96),
+        ("dino", pretrain_config(stores, method="cf-dino", cf_store=str(stores / "cf"), encoder=vit, trainer=trainer, dino=dino), 64),
     ]
     for name, config, dim in runs:
         manifest = pretrain.run(config, tmp_path / name)
@@ -226,4 +227,4 @@ def test_one_epoch_of_simclr_and_dino_pretraining_with_timm_encoders(stores, tmp
         features = extract_features(loaded, images, batch_size=5)
         assert features.shape == (len(images), dim) and np.isfinite(features).all()
     with pytest.raises(ConfigError, match="dino.ibot_weight needs a ViT encoder"):
-        _config(stores, method="cf-dino", encoder=vit, dino={"ibot_weight": 1.0})
+        pretrain_config(stores, method="cf-dino", encoder=vit, dino={"ibot_weight": 1.0})

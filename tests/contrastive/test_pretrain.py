@@ -2,80 +2,29 @@
 
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from cfcl import cli
-from cfcl.config import build_config
 from cfcl.contrastive import module as module_mod
 from cfcl.contrastive import pretrain
-from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.encoders import load_encoder
-from cfcl.data.store import ImageStore, write_store
+from cfcl.data.store import ImageStore
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import read_manifest
-
-SIZE = 16
-N_TRAIN = 24
-DOMAINS = ["a", "b", "c"]  # c is out-of-distribution
-
-
-def _images(n, size, seed):
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size), dtype=np.uint8)
-
-
-def _data_store(path, size=SIZE, seed=0):
-    n = N_TRAIN + 8
-    split = ["train"] * N_TRAIN + ["val"] * 4 + ["ood_test"] * 4
-    domain = [i % 2 for i in range(N_TRAIN + 4)] + [2] * 4
-    meta = pd.DataFrame({
-        "index": range(n), "image_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
-        "split": split, "domain": domain, "label": [i % 2 for i in range(n)],
-    })
-    return write_store(path, _images(n, size, seed), meta, DOMAINS, ["no", "yes"], extra={"ood_domains": [2], "synthetic": True})
-
-
-def _cf_store(path, data, size=SIZE):
-    pairs = [(i, d) for i in range(len(data)) for d in range(len(DOMAINS))]
-    meta = pd.DataFrame({
-        "index": range(len(pairs)), "source_index": [i for i, _ in pairs], "target_domain": [d for _, d in pairs],
-        "split": [data.meta["split"][i] for i, _ in pairs], "domain": [d for _, d in pairs],
-    })
-    return write_store(path, _images(len(pairs), size, 7), meta, DOMAINS, ["no", "yes"], kind="counterfactuals",
-                       extra={"source_store": data.content_hash})
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stores")
-    data = _data_store(root / "data")
-    _cf_store(root / "data" / "true_cf", data)
-    _cf_store(root / "data" / "true_cf_renoised", data)
-    _cf_store(root / "cf", data)
-    return root
-
-
-def _config(stores, **overrides):
-    values = {
-        "data": str(stores / "data"), "batch_size": 4, "projection": [16, 8], "warmup_steps": 2,
-        "encoder": {"arch": "small", "arch_kwargs": {"width": 4, "blocks": [1, 1]}},
-        "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1},
-        **overrides,
-    }
-    return build_config(PretrainConfig, base=values)
+from support.pretrain import N_TRAIN, SIZE, Interrupted, interrupt_after, noise_cf_store, noise_store, pretrain_config
 
 
 @pytest.mark.parametrize("method", ["cf-simclr-multi", "oracle-multi"])
 def test_multi_positive_methods_take_every_other_domain_by_default(stores, method):
     three = SimpleNamespace(targets=[0, 1, 2], data=SimpleNamespace(path="store"))
-    assert pretrain.cf_views(_config(stores, method=method), three) == 2
-    assert pretrain.cf_views(_config(stores, method=method, n_cf_views=2), three) == 2
-    assert pretrain.cf_views(_config(stores, method="oracle"), three) == 1
+    assert pretrain.cf_views(pretrain_config(stores, method=method), three) == 2
+    assert pretrain.cf_views(pretrain_config(stores, method=method, n_cf_views=2), three) == 2
+    assert pretrain.cf_views(pretrain_config(stores, method="oracle"), three) == 1
     two = SimpleNamespace(targets=[0, 1], data=SimpleNamespace(path="store"))
     with pytest.raises(ConfigError, match=f"'{method}' needs n_cf_views >= 2"):
-        pretrain.cf_views(_config(stores, method=method), two)
+        pretrain.cf_views(pretrain_config(stores, method=method), two)
 
 
 def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path, monkeypatch):
@@ -87,7 +36,7 @@ def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path, monke
             return drawn[-1]
 
     monkeypatch.setattr(pretrain, "ViewBatches", RecordedBatches)
-    manifest = pretrain.run(_config(stores, method="cf-simclr", cf_store=str(stores / "cf")), tmp_path)
+    manifest = pretrain.run(pretrain_config(stores, method="cf-simclr", cf_store=str(stores / "cf")), tmp_path)
     assert manifest["status"] == "complete" and manifest["steps"] == 2 * N_TRAIN // 4
     encoder, info = load_encoder(tmp_path)
     assert info["method"] == "cf-simclr" and info["image_size"] == [SIZE, SIZE] and info["feature_dim"] == 8
@@ -109,25 +58,9 @@ def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path, monke
         assert all(t is not None and t != 2 and t != domains[s] for s, t in second)
 
 
-class Interrupted(Exception):
-    pass
-
-
-def _interrupt_after(monkeypatch, step):
-    import lightning as L
-
-    class Stop(L.Callback):
-        def on_train_batch_end(self, trainer, *args):
-            if trainer.global_step == step:
-                raise Interrupted
-
-    real = pretrain.make_trainer
-    monkeypatch.setattr(pretrain, "make_trainer", lambda cfg, out, **kw: real(cfg, out, callbacks=[Stop()], **kw))
-
-
 def _resume_config(stores):
     trainer = {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu"}
-    return _config(stores, method="oracle", batch_size=8, trainer=trainer)  # 3 steps per epoch
+    return pretrain_config(stores, method="oracle", batch_size=8, trainer=trainer)  # 3 steps per epoch
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +74,7 @@ def uninterrupted(stores, tmp_path_factory):
 def test_resume_after_interruption_continues_exactly(stores, uninterrupted, tmp_path, monkeypatch, stop_step):
     config = _resume_config(stores)
     with monkeypatch.context() as patch:
-        _interrupt_after(patch, stop_step)
+        interrupt_after(patch, stop_step)
         with pytest.raises(Interrupted):
             pretrain.run(config, tmp_path / "split")
     assert read_manifest(tmp_path / "split")["status"] == "running"
@@ -153,24 +86,24 @@ def test_resume_after_interruption_continues_exactly(stores, uninterrupted, tmp_
 
 
 def test_cf_store_of_other_images_is_refused_before_training(stores, tmp_path):
-    other = _data_store(tmp_path / "other", seed=1)
-    _cf_store(tmp_path / "other_cf", other)
+    other = noise_store(tmp_path / "other", seed=1)
+    noise_cf_store(tmp_path / "other_cf", other)
     with pytest.raises(StoreError, match="was made from store"):
-        pretrain.run(_config(stores, method="cf-simclr", cf_store=str(tmp_path / "other_cf")), tmp_path / "out")
+        pretrain.run(pretrain_config(stores, method="cf-simclr", cf_store=str(tmp_path / "other_cf")), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_cf_store_of_other_resolution_is_refused(stores, tmp_path):
-    data = _data_store(tmp_path / "data")
-    _cf_store(tmp_path / "big_cf", data, size=SIZE * 2)
-    config = _config(stores, method="cf-simclr", data=str(tmp_path / "data"), cf_store=str(tmp_path / "big_cf"))
+    data = noise_store(tmp_path / "data")
+    noise_cf_store(tmp_path / "big_cf", data, size=SIZE * 2)
+    config = pretrain_config(stores, method="cf-simclr", data=str(tmp_path / "data"), cf_store=str(tmp_path / "big_cf"))
     with pytest.raises(StoreError, match="32x32 images"):
         pretrain.run(config, tmp_path / "out")
 
 
 def test_cf_method_without_cf_store_is_an_error(stores, tmp_path):
     with pytest.raises(ConfigError, match="needs a counterfactual store"):
-        pretrain.run(_config(stores, method="cf-simclr"), tmp_path / "out")
+        pretrain.run(pretrain_config(stores, method="cf-simclr"), tmp_path / "out")
 
 
 def _nan_gradient(loss, z):
@@ -232,7 +165,7 @@ def test_a_non_finite_step_is_skipped_weights_and_adam_state_unchanged_and_train
 
     real = pretrain.make_trainer
     monkeypatch.setattr(pretrain, "make_trainer", lambda cfg, out, **kw: real(cfg, out, callbacks=[Watch()], **kw))
-    manifest = pretrain.run(_config(stores), tmp_path)
+    manifest = pretrain.run(pretrain_config(stores), tmp_path)
     assert manifest["status"] == "complete" and manifest["steps"] == 2 * N_TRAIN // 4
     (weights, adam), (after_weights, after_adam) = seen["before"], seen[3]
     assert adam and adam.keys() == after_adam.keys()
@@ -249,7 +182,7 @@ def test_a_non_finite_step_is_skipped_weights_and_adam_state_unchanged_and_train
 def test_an_epoch_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(stores, tmp_path, monkeypatch):
     _poison(monkeypatch, lambda call: call >= 7)  # every step of the second epoch (6 steps per epoch)
     with pytest.raises(module_mod.NonFiniteLossError, match=r"skipped 6 of 6 updates of epoch 1 .*stopped at step 12"):
-        pretrain.run(_config(stores, trainer={"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1, "keep_every_n_epochs": 1}), tmp_path)
+        pretrain.run(pretrain_config(stores, trainer={"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1, "keep_every_n_epochs": 1}), tmp_path)
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     epoch0 = torch.load(tmp_path / "checkpoints" / "epoch000.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 12 and epoch0["global_step"] == 6
@@ -262,12 +195,12 @@ def test_an_epoch_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(s
 def test_a_lower_skip_fraction_stops_on_fewer_skipped_steps(stores, tmp_path, monkeypatch):
     _poison(monkeypatch, lambda call: call in (2, 4, 6))
     with pytest.raises(module_mod.NonFiniteLossError, match=r"skipped 3 of 6 updates of epoch 0 for non-finite gradients \(stop_skipped_fraction=0.5\)"):
-        pretrain.run(_config(stores, stop_skipped_fraction=0.5), tmp_path)
+        pretrain.run(pretrain_config(stores, stop_skipped_fraction=0.5), tmp_path)
 
 
 def test_compile_compiles_the_encoder_in_place_keeping_its_state_dict_keys(stores):
-    plain = pretrain.build_module(_config(stores), (SIZE, SIZE), 2).encoder
-    compiled = pretrain.build_module(_config(stores, compile=True), (SIZE, SIZE), 2).encoder
+    plain = pretrain.build_module(pretrain_config(stores), (SIZE, SIZE), 2).encoder
+    compiled = pretrain.build_module(pretrain_config(stores, compile=True), (SIZE, SIZE), 2).encoder
     assert plain._compiled_call_impl is None and compiled._compiled_call_impl is not None
     assert list(compiled.state_dict()) == list(plain.state_dict())
 

@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 import cfcl
-from api_fixtures import scanner_store, tiny_generator
 from cfcl.cli import main
 from cfcl.counterfactual.generator.apply import grid_figure
 from cfcl.counterfactual.parents import ParentSpec
 from cfcl.data.imageio import DecodeOptions, decode
-from test_imageio import write_dicom
+from support.api import scanner_store, tiny_generator
+from support.dicom import write_dicom
 
 SEX_AGE = (ParentSpec("sex", "discrete", 2, (0, 1), ("F", "M"), categories=("F", "M")),
            ParentSpec("age", "continuous", mean=52.5, std=12.0))

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from cf_stores import make_store
 from cfcl.cli import main
 from cfcl.counterfactual.classifier.model import (
     balanced_class_weights,
@@ -17,6 +16,7 @@ from cfcl.counterfactual.classifier.model import (
     save_classifier,
 )
 from cfcl.errors import CheckpointError, ConfigError
+from support.cf_stores import make_store
 
 
 def test_class_weights_equalise_domains():
@@ -121,6 +121,7 @@ def test_classifier_checkpoint_errors(tmp_path):
         build_classifier("vgg16", 3)
 
 
+@pytest.mark.slow
 def test_cli_trains_guide_and_judge(tmp_path):
     store = make_store(tmp_path / "store")
     common = ["--data", str(store.path), "--set", "trainer.max_epochs=12", "--set", "trainer.progress_bar=false",

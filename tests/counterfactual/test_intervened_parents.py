@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from cf_stores import make_store
 from cfcl.cli import main
 from cfcl.contrastive.data import open_pretrain_data
 from cfcl.contrastive.pairing import plan_views
@@ -18,7 +17,8 @@ from cfcl.counterfactual.generator.checkpoint import load_generator
 from cfcl.counterfactual.generator.inference import counterfactual
 from cfcl.counterfactual.parents import ParentError, ParentSpec, intervene, parents_from_store
 from cfcl.data.store import ImageStore
-from cfcl.errors import ConfigError, StoreError
+from cfcl.errors import StoreError
+from support.cf_stores import make_store
 
 TINY = [
     "arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",

@@ -74,7 +74,7 @@ def test_reversibility_of_a_lossy_map():
 
 
 def test_exact_invertible_map_is_reversible_and_composes():
-    from cf_stores import gamma_cf
+    from support.cf_stores import gamma_cf
 
     x = torch.rand(3, 1, 8, 8) * 0.9 + 0.05
     pa, pa_star = {"domain": torch.tensor([0, 1, 2])}, {"domain": torch.tensor([2, 0, 1])}

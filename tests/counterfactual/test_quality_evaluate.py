@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cf_stores import gamma_cf, make_store
 from cfcl import atomic
 from cfcl.cli import main
 from cfcl.counterfactual.classifier.model import build_classifier, classifier_file, load_classifier, save_classifier
@@ -21,6 +20,7 @@ from cfcl.counterfactual.quality.measure import measure, select_images
 from cfcl.counterfactual.quality.summary import summarise
 from cfcl.data.store import ImageStore
 from cfcl.stage import fingerprint
+from support.cf_stores import gamma_cf, make_store
 
 TRAIN = ["--set", "trainer.max_epochs=12", "--set", "trainer.progress_bar=false", "--set", "batch_size=16", "--set", "lr=0.01",
          "--set", "patience=8"]  # room to leave a plateau
@@ -127,6 +127,7 @@ def test_bad_input_is_one_line(setup, capsys):
 
 
 
+@pytest.mark.slow
 def test_model_generator_path(setup, capsys):
     """An (untrained) HVAE checkpoint goes through abduction and prediction; unseen targets are refused."""
     from cfcl.counterfactual.generator.checkpoint import save_generator

@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 import torch
 
-from cf_stores import make_store
 from cfcl.cli import main
 from cfcl.counterfactual.classifier.model import load_classifier
 from cfcl.counterfactual.generator.checkpoint import save_generator
 from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
 from cfcl.counterfactual.parents import parent_specs
 from cfcl.data.store import ImageStore
+from support.cf_stores import make_store
 
 TRAIN = ["--set", "trainer.max_epochs=8", "--set", "trainer.progress_bar=false", "--set", "batch_size=16", "--set", "lr=0.01",
          "--set", "arch_kwargs.width=4"]

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 
-from cf_stores import make_store
 from cfcl.cli import main
 from cfcl.counterfactual import generate_store
 from cfcl.counterfactual.classifier.model import build_classifier, save_classifier
@@ -21,22 +20,15 @@ from cfcl.counterfactual.parents import intervene, parent_specs, parents_from_st
 from cfcl.counterfactual.quality.inputs import _judge_identity, _recorded_guides
 from cfcl.data.store import ImageStore
 from cfcl.stage import fingerprint
-
-TINY = [
-    "arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
-    "batch_size=16", "trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "val_images=8", "grid_images=4",
-]
-
-
-def sets(items):
-    return [arg for item in items for arg in ("--set", item)]
+from support.cf_stores import make_store
+from support.cli import TINY_GENERATOR, Cfcl, sets
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("cfstages")
     store = make_store(root / "store", true_cf=False)
-    assert main(["cf", "train", "--data", str(store.path), "--out", str(root / "gen"), *sets(TINY)]) == 0
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(root / "gen"), *sets(TINY_GENERATOR)]) == 0
     return root, store
 
 
@@ -49,10 +41,10 @@ def test_a_second_cli_call_of_a_complete_stage_skips_it_and_the_runner_returns_i
     out = root / "gen"
     stamp = (out / "generator.pt").stat().st_mtime_ns
     capsys.readouterr()
-    assert main(["cf", "train", "--data", str(store.path), "--out", str(out), *sets(TINY)]) == 0
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(out), *sets(TINY_GENERATOR)]) == 0
     assert "up to date" in capsys.readouterr().out
     assert (out / "generator.pt").stat().st_mtime_ns == stamp
-    config = build_config(CFTrainConfig, None, [f"data={store.path}", *TINY])
+    config = build_config(CFTrainConfig, None, [f"data={store.path}", *TINY_GENERATOR])
     assert train.run(config, out) == json.loads((out / "manifest.json").read_text())
     assert (out / "generator.pt").stat().st_mtime_ns == stamp
 
@@ -74,7 +66,7 @@ def test_train_writes_a_generator_stage(trained):
 
 def test_training_is_deterministic(trained, tmp_path):
     root, store = trained
-    assert main(["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "again"), *sets(TINY)]) == 0
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "again"), *sets(TINY_GENERATOR)]) == 0
     a, _ = load_generator(root / "gen")
     b, _ = load_generator(tmp_path / "again")
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
@@ -83,7 +75,7 @@ def test_training_is_deterministic(trained, tmp_path):
 def test_training_skips_non_finite_updates(trained, tmp_path):
     _, store = trained
     args = ["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "skip"),
-            *sets([*TINY, "trainer.max_epochs=1", "optim.grad_skip=1e-9"])]
+            *sets([*TINY_GENERATOR, "trainer.max_epochs=1", "optim.grad_skip=1e-9"])]
     assert main(args) == 0
     model, info = load_generator(tmp_path / "skip")
     assert info["skipped_updates"] == info["steps"] > 0
@@ -92,6 +84,7 @@ def test_training_skips_non_finite_updates(trained, tmp_path):
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(fresh.state_dict().values(), model.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_generate_writes_every_source_times_other_domain(trained, tmp_path):
     root, store = trained
     out = tmp_path / "cf"
@@ -183,6 +176,7 @@ def save_guide(path, role, seed=0, parent="domain", values=("major", "middle", "
     return save_classifier(path, model, info)
 
 
+@pytest.mark.slow
 def test_finetune_trains_the_decoder_only(trained, tmp_path, capsys):
     root, store = trained
     save_guide(tmp_path / "guide", "guide")
@@ -219,6 +213,7 @@ def test_finetune_trains_the_decoder_only(trained, tmp_path, capsys):
         assert step["train/round_trip_multiplier_step"] == pytest.approx(mu, rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_finetune_guided_by_the_scanner_and_sex_minimises_the_mean_of_their_cross_entropies(tmp_path):
     store = make_store(tmp_path / "store", true_cf=False, sexes=["F", "M"])
     torch.manual_seed(0)
@@ -246,6 +241,7 @@ def test_finetune_guided_by_the_scanner_and_sex_minimises_the_mean_of_their_cros
     assert given and all(torch.equal(trained[f"guides.sex.{k}"], v) for k, v in given.items())
 
 
+@pytest.mark.slow
 def test_finetune_round_trip_constraint_is_optional_and_validated(trained, tmp_path, capsys):
     root, store = trained
     save_guide(tmp_path / "guide", "guide")
@@ -268,7 +264,7 @@ def test_train_resumes_an_interrupted_run(trained, tmp_path):
     (out / "manifest.json").write_text(json.dumps({**manifest, "status": "running"}))  # as if killed after epoch 2
     (out / "generator.pt").unlink()
     last = (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns
-    assert main(["cf", "train", "--data", str(store.path), "--out", str(out), *sets(TINY)]) == 0
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(out), *sets(TINY_GENERATOR)]) == 0
     assert (out / "checkpoints" / "last.ckpt").stat().st_mtime_ns == last  # not trained again
     resumed, info = load_generator(out)
     original, original_info = load_generator(root / "gen")
@@ -276,8 +272,8 @@ def test_train_resumes_an_interrupted_run(trained, tmp_path):
     assert all(torch.equal(p, q) for p, q in zip(resumed.state_dict().values(), original.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_generate_split_over_two_processes_matches_one_and_resumes_a_one_process_run(trained, tmp_path, monkeypatch):
-    from test_distributed import Cfcl
 
     root, store = trained
     args = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path),

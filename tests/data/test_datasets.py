@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
-from test_imageio import write_claiming, write_compressed, write_dicom
 
 from cfcl.cli import main
 from cfcl.data.datasets.common import DatasetError, assign_splits
@@ -18,6 +17,8 @@ from cfcl.data.imageio import ImageReadError
 from cfcl.data.prepare import PrepareConfig, run
 from cfcl.data.store import ImageStore
 from cfcl.errors import ConfigError, StoreError
+from support.datasets import CSV_OPTIONS, csv_root
+from support.dicom import write_claiming, write_compressed, write_dicom
 
 SIZE = 16
 
@@ -499,23 +500,6 @@ def test_nih_bad_labels_findings_and_lists_are_named(tmp_path):
 
 
 # ----------------------------------------------------------------------------- generic CSV and bad input
-
-
-def csv_root(tmp_path: Path, n: int = 12) -> Path:
-    root = tmp_path / "any"
-    rows = []
-    for i in range(n):
-        (root / "imgs").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((20, 20), 10 * i, dtype=np.uint8)).save(root / "imgs" / f"{i}.png")
-        rows.append({"file": f"{i}.png", "scanner": ["a", "b", "c"][i % 3], "finding": ["no", "yes"][i % 2],
-                     "subject": f"s{i // 3}", "age_years": str(20 + i), "site": "x"})
-    pd.DataFrame(rows).to_csv(root / "table.csv", index=False)
-    return root
-
-
-CSV_OPTIONS = {"file": "table.csv", "images": "imgs", "path_column": "file", "domain_column": "scanner",
-               "label_column": "finding", "patient_column": "subject", "age_column": "age_years",
-               "extra_columns": ["site"], "labels": ["no", "yes"]}
 
 
 def test_csv_adapter_uses_the_named_columns(tmp_path):

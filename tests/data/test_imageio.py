@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder
-from pydicom.uid import (
-    UID,
-    ExplicitVRLittleEndian,
-    JPEG2000Lossless,
-    JPEGLosslessSV1,
-    JPEGLSLossless,
-    RLELossless,
-    generate_uid,
-)
+from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
 from cfcl.data.imageio import (
     DecodeOptions,
@@ -32,50 +22,8 @@ from cfcl.data.imageio import (
     to_unit,
 )
 from cfcl.errors import CfclError
-
-
-def write_dicom(path: Path, stored: np.ndarray, bits_stored: int = 12, **attributes) -> Path:
-    """A DICOM file as a modality writes it: stored values plus Image Pixel / VOI / patient attributes."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
-    ds.Modality = "DX"
-    photometric = attributes.pop("PhotometricInterpretation", "MONOCHROME2")
-    ds.set_pixel_data(stored, photometric, bits_stored)
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    for key, value in attributes.items():
-        setattr(ds, key, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def write_compressed(path: Path, stored: np.ndarray, bits_stored: int, syntax: UID, **attributes) -> Path:
-    """:func:`write_dicom`, then its pixel data compressed by pydicom's encoders in ``syntax``."""
-    write_dicom(path, stored, bits_stored, **attributes)
-    ds = pydicom.dcmread(path)
-    ds.compress(syntax)
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def write_claiming(path: Path, syntax: UID, data: bytes) -> Path:
-    """A DICOM file whose header says ``syntax`` and whose pixel data is the one fragment ``data``."""
-    write_dicom(path, ramp(8, 8), 12)
-    ds = pydicom.dcmread(path)
-    ds.file_meta.TransferSyntaxUID = syntax
-    ds.PixelData = encapsulate([data])
-    ds["PixelData"].VR = "OB"
-    ds.save_as(path)
-    return path
-
-
-def ramp(h: int = 32, w: int = 32, top: int = 4095) -> np.ndarray:
-    return np.linspace(0, top, h * w).reshape(h, w).astype(np.uint16)
-
+from support.dicom import ramp, write_claiming, write_compressed, write_dicom
+from support.paths import REPO
 
 SQUARE = DecodeOptions(32, 32)
 
@@ -256,7 +204,7 @@ def test_the_test_extra_installs_the_dicom_extra_whose_plugins_decode_hospital_e
         JPEGLSNearLossless,
     )
 
-    extras = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(r.name == "cfcl" and "dicom" in r.extras for r in map(Requirement, extras["test"]))
     for syntax in [RLELossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless,
                    JPEGLSNearLossless, JPEG2000Lossless, JPEG2000]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import torch.multiprocessing as mp
 
 from cfcl.config import config_hash
@@ -73,8 +72,9 @@ def _rank(rank: int, port: int, root: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_processes_extract_their_shards_resume_one_and_merge_into_the_one_process_array(tmp_path):
-    from evaluation_fixtures import tiny_encoder, tiny_store
+    from support.evaluation import tiny_encoder, tiny_store
 
     store = tiny_store(tmp_path / "data")
     encoders = {name: load_encoder(tiny_encoder(tmp_path / "pretrain" / name, name, seed=0))[0] for name in ("fresh", "resumed")}

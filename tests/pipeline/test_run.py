@@ -19,39 +19,11 @@ from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import plan
 from cfcl.pipeline.run import load_run_config, run_pipeline
 from cfcl.training import DevicesConfig, TrainerConfig
-
-QUIET = {"progress_bar": False, "log_every_n_steps": 1}
-TINY = {
-    "methods": ["simclr", "cf-simclr", "oracle"],
-    "seeds": [0],
-    "trainer": QUIET,
-    "data": {"source": "synth", "synth": {
-        "image_size": 32, "n_train": 96, "n_val": 48, "n_test": 64, "n_ood_train": 48, "n_ood_test": 48,
-    }},
-    "generator": {
-        "arch": {"widths": [8, 8, 16], "blocks": [1, 1, 1], "latent_channels": 4, "stochastic_max_res": 8},
-        "batch_size": 16, "val_images": 8, "grid_images": 4, "trainer": {"max_epochs": 1},
-    },
-    "guide": {"trainer": {"max_epochs": 1}, "arch_kwargs": {"widths": [4, 8]}},
-    "judge": {"trainer": {"max_epochs": 1}, "arch_kwargs": {"width": 4, "blocks": [1]}},
-    "finetune": {"enabled": True, "config": {"batch_size": 16, "bound_batches": 2, "grid_images": 4, "trainer": {"max_epochs": 1}}},
-    "cf_store": {"progress_bar": False},
-    "cf_quality": {"n_per_domain": 4, "null_steps": 2},
-    "pretrain": {
-        "batch_size": 16, "projection": [8], "online_probe": False,
-        "encoder": {"arch": "small", "arch_kwargs": {"width": 4, "blocks": [1], "stem_stride": 2}},
-        "trainer": {"max_epochs": 2},
-    },
-    "evaluate": {
-        "label_fractions": [0.5, 1.0], "seeds": [0], "n_boot": 10,
-        "finetune": {"enabled": False, "supervised": False},
-        "embeddings": {"per_domain": 10, "folds": 2, "tsne_points": 20, "perplexity": 5},
-    },
-}
-
+from support.datasets import CSV_OPTIONS, csv_root
+from support.pipeline import QUIET, TINY_RUN
 
 def tiny_run(out: Path, **changes) -> RunConfig:
-    return RunConfig.model_validate({**TINY, "out": str(out), **changes})
+    return RunConfig.model_validate({**TINY_RUN, "out": str(out), **changes})
 
 
 def test_plan_wires_stages_in_dependency_order(tmp_path):
@@ -78,9 +50,9 @@ def test_plan_wires_stages_in_dependency_order(tmp_path):
 
 def test_plan_judges_the_sex_counterfactuals_only_with_a_generated_sex_method(tmp_path):
     scanner = {n.name: n for n in plan(tiny_run(tmp_path))}
-    oracle = {n.name for n in plan(tiny_run(tmp_path, methods=[*TINY["methods"], "sex-oracle"]))}
+    oracle = {n.name for n in plan(tiny_run(tmp_path, methods=[*TINY_RUN["methods"], "sex-oracle"]))}
     assert not {"cf_judge_sex", "cf_quality_sex", "cf_guide_sex"} & (set(scanner) | oracle)
-    sexed = {n.name: n for n in plan(tiny_run(tmp_path, methods=[*TINY["methods"], "sex-cf-simclr"]))}
+    sexed = {n.name: n for n in plan(tiny_run(tmp_path, methods=[*TINY_RUN["methods"], "sex-cf-simclr"]))}
     judge, quality, guide = sexed["cf_judge_sex"], sexed["cf_quality_sex"], sexed["cf_guide_sex"]
     assert (guide.group, guide.config.role, guide.config.parent) == ("cf_guide", "guide", "sex")
     assert guide.config.arch_kwargs == sexed["cf_guide"].config.arch_kwargs and guide.config.seed == sexed["cf_guide"].config.seed
@@ -113,10 +85,10 @@ def test_plan_without_generated_counterfactuals_skips_the_generator(tmp_path):
 
 
 def test_run_config_errors_name_the_section(tmp_path):
-    bad = {**TINY, "pretrain": {**TINY["pretrain"], "temprature": 0.2}}
+    bad = {**TINY_RUN, "pretrain": {**TINY_RUN["pretrain"], "temprature": 0.2}}
     with pytest.raises(ConfigError, match=r"section 'pretrain'.*temprature"):
         plan(RunConfig.model_validate(bad))
-    real = {**TINY, "data": {"source": "prepare", "prepare": {"dataset": "csv", "root": str(tmp_path)}}}
+    real = {**TINY_RUN, "data": {"source": "prepare", "prepare": {"dataset": "csv", "root": str(tmp_path)}}}
     with pytest.raises(ConfigError, match="oracle"):
         plan(RunConfig.model_validate(real))
     with pytest.raises(ValueError, match="methods"):
@@ -147,6 +119,7 @@ def _run_until(config_file: Path, stage_dir: Path) -> None:
     proc.wait()
 
 
+@pytest.mark.slow
 def test_killed_run_finishes_with_the_metrics_of_an_uninterrupted_one(tmp_path, capsys):
     reference = tmp_path / "reference"
     run_pipeline(tiny_run(reference))
@@ -170,7 +143,7 @@ def test_killed_run_finishes_with_the_metrics_of_an_uninterrupted_one(tmp_path, 
 
     killed = tmp_path / "killed"
     config_file = tmp_path / "killed.yaml"
-    config_file.write_text(yaml.safe_dump({**TINY, "out": str(killed)}))
+    config_file.write_text(yaml.safe_dump({**TINY_RUN, "out": str(killed)}))
     _run_until(config_file, killed / "cf_model")
     _run_until(config_file, killed / "pretrain" / "cf-simclr-s0")
     assert not (killed / "eval" / "metrics.csv").exists()
@@ -192,7 +165,7 @@ def test_only_and_from_select_stages(tmp_path, capsys):
 
 def test_dino_methods_run_through_evaluation_and_report(tmp_path):
     pretrain = {
-        **TINY["pretrain"], "optimizer": "adamw",
+        **TINY_RUN["pretrain"], "optimizer": "adamw",
         "encoder": {"arch": "vit", "arch_kwargs": {"image_size": 32, "patch_size": 8, "width": 16, "depth": 1, "heads": 2, "mlp_dim": 32}},
         "dino": {"prototypes": 32, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 16, "ibot_weight": 1.0},
     }
@@ -295,12 +268,12 @@ def test_the_benchmark_preset_keeps_its_stages_and_hashes_beside_the_controls(tm
 def test_every_section_is_validated_whether_the_run_uses_it_or_not(tmp_path):
     real = {"source": "prepare", "prepare": {"dataset": "csv", "root": str(tmp_path)}}
     unused = {  # section -> a run that does not use it, with a mistake in it
-        "data.prepare": {"data": {**TINY["data"], "prepare": {"rooot": "/x"}}},
+        "data.prepare": {"data": {**TINY_RUN["data"], "prepare": {"rooot": "/x"}}},
         "data.synth": {"methods": ["simclr"], "data": {**real, "synth": {"n_trian": 5}}},
-        "generator": {"methods": ["simclr", "oracle"], "generator": {**TINY["generator"], "bta": 3}},
+        "generator": {"methods": ["simclr", "oracle"], "generator": {**TINY_RUN["generator"], "bta": 3}},
         "guide": {"methods": ["simclr"], "guide": {"lr": "fast"}},
         "finetune.config": {"finetune": {"enabled": False, "config": {"bound_batchs": 2}}},
-        "pretrain": {"pretrain": {**TINY["pretrain"], "dino": {"protoypes": 32}}},  # DINO settings of a SimCLR run
+        "pretrain": {"pretrain": {**TINY_RUN["pretrain"], "dino": {"protoypes": 32}}},  # DINO settings of a SimCLR run
     }
     for section, changes in unused.items():
         with pytest.raises(ConfigError, match=rf"section '{re.escape(section)}': (unknown key|invalid value)"):
@@ -309,8 +282,6 @@ def test_every_section_is_validated_whether_the_run_uses_it_or_not(tmp_path):
 
 
 def test_the_dataset_root_is_checked_before_anything_runs_unless_the_data_is_up_to_date(tmp_path, capsys):
-    from test_datasets import CSV_OPTIONS, csv_root
-
     root = csv_root(tmp_path)
     data = {"source": "prepare", "prepare": {"dataset": "csv", "root": str(root), "size": 16, "csv": CSV_OPTIONS}}
     run = tiny_run(tmp_path / "run", methods=["simclr"], data=data)

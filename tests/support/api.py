@@ -15,7 +15,7 @@ from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
 from cfcl.counterfactual.parents import ParentSpec, parent_specs
 from cfcl.data.store import INFO, ImageStore, write_store
 from cfcl.stage import start_stage
-from evaluation_fixtures import tiny_encoder
+from support.evaluation import tiny_encoder
 
 SCANNERS = ["flatpanel", "cr_plate", "portable", "legacy"]
 TINY_ARCH = HVAEArch(widths=[8, 8, 16], blocks=[1, 1, 1], latent_channels=4, stochastic_max_res=8)

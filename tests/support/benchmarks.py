@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from support.paths import REPO
+
+BENCHMARKS = REPO / "benchmarks"
 
 
 def load_benchmark(name: str):
