@@ -12,7 +12,7 @@ from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.stage import read_manifest
-from test_contrastive_pretrain import N_TRAIN, SIZE, Interrupted, _interrupt_after, stores  # noqa: F401 - fixture
+from support.pretrain import N_TRAIN, SIZE, Interrupted, interrupt_after as _interrupt_after
 
 TINY_VIT = {"arch": "vit", "arch_kwargs": {"image_size": SIZE, "patch_size": 4, "width": 16, "depth": 1, "heads": 2, "mlp_dim": 32}}
 
