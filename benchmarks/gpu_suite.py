@@ -12,21 +12,25 @@ Figures (docs/performance.md, "The GPU suite"), each printed as soon as it is me
   kernels): how much of the gap to the bare encoder is the price of run-to-run determinism;
 - with ``--profile-dir DIR``: PyTorch profiler tables (top operators by device time) of a few steps
   of cfcl's DINO loop and of its ResNet loop, written to ``DIR``, to show where the rest goes;
-- the ``cf_train_224`` generator: training images/s at batch 16 in cfcl's Lightning loop, bf16
-  stability over those steps (the rate of skipped updates), peak GPU memory at batch 16 and the
-  largest power-of-two batch whose step fits in 80 GB;
+- the ``cf_train_224`` generator in cfcl's Lightning loop, bf16: training images/s at batch 16 as
+  shipped, then at the chosen batch (``--cf-batch``, default 64) with the levers off and, beside,
+  on (``LEVERS``: compiled, channels-last, fused AdamW, learning rate and warm-up sqrt-scaled from the
+  preset's batch), the rate of skipped updates over the levers' run, peak GPU memory at batch 16 and
+  the largest power-of-two batch whose step fits in 80 GB;
 - counterfactual generation images/s at 224 px (``cf_generate`` batch);
-- the PadChest preset's generator training + counterfactual store on one GPU, estimated from the
-  above (``--padchest-train-images``: the training split of your prepared store);
-- the wall time of ``cfcl demo`` (not in ``--quick``).
+- an estimate from the rates above: hours to train the generator (at the chosen batch, levers on),
+  write its counterfactual store and pretrain one ResNet-50 encoder (cfcl's loop as the trainer sets
+  it) for ``--images`` training images on ``--gpus`` GPUs (``training_hours``);
+- the wall time of ``cfcl demo`` (only when ``--only`` names ``demo``).
 
-Random images unless ``--data STORE`` (a 224-px image store). The whole suite took about 9 min on
-one H200 (pretraining 1.5, generator 4, demo 3.3); ``--quick`` (fewer steps, no batch search, no
-demo) is meant to take < 2 min; ``--only PART ...`` measures some parts alone. Without a CUDA GPU
-it stops with a one-line message, unless ``--device cpu --tiny``: the same figures at toy sizes,
-to test the script on a CPU.
+Random images unless ``--data STORE`` (a 224-px image store). The default parts (pretrain, vit,
+generator) are meant to fit in 8 minutes on one H100; ``--quick`` (fewer steps, no batch search) in
+under 3; ``--only PART ...`` measures some parts alone. Without a CUDA GPU it stops with a one-line
+message, unless ``--device cpu --tiny``: the same figures at toy sizes (not compiled), to test the
+script on a CPU.
 
 Usage: python benchmarks/gpu_suite.py [--quick] [--compile] [--data STORE] [--only PART ...] [--profile-dir DIR]
+       [--cf-batch B] [--images N] [--gpus G]
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +55,7 @@ from cfcl.counterfactual.config import CFGenerateConfig, CFTrainConfig
 from cfcl.counterfactual.data import ParentImageDataset, training_batches
 from cfcl.counterfactual.generate_store import counterfactual_rows, generate_chunk
 from cfcl.counterfactual.generator.losses import elbo_terms
+from cfcl.counterfactual.generator.module import HVAETrainModule
 from cfcl.counterfactual.generator.train import training_module
 from cfcl.counterfactual.parents import parent_specs
 from cfcl.data.store import ImageStore
@@ -59,8 +64,11 @@ from cfcl.presets import resolve_config_path
 from cfcl.training import loader_workers, make_trainer
 
 PARTS = ("pretrain", "vit", "generator", "demo")  # --only: the suite's parts, in the order they run
+DEFAULT_PARTS = ("pretrain", "vit", "generator")  # the demo (3 min more) only when named
 GPU_MEMORY_CAP_GB = 80.0  # "fits": within an 80 GB GPU, whatever this one has
-DEFAULT_PADCHEST_TRAIN_IMAGES = 60_000  # an assumption; pass the train split of your prepared store
+DEFAULT_TRAIN_IMAGES = 60_000  # PadChest's training split, an assumption: pass the train split of your prepared store
+#: The generator's speed levers (all off in the presets), as ``cf train`` settings.
+LEVERS = ["trainer.compile=true", "trainer.channels_last=true", "optim.implementation=fused", "optim.lr_scaling=sqrt"]
 
 
 @dataclass(frozen=True)
@@ -74,14 +82,18 @@ class Sizes:
     cf_batch: int
     cf_steps: int
     cf_warmup: int
+    cf_chosen_batch: int
+    cf_levers_off_steps: int
+    cf_levers_steps: int
+    cf_levers_warmup: int
     generate_rows: int
     batch_search: bool
     demo: bool
 
 
-FULL = Sizes(224, 256, 30, 10, 16, 300, 20, 4096, True, True)
-QUICK = Sizes(224, 256, 12, 5, 16, 60, 10, 1024, False, False)
-TINY = Sizes(16, 8, 2, 1, 4, 4, 1, 24, False, False)
+FULL = Sizes(224, 256, 30, 10, 16, 60, 10, 64, 20, 60, 10, 4096, True, True)
+QUICK = Sizes(224, 256, 12, 5, 16, 20, 5, 64, 8, 20, 5, 1024, False, False)
+TINY = Sizes(16, 8, 2, 1, 4, 4, 1, 8, 2, 4, 1, 24, False, False)
 
 
 def fastest_kernels() -> None:
@@ -149,7 +161,8 @@ def pretrain_config(sizes: Sizes, data: Path, tiny: bool, compile_encoder: bool,
 
 
 def pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool, compile_encoder: bool,
-                profile_dir: Path | None) -> None:
+                profile_dir: Path | None) -> float:
+    """The ResNet figures; returns cfcl's views/s (the rate the estimate needs)."""
     config = pretrain_config(sizes, data, tiny, compile_encoder, device.type)
     size = ImageStore.open(data).size
     steps, warmup = sizes.pretrain_steps, sizes.pretrain_warmup
@@ -169,6 +182,7 @@ def pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name:
     autotuned = autotuned_and_profiled(config, tmp, steps, warmup, profile_dir, "pretrain_resnet")
     emit("pretrain_cfcl_autotuned_over_bare", round(autotuned / bare, 3), "ratio", name, **setting,
          views_per_s=round(autotuned, 1), deterministic=False)
+    return cfcl
 
 
 def dino_pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool,
@@ -200,12 +214,12 @@ def dino_pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, 
          views_per_s=round(autotuned, 1), deterministic=False)
 
 
-def generator_config(sizes: Sizes, data: Path, tiny: bool, accelerator: str) -> CFTrainConfig:
-    overrides = [f"data={data}", f"batch_size={sizes.cf_batch}", "trainer.progress_bar=false", f"trainer.accelerator={accelerator}",
-                 f"trainer.precision={'32-true' if accelerator == 'cpu' else 'bf16-mixed'}", "trainer.log_every_n_steps=50"]
+def generator_config(data: Path, batch: int, tiny: bool, accelerator: str, levers: list[str] = ()) -> CFTrainConfig:
+    overrides = [f"data={data}", f"batch_size={batch}", "trainer.progress_bar=false", f"trainer.accelerator={accelerator}",
+                 f"trainer.precision={'32-true' if accelerator == 'cpu' else 'bf16-mixed'}", "trainer.log_every_n_steps=50", *levers]
     if tiny:
         overrides += ["arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
-                      "trainer.num_workers=0"]
+                      "trainer.num_workers=0", "trainer.compile=false"]  # compiling on a CPU takes minutes
     return build_config(CFTrainConfig, resolve_config_path("cf_train_224"), overrides)
 
 
@@ -248,9 +262,26 @@ def largest_batch(config: CFTrainConfig, dataset: ParentImageDataset, specs: lis
     return fits, peak
 
 
+def training_rate(config: CFTrainConfig, dataset: ParentImageDataset, specs: list, steps: int, warmup: int, out: Path,
+                  device: torch.device) -> tuple[float, HVAETrainModule, float | None]:
+    """Training images/s of a fresh generator in cfcl's loop over ``steps`` steps after ``warmup`` (which
+    includes compiling), the trained module (``skipped``: its skipped updates) and the peak GPU memory (None on a CPU)."""
+    torch.manual_seed(0)
+    module = training_module(config, dataset.images.shape[-1], specs)
+    timer = throughput.StepTimer(warmup, steps)
+    trainer = make_trainer(config.trainer, out, callbacks=[timer.callback], max_steps=warmup + steps,
+                           max_epochs=-1, logger=False, num_sanity_val_steps=0, use_distributed_sampler=False)
+    batches = training_batches(dataset, config.batch_size, seed=0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trainer.fit(module, step_loader(batches, trainer_progress(trainer), loader_workers(config.trainer)))
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return config.batch_size * steps / (timer.stop - timer.start), module, peak
+
+
 def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool) -> dict[str, float]:
-    """The ``cf_train_224`` figures; returns the rates the PadChest estimate needs."""
-    config = generator_config(sizes, data, tiny, device.type)
+    """The ``cf_train_224`` figures; returns the rates the estimate needs."""
+    config = generator_config(data, sizes.cf_batch, tiny, device.type)
     store = ImageStore.open(data)
     rows = store.indices(config.splits)
     specs = parent_specs(store, config.parents, rows)
@@ -266,19 +297,24 @@ def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: s
     else:
         emit("cf_train_largest_batch", None, "images", name, **setting, skipped="--quick" if on_gpu else "CUDA only")
 
-    torch.manual_seed(0)
-    module = training_module(config, store.size[0], specs)
-    setting["parameters"] = sum(p.numel() for p in module.model.parameters())
-    steps, warmup = sizes.cf_steps, sizes.cf_warmup
-    timer = throughput.StepTimer(warmup, steps)
-    trainer = make_trainer(config.trainer, tmp / "cf_model", callbacks=[timer.callback], max_steps=warmup + steps,
-                           max_epochs=-1, logger=False, num_sanity_val_steps=0, use_distributed_sampler=False)
-    batches = training_batches(dataset, config.batch_size, seed=0)
-    trainer.fit(module, step_loader(batches, trainer_progress(trainer), loader_workers(config.trainer)))
-    train_rate = config.batch_size * steps / (timer.stop - timer.start)
-    emit("cf_train_images_per_s", round(train_rate, 1), "images/s", name, **setting, steps=steps)
-    skipped = int(module.skipped)
-    emit("cf_train_skipped_update_rate", round(skipped / (warmup + steps), 4), "fraction", name, **setting,
+    setting["parameters"] = sum(p.numel() for p in training_module(config, store.size[0], specs).model.parameters())
+    rate, module, _ = training_rate(config, dataset, specs, sizes.cf_steps, sizes.cf_warmup, tmp / "cf_model", device)
+    emit("cf_train_images_per_s", round(rate, 1), "images/s", name, **setting, steps=sizes.cf_steps, skipped=int(module.skipped))
+
+    chosen = {**setting, "batch_size": sizes.cf_chosen_batch}
+    off = generator_config(data, sizes.cf_chosen_batch, tiny, device.type)
+    off_rate, _, off_peak = training_rate(off, dataset, specs, sizes.cf_levers_off_steps, 2, tmp / "cf_off", device)  # nothing to compile
+    emit("cf_train_batch_images_per_s", round(off_rate, 1), "images/s", name, **chosen, levers=False,
+         steps=sizes.cf_levers_off_steps, peak_memory_gb=off_peak and round(off_peak, 2))
+    on = generator_config(data, sizes.cf_chosen_batch, tiny, device.type, LEVERS)
+    steps, warmup = sizes.cf_levers_steps, sizes.cf_levers_warmup
+    levers_rate, levers_module, peak = training_rate(on, dataset, specs, steps, warmup, tmp / "cf_levers", device)
+    skipped = int(levers_module.skipped)
+    levers = {"levers": True, "compiled": on.trainer.compile, "channels_last": on.trainer.channels_last,
+              "optimizer": on.optim.implementation, "lr_scaling": on.optim.lr_scaling}
+    emit("cf_train_batch_levers_images_per_s", round(levers_rate, 1), "images/s", name, **chosen, **levers, steps=steps,
+         peak_memory_gb=peak and round(peak, 2), over_levers_off=round(levers_rate / off_rate, 3), target=200)
+    emit("cf_train_skipped_update_rate", round(skipped / (warmup + steps), 4), "fraction", name, **chosen, **levers,
          steps=warmup + steps, skipped=skipped, target="no skipped update beyond 1 %")
 
     model = module.ema_model.eval().to(device)
@@ -295,20 +331,35 @@ def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: s
     generate_rate = len(cf_rows) / (time.perf_counter() - began)
     emit("cf_generate_images_per_s", round(generate_rate, 1), "images/s", name, image_size=store.size[0], batch_size=batch,
          counterfactuals=len(cf_rows))
-    return {"train_images_per_s": train_rate, "generate_images_per_s": generate_rate}
+    return {"train_images_per_s": levers_rate, "train_batch": sizes.cf_chosen_batch, "generate_images_per_s": generate_rate}
 
 
-def padchest_estimate(rates: dict[str, float], train_images: int, device: str) -> None:
-    """The PadChest preset on one GPU: ``cf_train_224``'s epochs over the training split, then one
-    counterfactual per training image and other domain (two scanners: one)."""
-    epochs = build_config(CFTrainConfig, resolve_config_path("cf_train_224"), ["data=unused"]).trainer.max_epochs
-    other_domains = 1
-    train_s = epochs * train_images / rates["train_images_per_s"]
-    store_s = train_images * other_domains / rates["generate_images_per_s"]
-    emit("padchest_generator_and_store_hours", round((train_s + store_s) / 3600, 2), "hours", device,
-         generator_hours=round(train_s / 3600, 2), store_hours=round(store_s / 3600, 3), epochs=epochs,
-         train_images=train_images, counterfactuals=train_images * other_domains, estimated=True,
-         note="from the measured rates at batch 16; cf_train_224 trains at batch 32")
+def training_hours(images: int, gpus: int, generator_epochs: int, generator_images_per_s: float, counterfactuals: int,
+                   generate_images_per_s: float, pretrain_epochs: int, pretrain_views_per_s: float | None) -> dict:
+    """Hours to train the generator (``generator_epochs`` over ``images``), write its store (``counterfactuals``
+    images) and pretrain one encoder (``pretrain_epochs``, two views per image) on ``gpus`` GPUs at the
+    rates measured on one, assuming the rates add up over GPUs (data parallel, no loss to communication:
+    a lower bound). ``pretrain_views_per_s`` None: that part and the total are None."""
+    generator = generator_epochs * images / (generator_images_per_s * gpus) / 3600
+    store = counterfactuals / (generate_images_per_s * gpus) / 3600
+    pretrain = None if pretrain_views_per_s is None else pretrain_epochs * 2 * images / (pretrain_views_per_s * gpus) / 3600
+    total = None if pretrain is None else generator + store + pretrain
+    return {"generator_hours": generator, "store_hours": store, "pretrain_hours": pretrain, "total_hours": total}
+
+
+def estimate(rates: dict[str, float], pretrain_views_per_s: float | None, images: int, gpus: int, device: str) -> None:
+    """The estimate of ``training_hours`` for the reference presets: ``cf_train_224``'s epochs, one
+    counterfactual per training image and other scanner (two scanners: one), ``pretrain_padchest``'s epochs."""
+    generator_epochs = build_config(CFTrainConfig, resolve_config_path("cf_train_224"), ["data=unused"]).trainer.max_epochs
+    pretrain_epochs = build_config(PretrainConfig, resolve_config_path("pretrain_padchest"), ["data=unused"]).trainer.max_epochs
+    hours = training_hours(images, gpus, generator_epochs, rates["train_images_per_s"], images, rates["generate_images_per_s"],
+                           pretrain_epochs, pretrain_views_per_s)
+    rounded = {k: None if v is None else round(v, 3) for k, v in hours.items()}
+    emit("training_hours_estimate", rounded["total_hours"], "hours", device, **rounded, images=images, gpus=gpus,
+         generator_epochs=generator_epochs, generator_batch=rates["train_batch"], levers=True,
+         generator_images_per_s=round(rates["train_images_per_s"], 1), counterfactuals=images, pretrain_epochs=pretrain_epochs,
+         pretrain_views_per_s=pretrain_views_per_s and round(pretrain_views_per_s, 1), estimated=True,
+         note="rates measured on one GPU, taken to add up over GPUs" + ("" if pretrain_views_per_s else "; pretrain not measured"))
 
 
 def demo_wall_time(tmp: Path, device: str, run: bool, why: str) -> None:
@@ -325,9 +376,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer steps, no batch search, no demo (< 2 min)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (cfcl's and the bare one)")
     parser.add_argument("--data", type=Path, help="a 224-px image store; default: random images")
-    parser.add_argument("--padchest-train-images", type=int, default=DEFAULT_PADCHEST_TRAIN_IMAGES)
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(PARTS),
-                        help="measure these parts only (default: all); 'generator' includes the PadChest estimate")
+    parser.add_argument("--cf-batch", type=int, help="the generator's chosen batch (default 64), with the levers off and on")
+    parser.add_argument("--images", type=int, default=DEFAULT_TRAIN_IMAGES, help="training images of the estimate")
+    parser.add_argument("--gpus", type=int, default=1, help="GPUs of the estimate")
+    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
+                        help="measure these parts only (default: all but demo); 'generator' includes the estimate")
     parser.add_argument("--profile-dir", type=Path, help="write profiler tables of a few steps of the pretraining loops here")
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes: tests the script on a CPU
@@ -341,19 +394,22 @@ def main() -> None:
     if args.device == "cpu" and not args.tiny:
         raise SystemExit("gpu_suite: --device cpu runs only with --tiny (toy sizes that test the script)")
     sizes = TINY if args.tiny else QUICK if args.quick else FULL
+    if args.cf_batch:
+        sizes = replace(sizes, cf_chosen_batch=args.cf_batch)
     device = torch.device("cuda", torch.cuda.current_device()) if args.device == "cuda" else torch.device("cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         n = max(sizes.pretrain_batch * (sizes.pretrain_steps + sizes.pretrain_warmup + 2), 64)
         data = args.data or throughput.random_store(tmp / "store", n, sizes.image)
+        pretrain_rate = None
         if "pretrain" in args.only:
-            pretraining(sizes, data, tmp, device, name, args.tiny, args.compile, args.profile_dir)
+            pretrain_rate = pretraining(sizes, data, tmp, device, name, args.tiny, args.compile, args.profile_dir)
         if "vit" in args.only:
             dino_pretraining(sizes, data, tmp, device, name, args.tiny, args.profile_dir)
         if "generator" in args.only:
             rates = generator(sizes, data, tmp, device, name, args.tiny)
-            padchest_estimate(rates, args.padchest_train_images, name)
+            estimate(rates, pretrain_rate, args.images, args.gpus, name)
         if "demo" in args.only:
             demo_wall_time(tmp, name, sizes.demo, "--tiny" if args.tiny else "--quick")
 
