@@ -163,6 +163,7 @@ def test_only_and_from_select_stages(tmp_path, capsys):
     assert re.search(r"^  data +up to date$", plan_text, re.M) and re.search(r"^  pretrain/simclr-s0 +run$", plan_text, re.M)
 
 
+@pytest.mark.slow
 def test_dino_methods_run_through_evaluation_and_report(tmp_path):
     pretrain = {
         **TINY_RUN["pretrain"], "optimizer": "adamw",
@@ -196,6 +197,7 @@ def test_sex_methods_condition_the_generator_on_sex_and_add_the_sex_store(tmp_pa
     assert not any(n.name.startswith("cf_") for n in plan(tiny_run(tmp_path, methods=["simclr", "sex-oracle"])))
 
 
+@pytest.mark.slow
 def test_sex_methods_run_through_evaluation_and_report(tmp_path):
     from cfcl.data.store import ImageStore
 
