@@ -52,6 +52,7 @@ def test_readout_recovers_what_the_features_hold_and_not_what_they_lack():
     assert blind["scanner_balanced_accuracy"] < 0.5  # chance: 1/3
 
 
+@pytest.mark.slow
 def test_cli_prints_a_line_per_encoder_and_names_a_missing_factor(tmp_path):
     store = tiny_store(tmp_path / "store")
     encoder = tiny_encoder(tmp_path / "enc", "simclr", 0)
