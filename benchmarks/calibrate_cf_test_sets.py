@@ -49,7 +49,14 @@ def test_sets(store: ImageStore, rendered: RenderedTest) -> dict[str, tuple[str,
 
 
 def seed_scores(
-    run: Path, method: str, seed: int, store: ImageStore, rendered: RenderedTest, sets: dict, fraction: float, draws: int
+    run: Path,
+    method: str,
+    seed: int,
+    store: ImageStore,
+    rendered: RenderedTest,
+    sets: dict,
+    fraction: float,
+    draws: int,
 ) -> dict[str, float]:
     """Each test set's AUROC, averaged over the label draws, for one pretrained encoder."""
     encoder = load_encoder(run / "pretrain" / f"{method}-s{seed}")
@@ -77,7 +84,9 @@ def main() -> None:
     store = ImageStore.open(args.run / "data")
     rendered = rendered_test(store, "val")
     if rendered is None:
-        raise SystemExit(f"calibrate_cf_test_sets: {args.run / 'data'} has no true counterfactuals (a synthetic benchmark store has)")
+        raise SystemExit(
+            f"calibrate_cf_test_sets: {args.run / 'data'} has no true counterfactuals (a synthetic benchmark store has)"
+        )
     sets = test_sets(store, rendered)
     gains = {name: [] for name in sets}
     for seed in args.seeds:
@@ -86,11 +95,15 @@ def main() -> None:
         for name in sets:
             gains[name].append(method[name] - baseline[name])
         print(json.dumps({"seed": seed, **{name: round(g[-1], 4) for name, g in gains.items()}}), flush=True)
-    print(f"\n| validation test set | images | gain {args.method} − {args.baseline} | half-width | sd over seeds |\n|---|---|---|---|---|")
+    print(
+        f"\n| validation test set | images | gain {args.method} − {args.baseline} | half-width | sd over seeds |\n|---|---|---|---|---|"
+    )
     for name, values in gains.items():
         gain = seed_interval(pd.Series(values, index=args.seeds))
-        print(f"| {name} | {len(sets[name][1])} | {gain.mean:+.3f} [{gain.ci_low:+.3f}, {gain.ci_high:+.3f}] | "
-              f"{(gain.ci_high - gain.ci_low) / 2:.3f} | {np.std(values, ddof=1):.3f} |")
+        print(
+            f"| {name} | {len(sets[name][1])} | {gain.mean:+.3f} [{gain.ci_low:+.3f}, {gain.ci_high:+.3f}] | "
+            f"{(gain.ci_high - gain.ci_low) / 2:.3f} | {np.std(values, ddof=1):.3f} |"
+        )
 
 
 if __name__ == "__main__":

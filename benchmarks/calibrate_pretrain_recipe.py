@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pretrain_budget import pretrain_config
 from sklearn.metrics import roc_auc_score
 
 from cfcl.api import embed, load_encoder
@@ -45,8 +46,6 @@ from cfcl.data.store import ImageStore
 from cfcl.evaluation.metrics import VarianceComponents, seed_interval
 from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.subsets import labelled_subset, patient_holdout
-
-from pretrain_budget import pretrain_config
 
 
 def parse_recipe(text: str) -> tuple[str, list[str]]:
@@ -111,33 +110,58 @@ def main() -> None:
                 config = pretrain_config(args.config, method, seed, args.data, cf_store, None, overrides)
                 out = args.out / name / f"{method}-s{seed}"
                 manifest = pretrain.run(config, out)
-                seconds.append((datetime.fromisoformat(manifest["finished"]) - datetime.fromisoformat(manifest["started"])).total_seconds())
+                seconds.append(
+                    (
+                        datetime.fromisoformat(manifest["finished"]) - datetime.fromisoformat(manifest["started"])
+                    ).total_seconds()
+                )
                 features = embed(load_encoder(out), store)
-                rows.append({"method": method, "seed": seed, **validation_scores(features, store, args.fraction, seed, args.draws)})
+                rows.append(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        **validation_scores(features, store, args.fraction, seed, args.draws),
+                    }
+                )
         table = pd.DataFrame(rows).set_index("seed")
-        result = {"recipe": name, "overrides": overrides, "seconds_per_run": round(float(np.mean(seconds)), 1) if seconds else None}
+        result = {
+            "recipe": name,
+            "overrides": overrides,
+            "seconds_per_run": round(float(np.mean(seconds)), 1) if seconds else None,
+        }
         for test_set in ("id", "rare", "transfer", "ood_probe"):
             ref = table[table.method == reference][test_set]
-            result[test_set] = {"mean": {m: round(float(table[table.method == m][test_set].mean()), 4) for m in args.methods}}
+            result[test_set] = {
+                "mean": {m: round(float(table[table.method == m][test_set].mean()), 4) for m in args.methods}
+            }
             for method in args.methods[1:]:
                 diff = table[table.method == method][test_set] - ref
                 gain = seed_interval(diff)
                 sd = float(diff.std(ddof=1))
                 result[test_set][f"{method}-{reference}"] = {
-                    "mean": round(gain.mean, 4), "low": round(gain.ci_low, 4), "high": round(gain.ci_high, 4),
-                    "n": gain.n_seeds, "positive": gain.n_positive, "sd": round(sd, 4), "seeds_needed": seeds_needed(sd, args.target),
+                    "mean": round(gain.mean, 4),
+                    "low": round(gain.ci_low, 4),
+                    "high": round(gain.ci_high, 4),
+                    "n": gain.n_seeds,
+                    "positive": gain.n_positive,
+                    "sd": round(sd, 4),
+                    "seeds_needed": seeds_needed(sd, args.target),
                 }
         results.append(result)
         print(json.dumps(result), flush=True)
     method = args.methods[1]
-    print(f"\n| recipe | s per run | test set | {reference} | {method} | gain [95 % interval], positive/n | sd | seeds for ±{args.target:g} |")
+    print(
+        f"\n| recipe | s per run | test set | {reference} | {method} | gain [95 % interval], positive/n | sd | seeds for ±{args.target:g} |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for result in results:
         for test_set in ("id", "rare", "transfer", "ood_probe"):
             g = result[test_set][f"{method}-{reference}"]
             means = result[test_set]["mean"]
-            print(f"| {result['recipe']} | {result['seconds_per_run']} | {test_set} | {means[reference]:.3f} | {means[method]:.3f} "
-                  f"| {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}], {g['positive']}/{g['n']} | {g['sd']:.3f} | {g['seeds_needed']} |")
+            print(
+                f"| {result['recipe']} | {result['seconds_per_run']} | {test_set} | {means[reference]:.3f} | {means[method]:.3f} "
+                f"| {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}], {g['positive']}/{g['n']} | {g['sd']:.3f} | {g['seeds_needed']} |"
+            )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from calibrate_sex_gap import interval
 from calibrate_synth import as_tensor, auroc, log, predict, train_classifier
+
 from cfcl.data.store import ImageStore
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.generate import generate
@@ -68,12 +68,24 @@ def main() -> None:
     for frames in args.frames:
         started, per_seed = time.time(), []
         for seed in args.seeds:
-            config = SynthConfig(seed=seed, n_val=args.n_val, n_test=0, n_ood_train=0, n_ood_test=0, frames=frames == "on")
+            config = SynthConfig(
+                seed=seed, n_val=args.n_val, n_test=0, n_ood_train=0, n_ood_test=0, frames=frames == "on"
+            )
             per_seed.append(measure(config, args.epochs, seed))
             log(f"frames {frames}", seed, per_seed[-1])
         summary = {key: interval([r[key] for r in per_seed]) for key in per_seed[0]}
-        print(json.dumps({"frames": frames, "seeds": args.seeds, "n_val": args.n_val, **summary,
-                          "seconds": round(time.time() - started, 1)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "frames": frames,
+                    "seeds": args.seeds,
+                    "n_val": args.n_val,
+                    **summary,
+                    "seconds": round(time.time() - started, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from calibrate_synth import as_tensor, auroc, log, predict, train_classifier
 from sklearn.metrics import balanced_accuracy_score
 
-from calibrate_synth import as_tensor, auroc, log, predict, train_classifier
 from cfcl.data.store import ImageStore
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.generate import generate
@@ -35,7 +35,11 @@ from cfcl.evaluation.metrics import seed_interval
 def store_config(shadow: float, masking: float, female_train: float, n_val: int, seed: int) -> SynthConfig:
     """The default benchmark's training split with the sex setting, a larger validation split, no test images."""
     return SynthConfig(
-        seed=seed, n_val=n_val, n_test=0, n_ood_train=0, n_ood_test=0,
+        seed=seed,
+        n_val=n_val,
+        n_test=0,
+        n_ood_train=0,
+        n_ood_test=0,
         sex={"breast_shadow": shadow, "breast_masking": masking, "female_share": {"train": female_train}},
     )
 
@@ -53,20 +57,30 @@ def measure(config: SynthConfig, epochs: int, seed: int) -> dict:
     y_val, m_val = label[val], male[val].astype(bool)
     sex_model = train_classifier(x_train, male[train], 2, epochs, seed)
     sex_bacc = balanced_accuracy_score(male[val], predict(sex_model, x_val).argmax(1))
-    result = {"auroc": auroc(y_val, p_val), "auroc_F": auroc(y_val[~m_val], p_val[~m_val]), "auroc_M": auroc(y_val[m_val], p_val[m_val])}
+    result = {
+        "auroc": auroc(y_val, p_val),
+        "auroc_F": auroc(y_val[~m_val], p_val[~m_val]),
+        "auroc_M": auroc(y_val[m_val], p_val[m_val]),
+    }
     return {**result, "gap": round(result["auroc_M"] - result["auroc_F"], 4), "sex_bacc": round(float(sex_bacc), 4)}
 
 
 def interval(values: list[float]) -> list[float]:
     """Mean and 95 % t-interval over seeds (the evaluation's own seed interval); the mean alone for one seed."""
     found = seed_interval(pd.Series(values, index=range(len(values))))
-    return [round(found.mean, 4)] if found.n_seeds < 2 else [round(v, 4) for v in (found.mean, found.ci_low, found.ci_high)]
+    return (
+        [round(found.mean, 4)]
+        if found.n_seeds < 2
+        else [round(v, 4) for v in (found.mean, found.ci_low, found.ci_high)]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid", nargs="+", default=["0.05:0.3"], help="settings SHADOW:MASKING[:FEMALE_TRAIN_SHARE]")
-    parser.add_argument("--female-train", type=float, default=0.3, help="share of women in training unless a setting names one")
+    parser.add_argument(
+        "--female-train", type=float, default=0.3, help="share of women in training unless a setting names one"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--n-val", type=int, default=2400)
     parser.add_argument("--epochs", type=int, default=8)
@@ -81,10 +95,20 @@ def main() -> None:
             per_seed.append(measure(store_config(shadow, masking, female, args.n_val, seed), args.epochs, seed))
             log(setting, seed, per_seed[-1])
         summary = {key: interval([r[key] for r in per_seed]) for key in per_seed[0]}
-        print(json.dumps({
-            "breast_shadow": shadow, "breast_masking": masking, "female_train": female, "seeds": args.seeds,
-            "n_val": args.n_val, **summary, "seconds": round(time.time() - started, 1),
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "breast_shadow": shadow,
+                    "breast_masking": masking,
+                    "female_train": female,
+                    "seeds": args.seeds,
+                    "n_val": args.n_val,
+                    **summary,
+                    "seconds": round(time.time() - started, 1),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

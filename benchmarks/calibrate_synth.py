@@ -129,10 +129,16 @@ def probe_report(encoder, data, rng_seed: int) -> dict:
     scaler = StandardScaler().fit(f_train)
     f_train, f_test, f_ood = scaler.transform(f_train), scaler.transform(f_test), scaler.transform(f_ood)
     rng = np.random.default_rng(rng_seed)
-    subset = np.concatenate([
-        rng.choice(np.flatnonzero(data["d_train"] == d), max(2, int(LABEL_FRACTION * (data["d_train"] == d).sum())), replace=False)
-        for d in np.unique(data["d_train"])
-    ])
+    subset = np.concatenate(
+        [
+            rng.choice(
+                np.flatnonzero(data["d_train"] == d),
+                max(2, int(LABEL_FRACTION * (data["d_train"] == d).sum())),
+                replace=False,
+            )
+            for d in np.unique(data["d_train"])
+        ]
+    )
     probe = LogisticRegression(C=0.1, max_iter=3000).fit(f_train[subset], data["y_train"][subset])
     p_test, p_ood = probe.predict_proba(f_test)[:, 1], probe.predict_proba(f_ood)[:, 1]
     report = {"id": auroc(data["y_test"], p_test), "ood": auroc(data["y_ood"], p_ood)}
@@ -188,7 +194,10 @@ def supervised_reports(data: dict, epochs: int, seed: int, majority: int, rare: 
     on_major = data["d_train"] == majority
     model = train_classifier(data["x_train"][on_major], data["y_train"][on_major], 2, epochs, seed)
     p_test = predict(model, data["x_test"])[:, 1]
-    maj = {names[d]: auroc(data["y_test"][data["d_test"] == d], p_test[data["d_test"] == d]) for d in data["id_domains"].values()}
+    maj = {
+        names[d]: auroc(data["y_test"][data["d_test"] == d], p_test[data["d_test"] == d])
+        for d in data["id_domains"].values()
+    }
     maj["ood"] = auroc(data["y_ood"], predict(model, data["x_ood"])[:, 1])
     maj["rare_drop"] = round(maj[names[majority]] - maj[names[rare]], 4)
     return sup, maj
@@ -259,7 +268,9 @@ def main() -> None:
         log(result, timings)
     if "supervised" not in args.skip:
         tic = time.time()
-        result["b_supervised"], result["c_majority_only"] = supervised_reports(data, args.epochs, args.seed, majority, rare)
+        result["b_supervised"], result["c_majority_only"] = supervised_reports(
+            data, args.epochs, args.seed, majority, rare
+        )
         timings["supervised"] = round(time.time() - tic, 1)
         log(result, timings)
     if "ssl" not in args.skip:

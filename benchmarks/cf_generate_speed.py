@@ -38,11 +38,20 @@ def main() -> None:
         wall, cpu = time.perf_counter(), time.process_time()
         manifest = run(config, out, force=True)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(json.dumps({
-        "benchmark": "cf_generate_speed", "seconds": round(wall, 1), "generate_seconds": manifest["timings"]["generate"],
-        "cpu_seconds": round(cpu, 1), "threads": args.threads, "counterfactuals": manifest["n"],
-        "images_per_second": round(manifest["n"] / max(wall, 1e-9), 1), "target_seconds": 60,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "cf_generate_speed",
+                "seconds": round(wall, 1),
+                "generate_seconds": manifest["timings"]["generate"],
+                "cpu_seconds": round(cpu, 1),
+                "threads": args.threads,
+                "counterfactuals": manifest["n"],
+                "images_per_second": round(manifest["n"] / max(wall, 1e-9), 1),
+                "target_seconds": 60,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

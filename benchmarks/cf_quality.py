@@ -23,8 +23,21 @@ from cfcl.layout import true_cf
 
 def train(role: str, store: Path, out: Path) -> dict:
     started = time.time()
-    code = cfcl(["cf", "classifier", "--config", f"cf_{role}", "--data", str(store), "--out", str(out),
-                 "--force", "--set", "trainer.progress_bar=false"])
+    code = cfcl(
+        [
+            "cf",
+            "classifier",
+            "--config",
+            f"cf_{role}",
+            "--data",
+            str(store),
+            "--out",
+            str(out),
+            "--force",
+            "--set",
+            "trainer.progress_bar=false",
+        ]
+    )
     if code:
         raise SystemExit(f"cf classifier ({role}) failed with exit code {code}")
     manifest = json.loads((out / "manifest.json").read_text())
@@ -41,8 +54,22 @@ def train(role: str, store: Path, out: Path) -> dict:
 def evaluate(store: Path, generator: Path, judge: Path, out: Path, overrides: list[str]) -> dict:
     started = time.time()
     sets = [arg for item in overrides for arg in ("--set", item)]
-    code = cfcl(["cf", "evaluate", "--data", str(store), "--generator", str(generator), "--judge", str(judge),
-                 "--out", str(out), "--force", *sets])
+    code = cfcl(
+        [
+            "cf",
+            "evaluate",
+            "--data",
+            str(store),
+            "--generator",
+            str(generator),
+            "--judge",
+            str(judge),
+            "--out",
+            str(out),
+            "--force",
+            *sets,
+        ]
+    )
     if code:
         raise SystemExit(f"cf evaluate of {generator} failed with exit code {code}")
     result = json.loads((out / "cf_quality.json").read_text())
@@ -70,14 +97,19 @@ def run(args: argparse.Namespace) -> dict:
     judge = work / "judge"
     report["true_cf"] = evaluate(args.store, true_cf(args.store), judge, work / "eval_true_cf", args.set)
     for i, generator in enumerate(args.generator):
-        report[f"generator_{i}"] = {"path": str(generator), **evaluate(args.store, generator, judge, work / f"eval_{i}", args.set)}
+        report[f"generator_{i}"] = {
+            "path": str(generator),
+            **evaluate(args.store, generator, judge, work / f"eval_{i}", args.set),
+        }
     return report
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, required=True, help="image store with true_cf/ (synthetic benchmark)")
-    parser.add_argument("--work", type=Path, help="folder for the classifiers and evaluations (default: a temporary one)")
+    parser.add_argument(
+        "--work", type=Path, help="folder for the classifiers and evaluations (default: a temporary one)"
+    )
     parser.add_argument("--generator", type=Path, action="append", default=[], help="generator folder to evaluate too")
     parser.add_argument("--set", action="append", default=[], help="cf evaluate override, e.g. n_per_domain=64")
     print(json.dumps(run(parser.parse_args())))

@@ -34,7 +34,11 @@ TARGET = 3.0
 
 def train_seconds(store: Path, steps: int, overrides: list[str], env: dict[str, str], out: Path) -> float:
     """Wall seconds of one ``cfcl cf train`` of ``steps`` steps (process start included)."""
-    sets = [arg for item in [f"trainer.max_steps={steps}", "trainer.progress_bar=false", *overrides] for arg in ("--set", item)]
+    sets = [
+        arg
+        for item in [f"trainer.max_steps={steps}", "trainer.progress_bar=false", *overrides]
+        for arg in ("--set", item)
+    ]
     command = [sys.executable, "-m", "cfcl", "cf", "train", "--data", str(store), "--out", str(out), "--force", *sets]
     started = time.perf_counter()
     subprocess.run(command, env={**os.environ, **env}, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -45,8 +49,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("store", type=Path, help="image store, e.g. from `cfcl data synth --out DIR`")
     parser.add_argument("--steps", type=int, default=40, help="training steps per run")
-    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the training process")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="cf train override")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="environment of the training process"
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="cf train override"
+    )
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
 

@@ -50,7 +50,9 @@ def effective_rank(features: np.ndarray) -> float:
     return float(np.exp(-(share * np.log(share)).sum()))
 
 
-def readout(train: np.ndarray, val: np.ndarray, meta_train, meta_val, n_labels: int, factors: tuple[str, ...]) -> dict[str, float]:
+def readout(
+    train: np.ndarray, val: np.ndarray, meta_train, meta_val, n_labels: int, factors: tuple[str, ...]
+) -> dict[str, float]:
     """Every read-out of the module docstring, from ``train``/``val`` features and their metadata rows."""
     label = fit_probe(train, meta_train["label"].to_numpy())
     scanner = fit_probe(train, meta_train["domain"].to_numpy())
@@ -84,8 +86,10 @@ def main() -> None:
     store = ImageStore.open(args.data)
     missing = [f for f in args.factors if f not in store.meta.columns]
     if missing:
-        raise SystemExit(f"factor_readout: {store.path / 'metadata.csv'} has no column {', '.join(missing)} "
-                         f"(expected the synthetic benchmark's factors, e.g. {', '.join(DEFAULT_FACTORS)})")
+        raise SystemExit(
+            f"factor_readout: {store.path / 'metadata.csv'} has no column {', '.join(missing)} "
+            f"(expected the synthetic benchmark's factors, e.g. {', '.join(DEFAULT_FACTORS)})"
+        )
     first = next((name for name in args.encoders if name != RANDOM), None)
     if first is None:
         raise SystemExit("factor_readout: 'random' needs a pretrained encoder among the encoders (its architecture)")
@@ -95,8 +99,14 @@ def main() -> None:
     for name in args.encoders:
         encoder = build(name, random_info, args.seed)
         features = embed(encoder, store.images[np.concatenate([train, val])])
-        result = readout(features[: len(train)], features[len(train) :], store.meta.iloc[train], store.meta.iloc[val],
-                         len(store.labels), tuple(args.factors))
+        result = readout(
+            features[: len(train)],
+            features[len(train) :],
+            store.meta.iloc[train],
+            store.meta.iloc[val],
+            len(store.labels),
+            tuple(args.factors),
+        )
         rows.append({"encoder": name, **{k: round(v, 4) for k, v in result.items()}})
         print(json.dumps(rows[-1]), flush=True)
     columns = [k for k in rows[0] if k != "encoder"]

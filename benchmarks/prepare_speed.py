@@ -93,8 +93,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="output size")
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
-    result = {"benchmark": "prepare_speed", "input": f"{SIDE}x{SIDE}", "size": args.size,
-              "cpus": os.cpu_count(), "png_count": args.count, "dicom_count": args.dicom_count}
+    result = {
+        "benchmark": "prepare_speed",
+        "input": f"{SIDE}x{SIDE}",
+        "size": args.size,
+        "cpus": os.cpu_count(),
+        "png_count": args.count,
+        "dicom_count": args.dicom_count,
+    }
     with tempfile.TemporaryDirectory(prefix="cfcl-prepare-speed-") as tmp:
         tmp = Path(tmp)
         for kind, suffix, count in (("png16", ".png", args.count), ("dicom", ".dcm", args.dicom_count)):

@@ -41,7 +41,13 @@ from cfcl.presets import resolve_config_path
 
 
 def pretrain_config(
-    run_config: str, method: str, seed: int, data: Path, cf_store: Path | None, epochs: int | None, overrides: list[str] = ()
+    run_config: str,
+    method: str,
+    seed: int,
+    data: Path,
+    cf_store: Path | None,
+    epochs: int | None,
+    overrides: list[str] = (),
 ) -> PretrainConfig:
     """The run config's pretraining of ``method`` with ``seed``, for ``epochs`` epochs (None: the run config's), with
     ``overrides``."""
@@ -50,7 +56,9 @@ def pretrain_config(
     base = config_dict(node.config)
     base.update(data=str(data), cf_store=str(cf_store) if cf_store else None)
     return build_config(
-        PretrainConfig, base=base, overrides=[*([f"trainer.max_epochs={epochs}"] if epochs else []), "trainer.progress_bar=false", *overrides]
+        PretrainConfig,
+        base=base,
+        overrides=[*([f"trainer.max_epochs={epochs}"] if epochs else []), "trainer.progress_bar=false", *overrides],
     )
 
 
@@ -73,13 +81,16 @@ def epoch_encoders(run: Path, method: str):
     prefix = pretrain.saved_encoder(method) + "."
     for path in sorted((run / "checkpoints").glob("epoch[0-9][0-9][0-9].ckpt")):
         _, checkpoint = read_checkpoint(path, path.name, "pretraining", ("state_dict",))
-        state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         encoder.load_state_dict(state, strict=True)
-        yield int(path.stem[len("epoch"):]) + 1, encoder
+        yield int(path.stem[len("epoch") :]) + 1, encoder
 
 
 def summary(scores: list[float]) -> dict:
-    return {"mean": round(float(np.mean(scores)), 4), "sd": round(float(np.std(scores, ddof=1)), 4) if len(scores) > 1 else None}
+    return {
+        "mean": round(float(np.mean(scores)), 4),
+        "sd": round(float(np.std(scores, ddof=1)), 4) if len(scores) > 1 else None,
+    }
 
 
 def main() -> None:
@@ -94,20 +105,36 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5, help="label draws per fraction")
     parser.add_argument("--out", type=Path, required=True, help="folder of the pretraining runs (one per budget)")
     parser.add_argument("--curve", action="store_true", help="also probe every epoch checkpoint of each run")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="pretrain config override, e.g. dino.teacher_momentum=[0.9,1.0]")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="pretrain config override, e.g. dino.teacher_momentum=[0.9,1.0]",
+    )
     args = parser.parse_args()
 
     store = ImageStore.open(args.data)
     rows = []
-    config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, args.epochs[0], args.overrides)
+    config = pretrain_config(
+        args.config, args.method, args.seed, args.data, args.cf_store, args.epochs[0], args.overrides
+    )
     architecture = {"arch": config.encoder.arch, "arch_kwargs": config.encoder.arch_kwargs}
     random_features = embed(EncoderRef(RANDOM, args.seed, architecture).build(), store)
-    rows.append({"epochs": 0, "encoder": "random", "seconds": 0.0,
-                 **{f"val_auroc_{f:g}": summary(val_auroc(random_features, store, f, args.draws)) for f in args.fractions}})
+    rows.append(
+        {
+            "epochs": 0,
+            "encoder": "random",
+            "seconds": 0.0,
+            **{f"val_auroc_{f:g}": summary(val_auroc(random_features, store, f, args.draws)) for f in args.fractions},
+        }
+    )
     print(json.dumps(rows[-1]), flush=True)
     for epochs in args.epochs:
         keep = ["trainer.keep_every_n_epochs=1"] if args.curve else []
-        config = pretrain_config(args.config, args.method, args.seed, args.data, args.cf_store, epochs, [*keep, *args.overrides])
+        config = pretrain_config(
+            args.config, args.method, args.seed, args.data, args.cf_store, epochs, [*keep, *args.overrides]
+        )
         run = args.out / f"{args.method}-e{epochs}"
         tic = time.time()
         pretrain.run(config, run)
@@ -116,13 +143,25 @@ def main() -> None:
         for epoch, encoder in probed:
             features = embed(encoder, store)
             label = args.method if epoch == epochs else f"{args.method}, epoch {epoch} of {epochs}"
-            rows.append({"epochs": epochs, "encoder": label, "seconds": round(seconds, 1),
-                         **{f"val_auroc_{f:g}": summary(val_auroc(features, store, f, args.draws)) for f in args.fractions}})
+            rows.append(
+                {
+                    "epochs": epochs,
+                    "encoder": label,
+                    "seconds": round(seconds, 1),
+                    **{f"val_auroc_{f:g}": summary(val_auroc(features, store, f, args.draws)) for f in args.fractions},
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
-    header = "| encoder | epochs | pretraining s | " + " | ".join(f"val AUROC, {f:g} of labels" for f in args.fractions) + " |"
+    header = (
+        "| encoder | epochs | pretraining s | "
+        + " | ".join(f"val AUROC, {f:g} of labels" for f in args.fractions)
+        + " |"
+    )
     print(f"\n{header}\n|{'---|' * (3 + len(args.fractions))}")
     for row in rows:
-        cells = [f"{row[f'val_auroc_{f:g}']['mean']:.3f} ± {row[f'val_auroc_{f:g}']['sd'] or 0:.3f}" for f in args.fractions]
+        cells = [
+            f"{row[f'val_auroc_{f:g}']['mean']:.3f} ± {row[f'val_auroc_{f:g}']['sd'] or 0:.3f}" for f in args.fractions
+        ]
         print(f"| {row['encoder']} | {row['epochs']} | {row['seconds']:.0f} | " + " | ".join(cells) + " |")
 
 

@@ -65,10 +65,16 @@ from cfcl.training import loader_workers, make_trainer
 
 def random_store(path: Path, n: int, size: int) -> Path:
     rng = np.random.default_rng(0)
-    meta = pd.DataFrame({
-        "index": range(n), "image_id": [f"r{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
-        "split": "train", "domain": rng.integers(0, 2, n), "label": rng.integers(0, 2, n),
-    })
+    meta = pd.DataFrame(
+        {
+            "index": range(n),
+            "image_id": [f"r{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "split": "train",
+            "domain": rng.integers(0, 2, n),
+            "label": rng.integers(0, 2, n),
+        }
+    )
     write_store(path, rng.integers(0, 256, (n, size, size), dtype=np.uint8), meta, ["a", "b"], ["n", "y"])
     return path
 
@@ -92,7 +98,9 @@ def view_shapes(config: PretrainConfig, size: tuple[int, int]) -> list[tuple[int
     return [(2 * b, global_size), (config.dino.n_local * b, (config.dino.local_size,) * 2)]
 
 
-def bare(config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
+def bare(
+    config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int
+) -> tuple[float, float]:
     """Views/s of the encoder work alone: forward + backward over the step's views (for the DINO
     family also the teacher's forward over the global views), and its :func:`clock` ms per step."""
     module = build_module(config, size, 2).to(device)
@@ -143,21 +151,32 @@ class StepTimer:
         self.callback = Callback()
 
 
-def cfcl_pipeline(config: PretrainConfig, out: Path, steps: int, warmup: int, callbacks: tuple = (),
-                  **trainer_overrides) -> tuple[float, float]:
+def cfcl_pipeline(
+    config: PretrainConfig, out: Path, steps: int, warmup: int, callbacks: tuple = (), **trainer_overrides
+) -> tuple[float, float]:
     """Views/s of the real loop (SimCLR or DINO family, as ``config.method``), and its :func:`clock` ms per
     step; ``callbacks`` and ``trainer_overrides`` (e.g. ``deterministic``) go to the Lightning ``Trainer``."""
     data = open_pretrain_data(config.method, config.data, None, config.split)
     timer = StepTimer(warmup, steps)
-    trainer = make_trainer(config.trainer, out, callbacks=[timer.callback, *callbacks], use_distributed_sampler=False,
-                           max_steps=warmup + steps, max_epochs=-1, logger=False, **trainer_overrides)
+    trainer = make_trainer(
+        config.trainer,
+        out,
+        callbacks=[timer.callback, *callbacks],
+        use_distributed_sampler=False,
+        max_steps=warmup + steps,
+        max_epochs=-1,
+        logger=False,
+        **trainer_overrides,
+    )
     n_local = config.dino.n_local if config.dino is not None else 0
     batches = ViewBatches(data, config.method, config.batch_size, config.seed, 0.5, 1.0, 1, n_local)
     if METHODS[config.method].family == "dino":
         module = build_dino_module(config, data, batches.batches_per_epoch(1))
     else:
         module = build_module(config, data.image_size, len(data.data.labels))
-    loader = step_loader(batches, lambda: (trainer.global_step, 0, 1), loader_workers(config.trainer), torch.cuda.is_available())
+    loader = step_loader(
+        batches, lambda: (trainer.global_step, 0, 1), loader_workers(config.trainer), torch.cuda.is_available()
+    )
     trainer.fit(module, loader)
     views = sum(n for n, _ in view_shapes(config, data.image_size))
     return views * steps / (timer.stop - timer.start), 1000 * (timer.stop_clock - timer.start_clock) / steps
@@ -182,9 +201,13 @@ def step_breakdown(config: PretrainConfig, device: torch.device, loop_ms: float,
         nt_xent(module.head(features), batch["groups"], config.temperature).backward()
 
     parts = {
-        "data": lambda: batches[(0, 1, 0, 1)], "to_float": lambda: batch["views"].float().div_(255.0),
-        "augment": lambda: module.augment(x), "encoder_forward_backward": encoder_step, "head_and_loss": head_and_loss,
-        "finite_check": lambda: non_finite_gradients(module.parameters(), device), "optimizer": optimizer.step,
+        "data": lambda: batches[(0, 1, 0, 1)],
+        "to_float": lambda: batch["views"].float().div_(255.0),
+        "augment": lambda: module.augment(x),
+        "encoder_forward_backward": encoder_step,
+        "head_and_loss": head_and_loss,
+        "finite_check": lambda: non_finite_gradients(module.parameters(), device),
+        "optimizer": optimizer.step,
     }
     times = {}
     for name, part in parts.items():
@@ -264,14 +287,21 @@ def augment_ms(config: PretrainConfig, size: tuple[int, int], device: torch.devi
     return 1000 * float(np.median(times[2:]))
 
 
-def lightly_style(config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int, workers: int) -> float:
+def lightly_style(
+    config: PretrainConfig, size: tuple[int, int], device: torch.device, steps: int, warmup: int, workers: int
+) -> float:
     module = build_module(config, size, 2).to(device)
     params = list(module.encoder.parameters()) + list(module.head.parameters())
     optimizer = torch.optim.Adam(params, lr=config.lr, fused=True)  # as cfcl's module
     dataset = PILViews(config.data, config.augment.resolve(), size)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
     )
     amp, done = device.type == "cuda", 0
     groups = torch.arange(config.batch_size, device=device).repeat(2)
@@ -297,10 +327,19 @@ def lightly_style(config: PretrainConfig, size: tuple[int, int], device: torch.d
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cuda", action="store_true", help="ResNet-50, 224 px, batch 256, AMP, channels-last on a CUDA GPU")
+    parser.add_argument(
+        "--cuda", action="store_true", help="ResNet-50, 224 px, batch 256, AMP, channels-last on a CUDA GPU"
+    )
     parser.add_argument("--arch", choices=ARCHS, help="encoder (default: small on CPU, resnet50 with --cuda)")
-    parser.add_argument("--dino", action="store_true", help="the DINO loop (method dino, the run preset's crops) instead of SimCLR")
-    parser.add_argument("--presets", nargs="+", choices=sorted(PRESETS), help="augmentation presets (default: chest demo; chest on CUDA)")
+    parser.add_argument(
+        "--dino", action="store_true", help="the DINO loop (method dino, the run preset's crops) instead of SimCLR"
+    )
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        choices=sorted(PRESETS),
+        help="augmentation presets (default: chest demo; chest on CUDA)",
+    )
     parser.add_argument("--data", type=Path, help="image store (train split); default: random images")
     parser.add_argument("--size", type=int, default=None, help="side of the random images (default 64 on CPU)")
     parser.add_argument("--steps", type=int, default=None)
@@ -330,7 +369,11 @@ def main() -> None:
             raise SystemExit("--cuda needs a CUDA GPU")
         device, size, batch, steps, warmup, arch = torch.device("cuda"), 224, 256, 30, 10, "resnet50"
         torch.backends.cudnn.benchmark = True
-        base = {"projection": [1024, 128], "channels_last": True, "trainer": {"accelerator": "gpu", "precision": "bf16-mixed"}}
+        base = {
+            "projection": [1024, 128],
+            "channels_last": True,
+            "trainer": {"accelerator": "gpu", "precision": "bf16-mixed"},
+        }
         workers, presets = min(8, os.cpu_count() or 1), ["chest"]
     else:
         device, size, batch, steps, warmup, arch = torch.device("cpu"), 64, 128, 8, 2, "small"
@@ -355,27 +398,44 @@ def main() -> None:
         config = build_config(PretrainConfig, overrides=args.overrides, base=base)
         result_bare, bare_ms = bare(config, image_size, device, steps, warmup)
         for preset in presets:
-            config = build_config(PretrainConfig, overrides=args.overrides, base={**base, "augment": {"preset": preset}})
+            config = build_config(
+                PretrainConfig, overrides=args.overrides, base={**base, "augment": {"preset": preset}}
+            )
             result_cfcl, loop_ms = cfcl_pipeline(config, Path(tmp) / f"run_{preset}", steps, warmup)
             rows[preset] = {
-                "cfcl_views_per_s": round(result_cfcl, 1), "cfcl_over_bare": round(result_cfcl / result_bare, 3),
+                "cfcl_views_per_s": round(result_cfcl, 1),
+                "cfcl_over_bare": round(result_cfcl / result_bare, 3),
                 "cfcl_over_bare_by_clock": round(bare_ms / loop_ms, 3),
                 "augment_ms": round(augment_ms(config, image_size, device), 1),
             }
             if not args.dino:  # the per-sample pipeline and the step breakdown are the SimCLR loop's
                 result_lightly = lightly_style(config, image_size, device, steps, warmup, workers)
-                rows[preset].update(lightly_style_views_per_s=round(result_lightly, 1),
-                                    cfcl_over_lightly_style=round(result_cfcl / result_lightly, 3))
+                rows[preset].update(
+                    lightly_style_views_per_s=round(result_lightly, 1),
+                    cfcl_over_lightly_style=round(result_cfcl / result_lightly, 3),
+                )
                 if args.breakdown:
                     rows[preset]["step_ms"] = step_breakdown(config, device, loop_ms)
-    print(json.dumps({
-        "benchmark": "pretrain_throughput", "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0], "method": config.method,
-        "encoder": config.encoder.arch, "image_size": list(image_size), "batch_size": batch,
-        "views_per_step": sum(n for n, _ in view_shapes(config, image_size)), "steps": steps,
-        "lightly_style_workers": workers, "bare_views_per_s": round(result_bare, 1), **rows,
-        "targets": {"cfcl_over_bare": 0.85, "cfcl_over_lightly_style": 1.5},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "pretrain_throughput",
+                "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                "threads": torch.get_num_threads(),
+                "load_average": os.getloadavg()[0],
+                "method": config.method,
+                "encoder": config.encoder.arch,
+                "image_size": list(image_size),
+                "batch_size": batch,
+                "views_per_step": sum(n for n, _ in view_shapes(config, image_size)),
+                "steps": steps,
+                "lightly_style_workers": workers,
+                "bare_views_per_s": round(result_bare, 1),
+                **rows,
+                "targets": {"cfcl_over_bare": 0.85, "cfcl_over_lightly_style": 1.5},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

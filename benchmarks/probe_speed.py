@@ -59,30 +59,39 @@ def main() -> None:
                 run_stage(PRETRAIN, folder, BenchmarkEncoder(method=method), random_encoder)
                 encoders.append(folder)
         config = EvaluateConfig(
-            data=args.store, encoders=encoders, label_fractions=[0.05, 0.25, 1.0], seeds=[0, 1, 2],
-            random_baseline=False, finetune={"supervised": False}, embeddings={"enabled": False},
+            data=args.store,
+            encoders=encoders,
+            label_fractions=[0.05, 0.25, 1.0],
+            seeds=[0, 1, 2],
+            random_baseline=False,
+            finetune={"supervised": False},
+            embeddings={"enabled": False},
         )
         tic, cpu = time.time(), time.process_time()
         timings = run(config, Path(tmp) / EVAL)["timings"]
         seconds, cpu_seconds = time.time() - tic, time.process_time() - cpu
-    print(json.dumps({
-        "benchmark": "probe_speed",
-        "store": str(args.store),
-        "images": len(store),
-        "image_size": list(store.size),
-        "methods": len(encoders),
-        "label_fractions": config.label_fractions,
-        "seeds": config.seeds,
-        "probes": len(encoders) * len(config.label_fractions) * len(config.seeds) * 2,
-        "torch_threads": args.threads,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "seconds_total": round(seconds, 1),
-        "cpu_seconds_total": round(cpu_seconds, 1),
-        "seconds_features_and_probes": timings.get("linear"),
-        "seconds_metrics": timings.get("metrics"),
-        "target_seconds": 120,
-        "pass": seconds <= 120,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "probe_speed",
+                "store": str(args.store),
+                "images": len(store),
+                "image_size": list(store.size),
+                "methods": len(encoders),
+                "label_fractions": config.label_fractions,
+                "seeds": config.seeds,
+                "probes": len(encoders) * len(config.label_fractions) * len(config.seeds) * 2,
+                "torch_threads": args.threads,
+                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                "seconds_total": round(seconds, 1),
+                "cpu_seconds_total": round(cpu_seconds, 1),
+                "seconds_features_and_probes": timings.get("linear"),
+                "seconds_metrics": timings.get("metrics"),
+                "target_seconds": 120,
+                "pass": seconds <= 120,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -69,9 +69,14 @@ def gain_fields(method: pd.Series, reference: pd.Series) -> dict:
     gain = paired_seed_gain(method, reference)
     per_seed = (method.groupby(level=0).mean() - reference.groupby(level=0).mean()).dropna()
     return {
-        "per_seed": [round(float(v), 4) for v in per_seed], "mean": rounded(gain.mean),
-        "ci_low": rounded(gain.ci_low), "ci_high": rounded(gain.ci_high), "n": gain.n_seeds, "signs": gain.signs,
-        "supported": gain.supported, **({"note": gain.note} if gain.note else {}),
+        "per_seed": [round(float(v), 4) for v in per_seed],
+        "mean": rounded(gain.mean),
+        "ci_low": rounded(gain.ci_low),
+        "ci_high": rounded(gain.ci_high),
+        "n": gain.n_seeds,
+        "signs": gain.signs,
+        "supported": gain.supported,
+        **({"note": gain.note} if gain.note else {}),
     }
 
 
@@ -79,7 +84,9 @@ def gains(table: pd.DataFrame, method: str, reference: str) -> dict:
     """The paired gain of ``method`` over ``reference`` for every column of ``table`` (indexed by method, seed)."""
     if method not in table.index.get_level_values(0) or reference not in table.index.get_level_values(0):
         return {}
-    return {col: gain_fields(table.loc[method, col].dropna(), table.loc[reference, col].dropna()) for col in table.columns}
+    return {
+        col: gain_fields(table.loc[method, col].dropna(), table.loc[reference, col].dropna()) for col in table.columns
+    }
 
 
 def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None) -> tuple[dict, dict]:
@@ -90,7 +97,9 @@ def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None)
         return {}, {}
     gap = (male[columns] - female[columns]).dropna(how="all")
     methods = gap.index.get_level_values(0).unique()
-    per_method = {m: {c: gain_fields(male.loc[m, c].dropna(), female.loc[m, c].dropna()) for c in columns} for m in methods}
+    per_method = {
+        m: {c: gain_fields(male.loc[m, c].dropna(), female.loc[m, c].dropna()) for c in columns} for m in methods
+    }
     return per_method, {m: gains(gap, m, "simclr") for m in methods if m != "simclr"}
 
 
@@ -102,8 +111,12 @@ def met(gain: dict, at_least: float = 0.0) -> bool:
 def supervised_auroc(metrics: pd.DataFrame, fraction: float) -> float | None:
     """The supervised-from-scratch baseline's ID AUROC at ``fraction`` (mean over seeds)."""
     m = metrics[
-        (metrics.method == "supervised") & (metrics.metric == "auroc") & (metrics.label_fraction == fraction)
-        & (metrics.test_set == "id") & (metrics.domain == "all") & (metrics.subgroup == WHOLE)
+        (metrics.method == "supervised")
+        & (metrics.metric == "auroc")
+        & (metrics.label_fraction == fraction)
+        & (metrics.test_set == "id")
+        & (metrics.domain == "all")
+        & (metrics.subgroup == WHOLE)
     ]
     return round(float(m.value.mean()), 4) if len(m) else None
 
@@ -172,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     if {"simclr", args.method} <= set(pred.index):
         result["invariance_drop"] = {
             measure: gain_fields(invariance.loc["simclr", measure], invariance.loc[args.method, measure])
-            for measure in ("balanced_accuracy", "knn_purity", "silhouette") if measure in invariance.columns
+            for measure in ("balanced_accuracy", "knn_purity", "silhouette")
+            if measure in invariance.columns
         }
         targets["predictability_drop"] = met(result["invariance_drop"]["balanced_accuracy"], 0.15)
         if "knn_purity" in invariance.columns:

@@ -36,16 +36,20 @@ def main() -> None:
         with contextlib.redirect_stdout(io.StringIO()):
             run(config, Path(tmp) / "synth")
         seconds = time.perf_counter() - tic
-    print(json.dumps({
-        "benchmark": "synth_speed",
-        "images": n,
-        "size": args.size,
-        "scanners": len(config.scanners),
-        "images_written": n * (1 + len(config.scanners)),
-        "seconds": round(seconds, 2),
-        "target_seconds": 30,
-        "cpu_count": os.cpu_count(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "synth_speed",
+                "images": n,
+                "size": args.size,
+                "scanners": len(config.scanners),
+                "images_written": n * (1 + len(config.scanners)),
+                "seconds": round(seconds, 2),
+                "target_seconds": 30,
+                "cpu_count": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ values in [0, 1] (0 black, bright means dense) or, as stored in an image store, 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -7,8 +7,9 @@ next to its weights, so a loader rebuilds the model and a mismatch is a one-line
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

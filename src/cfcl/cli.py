@@ -21,17 +21,32 @@ def _stage_parser(sub: argparse._SubParsersAction, command: StageCommand) -> Non
     parser = sub.add_parser(command.words[-1], help=command.help, description=command.help)
     parser.add_argument("--config", help="YAML config file or preset name (see configs/stage/)")
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help=f"override one config value, e.g. --set {command.example} (repeatable)",
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder of this stage")
-    parser.add_argument("--force", action="store_true", help="run even when up to date, starting afresh; overwrites an output made with another config")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run even when up to date, starting afresh; overwrites an output made with another config",
+    )
     for flag in command.flags:
         if flag.const is not None:
-            parser.add_argument(flag.name, dest=f"flag:{flag.key}", help=flag.help, action="store_const", const=flag.const)
+            parser.add_argument(
+                flag.name, dest=f"flag:{flag.key}", help=flag.help, action="store_const", const=flag.const
+            )
             continue
-        parser.add_argument(flag.name, dest=f"flag:{flag.key}", help=flag.help, metavar=flag.key.upper(),
-                            action="append" if flag.repeat else None)
+        parser.add_argument(
+            flag.name,
+            dest=f"flag:{flag.key}",
+            help=flag.help,
+            metavar=flag.key.upper(),
+            action="append" if flag.repeat else None,
+        )
     parser.set_defaults(handler=_run_stage, command=command)
 
 
@@ -69,20 +84,32 @@ def _demo(args: argparse.Namespace) -> None:
 def _pipeline_parsers(top: argparse._SubParsersAction) -> None:
     from cfcl.pipeline.plan import GROUPS
 
-    run = top.add_parser("run", help="run every stage of a run config (cached, resumable)",
-                         description="Run data -> generator -> classifiers -> fine-tuning -> counterfactuals -> "
-                         "quality -> pretraining -> evaluation -> report, skipping stages that are up to date.")
+    run = top.add_parser(
+        "run",
+        help="run every stage of a run config (cached, resumable)",
+        description="Run data -> generator -> classifiers -> fine-tuning -> counterfactuals -> "
+        "quality -> pretraining -> evaluation -> report, skipping stages that are up to date.",
+    )
     run.add_argument("config", help="run config file or preset name (demo, benchmark, padchest, ...)")
     run.add_argument("--only", choices=GROUPS, help="run this stage only")
     run.add_argument("--from", dest="start", choices=GROUPS, help="re-run this stage and all after it")
     run.add_argument("--force", action="store_true", help="re-run every stage")
-    demo = top.add_parser("demo", help="the whole pipeline on the synthetic benchmark (configs/run/demo.yaml)",
-                          description="cfcl run demo: SimCLR, SimCLR+, CF-SimCLR and the oracle on the synthetic "
-                          "benchmark; prints the headline table and the report's path.")
+    demo = top.add_parser(
+        "demo",
+        help="the whole pipeline on the synthetic benchmark (configs/run/demo.yaml)",
+        description="cfcl run demo: SimCLR, SimCLR+, CF-SimCLR and the oracle on the synthetic "
+        "benchmark; prints the headline table and the report's path.",
+    )
     for parser, handler in ((run, _run), (demo, _demo)):
         parser.add_argument("--out", type=Path, help="run folder (default: the config's 'out')")
-        parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                            help="override a run-config value, e.g. --set seeds=[0,1,2] (repeatable)")
+        parser.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a run-config value, e.g. --set seeds=[0,1,2] (repeatable)",
+        )
         parser.add_argument("--dry-run", action="store_true", help="print the plan and run nothing")
         parser.set_defaults(handler=handler)
 
@@ -94,9 +121,12 @@ def _report(args: argparse.Namespace) -> None:
 
 
 def _report_parser(top: argparse._SubParsersAction) -> None:
-    report = top.add_parser("report", help="write a run's self-contained index.html and summary.md",
-                            description="Gather a run folder's results, figures, configs and timings into "
-                            "RUN_DIR/report/index.html (opens offline) and summary.md; a partial run says what is absent.")
+    report = top.add_parser(
+        "report",
+        help="write a run's self-contained index.html and summary.md",
+        description="Gather a run folder's results, figures, configs and timings into "
+        "RUN_DIR/report/index.html (opens offline) and summary.md; a partial run says what is absent.",
+    )
     report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder (holding data/, pretrain/, eval/...)")
     report.add_argument("--out", type=Path, help="report folder (default: RUN_DIR/report)")
     report.set_defaults(handler=_report)
@@ -106,26 +136,57 @@ def _apply(args: argparse.Namespace) -> None:
     from cfcl.counterfactual.generator.apply import apply, parse_parent
 
     given = dict(parse_parent(text) for text in args.parents)
-    for line in apply(args.generator, args.images, args.targets, args.source, args.out, given=given,
-                      data=args.data, laterality=args.laterality, grid=args.grid):
+    for line in apply(
+        args.generator,
+        args.images,
+        args.targets,
+        args.source,
+        args.out,
+        given=given,
+        data=args.data,
+        laterality=args.laterality,
+        grid=args.grid,
+    ):
         print(line)
 
 
 def _apply_parser(cf: argparse._SubParsersAction) -> None:
-    apply = cf.add_parser("apply", help="counterfactuals of your own PNG/JPEG/DICOM files on other scanners",
-                          description="Decode IMAGE files as cfcl data prepare decoded the generator's training store, "
-                          "and write OUT/<file>_to_<scanner>.png for every --to scanner. The source scanner is not "
-                          "guessed: name it with --from; other parents with --parent (a continuous one defaults to "
-                          "its training mean). Prints the decoding and the parents it assumed.")
+    apply = cf.add_parser(
+        "apply",
+        help="counterfactuals of your own PNG/JPEG/DICOM files on other scanners",
+        description="Decode IMAGE files as cfcl data prepare decoded the generator's training store, "
+        "and write OUT/<file>_to_<scanner>.png for every --to scanner. The source scanner is not "
+        "guessed: name it with --from; other parents with --parent (a continuous one defaults to "
+        "its training mean). Prints the decoding and the parents it assumed.",
+    )
     apply.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or DICOM file")
-    apply.add_argument("--generator", required=True, type=Path, help="generator folder (cfcl cf train / finetune) or generator.pt")
-    apply.add_argument("--to", dest="targets", required=True, action="append", metavar="SCANNER",
-                       help="target scanner, by name or code (repeatable)")
+    apply.add_argument(
+        "--generator", required=True, type=Path, help="generator folder (cfcl cf train / finetune) or generator.pt"
+    )
+    apply.add_argument(
+        "--to",
+        dest="targets",
+        required=True,
+        action="append",
+        metavar="SCANNER",
+        help="target scanner, by name or code (repeatable)",
+    )
     apply.add_argument("--from", dest="source", required=True, metavar="SCANNER", help="scanner the files come from")
-    apply.add_argument("--parent", dest="parents", action="append", default=[], metavar="NAME=VALUE",
-                       help="another parent of the files, e.g. --parent sex=F (repeatable)")
+    apply.add_argument(
+        "--parent",
+        dest="parents",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another parent of the files, e.g. --parent sex=F (repeatable)",
+    )
     apply.add_argument("--data", type=Path, help="the generator's training store (default: the one its folder records)")
-    apply.add_argument("--laterality", default="", choices=["", "L", "R"], help="breast side, for mammography stores that flip right breasts")
+    apply.add_argument(
+        "--laterality",
+        default="",
+        choices=["", "L", "R"],
+        help="breast side, for mammography stores that flip right breasts",
+    )
     apply.add_argument("--out", required=True, type=Path, help="folder for the PNGs")
     apply.add_argument("--grid", action="store_true", help="also write grid.png: per file, the input then each target")
     apply.set_defaults(handler=_apply)
@@ -138,10 +199,13 @@ def _export(args: argparse.Namespace) -> None:
 
 
 def _export_parser(top: argparse._SubParsersAction) -> None:
-    export = top.add_parser("export", help="write a pretrained encoder as a torchvision, TorchScript or ONNX file",
-                            description="Write the encoder of a pretrain folder as a file that loads without cfcl "
-                            "(docs/python.md): a torchvision ResNet state dict, or a TorchScript / ONNX model taking "
-                            "[B, 1, H, W] images in [0, 1]. ONNX needs pip install 'cfcl[export]'.")
+    export = top.add_parser(
+        "export",
+        help="write a pretrained encoder as a torchvision, TorchScript or ONNX file",
+        description="Write the encoder of a pretrain folder as a file that loads without cfcl "
+        "(docs/python.md): a torchvision ResNet state dict, or a TorchScript / ONNX model taking "
+        "[B, 1, H, W] images in [0, 1]. ONNX needs pip install 'cfcl[export]'.",
+    )
     export.add_argument("--encoder", required=True, type=Path, help="pretrain folder (cfcl pretrain) or encoder.pt")
     export.add_argument("--format", required=True, help="torchvision, torchscript or onnx")
     export.add_argument("--out", required=True, type=Path, help="file to write")

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, TypeVar, get_args
+from typing import Any, ClassVar, TypeVar, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -158,7 +159,9 @@ def config_hash(config: BaseModel) -> str:
     the stage, whose content the stage manifest fingerprints, so a moved or copied run folder
     stays up to date. The keys a model or any of its sections lists in ``unhashed`` do not count.
     """
-    text = json.dumps(_without_input_paths(config.model_dump(mode="python", exclude=_unhashed(config))), sort_keys=True, default=str)
+    text = json.dumps(
+        _without_input_paths(config.model_dump(mode="python", exclude=_unhashed(config))), sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -26,10 +26,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from cfcl.errors import CfclError, ConfigError
 from cfcl.training import DevicesConfig, uses_cuda
@@ -49,7 +50,9 @@ def _is_peer_failure(exc: BaseException) -> bool:
     from torch import distributed as dist
 
     text = str(exc)
-    return isinstance(exc, dist.DistError) or any(k in text for k in ("gloo", "NCCL", "Connection reset", "Connection closed"))
+    return isinstance(exc, dist.DistError) or any(
+        k in text for k in ("gloo", "NCCL", "Connection reset", "Connection closed")
+    )
 
 
 def _stopped(rank: int, what: str, exc: BaseException) -> RankError:
@@ -98,7 +101,9 @@ def check_machine(trainer: DevicesConfig) -> None:
     wants_gpu = trainer.accelerator in ("gpu", "cuda")
     gpus = torch.cuda.device_count()
     if wants_gpu and gpus == 0:
-        raise ConfigError(f"trainer.accelerator={trainer.accelerator} but this machine has no CUDA GPU; use trainer.accelerator=cpu or auto")
+        raise ConfigError(
+            f"trainer.accelerator={trainer.accelerator} but this machine has no CUDA GPU; use trainer.accelerator=cpu or auto"
+        )
     precision = getattr(trainer, "precision", None)
     if precision == "bf16-mixed" and uses_cuda(trainer) and not torch.cuda.is_bf16_supported():
         raise ConfigError(
@@ -140,8 +145,12 @@ def _free_port() -> int:
 
 def start_local_ranks(world_size: int, argv: Sequence[str]) -> list[subprocess.Popen]:
     """Start ranks 1..world_size-1 on this machine as copies of ``cfcl ARGV``; this process becomes rank 0."""
-    shared = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "NODE_RANK": "0",
-              "WORLD_SIZE": str(world_size)}
+    shared = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "NODE_RANK": "0",
+        "WORLD_SIZE": str(world_size),
+    }
     command = [sys.executable, "-m", "cfcl", *argv]
     children = [
         subprocess.Popen(command, env={**os.environ, **shared, "LOCAL_RANK": str(r), "RANK": str(r)})
@@ -162,7 +171,7 @@ class Coordinator:
         self.ranks, self.group = ranks, group
 
     @classmethod
-    def single(cls) -> "Coordinator":
+    def single(cls) -> Coordinator:
         return cls(Ranks())
 
     def _collective(self, what: str, call):
@@ -180,7 +189,9 @@ class Coordinator:
         from torch import distributed as dist
 
         box = [value]
-        self._collective(f"waited for rank 0 ({what})", lambda: dist.broadcast_object_list(box, src=0, group=self.group))
+        self._collective(
+            f"waited for rank 0 ({what})", lambda: dist.broadcast_object_list(box, src=0, group=self.group)
+        )
         return box[0]
 
     def barrier(self, what: str) -> None:

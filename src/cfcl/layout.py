@@ -21,10 +21,14 @@ CF_GUIDE = "cf_guide"  # the scanner's guide; cf_guide_sex: of sex (cf_guide_nam
 CF_JUDGE = "cf_judge"  # the scanner's judge; cf_judge_sex: of sex (cf_judge_name)
 CF_QUALITY_BASE = "cf_quality_base"  # the cf_quality stage on the generator before fine-tuning
 CF_FINETUNE = "cf_finetune"
-CF_STORE = "cf_store"  # the scanner's counterfactuals; cf_store_sex: of sex; cf_store_base, cf_store_recon (cf_store_name)
+CF_STORE = (
+    "cf_store"  # the scanner's counterfactuals; cf_store_sex: of sex; cf_store_base, cf_store_recon (cf_store_name)
+)
 CF_QUALITY = "cf_quality"  # the scanner's counterfactual quality; cf_quality_sex: of sex (cf_quality_name)
 # Variants of a counterfactual store that the controls of cfcl.contrastive.methods read.
-RENOISED = "renoised"  # true_cf_renoised: the true counterfactuals with the acquisition noise redrawn per counterfactual
+RENOISED = (
+    "renoised"  # true_cf_renoised: the true counterfactuals with the acquisition noise redrawn per counterfactual
+)
 RECON = "recon"  # cf_store_recon: the true counterfactuals as the generator reconstructs them
 BASE = "base"  # cf_store_base: the counterfactuals of the generator before fine-tuning
 PRETRAIN = "pretrain"  # holds one folder per method and seed

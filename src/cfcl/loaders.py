@@ -9,7 +9,8 @@ own batches, so Lightning's distributed sampler must stay off: ``use_distributed
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,12 @@ class EpochBatches(Dataset):
     """
 
     def __init__(
-        self, n: int, batch_size: int, seed: int, weights: np.ndarray | None = None, drop_last: bool = True,
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        weights: np.ndarray | None = None,
+        drop_last: bool = True,
         items: str = "training items",
     ):
         self.n, self.batch_size, self.seed, self.items, self.drop_last = n, batch_size, seed, items, drop_last
@@ -124,7 +130,10 @@ def ordered_loader(dataset: Dataset, batch_size: int, num_workers: int = 0) -> D
     """The dataset in order (validation). Its own generator: starting it draws nothing from the global
     RNG, so training draws the same noise however often validation runs (a resumed run may run it again)."""
     return DataLoader(
-        dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0,
+        dataset,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
         generator=torch.Generator().manual_seed(0),
     )
 
@@ -141,6 +150,11 @@ def step_loader(batches: EpochBatches, progress: Progress, num_workers: int, pin
             f"batch_size {batches.batch_size} x {progress()[2]} device(s) exceeds the {batches.n} {batches.items}"
         )
     return StepLoader(  # a generator of its own: starting an epoch draws nothing from the global RNG
-        batches, sampler=StepSampler(batches, progress), batch_size=None, num_workers=num_workers,
-        pin_memory=pin_memory, persistent_workers=False, generator=torch.Generator().manual_seed(batches.seed),
+        batches,
+        sampler=StepSampler(batches, progress),
+        batch_size=None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(batches.seed),
     )

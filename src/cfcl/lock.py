@@ -11,10 +11,10 @@ import fcntl
 import json
 import os
 import socket
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Iterator
 
 from cfcl.errors import StoreError
 
@@ -82,8 +82,14 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     try:
         left = _read_holder(fd)
         if left:
-            print(f"note: taking over the lock of {Path(folder)}, left by {_holder_text(left)} (holder gone)", flush=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            print(
+                f"note: taking over the lock of {Path(folder)}, left by {_holder_text(left)} (holder gone)", flush=True
+            )
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
         yield

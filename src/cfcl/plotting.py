@@ -32,7 +32,9 @@ def save_png(fig: Figure, path: str | Path) -> bytes:
     return data
 
 
-def image_grid(cells: list[list[torch.Tensor]], row_labels: list[str], column_titles: list[str] | None = None) -> Figure:
+def image_grid(
+    cells: list[list[torch.Tensor]], row_labels: list[str], column_titles: list[str] | None = None
+) -> Figure:
     """Grey images in [0, 1] (``cells[row][column]``, each ``[H, W]``) with row labels and column titles."""
     n_rows, n_cols = len(cells), len(cells[0])
     fig = Figure(figsize=(1.15 * n_cols, 1.2 * n_rows))

@@ -8,9 +8,10 @@ module (docs/architecture.md, "The stage contract").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cfcl.contrastive.methods import cf_store_help, method_help
 from cfcl.data import DATASETS
@@ -157,8 +158,13 @@ STAGES: tuple[StageCommand, ...] = (
         "trainer.max_epochs=5",
         (
             Flag("--generator", "generator", "generator folder (cfcl cf train)"),
-            Flag("--guide", "guide", "guidance classifier folder (cfcl cf classifier --config cf_guide); repeat for one guide of each "
-                 "parent to guide (cfcl cf classifier --set parent=sex)", repeat=True),
+            Flag(
+                "--guide",
+                "guide",
+                "guidance classifier folder (cfcl cf classifier --config cf_guide); repeat for one guide of each "
+                "parent to guide (cfcl cf classifier --set parent=sex)",
+                repeat=True,
+            ),
             Flag("--data", "data", "image store to fine-tune on (its train split)"),
         ),
     ),
@@ -180,7 +186,11 @@ STAGES: tuple[StageCommand, ...] = (
         (
             Flag("--data", "data", "image store the counterfactuals are made from"),
             Flag("--generator", "generator", "generator folder (cfcl cf train / finetune) or a counterfactual store"),
-            Flag("--judge", "judge", "judge classifier folder (cfcl cf classifier --config cf_judge); several parents: --set judge=[A,B]"),
+            Flag(
+                "--judge",
+                "judge",
+                "judge classifier folder (cfcl cf classifier --config cf_judge); several parents: --set judge=[A,B]",
+            ),
         ),
     ),
     StageCommand(
@@ -192,7 +202,12 @@ STAGES: tuple[StageCommand, ...] = (
             Flag("--method", "method", method_help()),
             Flag("--data", "data", "image store to pretrain on (its train split)"),
             Flag("--cf-store", "cf_store", cf_store_help()),
-            Flag("--resume", "resume", "fail unless --out holds an unfinished run of this config to continue", const="require"),
+            Flag(
+                "--resume",
+                "resume",
+                "fail unless --out holds an unfinished run of this config to continue",
+                const="require",
+            ),
         ),
     ),
     StageCommand(

@@ -15,10 +15,11 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -127,7 +128,8 @@ def stage_state(out: str | Path, config: BaseModel, name: str | None = None) -> 
         return "stale"
     try:
         same_inputs = all(
-            fingerprint(locate_input(entry, out)) == entry["fingerprint"] for entry in manifest.get("inputs", {}).values()
+            fingerprint(locate_input(entry, out)) == entry["fingerprint"]
+            for entry in manifest.get("inputs", {}).values()
         )
     except StoreError:
         same_inputs = False
@@ -184,7 +186,7 @@ class Stage:
             "config_hash": config_hash(self.config),
             "inputs": self.inputs,
             "code_version": code_version(),
-            "started": datetime.fromtimestamp(self.started, timezone.utc).isoformat(),
+            "started": datetime.fromtimestamp(self.started, UTC).isoformat(),
             "timings": self.timings,
             **extra,
         }
@@ -194,7 +196,7 @@ class Stage:
 
     def finish(self, **extra: Any) -> dict:
         self.timings["total"] = round(time.time() - self.started, 3)
-        manifest = self._manifest("complete", {"finished": datetime.now(timezone.utc).isoformat(), **extra})
+        manifest = self._manifest("complete", {"finished": datetime.now(UTC).isoformat(), **extra})
         atomic.write_json(self.out / MANIFEST, manifest)
         return manifest
 
@@ -234,11 +236,15 @@ def start_stage(
     mode = _resume_mode(config)
     resumable = stage_state(out, config, name) == "interrupted" and not force and mode != "never"
     if mode == "require" and (not resumable or last_checkpoint(out) is None):
-        raise ConfigError(f"resume: {out} holds no unfinished run of this config to resume (no {CHECKPOINTS}/last.ckpt)")
+        raise ConfigError(
+            f"resume: {out} holds no unfinished run of this config to resume (no {CHECKPOINTS}/last.ckpt)"
+        )
     paths = {**config_inputs(config), **(inputs or {})}
     recorded = {k: record_input(v, out) for k, v in paths.items()}
     if previous is not None and previous.get("status") == "complete" and not force:
-        if previous.get("stage") != name or previous.get("fingerprint") != _fingerprint_of(name, config_hash(config), recorded):
+        if previous.get("stage") != name or previous.get("fingerprint") != _fingerprint_of(
+            name, config_hash(config), recorded
+        ):
             raise StoreError(
                 f"{out} already holds a complete '{previous.get('stage')}' output made with another "
                 "config or inputs; pass --force to overwrite it"

@@ -18,8 +18,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from cfcl.config import StrictModel
 from cfcl.contrastive.geometry import sample_crop_boxes, view_maps, warp_views
 from cfcl.contrastive.intensity import (
-    add_noise, brightness_contrast, erase, gamma_gain, gaussian_blur, gaussian_kernels, sample_erase_boxes,
-    scale_contrast, sharpen,
+    add_noise,
+    brightness_contrast,
+    erase,
+    gamma_gain,
+    gaussian_blur,
+    gaussian_kernels,
+    sample_erase_boxes,
+    scale_contrast,
+    sharpen,
 )
 
 
@@ -67,19 +74,43 @@ PRESETS: dict[str, dict] = {
     # 64 px (mild crops and rotations, brightness/contrast, sharpness; no flips, no erasing) and
     # nothing that imitates a scanner, as on real data.
     "demo": {
-        "crop_scale": (0.6, 1.0), "crop_ratio": (0.85, 1.15), "rotation": 8.0, "rotation_p": 0.5,
-        "hflip_p": 0.0, "vflip_p": 0.0, "color_p": 0.8, "brightness": 0.4, "contrast": 0.4,
-        "sharpness": (0.0, 1.0), "sharpness_p": 0.3, "erasing_p": 0.0,
+        "crop_scale": (0.6, 1.0),
+        "crop_ratio": (0.85, 1.15),
+        "rotation": 8.0,
+        "rotation_p": 0.5,
+        "hflip_p": 0.0,
+        "vflip_p": 0.0,
+        "color_p": 0.8,
+        "brightness": 0.4,
+        "contrast": 0.4,
+        "sharpness": (0.0, 1.0),
+        "sharpness_p": 0.3,
+        "erasing_p": 0.0,
     },
     # "demo" plus the synthetic scanners' own mechanisms (exam technique, response curve, PSF,
     # edge enhancement, noise): an ablation; these views already make SimCLR scanner-invariant
     # on the benchmark, leaving counterfactuals nothing to add (docs/results.md).
     "acquisition": {
-        "crop_scale": (0.6, 1.0), "crop_ratio": (0.85, 1.15), "rotation": 8.0, "rotation_p": 0.5,
-        "hflip_p": 0.0, "vflip_p": 0.0, "color_p": 0.0, "gamma": (0.6, 1.6), "gamma_gain": (0.75, 1.25),
-        "gamma_p": 0.8, "contrast_factor": (0.6, 1.4), "contrast_factor_p": 0.8, "blur_sigma": (0.1, 1.5),
-        "blur_kernel": 5, "blur_p": 0.5, "sharpness": (0.0, 1.0), "sharpness_p": 0.3, "noise_std": 0.04,
-        "noise_p": 0.5, "erasing_p": 0.0,
+        "crop_scale": (0.6, 1.0),
+        "crop_ratio": (0.85, 1.15),
+        "rotation": 8.0,
+        "rotation_p": 0.5,
+        "hflip_p": 0.0,
+        "vflip_p": 0.0,
+        "color_p": 0.0,
+        "gamma": (0.6, 1.6),
+        "gamma_gain": (0.75, 1.25),
+        "gamma_p": 0.8,
+        "contrast_factor": (0.6, 1.4),
+        "contrast_factor_p": 0.8,
+        "blur_sigma": (0.1, 1.5),
+        "blur_kernel": 5,
+        "blur_p": 0.5,
+        "sharpness": (0.0, 1.0),
+        "sharpness_p": 0.3,
+        "noise_std": 0.04,
+        "noise_p": 0.5,
+        "erasing_p": 0.0,
     },
 }
 
@@ -117,7 +148,7 @@ class AugmentConfig(StrictModel):
         return AugmentParams(**{**PRESETS[self.preset], **overrides})
 
     @model_validator(mode="after")
-    def _valid_when_resolved(self) -> "AugmentConfig":
+    def _valid_when_resolved(self) -> AugmentConfig:
         try:
             self.resolve()
         except ValidationError as err:
@@ -141,9 +172,16 @@ class BatchAugment(torch.nn.Module):
         self.params, self.size = params, (int(size[0]), int(size[1]))
         p = params
         probabilities = {
-            "crop": 1.0, "rotation": p.rotation_p * (p.rotation > 0), "hflip": p.hflip_p, "vflip": p.vflip_p,
-            "brightness_contrast": p.color_p, "gamma": p.gamma_p, "contrast_factor": p.contrast_factor_p,
-            "blur": p.blur_p, "sharpness": p.sharpness_p, "noise": p.noise_p * (p.noise_std > 0),
+            "crop": 1.0,
+            "rotation": p.rotation_p * (p.rotation > 0),
+            "hflip": p.hflip_p,
+            "vflip": p.vflip_p,
+            "brightness_contrast": p.color_p,
+            "gamma": p.gamma_p,
+            "contrast_factor": p.contrast_factor_p,
+            "blur": p.blur_p,
+            "sharpness": p.sharpness_p,
+            "noise": p.noise_p * (p.noise_std > 0),
             "erasing": p.erasing_p,
         }
         self.ops: tuple[str, ...] = tuple(name for name, prob in probabilities.items() if prob > 0)
@@ -172,7 +210,9 @@ class BatchAugment(torch.nn.Module):
             x = brightness_contrast(x, brightness, contrast, drawn(0.5))
         if "gamma" in self.ops:
             applied = drawn(p.gamma_p)
-            x = gamma_gain(x, torch.where(applied, uniform(p.gamma), 1.0), torch.where(applied, uniform(p.gamma_gain), 1.0))
+            x = gamma_gain(
+                x, torch.where(applied, uniform(p.gamma), 1.0), torch.where(applied, uniform(p.gamma_gain), 1.0)
+            )
         if "contrast_factor" in self.ops:
             x = scale_contrast(x, torch.where(drawn(p.contrast_factor_p), uniform(p.contrast_factor), 1.0))
         if "blur" in self.ops:

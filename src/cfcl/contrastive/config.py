@@ -39,7 +39,7 @@ class EncoderConfig(StrictModel):
         return data
 
     @model_validator(mode="after")
-    def _valid_arch(self) -> "EncoderConfig":
+    def _valid_arch(self) -> EncoderConfig:
         if is_timm_arch(self.arch):
             timm_name(self.arch)
         elif self.arch not in ARCHS:
@@ -60,13 +60,22 @@ class PretrainConfig(StrictModel):
     projection: list[int] = Field([128, 64], min_length=1, description="hidden widths then output width")
     temperature: float = Field(0.1, gt=0)
     batch_size: int = Field(128, ge=2)
-    p_replace: float = Field(0.5, ge=0, le=1, description=f"{names(lambda m: m.views == 'replace')}: probability of replacing the image by a counterfactual")
+    p_replace: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description=f"{names(lambda m: m.views == 'replace')}: probability of replacing the image by a counterfactual",
+    )
     p_cf: float = Field(
-        1.0, ge=0, le=1,
+        1.0,
+        ge=0,
+        le=1,
         description="methods with paired or multi views: probability a further view is a counterfactual (DINO family: the second global view)",
     )
     n_cf_views: int | None = Field(
-        None, ge=1, description=f"counterfactual views per image: default 1 (paired views), every other domain ({names(lambda m: m.multi_positive)})"
+        None,
+        ge=1,
+        description=f"counterfactual views per image: default 1 (paired views), every other domain ({names(lambda m: m.multi_positive)})",
     )
     augment: AugmentConfig = AugmentConfig()
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -78,14 +87,19 @@ class PretrainConfig(StrictModel):
     )
     online_probe: bool = Field(True, description="detached linear probe on the label, for monitoring only")
     channels_last: bool = False
-    compile: bool = Field(False, description="torch.compile the encoder (worth it on a GPU for long runs; compiling takes minutes)")
+    compile: bool = Field(
+        False, description="torch.compile the encoder (worth it on a GPU for long runs; compiling takes minutes)"
+    )
     stop_skipped_fraction: float = Field(
-        1.0, gt=0, le=1,
+        1.0,
+        gt=0,
+        le=1,
         description="stop when an epoch skipped at least this fraction of its updates for non-finite gradients (1: only an epoch without any update)",
     )
     seed: int = 0
     resume: Literal["auto", "require", "never"] = Field(
-        "auto", description="auto: continue an unfinished run of this config in OUT; require: fail if there is none; never: start afresh"
+        "auto",
+        description="auto: continue an unfinished run of this config in OUT; require: fail if there is none; never: start afresh",
     )
     trainer: TrainerConfig = TrainerConfig(max_epochs=10)
     dino: DinoConfig | None = Field(
@@ -103,7 +117,9 @@ class PretrainConfig(StrictModel):
         return values
 
     @model_validator(mode="after")
-    def _ibot_needs_vit(self) -> "PretrainConfig":
+    def _ibot_needs_vit(self) -> PretrainConfig:
         if self.dino is not None and self.dino.ibot_weight > 0 and self.encoder.arch not in VIT_ARCHS:
-            raise ValueError(f"dino.ibot_weight needs a ViT encoder ({', '.join(VIT_ARCHS)}), encoder.arch is {self.encoder.arch!r}")
+            raise ValueError(
+                f"dino.ibot_weight needs a ViT encoder ({', '.join(VIT_ARCHS)}), encoder.arch is {self.encoder.arch!r}"
+            )
         return self

@@ -39,7 +39,9 @@ class PretrainData:
         return self.data.size
 
 
-def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | None, split: str = "train") -> PretrainData:
+def open_pretrain_data(
+    method: str, data: str | Path, cf_store: str | Path | None, split: str = "train"
+) -> PretrainData:
     """Open and cross-check the stores before any training starts."""
     store = ImageStore.open(data)
     if store.kind != "images":
@@ -51,7 +53,9 @@ def open_pretrain_data(method: str, data: str | Path, cf_store: str | Path | Non
     if not spec.uses_counterfactuals:
         return PretrainData(store, None, sources, None, store.id_domains, store.meta["domain"].to_numpy())
     if spec.cf_source == "true" and not store.info.get("synthetic"):
-        raise ConfigError(f"method {method!r} needs true counterfactuals, which only the synthetic benchmark has; {store.path} is not synthetic")
+        raise ConfigError(
+            f"method {method!r} needs true counterfactuals, which only the synthetic benchmark has; {store.path} is not synthetic"
+        )
     if cf_store is None:
         raise ConfigError(f"method {method!r} needs a counterfactual store: set cf_store (--cf-store STORE)")
     cf = ImageStore.open(cf_store)
@@ -74,7 +78,14 @@ class ViewBatches(EpochBatches):
     """Item ``(epoch, batch, rank, world)``: that batch's views (uint8), groups and source labels."""
 
     def __init__(
-        self, data: PretrainData, method: str, batch_size: int, seed: int, p_replace: float, p_cf: float, n_cf_views: int,
+        self,
+        data: PretrainData,
+        method: str,
+        batch_size: int,
+        seed: int,
+        p_replace: float,
+        p_cf: float,
+        n_cf_views: int,
         n_local: int = 0,
     ):
         super().__init__(len(data.sources), batch_size, seed, items=f"training images of {data.data.path}")
@@ -86,7 +97,9 @@ class ViewBatches(EpochBatches):
         epoch, batch, rank, world = key
         sources = self.data.sources[positions]
         rng = np.random.default_rng([self.seed, epoch, batch, rank, 1])
-        plan = plan_views(self.method, sources, self.data.cells[sources], self.data.cf_table, self.data.targets, rng, **self.pairing)
+        plan = plan_views(
+            self.method, sources, self.data.cells[sources], self.data.cf_table, self.data.targets, rng, **self.pairing
+        )
         h, w = self.data.image_size
         views = np.empty((len(plan.rows), h, w), dtype=np.uint8)
         for is_cf, store in ((False, self.data.data), (True, self.data.cf)):

@@ -38,7 +38,9 @@ class SmallResNet(nn.Module):
     def __init__(self, width: int = 16, blocks: tuple[int, ...] | list[int] = (1, 1, 1, 1), stem_stride: int = 1):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(1, width, 3, stride=stem_stride, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+            nn.Conv2d(1, width, 3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
         )
         stages, channels = [], width
         for i, n_blocks in enumerate(blocks):
@@ -101,7 +103,9 @@ def build_encoder(arch: str, pretrained_weights: str | os.PathLike | None = None
     if is_timm_arch(arch):
         return Encoder(arch, build_timm(arch, pretrained_weights, arch_kwargs), arch_kwargs)
     if arch not in ARCHS:
-        raise ConfigError(f"unknown encoder architecture {arch!r} (expected one of {', '.join(ARCHS)}, or {TIMM_PREFIX}<name>)")
+        raise ConfigError(
+            f"unknown encoder architecture {arch!r} (expected one of {', '.join(ARCHS)}, or {TIMM_PREFIX}<name>)"
+        )
     if arch == "small":
         try:
             backbone = SmallResNet(**arch_kwargs)
@@ -151,8 +155,11 @@ def load_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, Any]]:
     if checkpoint["in_channels"] != 1:
         raise CheckpointError(f"encoder checkpoint {target} has {checkpoint['in_channels']} input channels, expected 1")
     encoder = rebuild(
-        target, "encoder", checkpoint["arch"],
-        lambda: build_encoder(checkpoint["arch"], **checkpoint["arch_kwargs"]), checkpoint["state_dict"],
+        target,
+        "encoder",
+        checkpoint["arch"],
+        lambda: build_encoder(checkpoint["arch"], **checkpoint["arch_kwargs"]),
+        checkpoint["state_dict"],
     )
     if encoder.feature_dim != checkpoint["feature_dim"]:
         raise CheckpointError(

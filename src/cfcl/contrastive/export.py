@@ -53,7 +53,9 @@ def input_record(encoder: Encoder, info: dict) -> dict:
     return {
         "input": f"float32 [B, 1, {height}, {width}] in [0, 1] (0 black; bright means dense)",
         "output": f"float32 [B, {encoder.feature_dim}] features",
-        "arch": encoder.arch, "method": str(info.get("method", "")), "seed": str(info.get("seed", "")),
+        "arch": encoder.arch,
+        "method": str(info.get("method", "")),
+        "seed": str(info.get("seed", "")),
     }
 
 
@@ -81,8 +83,13 @@ def torchscript_bytes(encoder: Encoder, example: torch.Tensor, record: dict) -> 
 
 def onnx_bytes(encoder: Encoder, example: torch.Tensor, record: dict) -> bytes:
     program = torch.onnx.export(
-        encoder, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, verbose=False,
+        encoder,
+        (example,),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        dynamo=True,
+        verbose=False,
     )
     model = program.model_proto
     for key, value in record.items():

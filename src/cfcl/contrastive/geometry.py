@@ -17,8 +17,12 @@ import torch.nn.functional as F
 
 
 def sample_crop_boxes(
-    n: int, image_size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float],
-    device: torch.device, tries: int = 10,
+    n: int,
+    image_size: tuple[int, int],
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    device: torch.device,
+    tries: int = 10,
 ) -> torch.Tensor:
     """Boxes ``[n, 4]`` (x0, y0, width, height) in whole pixels, drawn as kornia's RandomResizedCrop.
 
@@ -68,19 +72,27 @@ def view_maps(
     # p = c + R(-angle) F (q - c): the inverse of rotating the content by +angle about c, after flipping.
     a, b = cos * fx, -sin * fy
     c, d = sin * fx, cos * fy
-    rotation = torch.stack([
-        torch.stack([a, b, cx - a * cx - b * cy], dim=1),
-        torch.stack([c, d, cy - c * cx - d * cy], dim=1),
-    ], dim=1)
+    rotation = torch.stack(
+        [
+            torch.stack([a, b, cx - a * cx - b * cy], dim=1),
+            torch.stack([c, d, cy - c * cx - d * cy], dim=1),
+        ],
+        dim=1,
+    )
     x0, y0, w, h = boxes.unbind(1)
-    crop = torch.stack([
-        torch.stack([(w - 1) / max(out_w - 1, 1), x0], dim=1),
-        torch.stack([(h - 1) / max(out_h - 1, 1), y0], dim=1),
-    ], dim=1)
+    crop = torch.stack(
+        [
+            torch.stack([(w - 1) / max(out_w - 1, 1), x0], dim=1),
+            torch.stack([(h - 1) / max(out_h - 1, 1), y0], dim=1),
+        ],
+        dim=1,
+    )
     return rotation, crop
 
 
-def warp_views(images: torch.Tensor, rotation: torch.Tensor, crop: torch.Tensor, out_size: tuple[int, int]) -> torch.Tensor:
+def warp_views(
+    images: torch.Tensor, rotation: torch.Tensor, crop: torch.Tensor, out_size: tuple[int, int]
+) -> torch.Tensor:
     """Resample ``images [n, C, H, W]`` through :func:`view_maps`' maps in one bilinear pass: ``[n, C, *out_size]``.
 
     Each coordinate is built per axis by broadcasting (no ``[n, h, w, 3]`` grid product), so the

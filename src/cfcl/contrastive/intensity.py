@@ -99,7 +99,10 @@ def erase(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 
 def sample_erase_boxes(
-    n: int, image_size: tuple[int, int], scale: tuple[float, float], device: torch.device,
+    n: int,
+    image_size: tuple[int, int],
+    scale: tuple[float, float],
+    device: torch.device,
     ratio: tuple[float, float] = (0.3, 3.3),
 ) -> torch.Tensor:
     """Boxes ``[n, 4]`` (x0, y0, w, h) drawn as kornia's ``RandomErasing``.
@@ -112,7 +115,9 @@ def sample_erase_boxes(
     area = (scale[0] + (scale[1] - scale[0]) * u[0]) * (height * width)
     below = ratio[0] + (1 - ratio[0]) * u[1]
     above = 1 + (ratio[1] - 1) * u[2]
-    aspect = torch.where(u[3] < 0.5, below, above) if ratio[0] < 1 < ratio[1] else ratio[0] + (ratio[1] - ratio[0]) * u[1]
+    aspect = (
+        torch.where(u[3] < 0.5, below, above) if ratio[0] < 1 < ratio[1] else ratio[0] + (ratio[1] - ratio[0]) * u[1]
+    )
     h = torch.sqrt(area * aspect).round().clamp(1, height)
     w = torch.sqrt(area / aspect).round().clamp(1, width)
     x0 = (u[4] * (width - w + 1)).floor()

@@ -8,9 +8,10 @@ if it has a new one. This module stays light (no numpy, no torch): the CLI impor
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 from cfcl.layout import BASE, RECON, RENOISED, true_cf
 
@@ -55,33 +56,97 @@ class Method:
         return self.cf_source == "generated" or self.store_variant == RECON
 
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("simclr", "simclr", "self", "none", "two views of the image"),
-    Method("simclr+", "simclr", "replace", "generated",
-           "two views of the image or, with probability p_replace, of one of its counterfactuals"),
-    Method("cf-simclr", "simclr", "paired", "generated",
-           "a view of the image and, with probability p_cf, one of a counterfactual of it to another domain"),
-    Method("cf-simclr-multi", "simclr", "multi", "generated",
-           "cf-simclr with n_cf_views counterfactual views to distinct domains, by default every other one, all positives"),
-    Method("oracle", "simclr", "paired", "true", "cf-simclr with the true counterfactuals of the synthetic benchmark"),
-    Method("oracle-multi", "simclr", "multi", "true", "cf-simclr-multi with the true counterfactuals"),
-    Method("dino", "dino", "self", "none", "two global views and n_local local crops of the image"),
-    Method("dino+", "dino", "replace", "generated",
-           "every view of the image or, with probability p_replace, of one of its counterfactuals"),
-    Method("cf-dino", "dino", "paired", "generated",
-           "dino with one counterfactual to another domain as the second global view, with probability p_cf, "
-           "and as the second half of the local crops"),
-    Method("oracle-dino", "dino", "paired", "true", "cf-dino with the true counterfactuals"),
-    Method("sex-cf-simclr", "simclr", "paired", "generated",
-           "cf-simclr with counterfactuals of the patient's sex instead of the scanner", parents=("sex",)),
-    Method("sex-oracle", "simclr", "paired", "true", "oracle with true counterfactuals of the patient's sex", parents=("sex",)),
-    Method("oracle-renoised", "simclr", "paired", "true",
-           "oracle with the acquisition noise redrawn per counterfactual", base="oracle", store_variant=RENOISED),
-    Method("oracle-recon", "simclr", "paired", "true",
-           "oracle with the true counterfactuals as the generator reconstructs them", base="oracle", store_variant=RECON),
-    Method("cf-simclr-base", "simclr", "paired", "generated",
-           "cf-simclr with the generator before counterfactual fine-tuning", base="cf-simclr", store_variant=BASE),
-)}
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("simclr", "simclr", "self", "none", "two views of the image"),
+        Method(
+            "simclr+",
+            "simclr",
+            "replace",
+            "generated",
+            "two views of the image or, with probability p_replace, of one of its counterfactuals",
+        ),
+        Method(
+            "cf-simclr",
+            "simclr",
+            "paired",
+            "generated",
+            "a view of the image and, with probability p_cf, one of a counterfactual of it to another domain",
+        ),
+        Method(
+            "cf-simclr-multi",
+            "simclr",
+            "multi",
+            "generated",
+            "cf-simclr with n_cf_views counterfactual views to distinct domains, by default every other one, all positives",
+        ),
+        Method(
+            "oracle", "simclr", "paired", "true", "cf-simclr with the true counterfactuals of the synthetic benchmark"
+        ),
+        Method("oracle-multi", "simclr", "multi", "true", "cf-simclr-multi with the true counterfactuals"),
+        Method("dino", "dino", "self", "none", "two global views and n_local local crops of the image"),
+        Method(
+            "dino+",
+            "dino",
+            "replace",
+            "generated",
+            "every view of the image or, with probability p_replace, of one of its counterfactuals",
+        ),
+        Method(
+            "cf-dino",
+            "dino",
+            "paired",
+            "generated",
+            "dino with one counterfactual to another domain as the second global view, with probability p_cf, "
+            "and as the second half of the local crops",
+        ),
+        Method("oracle-dino", "dino", "paired", "true", "cf-dino with the true counterfactuals"),
+        Method(
+            "sex-cf-simclr",
+            "simclr",
+            "paired",
+            "generated",
+            "cf-simclr with counterfactuals of the patient's sex instead of the scanner",
+            parents=("sex",),
+        ),
+        Method(
+            "sex-oracle",
+            "simclr",
+            "paired",
+            "true",
+            "oracle with true counterfactuals of the patient's sex",
+            parents=("sex",),
+        ),
+        Method(
+            "oracle-renoised",
+            "simclr",
+            "paired",
+            "true",
+            "oracle with the acquisition noise redrawn per counterfactual",
+            base="oracle",
+            store_variant=RENOISED,
+        ),
+        Method(
+            "oracle-recon",
+            "simclr",
+            "paired",
+            "true",
+            "oracle with the true counterfactuals as the generator reconstructs them",
+            base="oracle",
+            store_variant=RECON,
+        ),
+        Method(
+            "cf-simclr-base",
+            "simclr",
+            "paired",
+            "generated",
+            "cf-simclr with the generator before counterfactual fine-tuning",
+            base="cf-simclr",
+            store_variant=BASE,
+        ),
+    )
+}
 
 
 def names(where: Callable[[Method], bool]) -> str:

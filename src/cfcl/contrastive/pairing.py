@@ -23,8 +23,8 @@ so every image always yields the same number of views and all views of one image
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -31,7 +31,7 @@ def timm_name(arch: str) -> str:
     """The timm model name of ``arch`` (``timm/<name>``); an unknown name is a one-line ``ConfigError``."""
     import timm
 
-    name = arch[len(TIMM_PREFIX):]
+    name = arch[len(TIMM_PREFIX) :]
     if not name or not timm.is_model(name):
         raise ConfigError(f"encoder.arch {arch!r}: timm has no model {name!r} (timm.list_models() lists them)")
     return name
@@ -63,7 +63,9 @@ def _read_file(path: Path) -> dict:
     try:
         state = load_state_dict(str(path), weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
-        raise CheckpointError(f"pretrained weights file {path} is not a readable state_dict ({first_difference(exc)})") from None
+        raise CheckpointError(
+            f"pretrained weights file {path} is not a readable state_dict ({first_difference(exc)})"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"pretrained weights file {path} is not a state_dict")
     return state
@@ -80,7 +82,7 @@ def _pretrained_source(name: str, weights: str) -> tuple[str, dict[str, Any], di
     from timm.models import load_state_dict_from_hf
 
     if weights.startswith(HF_HUB_PREFIX):
-        state = load_state_dict_from_hf(weights[len(HF_HUB_PREFIX):])
+        state = load_state_dict_from_hf(weights[len(HF_HUB_PREFIX) :])
     elif f"{name}.{weights}" in timm.list_pretrained(f"{name}.*"):
         return f"{name}.{weights}", {"pretrained": True}, None
     else:
@@ -104,7 +106,9 @@ def build_timm(arch: str, weights: str | os.PathLike | None, arch_kwargs: dict[s
             raise
         except Exception as exc:  # noqa: BLE001 - no network, no cache, a missing repository: one user error
             if "loading state_dict" in str(exc):
-                raise CheckpointError(f"pretrained weights {source} does not fit encoder {arch}: {first_difference(exc)}") from None
+                raise CheckpointError(
+                    f"pretrained weights {source} does not fit encoder {arch}: {first_difference(exc)}"
+                ) from None
             raise CheckpointError(
                 f"pretrained weights {weights} for encoder {arch}: timm could not load them ({first_difference(exc)}); "
                 "without network access, use the local Hugging Face cache or a local weights file"

@@ -57,7 +57,9 @@ def read_torchvision_weights(
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
         raise CheckpointError(f"pretrained weights file {path} is not a readable torch state_dict ({exc})") from None
     if not isinstance(state, dict) or any(key not in state for key in required):
-        raise CheckpointError(f"pretrained weights file {path} is not a torchvision {kind} state_dict (no {required[0]})")
+        raise CheckpointError(
+            f"pretrained weights file {path} is not a torchvision {kind} state_dict (no {required[0]})"
+        )
     return state
 
 
@@ -66,4 +68,6 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | o
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"pretrained weights file {path} does not fit this architecture: {first_difference(exc)}") from None
+        raise CheckpointError(
+            f"pretrained weights file {path} does not fit this architecture: {first_difference(exc)}"
+        ) from None

@@ -52,4 +52,3 @@ def training_batches(dataset: ParentImageDataset, batch_size: int, seed: int, ba
     ``balanced`` draws every domain equally often (with replacement)."""
     weights = domain_balanced_weights(dataset.domains) if balanced else None
     return DatasetBatches(dataset, batch_size, seed, weights=weights, drop_last=len(dataset) > batch_size)
-

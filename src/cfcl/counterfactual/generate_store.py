@@ -29,10 +29,16 @@ from cfcl.counterfactual.config import CFGenerateConfig
 from cfcl.counterfactual.generator.checkpoint import generator_file, load_generator
 from cfcl.counterfactual.generator.hvae import HVAE
 from cfcl.counterfactual.generator.inference import Abduction, abduct, predict
-from cfcl.counterfactual.parents import (
-    ParentError, ParentSpec, intervened_specs, known_values, parents_from_store, parents_to, value_names,
-)
 from cfcl.counterfactual.generator.train import open_image_store
+from cfcl.counterfactual.parents import (
+    ParentError,
+    ParentSpec,
+    intervened_specs,
+    known_values,
+    parents_from_store,
+    parents_to,
+    value_names,
+)
 from cfcl.data.store import INFO, ImageStore, StoreWriter
 from cfcl.distributed import current
 from cfcl.errors import CheckpointError, StoreError
@@ -52,19 +58,25 @@ def target_domains(spec: ParentSpec, store: ImageStore, requested: list[int] | N
         names = [store.domains[d] if 0 <= d < len(store.domains) else str(d) for d in unseen]
         raise ParentError(f"target domain(s) {', '.join(names)} never seen by the generator (seen: {list(spec.seen)})")
     if ood & set(requested) and not include_ood:
-        raise ParentError(f"target domain(s) {sorted(ood & set(requested))} are out-of-distribution; set include_ood: true")
+        raise ParentError(
+            f"target domain(s) {sorted(ood & set(requested))} are out-of-distribution; set include_ood: true"
+        )
     return list(requested)
 
 
 def target_values(specs: list[ParentSpec], store: ImageStore, config: CFGenerateConfig) -> dict[str, list[int]]:
     """The target codes of each intervened parent: the domains as :func:`target_domains` says, any other its known values."""
     return {
-        s.name: target_domains(s, store, config.target_domains, config.include_ood) if s.name == "domain" else known_values(s)
+        s.name: target_domains(s, store, config.target_domains, config.include_ood)
+        if s.name == "domain"
+        else known_values(s)
         for s in specs
     }
 
 
-def counterfactual_rows(store: ImageStore, sources: np.ndarray, targets: dict[str, list[int]], specs: list[ParentSpec]) -> pd.DataFrame:
+def counterfactual_rows(
+    store: ImageStore, sources: np.ndarray, targets: dict[str, list[int]], specs: list[ParentSpec]
+) -> pd.DataFrame:
     """One row per (source image, combination of target values other than its own), source-major.
 
     ``target_<parent>`` holds each intervened parent's target code; ``domain`` is the image's
@@ -83,23 +95,29 @@ def counterfactual_rows(store: ImageStore, sources: np.ndarray, targets: dict[st
         "_".join(str(t) if p == "domain" else names[p][t] for p, t in zip(target, values))
         for values in zip(*target.values())
     ]
-    return pd.DataFrame({
-        "index": np.arange(len(source_index)),
-        "source_index": source_index,
-        **{f"target_{p}": t for p, t in target.items()},
-        "split": src["split"].to_numpy(),
-        "domain": target.get("domain", src["domain"].to_numpy()),
-        "label": src["label"].to_numpy(),
-        "patient_id": src["patient_id"].to_numpy(),
-        "image_id": [f"{i}_cf{t}" for i, t in zip(src["image_id"], label)],
-    })
+    return pd.DataFrame(
+        {
+            "index": np.arange(len(source_index)),
+            "source_index": source_index,
+            **{f"target_{p}": t for p, t in target.items()},
+            "split": src["split"].to_numpy(),
+            "domain": target.get("domain", src["domain"].to_numpy()),
+            "label": src["label"].to_numpy(),
+            "patient_id": src["patient_id"].to_numpy(),
+            "image_id": [f"{i}_cf{t}" for i, t in zip(src["image_id"], label)],
+        }
+    )
 
 
-def row_parents(store: ImageStore, rows: pd.DataFrame, specs: list[ParentSpec], targets: bool) -> dict[str, torch.Tensor]:
+def row_parents(
+    store: ImageStore, rows: pd.DataFrame, specs: list[ParentSpec], targets: bool
+) -> dict[str, torch.Tensor]:
     """The parents of each row's source image, with the row's target values (``target_<parent>``) if ``targets``."""
     pa = parents_from_store(store, rows["source_index"].to_numpy(), specs)
     if targets:
-        pa.update({c.removeprefix("target_"): torch.tensor(rows[c].to_numpy()) for c in rows if c.startswith("target_")})
+        pa.update(
+            {c.removeprefix("target_"): torch.tensor(rows[c].to_numpy()) for c in rows if c.startswith("target_")}
+        )
     return pa
 
 
@@ -109,7 +127,12 @@ def _batch(pa: dict[str, torch.Tensor], start: int, size: int, device: torch.dev
 
 @torch.inference_mode()
 def generate_chunk(
-    model: HVAE, store: ImageStore, rows: pd.DataFrame, batch_size: int, device: torch.device, source: ImageStore | None = None,
+    model: HVAE,
+    store: ImageStore,
+    rows: pd.DataFrame,
+    batch_size: int,
+    device: torch.device,
+    source: ImageStore | None = None,
 ) -> np.ndarray:
     """uint8 counterfactuals ``[len(rows), H, W]``: each distinct source abducted once.
 
@@ -145,11 +168,15 @@ def reconstructed_rows(source: ImageStore, store: ImageStore, rows: pd.DataFrame
     """The rows of counterfactual store ``source`` (of ``store``) for the (image, target cell) pairs of ``rows``, as they are."""
     intervened = [c.removeprefix("target_") for c in rows if c.startswith("target_")]
     table = source.intervention_table(store, intervened, "cf generate: source")
-    cells = np.ravel_multi_index([rows[f"target_{p}"].to_numpy() for p in intervened], source.cell_shape(len(store.domains)))
+    cells = np.ravel_multi_index(
+        [rows[f"target_{p}"].to_numpy() for p in intervened], source.cell_shape(len(store.domains))
+    )
     found = table[rows["source_index"].to_numpy(), cells]
     if (found < 0).any():
         missing = int((found < 0).sum())
-        raise StoreError(f"cf generate: source {source.path} lacks {missing} of the {len(rows)} counterfactuals to reconstruct")
+        raise StoreError(
+            f"cf generate: source {source.path} lacks {missing} of the {len(rows)} counterfactuals to reconstruct"
+        )
     return source.meta.iloc[found].reset_index(drop=True)
 
 
@@ -158,7 +185,9 @@ def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
     gen_path = generator_file(config.generator)
     model, info = load_generator(gen_path)
     if info.get("domains") != store.domains:
-        raise CheckpointError(f"generator {gen_path} was trained on domains {info.get('domains')}, store {store.path} has {store.domains}")
+        raise CheckpointError(
+            f"generator {gen_path} was trained on domains {info.get('domains')}, store {store.path} has {store.domains}"
+        )
     specs = intervened_specs(model.specs, config.intervene, gen_path)
     targets = target_values(specs, store, config)
     rows = counterfactual_rows(store, store.indices(config.splits), targets, model.specs)
@@ -168,12 +197,24 @@ def run(config: CFGenerateConfig, out: Path, force: bool = False) -> dict:
         source = ImageStore.open(config.source)
         rows = reconstructed_rows(source, store, rows)
         inputs["source"] = source.path / INFO
-    return run_stage(STAGE, out, config, lambda stage: _generate(config, store, model, rows, targets, stage, source), force,
-                     inputs, every_rank=True)
+    return run_stage(
+        STAGE,
+        out,
+        config,
+        lambda stage: _generate(config, store, model, rows, targets, stage, source),
+        force,
+        inputs,
+        every_rank=True,
+    )
 
 
 def _generate(
-    config: CFGenerateConfig, store: ImageStore, model: HVAE, rows: pd.DataFrame, targets: dict[str, list[int]], stage: Stage,
+    config: CFGenerateConfig,
+    store: ImageStore,
+    model: HVAE,
+    rows: pd.DataFrame,
+    targets: dict[str, list[int]],
+    stage: Stage,
     source: ImageStore | None,
 ) -> dict | None:
     """The store of ``rows``: counterfactuals, or with ``source`` its rows reconstructed (renumbered, the metadata kept)."""
@@ -190,8 +231,12 @@ def _generate(
     writer = StoreWriter(out, len(rows), h, w, key=key, chunk=config.chunk, coordinator=coordinator)
     started = time.time()
     pending = writer.pending()
-    with tqdm(total=sum(b - a for a, b in pending), desc="counterfactuals", unit="img",
-              disable=not (config.progress_bar and stage.primary)) as bar:
+    with tqdm(
+        total=sum(b - a for a, b in pending),
+        desc="counterfactuals",
+        unit="img",
+        disable=not (config.progress_bar and stage.primary),
+    ) as bar:
         for a, b in pending:
             writer.write(a, generate_chunk(model, store, rows.iloc[a:b], config.batch_size, device, source))
             bar.update(b - a)
@@ -205,8 +250,16 @@ def _generate(
     if source is not None:
         extra["reconstructed"] = source.content_hash
         rows = rows.assign(index=np.arange(len(rows)))
-    if writer.finish(rows, store.domains, store.labels, kind="counterfactuals", extra={**extra, "ood_domains": store.ood_domains}) is None:
+    if (
+        writer.finish(
+            rows, store.domains, store.labels, kind="counterfactuals", extra={**extra, "ood_domains": store.ood_domains}
+        )
+        is None
+    ):
         return None
-    made = (f"reconstructions of the counterfactuals in {source.path}" if source is not None
-            else f"counterfactuals of the {'+'.join(config.splits)} images ({', '.join(targets)} changed)")
+    made = (
+        f"reconstructions of the counterfactuals in {source.path}"
+        if source is not None
+        else f"counterfactuals of the {'+'.join(config.splits)} images ({', '.join(targets)} changed)"
+    )
     return dict(n=len(rows), targets=targets, generator=generator_hash, summary=f"{len(rows)} {made}")

@@ -48,7 +48,7 @@ class ParentSpec:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ParentSpec":
+    def from_dict(cls, d: dict) -> ParentSpec:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
@@ -61,7 +61,9 @@ def _column(store: ImageStore, name: str) -> pd.Series:
     return store.meta[name]
 
 
-def parent_specs(store: ImageStore, names: list[str] | tuple[str, ...], indices: np.ndarray | None = None) -> list[ParentSpec]:
+def parent_specs(
+    store: ImageStore, names: list[str] | tuple[str, ...], indices: np.ndarray | None = None
+) -> list[ParentSpec]:
     """Specs for ``names`` from the store's metadata; statistics over the rows ``indices`` (default all).
 
     ``domain`` is discrete over the store's domains; text columns are discrete over their sorted
@@ -187,7 +189,9 @@ def encode_parents(pa: dict[str, torch.Tensor], specs: list[ParentSpec]) -> torc
         value = pa[spec.name]
         if spec.kind == "discrete":
             if value.numel() and (int(value.min()) < 0 or int(value.max()) >= spec.n_classes):
-                raise ParentError(f"parent '{spec.name}' must be a class code in [0, {spec.n_classes}), got {value.tolist()}")
+                raise ParentError(
+                    f"parent '{spec.name}' must be a class code in [0, {spec.n_classes}), got {value.tolist()}"
+                )
             parts.append(torch.nn.functional.one_hot(value.long(), spec.n_classes).float())
         else:
             parts.append(((value.float() - spec.mean) / spec.std).unsqueeze(1))

@@ -152,7 +152,9 @@ def read_dicom(path: Path) -> Pixels:
     try:
         stored = ds.pixel_array
     except errors as exc:
-        problem = f"cannot decode its {syntax.name} ({syntax}) pixel data" if compressed else "not a readable DICOM image"
+        problem = (
+            f"cannot decode its {syntax.name} ({syntax}) pixel data" if compressed else "not a readable DICOM image"
+        )
         raise ImageReadError(f"{path}: {problem} ({_one_line(exc)})") from None
     if stored.ndim != 2:
         raise ImageReadError(f"{path}: DICOM pixel data has shape {stored.shape}, expected one 2-D grayscale frame")
@@ -174,7 +176,9 @@ def read_pixels(path: str | Path) -> Pixels:
     return read_dicom(path) if _is_dicom(path) else read_raster(path)
 
 
-def to_unit(pixels: Pixels, normalise: Normalise = "auto", percentiles: tuple[float, float] = (0.5, 99.5)) -> np.ndarray:
+def to_unit(
+    pixels: Pixels, normalise: Normalise = "auto", percentiles: tuple[float, float] = (0.5, 99.5)
+) -> np.ndarray:
     """Map stored values to float32 in [0, 1] (see the module docstring), inverting MONOCHROME1."""
     values = pixels.values
     if normalise == "percentile":

@@ -10,8 +10,8 @@ by an older cfcl) gets the defaults of ``cfcl data prepare`` at the store's size
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, fields
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,9 @@ def decode_options_of(store: ImageStore) -> tuple[DecodeOptions, bool]:
     known = {f.name for f in fields(DecodeOptions)}
     unknown = sorted(set(record) - known)
     if unknown:
-        raise StoreError(f"image store {store.path}: {DECODE_KEY} in store.json has unknown key(s) {', '.join(unknown)}")
+        raise StoreError(
+            f"image store {store.path}: {DECODE_KEY} in store.json has unknown key(s) {', '.join(unknown)}"
+        )
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items()}
     return DecodeOptions(**values), True
 
@@ -51,7 +53,11 @@ def read_images(
     whose preparation flips right breasts."""
     store = store if isinstance(store, ImageStore) else ImageStore.open(store)
     options, _ = decode_options_of(store)
-    images = np.stack([decode(path, options, laterality) for path in paths]) if paths else np.zeros((0, *store.size), np.uint8)
+    images = (
+        np.stack([decode(path, options, laterality) for path in paths])
+        if paths
+        else np.zeros((0, *store.size), np.uint8)
+    )
     return torch.from_numpy(images).float().div_(255).unsqueeze(1)
 
 
@@ -61,9 +67,7 @@ def describe_batch(shape: Sequence[int]) -> str:
     return f"{channels}-channel {shape[-2]}x{shape[-1]}" if len(shape) >= 3 else f"{len(shape)}-D"
 
 
-def image_batch_of(
-    images: np.ndarray | torch.Tensor, size: Sequence[int] | None, model: str
-) -> torch.Tensor:
+def image_batch_of(images: np.ndarray | torch.Tensor, size: Sequence[int] | None, model: str) -> torch.Tensor:
     """``images`` as float32 ``[B, 1, H, W]`` in [0, 1]; one-line error unless they fit ``model``.
 
     Accepts ``[B, H, W]`` or ``[B, 1, H, W]``: uint8 (0..255, as in an image store) or float in

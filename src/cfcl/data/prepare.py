@@ -98,8 +98,13 @@ def load_table(config: PrepareConfig, root: Path) -> Table:
 def decode_options(config: PrepareConfig, table: Table) -> DecodeOptions:
     height, width = config.height_width
     return DecodeOptions(
-        height, width, config.normalise, tuple(config.percentiles),
-        table.breast_mask, config.mask_threshold, table.flip_right,
+        height,
+        width,
+        config.normalise,
+        tuple(config.percentiles),
+        table.breast_mask,
+        config.mask_threshold,
+        table.flip_right,
     )
 
 
@@ -114,8 +119,10 @@ def decode_chunk(
         try:
             images[i] = decode(path, options, side)
         except Exception as exc:  # any failure of one file is that file's problem, named below
-            error = exc if isinstance(exc, ImageReadError) else ImageReadError(
-                f"{path}: cannot decode ({type(exc).__name__}: {exc})"
+            error = (
+                exc
+                if isinstance(exc, ImageReadError)
+                else ImageReadError(f"{path}: cannot decode ({type(exc).__name__}: {exc})")
             )
             if not skip_bad:
                 raise error from None
@@ -134,7 +141,9 @@ def _work_key(meta: pd.DataFrame, options: DecodeOptions) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _fill(writer: StoreWriter, meta: pd.DataFrame, paths: list[str], options: DecodeOptions, config: PrepareConfig) -> None:
+def _fill(
+    writer: StoreWriter, meta: pd.DataFrame, paths: list[str], options: DecodeOptions, config: PrepareConfig
+) -> None:
     """Decode every pending chunk into ``writer``; each chunk's bad rows are saved before it is marked done."""
     bad_dir = writer.path / BAD_DIR
     if not writer.done:
@@ -183,13 +192,17 @@ def _collect_bad(out: Path, meta: pd.DataFrame) -> pd.DataFrame:
         {"image_id": meta["image_id"].iat[row], "path": meta["path"].iat[row], "kind": kind, "error": msg}
         for row, kind, msg in entries
     ]
-    return pd.DataFrame(rows, columns=["image_id", "path", "kind", "error"]).assign(
-        row=[row for row, _, _ in entries]
-    )
+    return pd.DataFrame(rows, columns=["image_id", "path", "kind", "error"]).assign(row=[row for row, _, _ in entries])
 
 
 def _finish_without(
-    writer: StoreWriter, out: Path, meta: pd.DataFrame, bad_rows: list[int], domains: list[str], labels: list[str], extra: dict
+    writer: StoreWriter,
+    out: Path,
+    meta: pd.DataFrame,
+    bad_rows: list[int],
+    domains: list[str],
+    labels: list[str],
+    extra: dict,
 ) -> ImageStore:
     """Copy the good rows into a store in a side folder, then move it over ``out`` (store.json last)."""
     good = np.setdiff1d(np.arange(writer.n), np.asarray(bad_rows, dtype=np.int64))
@@ -233,15 +246,21 @@ def summary(report: dict, meta: pd.DataFrame, domains: list[str], bad_rows: Path
     splits = sorted(set(meta["split"]), key=SPLITS.index)
     written = "; ".join(f"{s}: " + ", ".join(f"{domains[d]} {n}" for d, n in counts[s].items()) for s in splits)
     filtered = sum(report["filtered"].values())
-    return (f"{report['images']} images written ({written}); {filtered} rows left out by the dataset's filters "
-            f"({REPORT}); {report['skipped_total']} skipped (missing or unreadable), listed in {bad_rows}")
+    return (
+        f"{report['images']} images written ({written}); {filtered} rows left out by the dataset's filters "
+        f"({REPORT}); {report['skipped_total']} skipped (missing or unreadable), listed in {bad_rows}"
+    )
 
 
 def finding_counts(store: ImageStore) -> dict[str, dict[str, int]]:
     """Images with each finding present, absent and missing, for ``prepare_report.json``."""
     matrix = store.finding_matrix()
     return {
-        name: {"present": int((column == 1).sum()), "absent": int((column == 0).sum()), "missing": int(np.isnan(column).sum())}
+        name: {
+            "present": int((column == 1).sum()),
+            "absent": int((column == 0).sum()),
+            "missing": int(np.isnan(column).sum()),
+        }
         for name, column in zip(store.findings, matrix.T)
     }
 
@@ -252,8 +271,14 @@ def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
     table = load_table(config, root)
     dropped = dict(table.dropped)
     encoded = encode(
-        table, config.domains, config.other_domains, config.ood_domains,
-        config.seed, config.val_fraction, config.test_fraction, dropped,
+        table,
+        config.domains,
+        config.other_domains,
+        config.ood_domains,
+        config.seed,
+        config.val_fraction,
+        config.test_fraction,
+        dropped,
     )
     meta = encoded.meta
     paths = meta["path"].tolist()
@@ -275,7 +300,9 @@ def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
     stage.timed("decode", time.time() - t0)
     bad = _collect_bad(out, meta)
     table_bad = pd.DataFrame(table.bad, columns=["image_id", "path", "kind", "error"])
-    report_rows = pd.concat([table_bad, bad.drop(columns="row")], ignore_index=True)[["image_id", "path", "kind", "error"]]
+    report_rows = pd.concat([table_bad, bad.drop(columns="row")], ignore_index=True)[
+        ["image_id", "path", "kind", "error"]
+    ]
     atomic.write_text(out / BAD_ROWS, report_rows.to_csv(index=False))
     extra = {"dataset": config.dataset, "ood_domains": encoded.ood_ids, DECODE_KEY: decode_record(options)}
     if table.findings:
@@ -299,6 +326,8 @@ def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
         report[FINDINGS] = finding_counts(store)
     atomic.write_json(out / REPORT, report)
     return dict(
-        images=len(store), skipped=len(report_rows), content_hash=store.content_hash,
+        images=len(store),
+        skipped=len(report_rows),
+        content_hash=store.content_hash,
         summary=summary(report, store.meta, store.domains, out / BAD_ROWS),
     )

@@ -97,7 +97,7 @@ class ImageStore:
     images: np.ndarray
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "ImageStore":
+    def open(cls, path: str | os.PathLike) -> ImageStore:
         """The complete store in folder ``path``: ``images`` uint8 ``[N, H, W]`` (0..255, memory-mapped),
         ``meta`` one row per image (``split``, integer ``domain`` and ``label``: names in
         ``domains`` / ``labels``; a multi-label store's ``finding_<name>`` columns as floats
@@ -193,7 +193,7 @@ class ImageStore:
             mask &= self.meta["domain"].isin(domains).to_numpy()
         return np.flatnonzero(mask)
 
-    def require_counterfactuals_of(self, source: "ImageStore") -> None:
+    def require_counterfactuals_of(self, source: ImageStore) -> None:
         """Refuse this store unless it holds counterfactuals made from ``source``, at its resolution."""
         if self.kind != "counterfactuals":
             raise StoreError(f"{self.path} is an image store, not a counterfactual store")
@@ -220,7 +220,7 @@ class ImageStore:
         """Number of values of each intervened parent (the domain: the source store's ``n_domains``)."""
         return tuple(n_domains if p == "domain" else len(v) for p, v in self.intervened.items())
 
-    def source_cells(self, source: "ImageStore") -> np.ndarray:
+    def source_cells(self, source: ImageStore) -> np.ndarray:
         """Each image of ``source``'s own cell (its intervened parents' codes, flattened), -1 if a value is unknown here."""
         codes = [parent_codes(source.meta, p, v) for p, v in self.intervened.items()]
         known = np.all([c >= 0 for c in codes], axis=0)
@@ -244,12 +244,14 @@ class ImageStore:
         table[src, np.ravel_multi_index(targets, shape) if len(src) else src] = self.meta["index"].to_numpy()
         return table
 
-    def intervention_table(self, source: "ImageStore", parents: list[str] | tuple[str, ...], what: str) -> np.ndarray:
+    def intervention_table(self, source: ImageStore, parents: list[str] | tuple[str, ...], what: str) -> np.ndarray:
         """:meth:`counterfactual_table` of this store, refused unless it holds counterfactuals of ``source``
         that intervene on exactly ``parents`` (``what`` names the store in the error)."""
         self.require_counterfactuals_of(source)
         if list(self.intervened) != list(parents):
-            raise StoreError(f"{what} {self.path} intervenes on {', '.join(self.intervened)}, not on {', '.join(parents)}")
+            raise StoreError(
+                f"{what} {self.path} intervenes on {', '.join(self.intervened)}, not on {', '.join(parents)}"
+            )
         return self.counterfactual_table(len(source), len(source.domains))
 
 
@@ -275,7 +277,13 @@ class StoreWriter:
     """
 
     def __init__(
-        self, path: str | os.PathLike, n: int, height: int, width: int, key: str = "", chunk: int = 1024,
+        self,
+        path: str | os.PathLike,
+        n: int,
+        height: int,
+        width: int,
+        key: str = "",
+        chunk: int = 1024,
         coordinator: Coordinator | None = None,
     ):
         if n < 0 or height <= 0 or width <= 0:

@@ -76,15 +76,19 @@ class EvaluateConfig(StrictModel):
     label_fractions: list[float] = [0.1, 1.0]
     seeds: list[int] = [0, 1, 2]
     label_draws: int = Field(
-        1, ge=1, description="independent labelled subsets per seed and fraction below 1 for the linear probes; "
+        1,
+        ge=1,
+        description="independent labelled subsets per seed and fraction below 1 for the linear probes; "
         "their metrics are averaged per seed (fine-tuning takes the first)",
     )
     random_baseline: bool = True
     covariates_baseline: bool = Field(
-        True, description="probe on the store's covariates (store.json 'covariates'), no image: what the label owes to them"
+        True,
+        description="probe on the store's covariates (store.json 'covariates'), no image: what the label owes to them",
     )
     rendered_test: bool = Field(
-        True, description="on the synthetic benchmark, also test the ID probe on the ID test patients as every scanner "
+        True,
+        description="on the synthetic benchmark, also test the ID probe on the ID test patients as every scanner "
         "renders them (its true counterfactuals; test_set 'rendered')",
     )
     reference_method: str = "simclr"

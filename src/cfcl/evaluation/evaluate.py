@@ -90,16 +90,26 @@ class EncoderRef:
         return cache_key(fingerprint(encoder_file(self.path)), store.content_hash, *chosen)
 
     def features(
-        self, store: ImageStore, cache: Path, batch_size: int, device: torch.device, coordinator: Coordinator | None = None,
+        self,
+        store: ImageStore,
+        cache: Path,
+        batch_size: int,
+        device: torch.device,
+        coordinator: Coordinator | None = None,
         rows: np.ndarray | None = None,
     ) -> np.ndarray | None:
         """Frozen features of every store image (or of ``rows``, in that order), cached under :meth:`key`; with the
         ``coordinator`` of several ranks each extracts its shard of the images and only rank 0 gets the array."""
         chosen = np.arange(len(store)) if rows is None else rows
         return cached(
-            cache, self.key(store, rows), len(chosen),
-            lambda part: extract_features(self.build(), store.images[chosen[part.start : part.stop]], batch_size, device),
-            unit=batch_size, coordinator=coordinator,
+            cache,
+            self.key(store, rows),
+            len(chosen),
+            lambda part: extract_features(
+                self.build(), store.images[chosen[part.start : part.stop]], batch_size, device
+            ),
+            unit=batch_size,
+            coordinator=coordinator,
         )
 
     def build(self) -> torch.nn.Module:
@@ -216,16 +226,35 @@ class Evaluation:
             return None
 
     def record(
-        self, method: str, seed: int, protocol: str, fraction: float, test_set: str, rows: np.ndarray, prob: np.ndarray,
-        draw: int = 0, domains: np.ndarray | None = None, threshold: float | None = None,
+        self,
+        method: str,
+        seed: int,
+        protocol: str,
+        fraction: float,
+        test_set: str,
+        rows: np.ndarray,
+        prob: np.ndarray,
+        draw: int = 0,
+        domains: np.ndarray | None = None,
+        threshold: float | None = None,
     ) -> None:
         """Scores of the store's ``rows`` (their labels and subgroups), imaged by ``domains`` (default: their own,
         and the whole test set is scored too; given ``domains``, the same patients under several, only each domain)."""
         self.predictions.append(
-            Prediction(method, seed, protocol, fraction, test_set, self.labels[rows],
-                       self.domains[rows] if domains is None else domains, prob,
-                       {column: values[rows] for column, values in self.attributes.items()}, draw, pooled=domains is None,
-                       threshold=threshold)
+            Prediction(
+                method,
+                seed,
+                protocol,
+                fraction,
+                test_set,
+                self.labels[rows],
+                self.domains[rows] if domains is None else domains,
+                prob,
+                {column: values[rows] for column, values in self.attributes.items()},
+                draw,
+                pooled=domains is None,
+                threshold=threshold,
+            )
         )
 
     def subgroup_columns(self) -> dict[str, np.ndarray]:
@@ -251,7 +280,12 @@ class Evaluation:
         return attributes
 
     def linear(
-        self, method: str, seed: int, features: np.ndarray, fraction: float, rendered: np.ndarray | None = None,
+        self,
+        method: str,
+        seed: int,
+        features: np.ndarray,
+        fraction: float,
+        rendered: np.ndarray | None = None,
         rendered_train: np.ndarray | None = None,
     ) -> None:
         """ID probe -> ID test (linear), OOD test (transfer) and, given the ``rendered`` test's features, the ID
@@ -269,12 +303,31 @@ class Evaluation:
                 self.record(method, seed, "linear", fraction, "id", test, prob, draw, threshold=threshold)
                 if rendered is not None:
                     prob = class_probabilities(probe, rendered, self.n_classes)
-                    self.record(method, seed, "linear", fraction, RENDERED, self.rendered.sources, prob, draw,
-                                self.rendered.domains, threshold)
+                    self.record(
+                        method,
+                        seed,
+                        "linear",
+                        fraction,
+                        RENDERED,
+                        self.rendered.sources,
+                        prob,
+                        draw,
+                        self.rendered.domains,
+                        threshold,
+                    )
                 if rendered is not None and rendered_train is not None:
                     prob = self.ceiling(rendered, rendered_train, train, seed)
-                    self.record(method, seed, CEILING, fraction, RENDERED, self.rendered.sources, prob, draw,
-                                self.rendered.domains)
+                    self.record(
+                        method,
+                        seed,
+                        CEILING,
+                        fraction,
+                        RENDERED,
+                        self.rendered.sources,
+                        prob,
+                        draw,
+                        self.rendered.domains,
+                    )
                 if len(ood_test):
                     prob = class_probabilities(probe, features[ood_test], self.n_classes)
                     self.record(method, seed, "transfer", fraction, "ood", ood_test, prob, draw, threshold=threshold)
@@ -322,7 +375,9 @@ class Evaluation:
             if train is None:
                 continue
             if len(np.unique(self.labels[val])) < 2:
-                self.notes.append(f"{method} seed {seed}: fine-tuning on {test_set} skipped: validation set holds a single class")
+                self.notes.append(
+                    f"{method} seed {seed}: fine-tuning on {test_set} skipped: validation set holds a single class"
+                )
                 continue
             key = cache_key(ref.key(self.store), config_hash(cfg))
             run_dir = self.out / layout.FINETUNE_RUNS / f"{method}-s{seed}-f{fraction:g}-{test_set}-{key}"
@@ -330,7 +385,9 @@ class Evaluation:
             if result.is_file():
                 prob = np.load(result)
             else:
-                model = finetune(ref.build().train(), self.store.images, self.labels, train, val, self.n_classes, cfg, run_dir, seed)
+                model = finetune(
+                    ref.build().train(), self.store.images, self.labels, train, val, self.n_classes, cfg, run_dir, seed
+                )
                 prob = predict_probabilities(model, self.store.images, test, self.config.batch_size, self.device)
                 save_array(result, prob)
                 for folder in ("checkpoints", "best"):
@@ -363,19 +420,31 @@ class Evaluation:
         n_domains = len(np.unique(self.domains[chosen]))
         sample, domains = features[chosen], self.domains[chosen]
         mean, std = embeddings.domain_predictability(sample, domains, cfg.pca_dim, cfg.folds, seed)
-        self.results.invariance.append(Invariance(
-            method=method, seed=seed, balanced_accuracy=mean, std=std, chance=1 / n_domains,
-            n_domains=n_domains, n_per_domain=len(chosen) // n_domains,
-            knn_purity=embeddings.knn_domain_purity(sample, domains, cfg.knn_k), knn_k=cfg.knn_k,
-            silhouette=embeddings.domain_silhouette(sample, domains),
-            cf_invariance=self.cf_invariance(features, rendered) if rendered is not None else float("nan"),
-        ))
+        self.results.invariance.append(
+            Invariance(
+                method=method,
+                seed=seed,
+                balanced_accuracy=mean,
+                std=std,
+                chance=1 / n_domains,
+                n_domains=n_domains,
+                n_per_domain=len(chosen) // n_domains,
+                knn_purity=embeddings.knn_domain_purity(sample, domains, cfg.knn_k),
+                knn_k=cfg.knn_k,
+                silhouette=embeddings.domain_silhouette(sample, domains),
+                cf_invariance=self.cf_invariance(features, rendered) if rendered is not None else float("nan"),
+            )
+        )
         if tsne:
             shown = chosen[np.random.default_rng(seed).permutation(len(chosen))[: cfg.tsne_points]]
-            self.results.maps.append(TsneMap(
-                method, embeddings.tsne_map(features[shown], cfg.perplexity, seed),
-                [self.store.domains[d] for d in self.domains[shown]], [self.store.labels[c] for c in self.labels[shown]],
-            ))
+            self.results.maps.append(
+                TsneMap(
+                    method,
+                    embeddings.tsne_map(features[shown], cfg.perplexity, seed),
+                    [self.store.domains[d] for d in self.domains[shown]],
+                    [self.store.labels[c] for c in self.labels[shown]],
+                )
+            )
 
     def cf_invariance(self, features: np.ndarray, rendered: np.ndarray) -> float:
         """:func:`~cfcl.evaluation.embeddings.counterfactual_invariance` of the ID test images and their true
@@ -383,7 +452,9 @@ class Evaluation:
         test = self.rows[ID_TEST]
         moved = self.rendered.domains != self.domains[self.rendered.sources]
         return embeddings.counterfactual_invariance(
-            features[test], self.store.meta["patient_id"].to_numpy()[test], rendered[moved],
+            features[test],
+            self.store.meta["patient_id"].to_numpy()[test],
+            rendered[moved],
             np.searchsorted(test, self.rendered.sources[moved]),
         )
 
@@ -416,7 +487,9 @@ def _evaluate(
     ) -> np.ndarray | None:
         if rendered is None:
             return None
-        return ref.features(rendered.store, out / layout.FEATURES, config.batch_size, ev.device, coordinator, rendered.rows)
+        return ref.features(
+            rendered.store, out / layout.FEATURES, config.batch_size, ev.device, coordinator, rendered.rows
+        )
 
     tic = time.time()
     for method, encoders in methods.items():
@@ -437,7 +510,9 @@ def _evaluate(
     covariates = ev.covariates() if config.covariates_baseline else None
     if covariates is not None:
         # a patient's covariates stay under every scanner
-        rendered, rendered_train = (covariates[r.sources] if r is not None else None for r in (ev.rendered, ev.rendered_train))
+        rendered, rendered_train = (
+            covariates[r.sources] if r is not None else None for r in (ev.rendered, ev.rendered_train)
+        )
         for seed in config.seeds:
             for fraction in config.label_fractions:
                 ev.linear(COVARIATES, seed, covariates, fraction, rendered, rendered_train)
@@ -459,7 +534,9 @@ def _evaluate(
             for seed in config.seeds:
                 ref = encoder_for_seed(encoders, seed)
                 features = ref.features(store, out / layout.FEATURES, config.batch_size, ev.device)
-                ev.measure_embeddings(method, seed, features, rendered_features(ref, ev.rendered), tsne=seed == config.seeds[0])
+                ev.measure_embeddings(
+                    method, seed, features, rendered_features(ref, ev.rendered), tsne=seed == config.seeds[0]
+                )
     stage.timed("embeddings", time.time() - tic)
 
     tic = time.time()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -57,7 +57,11 @@ def shard_file(folder: Path, key: str, rows: range) -> Path:
 
 
 def cached(
-    folder: Path, key: str, n: int, extract: Callable[[range], np.ndarray], unit: int = 1,
+    folder: Path,
+    key: str,
+    n: int,
+    extract: Callable[[range], np.ndarray],
+    unit: int = 1,
     coordinator: Coordinator | None = None,
 ) -> np.ndarray | None:
     """``folder/<key>.npy`` if present, else the ``[n, D]`` array that ``extract(rows)`` gives for

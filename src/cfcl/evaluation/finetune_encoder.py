@@ -77,7 +77,9 @@ class FinetuneModule(L.LightningModule):
         prob = self.all_gather(torch.cat([p for p, _ in self._val])).reshape(-1, self.head.out_features)
         y = self.all_gather(torch.cat([t for _, t in self._val])).reshape(-1)
         self._val.clear()
-        self.log(VAL_METRIC, auroc(y.cpu().numpy(), prob.cpu().numpy(), name="validation"), prog_bar=True, sync_dist=False)
+        self.log(
+            VAL_METRIC, auroc(y.cpu().numpy(), prob.cpu().numpy(), name="validation"), prog_bar=True, sync_dist=False
+        )
 
     def configure_optimizers(self):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
@@ -111,7 +113,9 @@ def finetune(
 
 
 @torch.inference_mode()
-def predict_probabilities(model: nn.Module, images: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device) -> np.ndarray:
+def predict_probabilities(
+    model: nn.Module, images: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device
+) -> np.ndarray:
     """``[len(rows), n_classes]`` softmax probabilities."""
     model.eval().to(device)
     chunks = [

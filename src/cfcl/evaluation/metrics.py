@@ -26,9 +26,7 @@ class MetricError(CfclError):
 def _check_classes(y: np.ndarray, n_classes: int, name: str) -> None:
     present = np.unique(y)
     if len(present) < 2:
-        raise MetricError(
-            f"test set '{name}' holds a single class ({present.tolist()}): AUROC is undefined"
-        )
+        raise MetricError(f"test set '{name}' holds a single class ({present.tolist()}): AUROC is undefined")
     if present.min() < 0 or present.max() >= n_classes:
         raise MetricError(f"test set '{name}': labels {present.tolist()} outside 0..{n_classes - 1}")
 
@@ -157,8 +155,11 @@ def paired_gain_ci(
     weights = multiplicities(stratified_resamples(y, n_boot, np.random.default_rng(seed)), len(y))
     gain = np.mean([auroc(y, p) - auroc(y, r) for p, r in zip(prob, reference)])
     boot = np.mean(
-        [weighted_auroc(y, np.asarray(p, dtype=np.float64), weights) - weighted_auroc(y, np.asarray(r, dtype=np.float64), weights)
-         for p, r in zip(prob, reference)],
+        [
+            weighted_auroc(y, np.asarray(p, dtype=np.float64), weights)
+            - weighted_auroc(y, np.asarray(r, dtype=np.float64), weights)
+            for p, r in zip(prob, reference)
+        ],
         axis=0,
     )
     tail = (1 - level) / 2 * 100
@@ -237,7 +238,9 @@ class VarianceComponents:
     def seeds_needed(self, half_width: float, draws: int, most: int, level: float = 0.95) -> float:
         """The fewest seeds (of ``draws`` label draws each) whose projected half-width is at most
         ``half_width``; NaN when the components are unknown or more than ``most`` seeds would be needed."""
-        return float(next((n for n in range(2, most + 1) if self.projected_half_width(n, draws, level) <= half_width), np.nan))
+        return float(
+            next((n for n in range(2, most + 1) if self.projected_half_width(n, draws, level) <= half_width), np.nan)
+        )
 
 
 def variance_components(gains: pd.DataFrame, level: float = 0.95) -> VarianceComponents:

@@ -11,7 +11,9 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 
-def fit_probe(features: np.ndarray, labels: np.ndarray, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> Pipeline:
+def fit_probe(
+    features: np.ndarray, labels: np.ndarray, C: float = 1.0, max_iter: int = 1000, seed: int = 0
+) -> Pipeline:
     """Classes are weighted inversely to their frequency, so a rare class is not ignored.
 
     Newton-Cholesky converges in a few iterations on the few hundred feature dimensions of an
@@ -19,7 +21,9 @@ def fit_probe(features: np.ndarray, labels: np.ndarray, C: float = 1.0, max_iter
     """
     model = make_pipeline(
         StandardScaler(),
-        LogisticRegression(C=C, max_iter=max_iter, class_weight="balanced", solver="newton-cholesky", random_state=seed),
+        LogisticRegression(
+            C=C, max_iter=max_iter, class_weight="balanced", solver="newton-cholesky", random_state=seed
+        ),
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -38,7 +38,12 @@ from scipy.stats import norm
 from cfcl import atomic, layout
 from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.metrics import (
-    auroc, balanced_accuracy, bootstrap_ci, paired_gain_ci, paired_seed_gain, variance_components,
+    auroc,
+    balanced_accuracy,
+    bootstrap_ci,
+    paired_gain_ci,
+    paired_seed_gain,
+    variance_components,
 )
 from cfcl.plotting import save_png, tsne_figure
 
@@ -50,26 +55,69 @@ CEILING = "ceiling"  # the protocol of a probe trained and tested on one scanner
 VAL_THRESHOLD = "balanced_accuracy_val_threshold"  # balanced accuracy at the threshold chosen on ID validation images
 ROBUSTNESS_GAP = "robustness_gap"  # a scanner's ceiling AUROC minus the ID probe's on its renderings
 GAIN_COLUMNS = [
-    "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "gain", "ci_low", "ci_high",
+    "method",
+    "reference",
+    "protocol",
+    "label_fraction",
+    "test_set",
+    "domain",
+    "n_seeds",
+    "gain",
+    "ci_low",
+    "ci_high",
 ]
 METRIC_KEYS = ["protocol", "label_fraction", "test_set", "domain", "metric"]
 SEED_GAIN_COLUMNS = [
-    "method", "reference", *METRIC_KEYS, "n_seeds", "gain", "ci_low", "ci_high", "level", "n_positive", "supported", "note",
+    "method",
+    "reference",
+    *METRIC_KEYS,
+    "n_seeds",
+    "gain",
+    "ci_low",
+    "ci_high",
+    "level",
+    "n_positive",
+    "supported",
+    "note",
 ]
 SUBGROUP_GAP_COLUMNS = [
-    "method", *METRIC_KEYS, "subgroup", "reference", "n_seeds", "gap", "ci_low", "ci_high", "level", "n_positive",
-    "supported", "note",
+    "method",
+    *METRIC_KEYS,
+    "subgroup",
+    "reference",
+    "n_seeds",
+    "gap",
+    "ci_low",
+    "ci_high",
+    "level",
+    "n_positive",
+    "supported",
+    "note",
 ]
 VARIANCE_COLUMNS = [
-    "method", "reference", "protocol", "label_fraction", "test_set", "domain", "n_seeds", "n_draws", "sd_seed",
-    "sd_draw", "sd_test", "half_width", "half_width_10_seeds", "seeds_needed",
+    "method",
+    "reference",
+    "protocol",
+    "label_fraction",
+    "test_set",
+    "domain",
+    "n_seeds",
+    "n_draws",
+    "sd_seed",
+    "sd_draw",
+    "sd_test",
+    "half_width",
+    "half_width_10_seeds",
+    "seeds_needed",
 ]
 RESOLVED_GAIN = 0.02  # the AUROC gain the benchmark is designed to resolve: the half-width `seeds_needed` aims at
 MAX_SEEDS = 1000
 POINT_METRICS = ("auroc", "balanced_accuracy", VAL_THRESHOLD, ROBUSTNESS_GAP)
 # Columns of ``domain_predictability.csv`` -> their metric name in ``seed_gains.csv`` (protocol ``embedding``).
 INVARIANCE_MEASURES = {
-    "balanced_accuracy": "domain_predictability", "knn_purity": "knn_purity", "silhouette": "silhouette",
+    "balanced_accuracy": "domain_predictability",
+    "knn_purity": "knn_purity",
+    "silhouette": "silhouette",
     "cf_invariance": "cf_invariance",
 }
 
@@ -199,8 +247,14 @@ def metric_rows(
         for metric, (low, high) in bootstrap_ci(y, prob, n_boot, level, seed=pred.seed).items():
             values[f"{metric}_ci_low"], values[f"{metric}_ci_high"] = low, high
         base = dict(
-            method=pred.method, seed=pred.seed, protocol=pred.protocol, label_fraction=pred.label_fraction,
-            test_set=pred.test_set, domain=domain, subgroup=subgroup, draw=pred.draw,
+            method=pred.method,
+            seed=pred.seed,
+            protocol=pred.protocol,
+            label_fraction=pred.label_fraction,
+            test_set=pred.test_set,
+            domain=domain,
+            subgroup=subgroup,
+            draw=pred.draw,
         )
         rows += [{**base, "metric": metric, "value": value} for metric, value in values.items()]
     return rows
@@ -224,7 +278,9 @@ def average_draws(rows: pd.DataFrame) -> pd.DataFrame:
     return rows.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()[COLUMNS]
 
 
-def gain_rows(preds: list[Prediction], reference: str, domain_names: list[str], n_boot: int, level: float) -> list[dict]:
+def gain_rows(
+    preds: list[Prediction], reference: str, domain_names: list[str], n_boot: int, level: float
+) -> list[dict]:
     """AUROC gain of every method over ``reference`` averaged over seeds and label draws, paired bootstrap interval per domain."""
     by_key: dict[tuple, dict[str, dict[tuple[int, int], Prediction]]] = defaultdict(lambda: defaultdict(dict))
     for p in preds:
@@ -243,15 +299,28 @@ def gain_rows(preds: list[Prediction], reference: str, domain_names: list[str], 
                 if len(np.unique(first.y[mask])) < 2:
                     continue
                 gain, low, high = paired_gain_ci(
-                    first.y[mask], [seeds[s].prob[mask] for s in common], [ref[s].prob[mask] for s in common],
-                    n_boot, level, seed=common[0][0],
+                    first.y[mask],
+                    [seeds[s].prob[mask] for s in common],
+                    [ref[s].prob[mask] for s in common],
+                    n_boot,
+                    level,
+                    seed=common[0][0],
                 )
                 protocol, fraction, test_set = key
-                rows.append(dict(
-                    method=method, reference=reference, protocol=protocol, label_fraction=fraction,
-                    test_set=test_set, domain=domain, n_seeds=len({seed for seed, _ in common}), gain=gain,
-                    ci_low=low, ci_high=high,
-                ))
+                rows.append(
+                    dict(
+                        method=method,
+                        reference=reference,
+                        protocol=protocol,
+                        label_fraction=fraction,
+                        test_set=test_set,
+                        domain=domain,
+                        n_seeds=len({seed for seed, _ in common}),
+                        gain=gain,
+                        ci_low=low,
+                        ci_high=high,
+                    )
+                )
     return rows
 
 
@@ -272,11 +341,21 @@ def seed_gain_rows(
             if name == reference:
                 continue
             gain = paired_seed_gain(series, compared[reference], level)
-            rows.append(dict(
-                **{by: name}, reference=reference, **dict(zip(keys, key)), n_seeds=gain.n_seeds, gain=gain.mean,
-                ci_low=gain.ci_low, ci_high=gain.ci_high, level=level, n_positive=gain.n_positive, supported=gain.supported,
-                note=gain.note,
-            ))
+            rows.append(
+                dict(
+                    **{by: name},
+                    reference=reference,
+                    **dict(zip(keys, key)),
+                    n_seeds=gain.n_seeds,
+                    gain=gain.mean,
+                    ci_low=gain.ci_low,
+                    ci_high=gain.ci_high,
+                    level=level,
+                    n_positive=gain.n_positive,
+                    supported=gain.supported,
+                    note=gain.note,
+                )
+            )
     return rows
 
 
@@ -305,7 +384,9 @@ def invariance_seed_gains(table: pd.DataFrame, reference: str, test_set: str, le
 
     Lower is more domain-invariant, so a negative gain is a method clustering less by domain.
     """
-    values = table.melt(id_vars=["method", "seed"], value_vars=list(INVARIANCE_MEASURES), var_name="metric", value_name="value")
+    values = table.melt(
+        id_vars=["method", "seed"], value_vars=list(INVARIANCE_MEASURES), var_name="metric", value_name="value"
+    )
     values = values.dropna(subset=["value"])  # cf_invariance without true counterfactuals
     values["metric"] = values["metric"].map(INVARIANCE_MEASURES)
     rows = seed_gain_rows(values, reference, ["metric"], level)
@@ -336,15 +417,27 @@ def variance_rows(draws: pd.DataFrame, gains: pd.DataFrame, reference: str, leve
             if gain.empty:
                 continue
             parts = variance_components(gain, level)
-            match = gains[(gains["method"] == method) & (gains["reference"] == reference)
-                          & (gains[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)]
+            match = gains[
+                (gains["method"] == method)
+                & (gains["reference"] == reference)
+                & (gains[keys] == pd.Series(dict(zip(keys, key)))).all(axis=1)
+            ]
             sd_test = float((match["ci_high"] - match["ci_low"]).iloc[0] / (2 * z)) if len(match) else float("nan")
-            rows.append(dict(
-                method=method, reference=reference, **dict(zip(keys, key)), n_seeds=parts.n_seeds, n_draws=parts.n_draws,
-                sd_seed=parts.sd_seed, sd_draw=parts.sd_draw, sd_test=sd_test, half_width=parts.half_width,
-                half_width_10_seeds=parts.projected_half_width(10, parts.n_draws, level),
-                seeds_needed=parts.seeds_needed(RESOLVED_GAIN, parts.n_draws, MAX_SEEDS, level),
-            ))
+            rows.append(
+                dict(
+                    method=method,
+                    reference=reference,
+                    **dict(zip(keys, key)),
+                    n_seeds=parts.n_seeds,
+                    n_draws=parts.n_draws,
+                    sd_seed=parts.sd_seed,
+                    sd_draw=parts.sd_draw,
+                    sd_test=sd_test,
+                    half_width=parts.half_width,
+                    half_width_10_seeds=parts.projected_half_width(10, parts.n_draws, level),
+                    seeds_needed=parts.seeds_needed(RESOLVED_GAIN, parts.n_draws, MAX_SEEDS, level),
+                )
+            )
     return rows
 
 
@@ -352,14 +445,19 @@ def as_frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
-def write_tables(out: Path, results: Results, config: EvaluateConfig, domain_names: list[str]) -> tuple[pd.DataFrame, list[str]]:
+def write_tables(
+    out: Path, results: Results, config: EvaluateConfig, domain_names: list[str]
+) -> tuple[pd.DataFrame, list[str]]:
     """Write every evaluation table of ``results`` into ``out`` (each atomically); returns ``metrics.csv``'s
     rows and the notes, those of the metrics (single-class or small subgroups) included, each once."""
     notes = list(results.notes)
     rows = []
     for pred in results.predictions:
         rows += metric_rows(pred, domain_names, config.n_boot, config.ci_level, notes, config.subgroups.min_per_class)
-    gains = as_frame(gain_rows(results.predictions, config.reference_method, domain_names, config.n_boot, config.ci_level), GAIN_COLUMNS)
+    gains = as_frame(
+        gain_rows(results.predictions, config.reference_method, domain_names, config.n_boot, config.ci_level),
+        GAIN_COLUMNS,
+    )
     draws = as_frame(rows, DRAW_COLUMNS)
     robustness = robustness_gap_rows(draws)
     if len(robustness):

@@ -32,15 +32,12 @@ def labelled_subset(
     missing = sorted(set(table["label"]) - set(meta["label"].to_numpy()[subset]))
     if missing:
         raise SubsetTooSmall(
-            f"label fraction {fraction:g} of split '{split}' ({len(rows)} images) holds no image of "
-            f"label(s) {missing}"
+            f"label fraction {fraction:g} of split '{split}' ({len(rows)} images) holds no image of label(s) {missing}"
         )
     return subset
 
 
-def patient_holdout(
-    meta: pd.DataFrame, rows: np.ndarray, fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+def patient_holdout(meta: pd.DataFrame, rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``(train, val)`` rows: about ``fraction`` held out for validation, no patient in both.
 
     Folds are stratified by label as far as the patient grouping allows. Raises

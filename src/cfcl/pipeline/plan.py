@@ -18,8 +18,16 @@ from cfcl.presets import resolve_config_path
 from cfcl.registry import STAGES, StageCommand
 
 GROUPS = (
-    layout.DATA, layout.CF_MODEL, layout.CF_GUIDE, layout.CF_JUDGE, layout.CF_FINETUNE, layout.CF_STORE,
-    layout.CF_QUALITY, layout.PRETRAIN, "evaluate", layout.REPORT,
+    layout.DATA,
+    layout.CF_MODEL,
+    layout.CF_GUIDE,
+    layout.CF_JUDGE,
+    layout.CF_FINETUNE,
+    layout.CF_STORE,
+    layout.CF_QUALITY,
+    layout.PRETRAIN,
+    "evaluate",
+    layout.REPORT,
 )
 
 # Each section of a run config that configures a stage: its dotted key, the stage command it
@@ -108,13 +116,19 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
     (docs/architecture.md, "The run graph"); every section of ``run`` is validated, used or not."""
     p = _Planner(run, source)
     if run.data.source == "synth":
-        renoised = {"renoised_counterfactuals": True} if any(METHODS[m].store_variant == layout.RENOISED for m in run.methods) else {}
+        renoised = (
+            {"renoised_counterfactuals": True}
+            if any(METHODS[m].store_variant == layout.RENOISED for m in run.methods)
+            else {}
+        )
         data = p.add(layout.DATA, layout.DATA, "data.synth", renoised)
     else:
         data = p.add(layout.DATA, layout.DATA, "data.prepare", {})
     oracles = [m for m in run.methods if METHODS[m].cf_source == "true"]
     if oracles and run.data.source != "synth":
-        raise ConfigError(f"{source}: method {oracles[0]!r} needs true counterfactuals, which only the synthetic benchmark has")
+        raise ConfigError(
+            f"{source}: method {oracles[0]!r} needs true counterfactuals, which only the synthetic benchmark has"
+        )
     cf_stores: dict[tuple[tuple[str, ...], str | None], Path] = {}  # by (intervened parents, store variant)
     if run.needs_generator:
         model = p.add(layout.CF_MODEL, layout.CF_MODEL, "generator", {"data": data})
@@ -129,14 +143,25 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
         judge = p.add(layout.CF_JUDGE, layout.CF_JUDGE, "judge", {"data": data})
         generator = model
         if run.finetune.enabled:
-            p.add(layout.CF_QUALITY_BASE, layout.CF_QUALITY, "cf_quality", {"data": data, "generator": model, "judge": judge})
+            p.add(
+                layout.CF_QUALITY_BASE,
+                layout.CF_QUALITY,
+                "cf_quality",
+                {"data": data, "generator": model, "judge": judge},
+            )
             guides = [guide]  # and one of each other intervened parent, so that its counterfactuals change it
             for q in dict.fromkeys(q for parents in interventions for q in parents if q != "domain"):
                 guides.append(p.add(layout.cf_guide_name(q), layout.CF_GUIDE, "guide", {"data": data, "parent": q}))
-            generator = p.add(layout.CF_FINETUNE, layout.CF_FINETUNE, "finetune.config",
-                              {"data": data, "generator": model, "guide": [str(g) for g in guides]})  # one: as a path
+            generator = p.add(
+                layout.CF_FINETUNE,
+                layout.CF_FINETUNE,
+                "finetune.config",
+                {"data": data, "generator": model, "guide": [str(g) for g in guides]},
+            )  # one: as a path
         for parents, variant in stores:
-            planned = None if variant == layout.BASE and not run.finetune.enabled else variant  # no fine-tuning: cf_store
+            planned = (
+                None if variant == layout.BASE and not run.finetune.enabled else variant
+            )  # no fine-tuning: cf_store
             name = layout.cf_store_name(parents, planned)
             inject = {"data": data, "generator": model if planned == layout.BASE else generator}
             if parents != ("domain",):
@@ -145,20 +170,29 @@ def plan(run: RunConfig, source: str = "run config") -> list[Node]:
                 inject["source"] = layout.true_cf(data, parents)
             known = next((n.out for n in p.nodes if n.name == name), None)
             cf_stores[parents, variant] = known or p.add(name, layout.CF_STORE, "cf_store", inject)
-        p.add(layout.CF_QUALITY, layout.CF_QUALITY, "cf_quality", {"data": data, "generator": generator, "judge": judge})
+        p.add(
+            layout.CF_QUALITY, layout.CF_QUALITY, "cf_quality", {"data": data, "generator": generator, "judge": judge}
+        )
         judges = {"domain": judge}
         for parents in (q for q in interventions if q != ("domain",)):  # judged per parent
             for q in parents:
                 if q not in judges:
                     judges[q] = p.add(layout.cf_judge_name(q), layout.CF_JUDGE, "judge", {"data": data, "parent": q})
-            inject = {"data": data, "generator": generator, "intervene": list(parents), "judge": [str(judges[q]) for q in parents]}
+            inject = {
+                "data": data,
+                "generator": generator,
+                "intervene": list(parents),
+                "judge": [str(judges[q]) for q in parents],
+            }
             p.add(layout.cf_quality_name(parents), layout.CF_QUALITY, "cf_quality", inject)
     encoders = []
     for seed in run.seeds:
         for method in run.methods:
             inject: dict[str, Any] = {"data": data, "method": method, "seed": seed}
             spec = METHODS[method]
-            cf_store = cf_stores[spec.parents, spec.store_variant] if spec.needs_generator else default_cf_store(method, data)
+            cf_store = (
+                cf_stores[spec.parents, spec.store_variant] if spec.needs_generator else default_cf_store(method, data)
+            )
             if cf_store is not None:
                 inject["cf_store"] = cf_store
             name = layout.pretrain_name(method, seed)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-
-from typing import Sequence
 
 from cfcl import layout
 from cfcl.config import build_config
@@ -42,7 +41,9 @@ def _check_stage(node: Node, source: str) -> None:
         raise ConfigError(f"{source}, section '{node.section}': {exc}") from None
 
 
-def _check_before_running(run: RunConfig, nodes: list[Node], source: str, only: str | None, first: int, force: bool) -> None:
+def _check_before_running(
+    run: RunConfig, nodes: list[Node], source: str, only: str | None, first: int, force: bool
+) -> None:
     """Every mistake that can be known before any stage starts, also under --dry-run: a run or stage
     folder that is not a folder, and the own check of every stage that is to run (a dataset root:
     a stage that is up to date does not read it again)."""
@@ -72,7 +73,9 @@ def _execute(node: Node, action: str, writer: bool) -> None:
         run(node.config, out=node.out, force=False)
 
 
-def _walk(nodes: list[Node], coordinator: Coordinator, only: str | None, first: int, force: bool, dry_run: bool) -> None:
+def _walk(
+    nodes: list[Node], coordinator: Coordinator, only: str | None, first: int, force: bool, dry_run: bool
+) -> None:
     """Every rank walks the same plan: rank 0 decides each stage's action, every rank runs its
     part, and the ranks meet after each stage. A rank that fails stops at once; the others' next
     collective then fails, so every rank ends with a one-line error."""
@@ -124,7 +127,11 @@ def run_pipeline(
         writer = coordinator.ranks.is_writer
         if writer:
             write_config(run.out, run)
-            print(f"run folder: {run.out}" + (f" ({coordinator.ranks.world_size} processes)" if coordinator.ranks.world_size > 1 else ""), flush=True)
+            print(
+                f"run folder: {run.out}"
+                + (f" ({coordinator.ranks.world_size} processes)" if coordinator.ranks.world_size > 1 else ""),
+                flush=True,
+            )
         _walk(nodes, coordinator, only, first, force, dry_run=False)
         if only in (None, layout.REPORT) and writer:
             from cfcl.report.report import run_report

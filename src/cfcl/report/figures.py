@@ -28,9 +28,13 @@ def test_columns(metrics: pd.DataFrame) -> list[tuple[str, str, str]]:
     Domains keep their order in ``metrics`` (the evaluation writes them in store order).
     """
     present = metrics[["test_set", "domain"]].drop_duplicates()
-    domains = {t: [d for d in present.loc[present["test_set"] == t, "domain"] if d != "all"] for t in ("id", "rendered")}
+    domains = {
+        t: [d for d in present.loc[present["test_set"] == t, "domain"] if d != "all"] for t in ("id", "rendered")
+    }
     columns = [
-        ("ID", "id", "all"), *[(f"ID {d}", "id", d) for d in domains["id"]], ("OOD (own labels)", "ood", "all"),
+        ("ID", "id", "all"),
+        *[(f"ID {d}", "id", d) for d in domains["id"]],
+        ("OOD (own labels)", "ood", "all"),
         *[(f"ID patients as {d}", "rendered", d) for d in domains["rendered"]],
     ]
     return [c for c in columns if ((present["test_set"] == c[1]) & (present["domain"] == c[2])).any()]
@@ -70,8 +74,16 @@ def auroc_vs_fraction(metrics: pd.DataFrame) -> Figure:
         for (method, protocol), line in part.groupby(["method", "protocol"], sort=True):
             line = line.sort_values("label_fraction")
             spread = line["std"] if (line["count"] >= 2).all() else None
-            ax.errorbar(line["label_fraction"] * 100, line["mean"], yerr=spread, marker="o", capsize=3,
-                        color=colours[method], ls=LINESTYLE.get(protocol, "-"), label=f"{method} ({protocol})")
+            ax.errorbar(
+                line["label_fraction"] * 100,
+                line["mean"],
+                yerr=spread,
+                marker="o",
+                capsize=3,
+                color=colours[method],
+                ls=LINESTYLE.get(protocol, "-"),
+                label=f"{method} ({protocol})",
+            )
         ax.set_xscale("log")
         ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
         ax.minorticks_off()
@@ -119,7 +131,9 @@ def gain_figure(
         ax.set_xticks(range(len(groups)), [textwrap.fill(name, TICK_CHARACTERS) for name, _, _ in groups], fontsize=8)
         ax.set_xlim(-0.6, len(groups) - 0.4)
         reference = part["reference"].iloc[0] if len(part) else ""
-        ax.set_title(f"{panel['protocol']}, {panel['label_fraction'] * 100:g}% labels: {what or f'AUROC gain over {reference}'}")
+        ax.set_title(
+            f"{panel['protocol']}, {panel['label_fraction'] * 100:g}% labels: {what or f'AUROC gain over {reference}'}"
+        )
         ax.set_ylabel(f"AUROC {value}")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

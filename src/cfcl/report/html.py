@@ -48,7 +48,11 @@ def _block(block: Block) -> str:
     if block.kind == "text":
         return f"<p>{html.escape(str(block.content))}</p>"
     if block.kind == "list":
-        return "<ul>" + "".join(f"<li><b>{html.escape(who)}</b> {html.escape(what)}</li>" for who, what in block.content) + "</ul>"
+        return (
+            "<ul>"
+            + "".join(f"<li><b>{html.escape(who)}</b> {html.escape(what)}</li>" for who, what in block.content)
+            + "</ul>"
+        )
     if block.kind == "absent":
         return f'<p class="absent">{html.escape(str(block.content))}</p>'
     if block.kind == "pre":
@@ -69,7 +73,7 @@ def render_page(title: str, sections: list[Section]) -> str:
         body.extend(_block(b) for b in section.blocks)
         body.append("</section>")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><link rel=\"icon\" href=\"data:,\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><link rel="icon" href="data:,">'
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
         f"<body><h1>{html.escape(title)}</h1>\n" + "\n".join(body) + "\n</body></html>\n"
     )

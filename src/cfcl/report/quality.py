@@ -13,13 +13,23 @@ from cfcl.report.summary import readable
 Table = tuple[str, pd.DataFrame, str]  # caption, table, name of its index column
 
 PAIR_COLUMNS = {
-    "n": "images", "reversibility": "reversibility MAE", "mae_cf": "MAE to the true counterfactual",
-    "mae_identity": "MAE of the unchanged image", "ratio": "MAE ratio",
+    "n": "images",
+    "reversibility": "reversibility MAE",
+    "mae_cf": "MAE to the true counterfactual",
+    "mae_identity": "MAE of the unchanged image",
+    "ratio": "MAE ratio",
 }
 SETUP = {
-    "domains": "scanners of the store", "evaluated_domains": "scanners evaluated", "rare_domain": "rarest scanner",
-    "intervened": "intervened parents (values)", "rare_cell": "rarest cell", "true_cf": "true counterfactuals",
-    "splits": "splits", "n_images": "images per scanner", "generator": "generator", "judge": "judge",
+    "domains": "scanners of the store",
+    "evaluated_domains": "scanners evaluated",
+    "rare_domain": "rarest scanner",
+    "intervened": "intervened parents (values)",
+    "rare_cell": "rarest cell",
+    "true_cf": "true counterfactuals",
+    "splits": "splits",
+    "n_images": "images per scanner",
+    "generator": "generator",
+    "judge": "judge",
 }
 MEASURED = ("targets", "passed", "pairs", "effectiveness", "composition", "reversibility", "truth")
 
@@ -59,7 +69,8 @@ def pass_marks(data: dict) -> pd.DataFrame:
     for name, target in (data.get("targets") or {}).items():
         direction = "≥" if name.startswith("effectiveness") else "≤"
         rows[target_name(name, data)] = {
-            "measured": readable(target.get("value")), "pass mark": f"{direction} {readable(target.get('threshold'))}",
+            "measured": readable(target.get("value")),
+            "pass mark": f"{direction} {readable(target.get('threshold'))}",
             "met": readable(bool(target.get("pass"))),
         }
     return pd.DataFrame.from_dict(rows, orient="index", columns=["measured", "pass mark", "met"])
@@ -76,8 +87,11 @@ def pair_table(pairs: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(pairs)
     frame.index = [str(pair).replace("->", " → ") for pair in frame.pop("pair")]
     frame = frame.drop(columns=[c for c in ("source", "target") if c in frame])
-    judged = {c: "judge accuracy" + (f" ({c.removeprefix('judge_accuracy_')})" if c != "judge_accuracy" else "")
-              for c in frame if c.startswith("judge_accuracy")}
+    judged = {
+        c: "judge accuracy" + (f" ({c.removeprefix('judge_accuracy_')})" if c != "judge_accuracy" else "")
+        for c in frame
+        if c.startswith("judge_accuracy")
+    }
     ordered = [c for c in ("n", *judged, "reversibility", "mae_cf", "mae_identity", "ratio") if c in frame]
     frame = frame[ordered + [c for c in frame if c not in ordered]].rename(columns={**PAIR_COLUMNS, **judged})
     return frame.map(readable)
@@ -86,16 +100,23 @@ def pair_table(pairs: list[dict]) -> pd.DataFrame:
 def judge_tables(effectiveness: dict, word: str, parent: str = "") -> list[Table]:
     """The judge on the counterfactuals of one parent: AUROC per intended value and the confusion matrix."""
     of = f" of {parent}" if parent else ""
-    auroc = pd.DataFrame({"judge AUROC": [readable(v) for v in effectiveness["auroc"].values()]},
-                         index=list(effectiveness["auroc"]))
-    summary = (f"The judge{of} on the counterfactuals: balanced accuracy {readable(effectiveness['balanced_accuracy'])}, "
-               f"macro AUROC {readable(effectiveness['auroc_macro'])}; AUROC of each intended {word}")
+    auroc = pd.DataFrame(
+        {"judge AUROC": [readable(v) for v in effectiveness["auroc"].values()]}, index=list(effectiveness["auroc"])
+    )
+    summary = (
+        f"The judge{of} on the counterfactuals: balanced accuracy {readable(effectiveness['balanced_accuracy'])}, "
+        f"macro AUROC {readable(effectiveness['auroc_macro'])}; AUROC of each intended {word}"
+    )
     labels = effectiveness["confusion"]["labels"]
     confusion = pd.DataFrame(effectiveness["confusion"]["matrix"], index=labels, columns=labels).map(readable)
     return [
         (summary, auroc, f"intended {word}"),
-        (f"Confusion matrix of the judge{of} on the counterfactuals: rows the intended {word}, columns the judge's call "
-         "(images)", confusion, "intended (rows) / judged (columns)"),
+        (
+            f"Confusion matrix of the judge{of} on the counterfactuals: rows the intended {word}, columns the judge's call "
+            "(images)",
+            confusion,
+            "intended (rows) / judged (columns)",
+        ),
     ]
 
 
@@ -105,7 +126,11 @@ def error_table(data: dict) -> pd.DataFrame | None:
     if not reversibility and not truth:
         return None
     word, rare = _word(parents_of(data)), _rare(data)
-    rows = {"all pairs": "", f"from the rarest {word} ({rare})": "rare_as_source", f"to the rarest {word} ({rare})": "rare_as_target"}
+    rows = {
+        "all pairs": "",
+        f"from the rarest {word} ({rare})": "rare_as_source",
+        f"to the rarest {word} ({rare})": "rare_as_target",
+    }
     table = {}
     for label, key in rows.items():
         cells = {}
@@ -140,10 +165,17 @@ def quality_tables(data: dict) -> list[Table]:
     word = _word(parents)
     tables: list[Table] = []
     if data.get("targets"):
-        tables.append((pass_caption(data, "Counterfactual quality against its pass marks"), pass_marks(data), "measure"))
+        tables.append(
+            (pass_caption(data, "Counterfactual quality against its pass marks"), pass_marks(data), "measure")
+        )
     if data.get("pairs"):
-        tables.append((f"Per source → target {word}: images, judge accuracy and mean absolute errors (pixels in [0, 1])",
-                       pair_table(data["pairs"]), "pair"))
+        tables.append(
+            (
+                f"Per source → target {word}: images, judge accuracy and mean absolute errors (pixels in [0, 1])",
+                pair_table(data["pairs"]),
+                "pair",
+            )
+        )
     effectiveness = data.get("effectiveness") or {}
     if "confusion" in effectiveness:
         tables += judge_tables(effectiveness, word)
@@ -152,11 +184,23 @@ def quality_tables(data: dict) -> list[Table]:
             tables += judge_tables(judged, _word([parent]), parent)
     errors = error_table(data)
     if errors is not None:
-        tables.append(("Mean absolute errors over the pairs: the image changed and changed back (reversibility) and, "
-                       "where the true counterfactuals are known, against them", errors, "pairs"))
+        tables.append(
+            (
+                "Mean absolute errors over the pairs: the image changed and changed back (reversibility) and, "
+                "where the true counterfactuals are known, against them",
+                errors,
+                "pairs",
+            )
+        )
     if data.get("composition"):
-        tables.append(("Composition: how far an image drifts when the generator is asked to change nothing, "
-                       "once and repeatedly (MAE, pixels in [0, 1])", composition_table(data["composition"]), "images"))
+        tables.append(
+            (
+                "Composition: how far an image drifts when the generator is asked to change nothing, "
+                "once and repeatedly (MAE, pixels in [0, 1])",
+                composition_table(data["composition"]),
+                "images",
+            )
+        )
     setup = setup_table(data)
     if len(setup):
         tables.append(("What was measured, with what", setup, "field"))

@@ -15,7 +15,13 @@ from PIL import Image, UnidentifiedImageError
 
 from cfcl import atomic, layout
 from cfcl.evaluation.results import (
-    COLUMNS, GAIN_COLUMNS, PREDICTABILITY_COLUMNS, RESOLVED_GAIN, ROBUSTNESS_GAP, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS,
+    COLUMNS,
+    GAIN_COLUMNS,
+    PREDICTABILITY_COLUMNS,
+    RESOLVED_GAIN,
+    ROBUSTNESS_GAP,
+    SEED_GAIN_COLUMNS,
+    SUBGROUP_GAP_COLUMNS,
     VARIANCE_COLUMNS,
 )
 from cfcl.plotting import png_bytes
@@ -23,35 +29,56 @@ from cfcl.report import figures
 from cfcl.report.html import Block, Section, render_page
 from cfcl.report.quality import pass_caption, pass_marks, quality_tables
 from cfcl.report.summary import (
-    ReportError, gain_caption, gap_caption, headline_caption, headline_fractions, headline_gain_table, headline_table,
-    invariance_gain_table, invariance_table, markdown_table, readable, subgroup_gap_table, verdict,
+    ReportError,
+    gain_caption,
+    gap_caption,
+    headline_caption,
+    headline_fractions,
+    headline_gain_table,
+    headline_table,
+    invariance_gain_table,
+    invariance_table,
+    markdown_table,
+    readable,
+    subgroup_gap_table,
+    verdict,
 )
 from cfcl.stage import CONFIG, MANIFEST, read_manifest
 
 EXPECTED_STAGES = (layout.DATA, layout.CF_MODEL, layout.CF_STORE, layout.CF_QUALITY, layout.PRETRAIN, layout.EVAL)
 COUNTERFACTUAL_GRID = "counterfactual_grid.png"  # of cf_model and cf_finetune
-GRID_LAYOUT = ("one column per training image; rows: the image, the generator's reconstruction of it (its mean), "
-               "then the image moved to each scanner (do(scanner))")
+GRID_LAYOUT = (
+    "one column per training image; rows: the image, the generator's reconstruction of it (its mean), "
+    "then the image moved to each scanner (do(scanner))"
+)
 # What each figure of the counterfactual stages shows, by (stage folder, file name).
 STAGE_FIGURES = {
     (layout.CF_QUALITY, layout.CF_GRID): (
         "Counterfactuals of the fine-tuned generator on test images, one row per image (named by its own scanner); "
         "columns: the image, its counterfactual on each scanner (do(scanner)), then the true counterfactuals where "
-        "the data has them"),
+        "the data has them"
+    ),
     (layout.CF_FINETUNE, COUNTERFACTUAL_GRID): f"The generator after counterfactual fine-tuning: {GRID_LAYOUT}",
     (layout.CF_FINETUNE, layout.TRAINING_CURVE): (
         "Counterfactual fine-tuning per step: the guide's cross-entropy and accuracy on the counterfactuals, the "
-        "negative ELBO and the multipliers that hold it and the round trip in bounds"),
+        "negative ELBO and the multipliers that hold it and the round trip in bounds"
+    ),
     (layout.CF_MODEL, COUNTERFACTUAL_GRID): f"The generator before fine-tuning: {GRID_LAYOUT}",
     (layout.CF_MODEL, "prior_samples.png"): "The generator before fine-tuning: random images drawn from its prior",
     (layout.CF_MODEL, layout.TRAINING_CURVE): (
-        "Training the generator: negative ELBO and its KL term per step, and the validation negative ELBO"),
+        "Training the generator: negative ELBO and its KL term per step, and the validation negative ELBO"
+    ),
 }
-CF_INVARIANCE_WORDS = ("; cf_invariance: mean feature distance of an ID test image to its true counterfactuals on the "
-                       "other scanners over the median distance between different patients (0 invariant, 1 as far as "
-                       "another patient)")
-STAGE_WORDS = {layout.CF_QUALITY: "Counterfactual quality", layout.CF_FINETUNE: "The generator after fine-tuning",
-               layout.CF_MODEL: "The generator before fine-tuning"}
+CF_INVARIANCE_WORDS = (
+    "; cf_invariance: mean feature distance of an ID test image to its true counterfactuals on the "
+    "other scanners over the median distance between different patients (0 invariant, 1 as far as "
+    "another patient)"
+)
+STAGE_WORDS = {
+    layout.CF_QUALITY: "Counterfactual quality",
+    layout.CF_FINETUNE: "The generator after fine-tuning",
+    layout.CF_MODEL: "The generator before fine-tuning",
+}
 
 
 @dataclass
@@ -139,8 +166,11 @@ def _verdict(report: Report, run_dir: Path) -> None:
     seed_gains = optional_csv(path, SEED_GAIN_COLUMNS)
     found = verdict(seed_gains) if seed_gains is not None else None
     if found is None:
-        report.text(section, f"No verdict: {path} holds no AUROC gain over the reference method (run `cfcl evaluate` "
-                             "with the reference method among the encoders).")
+        report.text(
+            section,
+            f"No verdict: {path} holds no AUROC gain over the reference method (run `cfcl evaluate` "
+            "with the reference method among the encoders).",
+        )
         return
     report.text(section, found.lead)
     report.items(section, found.lines)
@@ -161,9 +191,16 @@ def _results(report: Report, run_dir: Path) -> None:
     seed_gains_path = eval_dir / layout.SEED_GAINS
     seed_gains = optional_csv(seed_gains_path, SEED_GAIN_COLUMNS)
     for fraction in headline_fractions(metrics):
-        report.table(section, headline_table(metrics, fraction), headline_caption(metrics, fraction), "method (protocol)")
+        report.table(
+            section, headline_table(metrics, fraction), headline_caption(metrics, fraction), "method (protocol)"
+        )
         if seed_gains is not None:
-            report.table(section, headline_gain_table(seed_gains, fraction), gain_caption(seed_gains, fraction), "method (protocol)")
+            report.table(
+                section,
+                headline_gain_table(seed_gains, fraction),
+                gain_caption(seed_gains, fraction),
+                "method (protocol)",
+            )
     if seed_gains is None:
         report.missing(section, f"seed-level gains in {seed_gains_path} (the reference method was not evaluated)")
     _robustness(report, metrics, seed_gains)
@@ -171,21 +208,33 @@ def _results(report: Report, run_dir: Path) -> None:
     n_seeds = metrics["seed"].nunique()
     spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else "one seed: single values, no spread"
     dashed = "; dashed: fine-tuning" if (metrics["protocol"] == "finetune").any() else ""
-    report.figure(curves, "auroc_vs_fraction.png", png_bytes(figures.auroc_vs_fraction(metrics)),
-                  f"AUROC against the fraction of training labels on each test set ({spread}{dashed})")
+    report.figure(
+        curves,
+        "auroc_vs_fraction.png",
+        png_bytes(figures.auroc_vs_fraction(metrics)),
+        f"AUROC against the fraction of training labels on each test set ({spread}{dashed})",
+    )
     gains_section = report.section("Gain over the reference method per domain, test-set bootstrap")
     gains_path = eval_dir / layout.GAINS
     gains = optional_csv(gains_path, GAIN_COLUMNS)
     if gains is None:
         report.missing(gains_section, f"gains in {gains_path} (the reference method was not evaluated)")
     else:
-        report.figure(gains_section, "gain_over_reference.png", png_bytes(figures.gain_figure(gains, figures.method_colours(metrics["method"]))),
-                      "Seed-averaged AUROC gain over the reference per test set, with its paired-bootstrap interval over "
-                      "test images (not over seeds)")
-        report.table(gains_section, bootstrap_gain_table(gains),
-                     "AUROC gain over the reference; interval: paired bootstrap of the test images, which says how much "
-                     "the test set alone moves the seed-averaged gain. Whether a gain holds across seeds: the verdict "
-                     "and the headline gain tables", "method")
+        report.figure(
+            gains_section,
+            "gain_over_reference.png",
+            png_bytes(figures.gain_figure(gains, figures.method_colours(metrics["method"]))),
+            "Seed-averaged AUROC gain over the reference per test set, with its paired-bootstrap interval over "
+            "test images (not over seeds)",
+        )
+        report.table(
+            gains_section,
+            bootstrap_gain_table(gains),
+            "AUROC gain over the reference; interval: paired bootstrap of the test images, which says how much "
+            "the test set alone moves the seed-averaged gain. Whether a gain holds across seeds: the verdict "
+            "and the headline gain tables",
+            "method",
+        )
     notes = eval_dir / layout.NOTES
     if notes.is_file() and notes.read_text().strip():
         section.blocks.append(Block("pre", notes.read_text(), "evaluation notes (skipped settings)"))
@@ -201,31 +250,45 @@ def _robustness(report: Report, metrics: pd.DataFrame, seed_gains: pd.DataFrame 
     for fraction in headline_fractions(gaps):
         n_seeds = gaps.loc[gaps["label_fraction"] == fraction, "seed"].nunique()
         spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else f"{n_seeds} seed: no spread"
-        report.table(section, headline_table(gaps, fraction, ROBUSTNESS_GAP),
-                     f"Robustness gap at {fraction * 100:g}% labels ({spread}): on the ID test patients as each scanner "
-                     "renders them, the AUROC of the scanner's ceiling (a probe trained on the labelled training patients "
-                     "as that scanner renders them) minus the ID probe's; 0: the ID probe loses nothing on that scanner",
-                     "method (protocol)")
+        report.table(
+            section,
+            headline_table(gaps, fraction, ROBUSTNESS_GAP),
+            f"Robustness gap at {fraction * 100:g}% labels ({spread}): on the ID test patients as each scanner "
+            "renders them, the AUROC of the scanner's ceiling (a probe trained on the labelled training patients "
+            "as that scanner renders them) minus the ID probe's; 0: the ID probe loses nothing on that scanner",
+            "method (protocol)",
+        )
         if seed_gains is not None and (seed_gains["metric"] == ROBUSTNESS_GAP).any():
             reference = ", ".join(sorted(set(seed_gains["reference"])))
-            report.table(section, headline_gain_table(seed_gains, fraction, ROBUSTNESS_GAP),
-                         f"Robustness gap minus {reference}'s at {fraction * 100:g}% labels, paired by seed: mean "
-                         "[95% t-interval over seeds], seeds > 0 / seeds (negative: a smaller gap than the reference's)",
-                         "method (protocol)")
+            report.table(
+                section,
+                headline_gain_table(seed_gains, fraction, ROBUSTNESS_GAP),
+                f"Robustness gap minus {reference}'s at {fraction * 100:g}% labels, paired by seed: mean "
+                "[95% t-interval over seeds], seeds > 0 / seeds (negative: a smaller gap than the reference's)",
+                "method (protocol)",
+            )
 
 
 def bootstrap_gain_table(gains: pd.DataFrame) -> pd.DataFrame:
     """``gains.csv`` for people: test sets named as in the headline tables, gains and intervals to 3 decimals."""
-    names = {(protocol, test_set, domain): name for protocol, part in gains.groupby("protocol")
-             for name, test_set, domain in figures.panel_columns(part, protocol)}
-    return pd.DataFrame({
-        "protocol": gains["protocol"].to_numpy(),
-        "labels": [f"{f * 100:g}%" for f in gains["label_fraction"]],
-        "test set": [names.get((r.protocol, r.test_set, r.domain), f"{r.test_set} {r.domain}") for r in gains.itertuples()],
-        "seeds": gains["n_seeds"].to_numpy(),
-        "gain": gains["gain"].map("{:+.3f}".format).to_numpy(),
-        "interval": [f"[{low:+.3f}, {high:+.3f}]" for low, high in zip(gains["ci_low"], gains["ci_high"])],
-    }, index=gains["method"].to_numpy())
+    names = {
+        (protocol, test_set, domain): name
+        for protocol, part in gains.groupby("protocol")
+        for name, test_set, domain in figures.panel_columns(part, protocol)
+    }
+    return pd.DataFrame(
+        {
+            "protocol": gains["protocol"].to_numpy(),
+            "labels": [f"{f * 100:g}%" for f in gains["label_fraction"]],
+            "test set": [
+                names.get((r.protocol, r.test_set, r.domain), f"{r.test_set} {r.domain}") for r in gains.itertuples()
+            ],
+            "seeds": gains["n_seeds"].to_numpy(),
+            "gain": gains["gain"].map("{:+.3f}".format).to_numpy(),
+            "interval": [f"[{low:+.3f}, {high:+.3f}]" for low, high in zip(gains["ci_low"], gains["ci_high"])],
+        },
+        index=gains["method"].to_numpy(),
+    )
 
 
 def _subgroups(report: Report, run_dir: Path) -> None:
@@ -238,18 +301,29 @@ def _subgroups(report: Report, run_dir: Path) -> None:
     gaps = optional_csv(path, SUBGROUP_GAP_COLUMNS)
     auroc = gaps[gaps["metric"] == "auroc"] if gaps is not None else None
     if auroc is None or auroc.empty:
-        report.text(section, "No subgroup gaps: the store has no subgroup column with two values, or too few test "
-                             "images per subgroup (the evaluation notes say which).")
+        report.text(
+            section,
+            "No subgroup gaps: the store has no subgroup column with two values, or too few test "
+            "images per subgroup (the evaluation notes say which).",
+        )
         return
     colours = figures.method_colours(auroc["method"])
     for subgroup, part in auroc.groupby("subgroup", sort=True):
         for fraction in headline_fractions(part):
-            report.table(section, subgroup_gap_table(part, fraction, subgroup), gap_caption(part, fraction, subgroup),
-                         "method (protocol)")
+            report.table(
+                section,
+                subgroup_gap_table(part, fraction, subgroup),
+                gap_caption(part, fraction, subgroup),
+                "method (protocol)",
+            )
         what, level = f"AUROC {subgroup} minus {part['reference'].iloc[0]}", float(part["level"].iloc[0]) * 100
         name = "subgroup_gap_" + re.sub(r"[^A-Za-z0-9]+", "_", subgroup) + ".png"
-        report.figure(section, name, png_bytes(figures.gain_figure(part, colours, "gap", what)),
-                      f"{what} per method and test set: mean and {level:g}% t-interval over seeds (a point alone: one seed)")
+        report.figure(
+            section,
+            name,
+            png_bytes(figures.gain_figure(part, colours, "gap", what)),
+            f"{what} per method and test set: mean and {level:g}% t-interval over seeds (a point alone: one seed)",
+        )
 
 
 def _variance(report: Report, run_dir: Path) -> None:
@@ -267,15 +341,27 @@ def _variance(report: Report, run_dir: Path) -> None:
     lowest = table[table["label_fraction"] == table["label_fraction"].min()]
     where = lowest["test_set"].where(lowest["domain"] == "all", lowest["test_set"] + " " + lowest["domain"])
     shown = lowest.assign(method=lowest["method"] + " (" + lowest["protocol"] + ", " + where + ")")
-    columns = ["n_seeds", "n_draws", "sd_seed", "sd_draw", "sd_test", "half_width", "half_width_10_seeds", "seeds_needed"]
+    columns = [
+        "n_seeds",
+        "n_draws",
+        "sd_seed",
+        "sd_draw",
+        "sd_test",
+        "half_width",
+        "half_width_10_seeds",
+        "seeds_needed",
+    ]
     frame = shown.set_index("method")[columns].map(readable)
-    report.table(section, frame,
-                 f"AUROC gain over {lowest['reference'].iloc[0]} at {lowest['label_fraction'].iloc[0]:g} of the labels, "
-                 "on each test set and each of its scanners: standard deviation of one seed's gain from the pretraining "
-                 "seed and from the label draw, the test-image standard error of the averaged gain (shared by every "
-                 "seed), the 95% half-width over the seeds measured and projected for 10 seeds, and the fewest seeds "
-                 f"(of as many draws) whose projected half-width is at most {RESOLVED_GAIN:g}",
-                 "method (protocol, test set)")
+    report.table(
+        section,
+        frame,
+        f"AUROC gain over {lowest['reference'].iloc[0]} at {lowest['label_fraction'].iloc[0]:g} of the labels, "
+        "on each test set and each of its scanners: standard deviation of one seed's gain from the pretraining "
+        "seed and from the label draw, the test-image standard error of the averaged gain (shared by every "
+        "seed), the 95% half-width over the seeds measured and projected for 10 seeds, and the fewest seeds "
+        f"(of as many draws) whose projected half-width is at most {RESOLVED_GAIN:g}",
+        "method (protocol, test set)",
+    )
 
 
 def _embeddings(report: Report, run_dir: Path) -> None:
@@ -289,20 +375,32 @@ def _embeddings(report: Report, run_dir: Path) -> None:
         n_seeds = int(table.groupby("method")["seed"].nunique().max())
         spread = "mean and 95% t-interval over seeds" if n_seeds > 1 else "one seed: single values, no interval"
         counterfactual = "cf_invariance" in figures.measured(table)
-        report.figure(section, "domain_predictability.png", png_bytes(figures.predictability_figure(table)),
-                      "Domain predictability (balanced accuracy of a linear classifier on PCA-16 features, 5-fold; "
-                      "dashed: chance) and clustering by domain (k-NN purity relative to chance, silhouette)"
-                      f"{', counterfactual invariance' if counterfactual else ''}: {spread}")
-        report.table(section, invariance_table(table),
-                     f"Domain invariance, mean [95% t-interval over seeds]; lower is more invariant. knn_purity "
-                     f"(k = {int(table['knn_k'].iloc[0])}): "
-                     "share of nearest neighbours from the same domain relative to chance (0 mixed, 1 clustered); "
-                     f"silhouette by domain (0 mixed, 1 separate){CF_INVARIANCE_WORDS if counterfactual else ''}", "method")
+        report.figure(
+            section,
+            "domain_predictability.png",
+            png_bytes(figures.predictability_figure(table)),
+            "Domain predictability (balanced accuracy of a linear classifier on PCA-16 features, 5-fold; "
+            "dashed: chance) and clustering by domain (k-NN purity relative to chance, silhouette)"
+            f"{', counterfactual invariance' if counterfactual else ''}: {spread}",
+        )
+        report.table(
+            section,
+            invariance_table(table),
+            f"Domain invariance, mean [95% t-interval over seeds]; lower is more invariant. knn_purity "
+            f"(k = {int(table['knn_k'].iloc[0])}): "
+            "share of nearest neighbours from the same domain relative to chance (0 mixed, 1 clustered); "
+            f"silhouette by domain (0 mixed, 1 separate){CF_INVARIANCE_WORDS if counterfactual else ''}",
+            "method",
+        )
         seed_gains = optional_csv(layout.RunLayout(run_dir).eval / layout.SEED_GAINS, SEED_GAIN_COLUMNS)
         if seed_gains is not None and (seed_gains["protocol"] == "embedding").any():
             reference = ", ".join(sorted(set(seed_gains["reference"])))
-            report.table(section, invariance_gain_table(seed_gains),
-                         f"Domain invariance minus {reference}'s, paired by seed (negative: clusters less by domain)", "method")
+            report.table(
+                section,
+                invariance_gain_table(seed_gains),
+                f"Domain invariance minus {reference}'s, paired by seed (negative: clusters less by domain)",
+                "method",
+            )
     maps = sorted(eval_dir.glob(layout.tsne_png("*"))) if eval_dir.is_dir() else []
     if not maps:
         report.missing(section, f"t-SNE maps ({layout.tsne_png('<method>')}) in {eval_dir}")
@@ -338,7 +436,9 @@ def _counterfactuals(report: Report, run_dir: Path) -> None:
         try:
             tables = quality_tables(_quality_json(path))
         except (KeyError, TypeError, AttributeError) as exc:
-            raise ReportError(f"{path} is not a cf_quality.json as `cfcl cf evaluate` writes it ({type(exc).__name__}: {exc})") from None
+            raise ReportError(
+                f"{path} is not a cf_quality.json as `cfcl cf evaluate` writes it ({type(exc).__name__}: {exc})"
+            ) from None
         for caption, frame, index_name in tables:
             report.table(section, frame, caption, index_name)
     else:
@@ -347,7 +447,9 @@ def _counterfactuals(report: Report, run_dir: Path) -> None:
     for other in sorted(p for p in others if p.parent.name != layout.CF_QUALITY_BASE):  # other parents (cf_quality_sex)
         data = _quality_json(other)
         parents = ", ".join(data.get("intervened") or [other.parent.name])
-        report.table(section, pass_marks(data), pass_caption(data, f"Quality of the counterfactuals of {parents}"), "measure")
+        report.table(
+            section, pass_marks(data), pass_caption(data, f"Quality of the counterfactuals of {parents}"), "measure"
+        )
     folders = (quality, *(layout.RunLayout(run_dir).stage(name) for name in (layout.CF_FINETUNE, layout.CF_MODEL)))
     grids = [p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.png"))]
     if not grids:
@@ -367,8 +469,13 @@ def _pretraining(report: Report, run_dir: Path) -> None:
     for folder in folders:
         run = re.fullmatch(r"(.+)-s(\d+)", folder.name)
         what = f"{run[1]}, seed {run[2]}" if run else folder.name
-        _embed_png(report, section, folder / layout.LOSS_CURVE, f"loss_{folder.name}.png",
-                   f"Pretraining {what}: training loss per step and per epoch")
+        _embed_png(
+            report,
+            section,
+            folder / layout.LOSS_CURVE,
+            f"loss_{folder.name}.png",
+            f"Pretraining {what}: training loss per step and per epoch",
+        )
 
 
 def _stages(report: Report, run_dir: Path, folders: list[Path]) -> None:
@@ -392,7 +499,9 @@ def _stages(report: Report, run_dir: Path, folders: list[Path]) -> None:
         if (folder / CONFIG).is_file():
             text = (folder / CONFIG).read_text()
             section.blocks.append(Block("pre", text, f"{folder.relative_to(run_dir)}/{CONFIG}"))
-            report.markdown.append(f"<details><summary>{folder.relative_to(run_dir)}/{CONFIG}</summary>\n\n```yaml\n{text}```\n</details>\n")
+            report.markdown.append(
+                f"<details><summary>{folder.relative_to(run_dir)}/{CONFIG}</summary>\n\n```yaml\n{text}```\n</details>\n"
+            )
 
 
 def build_report(run_dir: Path) -> Report:
@@ -423,8 +532,7 @@ def run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     report = build_report(run_dir)
     title = f"cfcl report: {run_dir.resolve().name}"
     status = (
-        "Complete run." if not report.absent
-        else f"Partial run: {len(report.absent)} part(s) absent, marked in place."
+        "Complete run." if not report.absent else f"Partial run: {len(report.absent)} part(s) absent, marked in place."
     )
     verdict_section, *others = report.sections  # the verdict first, then where the run is and whether it is whole
     sections = [verdict_section, Section("Run", [Block("text", f"Run folder: {run_dir.resolve()}. {status}")]), *others]

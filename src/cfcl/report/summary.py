@@ -25,8 +25,10 @@ SMALLEST = 1e-4  # a nonzero value below this prints as "< 0.0001": its digits a
 # The whole test sets the verdict judges: (column name, protocol, test set), all on domain "all".
 VERDICT_COLUMNS = (("ID", "linear", "id"), ("OOD (own labels)", "linear", "ood"), (TRANSFER_COLUMN, "transfer", "ood"))
 BASELINES = (RANDOM, COVARIATES, SUPERVISED)
-MORE_SEEDS = ("run `cfcl run benchmark` (20 seeds x 10 label draws), or list more `seeds` and `evaluate.seeds` in "
-              "the run config, for 95% intervals")
+MORE_SEEDS = (
+    "run `cfcl run benchmark` (20 seeds x 10 label draws), or list more `seeds` and `evaluate.seeds` in "
+    "the run config, for 95% intervals"
+)
 
 
 class ReportError(CfclError):
@@ -116,7 +118,9 @@ def gap_caption(gaps: pd.DataFrame, fraction: float, subgroup: str, metric: str 
     level = float(gaps["level"].iloc[0]) * 100
     rows = gaps[(gaps["label_fraction"] == fraction) & (gaps["metric"] == metric) & (gaps["subgroup"] == subgroup)]
     if _one_seed(rows):
-        return f"AUROC gap {subgroup} minus {reference} at {fraction * 100:g}% labels, one seed: no interval; {MORE_SEEDS}"
+        return (
+            f"AUROC gap {subgroup} minus {reference} at {fraction * 100:g}% labels, one seed: no interval; {MORE_SEEDS}"
+        )
     return (
         f"AUROC gap {subgroup} minus {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% "
         f"t-interval over seeds], seeds with a gap > 0 / seeds; supported = the interval excludes 0"
@@ -144,8 +148,12 @@ def invariance_table(table: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
 def invariance_gain_table(seed_gains: pd.DataFrame) -> pd.DataFrame:
     """Each method minus the reference per invariance measure (``seed_gains.csv``, protocol ``embedding``)."""
     rows = seed_gains[seed_gains["protocol"] == "embedding"]
-    cells = rows.assign(cell=[gain_cell(row) for _, row in rows.iterrows()]).pivot(index="method", columns="metric", values="cell")
-    return cells.reindex(columns=[m for m in INVARIANCE_MEASURES.values() if m in cells.columns])  # cf_invariance: synthetic only
+    cells = rows.assign(cell=[gain_cell(row) for _, row in rows.iterrows()]).pivot(
+        index="method", columns="metric", values="cell"
+    )
+    return cells.reindex(
+        columns=[m for m in INVARIANCE_MEASURES.values() if m in cells.columns]
+    )  # cf_invariance: synthetic only
 
 
 def headline_caption(metrics: pd.DataFrame, fraction: float) -> str:
@@ -171,7 +179,9 @@ def readable(value) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(readable(v) for v in value)
     if isinstance(value, dict):
-        return "; ".join(f"{k}: ({readable(v)})" if isinstance(v, dict) else f"{k}: {readable(v)}" for k, v in value.items())
+        return "; ".join(
+            f"{k}: ({readable(v)})" if isinstance(v, dict) else f"{k}: {readable(v)}" for k, v in value.items()
+        )
     return "–" if value is None else str(value)
 
 
@@ -184,7 +194,10 @@ class Verdict:
 
     def text(self, width: int = TERMINAL_WIDTH) -> str:
         """The verdict as plain text wrapped to ``width`` columns."""
-        items = [textwrap.fill(f"{who} {what}", width, initial_indent="- ", subsequent_indent="  ") for who, what in self.lines]
+        items = [
+            textwrap.fill(f"{who} {what}", width, initial_indent="- ", subsequent_indent="  ")
+            for who, what in self.lines
+        ]
         return "\n".join([textwrap.fill(self.lead, width), *items])
 
 
@@ -204,7 +217,8 @@ def verdict(seed_gains: pd.DataFrame, metric: str = "auroc") -> Verdict | None:
     the paired gain over seeds with its t-interval and "supported" (the interval excludes 0), "not resolved" (it
     includes 0) or "one seed: no interval"; None when ``seed_gains.csv`` holds none of these gains."""
     rows = seed_gains[
-        (seed_gains["metric"] == metric) & (seed_gains["domain"] == "all")
+        (seed_gains["metric"] == metric)
+        & (seed_gains["domain"] == "all")
         & seed_gains["protocol"].isin([protocol for _, protocol, _ in VERDICT_COLUMNS])
     ]
     if rows.empty:
@@ -213,14 +227,18 @@ def verdict(seed_gains: pd.DataFrame, metric: str = "auroc") -> Verdict | None:
     rows = rows[rows["label_fraction"] == fraction]
     reference = ", ".join(sorted(set(rows["reference"])))
     n_seeds, level = int(rows["n_seeds"].max()), float(rows["level"].iloc[0]) * 100
-    what = (f"{metric.upper()} gain of each method over {reference} (the reference) at {fraction * 100:g}% of the "
-            "labels, the lowest fraction evaluated; ID: the in-distribution test set, OOD: the held-out scanner with a "
-            "probe of its own labels or the ID probe transferred (direct transfer).")
+    what = (
+        f"{metric.upper()} gain of each method over {reference} (the reference) at {fraction * 100:g}% of the "
+        "labels, the lowest fraction evaluated; ID: the in-distribution test set, OOD: the held-out scanner with a "
+        "probe of its own labels or the ID probe transferred (direct transfer)."
+    )
     if n_seeds < 2:
         lead = f"{what} One seed: no interval, so no gain here is supported or ruled out; {MORE_SEEDS}."
     else:
-        lead = (f"{what} Mean over {n_seeds} seeds paired by seed, with its {level:g}% t-interval over seeds: supported "
-                "when the interval excludes 0, not resolved when it includes 0 (this run cannot tell the two apart).")
+        lead = (
+            f"{what} Mean over {n_seeds} seeds paired by seed, with its {level:g}% t-interval over seeds: supported "
+            "when the interval excludes 0, not resolved when it includes 0 (this run cannot tell the two apart)."
+        )
     lines = []
     for method in sorted(set(rows["method"]), key=lambda m: (m in BASELINES, m)):
         cells, calls, one_seed = [], {"beats": [], "trails": []}, False
@@ -252,7 +270,7 @@ def fit_columns(frame: pd.DataFrame, width: int = TERMINAL_WIDTH) -> str:
     blocks, columns, start = [], list(frame.columns), 0
     while start < len(columns):
         end = start + 1
-        while end < len(columns) and _text_width(frame[columns[start:end + 1]]) <= width:
+        while end < len(columns) and _text_width(frame[columns[start : end + 1]]) <= width:
             end += 1
         blocks.append(frame[columns[start:end]].to_string())
         start = end
@@ -268,7 +286,10 @@ def headline_text(metrics: pd.DataFrame, seed_gains: pd.DataFrame | None = None)
     then one table per headline label fraction."""
     found = verdict(seed_gains) if seed_gains is not None else None
     blocks = [found.text()] if found is not None else []
-    blocks += [f"{headline_caption(metrics, f)}\n{fit_columns(headline_table(metrics, f))}" for f in headline_fractions(metrics)]
+    blocks += [
+        f"{headline_caption(metrics, f)}\n{fit_columns(headline_table(metrics, f))}"
+        for f in headline_fractions(metrics)
+    ]
     return "\n\n".join(blocks) if blocks else "no metrics"
 
 

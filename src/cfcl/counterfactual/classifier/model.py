@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
 from cfcl.contrastive.encoders import ARCHS as ENCODER_ARCHS
 from cfcl.contrastive.encoders import INPUT_MEAN, INPUT_STD, build_encoder
-from cfcl.checkpoint import checkpoint_file, read_checkpoint, rebuild, write_checkpoint
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.layout import CLASSIFIER_FILE
 
@@ -111,7 +111,11 @@ def save_classifier(path: str | os.PathLike, model: ParentClassifier, info: dict
     if info["role"] not in ROLES:
         raise ValueError(f"save_classifier: role must be one of {ROLES}, got {info['role']!r}")
     payload = {
-        **info, "format": FORMAT, "arch": model.arch, "arch_kwargs": model.arch_kwargs, "n_classes": int(model.n_classes),
+        **info,
+        "format": FORMAT,
+        "arch": model.arch,
+        "arch_kwargs": model.arch_kwargs,
+        "n_classes": int(model.n_classes),
     }
     return write_checkpoint(path, CLASSIFIER_FILE, payload, model)
 
@@ -130,9 +134,13 @@ def load_classifier(path: str | os.PathLike) -> tuple[ParentClassifier, dict[str
     if "n_classes" not in checkpoint:
         raise CheckpointError(f"{target} is not a cfcl classifier checkpoint (lacks n_classes)")
     if checkpoint.get("role") not in ROLES:
-        raise CheckpointError(f"classifier checkpoint {target} has role {checkpoint.get('role')!r}, expected one of {ROLES}")
+        raise CheckpointError(
+            f"classifier checkpoint {target} has role {checkpoint.get('role')!r}, expected one of {ROLES}"
+        )
     model = rebuild(
-        target, "classifier", checkpoint["arch"],
+        target,
+        "classifier",
+        checkpoint["arch"],
         lambda: build_classifier(checkpoint["arch"], checkpoint["n_classes"], **checkpoint["arch_kwargs"]),
         checkpoint["state_dict"],
     )

@@ -21,7 +21,9 @@ from cfcl.counterfactual.quality.metrics import balanced_accuracy
 MONITOR = "val_balanced_accuracy"
 
 
-def affine_warp(images: torch.Tensor, angles: torch.Tensor, translations: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+def affine_warp(
+    images: torch.Tensor, angles: torch.Tensor, translations: torch.Tensor, scales: torch.Tensor
+) -> torch.Tensor:
     """``images [n, C, H, W]`` rotated by ``angles`` degrees (counter-clockwise) and scaled by ``scales``
     about the centre, then shifted by ``translations [n, 2]`` pixels (x, y); border padding, one
     bilinear resampling: kornia's ``warp_affine`` of ``get_affine_matrix2d``, as ``RandomAffine`` uses it."""

@@ -25,12 +25,17 @@ from cfcl.counterfactual.classifier.module import MONITOR, ParentClassifierModul
 from cfcl.counterfactual.config import ClassifierConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_indices
 from cfcl.counterfactual.parents import (
-    ParentSpec, known_values, parent_specs, parents_from_store, require_two_values, value_names,
+    ParentSpec,
+    known_values,
+    parent_specs,
+    parents_from_store,
+    require_two_values,
+    value_names,
 )
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import ConfigError, StoreError
-from cfcl.stage import Stage, run_stage
 from cfcl.loaders import DatasetBatches, ordered_loader, step_loader, trainer_progress
+from cfcl.stage import Stage, run_stage
 from cfcl.training import fit, loader_workers, make_trainer
 
 STAGE = {"guide": layout.CF_GUIDE, "judge": layout.CF_JUDGE}  # by role: the run folder each role is trained into
@@ -44,7 +49,12 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
         raise StoreError(f"{store.path} is a {store.kind} store; a classifier is trained on real images")
     spec = classified_spec(store, config.parent, config.train_split)
     return run_stage(
-        STAGE[config.role], out, config, lambda stage: _train(config, store, spec, stage), force, {"data": store.path / INFO},
+        STAGE[config.role],
+        out,
+        config,
+        lambda stage: _train(config, store, spec, stage),
+        force,
+        {"data": store.path / INFO},
         every_rank=True,
     )
 
@@ -52,7 +62,9 @@ def run(config: ClassifierConfig, out: Path, force: bool = False) -> dict:
 def classified_spec(store: ImageStore, parent: str, split: str) -> ParentSpec:
     """The spec of ``parent``, which must be discrete with two known values or more in ``split``."""
     spec = parent_specs(store, [parent], split_indices(store, [split]))[0]
-    require_two_values(spec, f"classify parent '{parent}' of image store {store.path}", f"in split {split}", ConfigError)
+    require_two_values(
+        spec, f"classify parent '{parent}' of image store {store.path}", f"in split {split}", ConfigError
+    )
     return spec
 
 
@@ -81,12 +93,17 @@ def _train(config: ClassifierConfig, store: ImageStore, spec: ParentSpec, stage:
         dirpath=out / "checkpoints" / "best", filename="best", monitor=MONITOR, mode="max", save_top_k=1
     )
     stop = EarlyStopping(monitor=MONITOR, mode="max", patience=config.patience, stopping_threshold=config.stop_above)
-    trainer = make_trainer(config.trainer, out, callbacks=[best, stop], num_sanity_val_steps=0, use_distributed_sampler=False)
+    trainer = make_trainer(
+        config.trainer, out, callbacks=[best, stop], num_sanity_val_steps=0, use_distributed_sampler=False
+    )
     workers = loader_workers(config.trainer)
-    batches = DatasetBatches(train_set, config.batch_size, config.seed, drop_last=len(train_set) > config.batch_size * trainer.world_size)
+    batches = DatasetBatches(
+        train_set, config.batch_size, config.seed, drop_last=len(train_set) > config.batch_size * trainer.world_size
+    )
     started = time.time()
     fit(
-        trainer, ParentClassifierModule(model, weights, config),
+        trainer,
+        ParentClassifierModule(model, weights, config),
         step_loader(batches, trainer_progress(trainer), workers),
         ordered_loader(val_set, config.batch_size, workers),
         ckpt_path=stage.resume_from,
@@ -114,4 +131,11 @@ def _train(config: ClassifierConfig, store: ImageStore, spec: ParentSpec, stage:
     }
     save_classifier(out, model, info)
     summary = f"{config.parent} {config.role}, {info['epochs']} epochs, validation balanced accuracy {info['val_balanced_accuracy']:.3g}"
-    return dict(role=config.role, parent=config.parent, arch=config.arch, metrics=metrics, epochs=info["epochs"], summary=summary)
+    return dict(
+        role=config.role,
+        parent=config.parent,
+        arch=config.arch,
+        metrics=metrics,
+        epochs=info["epochs"],
+        summary=summary,
+    )

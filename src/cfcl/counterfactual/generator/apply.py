@@ -15,9 +15,10 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ class Generator:
                 return spec
         raise ParentError(f"generator {self.path} has no parent '{name}' (its parents: {', '.join(self.parents)})")
 
-    def to(self, device: str | torch.device) -> "Generator":
+    def to(self, device: str | torch.device) -> Generator:
         self.model.to(device)
         return self
 
@@ -118,10 +119,14 @@ class Generator:
         """Model-ready parent tensors of ``batch`` images; one-line error for an unknown name or value."""
         unknown = sorted(set(parents) - set(self.parents))
         if unknown:
-            raise ParentError(f"generator {self.path} has no parent(s) {', '.join(unknown)} (its parents: {', '.join(self.parents)})")
+            raise ParentError(
+                f"generator {self.path} has no parent(s) {', '.join(unknown)} (its parents: {', '.join(self.parents)})"
+            )
         missing = [name for name in self.parents if name not in parents]
         if missing:
-            raise ParentError(f"parent(s) {', '.join(missing)} missing; generator {self.path} takes {', '.join(self.parents)}")
+            raise ParentError(
+                f"parent(s) {', '.join(missing)} missing; generator {self.path} takes {', '.join(self.parents)}"
+            )
         return {spec.name: parent_tensor(spec, parents[spec.name], batch).to(self.device) for spec in self.model.specs}
 
     def _images(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -140,7 +145,10 @@ class Generator:
         return predict(self.model, abduction, self.parent_values(parents, abduction.u.shape[0]))
 
     def counterfactual(
-        self, images: np.ndarray | torch.Tensor, parents: Mapping[str, ParentValue], target: str | int | Mapping[str, ParentValue]
+        self,
+        images: np.ndarray | torch.Tensor,
+        parents: Mapping[str, ParentValue],
+        target: str | int | Mapping[str, ParentValue],
     ) -> torch.Tensor:
         """What ``images`` (with factual ``parents``) would look like on scanner ``target`` (a name
         or code), or under the parent changes ``target`` maps; float32 ``[B, 1, H, W]`` in [0, 1]."""
@@ -202,7 +210,9 @@ def assumed_parents(generator: Generator, source: str, given: Mapping[str, str])
     """The factual parents of every file from the command line, and how each was decided (for the user)."""
     extra = sorted(set(given) - set(generator.parents))
     if extra:
-        raise ParentError(f"generator {generator.path} has no parent(s) {', '.join(extra)} (its parents: {', '.join(generator.parents)})")
+        raise ParentError(
+            f"generator {generator.path} has no parent(s) {', '.join(extra)} (its parents: {', '.join(generator.parents)})"
+        )
     parents: dict[str, Any] = {SCANNER: command_line_value(generator.spec(SCANNER), source)}
     notes = [f"{SCANNER}={source} (--from)"]
     for spec in generator.model.specs:
@@ -283,10 +293,15 @@ def apply(
     if grid:
         source_name = _names(scanner, parent_tensor(scanner, parents[SCANNER], 1).tolist())[0]
         save_png(grid_figure(columns, stems, source_name, targets), out / "grid.png")
-    how = "as cfcl data prepare recorded" if recorded else "with cfcl data prepare's defaults (the store records no decoding)"
+    how = (
+        "as cfcl data prepare recorded"
+        if recorded
+        else "with cfcl data prepare's defaults (the store records no decoding)"
+    )
     return [
         f"decoded {len(images)} file(s) like store {store.path}: {options.height}x{options.width}, "
         f"normalise={options.normalise}, breast_mask={options.breast_mask} ({how})",
         "assumed parents of every file: " + "; ".join(notes),
-        f"wrote {len(written)} counterfactual(s) to {out}" + (" and grid.png (input, then " + ", ".join(targets) + ")" if grid else ""),
+        f"wrote {len(written)} counterfactual(s) to {out}"
+        + (" and grid.png (input, then " + ", ".join(targets) + ")" if grid else ""),
     ]

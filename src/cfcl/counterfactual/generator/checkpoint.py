@@ -22,7 +22,9 @@ def generator_file(path: str | os.PathLike) -> Path:
 
 def save_generator(path: str | os.PathLike, model: HVAE, info: dict[str, Any]) -> Path:
     """Write the model's weights and architecture; ``info`` holds e.g. store hash, domains, metrics."""
-    return write_checkpoint(path, GENERATOR_FILE, {"format": FORMAT, "version": VERSION, **model.arch_dict(), "info": info}, model)
+    return write_checkpoint(
+        path, GENERATOR_FILE, {"format": FORMAT, "version": VERSION, **model.arch_dict(), "info": info}, model
+    )
 
 
 def load_generator(path: str | os.PathLike) -> tuple[HVAE, dict[str, Any]]:

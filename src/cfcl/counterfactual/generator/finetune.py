@@ -22,9 +22,9 @@ from cfcl.counterfactual.generator.train import grid_batch, open_image_store
 from cfcl.counterfactual.parents import ParentSpec, known_values, require_two_values, value_names
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import CheckpointError, ConfigError
+from cfcl.loaders import step_loader, trainer_progress
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.loaders import step_loader, trainer_progress
 from cfcl.training import fit, loader_workers, make_trainer
 
 STAGE = layout.CF_FINETUNE
@@ -48,13 +48,21 @@ def load_guides(paths: list[Path], specs: list[ParentSpec], generator: Path) -> 
         guide, info = load_classifier(path)
         file, parent = classifier_file(path), info["parent"]
         if info.get("role") != "guide":
-            raise ConfigError(f"{file} is a '{info.get('role')}' classifier; fine-tuning needs a guide (the judge never guides)")
+            raise ConfigError(
+                f"{file} is a '{info.get('role')}' classifier; fine-tuning needs a guide (the judge never guides)"
+            )
         if parent in guides:
-            raise ConfigError(f"{file} classifies '{parent}' as another guide does; fine-tuning takes one guide per parent")
+            raise ConfigError(
+                f"{file} classifies '{parent}' as another guide does; fine-tuning takes one guide per parent"
+            )
         spec = by_name.get(parent)
         if spec is None:
-            raise ConfigError(f"{file} classifies '{parent}'; generator {generator} was conditioned on {', '.join(by_name)} only")
-        require_two_values(spec, f"guide parent '{parent}' of generator {generator}", "in the training split", ConfigError)
+            raise ConfigError(
+                f"{file} classifies '{parent}'; generator {generator} was conditioned on {', '.join(by_name)} only"
+            )
+        require_two_values(
+            spec, f"guide parent '{parent}' of generator {generator}", "in the training split", ConfigError
+        )
         if list(info["values"]) != value_names(spec):
             raise CheckpointError(
                 f"{file} names the values of '{parent}' {list(info['values'])}; generator {generator} names them {value_names(spec)}"
@@ -80,15 +88,34 @@ def run(config: CFFinetuneConfig, out: Path, force: bool = False) -> dict:
     model, gen_info = load_generator(config.generator)
     generator = generator_file(config.generator)
     if gen_info.get("domains") != store.domains:
-        raise CheckpointError(f"generator {generator} has domains {gen_info.get('domains')}; the store {store.path} has {store.domains}")
+        raise CheckpointError(
+            f"generator {generator} has domains {gen_info.get('domains')}; the store {store.path} has {store.domains}"
+        )
     guide_paths = guide_inputs(config)
     guides = load_guides(list(guide_paths.values()), model.specs, generator)
-    inputs = {"data": store.path / INFO, "generator": generator, **{key: classifier_file(path) for key, path in guide_paths.items()}}
-    return run_stage(STAGE, out, config, lambda stage: _finetune(config, store, model, gen_info, guides, stage), force, inputs, every_rank=True)
+    inputs = {
+        "data": store.path / INFO,
+        "generator": generator,
+        **{key: classifier_file(path) for key, path in guide_paths.items()},
+    }
+    return run_stage(
+        STAGE,
+        out,
+        config,
+        lambda stage: _finetune(config, store, model, gen_info, guides, stage),
+        force,
+        inputs,
+        every_rank=True,
+    )
 
 
 def _finetune(
-    config: CFFinetuneConfig, store: ImageStore, model: HVAE, gen_info: dict, guides: dict[str, torch.nn.Module], stage: Stage
+    config: CFFinetuneConfig,
+    store: ImageStore,
+    model: HVAE,
+    gen_info: dict,
+    guides: dict[str, torch.nn.Module],
+    stage: Stage,
 ) -> dict | None:
     out = stage.out
     specs = {s.name: s for s in model.specs}
@@ -101,11 +128,20 @@ def _finetune(
     bound = config.elbo_bound if config.elbo_bound is not None else initial * (1 + config.elbo_tolerance)
     model.requires_grad_(True).train()
     module = CounterfactualFinetuneModule(
-        model, guides, {parent: known_values(specs[parent]) for parent in guides}, bound=bound, lr=config.lr, weight_decay=config.weight_decay,
-        multiplier_init=config.multiplier_init, multiplier_lr=config.multiplier_lr,
-        round_trip_bound=config.round_trip_bound, round_trip_multiplier_init=config.round_trip_multiplier_init,
+        model,
+        guides,
+        {parent: known_values(specs[parent]) for parent in guides},
+        bound=bound,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        multiplier_init=config.multiplier_init,
+        multiplier_lr=config.multiplier_lr,
+        round_trip_bound=config.round_trip_bound,
+        round_trip_multiplier_init=config.round_trip_multiplier_init,
         round_trip_multiplier_lr=config.round_trip_multiplier_lr,
-        grad_clip=config.grad_clip, grad_skip=config.grad_skip, ema_decay=config.ema_decay,
+        grad_clip=config.grad_clip,
+        grad_skip=config.grad_skip,
+        ema_decay=config.ema_decay,
     )
     started = time.time()
     fit(trainer, module, loader, ckpt_path=stage.resume_from)
@@ -117,20 +153,39 @@ def _finetune(
     guided_by = [stage.inputs[key]["fingerprint"] for key in guide_inputs(config)]
     info = {
         **{k: gen_info[k] for k in ("store", "domains", "splits") if k in gen_info},
-        "finetuned_from": stage.inputs["generator"]["fingerprint"], "guide": guided_by if isinstance(config.guide, list) else guided_by[0],
-        "elbo_bound": bound, "initial_nelbo": initial, "steps": trainer.global_step,
-        "skipped_updates": int(module.skipped), "parameters": sum(p.numel() for p in tuned.parameters()), "metrics": metrics,
+        "finetuned_from": stage.inputs["generator"]["fingerprint"],
+        "guide": guided_by if isinstance(config.guide, list) else guided_by[0],
+        "elbo_bound": bound,
+        "initial_nelbo": initial,
+        "steps": trainer.global_step,
+        "skipped_updates": int(module.skipped),
+        "parameters": sum(p.numel() for p in tuned.parameters()),
+        "metrics": metrics,
     }
     generator_path = save_generator(out, tuned, info)
-    per_parent = [f"train/{term}_{parent}_step" for parent in guides for term in ("ce", "guide_accuracy")]  # logged for several
+    per_parent = [
+        f"train/{term}_{parent}_step" for parent in guides for term in ("ce", "guide_accuracy")
+    ]  # logged for several
     x, pa = split_batch(grid_batch(train_set, config.grid_images))
     figures.counterfactual_grid(tuned, x, pa, out / "counterfactual_grid.png")
     training_curve(
-        out / layout.TRAINER_LOG, out / layout.TRAINING_CURVE,
+        out / layout.TRAINER_LOG,
+        out / layout.TRAINING_CURVE,
         [
-            "train/ce_step", *per_parent, "train/nelbo_step", "train/multiplier_step", "train/guide_accuracy_step",
-            "train/round_trip_mae_step", "train/round_trip_multiplier_step",
+            "train/ce_step",
+            *per_parent,
+            "train/nelbo_step",
+            "train/multiplier_step",
+            "train/guide_accuracy_step",
+            "train/round_trip_mae_step",
+            "train/round_trip_multiplier_step",
         ],
     )
     summary = f"{trainer.global_step} steps of the decoder ({int(module.skipped)} skipped), -ELBO bound {bound:.4g}; {generator_path.name}"
-    return dict(artefacts={"generator": generator_path.name}, metrics=metrics, elbo_bound=bound, initial_nelbo=initial, summary=summary)
+    return dict(
+        artefacts={"generator": generator_path.name},
+        metrics=metrics,
+        elbo_bound=bound,
+        initial_nelbo=initial,
+        summary=summary,
+    )

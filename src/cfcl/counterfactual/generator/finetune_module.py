@@ -17,9 +17,19 @@ class CounterfactualFinetuneModule(GeneratorModule):
     is None, the round-trip MAE(x, x*_p taken back), averaged over the parents, stays under ``round_trip_bound``."""
 
     def __init__(
-        self, model: HVAE, guides: dict[str, torch.nn.Module], values: dict[str, list[int]], bound: float, lr: float,
-        weight_decay: float, multiplier_init: float, multiplier_lr: float, round_trip_bound: float | None,
-        round_trip_multiplier_init: float, round_trip_multiplier_lr: float, **kwargs,
+        self,
+        model: HVAE,
+        guides: dict[str, torch.nn.Module],
+        values: dict[str, list[int]],
+        bound: float,
+        lr: float,
+        weight_decay: float,
+        multiplier_init: float,
+        multiplier_lr: float,
+        round_trip_bound: float | None,
+        round_trip_multiplier_init: float,
+        round_trip_multiplier_lr: float,
+        **kwargs,
     ):
         for module in model.encoder_modules():
             module.requires_grad_(False)
@@ -46,27 +56,45 @@ class CounterfactualFinetuneModule(GeneratorModule):
     def training_step(self, batch, batch_idx):
         x, pa = split_batch(batch)
         values = {parent: getattr(self, f"values_{parent}") for parent in self.guides}
-        guided = counterfactual_guidance(self.model, dict(self.guides), values, x, pa, self.round_trip_bound is not None)
+        guided = counterfactual_guidance(
+            self.model, dict(self.guides), values, x, pa, self.round_trip_bound is not None
+        )
         factual = elbo_terms(self.model, x, pa, beta=1.0)
         constraints = [(factual["nelbo"], self.bound, self.multiplier.clone())]
         logs = {}
         if self.round_trip_bound is not None:
             round_trip = guided["round_trip_mae"]
             constraints.append((round_trip, self.round_trip_bound, self.round_trip_multiplier.clone()))
-            self.round_trip_multiplier.copy_(ascend_multiplier(
-                self.round_trip_multiplier, self._mean(round_trip), self.round_trip_bound, self.round_trip_multiplier_lr
-            ))
+            self.round_trip_multiplier.copy_(
+                ascend_multiplier(
+                    self.round_trip_multiplier,
+                    self._mean(round_trip),
+                    self.round_trip_bound,
+                    self.round_trip_multiplier_lr,
+                )
+            )
             logs = {"train/round_trip_mae": round_trip, "train/round_trip_multiplier": self.round_trip_multiplier}
         if len(self.guides) > 1:
             for parent in self.guides:
                 logs[f"train/ce_{parent}"] = guided[f"ce_{parent}"]
                 logs[f"train/guide_accuracy_{parent}"] = guided[f"accuracy_{parent}"]
         loss = lagrangian(guided["ce"], constraints)
-        self.multiplier.copy_(ascend_multiplier(self.multiplier, self._mean(factual["nelbo"]), self.bound, self.multiplier_lr))
+        self.multiplier.copy_(
+            ascend_multiplier(self.multiplier, self._mean(factual["nelbo"]), self.bound, self.multiplier_lr)
+        )
         self.log_dict(
-            {"train/ce": guided["ce"], "train/guide_accuracy": guided["accuracy"], "train/nelbo": factual["nelbo"],
-             "train/multiplier": self.multiplier, "train/loss": loss, **logs},
-            prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x),
+            {
+                "train/ce": guided["ce"],
+                "train/guide_accuracy": guided["accuracy"],
+                "train/nelbo": factual["nelbo"],
+                "train/multiplier": self.multiplier,
+                "train/loss": loss,
+                **logs,
+            },
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=len(x),
         )
         return loss
 

@@ -27,13 +27,19 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mu: torch.Tensor, log_s
     log_cdf_upper = _log_std_normal_cdf(upper)
     log_sf_lower = _log_std_normal_cdf(-lower)
     # log(Phi(upper) - Phi(lower)) computed on the side of the mean where it is accurate
-    mid_right = log_sf_lower + torch.log1p(-torch.exp(torch.clamp(_log_std_normal_cdf(-upper) - log_sf_lower, max=-1e-6)))
-    mid_left = log_cdf_upper + torch.log1p(-torch.exp(torch.clamp(_log_std_normal_cdf(lower) - log_cdf_upper, max=-1e-6)))
+    mid_right = log_sf_lower + torch.log1p(
+        -torch.exp(torch.clamp(_log_std_normal_cdf(-upper) - log_sf_lower, max=-1e-6))
+    )
+    mid_left = log_cdf_upper + torch.log1p(
+        -torch.exp(torch.clamp(_log_std_normal_cdf(lower) - log_cdf_upper, max=-1e-6))
+    )
     mid = torch.where(lower > 0, mid_right, mid_left)
     return torch.where(x < HALF_BIN, log_cdf_upper, torch.where(x > 1 - HALF_BIN, log_sf_lower, mid))
 
 
-def gaussian_kl(mu_q: torch.Tensor, log_std_q: torch.Tensor, mu_p: torch.Tensor, log_std_p: torch.Tensor) -> torch.Tensor:
+def gaussian_kl(
+    mu_q: torch.Tensor, log_std_q: torch.Tensor, mu_p: torch.Tensor, log_std_p: torch.Tensor
+) -> torch.Tensor:
     """Elementwise KL(N(mu_q, std_q^2) || N(mu_p, std_p^2))."""
     var_ratio = torch.exp(2 * (log_std_q - log_std_p))
     mean_term = ((mu_q - mu_p) * torch.exp(-log_std_p)) ** 2

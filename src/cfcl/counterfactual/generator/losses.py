@@ -52,8 +52,12 @@ def random_other_values(source: torch.Tensor, values: torch.Tensor) -> torch.Ten
 
 
 def counterfactual_guidance(
-    model: HVAE, guides: dict[str, torch.nn.Module], values: dict[str, torch.Tensor], x: torch.Tensor,
-    pa: dict[str, torch.Tensor], round_trip: bool,
+    model: HVAE,
+    guides: dict[str, torch.nn.Module],
+    values: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    pa: dict[str, torch.Tensor],
+    round_trip: bool,
 ) -> dict[str, torch.Tensor]:
     """What counterfactual fine-tuning minimises, per guided parent p (in ``guides`` order): each image's p alone
     set to a random other value of ``values[p]``, x*_p decoded, guide p's cross-entropy (``ce_<p>``) and accuracy
@@ -74,9 +78,7 @@ def counterfactual_guidance(
     return terms
 
 
-def lagrangian(
-    objective: torch.Tensor, constraints: list[tuple[torch.Tensor, float, torch.Tensor]]
-) -> torch.Tensor:
+def lagrangian(objective: torch.Tensor, constraints: list[tuple[torch.Tensor, float, torch.Tensor]]) -> torch.Tensor:
     """objective + sum of lambda_i * (value_i - bound_i) over ``(value, bound, lambda)`` constraints value_i <= bound_i:
     the decoder minimises it, each lambda_i >= 0 ascends it."""
     return objective + sum(multiplier * (value - bound) for value, bound, multiplier in constraints)

@@ -51,7 +51,13 @@ from cfcl.counterfactual.classifier.model import ParentClassifier, classifier_fi
 from cfcl.counterfactual.config import QualityConfig
 from cfcl.counterfactual.generator.figures import quality_grid
 from cfcl.counterfactual.quality.inputs import (
-    Generator, Intervention, check_judge, intervened_table, load_any_generator, open_intervention, values_noun,
+    Generator,
+    Intervention,
+    check_judge,
+    intervened_table,
+    load_any_generator,
+    open_intervention,
+    values_noun,
 )
 from cfcl.counterfactual.quality.measure import measure, select_images
 from cfcl.counterfactual.quality.summary import per_parent, summarise
@@ -84,7 +90,9 @@ def _true_cf_store(config: QualityConfig, store: ImageStore, intervention: Inter
     these parents, when there is one; none of a joint intervention exists)."""
     if config.true_cf == "none":
         return None
-    path = layout.true_cf(config.data, tuple(intervention.parents)) if config.true_cf == "auto" else Path(config.true_cf)
+    path = (
+        layout.true_cf(config.data, tuple(intervention.parents)) if config.true_cf == "auto" else Path(config.true_cf)
+    )
     if config.true_cf == "auto" and not (path / INFO).is_file():
         return None
     truth = ImageStore.open(path)
@@ -152,8 +160,15 @@ def open_inputs(config: QualityConfig) -> QualityInputs:
         check_judge(info, path, generator_path, generator.info.get("guide"), store, intervention)
     truth = _true_cf_store(config, store, intervention)
     return QualityInputs(
-        store, domains, intervention, generator, {p: j[0].to(device) for p, j in judges.items()},
-        {p: j[1] for p, j in judges.items()}, {p: classifier_file(j[2]) for p, j in judges.items()}, truth, device,
+        store,
+        domains,
+        intervention,
+        generator,
+        {p: j[0].to(device) for p, j in judges.items()},
+        {p: j[1] for p, j in judges.items()},
+        {p: classifier_file(j[2]) for p, j in judges.items()},
+        truth,
+        device,
     )
 
 
@@ -161,7 +176,8 @@ def run(config: QualityConfig, out: Path, force: bool = False) -> dict:
     what = open_inputs(config)
     judge_keys = per_parent("judge", what.intervention.parents)
     inputs = {
-        "data": what.store.path / INFO, "generator": what.generator.source,
+        "data": what.store.path / INFO,
+        "generator": what.generator.source,
         **{judge_keys[p]: file for p, file in what.judge_files.items()},
     }
     if what.truth is not None:
@@ -177,7 +193,15 @@ def _evaluate(config: QualityConfig, what: QualityInputs, stage: Stage) -> dict:
     domain_of = store.meta["domain"].to_numpy()[rows]
     started = time.time()
     table, logits, composition = measure(
-        what.generator, what.judges, store, rows, intervention, what.truth, config.null_steps, config.batch_size, what.device
+        what.generator,
+        what.judges,
+        store,
+        rows,
+        intervention,
+        what.truth,
+        config.null_steps,
+        config.batch_size,
+        what.device,
     )
     stage.timed("measure", time.time() - started)
     rare = _rare_cell(store, intervention)
@@ -206,8 +230,17 @@ def _evaluate(config: QualityConfig, what: QualityInputs, stage: Stage) -> dict:
     artefacts = [layout.CF_QUALITY_JSON, layout.PAIRS]
     if config.grid_per_domain:
         grid_rows = np.concatenate([rows[domain_of == d][: config.grid_per_domain] for d in domains])
-        quality_grid(what.generator, store, grid_rows, intervention, what.truth, what.device, stage.out / layout.CF_GRID)
+        quality_grid(
+            what.generator, store, grid_rows, intervention, what.truth, what.device, stage.out / layout.CF_GRID
+        )
         artefacts.append(layout.CF_GRID)
     missed = [name for name, target in result["targets"].items() if not target["pass"]]
-    met = f"{len(result['targets']) - len(missed)} of {len(result['targets'])} quality targets met" + (f" (missed: {', '.join(missed)})" if missed else "")
-    return dict(artefacts=artefacts, passed=result["passed"], targets=result["targets"], summary=f"{met}; {layout.CF_QUALITY_JSON}")
+    met = f"{len(result['targets']) - len(missed)} of {len(result['targets'])} quality targets met" + (
+        f" (missed: {', '.join(missed)})" if missed else ""
+    )
+    return dict(
+        artefacts=artefacts,
+        passed=result["passed"],
+        targets=result["targets"],
+        summary=f"{met}; {layout.CF_QUALITY_JSON}",
+    )

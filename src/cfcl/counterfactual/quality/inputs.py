@@ -8,9 +8,10 @@ store is the perfect generator. A judge must never be the classifier that guided
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +20,12 @@ from cfcl.counterfactual.classifier.model import classifier_file
 from cfcl.counterfactual.generator.checkpoint import generator_file, load_generator
 from cfcl.counterfactual.generator.inference import counterfactual
 from cfcl.counterfactual.parents import (
-    intervened_specs, known_values, parent_specs, parents_from_store, require_two_values, value_names,
+    intervened_specs,
+    known_values,
+    parent_specs,
+    parents_from_store,
+    require_two_values,
+    value_names,
 )
 from cfcl.counterfactual.quality.metrics import Parents
 from cfcl.data.store import INFO, ImageStore, parent_codes
@@ -81,7 +87,9 @@ def open_intervention(store: ImageStore, parents: list[str], domains: list[int])
     values, targets = {}, {}
     for parent in parents:
         spec = parent_specs(store, [parent])[0]
-        require_two_values(spec, f"intervene on parent '{parent}' of image store {store.path}", "in the store", ConfigError)
+        require_two_values(
+            spec, f"intervene on parent '{parent}' of image store {store.path}", "in the store", ConfigError
+        )
         values[parent] = value_names(spec)
         targets[parent] = domains if parent == "domain" else known_values(spec)
     return Intervention(values, targets)
@@ -147,7 +155,9 @@ def intervened_table(cf_store: ImageStore, store: ImageStore, intervention: Inte
     if cf_store.cell_shape(len(store.domains)) != intervention.shape or any(
         p != "domain" and v != intervention.values[p] for p, v in intervened.items()
     ):
-        raise StoreError(f"{what} {cf_store.path} names the values of {', '.join(intervened)} otherwise than {store.path}")
+        raise StoreError(
+            f"{what} {cf_store.path} names the values of {', '.join(intervened)} otherwise than {store.path}"
+        )
     return table
 
 
@@ -201,7 +211,12 @@ def _recorded_guides(generator_path: Path, info_guide: Any) -> set[str]:
 
 
 def check_judge(
-    judge_info: dict, judge_path: Path, generator_path: Path, info_guide: Any, store: ImageStore, intervention: Intervention
+    judge_info: dict,
+    judge_path: Path,
+    generator_path: Path,
+    info_guide: Any,
+    store: ImageStore,
+    intervention: Intervention,
 ) -> None:
     """The judge must be a judge, not the guide the generator was fine-tuned with, and know the values of its parent."""
     file = classifier_file(judge_path)

@@ -70,13 +70,20 @@ def measure(
             x_star = generator.cf_fn(xs, pas, pa_star)
             for parent, judge in judges.items():
                 logits[parent].append(judge(x_star).cpu())
-            record = {"row": batch[mask], "source": source[mask], "target": t, **{f"target_{p}": c for p, c in codes.items()}}
+            record = {
+                "row": batch[mask],
+                "source": source[mask],
+                "target": t,
+                **{f"target_{p}": c for p, c in codes.items()},
+            }
             if generator.cycles:
                 record["reversibility"] = reversibility_mae(generator.cf_fn, xs, pas, pa_star).cpu().numpy()
             if truth_table is not None:
                 true_rows = truth_table[record["row"], t]
                 if (true_rows < 0).any():
-                    raise StoreError(f"true counterfactual store {truth.path} lacks images for target {intervention.name(t)}")
+                    raise StoreError(
+                        f"true counterfactual store {truth.path} lacks images for target {intervention.name(t)}"
+                    )
                 errors = error_vs_truth(xs, x_star, store_images(truth, true_rows, device))
                 record["mae_cf"], record["mae_identity"] = errors["cf"].cpu().numpy(), errors["identity"].cpu().numpy()
             records.append(pd.DataFrame(record))

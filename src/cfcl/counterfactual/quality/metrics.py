@@ -8,7 +8,7 @@ them per source -> target pair.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -33,9 +33,12 @@ def per_parent(name: str, parents: list[str]) -> dict[str, str]:
 def pair_table(table: pd.DataFrame, logits: dict[str, torch.Tensor], names: list[str]) -> pd.DataFrame:
     """One row per source -> target pair: n, each judge's accuracy and the mean of every measured error."""
     accuracy = per_parent("judge_accuracy", list(logits))
-    table = table.assign(**{
-        accuracy[p]: (v.argmax(dim=1).numpy() == table[f"target_{p}"].to_numpy()).astype(float) for p, v in logits.items()
-    })
+    table = table.assign(
+        **{
+            accuracy[p]: (v.argmax(dim=1).numpy() == table[f"target_{p}"].to_numpy()).astype(float)
+            for p, v in logits.items()
+        }
+    )
     metrics = [*accuracy.values(), *(c for c in ("reversibility", "mae_cf", "mae_identity") if c in table)]
     pairs = table.groupby(["source", "target"])[metrics].mean().reset_index()
     pairs.insert(2, "n", table.groupby(["source", "target"]).size().to_numpy())
@@ -69,7 +72,9 @@ def _truth(subsets: dict[str, pd.DataFrame]) -> dict[str, Any]:
         name: {
             "mae_cf": _mean(subset["mae_cf"]),
             "mae_identity": _mean(subset["mae_identity"]),
-            "ratio": mae_ratio(torch.tensor(subset["mae_cf"].to_numpy()), torch.tensor(subset["mae_identity"].to_numpy())),
+            "ratio": mae_ratio(
+                torch.tensor(subset["mae_cf"].to_numpy()), torch.tensor(subset["mae_identity"].to_numpy())
+            ),
         }
         for name, subset in subsets.items()
     }

@@ -15,7 +15,14 @@ import pandas as pd
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.common import (
-    ANY_FINDING_LABELS, DatasetError, Findings, Table, keep, normalise_sex, read_table, with_findings,
+    ANY_FINDING_LABELS,
+    DatasetError,
+    Findings,
+    Table,
+    keep,
+    normalise_sex,
+    read_table,
+    with_findings,
 )
 
 COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"]
@@ -96,8 +103,13 @@ def load(root: Path, options: CheXpertOptions) -> Table:
     findings = {name: resolve_uncertain(table[name], options.uncertain) for name in observed}
     if options.findings:
         return Table(
-            with_findings(rows, findings), ANY_FINDING_LABELS, dropped,
-            domain_source=options.domain_column, findings=list(options.findings),
+            with_findings(rows, findings),
+            ANY_FINDING_LABELS,
+            dropped,
+            domain_source=options.domain_column,
+            findings=list(options.findings),
         )
     label = np.where(findings[options.label] == 1.0, options.label.lower(), "negative")
-    return Table(rows.assign(label=label), ["negative", options.label.lower()], dropped, domain_source=options.domain_column)
+    return Table(
+        rows.assign(label=label), ["negative", options.label.lower()], dropped, domain_source=options.domain_column
+    )

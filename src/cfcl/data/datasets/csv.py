@@ -35,11 +35,15 @@ def load(root: Path, options: CsvOptions) -> Table:
     named = [options.path_column, options.domain_column, options.label_column, options.patient_column]
     optional = [options.image_id_column, options.sex_column, options.age_column, options.laterality_column]
     source = root / options.file
-    table = read_table(source, named + [c for c in optional if c] + options.extra_columns, dtype=str, keep_default_na=False)
+    table = read_table(
+        source, named + [c for c in optional if c] + options.extra_columns, dtype=str, keep_default_na=False
+    )
     empty = table[named].eq("").any(axis=1)
     if empty.any():
         column = next(c for c in named if table.loc[empty, c].eq("").any())
-        raise DatasetError(f"{source}: column {column!r} is empty in row {int(empty.idxmax()) + 2} (every row needs a value)")
+        raise DatasetError(
+            f"{source}: column {column!r} is empty in row {int(empty.idxmax()) + 2} (every row needs a value)"
+        )
     base = root / options.images
     labels = options.labels if options.labels is not None else sorted(set(table[options.label_column]))
     unknown = sorted(set(table[options.label_column]) - set(labels))
@@ -59,6 +63,9 @@ def load(root: Path, options: CsvOptions) -> Table:
         }
     )
     return Table(
-        rows, list(labels), breast_mask=options.breast_mask, flip_right=options.flip_right,
+        rows,
+        list(labels),
+        breast_mask=options.breast_mask,
+        flip_right=options.flip_right,
         domain_source=options.domain_column,
     )

@@ -31,15 +31,21 @@ def image_path(root: Path, recorded: str, prefix: str) -> Path:
     """``anon_dicom_path`` is an absolute path on Emory's server; the part after ``prefix`` is the
     path inside ``root``."""
     text = str(recorded)
-    relative = text[len(prefix):] if prefix and text.startswith(prefix) else text.lstrip("/")
+    relative = text[len(prefix) :] if prefix and text.startswith(prefix) else text.lstrip("/")
     return root.joinpath(*PurePosixPath(relative).parts)
 
 
 def load(root: Path, options: EmbedOptions) -> Table:
-    meta = read_table(root / options.metadata_csv, METADATA_COLUMNS + [options.domain_column], dtype={"acc_anon": str, "empi_anon": str})
+    meta = read_table(
+        root / options.metadata_csv,
+        METADATA_COLUMNS + [options.domain_column],
+        dtype={"acc_anon": str, "empi_anon": str},
+    )
     clinical = read_table(root / options.clinical_csv, CLINICAL_COLUMNS, dtype={"acc_anon": str})
     dropped: dict[str, int] = {}
-    meta = keep(meta, meta["FinalImageType"].isin(options.image_types), f"FinalImageType not in {options.image_types}", dropped)
+    meta = keep(
+        meta, meta["FinalImageType"].isin(options.image_types), f"FinalImageType not in {options.image_types}", dropped
+    )
     density = pd.to_numeric(clinical["tissueden"], errors="coerce")
     exams = (
         clinical.assign(tissueden=density)
@@ -47,7 +53,9 @@ def load(root: Path, options: EmbedOptions) -> Table:
         .drop_duplicates("acc_anon")
         .set_index("acc_anon")
     )
-    meta = meta.join(exams[["tissueden", "age_at_study"] + (["GENDER_DESC"] if "GENDER_DESC" in exams else [])], on="acc_anon")
+    meta = meta.join(
+        exams[["tissueden", "age_at_study"] + (["GENDER_DESC"] if "GENDER_DESC" in exams else [])], on="acc_anon"
+    )
     meta = keep(meta, meta["tissueden"].isin(list(DENSITY)), "density unknown or 5 (male / not assessed)", dropped)
     meta = keep(meta, meta[options.domain_column].notna(), f"{options.domain_column} missing", dropped)
     rows = pd.DataFrame(
@@ -65,6 +73,10 @@ def load(root: Path, options: EmbedOptions) -> Table:
         }
     )
     return Table(
-        rows, list(DENSITY.values()), dropped, breast_mask=options.breast_mask, flip_right=options.flip_right,
+        rows,
+        list(DENSITY.values()),
+        dropped,
+        breast_mask=options.breast_mask,
+        flip_right=options.flip_right,
         domain_source=options.domain_column,
     )

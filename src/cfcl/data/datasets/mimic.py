@@ -44,7 +44,9 @@ def image_path(images: Path, subject: str, study: str, dicom: str) -> Path:
 
 
 def load(root: Path, options: MimicOptions) -> Table:
-    meta = read_table(as_distributed(root / options.metadata_csv), METADATA_COLUMNS + [options.domain_column], dtype=IDS)
+    meta = read_table(
+        as_distributed(root / options.metadata_csv), METADATA_COLUMNS + [options.domain_column], dtype=IDS
+    )
     labels_path = as_distributed(root / options.labels_csv)
     labels = read_table(labels_path, STUDY + options.findings, dtype=IDS)
     labels[options.findings] = labeller_values(labels, options.findings, labels_path)
@@ -58,7 +60,10 @@ def load(root: Path, options: MimicOptions) -> Table:
     official = split.drop_duplicates("dicom_id").set_index("dicom_id")["split"]
     rows = pd.DataFrame(
         {
-            "path": [str(image_path(root / options.images, *ids)) for ids in zip(joined["subject_id"], joined["study_id"], joined["dicom_id"])],
+            "path": [
+                str(image_path(root / options.images, *ids))
+                for ids in zip(joined["subject_id"], joined["study_id"], joined["dicom_id"])
+            ],
             "image_id": joined["dicom_id"],
             "patient_id": joined["subject_id"],
             "domain": joined[options.domain_column].astype(str),
@@ -72,6 +77,9 @@ def load(root: Path, options: MimicOptions) -> Table:
     )
     findings = {name: resolve_uncertain(joined[name], options.uncertain) for name in options.findings}
     return Table(
-        with_findings(rows, findings), ANY_FINDING_LABELS, dropped,
-        domain_source=options.domain_column, findings=list(options.findings),
+        with_findings(rows, findings),
+        ANY_FINDING_LABELS,
+        dropped,
+        domain_source=options.domain_column,
+        findings=list(options.findings),
     )

@@ -10,13 +10,41 @@ from pydantic import Field
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.common import (
-    ANY_FINDING_LABELS, DatasetError, Findings, Table, keep, normalise_sex, parse_age, read_table, with_findings,
+    ANY_FINDING_LABELS,
+    DatasetError,
+    Findings,
+    Table,
+    keep,
+    normalise_sex,
+    parse_age,
+    read_table,
+    with_findings,
 )
 
-COLUMNS = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender", "View Position"]
+COLUMNS = [
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+]
 FINDINGS = [
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Effusion", "Emphysema", "Fibrosis",
-    "Hernia", "Infiltration", "Mass", "Nodule", "Pleural_Thickening", "Pneumonia", "Pneumothorax",
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
 ]
 NO_FINDING = "No Finding"
 
@@ -100,6 +128,9 @@ def load(root: Path, options: NihOptions) -> Table:
     )
     findings = {name: names.map(lambda found, name=name: float(name in found)) for name in options.findings}
     return Table(
-        with_findings(rows, findings), ANY_FINDING_LABELS, dropped,
-        domain_source=options.domain_column, findings=list(options.findings),
+        with_findings(rows, findings),
+        ANY_FINDING_LABELS,
+        dropped,
+        domain_source=options.domain_column,
+        findings=list(options.findings),
     )

@@ -9,11 +9,27 @@ import pandas as pd
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.common import (
-    ANY_FINDING_LABELS, DatasetError, Findings, Table, keep, normalise_sex, read_table, with_findings,
+    ANY_FINDING_LABELS,
+    DatasetError,
+    Findings,
+    Table,
+    keep,
+    normalise_sex,
+    read_table,
+    with_findings,
 )
 
-COLUMNS = ["ImageID", "ImageDir", "PatientID", "Projection", "Pediatric", "PatientSex_DICOM",
-           "PatientBirth", "StudyDate_DICOM", "Labels"]
+COLUMNS = [
+    "ImageID",
+    "ImageDir",
+    "PatientID",
+    "Projection",
+    "Pediatric",
+    "PatientSex_DICOM",
+    "PatientBirth",
+    "StudyDate_DICOM",
+    "Labels",
+]
 
 
 class PadChestOptions(StrictModel):
@@ -45,13 +61,17 @@ def load(root: Path, options: PadChestOptions) -> Table:
     source = root / options.csv
     table = read_table(source, COLUMNS + [options.domain_column], dtype={"PatientID": str, "ImageID": str})
     dropped: dict[str, int] = {}
-    table = keep(table, table["Projection"].isin(options.projections), f"projection not in {options.projections}", dropped)
+    table = keep(
+        table, table["Projection"].isin(options.projections), f"projection not in {options.projections}", dropped
+    )
     table = keep(table, table["Pediatric"].astype(str).str.strip().str.lower() == "no", "paediatric", dropped)
     labels = table["Labels"].map(lambda t: parse_labels(t, str(source)))
     listed = set().union(*labels)
     never = [name for name in options.findings if name not in listed]
     if never:
-        raise DatasetError(f"{source}: column 'Labels' never lists finding {never[0]!r} (padchest.findings; names are lower case)")
+        raise DatasetError(
+            f"{source}: column 'Labels' never lists finding {never[0]!r} (padchest.findings; names are lower case)"
+        )
     excluded = labels.map(lambda names: any(d in names for d in options.drop_labels))
     table = keep(table, ~excluded, f"labels contain one of {options.drop_labels}", dropped)
     labels = labels[~excluded]
@@ -74,8 +94,11 @@ def load(root: Path, options: PadChestOptions) -> Table:
     if options.findings:
         findings = {name: labels.map(lambda names, name=name: float(name in names)) for name in options.findings}
         return Table(
-            with_findings(rows, findings), ANY_FINDING_LABELS, dropped,
-            domain_source=options.domain_column, findings=list(options.findings),
+            with_findings(rows, findings),
+            ANY_FINDING_LABELS,
+            dropped,
+            domain_source=options.domain_column,
+            findings=list(options.findings),
         )
     label = labels.map(lambda names: options.label if options.label in names else "negative")
     return Table(rows.assign(label=label), ["negative", options.label], dropped, domain_source=options.domain_column)

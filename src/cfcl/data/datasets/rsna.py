@@ -71,4 +71,9 @@ def load(root: Path, options: RsnaOptions, skip_bad: bool = False) -> Table:
             "class": [str(info.get(ids[i], "")) for i in good],
         }
     )
-    return Table(rows, ["negative", "pneumonia"], domain_source=f"DICOM {options.domain_attribute}", bad=[{**b, "image_id": Path(b["path"]).stem} for b in bad])
+    return Table(
+        rows,
+        ["negative", "pneumonia"],
+        domain_source=f"DICOM {options.domain_attribute}",
+        bad=[{**b, "image_id": Path(b["path"]).stem} for b in bad],
+    )

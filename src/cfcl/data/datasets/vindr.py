@@ -37,11 +37,17 @@ def load(root: Path, options: VindrOptions) -> Table:
     notes = keep(notes.assign(density=density), density.isin(DENSITY), "breast_density not DENSITY A-D", dropped)
     joined = notes.join(meta[[options.domain_column, options.age_column]], on="image_id")
     if joined[options.domain_column].isna().all() and len(joined):
-        raise DatasetError(f"{meta_path}: no {options.image_id_column!r} matches an image_id of {options.annotations_csv}")
-    joined = keep(joined, joined[options.domain_column].notna(), f"no {options.domain_column} in {options.metadata_csv}", dropped)
+        raise DatasetError(
+            f"{meta_path}: no {options.image_id_column!r} matches an image_id of {options.annotations_csv}"
+        )
+    joined = keep(
+        joined, joined[options.domain_column].notna(), f"no {options.domain_column} in {options.metadata_csv}", dropped
+    )
     rows = pd.DataFrame(
         {
-            "path": [str(root / options.images / s / f"{i}.dicom") for s, i in zip(joined["study_id"], joined["image_id"])],
+            "path": [
+                str(root / options.images / s / f"{i}.dicom") for s, i in zip(joined["study_id"], joined["image_id"])
+            ],
             "image_id": joined["image_id"].astype(str),
             "patient_id": joined["study_id"].astype(str),
             "domain": joined[options.domain_column].astype(str).str.strip(),
@@ -54,6 +60,10 @@ def load(root: Path, options: VindrOptions) -> Table:
         }
     )
     return Table(
-        rows, DENSITY, dropped, breast_mask=options.breast_mask, flip_right=options.flip_right,
+        rows,
+        DENSITY,
+        dropped,
+        breast_mask=options.breast_mask,
+        flip_right=options.flip_right,
         domain_source=options.domain_column,
     )
