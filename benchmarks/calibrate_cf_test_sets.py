@@ -32,7 +32,8 @@ from cfcl.evaluation.subsets import labelled_subset
 
 
 def test_sets(store: ImageStore, rendered: RenderedTest) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
-    """Name -> (``store`` or ``rendered``, its rows, the labels): natural images and rendered validation patients per scanner."""
+    """Name -> (``store`` or ``rendered``, its rows, the labels): natural images and rendered validation patients per
+    scanner."""
     meta, labels = store.meta, store.meta["label"].to_numpy()
     val = store.indices("val")
     sets = {}
@@ -96,7 +97,8 @@ def main() -> None:
             gains[name].append(method[name] - baseline[name])
         print(json.dumps({"seed": seed, **{name: round(g[-1], 4) for name, g in gains.items()}}), flush=True)
     print(
-        f"\n| validation test set | images | gain {args.method} − {args.baseline} | half-width | sd over seeds |\n|---|---|---|---|---|"
+        f"\n| validation test set | images | gain {args.method} − {args.baseline} | half-width | sd over seeds |\n"
+        "|---|---|---|---|---|"
     )
     for name, values in gains.items():
         gain = seed_interval(pd.Series(values, index=args.seeds))

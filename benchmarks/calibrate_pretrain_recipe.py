@@ -79,7 +79,8 @@ def validation_scores(features: np.ndarray, store: ImageStore, fraction: float, 
 
 
 def seeds_needed(sd: float, target: float, most: int = 200) -> int | None:
-    """Fewest seeds whose projected 95 % half-width at this SD of a seed's (draw-averaged) gain is at most ``target``."""
+    """Fewest seeds whose projected 95 % half-width at this SD of a seed's (draw-averaged) gain is at most
+    ``target``."""
     components = VarianceComponents(n_seeds=0, n_draws=1, sd_seed=sd, sd_draw=0.0, half_width=float("nan"))
     needed = components.seeds_needed(target, draws=1, most=most)
     return None if np.isnan(needed) else int(needed)
@@ -151,7 +152,8 @@ def main() -> None:
         print(json.dumps(result), flush=True)
     method = args.methods[1]
     print(
-        f"\n| recipe | s per run | test set | {reference} | {method} | gain [95 % interval], positive/n | sd | seeds for ±{args.target:g} |"
+        f"\n| recipe | s per run | test set | {reference} | {method} | gain [95 % interval], positive/n | sd "
+        f"| seeds for ±{args.target:g} |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for result in results:
@@ -159,8 +161,10 @@ def main() -> None:
             g = result[test_set][f"{method}-{reference}"]
             means = result[test_set]["mean"]
             print(
-                f"| {result['recipe']} | {result['seconds_per_run']} | {test_set} | {means[reference]:.3f} | {means[method]:.3f} "
-                f"| {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}], {g['positive']}/{g['n']} | {g['sd']:.3f} | {g['seeds_needed']} |"
+                f"| {result['recipe']} | {result['seconds_per_run']} | {test_set} "
+                f"| {means[reference]:.3f} | {means[method]:.3f} "
+                f"| {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}], {g['positive']}/{g['n']} "
+                f"| {g['sd']:.3f} | {g['seeds_needed']} |"
             )
 
 

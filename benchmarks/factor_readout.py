@@ -69,7 +69,8 @@ def readout(
 
 
 def build(name: str, random_info: dict | None, seed: int):
-    """The encoder at ``name`` (an ``encoder.pt`` or a pretrain folder), or ``random`` of ``random_info``'s architecture."""
+    """The encoder at ``name`` (an ``encoder.pt`` or a pretrain folder), or ``random`` of ``random_info``'s
+    architecture."""
     if name != RANDOM:
         return load_encoder(name)
     return EncoderRef(RANDOM, seed, random_info).build()

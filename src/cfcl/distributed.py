@@ -102,7 +102,8 @@ def check_machine(trainer: DevicesConfig) -> None:
     gpus = torch.cuda.device_count()
     if wants_gpu and gpus == 0:
         raise ConfigError(
-            f"trainer.accelerator={trainer.accelerator} but this machine has no CUDA GPU; use trainer.accelerator=cpu or auto"
+            f"trainer.accelerator={trainer.accelerator} but this machine has no CUDA GPU; use trainer.accelerator=cpu "
+            "or auto"
         )
     precision = getattr(trainer, "precision", None)
     if precision == "bf16-mixed" and uses_cuda(trainer) and not torch.cuda.is_bf16_supported():

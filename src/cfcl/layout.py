@@ -115,13 +115,15 @@ class RunLayout:
 
 
 def _folder_name(base: str, parents: tuple[str, ...], variant: str | None = None) -> str:
-    """A per-parent folder: ``base``, then the intervened parents unless the scanner alone, then a control's store ``variant``."""
+    """A per-parent folder: ``base``, then the intervened parents unless the scanner alone, then a control's store
+    ``variant``."""
     return "_".join((base, *(() if tuple(parents) == ("domain",) else parents), *((variant,) if variant else ())))
 
 
 def cf_store_name(parents: tuple[str, ...], variant: str | None = None) -> str:
     """The run folder of the counterfactual store that intervenes on ``parents``; ``variant``: a control's
-    (``cf_store_base``: the generator before fine-tuning, ``cf_store_recon``: the true counterfactuals reconstructed)."""
+    (``cf_store_base``: the generator before fine-tuning, ``cf_store_recon``: the true counterfactuals
+    reconstructed)."""
     return _folder_name(CF_STORE, parents, variant)
 
 

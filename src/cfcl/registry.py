@@ -139,7 +139,8 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("cf", "classifier"),
-        "train a classifier of a parent (the scanner by default, --set parent=sex) on real images: --config cf_guide (guides fine-tuning) or cf_judge (judges quality)",
+        "train a classifier of a parent (the scanner by default, --set parent=sex) on real images: --config cf_guide "
+        "(guides fine-tuning) or cf_judge (judges quality)",
         _cf_classifier,
         "max_train_images=5000",
         (Flag("--data", "data", "image store to train on (its train/val splits)"),),
@@ -153,7 +154,8 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("cf", "finetune"),
-        "counterfactual fine-tuning of the generator's decoder, guided by a classifier of each guided parent (cf_guide, cf_guide_sex)",
+        "counterfactual fine-tuning of the generator's decoder, guided by a classifier of each guided parent "
+        "(cf_guide, cf_guide_sex)",
         _cf_finetune,
         "trainer.max_epochs=5",
         (
@@ -195,7 +197,8 @@ STAGES: tuple[StageCommand, ...] = (
     ),
     StageCommand(
         ("pretrain",),
-        "contrastive (SimCLR family) or self-distillation (DINO family) pretraining of an encoder by one method, --method (resumes an unfinished run in --out)",
+        "contrastive (SimCLR family) or self-distillation (DINO family) pretraining of an encoder by one method, "
+        "--method (resumes an unfinished run in --out)",
         _pretrain,
         "temperature=0.2",
         (

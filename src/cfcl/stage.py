@@ -280,11 +280,11 @@ def run_stage(
     fields (or None), and the folder is marked complete with one line: ``<stage>: <out> done in
     X s``, then the body's ``summary`` field (what it made, in a few words) if it returns one.
 
-    Under several processes (docs/architecture.md, "Several processes") only rank 0 decides,
-    claims, writes and finishes. A stage with ``every_rank`` (a Lightning training loop, the
-    counterfactual store's shared chunks, evaluation's feature shards) runs its body on every rank, from the checkpoint rank 0
-    chose once it had claimed the folder; any other stage runs on rank 0 alone. The other ranks
-    get ``{}``.
+    Under several processes (docs/architecture.md, "Several processes") only rank 0 decides, claims,
+    writes and finishes. A stage with ``every_rank`` (a Lightning training loop, the counterfactual
+    store's shared chunks, evaluation's feature shards) runs its body on every rank, from the
+    checkpoint rank 0 chose once it had claimed the folder; any other stage runs on rank 0 alone.
+    The other ranks get ``{}``.
     """
     from cfcl.distributed import current
 

@@ -24,11 +24,17 @@ class EncoderConfig(StrictModel):
     arch: str = Field("small", description=f"one of {', '.join(ARCHS)}, or timm/<name> for any timm model")
     arch_kwargs: dict[str, Any] = Field(
         default_factory=dict,
-        description="the architecture's arguments (timm: create_model's, e.g. img_size); unset for `small`: width 16, blocks [1, 1, 1, 1], stem stride 2",
+        description=(
+            "the architecture's arguments (timm: create_model's, e.g. img_size); unset for `small`: width 16, blocks "
+            "[1, 1, 1, 1], stem stride 2"
+        ),
     )
     pretrained_weights: Path | None = Field(
         None,
-        description="a state_dict file; torchvision ResNets: also a torchvision weight name (IMAGENET1K_V1); timm: also a pretrained tag or hf-hub:<org>/<repo>",
+        description=(
+            "a state_dict file; torchvision ResNets: also a torchvision weight name (IMAGENET1K_V1); timm: also a "
+            "pretrained tag or hf-hub:<org>/<repo>"
+        ),
     )
 
     @model_validator(mode="before")
@@ -50,7 +56,8 @@ class EncoderConfig(StrictModel):
 
 
 class PretrainConfig(StrictModel):
-    """SimCLR- or DINO-family pretraining on the ``split`` images of ``data``; defaults suit the synthetic demo on a CPU."""
+    """SimCLR- or DINO-family pretraining on the ``split`` images of ``data``; defaults suit the synthetic demo on a
+    CPU."""
 
     method: Literal[tuple(METHODS)] = "simclr"
     data: Path
@@ -70,12 +77,18 @@ class PretrainConfig(StrictModel):
         1.0,
         ge=0,
         le=1,
-        description="methods with paired or multi views: probability a further view is a counterfactual (DINO family: the second global view)",
+        description=(
+            "methods with paired or multi views: probability a further view is a counterfactual (DINO family: the "
+            "second global view)"
+        ),
     )
     n_cf_views: int | None = Field(
         None,
         ge=1,
-        description=f"counterfactual views per image: default 1 (paired views), every other domain ({names(lambda m: m.multi_positive)})",
+        description=(
+            "counterfactual views per image: default 1 (paired views), every other domain "
+            f"({names(lambda m: m.multi_positive)})"
+        ),
     )
     augment: AugmentConfig = AugmentConfig()
     optimizer: Literal["adam", "adamw"] = "adam"
@@ -94,12 +107,18 @@ class PretrainConfig(StrictModel):
         1.0,
         gt=0,
         le=1,
-        description="stop when an epoch skipped at least this fraction of its updates for non-finite gradients (1: only an epoch without any update)",
+        description=(
+            "stop when an epoch skipped at least this fraction of its updates for non-finite gradients (1: only an "
+            "epoch without any update)"
+        ),
     )
     seed: int = 0
     resume: Literal["auto", "require", "never"] = Field(
         "auto",
-        description="auto: continue an unfinished run of this config in OUT; require: fail if there is none; never: start afresh",
+        description=(
+            "auto: continue an unfinished run of this config in OUT; require: fail if there is none; never: start "
+            "afresh"
+        ),
     )
     trainer: TrainerConfig = TrainerConfig(max_epochs=10)
     dino: DinoConfig | None = Field(

@@ -54,7 +54,8 @@ def open_pretrain_data(
         return PretrainData(store, None, sources, None, store.id_domains, store.meta["domain"].to_numpy())
     if spec.cf_source == "true" and not store.info.get("synthetic"):
         raise ConfigError(
-            f"method {method!r} needs true counterfactuals, which only the synthetic benchmark has; {store.path} is not synthetic"
+            f"method {method!r} needs true counterfactuals, which only the synthetic benchmark has; {store.path} is "
+            "not synthetic"
         )
     if cf_store is None:
         raise ConfigError(f"method {method!r} needs a counterfactual store: set cf_store (--cf-store STORE)")

@@ -1,8 +1,8 @@
 """Image encoders: 1-channel ResNets, ViTs and timm models mapping ``[B, 1, H, W]`` images in [0, 1] to features.
 
-``build_encoder`` makes one from an architecture name (``ARCHS`` or ``timm/<name>``) and its arguments; ``save_encoder`` /
-``load_encoder`` keep it in ``encoder.pt``, a plain dict that records everything needed to
-rebuild it (docs/architecture.md, "Checkpoints").
+``build_encoder`` makes one from an architecture name (``ARCHS`` or ``timm/<name>``) and its
+arguments; ``save_encoder`` / ``load_encoder`` keep it in ``encoder.pt``, a plain dict that records
+everything needed to rebuild it (docs/architecture.md, "Checkpoints").
 """
 
 from __future__ import annotations
@@ -71,7 +71,8 @@ def _torchvision_resnet(arch: str) -> nn.Module:
 
 
 def _load_imagenet(model: nn.Module, path: str | os.PathLike, arch: str) -> None:
-    """Initialise from a torchvision state_dict file or weight name of ``arch``; the RGB first-layer filters are summed to one channel."""
+    """Initialise from a torchvision state_dict file or weight name of ``arch``; the RGB first-layer filters are summed
+    to one channel."""
     state = read_torchvision_weights(path, ("conv1.weight",), "ResNet", arch)
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     state["conv1.weight"] = state["conv1.weight"].sum(dim=1, keepdim=True)
@@ -92,7 +93,8 @@ class Encoder(nn.Module):
         return self.backbone((x - INPUT_MEAN) / INPUT_STD)
 
     def tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """ViT only: class and patch tokens ``[B, 1 + patches, feature_dim]``, ``mask`` [B, patches] patches replaced by the mask token."""
+        """ViT only: class and patch tokens ``[B, 1 + patches, feature_dim]``, ``mask`` [B, patches] patches replaced by
+        the mask token."""
         return self.backbone.tokens((x - INPUT_MEAN) / INPUT_STD, mask)
 
 
@@ -163,7 +165,8 @@ def load_encoder(path: str | os.PathLike) -> tuple[Encoder, dict[str, Any]]:
     )
     if encoder.feature_dim != checkpoint["feature_dim"]:
         raise CheckpointError(
-            f"encoder checkpoint {target} records feature_dim {checkpoint['feature_dim']}, the model gives {encoder.feature_dim}"
+            f"encoder checkpoint {target} records feature_dim {checkpoint['feature_dim']}, the model gives "
+            f"{encoder.feature_dim}"
         )
     info = {k: v for k, v in checkpoint.items() if k != "state_dict"}
     return encoder.eval(), info

@@ -99,7 +99,8 @@ def onnx_bytes(encoder: Encoder, example: torch.Tensor, record: dict) -> bytes:
 
 
 def export_encoder(path: str | os.PathLike, fmt: str, out: str | os.PathLike) -> str:
-    """Write the encoder at ``path`` (``encoder.pt`` or a pretrain folder) to ``out`` as ``fmt``; returns what to tell the user."""
+    """Write the encoder at ``path`` (``encoder.pt`` or a pretrain folder) to ``out`` as ``fmt``; returns what to tell
+    the user."""
     require_libraries(fmt)
     encoder, info = load_encoder(path)
     out = Path(out)
@@ -115,4 +116,7 @@ def export_encoder(path: str | os.PathLike, fmt: str, out: str | os.PathLike) ->
     example = torch.zeros(2, 1, height, width)
     data = torchscript_bytes(encoder, example, record) if fmt == "torchscript" else onnx_bytes(encoder, example, record)
     atomic.write_bytes(out, data)
-    return f"wrote {out} ({fmt}) from {encoder_file(path)}: input {INPUT_NAME} {record['input']}, output {record['output']}"
+    return (
+        f"wrote {out} ({fmt}) from {encoder_file(path)}: input {INPUT_NAME} {record['input']}, output "
+        f"{record['output']}"
+    )

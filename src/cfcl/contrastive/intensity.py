@@ -89,7 +89,8 @@ def add_noise(images: torch.Tensor, noise: torch.Tensor, std: torch.Tensor) -> t
 
 
 def erase(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """kornia ``RandomErasing`` with value 0: zero each sample's box ``(x0, y0, w, h)`` (a zero-size box erases nothing)."""
+    """kornia ``RandomErasing`` with value 0: zero each sample's box ``(x0, y0, w, h)`` (a zero-size box erases
+    nothing)."""
     height, width = images.shape[-2:]
     x0, y0, w, h = (_per_sample(v, images) for v in boxes.unbind(1))
     rows = torch.arange(height, device=images.device, dtype=images.dtype)[:, None]

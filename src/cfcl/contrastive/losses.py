@@ -1,10 +1,10 @@
 """NT-Xent (normalised temperature-scaled cross-entropy) with any number of positives per anchor.
 
-Every embedding carries a group id; the other members of its group are its positives, all
-remaining embeddings (on every rank) its negatives. The self-similarity is masked out of the
-softmax, never subtracted (docs/architecture.md, "Reference settings"), and under ``torch.distributed`` the embeddings of all
-ranks are gathered *with* gradients, so the loss and its gradient equal those of one process
-holding the whole batch.
+Every embedding carries a group id; the other members of its group are its positives, all remaining
+embeddings (on every rank) its negatives. The self-similarity is masked out of the softmax, never
+subtracted (docs/architecture.md, "Reference settings"), and under ``torch.distributed`` the
+embeddings of all ranks are gathered *with* gradients, so the loss and its gradient equal those of
+one process holding the whole batch.
 """
 
 from __future__ import annotations

@@ -79,7 +79,8 @@ METHODS: dict[str, Method] = {
             "simclr",
             "multi",
             "generated",
-            "cf-simclr with n_cf_views counterfactual views to distinct domains, by default every other one, all positives",
+            "cf-simclr with n_cf_views counterfactual views to distinct domains, by default every other one, all "
+            "positives",
         ),
         Method(
             "oracle", "simclr", "paired", "true", "cf-simclr with the true counterfactuals of the synthetic benchmark"
@@ -177,4 +178,7 @@ def cf_store_help() -> str:
         if store is not None:
             defaults.setdefault(store, []).append(name)
     listed = "; ".join(f"{', '.join(methods)}: {store.as_posix()}" for store, methods in defaults.items())
-    return f"counterfactual store of the data, made by cfcl cf generate for {names(lambda m: m.needs_generator)}; defaults: {listed}"
+    return (
+        f"counterfactual store of the data, made by cfcl cf generate for {names(lambda m: m.needs_generator)}; "
+        f"defaults: {listed}"
+    )

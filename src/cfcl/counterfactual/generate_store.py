@@ -65,7 +65,8 @@ def target_domains(spec: ParentSpec, store: ImageStore, requested: list[int] | N
 
 
 def target_values(specs: list[ParentSpec], store: ImageStore, config: CFGenerateConfig) -> dict[str, list[int]]:
-    """The target codes of each intervened parent: the domains as :func:`target_domains` says, any other its known values."""
+    """The target codes of each intervened parent: the domains as :func:`target_domains` says, any other its known
+    values."""
     return {
         s.name: target_domains(s, store, config.target_domains, config.include_ood)
         if s.name == "domain"
@@ -165,7 +166,8 @@ def generate_chunk(
 
 
 def reconstructed_rows(source: ImageStore, store: ImageStore, rows: pd.DataFrame) -> pd.DataFrame:
-    """The rows of counterfactual store ``source`` (of ``store``) for the (image, target cell) pairs of ``rows``, as they are."""
+    """The rows of counterfactual store ``source`` (of ``store``) for the (image, target cell) pairs of ``rows``, as
+    they are."""
     intervened = [c.removeprefix("target_") for c in rows if c.startswith("target_")]
     table = source.intervention_table(store, intervened, "cf generate: source")
     cells = np.ravel_multi_index(
@@ -217,7 +219,8 @@ def _generate(
     stage: Stage,
     source: ImageStore | None,
 ) -> dict | None:
-    """The store of ``rows``: counterfactuals, or with ``source`` its rows reconstructed (renumbered, the metadata kept)."""
+    """The store of ``rows``: counterfactuals, or with ``source`` its rows reconstructed (renumbered, the metadata
+    kept)."""
     out = stage.out
     coordinator = current()
     device = resolve_device(config.device, coordinator.ranks.local_rank)

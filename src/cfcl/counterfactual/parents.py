@@ -114,14 +114,16 @@ def require_two_values(spec: ParentSpec, subject: str, where: str, error: type[C
 
 
 def intervened_specs(specs: list[ParentSpec], names: list[str], generator: Path) -> list[ParentSpec]:
-    """The specs of the parents to intervene on: discrete parents of the generator with two known values or more in training."""
+    """The specs of the parents to intervene on: discrete parents of the generator with two known values or more in
+    training."""
     by_name = {s.name: s for s in specs}
     chosen = []
     for name in names:
         spec = by_name.get(name)
         if spec is None:
             raise ParentError(
-                f"cannot intervene on parent '{name}': generator {generator} was conditioned on {', '.join(by_name)} only"
+                f"cannot intervene on parent '{name}': generator {generator} was conditioned on {', '.join(by_name)} "
+                "only"
             )
         require_two_values(spec, f"intervene on parent '{name}' of generator {generator}", "in the training split")
         chosen.append(spec)

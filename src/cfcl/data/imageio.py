@@ -6,10 +6,10 @@ mask the breast (largest connected component) and flip right breasts, then quant
 
 Intensity mapping (``normalise``):
 
-- ``auto``: 8-bit files (PNG/JPEG, or DICOM without rescale or VOI) are divided by 255; a
-  DICOM with a window (Window Center/Width) is mapped from the window's output range
-  (DICOM PS3.3 C.11.2.1.2), so the window decides the contrast; everything else (16-bit PNG, DICOM with a VOI LUT sequence or without VOI) is
-  min-max normalised per image.
+- ``auto``: 8-bit files (PNG/JPEG, or DICOM without rescale or VOI) are divided by 255; a DICOM with
+  a window (Window Center/Width) is mapped from the window's output range (DICOM PS3.3 C.11.2.1.2),
+  so the window decides the contrast; everything else (16-bit PNG, DICOM with a VOI LUT sequence or
+  without VOI) is min-max normalised per image.
 - ``minmax``: per-image min-max for every file.
 - ``percentile``: per-image percentiles ``percentiles`` (low, high) mapped to 0 and 1, clipped.
 

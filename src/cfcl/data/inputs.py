@@ -90,6 +90,7 @@ def image_batch_of(images: np.ndarray | torch.Tensor, size: Sequence[int] | None
     batch = batch.float()
     if batch.numel() and (float(batch.min()) < 0.0 or float(batch.max()) > 1.0):
         raise CfclError(
-            f"images hold values in [{float(batch.min()):.3g}, {float(batch.max()):.3g}]; {model} takes float images in [0, 1]"
+            f"images hold values in [{float(batch.min()):.3g}, {float(batch.max()):.3g}]; {model} takes float images "
+            "in [0, 1]"
         )
     return batch

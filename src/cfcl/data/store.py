@@ -221,7 +221,8 @@ class ImageStore:
         return tuple(n_domains if p == "domain" else len(v) for p, v in self.intervened.items())
 
     def source_cells(self, source: ImageStore) -> np.ndarray:
-        """Each image of ``source``'s own cell (its intervened parents' codes, flattened), -1 if a value is unknown here."""
+        """Each image of ``source``'s own cell (its intervened parents' codes, flattened), -1 if a value is unknown
+        here."""
         codes = [parent_codes(source.meta, p, v) for p, v in self.intervened.items()]
         known = np.all([c >= 0 for c in codes], axis=0)
         cells = np.ravel_multi_index([np.maximum(c, 0) for c in codes], self.cell_shape(len(source.domains)))

@@ -1,1 +1,2 @@
-"""Evaluation: linear probes, fine-tuning, metrics with intervals, embedding analysis (docs/architecture.md, "Evaluation protocols")."""
+"""Evaluation: linear probes, fine-tuning, metrics with intervals, embedding analysis (docs/architecture.md, "Evaluation
+protocols")."""

@@ -2,18 +2,19 @@
 
 This module drives the evaluation: it extracts features, fits probes, fine-tunes and measures the
 embeddings, collecting :class:`~cfcl.evaluation.results.Results`, which
-:func:`cfcl.evaluation.results.write_tables` writes into ``out``: ``metrics.csv`` (long format; whole test
-sets and, per ``subgroups`` column such as sex, each value's test images), ``seed_gains.csv`` (gain
-over the reference method per metric, t-interval over seeds: the one that decides),
-``subgroup_gaps.csv`` (per method, each subgroup minus its column's reference, e.g. AUROC of
-``sex=M`` minus ``sex=F``, t-interval over seeds), ``variance_components.csv`` (how much of each
-gain's spread comes from the pretraining seed, the label draw and the test images), ``gains.csv`` (AUROC gain over the reference
-with paired bootstrap intervals over test images), ``domain_predictability.csv`` (per method and
-seed: linear predictability, k-NN purity and silhouette by domain), ``tsne/<method>.csv`` +
-``tsne_<method>.png`` and ``notes.txt`` (everything skipped and why). The stage itself keeps ``features/`` (cached frozen
-features, extracted in a shard per rank under several processes) and ``finetune/`` (one
-Lightning run folder per fine-tuning: logs and ``test_prob.npy``; its checkpoints are deleted
-once the test predictions are saved, and a run with saved predictions is not repeated).
+:func:`cfcl.evaluation.results.write_tables` writes into ``out``: ``metrics.csv`` (long format;
+whole test sets and, per ``subgroups`` column such as sex, each value's test images),
+``seed_gains.csv`` (gain over the reference method per metric, t-interval over seeds: the one that
+decides), ``subgroup_gaps.csv`` (per method, each subgroup minus its column's reference, e.g. AUROC
+of ``sex=M`` minus ``sex=F``, t-interval over seeds), ``variance_components.csv`` (how much of each
+gain's spread comes from the pretraining seed, the label draw and the test images), ``gains.csv``
+(AUROC gain over the reference with paired bootstrap intervals over test images),
+``domain_predictability.csv`` (per method and seed: linear predictability, k-NN purity and
+silhouette by domain), ``tsne/<method>.csv`` + ``tsne_<method>.png`` and ``notes.txt`` (everything
+skipped and why). The stage itself keeps ``features/`` (cached frozen features, extracted in a shard
+per rank under several processes) and ``finetune/`` (one Lightning run folder per fine-tuning: logs
+and ``test_prob.npy``; its checkpoints are deleted once the test predictions are saved, and a run
+with saved predictions is not repeated).
 
 Protocols: ``linear`` probes trained on ID labels are tested on ID ``test`` (test_set ``id``)
 and probes trained on ``ood_train`` labels on ``ood_test`` (test_set ``ood``, the reference
@@ -129,7 +130,8 @@ class RenderedTest:
     domains: np.ndarray  # each row's rendering scanner
 
     def positions(self, sources: np.ndarray, domain: int) -> np.ndarray:
-        """Where the evaluated store's images ``sources`` are, as scanner ``domain`` renders them (positions in :attr:`rows`)."""
+        """Where the evaluated store's images ``sources`` are, as scanner ``domain`` renders them (positions in
+        :attr:`rows`)."""
         block = np.flatnonzero(self.domains == domain)
         return block[np.searchsorted(self.sources[block], sources)]
 
@@ -258,7 +260,8 @@ class Evaluation:
         )
 
     def subgroup_columns(self) -> dict[str, np.ndarray]:
-        """Each ``subgroups`` column's values as text ("" where unknown); a column the store lacks, or with one value, is noted."""
+        """Each ``subgroups`` column's values as text ("" where unknown); a column the store lacks, or with one value,
+        is noted."""
         source = self.store.path / "metadata.csv"
         attributes = {}
         for column in self.config.subgroups.columns:
@@ -492,7 +495,7 @@ def _evaluate(
         )
 
     tic = time.time()
-    for method, encoders in methods.items():
+    for _method, encoders in methods.items():
         for seed in config.seeds:
             ref = encoder_for_seed(encoders, seed)
             ref.features(store, out / layout.FEATURES, config.batch_size, ev.device, current())

@@ -93,7 +93,8 @@ def cached(
     missing = [shard_file(folder, key, s) for s in shares if not shard_file(folder, key, s).is_file()]
     if missing:
         raise StoreError(
-            f"{missing[0]} is missing after every rank extracted its rows; {folder} must be on a filesystem every rank shares"
+            f"{missing[0]} is missing after every rank extracted its rows; {folder} must be on a filesystem every "
+            "rank shares"
         )
     array = np.concatenate([np.load(shard_file(folder, key, s)) for s in shares])
     save_array(path, array)

@@ -209,7 +209,8 @@ def metric_groups(
     pred: Prediction, domain_names: list[str], min_per_class: int, notes: list[str]
 ) -> list[tuple[str, str, np.ndarray]]:
     """``(subgroup, domain, mask)``: the whole test set and its domains (:func:`domain_groups`), then each value of each
-    subgroup column on them, where it holds at least ``min_per_class`` images of every class of the test set (else noted)."""
+    subgroup column on them, where it holds at least ``min_per_class`` images of every class of the test set (else
+    noted)."""
     domains = domain_groups(pred, domain_names)
     groups = [(WHOLE, domain, mask) for domain, mask in domains]
     classes = np.unique(pred.y)
@@ -232,7 +233,8 @@ def metric_groups(
 def metric_rows(
     pred: Prediction, domain_names: list[str], n_boot: int, level: float, notes: list[str], min_per_class: int
 ) -> list[dict]:
-    """Point values and bootstrap intervals per group of :func:`metric_groups`; a single-class group is noted and skipped."""
+    """Point values and bootstrap intervals per group of :func:`metric_groups`; a single-class group is noted and
+    skipped."""
     rows = []
     for subgroup, domain, mask in metric_groups(pred, domain_names, min_per_class, notes):
         y, prob = pred.y[mask], pred.prob[mask]
@@ -281,7 +283,8 @@ def average_draws(rows: pd.DataFrame) -> pd.DataFrame:
 def gain_rows(
     preds: list[Prediction], reference: str, domain_names: list[str], n_boot: int, level: float
 ) -> list[dict]:
-    """AUROC gain of every method over ``reference`` averaged over seeds and label draws, paired bootstrap interval per domain."""
+    """AUROC gain of every method over ``reference`` averaged over seeds and label draws, paired bootstrap interval per
+    domain."""
     by_key: dict[tuple, dict[str, dict[tuple[int, int], Prediction]]] = defaultdict(lambda: defaultdict(dict))
     for p in preds:
         by_key[p.key][p.method][p.seed, p.draw] = p
@@ -327,7 +330,8 @@ def gain_rows(
 def seed_gain_rows(
     values: pd.DataFrame, reference: str, keys: list[str], level: float = 0.95, by: str = "method"
 ) -> list[dict]:
-    """Paired gain over seeds of every ``by`` value (a method, or a subgroup) over ``reference`` for each combination of ``keys``.
+    """Paired gain over seeds of every ``by`` value (a method, or a subgroup) over ``reference`` for each combination of
+    ``keys``.
 
     ``values`` is long: ``by, seed, *keys, value``; the pairing is by seed (same pretraining
     seed and label draw), see :func:`cfcl.evaluation.metrics.paired_seed_gain`.

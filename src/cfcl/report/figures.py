@@ -41,7 +41,8 @@ def test_columns(metrics: pd.DataFrame) -> list[tuple[str, str, str]]:
 
 
 def seed_summary(metrics: pd.DataFrame, metric: str = "auroc") -> pd.DataFrame:
-    """Mean, std (over seeds; 0 for one seed) and seed count per method/protocol/fraction/test set/domain (whole test sets)."""
+    """Mean, std (over seeds; 0 for one seed) and seed count per method/protocol/fraction/test set/domain (whole test
+    sets)."""
     keys = ["method", "protocol", "label_fraction", "test_set", "domain"]
     whole = whole_test_sets(metrics)
     values = whole[whole["metric"] == metric]
@@ -142,7 +143,8 @@ def gain_figure(
 
 
 def measured(table: pd.DataFrame) -> list[str]:
-    """The invariance measures of ``domain_predictability.csv`` with a value (``cf_invariance`` needs true counterfactuals)."""
+    """The invariance measures of ``domain_predictability.csv`` with a value (``cf_invariance`` needs true
+    counterfactuals)."""
     return [m for m in INVARIANCE_MEASURES if table[m].notna().any()]
 
 

@@ -64,7 +64,8 @@ def target_name(name: str, data: dict) -> str:
 
 
 def pass_marks(data: dict) -> pd.DataFrame:
-    """One row per target of ``cf_quality.json``: measured value, pass mark (with its direction) and whether it is met."""
+    """One row per target of ``cf_quality.json``: measured value, pass mark (with its direction) and whether it is
+    met."""
     rows = {}
     for name, target in (data.get("targets") or {}).items():
         direction = "≥" if name.startswith("effectiveness") else "≤"
@@ -112,8 +113,8 @@ def judge_tables(effectiveness: dict, word: str, parent: str = "") -> list[Table
     return [
         (summary, auroc, f"intended {word}"),
         (
-            f"Confusion matrix of the judge{of} on the counterfactuals: rows the intended {word}, columns the judge's call "
-            "(images)",
+            f"Confusion matrix of the judge{of} on the counterfactuals: rows the intended {word}, columns the judge's "
+            "call (images)",
             confusion,
             "intended (rows) / judged (columns)",
         ),
@@ -121,7 +122,8 @@ def judge_tables(effectiveness: dict, word: str, parent: str = "") -> list[Table
 
 
 def error_table(data: dict) -> pd.DataFrame | None:
-    """Reversibility and, with true counterfactuals, the errors to them: over all pairs, from and to the rarest value."""
+    """Reversibility and, with true counterfactuals, the errors to them: over all pairs, from and to the rarest
+    value."""
     reversibility, truth = data.get("reversibility"), data.get("truth")
     if not reversibility and not truth:
         return None

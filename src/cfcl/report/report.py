@@ -509,7 +509,8 @@ def build_report(run_dir: Path) -> Report:
     folders = stage_folders(run_dir)
     if not folders:
         raise ReportError(
-            f"run folder {run_dir} holds no stage outputs (expected some of {', '.join(EXPECTED_STAGES)} with {MANIFEST})"
+            f"run folder {run_dir} holds no stage outputs (expected some of {', '.join(EXPECTED_STAGES)} with "
+            f"{MANIFEST})"
         )
     report = Report()
     _verdict(report, run_dir)

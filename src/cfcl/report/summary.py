@@ -80,7 +80,10 @@ def gain_cell(row: pd.Series, value: str = "gain", note: bool = True) -> str:
     if row["n_seeds"] < 2:
         return f"{row[value]:+.3f}" + (f" ({row['note']})" if note else "")
     verdict = "supported" if row["supported"] else "not resolved"
-    return f"{row[value]:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['n_positive']}/{row['n_seeds']} > 0, {verdict}"
+    return (
+        f"{row[value]:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}], {row['n_positive']}/{row['n_seeds']} > 0, "
+        f"{verdict}"
+    )
 
 
 def _one_seed(rows: pd.DataFrame) -> bool:
@@ -107,7 +110,8 @@ def gain_caption(seed_gains: pd.DataFrame, fraction: float, metric: str = "auroc
 
 
 def subgroup_gap_table(gaps: pd.DataFrame, fraction: float, subgroup: str, metric: str = "auroc") -> pd.DataFrame:
-    """Each method's gap of ``subgroup`` over its reference (``subgroup_gaps.csv``) per test set, in the headline layout."""
+    """Each method's gap of ``subgroup`` over its reference (``subgroup_gaps.csv``) per test set, in the headline
+    layout."""
     rows = gaps[(gaps["label_fraction"] == fraction) & (gaps["metric"] == metric) & (gaps["subgroup"] == subgroup)]
     return _method_rows(rows, test_columns(rows), lambda row: gain_cell(row, "gap", note=not _one_seed(rows)))
 
@@ -313,7 +317,8 @@ def metrics_path(path: str | Path) -> Path:
 
 
 def print_headline(path: str | Path, file: TextIO | None = None) -> None:
-    """Print the verdict and the headline tables of a run folder (or eval folder) to the terminal; used by ``cfcl demo``."""
+    """Print the verdict and the headline tables of a run folder (or eval folder) to the terminal; used by
+    ``cfcl demo``."""
     found = metrics_path(path)
     seed_gains = found.parent / layout.SEED_GAINS
     gains = pd.read_csv(seed_gains) if seed_gains.is_file() and seed_gains.read_text().strip() else None

@@ -130,7 +130,10 @@ def _train(config: ClassifierConfig, store: ImageStore, spec: ParentSpec, stage:
         "epochs": int(trainer.current_epoch),
     }
     save_classifier(out, model, info)
-    summary = f"{config.parent} {config.role}, {info['epochs']} epochs, validation balanced accuracy {info['val_balanced_accuracy']:.3g}"
+    summary = (
+        f"{config.parent} {config.role}, {info['epochs']} epochs, validation balanced accuracy "
+        f"{info['val_balanced_accuracy']:.3g}"
+    )
     return dict(
         role=config.role,
         parent=config.parent,

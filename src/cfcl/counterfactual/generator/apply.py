@@ -173,7 +173,8 @@ def training_store(generator: Generator, data: str | os.PathLike | None = None) 
         entry = manifest.get("inputs", {}).get("data")
         if entry is None:
             raise StoreError(
-                f"{generator.path.parent} records no training store (not a cf train / cf finetune folder); pass --data STORE"
+                f"{generator.path.parent} records no training store (not a cf train / cf finetune folder); pass "
+                "--data STORE"
             )
         located = locate_input(entry, generator.path.parent).resolve()
         data = located.parent if located.name == INFO else located
@@ -211,7 +212,8 @@ def assumed_parents(generator: Generator, source: str, given: Mapping[str, str])
     extra = sorted(set(given) - set(generator.parents))
     if extra:
         raise ParentError(
-            f"generator {generator.path} has no parent(s) {', '.join(extra)} (its parents: {', '.join(generator.parents)})"
+            f"generator {generator.path} has no parent(s) {', '.join(extra)} (its parents: "
+            f"{', '.join(generator.parents)})"
         )
     parents: dict[str, Any] = {SCANNER: command_line_value(generator.spec(SCANNER), source)}
     notes = [f"{SCANNER}={source} (--from)"]

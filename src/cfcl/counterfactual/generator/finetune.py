@@ -65,7 +65,8 @@ def load_guides(paths: list[Path], specs: list[ParentSpec], generator: Path) -> 
         )
         if list(info["values"]) != value_names(spec):
             raise CheckpointError(
-                f"{file} names the values of '{parent}' {list(info['values'])}; generator {generator} names them {value_names(spec)}"
+                f"{file} names the values of '{parent}' {list(info['values'])}; generator {generator} names them "
+                f"{value_names(spec)}"
             )
         guides[parent] = guide
     return guides
@@ -181,7 +182,10 @@ def _finetune(
             "train/round_trip_multiplier_step",
         ],
     )
-    summary = f"{trainer.global_step} steps of the decoder ({int(module.skipped)} skipped), -ELBO bound {bound:.4g}; {generator_path.name}"
+    summary = (
+        f"{trainer.global_step} steps of the decoder ({int(module.skipped)} skipped), -ELBO bound {bound:.4g}; "
+        f"{generator_path.name}"
+    )
     return dict(
         artefacts={"generator": generator_path.name},
         metrics=metrics,

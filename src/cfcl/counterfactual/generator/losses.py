@@ -21,7 +21,8 @@ def elbo_terms(model: HVAE, x: torch.Tensor, pa: dict[str, torch.Tensor], beta: 
 
 
 def guidance_terms(guide: torch.nn.Module, x_star: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Cross-entropy of the guidance classifier on the counterfactuals ``x_star`` against the ``target`` values of its parent."""
+    """Cross-entropy of the guidance classifier on the counterfactuals ``x_star`` against the ``target`` values of its
+    parent."""
     logits = guide(x_star)
     return {"ce": F.cross_entropy(logits, target), "accuracy": (logits.argmax(1) == target).float().mean()}
 

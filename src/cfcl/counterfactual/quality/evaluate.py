@@ -118,8 +118,8 @@ def _judges(config: QualityConfig, intervention: Intervention) -> dict[str, tupl
         if parent not in intervention.parents or parent in found:
             why = "a second judge of" if parent in found else "a judge of"
             raise ConfigError(
-                f"classifier {classifier_file(path)} is {why} '{parent}'; config key 'judge' needs one judge of each of "
-                f"{', '.join(intervention.parents)}"
+                f"classifier {classifier_file(path)} is {why} '{parent}'; config key 'judge' needs one judge of "
+                f"each of {', '.join(intervention.parents)}"
             )
         found[parent] = (model, info, Path(path))
     missing = [p for p in intervention.parents if p not in found]

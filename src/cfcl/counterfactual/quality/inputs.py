@@ -222,7 +222,8 @@ def check_judge(
     file = classifier_file(judge_path)
     if judge_info["role"] != "judge":
         raise ConfigError(
-            f"classifier {file} has role '{judge_info['role']}'; the judge never guides: train one with --config cf_judge"
+            f"classifier {file} has role '{judge_info['role']}'; the judge never guides: train one with --config "
+            "cf_judge"
         )
     if _recorded_guides(generator_path, info_guide) & _judge_identity(judge_path):
         raise ConfigError(f"classifier {file} guided the fine-tuning of generator {generator_path}; it cannot judge it")

@@ -45,7 +45,8 @@ def measure(
     batch_size: int,
     device: torch.device,
 ) -> tuple[pd.DataFrame, dict[str, torch.Tensor], torch.Tensor | None]:
-    """Per (image, target cell) records, each parent's judge's logits on every x* (same order), composition ``[steps, N]``.
+    """Per (image, target cell) records, each parent's judge's logits on every x* (same order), composition
+    ``[steps, N]``.
 
     A record holds the source and target cells and the target code of each intervened parent
     (``target_<parent>``); ``rows`` are images whose own cell is known."""

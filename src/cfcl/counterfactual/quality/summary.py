@@ -26,7 +26,8 @@ def _mean(values: pd.Series) -> float | None:
 
 
 def per_parent(name: str, parents: list[str]) -> dict[str, str]:
-    """The name of each parent's ``name`` (a column, a target): ``name`` itself with one parent, else ``name_<parent>``."""
+    """The name of each parent's ``name`` (a column, a target): ``name`` itself with one parent, else
+    ``name_<parent>``."""
     return {p: name if len(parents) == 1 else f"{name}_{p}" for p in parents}
 
 

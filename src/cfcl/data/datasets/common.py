@@ -160,8 +160,8 @@ def encode(
         unknown = [d for d in present if d not in domains]
         if unknown and other_domains == "error":
             raise DatasetError(
-                f"column {table.domain_source!r} holds value(s) {unknown} that are not in the configured domains {domains} "
-                "(add them to 'domains' or set other_domains=drop)"
+                f"column {table.domain_source!r} holds value(s) {unknown} that are not in the configured domains "
+                f"{domains} (add them to 'domains' or set other_domains=drop)"
             )
         rows = keep(rows, rows["domain"].astype(str).isin(domains), "domain not in configured domains", dropped)
         names = list(domains)
