@@ -12,7 +12,13 @@ from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from lightly.utils.scheduler import cosine_schedule
 
 from cfcl.contrastive.dino_losses import (
-    dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, masked_patches, updated_center,
+    dino_loss,
+    ema_update,
+    ibot_loss,
+    koleo_loss,
+    linear_warmup,
+    masked_patches,
+    updated_center,
 )
 
 K = 12
@@ -94,16 +100,18 @@ def test_centre_is_an_exponential_moving_average_of_the_teacher_mean():
     assert torch.allclose(updated_center(step1, teacher, 0.9), 0.9 * step1 + 0.1 * teacher.reshape(-1, K).mean(0))
 
 
-def test_ema_update_moves_every_teacher_parameter_towards_the_student():
+def test_ema_update_moves_every_teacher_parameter_towards_the_student_and_keeps_its_own_batchnorm_statistics():
     torch.manual_seed(0)
     student = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     teacher = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
     student[1].running_mean.fill_(5.0)
+    teacher[1].running_mean.fill_(-1.0)
     before = [p.detach().clone() for p in teacher.parameters()]
     ema_update(teacher, student, 0.99)
     for b, t, s in zip(before, teacher.parameters(), student.parameters()):
         assert torch.allclose(t, 0.99 * b + 0.01 * s)
-    assert torch.equal(teacher[1].running_mean, student[1].running_mean)
+    # the statistics of the teacher's own forward passes, as DINO: the student's would misnormalise its features
+    assert torch.equal(teacher[1].running_mean, torch.full((2,), -1.0))
 
 
 def test_teacher_temperature_warms_up_linearly_then_stays():
@@ -175,4 +183,6 @@ def test_two_process_ddp_equals_one_process_on_the_whole_batch(tmp_path):
         ddp_loss, grad, ddp_center, ddp_patch_center = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
         assert ddp_loss.item() == pytest.approx(loss.item(), abs=1e-6)
         assert torch.allclose(grad, model.weight.grad, atol=1e-6)
-        assert torch.allclose(ddp_center, center, atol=1e-6) and torch.allclose(ddp_patch_center, patch_center, atol=1e-6)
+        assert torch.allclose(ddp_center, center, atol=1e-6) and torch.allclose(
+            ddp_patch_center, patch_center, atol=1e-6
+        )

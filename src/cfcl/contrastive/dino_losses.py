@@ -24,8 +24,16 @@ def dino_loss(
     ``teacher``: ``[T, B, K]`` logits of the global views; ``student``: ``[S, B, K]``, its first
     ``T`` views the same global views, then the local crops; ``center``: ``[K]``.
     """
-    if teacher.ndim != 3 or student.ndim != 3 or teacher.shape[1:] != student.shape[1:] or student.shape[0] < teacher.shape[0]:
-        raise ValueError(f"dino_loss needs teacher [T, B, K] and student [S >= T, B, K], got {tuple(teacher.shape)}, {tuple(student.shape)}")
+    if (
+        teacher.ndim != 3
+        or student.ndim != 3
+        or teacher.shape[1:] != student.shape[1:]
+        or student.shape[0] < teacher.shape[0]
+    ):
+        raise ValueError(
+            "dino_loss needs teacher [T, B, K] and student [S >= T, B, K], "
+            f"got {tuple(teacher.shape)}, {tuple(student.shape)}"
+        )
     targets = F.softmax((teacher.float() - center) / teacher_temp, dim=-1)
     log_probs = F.log_softmax(student.float() / student_temp, dim=-1)
     cross = -torch.einsum("tbk,sbk->ts", targets, log_probs)
@@ -46,7 +54,11 @@ def masked_patches(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def ibot_loss(
-    teacher: torch.Tensor, student: torch.Tensor, weights: torch.Tensor, center: torch.Tensor, teacher_temp: float,
+    teacher: torch.Tensor,
+    student: torch.Tensor,
+    weights: torch.Tensor,
+    center: torch.Tensor,
+    teacher_temp: float,
     student_temp: float,
 ) -> torch.Tensor:
     """iBOT on masked patches: the cross-entropy of each masked patch, averaged within its image,
@@ -96,8 +108,10 @@ def linear_warmup(step: int, warmup_steps: int, start: float, end: float) -> flo
 @torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
     """``teacher = momentum * teacher + (1 - momentum) * student`` for every parameter, in one
-    multi-tensor ``lerp`` (a few kernels for the whole model instead of two per parameter); buffers copied."""
+    multi-tensor ``lerp`` (a few kernels for the whole model instead of two per parameter).
+
+    Buffers are left alone, as in DINO: the teacher's BatchNorm statistics are those of its own
+    forward passes (global views through the teacher's weights); the student's, measured on other
+    weights and on the local crops too, would misnormalise the teacher's features in eval mode."""
     pairs = list(zip(teacher.parameters(), student.parameters(), strict=True))
     torch._foreach_lerp_([t for t, _ in pairs], [s.detach() for _, s in pairs], 1.0 - momentum)
-    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
-        t.copy_(s)

@@ -12,7 +12,7 @@ schedules are functions of the global step, so a resumed run continues exactly.
 from __future__ import annotations
 
 import random
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,7 +23,13 @@ from lightly.utils.scheduler import cosine_schedule
 from cfcl.contrastive.augment import AugmentParams, build_augment
 from cfcl.contrastive.dino_config import DinoConfig
 from cfcl.contrastive.dino_losses import (
-    dino_loss, ema_update, ibot_loss, koleo_loss, linear_warmup, masked_patches, updated_center,
+    dino_loss,
+    ema_update,
+    ibot_loss,
+    koleo_loss,
+    linear_warmup,
+    masked_patches,
+    updated_center,
 )
 from cfcl.contrastive.encoders import Encoder
 from cfcl.contrastive.module import NonFiniteGuard, online_probe_loss, warmup_cosine
@@ -41,7 +47,10 @@ def block_masks(n: int, grid: tuple[int, int], ratio: tuple[float, float], p: fl
     random.seed(seed)
     try:
         masks = random_block_mask(
-            (n, *grid), batch_mask_ratio=p, min_image_mask_ratio=low, max_image_mask_ratio=max(low, ratio[1]),
+            (n, *grid),
+            batch_mask_ratio=p,
+            min_image_mask_ratio=low,
+            max_image_mask_ratio=max(low, ratio[1]),
             min_num_masks_per_block=smallest_block,
         )
     finally:
@@ -53,16 +62,29 @@ class DinoModule(NonFiniteGuard):
     """Student encoder + DINO head trained against an EMA teacher; the saved encoder is the teacher's."""
 
     def __init__(
-        self, make_encoder: Callable[[], Encoder], dino: DinoConfig, augment: AugmentParams, global_size: tuple[int, int], *, lr: float,
-        optimizer: str, cosine: bool, steps_per_epoch: int, seed: int, n_classes: int | None = None,
+        self,
+        make_encoder: Callable[[], Encoder],
+        dino: DinoConfig,
+        augment: AugmentParams,
+        global_size: tuple[int, int],
+        *,
+        lr: float,
+        cosine: bool,
+        steps_per_epoch: int,
+        seed: int,
+        n_classes: int | None = None,
         stop_skipped_fraction: float = 1.0,
     ):
         super().__init__(stop_skipped_fraction)
         self.encoder: Encoder = make_encoder()
         self.teacher_encoder: Encoder = make_encoder()
         dim = self.encoder.feature_dim
-        self.head = DINOProjectionHead(dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm)
-        self.teacher_head = DINOProjectionHead(dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm)
+        self.head = DINOProjectionHead(
+            dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm
+        )
+        self.teacher_head = DINOProjectionHead(
+            dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm
+        )
         for student, teacher in ((self.encoder, self.teacher_encoder), (self.head, self.teacher_head)):
             teacher.load_state_dict(student.state_dict())
             teacher.requires_grad_(False)
@@ -73,7 +95,7 @@ class DinoModule(NonFiniteGuard):
         self.local_augment = build_augment(augment.model_copy(update={"crop_scale": dino.local_scale}), local)
         self.probe = torch.nn.Linear(dim, n_classes) if n_classes else None
         self.dino, self.seed, self.steps_per_epoch = dino, seed, steps_per_epoch
-        self.optim = dict(name=optimizer, lr=lr, cosine=cosine)
+        self.optim = dict(lr=lr, cosine=cosine)
 
     def teacher_temperature(self, step: int) -> float:
         start, end = self.dino.teacher_temp
@@ -160,16 +182,23 @@ class DinoModule(NonFiniteGuard):
         ema_update(self.teacher_head, self.head, momentum)
 
     def configure_optimizers(self):
+        """AdamW under either optimizer name: DINO's weight-decay schedule is decoupled decay. As
+        coupled L2 through Adam it is divided by the gradients' scale, which is small in
+        self-distillation, and it shrank the convolutions until the loss returned to uniform.
+        As DINO, biases and normalisation weights are not decayed; nor is the online probe,
+        which only monitors."""
         cfg = self.optim
-        trainable = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
-        # As DINO: no weight decay on biases and normalisation weights.
+        probe = {id(p) for p in self.probe.parameters()} if self.probe is not None else set()
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        decayed = [p.ndim > 1 and id(p) not in probe for p in trainable]
         groups = [
-            {"params": [p for _, p in trainable if p.ndim > 1], "decayed": True},
-            {"params": [p for _, p in trainable if p.ndim <= 1], "decayed": False},
+            {"params": [p for p, d in zip(trainable, decayed) if d], "decayed": True},
+            {"params": [p for p, d in zip(trainable, decayed) if not d], "decayed": False},
         ]
-        make = torch.optim.AdamW if cfg["name"] == "adamw" else torch.optim.Adam
-        optimizer = make(groups, lr=cfg["lr"], weight_decay=0.0, fused=True)  # fused: honours found_inf
+        optimizer = torch.optim.AdamW(groups, lr=cfg["lr"], weight_decay=0.0, fused=True)  # fused: honours found_inf
         total = int(self.trainer.estimated_stepping_batches)
         warmup = round(self.dino.warmup_epochs * self.steps_per_epoch)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, warmup, total, cfg["cosine"]))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: warmup_cosine(step, warmup, total, cfg["cosine"])
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -73,7 +73,7 @@ def global_size(config: PretrainConfig, data: PretrainData) -> tuple[int, int]:
 def build_dino_module(config: PretrainConfig, data: PretrainData, steps_per_epoch: int) -> DinoModule:
     return DinoModule(
         lambda: build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **config.encoder.arch_kwargs),
-        config.dino, config.augment.resolve(), global_size(config, data), lr=config.lr, optimizer=config.optimizer,
+        config.dino, config.augment.resolve(), global_size(config, data), lr=config.lr,
         cosine=config.schedule == "cosine", steps_per_epoch=steps_per_epoch, seed=config.seed,
         n_classes=len(data.data.labels) if config.online_probe else None, stop_skipped_fraction=config.stop_skipped_fraction,
     )
