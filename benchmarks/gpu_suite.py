@@ -14,8 +14,8 @@ Figures (docs/performance.md, "The GPU suite"), each printed as soon as it is me
   of cfcl's DINO loop and of its ResNet loop, written to ``DIR``, to show where the rest goes;
 - the ``cf_train_224`` generator in cfcl's Lightning loop, bf16: training images/s at batch 16 as
   shipped, then at the chosen batch (``--cf-batch``, default 64) with the levers off and, beside,
-  on (``LEVERS``: compiled, channels-last, fused AdamW, learning rate and warm-up sqrt-scaled from the
-  preset's batch), the rate of skipped updates over the levers' run, peak GPU memory at batch 16 and
+  on (``LEVERS``: compiled, channels-last, fused AdamW, learning rate and warm-up scaled linearly from
+  the preset's batch), the rate of skipped updates over the levers' run, peak GPU memory at batch 16 and
   the largest power-of-two batch whose step fits in 80 GB;
 - counterfactual generation images/s at 224 px (``cf_generate`` batch);
 - an estimate from the rates above: hours to train the generator (at the chosen batch, levers on),
@@ -68,7 +68,7 @@ DEFAULT_PARTS = ("pretrain", "vit", "generator")  # the demo (3 min more) only w
 GPU_MEMORY_CAP_GB = 80.0  # "fits": within an 80 GB GPU, whatever this one has
 DEFAULT_TRAIN_IMAGES = 60_000  # PadChest's training split, an assumption: pass the train split of your prepared store
 #: The generator's speed levers (all off in the presets), as ``cf train`` settings.
-LEVERS = ["trainer.compile=true", "trainer.channels_last=true", "optim.implementation=fused", "optim.lr_scaling=sqrt"]
+LEVERS = ["trainer.compile=true", "trainer.channels_last=true", "optim.implementation=fused", "optim.lr_scaling=linear"]
 
 
 @dataclass(frozen=True)
