@@ -14,7 +14,8 @@ import cfcl
 from cfcl.counterfactual.generator.inference import counterfactual
 from cfcl.data.imageio import DecodeOptions, decode
 from cfcl.data.inputs import decode_options_of
-from cfcl.data.prepare import PrepareConfig, run as prepare
+from cfcl.data.prepare import PrepareConfig
+from cfcl.data.prepare import run as prepare
 from cfcl.evaluation.features import extract_features
 from support.api import scanner_store, tiny_generator
 from support.dicom import write_dicom
@@ -36,12 +37,23 @@ def run(tmp_path_factory):
 
 
 def test_top_level_names_are_exactly_the_public_api_and_import_stays_light():
-    assert sorted(cfcl.__all__) == ["CfclError", "Generator", "ImageStore", "embed", "load_encoder", "load_generator", "read_images"]
+    assert sorted(cfcl.__all__) == [
+        "CfclError",
+        "Generator",
+        "ImageStore",
+        "embed",
+        "load_encoder",
+        "load_generator",
+        "read_images",
+    ]
     assert all(callable(getattr(cfcl, name)) for name in cfcl.__all__)
     with pytest.raises(AttributeError):
         cfcl.build_encoder  # noqa: B018 - internal names stay internal
     code = "import sys, cfcl; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_load_encoder_records_its_input_convention_and_embed_matches_the_evaluation_features(run):
@@ -77,7 +89,9 @@ def test_embed_refuses_images_the_encoder_does_not_take_naming_both(run, images,
 def test_embed_refuses_float_images_outside_the_unit_range(run):
     root, _ = run
     with pytest.raises(cfcl.CfclError, match=r"values in \[0, 255\].*in \[0, 1\]"):
-        cfcl.embed(cfcl.load_encoder(root / "enc"), torch.full((2, 1, 16, 16), 255.0).index_fill_(0, torch.tensor([0]), 0.0))
+        cfcl.embed(
+            cfcl.load_encoder(root / "enc"), torch.full((2, 1, 16, 16), 255.0).index_fill_(0, torch.tensor([0]), 0.0)
+        )
 
 
 def test_generator_speaks_scanner_names_and_matches_the_internal_counterfactual(run):
@@ -88,9 +102,13 @@ def test_generator_speaks_scanner_names_and_matches_the_internal_counterfactual(
     x = as_unit(store.images[:4])
     sources = ["flatpanel", "cr_plate", "portable", "flatpanel"]
     by_name = generator.counterfactual(x, {"domain": sources}, target="portable")
-    expected = counterfactual(generator.model, x, {"domain": torch.tensor([0, 1, 2, 0])}, {"domain": torch.full((4,), 2)})
+    expected = counterfactual(
+        generator.model, x, {"domain": torch.tensor([0, 1, 2, 0])}, {"domain": torch.full((4,), 2)}
+    )
     assert torch.equal(by_name, expected)
-    assert torch.equal(generator.counterfactual(np.asarray(store.images[:4]), {"domain": [0, 1, 2, 0]}, target=2), expected)
+    assert torch.equal(
+        generator.counterfactual(np.asarray(store.images[:4]), {"domain": [0, 1, 2, 0]}, target=2), expected
+    )
     assert torch.equal(generator.counterfactual(x, {"domain": sources}, target={"domain": "portable"}), expected)
     state = generator.abduct(x, {"domain": sources})
     torch.testing.assert_close(generator.predict(state, {"domain": sources}), x, atol=1e-5, rtol=0)
@@ -101,7 +119,9 @@ def test_generator_refuses_a_scanner_it_was_not_trained_on_naming_those_it_knows
     root, store = run
     generator = cfcl.load_generator(root / "gen")
     x = as_unit(store.images[:2])
-    with pytest.raises(cfcl.CfclError, match=f"not trained on scanner {target!r} .*it knows: flatpanel, cr_plate, portable"):
+    with pytest.raises(
+        cfcl.CfclError, match=f"not trained on scanner {target!r} .*it knows: flatpanel, cr_plate, portable"
+    ):
         generator.counterfactual(x, {"domain": "flatpanel"}, target=target)
 
 
@@ -123,15 +143,27 @@ def test_read_images_decodes_files_exactly_as_prepare_made_the_store(tmp_path):
     files, rows = [], []
     for i in range(6):
         if i % 2:
-            path = write_dicom(root / f"{i}.dcm", rng.integers(0, 4000, (24, 20)).astype(np.uint16), PhotometricInterpretation="MONOCHROME1")
+            path = write_dicom(
+                root / f"{i}.dcm",
+                rng.integers(0, 4000, (24, 20)).astype(np.uint16),
+                PhotometricInterpretation="MONOCHROME1",
+            )
         else:
             path = root / f"{i}.png"
             Image.fromarray(rng.integers(0, 255, (20, 28)).astype(np.uint8)).save(path)
         files.append(path)
         rows.append(f"{path.name},{'ab'[i % 2]},{'no' if i < 3 else 'yes'},p{i}")
     (root / "table.csv").write_text("path,domain,label,patient_id\n" + "\n".join(rows) + "\n")
-    config = PrepareConfig.model_validate({"dataset": "csv", "root": str(root), "size": 12, "normalise": "percentile",
-                                           "percentiles": [2, 98], "csv": {"file": "table.csv"}})
+    config = PrepareConfig.model_validate(
+        {
+            "dataset": "csv",
+            "root": str(root),
+            "size": 12,
+            "normalise": "percentile",
+            "percentiles": [2, 98],
+            "csv": {"file": "table.csv"},
+        }
+    )
     prepare(config, tmp_path / "store")
     store = cfcl.ImageStore.open(tmp_path / "store")
     options, recorded = decode_options_of(store)

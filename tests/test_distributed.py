@@ -49,8 +49,11 @@ def _a_gpu_without_bf16(monkeypatch):
 def test_bf16_on_a_gpu_without_it_is_refused_naming_the_key_and_the_gpu(monkeypatch):
     _a_gpu_without_bf16(monkeypatch)
     for accelerator in ("gpu", "auto"):
-        with pytest.raises(ConfigError, match=r"^trainer.precision=bf16-mixed but this machine's GPU \(Tesla V100-SXM2-16GB\) "
-                                              r"has no bfloat16 support; use trainer.precision=16-mixed or auto$"):
+        with pytest.raises(
+            ConfigError,
+            match=r"^trainer.precision=bf16-mixed but this machine's GPU \(Tesla V100-SXM2-16GB\) "
+            r"has no bfloat16 support; use trainer.precision=16-mixed or auto$",
+        ):
             check_machine(TrainerConfig(accelerator=accelerator, precision="bf16-mixed"))
     check_machine(TrainerConfig(accelerator="gpu", precision="16-mixed"))
     check_machine(TrainerConfig(accelerator="cpu", precision="bf16-mixed"))  # CPU autocast has bf16
@@ -61,8 +64,17 @@ def test_a_stage_command_asking_bf16_on_such_a_gpu_stops_before_writing(monkeypa
 
     _a_gpu_without_bf16(monkeypatch)
     (tmp_path / "data").mkdir()
-    code = cli.main(["pretrain", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
-                     "--set", "trainer.precision=bf16-mixed"])
+    code = cli.main(
+        [
+            "pretrain",
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "out"),
+            "--set",
+            "trainer.precision=bf16-mixed",
+        ]
+    )
     assert code == 2 and "trainer.precision=bf16-mixed but this machine's GPU" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
@@ -90,15 +102,27 @@ def test_ranks_come_from_the_launchers_environment(no_launcher):
     no_launcher.setenv("LOCAL_RANK", "1")
     no_launcher.setenv("NODE_RANK", "1")
     assert ranks_from_environment(trainer) == Ranks(rank=3, world_size=4, local_rank=1, node_rank=1)
-    for name, value in {"RANK": "2", "GROUP_RANK": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4",
-                        "TORCHELASTIC_RUN_ID": "x"}.items():
+    for name, value in {
+        "RANK": "2",
+        "GROUP_RANK": "1",
+        "LOCAL_RANK": "0",
+        "LOCAL_WORLD_SIZE": "2",
+        "WORLD_SIZE": "4",
+        "TORCHELASTIC_RUN_ID": "x",
+    }.items():
         no_launcher.setenv(name, value)
     assert ranks_from_environment(trainer) == Ranks(rank=2, world_size=4, local_rank=0, node_rank=1)
 
 
 def test_a_launcher_with_another_world_size_is_refused(no_launcher):
     no_launcher.setenv("LOCAL_RANK", "0")
-    for name, value in {"RANK": "0", "GROUP_RANK": "0", "LOCAL_WORLD_SIZE": "3", "WORLD_SIZE": "3", "TORCHELASTIC_RUN_ID": "x"}.items():
+    for name, value in {
+        "RANK": "0",
+        "GROUP_RANK": "0",
+        "LOCAL_WORLD_SIZE": "3",
+        "WORLD_SIZE": "3",
+        "TORCHELASTIC_RUN_ID": "x",
+    }.items():
         no_launcher.setenv(name, value)
     with pytest.raises(ConfigError, match=r"devices x trainer.num_nodes = 2 but the launcher started 3 processes"):
         with session(TrainerConfig(accelerator="cpu", devices=2), []):
@@ -116,8 +140,12 @@ with folder_lock(sys.argv[1]):
 
 def test_a_second_writer_stops_at_once_and_a_dead_holders_lock_is_taken_over(tmp_path, capsys):
     folder = tmp_path / "stage"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": SRC})
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         began = time.time()
@@ -203,19 +231,33 @@ def _features_equal_one_process_extraction(run: Path) -> None:
     ref = load_encoders([run / "pretrain" / "simclr-s0"], store)["simclr"][0]
     features = run / "eval" / "features"
     assert not list(features.glob("*.rows*.npy"))  # every shard merged and removed
-    np.testing.assert_allclose(np.load(features / f"{ref.key(store)}.npy"), extract_features(ref.build(), store.images),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        np.load(features / f"{ref.key(store)}.npy"), extract_features(ref.build(), store.images), rtol=1e-6, atol=1e-7
+    )
 
 
 @pytest.mark.slow
 def test_cfcl_run_on_two_processes_started_by_cfcl(tmp_path):
     pretrain = {**TINY_RUN["pretrain"], "augment": NO_AUGMENT}
     config = _tiny_config(tmp_path, methods=["simclr", "cf-simclr"], pretrain=pretrain)
-    run = Cfcl(["run", config, "--out", tmp_path / "ddp", *DDP, "--set", "trainer.devices=2"], tmp_path / "ddp", cwd=tmp_path)
+    run = Cfcl(
+        ["run", config, "--out", tmp_path / "ddp", *DDP, "--set", "trainer.devices=2"], tmp_path / "ddp", cwd=tmp_path
+    )
     assert run.wait() == 0, run.err[-3000:]
     assert "(2 processes)" in run.out
-    stages = ["data", "cf_model", "cf_guide", "cf_judge", "cf_quality_base", "cf_finetune", "cf_store", "cf_quality",
-              "pretrain/simclr-s0", "pretrain/cf-simclr-s0", "eval"]
+    stages = [
+        "data",
+        "cf_model",
+        "cf_guide",
+        "cf_judge",
+        "cf_quality_base",
+        "cf_finetune",
+        "cf_store",
+        "cf_quality",
+        "pretrain/simclr-s0",
+        "pretrain/cf-simclr-s0",
+        "eval",
+    ]
     for stage in stages:
         assert json.loads((tmp_path / "ddp" / stage / "manifest.json").read_text())["status"] == "complete", stage
         assert sum(f"{tmp_path / 'ddp' / stage} done in " in line for line in run.out.splitlines()) == 1, stage
@@ -225,12 +267,29 @@ def test_cfcl_run_on_two_processes_started_by_cfcl(tmp_path):
     # One process with the same global batch (2 x 16) draws the same batches, unaugmented here
     # (augmentation draws depend on the rank layout); BatchNorm statistics stay per rank on CPU.
     ddp = tmp_path / "ddp" / "pretrain" / "simclr-s0"
-    single = Cfcl(["pretrain", "--config", ddp / "config.yaml", "--out", tmp_path / "single", "--set", "batch_size=32",
-                   "--set", "trainer.devices=1", "--set", "trainer.strategy=auto"], tmp_path / "single")
+    single = Cfcl(
+        [
+            "pretrain",
+            "--config",
+            ddp / "config.yaml",
+            "--out",
+            tmp_path / "single",
+            "--set",
+            "batch_size=32",
+            "--set",
+            "trainer.devices=1",
+            "--set",
+            "trainer.strategy=auto",
+        ],
+        tmp_path / "single",
+    )
     assert single.wait() == 0, single.err[-3000:]
     ddp_manifest = json.loads((ddp / "manifest.json").read_text())
     single_manifest = json.loads((tmp_path / "single" / "manifest.json").read_text())
-    assert ddp_manifest["steps"] == single_manifest["steps"] and ddp_manifest["images_seen"] == single_manifest["images_seen"]
+    assert (
+        ddp_manifest["steps"] == single_manifest["steps"]
+        and ddp_manifest["images_seen"] == single_manifest["images_seen"]
+    )
     ddp_update = _encoder_update(ddp / "encoder.pt", ddp / "config.yaml")
     single_update = _encoder_update(tmp_path / "single" / "encoder.pt", ddp / "config.yaml")
     assert torch.nn.functional.cosine_similarity(ddp_update, single_update, dim=0) > 0.95
@@ -247,7 +306,10 @@ def _cluster_ranks(config: Path, out: Path, log: Path) -> list[Cfcl]:
     """Two nodes of one process each, started as srun or torchrun would: the rank in the environment."""
     shared = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
     args = ["run", config, "--out", out, *DDP, "--set", "trainer.num_nodes=2", "--set", "trainer.devices=1"]
-    return [Cfcl(args, log.with_name(f"{log.name}-rank{r}"), env={**shared, "RANK": str(r), "NODE_RANK": str(r)}) for r in (0, 1)]
+    return [
+        Cfcl(args, log.with_name(f"{log.name}-rank{r}"), env={**shared, "RANK": str(r), "NODE_RANK": str(r)})
+        for r in (0, 1)
+    ]
 
 
 @pytest.mark.slow

@@ -17,8 +17,19 @@ PACKAGE = Path(cfcl.__file__).parent
 TESTS = Path(__file__).resolve().parent
 # Highest first. The core modules may import each other; the other rooms of one layer may not.
 CORE = (
-    "config", "stage", "atomic", "layout", "training", "checkpoint", "errors", "presets", "plotting",
-    "distributed", "lock", "loaders", "version",
+    "config",
+    "stage",
+    "atomic",
+    "layout",
+    "training",
+    "checkpoint",
+    "errors",
+    "presets",
+    "plotting",
+    "distributed",
+    "lock",
+    "loaders",
+    "version",
 )
 FACE = "__init__"  # the room of ``cfcl`` itself
 LAYERS = (
@@ -38,7 +49,8 @@ RANK = {room: rank for rank, rooms in enumerate(reversed(LAYERS)) for room in ro
 
 
 def room(module: str) -> str | None:
-    """The room of a dotted ``cfcl`` module (``cfcl.data.store`` -> ``data``, ``cfcl`` -> the face); None outside cfcl."""
+    """The room of a dotted ``cfcl`` module (``cfcl.data.store`` -> ``data``, ``cfcl`` -> the face); None outside
+    cfcl."""
     parts = module.split(".")
     if parts[0] != "cfcl":
         return None

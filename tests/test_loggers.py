@@ -12,18 +12,30 @@ from cfcl import cli
 from cfcl.config import build_config, config_hash
 from cfcl.contrastive.config import PretrainConfig
 
-TINY = ["--set", "batch_size=4", "--set", "trainer.progress_bar=false", "--set", "encoder.arch_kwargs={width: 4, blocks: [1]}",
-        "--set", "projection=[8]"]
+TINY = [
+    "--set",
+    "batch_size=4",
+    "--set",
+    "trainer.progress_bar=false",
+    "--set",
+    "encoder.arch_kwargs={width: 4, blocks: [1]}",
+    "--set",
+    "projection=[8]",
+]
 
 
 def _pretrain(stores, out, *overrides):
-    return cli.main(["pretrain", "--method", "simclr", "--data", str(stores / "data"), "--out", str(out), *TINY, *overrides])
+    return cli.main(
+        ["pretrain", "--method", "simclr", "--data", str(stores / "data"), "--out", str(out), *TINY, *overrides]
+    )
 
 
 def test_csv_is_always_kept_and_neither_loggers_nor_kept_checkpoints_change_the_config_hash():
     config = build_config(PretrainConfig, base={"data": "store"})
     assert config.trainer.loggers == ["csv", "tensorboard"]
-    other = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.loggers=[tensorboard, tensorboard]"])
+    other = build_config(
+        PretrainConfig, base={"data": "store"}, overrides=["trainer.loggers=[tensorboard, tensorboard]"]
+    )
     assert other.trainer.loggers == ["csv", "tensorboard"]
     assert config_hash(other) == config_hash(config)
     keeping = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.keep_every_n_epochs=5"])
@@ -33,7 +45,9 @@ def test_csv_is_always_kept_and_neither_loggers_nor_kept_checkpoints_change_the_
 
 
 @pytest.mark.parametrize("name", ["wandb", "mlflow"])
-def test_a_logger_whose_package_is_missing_is_refused_before_anything_is_written(stores, tmp_path, capsys, monkeypatch, name):
+def test_a_logger_whose_package_is_missing_is_refused_before_anything_is_written(
+    stores, tmp_path, capsys, monkeypatch, name
+):
     monkeypatch.setitem(sys.modules, name, None)  # import and find_spec now fail as for a package not installed
     assert _pretrain(stores, tmp_path / "run", "--set", f"trainer.loggers=[csv, {name}]") == 2
     err = capsys.readouterr().err.strip()
@@ -79,10 +93,19 @@ def test_wandb_logs_offline_under_the_stage_folder(stores, tmp_path, monkeypatch
 def test_mlflow_logs_the_curves_to_a_file_store_under_the_stage_folder(stores, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    overrides = ["--set", "trainer.max_epochs=1", "--set", "trainer.log_every_n_steps=1", "--set", "trainer.loggers=[mlflow]"]
+    overrides = [
+        "--set",
+        "trainer.max_epochs=1",
+        "--set",
+        "trainer.log_every_n_steps=1",
+        "--set",
+        "trainer.loggers=[mlflow]",
+    ]
     assert _pretrain(stores, tmp_path / "run", *overrides) == 0
     client = MlflowClient(f"file:{tmp_path / 'run' / 'mlruns'}")
     (run,) = client.search_runs([client.get_experiment_by_name("cfcl").experiment_id])
     csv = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv")
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")] == csv["step"][csv["train/loss_step"].notna()].tolist()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step")] == csv["step"][
+        csv["train/loss_step"].notna()
+    ].tolist()
     assert client.get_metric_history(run.info.run_id, "lr-Adam")

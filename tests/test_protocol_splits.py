@@ -16,7 +16,6 @@ from sklearn.metrics import roc_auc_score
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.data import ViewBatches, open_pretrain_data
-from cfcl.loaders import step_loader
 from cfcl.contrastive.methods import METHODS, default_cf_store
 from cfcl.counterfactual import generate_store
 from cfcl.counterfactual.config import CFGenerateConfig
@@ -28,6 +27,7 @@ from cfcl.errors import ConfigError
 from cfcl.evaluation import evaluate as evaluate_module
 from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.evaluate import Evaluation, run
+from cfcl.loaders import step_loader
 from support.cf_stores import make_store
 from support.evaluation import tiny_encoder, tiny_store
 
@@ -136,10 +136,17 @@ def coded_stores(tmp_path_factory):
     splits = [s for s, n in PRETRAIN_SPLITS.items() for _ in range(n)]
     n = len(splits)
     domains = [OOD if s.startswith("ood") else i % 3 for i, s in enumerate(splits)]
-    meta = pd.DataFrame({
-        "index": range(n), "image_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
-        "split": splits, "domain": domains, "label": [i % 2 for i in range(n)], "sex": [("F", "M")[(i // 3) % 2] for i in range(n)],
-    })
+    meta = pd.DataFrame(
+        {
+            "index": range(n),
+            "image_id": [f"i{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "split": splits,
+            "domain": domains,
+            "label": [i % 2 for i in range(n)],
+            "sex": [("F", "M")[(i // 3) % 2] for i in range(n)],
+        }
+    )
     images = np.zeros((n, 8, 8), np.uint8)
     images[:, 0, 0] = np.arange(n)
     names = ["a", "b", "c", "held_out"]
@@ -147,17 +154,45 @@ def coded_stores(tmp_path_factory):
     source, target = np.repeat(np.arange(n), 4), np.tile(np.arange(4), n)
     cf_images = np.zeros((len(source), 8, 8), np.uint8)
     cf_images[:, 0, 0], cf_images[:, 0, 1] = source, 1 + target
-    cf_meta = pd.DataFrame({"index": range(len(source)), "source_index": source, "target_domain": target,
-                            "split": meta["split"].to_numpy()[source], "domain": target})
-    write_store(root / "data" / "true_cf", cf_images, cf_meta, names, ["n", "y"], kind="counterfactuals",
-                extra={"source_store": data.content_hash})
+    cf_meta = pd.DataFrame(
+        {
+            "index": range(len(source)),
+            "source_index": source,
+            "target_domain": target,
+            "split": meta["split"].to_numpy()[source],
+            "domain": target,
+        }
+    )
+    write_store(
+        root / "data" / "true_cf",
+        cf_images,
+        cf_meta,
+        names,
+        ["n", "y"],
+        kind="counterfactuals",
+        extra={"source_store": data.content_hash},
+    )
     source, target = np.repeat(np.arange(n), 2), np.tile(np.arange(2), n)
     cf_images = np.zeros((len(source), 8, 8), np.uint8)
     cf_images[:, 0, 0], cf_images[:, 0, 1] = source, 1 + target
-    cf_meta = pd.DataFrame({"index": range(len(source)), "source_index": source, "target_sex": target,
-                            "split": meta["split"].to_numpy()[source], "domain": meta["domain"].to_numpy()[source]})
-    write_store(root / "data" / "true_cf_sex", cf_images, cf_meta, names, ["n", "y"], kind="counterfactuals",
-                extra={"source_store": data.content_hash, "intervened": {"sex": ["F", "M"]}})
+    cf_meta = pd.DataFrame(
+        {
+            "index": range(len(source)),
+            "source_index": source,
+            "target_sex": target,
+            "split": meta["split"].to_numpy()[source],
+            "domain": meta["domain"].to_numpy()[source],
+        }
+    )
+    write_store(
+        root / "data" / "true_cf_sex",
+        cf_images,
+        cf_meta,
+        names,
+        ["n", "y"],
+        kind="counterfactuals",
+        extra={"source_store": data.content_hash, "intervened": {"sex": ["F", "M"]}},
+    )
     return root / "data", meta
 
 
@@ -167,13 +202,18 @@ def test_pretraining_batches_hold_only_training_images_and_id_counterfactuals(co
     sex = method in SEX_METHODS
     cf_store = None if method == "simclr" else data_path / ("true_cf_sex" if sex else "true_cf")
     config = PretrainConfig(method=method, data=data_path, cf_store=cf_store, batch_size=6)
-    data = open_pretrain_data(config.method, config.data, config.cf_store or default_cf_store(method, data_path), config.split)
-    batches = ViewBatches(data, method, config.batch_size, config.seed, config.p_replace, config.p_cf,
-                          pretrain.cf_views(config, data))
+    data = open_pretrain_data(
+        config.method, config.data, config.cf_store or default_cf_store(method, data_path), config.split
+    )
+    batches = ViewBatches(
+        data, method, config.batch_size, config.seed, config.p_replace, config.p_cf, pretrain.cf_views(config, data)
+    )
     per_epoch = batches.batches_per_epoch(1)
     sources, cf_targets = [], []
     for epoch in range(3):
-        for batch in step_loader(batches, lambda: (epoch * per_epoch, 0, 1), num_workers=0, pin_memory=False):
+        for batch in step_loader(
+            batches, lambda epoch=epoch: (epoch * per_epoch, 0, 1), num_workers=0, pin_memory=False
+        ):
             pixels = batch["views"][:, 0, 0, :2].numpy().astype(int)
             groups = batch["groups"].numpy()
             assert all(len(set(pixels[groups == g, 0])) == 1 for g in np.unique(groups))  # views of one image
@@ -197,8 +237,9 @@ def test_the_generated_counterfactual_store_never_targets_the_ood_scanner(tmp_pa
     specs = parent_specs(store, ["domain"])
     assert OOD in specs[0].seen
     save_generator(tmp_path / "gen", HVAE(16, arch, specs), {"domains": store.domains})
-    generate_store.run(CFGenerateConfig(data=store.path, generator=tmp_path / "gen", progress_bar=False, device="cpu"),
-                       tmp_path / "cf")
+    generate_store.run(
+        CFGenerateConfig(data=store.path, generator=tmp_path / "gen", progress_bar=False, device="cpu"), tmp_path / "cf"
+    )
     cf = ImageStore.open(tmp_path / "cf")
     source = cf.meta["source_index"].to_numpy()
     target = cf.meta["target_domain"].to_numpy()
@@ -213,8 +254,11 @@ def test_the_generated_counterfactual_store_never_targets_the_ood_scanner(tmp_pa
 
 def test_an_evaluated_seed_without_its_encoder_is_an_error(tmp_path, capsys):
     tiny_store(tmp_path / "data")
-    encoders = [tiny_encoder(tmp_path / "simclr-s0", "simclr", 0), tiny_encoder(tmp_path / "simclr-s1", "simclr", 1),
-                tiny_encoder(tmp_path / "cf-simclr-s0", "cf-simclr", 0)]
+    encoders = [
+        tiny_encoder(tmp_path / "simclr-s0", "simclr", 0),
+        tiny_encoder(tmp_path / "simclr-s1", "simclr", 1),
+        tiny_encoder(tmp_path / "cf-simclr-s0", "cf-simclr", 0),
+    ]
     config = EvaluateConfig(data=tmp_path / "data", encoders=encoders, seeds=[0, 1], label_fractions=[1.0])
     with pytest.raises(ConfigError) as err:
         run(config, tmp_path / "eval")

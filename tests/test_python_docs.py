@@ -43,4 +43,8 @@ def test_the_python_guide_runs_as_written(tmp_path, monkeypatch):
                 commands += 1
     assert commands == 3
     assert {"features", "auc", "x_star", "onnx_features"} <= set(namespace)
-    assert sorted(p.name for p in (tmp_path / "cf_png").iterdir()) == ["grid.png", "scan_to_cr_plate.png", "scan_to_flatpanel.png"]
+    assert sorted(p.name for p in (tmp_path / "cf_png").iterdir()) == [
+        "grid.png",
+        "scan_to_cr_plate.png",
+        "scan_to_flatpanel.png",
+    ]

@@ -106,7 +106,9 @@ def test_store_folders_are_fingerprinted_by_content_hash(tmp_path):
 
     from cfcl.data.store import write_store
 
-    meta = pd.DataFrame({"index": [0], "image_id": ["a"], "patient_id": ["p"], "split": ["train"], "domain": [0], "label": [0]})
+    meta = pd.DataFrame(
+        {"index": [0], "image_id": ["a"], "patient_id": ["p"], "split": ["train"], "domain": [0], "label": [0]}
+    )
     store = write_store(tmp_path / "store", np.zeros((1, 2, 2), np.uint8), meta, ["A"], ["n"])
     assert fingerprint(tmp_path / "store") == store.content_hash
 

@@ -19,11 +19,25 @@ def _weights(encoder) -> list[torch.Tensor]:
 
 def test_epoch_encoders_are_the_teacher_at_the_end_of_each_epoch(stores, tmp_path):
     script = load_script()
-    pretrain.run(dino_config(stores, method="dino", cf_store=None, trainer={"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1, "keep_every_n_epochs": 1}), tmp_path)
+    pretrain.run(
+        dino_config(
+            stores,
+            method="dino",
+            cf_store=None,
+            trainer={
+                "max_epochs": 2,
+                "progress_bar": False,
+                "accelerator": "cpu",
+                "log_every_n_steps": 1,
+                "keep_every_n_epochs": 1,
+            },
+        ),
+        tmp_path,
+    )
     curve = [(epoch, _weights(encoder)) for epoch, encoder in script.epoch_encoders(tmp_path, "dino")]
     assert [epoch for epoch, _ in curve] == [1, 2]
     saved = list(torch.load(tmp_path / "encoder.pt", weights_only=True)["state_dict"].values())
     assert all(torch.equal(a, b) for a, b in zip(curve[-1][1], saved, strict=True))
     assert not all(torch.equal(a, b) for a, b in zip(curve[0][1], saved, strict=True))
-    (_, student), = [(e, _weights(enc)) for e, enc in script.epoch_encoders(tmp_path, "simclr") if e == 2]
+    ((_, student),) = [(e, _weights(enc)) for e, enc in script.epoch_encoders(tmp_path, "simclr") if e == 2]
     assert not all(torch.equal(a, b) for a, b in zip(student, saved, strict=True))

@@ -1,4 +1,5 @@
-"""benchmarks/science_targets.py on a hand-made run folder: the gains and intervals it reports equal hand-computed ones."""
+"""benchmarks/science_targets.py on a hand-made run folder: the gains and intervals it reports equal
+hand-computed ones."""
 
 from __future__ import annotations
 
@@ -41,13 +42,43 @@ def metrics_table(methods=tuple(AUROC)) -> pd.DataFrame:
                 rows.append({**key, "label_fraction": 0.1, "metric": "auroc", "value": value})
                 rows.append({**key, "label_fraction": 0.1, "metric": "auroc_ci_low", "value": 0.0})
                 rows.append({**key, "label_fraction": 1.0, "metric": "auroc", "value": 0.99})
-            rows.append(dict(method=method, seed=seed, protocol="linear", label_fraction=0.1, test_set="id",
-                             domain="major", metric="auroc", value=0.1))
-            rows.append(dict(method=method, seed=seed, protocol="finetune", label_fraction=0.1, test_set="id",
-                             domain="all", metric="auroc", value=0.2))
+            rows.append(
+                dict(
+                    method=method,
+                    seed=seed,
+                    protocol="linear",
+                    label_fraction=0.1,
+                    test_set="id",
+                    domain="major",
+                    metric="auroc",
+                    value=0.1,
+                )
+            )
+            rows.append(
+                dict(
+                    method=method,
+                    seed=seed,
+                    protocol="finetune",
+                    label_fraction=0.1,
+                    test_set="id",
+                    domain="all",
+                    metric="auroc",
+                    value=0.2,
+                )
+            )
     for seed, value in enumerate((0.70, 0.80)):
-        rows.append(dict(method="supervised", seed=seed, protocol="finetune", label_fraction=0.1, test_set="id",
-                         domain="all", metric="auroc", value=value))
+        rows.append(
+            dict(
+                method="supervised",
+                seed=seed,
+                protocol="finetune",
+                label_fraction=0.1,
+                test_set="id",
+                domain="all",
+                metric="auroc",
+                value=value,
+            )
+        )
     return pd.DataFrame(rows).assign(subgroup="all")[COLUMNS]
 
 
@@ -55,14 +86,28 @@ def run_folder(root: Path, methods=tuple(AUROC)) -> Path:
     """A run folder: a store whose rarest ID training scanner is 'rare' (domain 3 is OOD) and eval tables."""
     splits = ["train"] * 9 + ["ood_train"] * 2
     domains = [0] * 5 + [1] * 3 + [2] * 1 + [3] * 2
-    meta = pd.DataFrame({"index": range(11), "image_id": [f"i{i}" for i in range(11)], "patient_id": [f"p{i}" for i in range(11)],
-                         "split": splits, "domain": domains, "label": [i % 2 for i in range(11)]})
+    meta = pd.DataFrame(
+        {
+            "index": range(11),
+            "image_id": [f"i{i}" for i in range(11)],
+            "patient_id": [f"p{i}" for i in range(11)],
+            "split": splits,
+            "domain": domains,
+            "label": [i % 2 for i in range(11)],
+        }
+    )
     write_store(root / "data", np.zeros((11, 8, 8), np.uint8), meta, DOMAINS, ["n", "y"], extra={"ood_domains": [3]})
     (root / "eval").mkdir()
     metrics_table(methods).to_csv(root / "eval" / "metrics.csv", index=False)
-    pd.DataFrame({"method": ["simclr", "simclr", "cf-simclr", "cf-simclr"], "seed": [0, 1, 0, 1],
-                  "balanced_accuracy": [0.9, 0.8, 0.6, 0.6], "knn_purity": [0.8, 0.7, 0.3, 0.25],
-                  "silhouette": [0.2, 0.3, 0.1, 0.3]}).to_csv(root / "eval" / "domain_predictability.csv", index=False)
+    pd.DataFrame(
+        {
+            "method": ["simclr", "simclr", "cf-simclr", "cf-simclr"],
+            "seed": [0, 1, 0, 1],
+            "balanced_accuracy": [0.9, 0.8, 0.6, 0.6],
+            "knn_purity": [0.8, 0.7, 0.3, 0.25],
+            "silhouette": [0.2, 0.3, 0.1, 0.3],
+        }
+    ).to_csv(root / "eval" / "domain_predictability.csv", index=False)
     return root
 
 
@@ -75,10 +120,14 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
     assert cf["id"]["per_seed"] == pytest.approx([0.01, -0.02]) and cf["id"]["mean"] == pytest.approx(-0.005)
     assert cf["rare"]["per_seed"] == pytest.approx([0.05, 0.02]) and cf["rare"]["mean"] == pytest.approx(0.035)
     assert cf["transfer"]["per_seed"] == pytest.approx([0.05, 0.04]) and cf["transfer"]["mean"] == pytest.approx(0.045)
-    assert cf["ood_probe"]["per_seed"] == pytest.approx([0.03, -0.01]) and cf["ood_probe"]["mean"] == pytest.approx(0.01)
+    assert cf["ood_probe"]["per_seed"] == pytest.approx([0.03, -0.01]) and cf["ood_probe"]["mean"] == pytest.approx(
+        0.01
+    )
     # every gain carries its t-interval over seeds: transfer 0.045 +- 12.706 * sd(0.05, 0.04) / sqrt(2)
     half = T_975_1DF * np.std([0.05, 0.04], ddof=1) / np.sqrt(2)
-    assert (cf["transfer"]["ci_low"], cf["transfer"]["ci_high"]) == pytest.approx((0.045 - half, 0.045 + half), abs=1e-4)
+    assert (cf["transfer"]["ci_low"], cf["transfer"]["ci_high"]) == pytest.approx(
+        (0.045 - half, 0.045 + half), abs=1e-4
+    )
     assert cf["transfer"]["n"] == 2 and cf["transfer"]["signs"] == "2/2 > 0" and cf["transfer"]["supported"] is False
     assert cf["ood_probe"]["signs"] == "1/2 > 0"
     assert result["oracle_vs_simclr"]["transfer"]["mean"] == pytest.approx(0.09)
@@ -93,20 +142,31 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
     assert vs_covariates["per_seed"] == pytest.approx([0.10, 0.11]) and vs_covariates["supported"] is True
     # SimCLR's k-NN scanner purity minus CF-SimCLR's, paired by seed: 0.5 and 0.45
     drop = result["invariance_drop"]["knn_purity"]
-    assert drop["mean"] == pytest.approx(0.475) and drop["ci_low"] == pytest.approx(
-        0.475 - T_975_1DF * np.std([0.5, 0.45], ddof=1) / np.sqrt(2), abs=1e-4) and drop["supported"] is True
+    assert (
+        drop["mean"] == pytest.approx(0.475)
+        and drop["ci_low"] == pytest.approx(0.475 - T_975_1DF * np.std([0.5, 0.45], ddof=1) / np.sqrt(2), abs=1e-4)
+        and drop["supported"] is True
+    )
     assert result["invariance_drop"]["silhouette"]["per_seed"] == pytest.approx([0.1, 0.0])
     assert result["simclr+_vs_simclr"] == {}
     # a metrics.csv of whole test sets only (no subgroup rows): no sex gap
     assert result["sex_gap"] == {} and result["sex_gap_vs_simclr"] == {}
     assert result["supervised_id"] == pytest.approx(0.75)
     assert result["invariance_drop"]["balanced_accuracy"]["mean"] == pytest.approx(0.25)
-    assert result["auroc_mean"]["simclr"] == pytest.approx({"id": 0.81, "rare": 0.71, "transfer": 0.61, "ood_probe": 0.76})
+    assert result["auroc_mean"]["simclr"] == pytest.approx(
+        {"id": 0.81, "rare": 0.71, "transfer": 0.61, "ood_probe": 0.76}
+    )
     # transfer and rare gains (and the predictability drop 0.3, 0.2) are positive in both seeds, but
     # two seeds this far apart cannot exclude 0: not met
     assert result["targets_met"] == {
-        "gain_transfer": False, "gain_ood_probe": False, "gain_rare": False, "predictability_drop": False,
-        "clustering_drop": True, "oracle_fraction": False, "simclr_above_random": True, "simclr_above_covariates": True,
+        "gain_transfer": False,
+        "gain_ood_probe": False,
+        "gain_rare": False,
+        "predictability_drop": False,
+        "clustering_drop": True,
+        "oracle_fraction": False,
+        "simclr_above_random": True,
+        "simclr_above_covariates": True,
     }
 
 
@@ -117,8 +177,12 @@ def test_sex_gap_is_male_minus_female_per_method_and_subgroup_rows_leave_the_who
     before = json.loads(capsys.readouterr().out)
     # per sex, AUROC of the ID test set shifted from the whole set's: M +0.02 / +0.04 (seeds 0, 1), F -0.03 for simclr;
     # cf-simclr's sexes differ by 0.01 in both seeds
-    shift = {("simclr", "M"): [0.02, 0.04], ("simclr", "F"): [-0.03, -0.03],
-             ("cf-simclr", "M"): [0.005, 0.005], ("cf-simclr", "F"): [-0.005, -0.005]}
+    shift = {
+        ("simclr", "M"): [0.02, 0.04],
+        ("simclr", "F"): [-0.03, -0.03],
+        ("cf-simclr", "M"): [0.005, 0.005],
+        ("cf-simclr", "F"): [-0.005, -0.005],
+    }
     ids = whole.query("protocol == 'linear' and test_set == 'id' and domain == 'all' and metric == 'auroc'")
     parts = [whole]
     for (method, sex), offsets in shift.items():
@@ -179,17 +243,34 @@ def test_a_folder_without_evaluation_is_a_one_line_message(tmp_path):
 
 def test_rendered_test_set_gains_are_read_for_the_rare_and_the_ood_scanner(tmp_path, capsys):
     root = run_folder(tmp_path)
-    rendered = {"simclr": {"rare": (0.70, 0.71), "held_out": (0.60, 0.64), "major": (0.9, 0.9)},
-                "cf-simclr": {"rare": (0.73, 0.75), "held_out": (0.61, 0.66), "major": (0.1, 0.1)}}
-    rows = [dict(method=m, seed=s, protocol="linear", label_fraction=0.1, test_set="rendered", domain=d, subgroup="all",
-                 metric="auroc", value=v[s])
-            for m, by_domain in rendered.items() for d, v in by_domain.items() for s in (0, 1)]
+    rendered = {
+        "simclr": {"rare": (0.70, 0.71), "held_out": (0.60, 0.64), "major": (0.9, 0.9)},
+        "cf-simclr": {"rare": (0.73, 0.75), "held_out": (0.61, 0.66), "major": (0.1, 0.1)},
+    }
+    rows = [
+        dict(
+            method=m,
+            seed=s,
+            protocol="linear",
+            label_fraction=0.1,
+            test_set="rendered",
+            domain=d,
+            subgroup="all",
+            metric="auroc",
+            value=v[s],
+        )
+        for m, by_domain in rendered.items()
+        for d, v in by_domain.items()
+        for s in (0, 1)
+    ]
     metrics = pd.read_csv(root / "eval" / "metrics.csv")
     pd.concat([metrics, pd.DataFrame(rows)]).to_csv(root / "eval" / "metrics.csv", index=False)
     load_script().main([str(root)])
     result = json.loads(capsys.readouterr().out)
     cf = result["cf-simclr_vs_simclr"]
     assert result["ood_scanner"] == "held_out"
-    assert cf["rare_rendered"]["per_seed"] == pytest.approx([0.03, 0.04]) and cf["ood_rendered"]["per_seed"] == pytest.approx([0.01, 0.02])
+    assert cf["rare_rendered"]["per_seed"] == pytest.approx([0.03, 0.04]) and cf["ood_rendered"][
+        "per_seed"
+    ] == pytest.approx([0.01, 0.02])
     assert cf["rare"]["per_seed"] == pytest.approx([0.05, 0.02])  # the rare scanner's own test images, as before
     assert result["targets_met"]["gain_rare_rendered"] is False and "gain_ood_rendered" in result["targets_met"]

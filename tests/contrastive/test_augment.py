@@ -3,11 +3,11 @@
 import pytest
 import torch
 
+from cfcl.config import build_config
 from cfcl.contrastive import augment as augment_module
 from cfcl.contrastive.augment import AugmentConfig, build_augment
 from cfcl.contrastive.geometry import view_maps
 from cfcl.errors import ConfigError
-from cfcl.config import build_config
 
 
 def test_presets_hold_the_reference_settings_and_accept_overrides():
@@ -26,7 +26,12 @@ def test_presets_hold_the_reference_settings_and_accept_overrides():
     acquisition = AugmentConfig(preset="acquisition").resolve()
     assert acquisition.crop_scale == demo.crop_scale and acquisition.color_p == 0
     assert (acquisition.gamma, acquisition.gamma_gain, acquisition.gamma_p) == ((0.6, 1.6), (0.75, 1.25), 0.8)
-    assert (acquisition.noise_std, acquisition.noise_p, acquisition.blur_kernel, acquisition.blur_sigma) == (0.04, 0.5, 5, (0.1, 1.5))
+    assert (acquisition.noise_std, acquisition.noise_p, acquisition.blur_kernel, acquisition.blur_sigma) == (
+        0.04,
+        0.5,
+        5,
+        (0.1, 1.5),
+    )
 
 
 def test_pipelines_hold_their_preset_ops_in_order():
@@ -121,7 +126,9 @@ def test_drawn_parameters_follow_the_configured_ranges_and_probabilities(monkeyp
     assert abs(drawn_share(sharpness) - acquisition.sharpness_p) < tol
     assert acquisition.sharpness[0] <= sharpness.min() and sharpness.max() <= acquisition.sharpness[1]
     noise, std = calls["add_noise"]
-    assert abs(drawn_share(std, 0.0) - acquisition.noise_p) < tol and torch.allclose(std.unique(), torch.tensor([0.0, acquisition.noise_std]))
+    assert abs(drawn_share(std, 0.0) - acquisition.noise_p) < tol and torch.allclose(
+        std.unique(), torch.tensor([0.0, acquisition.noise_std])
+    )
     assert abs(noise.std().item() - 1) < tol
 
     chest = AugmentConfig(preset="chest").resolve()
@@ -152,4 +159,7 @@ def test_rotation_and_flip_draws_follow_their_probabilities(monkeypatch):
     angles = calls["angles"]
     assert abs((angles != 0).float().mean().item() - 0.4) < 0.03 and angles.abs().max() <= 30
     assert abs(angles[angles != 0].abs().mean().item() - 15) < 1  # uniform in [-30, 30]
-    assert abs(calls["hflip"].float().mean().item() - 0.2) < 0.03 and abs(calls["vflip"].float().mean().item() - 0.7) < 0.03
+    assert (
+        abs(calls["hflip"].float().mean().item() - 0.2) < 0.03
+        and abs(calls["vflip"].float().mean().item() - 0.7) < 0.03
+    )

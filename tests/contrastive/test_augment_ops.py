@@ -10,8 +10,15 @@ from torchvision.transforms import functional as TF
 
 from cfcl.contrastive.geometry import sample_crop_boxes, view_maps, warp_views
 from cfcl.contrastive.intensity import (
-    add_noise, brightness_contrast, erase, gamma_gain, gaussian_blur, gaussian_kernels, sample_erase_boxes,
-    scale_contrast, sharpen,
+    add_noise,
+    brightness_contrast,
+    erase,
+    gamma_gain,
+    gaussian_blur,
+    gaussian_kernels,
+    sample_erase_boxes,
+    scale_contrast,
+    sharpen,
 )
 
 CPU = torch.device("cpu")
@@ -27,8 +34,11 @@ def smooth_images(n: int, height: int, width: int) -> torch.Tensor:
 def maps(boxes, angles, hflip, vflip, size):
     n = len(boxes)
     return view_maps(
-        torch.as_tensor(boxes, dtype=torch.float32).view(n, 4), torch.as_tensor(angles, dtype=torch.float32),
-        torch.as_tensor(hflip), torch.as_tensor(vflip), size,
+        torch.as_tensor(boxes, dtype=torch.float32).view(n, 4),
+        torch.as_tensor(angles, dtype=torch.float32),
+        torch.as_tensor(hflip),
+        torch.as_tensor(vflip),
+        size,
     )
 
 
@@ -54,7 +64,9 @@ def test_a_quarter_turn_is_rot90_counter_clockwise():
 def test_a_full_image_crop_without_rotation_is_a_resize():
     x = torch.rand(2, 1, 20, 30)
     out = warp_views(x, *maps([[0, 0, 30, 20]] * 2, [0.0] * 2, [False] * 2, [False] * 2, (13, 17)), (13, 17))
-    torch.testing.assert_close(out, F.interpolate(x, size=(13, 17), mode="bilinear", align_corners=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        out, F.interpolate(x, size=(13, 17), mode="bilinear", align_corners=True), atol=1e-5, rtol=0
+    )
 
 
 def test_one_resampling_matches_crop_then_rotate_then_flip():
@@ -95,7 +107,11 @@ def test_crop_boxes_fit_the_image_and_follow_scale_and_ratio():
 
 def test_gamma_and_contrast_factor_match_kornia():
     x = torch.rand(4, 1, 8, 8)
-    gamma, gain, factor = torch.tensor([0.6, 1.0, 1.6, 1.2]), torch.tensor([0.75, 1.0, 1.25, 0.9]), torch.tensor([0.6, 1, 1.4, 0.8])
+    gamma, gain, factor = (
+        torch.tensor([0.6, 1.0, 1.6, 1.2]),
+        torch.tensor([0.75, 1.0, 1.25, 0.9]),
+        torch.tensor([0.6, 1, 1.4, 0.8]),
+    )
     torch.testing.assert_close(gamma_gain(x, gamma, gain), kornia.enhance.adjust_gamma(x, gamma, gain))
     torch.testing.assert_close(scale_contrast(x, factor), kornia.enhance.adjust_contrast(x, factor))
     assert torch.equal(gamma_gain(x, torch.ones(4), torch.ones(4)), x)

@@ -7,9 +7,9 @@ import torch
 
 from cfcl.contrastive.data import ViewBatches, open_pretrain_data
 from cfcl.contrastive.methods import default_cf_store
-from cfcl.loaders import StepSampler
 from cfcl.data.store import write_store
 from cfcl.errors import ConfigError, StoreError
+from cfcl.loaders import StepSampler
 
 DOMAINS = ["a", "b", "c"]  # c is out-of-distribution
 
@@ -18,19 +18,32 @@ DOMAINS = ["a", "b", "c"]  # c is out-of-distribution
 def data_path(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     n = 20
-    meta = pd.DataFrame({
-        "index": range(n), "image_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
-        "split": ["train"] * 16 + ["ood_test"] * 4, "domain": [i % 2 for i in range(16)] + [2] * 4,
-        "label": [i % 2 for i in range(n)],
-    })
+    meta = pd.DataFrame(
+        {
+            "index": range(n),
+            "image_id": [f"i{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "split": ["train"] * 16 + ["ood_test"] * 4,
+            "domain": [i % 2 for i in range(16)] + [2] * 4,
+            "label": [i % 2 for i in range(n)],
+        }
+    )
     images = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None], 8, 1).repeat(8, 2)  # image i is filled with i
     data = write_store(root / "data", images, meta, DOMAINS, ["n", "y"], extra={"ood_domains": [2], "synthetic": True})
     pairs = [(i, d) for i in range(n) for d in range(3)]
-    cf_meta = pd.DataFrame({"index": range(len(pairs)), "source_index": [i for i, _ in pairs],
-                            "target_domain": [d for _, d in pairs]})
+    cf_meta = pd.DataFrame(
+        {"index": range(len(pairs)), "source_index": [i for i, _ in pairs], "target_domain": [d for _, d in pairs]}
+    )
     cf_images = np.stack([np.full((8, 8), 100 + 10 * d + i % 10, np.uint8) for i, d in pairs])
-    write_store(root / "data" / "true_cf", cf_images, cf_meta, DOMAINS, ["n", "y"], kind="counterfactuals",
-                extra={"source_store": data.content_hash})
+    write_store(
+        root / "data" / "true_cf",
+        cf_images,
+        cf_meta,
+        DOMAINS,
+        ["n", "y"],
+        kind="counterfactuals",
+        extra={"source_store": data.content_hash},
+    )
     return root / "data"
 
 
@@ -41,7 +54,9 @@ def test_oracle_uses_true_counterfactuals_and_never_targets_the_ood_domain(data_
     assert data.sources.tolist() == list(range(16))
     assert data.cf_table.shape == (20, 3) and data.cf_table[4, 2] == 4 * 3 + 2
     # every counterfactual view drawn (p_cf 1) is the true one of its own image to the other ID domain, never to c
-    batches = ViewBatches(data, method, batch_size=4, seed=0, p_replace=0.5, p_cf=1.0, n_cf_views=2 if "multi" in method else 1)
+    batches = ViewBatches(
+        data, method, batch_size=4, seed=0, p_replace=0.5, p_cf=1.0, n_cf_views=2 if "multi" in method else 1
+    )
     n_cf = 0
     for epoch in range(3):
         for b in range(len(batches)):
@@ -86,8 +101,16 @@ def test_sampler_continues_from_the_global_step(data_path):
 
 
 def test_oracle_needs_a_synthetic_store_and_cf_methods_a_cf_store(tmp_path, data_path):
-    meta = pd.DataFrame({"index": [0, 1], "image_id": ["a", "b"], "patient_id": ["p", "q"], "split": "train",
-                         "domain": [0, 1], "label": [0, 1]})
+    meta = pd.DataFrame(
+        {
+            "index": [0, 1],
+            "image_id": ["a", "b"],
+            "patient_id": ["p", "q"],
+            "split": "train",
+            "domain": [0, 1],
+            "label": [0, 1],
+        }
+    )
     write_store(tmp_path / "real", np.zeros((2, 8, 8), np.uint8), meta, DOMAINS, ["n", "y"])
     with pytest.raises(ConfigError, match="only the synthetic benchmark"):
         open_pretrain_data("oracle", tmp_path / "real", default_cf_store("oracle", tmp_path / "real"))

@@ -1,4 +1,5 @@
-"""Encoders (torchvision, ViT, timm): shapes, input normalisation, pretrained weights, save/load round trip, pretraining with timm."""
+"""Encoders (torchvision, ViT, timm): shapes, input normalisation, pretrained weights, save/load round trip,
+pretraining with timm."""
 
 import numpy as np
 import pytest
@@ -69,8 +70,13 @@ def test_save_load_round_trip_in_folder_and_file(tmp_path):
     loaded, info = load_encoder(tmp_path)
     assert not loaded.training
     assert info == {
-        "arch": "small", "arch_kwargs": {"width": 4, "blocks": [1, 2]}, "feature_dim": 8,
-        "image_size": [16, 16], "in_channels": 1, "method": "simclr", "seed": 3,
+        "arch": "small",
+        "arch_kwargs": {"width": 4, "blocks": [1, 2]},
+        "feature_dim": 8,
+        "image_size": [16, 16],
+        "in_channels": 1,
+        "method": "simclr",
+        "seed": 3,
     }
     x = torch.rand(2, 1, 16, 16)
     assert torch.equal(loaded(x), encoder.eval()(x))
@@ -114,7 +120,11 @@ def test_timm_encoder_save_load_round_trip(tmp_path):
     encoder = build_encoder(TIMM_VIT[0], **TIMM_VIT[1])
     save_encoder(tmp_path, encoder, {"image_size": [32, 32], "method": "simclr", "seed": 0})
     loaded, info = load_encoder(tmp_path)
-    assert info["arch"] == "timm/vit_tiny_patch16_224" and info["arch_kwargs"] == {"img_size": 32} and info["feature_dim"] == 192
+    assert (
+        info["arch"] == "timm/vit_tiny_patch16_224"
+        and info["arch_kwargs"] == {"img_size": 32}
+        and info["feature_dim"] == 192
+    )
     x = torch.rand(2, 1, 32, 48)
     assert torch.equal(loaded(x), encoder.eval()(x))
 
@@ -140,17 +150,25 @@ def test_timm_weights_that_do_not_fit_name_the_key(tmp_path):
 
     path = tmp_path / "vit_small.pth"
     torch.save(timm.create_model("vit_small_patch16_224", pretrained=False, img_size=32).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"file .*vit_small.pth does not fit encoder timm/vit_tiny_patch16_224: size mismatch for cls_token") as err:
+    with pytest.raises(
+        CheckpointError,
+        match=r"file .*vit_small.pth does not fit encoder timm/vit_tiny_patch16_224: size mismatch for cls_token",
+    ) as err:
         build_encoder(TIMM_VIT[0], pretrained_weights=path, **TIMM_VIT[1])
     assert "\n" not in str(err.value)
     path = tmp_path / "resnet.pth"
     torch.save(resnet18(weights=None).state_dict(), path)
-    with pytest.raises(CheckpointError, match=r"file .*resnet.pth does not fit encoder timm/resnet10t: size mismatch for layer2"):
+    with pytest.raises(
+        CheckpointError, match=r"file .*resnet.pth does not fit encoder timm/resnet10t: size mismatch for layer2"
+    ):
         build_encoder("timm/resnet10t", pretrained_weights=path)
     state = timm.create_model("resnet10t", pretrained=False).state_dict()
     del state["layer4.0.conv2.weight"]
     torch.save(state, path)
-    with pytest.raises(CheckpointError, match=r"file .*resnet.pth does not fit encoder timm/resnet10t: it has no layer4\.0\.conv2\.weight"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"file .*resnet.pth does not fit encoder timm/resnet10t: it has no layer4\.0\.conv2\.weight",
+    ):
         build_encoder("timm/resnet10t", pretrained_weights=path)
     with pytest.raises(CheckpointError, match="does not exist"):
         build_encoder("timm/resnet10t", pretrained_weights=tmp_path / "missing.pth")
@@ -169,8 +187,16 @@ def test_named_weights_without_network_or_cache_are_one_line_errors(tmp_path, mo
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     for arch, weights, expected in [
-        ("resnet18", "IMAGENET1K_V1", r"pretrained weights IMAGENET1K_V1 of torchvision resnet18: cannot fetch https://\S+resnet18"),
-        ("timm/resnet10t", "hf-hub:cfcl-test/absent", r"pretrained weights hf-hub:cfcl-test/absent for encoder timm/resnet10t: timm could not load"),
+        (
+            "resnet18",
+            "IMAGENET1K_V1",
+            r"pretrained weights IMAGENET1K_V1 of torchvision resnet18: cannot fetch https://\S+resnet18",
+        ),
+        (
+            "timm/resnet10t",
+            "hf-hub:cfcl-test/absent",
+            r"pretrained weights hf-hub:cfcl-test/absent for encoder timm/resnet10t: timm could not load",
+        ),
         ("timm/resnet10t", "c3_in1k", r"pretrained weights c3_in1k for encoder timm/resnet10t: timm could not load"),
     ]:
         if arch == "resnet18":  # torchvision downloads by urllib: fail at once instead of asking the network
@@ -186,7 +212,9 @@ def test_torchvision_weight_name_loads_from_the_torch_hub_cache(tmp_path, monkey
     torch.manual_seed(0)
     reference = resnet18(weights=None)
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(reference.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")  # IMAGENET1K_V1's file name
+    torch.save(
+        reference.state_dict(), tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    )  # IMAGENET1K_V1's file name
     encoder = build_encoder("resnet18", pretrained_weights="IMAGENET1K_V1")
     assert torch.allclose(encoder.backbone.conv1.weight, reference.conv1.weight.sum(1, keepdim=True))
 
@@ -201,7 +229,9 @@ def test_unknown_timm_model_is_refused_when_the_config_is_validated(tmp_path):
         build_config(PretrainConfig, base=values)
     with pytest.raises(ConfigError, match=r"encoder.arch 'vgg16' is not one of .*timm/<name>"):
         build_config(PretrainConfig, base={**values, "encoder": {"arch": "vgg16"}})
-    config = build_config(PretrainConfig, base={**values, "encoder": {"arch": "timm/resnet10t", "pretrained_weights": "c3_in1k"}})
+    config = build_config(
+        PretrainConfig, base={**values, "encoder": {"arch": "timm/resnet10t", "pretrained_weights": "c3_in1k"}}
+    )
     assert config.encoder.arch == "timm/resnet10t" and not list(tmp_path.iterdir())
     preset = build_config(PretrainConfig, resolve_config_path("pretrain_padchest_densenet"), [f"data={tmp_path}"])
     assert preset.encoder.arch == "timm/densenet121" and preset.method == "cf-simclr"
@@ -211,11 +241,24 @@ def test_unknown_timm_model_is_refused_when_the_config_is_validated(tmp_path):
 def test_one_epoch_of_simclr_and_dino_pretraining_with_timm_encoders(stores, tmp_path):
     """SimCLR with a timm CNN; DINO (features only, no iBOT) with a timm ViT on 16 px global and 8 px local crops."""
     trainer = {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1}
-    cnn, vit = {"arch": "timm/test_resnet"}, {"arch": "timm/test_vit", "arch_kwargs": {"img_size": SIZE, "patch_size": 4}}
+    cnn, vit = (
+        {"arch": "timm/test_resnet"},
+        {"arch": "timm/test_vit", "arch_kwargs": {"img_size": SIZE, "patch_size": 4}},
+    )
     dino = {"prototypes": 16, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 8}
     runs = [
-        ("simclr", pretrain_config(stores, method="cf-simclr", cf_store=str(stores / "cf"), encoder=cnn, trainer=trainer), 96),
-        ("dino", pretrain_config(stores, method="cf-dino", cf_store=str(stores / "cf"), encoder=vit, trainer=trainer, dino=dino), 64),
+        (
+            "simclr",
+            pretrain_config(stores, method="cf-simclr", cf_store=str(stores / "cf"), encoder=cnn, trainer=trainer),
+            96,
+        ),
+        (
+            "dino",
+            pretrain_config(
+                stores, method="cf-dino", cf_store=str(stores / "cf"), encoder=vit, trainer=trainer, dino=dino
+            ),
+            64,
+        ),
     ]
     for name, config, dim in runs:
         manifest = pretrain.run(config, tmp_path / name)

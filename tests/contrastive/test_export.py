@@ -67,13 +67,18 @@ def test_onnx_reproduces_the_features_in_onnxruntime_and_records_its_input(small
     out = tmp_path / "enc.onnx"
     assert main(["export", "--encoder", str(small / "encoder.pt"), "--format", "onnx", "--out", str(out)]) == 0
     metadata = {p.key: p.value for p in onnx.load(out).metadata_props}
-    assert metadata["cfcl.input"].startswith("float32 [B, 1, 16, 16] in [0, 1]") and metadata["cfcl.output"] == "float32 [B, 8] features"
+    assert (
+        metadata["cfcl.input"].startswith("float32 [B, 1, 16, 16] in [0, 1]")
+        and metadata["cfcl.output"] == "float32 [B, 8] features"
+    )
     session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     encoder, _ = load_encoder(small)
     for batch in (1, 5):
         x = torch.rand(batch, 1, 16, 16)
         with torch.no_grad():
-            np.testing.assert_allclose(session.run(["features"], {"images": x.numpy()})[0], encoder(x).numpy(), atol=1e-5)
+            np.testing.assert_allclose(
+                session.run(["features"], {"images": x.numpy()})[0], encoder(x).numpy(), atol=1e-5
+            )
 
 
 @pytest.mark.parametrize("missing", ["onnx", "onnxscript"])

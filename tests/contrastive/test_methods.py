@@ -14,13 +14,29 @@ from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.methods import METHODS, default_cf_store
 
 NAMES = [
-    "simclr", "simclr+", "cf-simclr", "cf-simclr-multi", "oracle", "oracle-multi", "dino", "dino+", "cf-dino",
-    "oracle-dino", "sex-cf-simclr", "sex-oracle", "oracle-renoised", "oracle-recon", "cf-simclr-base",
+    "simclr",
+    "simclr+",
+    "cf-simclr",
+    "cf-simclr-multi",
+    "oracle",
+    "oracle-multi",
+    "dino",
+    "dino+",
+    "cf-dino",
+    "oracle-dino",
+    "sex-cf-simclr",
+    "sex-oracle",
+    "oracle-renoised",
+    "oracle-recon",
+    "cf-simclr-base",
 ]
 GENERATED = {"simclr+", "cf-simclr", "cf-simclr-multi", "dino+", "cf-dino", "sex-cf-simclr", "cf-simclr-base"}
 TRUE = {"oracle", "oracle-multi", "oracle-dino", "sex-oracle", "oracle-renoised", "oracle-recon"}
 DEFAULT_STORES = {
-    "oracle": "true_cf", "oracle-multi": "true_cf", "oracle-dino": "true_cf", "sex-oracle": "true_cf_sex",
+    "oracle": "true_cf",
+    "oracle-multi": "true_cf",
+    "oracle-dino": "true_cf",
+    "sex-oracle": "true_cf_sex",
     "oracle-renoised": "true_cf_renoised",
 }
 
@@ -42,7 +58,11 @@ def test_every_method_is_what_it_was_declared_to_be():
     assert _where(lambda m: m.parents == ("sex",)) == {"sex-cf-simclr", "sex-oracle"}
     assert _where(lambda m: m.parents == ("domain",)) == set(NAMES) - {"sex-cf-simclr", "sex-oracle"}
     controls = {name: (m.base, m.store_variant) for name, m in METHODS.items() if m.base or m.store_variant}
-    assert controls == {"oracle-renoised": ("oracle", "renoised"), "oracle-recon": ("oracle", "recon"), "cf-simclr-base": ("cf-simclr", "base")}
+    assert controls == {
+        "oracle-renoised": ("oracle", "renoised"),
+        "oracle-recon": ("oracle", "recon"),
+        "cf-simclr-base": ("cf-simclr", "base"),
+    }
     data = Path("D")
     assert {name: default_cf_store(name, data) for name in NAMES} == {
         name: data / DEFAULT_STORES[name] if name in DEFAULT_STORES else None for name in NAMES
@@ -56,7 +76,10 @@ def test_a_control_is_the_method_it_controls_reading_another_store():
         if m.base is not None:
             base = METHODS[m.base]
             assert base.base is None and m.store_variant is not None
-            assert dataclasses.replace(m, name=base.name, description=base.description, base=None, store_variant=None) == base
+            assert (
+                dataclasses.replace(m, name=base.name, description=base.description, base=None, store_variant=None)
+                == base
+            )
 
 
 def _help_tokens(text: str) -> set[str]:
@@ -68,9 +91,9 @@ def test_cfcl_pretrain_help_names_every_method_and_every_store(capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--help"])
     text = capsys.readouterr().out
-    text = text[text.index("options:"):]
-    method_part = text[text.index("--method METHOD"):text.index("--data DATA")]
-    store_part = text[text.index("--cf-store CF_STORE"):text.index("--resume")]
+    text = text[text.index("options:") :]
+    method_part = text[text.index("--method METHOD") : text.index("--data DATA")]
+    store_part = text[text.index("--cf-store CF_STORE") : text.index("--resume")]
     assert set(NAMES) <= _help_tokens(method_part)
     store_words = _help_tokens(store_part)
     assert GENERATED | TRUE <= store_words and not {"simclr", "dino"} & store_words
@@ -78,7 +101,12 @@ def test_cfcl_pretrain_help_names_every_method_and_every_store(capsys):
 
 
 def test_dino_settings_exist_exactly_for_the_dino_family_and_a_bad_method_is_a_config_error():
-    assert {name for name in NAMES if PretrainConfig(method=name, data="d").dino is not None} == {"dino", "dino+", "cf-dino", "oracle-dino"}
+    assert {name for name in NAMES if PretrainConfig(method=name, data="d").dino is not None} == {
+        "dino",
+        "dino+",
+        "cf-dino",
+        "oracle-dino",
+    }
     for bad in ("byol", ["dino"]):
         with pytest.raises(ValidationError, match="method"):
             PretrainConfig.model_validate({"method": bad, "data": "d"})
@@ -86,4 +114,6 @@ def test_dino_settings_exist_exactly_for_the_dino_family_and_a_bad_method_is_a_c
 
 def test_the_cli_reads_the_table_without_numpy_or_torch():
     code = "import sys, cfcl.registry; print(sorted({'numpy', 'torch', 'pandas'} & set(sys.modules)))"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    )

@@ -46,7 +46,7 @@ def test_cf_simclr_targets_are_uniform_over_the_other_domains():
 
 def test_p_cf_is_the_probability_of_a_counterfactual_view():
     rng = np.random.default_rng(1)
-    used = np.mean([_plan("oracle", rng, p_cf=0.3).from_cf[N_IMAGES:5 + N_IMAGES].mean() for _ in range(400)])
+    used = np.mean([_plan("oracle", rng, p_cf=0.3).from_cf[N_IMAGES : 5 + N_IMAGES].mean() for _ in range(400)])
     assert used == pytest.approx(0.3, abs=0.05)
     assert not _plan("cf-simclr", p_cf=0.0).from_cf.any()
 
@@ -111,10 +111,15 @@ def test_dino_plus_replaces_the_image_then_takes_every_view_of_it():
     assert used[0, :5].all() and not used[0, 5] and (views[0, :5] % 100 != DOMAINS[:5]).all()
 
 
-@pytest.mark.parametrize("control, like", [("oracle-renoised", "oracle"), ("oracle-recon", "oracle"), ("cf-simclr-base", "cf-simclr")])
+@pytest.mark.parametrize(
+    "control, like", [("oracle-renoised", "oracle"), ("oracle-recon", "oracle"), ("cf-simclr-base", "cf-simclr")]
+)
 def test_a_control_takes_the_views_of_the_method_it_controls(control, like):
     for seed in range(5):
-        ours, theirs = _plan(control, np.random.default_rng(seed), p_cf=0.7), _plan(like, np.random.default_rng(seed), p_cf=0.7)
+        ours, theirs = (
+            _plan(control, np.random.default_rng(seed), p_cf=0.7),
+            _plan(like, np.random.default_rng(seed), p_cf=0.7),
+        )
         assert ours.from_cf.any()
         for field in ("rows", "from_cf", "groups"):
             assert np.array_equal(getattr(ours, field), getattr(theirs, field))

@@ -47,7 +47,9 @@ def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path, monke
     # every step trained on training images, each paired with its counterfactual to the other ID domain
     data, cf = ImageStore.open(stores / "data"), ImageStore.open(stores / "cf")
     where = {image.tobytes(): (i, None) for i, image in enumerate(data.images)}
-    where.update({image.tobytes(): (s, t) for image, s, t in zip(cf.images, cf.meta["source_index"], cf.meta["target_domain"])})
+    where.update(
+        {image.tobytes(): (s, t) for image, s, t in zip(cf.images, cf.meta["source_index"], cf.meta["target_domain"])}
+    )
     domains, splits = data.meta["domain"].to_numpy(), data.meta["split"].to_numpy()
     assert len(drawn) == manifest["steps"]
     for item in drawn:
@@ -126,12 +128,23 @@ def _poison(monkeypatch, calls_to_poison):
 def test_the_non_finite_check_flags_any_nan_or_infinity_in_any_gradient():
     rng = torch.Generator().manual_seed(0)
     for case in range(40):
-        params = [torch.nn.Parameter(torch.zeros(shape, dtype=dtype)) for shape, dtype in
-                  [((3, 4), torch.float32), ((5,), torch.float32), ((2, 2), torch.bfloat16), ((7,), torch.float64)]]
+        params = [
+            torch.nn.Parameter(torch.zeros(shape, dtype=dtype))
+            for shape, dtype in [
+                ((3, 4), torch.float32),
+                ((5,), torch.float32),
+                ((2, 2), torch.bfloat16),
+                ((7,), torch.float64),
+            ]
+        ]
         for p in params[: 3 + case % 2]:  # the last one sometimes has no gradient
             p.grad = torch.randn(p.shape, generator=rng).to(p.dtype) * 1e30
             if torch.rand((), generator=rng) < 0.15:
-                p.grad.view(-1)[torch.randint(p.numel(), (), generator=rng)] = [float("nan"), float("inf"), -float("inf")][case % 3]
+                p.grad.view(-1)[torch.randint(p.numel(), (), generator=rng)] = [
+                    float("nan"),
+                    float("inf"),
+                    -float("inf"),
+                ][case % 3]
         before = [p.grad.clone() if p.grad is not None else None for p in params]
         expected = any(p.grad is not None and not torch.isfinite(p.grad).all() for p in params)
         found = module_mod.non_finite_gradients(params, torch.device("cpu"))
@@ -143,7 +156,9 @@ def test_the_non_finite_check_flags_any_nan_or_infinity_in_any_gradient():
     assert float(module_mod.non_finite_gradients([torch.nn.Parameter(torch.zeros(2))], torch.device("cpu"))) == 0.0
 
 
-def test_a_non_finite_step_is_skipped_weights_and_adam_state_unchanged_and_training_continues(stores, tmp_path, monkeypatch):
+def test_a_non_finite_step_is_skipped_weights_and_adam_state_unchanged_and_training_continues(
+    stores, tmp_path, monkeypatch
+):
     import lightning as L
 
     _poison(monkeypatch, lambda call: call == 3)  # the third step, global step 2
@@ -152,8 +167,12 @@ def test_a_non_finite_step_is_skipped_weights_and_adam_state_unchanged_and_train
     class Watch(L.Callback):
         def _snapshot(self, trainer, module):
             optimizer = trainer.optimizers[0]
-            state = {f"{i}.{k}": v.clone() for i, p in enumerate(module.parameters()) for k, v in optimizer.state[p].items()}
-            return {k: v.detach().clone() for k, v in module.named_parameters()}, state  # BatchNorm statistics move in forward
+            state = {
+                f"{i}.{k}": v.clone() for i, p in enumerate(module.parameters()) for k, v in optimizer.state[p].items()
+            }
+            return {
+                k: v.detach().clone() for k, v in module.named_parameters()
+            }, state  # BatchNorm statistics move in forward
 
         def on_train_batch_start(self, trainer, module, batch, batch_idx):
             if trainer.global_step == 2:
@@ -182,7 +201,19 @@ def test_a_non_finite_step_is_skipped_weights_and_adam_state_unchanged_and_train
 def test_an_epoch_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(stores, tmp_path, monkeypatch):
     _poison(monkeypatch, lambda call: call >= 7)  # every step of the second epoch (6 steps per epoch)
     with pytest.raises(module_mod.NonFiniteLossError, match=r"skipped 6 of 6 updates of epoch 1 .*stopped at step 12"):
-        pretrain.run(pretrain_config(stores, trainer={"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1, "keep_every_n_epochs": 1}), tmp_path)
+        pretrain.run(
+            pretrain_config(
+                stores,
+                trainer={
+                    "max_epochs": 2,
+                    "progress_bar": False,
+                    "accelerator": "cpu",
+                    "log_every_n_steps": 1,
+                    "keep_every_n_epochs": 1,
+                },
+            ),
+            tmp_path,
+        )
     checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     epoch0 = torch.load(tmp_path / "checkpoints" / "epoch000.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 12 and epoch0["global_step"] == 6
@@ -194,7 +225,10 @@ def test_an_epoch_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(s
 
 def test_a_lower_skip_fraction_stops_on_fewer_skipped_steps(stores, tmp_path, monkeypatch):
     _poison(monkeypatch, lambda call: call in (2, 4, 6))
-    with pytest.raises(module_mod.NonFiniteLossError, match=r"skipped 3 of 6 updates of epoch 0 for non-finite gradients \(stop_skipped_fraction=0.5\)"):
+    with pytest.raises(
+        module_mod.NonFiniteLossError,
+        match=r"skipped 3 of 6 updates of epoch 0 for non-finite gradients \(stop_skipped_fraction=0.5\)",
+    ):
         pretrain.run(pretrain_config(stores, stop_skipped_fraction=0.5), tmp_path)
 
 
@@ -206,18 +240,52 @@ def test_compile_compiles_the_encoder_in_place_keeping_its_state_dict_keys(store
 
 
 def test_cli_pretrain_and_explicit_resume(stores, tmp_path, capsys):
-    common = ["--set", "batch_size=4", "--set", "trainer.max_epochs=1", "--set", "trainer.progress_bar=false",
-              "--set", "encoder.arch_kwargs={width: 4, blocks: [1]}", "--set", "projection=[8]"]
-    code = cli.main(["pretrain", "--method", "simclr+", "--data", str(stores / "data"), "--cf-store",
-                     str(stores / "cf"), "--out", str(tmp_path / "run"), *common])
+    common = [
+        "--set",
+        "batch_size=4",
+        "--set",
+        "trainer.max_epochs=1",
+        "--set",
+        "trainer.progress_bar=false",
+        "--set",
+        "encoder.arch_kwargs={width: 4, blocks: [1]}",
+        "--set",
+        "projection=[8]",
+    ]
+    code = cli.main(
+        [
+            "pretrain",
+            "--method",
+            "simclr+",
+            "--data",
+            str(stores / "data"),
+            "--cf-store",
+            str(stores / "cf"),
+            "--out",
+            str(tmp_path / "run"),
+            *common,
+        ]
+    )
     assert code == 0 and load_encoder(tmp_path / "run")[1]["method"] == "simclr+"
     code = cli.main(["pretrain", "--data", str(stores / "data"), "--out", str(tmp_path / "empty"), "--resume", *common])
     assert code == 2 and "no unfinished run" in capsys.readouterr().err
 
 
 def test_cli_pretrain_of_an_oracle_control_reads_its_store(stores, tmp_path, capsys):
-    common = ["--data", str(stores / "data"), "--set", "batch_size=4", "--set", "trainer.max_epochs=1",
-              "--set", "trainer.progress_bar=false", "--set", "encoder.arch_kwargs={width: 4, blocks: [1]}", "--set", "projection=[8]"]
+    common = [
+        "--data",
+        str(stores / "data"),
+        "--set",
+        "batch_size=4",
+        "--set",
+        "trainer.max_epochs=1",
+        "--set",
+        "trainer.progress_bar=false",
+        "--set",
+        "encoder.arch_kwargs={width: 4, blocks: [1]}",
+        "--set",
+        "projection=[8]",
+    ]
     assert cli.main(["pretrain", "--method", "oracle-renoised", "--out", str(tmp_path / "renoised"), *common]) == 0
     assert load_encoder(tmp_path / "renoised")[1]["method"] == "oracle-renoised"
     assert read_manifest(tmp_path / "renoised")["inputs"]["cf_store"]["path"].endswith("true_cf_renoised")

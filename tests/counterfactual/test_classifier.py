@@ -33,7 +33,14 @@ def test_classifier_roundtrip(tmp_path, arch, kwargs):
     model = build_classifier(arch, 3, **kwargs)
     x = torch.rand(5, 1, 16, 16)
     model.eval()
-    info = {"role": "judge", "parent": "domain", "values": ["a", "b", "c"], "trained_values": [0, 1, 2], "image_size": [16, 16], "seed": 7}
+    info = {
+        "role": "judge",
+        "parent": "domain",
+        "values": ["a", "b", "c"],
+        "trained_values": [0, 1, 2],
+        "image_size": [16, 16],
+        "seed": 7,
+    }
     save_classifier(tmp_path, model, info)
     loaded, loaded_info = load_classifier(tmp_path)
     assert not loaded.training
@@ -45,7 +52,14 @@ def test_classifier_roundtrip(tmp_path, arch, kwargs):
 def test_a_checkpoint_written_before_parents_loads_as_a_domain_classifier(tmp_path):
     torch.manual_seed(0)
     model = build_classifier("cnn", 3, widths=[4])
-    info = {"role": "judge", "parent": "domain", "values": ["a", "b", "c"], "trained_values": [0, 2], "image_size": [16, 16], "seed": 7}
+    info = {
+        "role": "judge",
+        "parent": "domain",
+        "values": ["a", "b", "c"],
+        "trained_values": [0, 2],
+        "image_size": [16, 16],
+        "seed": 7,
+    }
     path = save_classifier(tmp_path / "new.pt", model, info)
     old = torch.load(path, weights_only=True)
     for key, before in (("values", "domains"), ("trained_values", "trained_domains"), ("n_classes", "n_domains")):
@@ -53,7 +67,11 @@ def test_a_checkpoint_written_before_parents_loads_as_a_domain_classifier(tmp_pa
     del old["parent"]
     torch.save(old, tmp_path / "old.pt")
     loaded, loaded_info = load_classifier(tmp_path / "old.pt")
-    assert (loaded_info["parent"], loaded_info["values"], loaded_info["trained_values"]) == ("domain", ["a", "b", "c"], [0, 2])
+    assert (loaded_info["parent"], loaded_info["values"], loaded_info["trained_values"]) == (
+        "domain",
+        ["a", "b", "c"],
+        [0, 2],
+    )
     x = torch.rand(2, 1, 16, 16)
     assert torch.equal(loaded(x), model.eval()(x))
 
@@ -67,8 +85,14 @@ def test_fine_tuning_takes_one_guide_of_each_conditioned_parent_and_refuses_bad_
     generator = tmp_path / "gen" / "generator.pt"
 
     def guide(name, parent, values, role="guide"):
-        info = {"role": role, "parent": parent, "values": values, "trained_values": list(range(len(values))),
-                "image_size": [16, 16], "seed": 0}
+        info = {
+            "role": role,
+            "parent": parent,
+            "values": values,
+            "trained_values": list(range(len(values))),
+            "image_size": [16, 16],
+            "seed": 0,
+        }
         save_classifier(tmp_path / name, build_classifier("cnn", len(values), widths=[4]), info)
         return tmp_path / name
 
@@ -76,16 +100,36 @@ def test_fine_tuning_takes_one_guide_of_each_conditioned_parent_and_refuses_bad_
     assert list(load_guides([scanner, of_sex], [domain, sex], generator)) == ["domain", "sex"]
     assert list(load_guides([of_sex], [domain, sex], generator)) == ["sex"]
     refused = [
-        ([scanner, guide("scanner2", "domain", ["a", "b", "c"])], [domain], ConfigError,
-         r"/scanner2 classifies 'domain' as another guide does; fine-tuning takes one guide per parent"),
-        ([scanner, of_sex], [domain], ConfigError,
-         rf"/sex classifies 'sex'; generator {generator} was conditioned on domain only"),
-        ([guide("renamed", "sex", ["female", "male"])], [domain, sex], CheckpointError,
-         r"/renamed names the values of 'sex' \['female', 'male'\]; generator .* names them \['F', 'M'\]"),
-        ([guide("judge", "sex", ["F", "M"], role="judge")], [domain, sex], ConfigError,
-         r"/judge is a 'judge' classifier; fine-tuning needs a guide \(the judge never guides\)"),
-        ([of_sex], [domain, ParentSpec("sex", "discrete", 2, (1,), ("F", "M"))], ConfigError,
-         r"cannot guide parent 'sex' of generator .*: it has one value \(M\) in the training split"),
+        (
+            [scanner, guide("scanner2", "domain", ["a", "b", "c"])],
+            [domain],
+            ConfigError,
+            r"/scanner2 classifies 'domain' as another guide does; fine-tuning takes one guide per parent",
+        ),
+        (
+            [scanner, of_sex],
+            [domain],
+            ConfigError,
+            rf"/sex classifies 'sex'; generator {generator} was conditioned on domain only",
+        ),
+        (
+            [guide("renamed", "sex", ["female", "male"])],
+            [domain, sex],
+            CheckpointError,
+            r"/renamed names the values of 'sex' \['female', 'male'\]; generator .* names them \['F', 'M'\]",
+        ),
+        (
+            [guide("judge", "sex", ["F", "M"], role="judge")],
+            [domain, sex],
+            ConfigError,
+            r"/judge is a 'judge' classifier; fine-tuning needs a guide \(the judge never guides\)",
+        ),
+        (
+            [of_sex],
+            [domain, ParentSpec("sex", "discrete", 2, (1,), ("F", "M"))],
+            ConfigError,
+            r"cannot guide parent 'sex' of generator .*: it has one value \(M\) in the training split",
+        ),
     ]
     for paths, specs, error, message in refused:
         with pytest.raises(error, match=message) as raised:
@@ -95,7 +139,14 @@ def test_fine_tuning_takes_one_guide_of_each_conditioned_parent_and_refuses_bad_
 
 def test_classifier_checkpoint_errors(tmp_path):
     model = build_classifier("cnn", 3, widths=[4, 8])
-    info = {"role": "guide", "parent": "domain", "values": ["a", "b", "c"], "trained_values": [0, 1, 2], "image_size": [16, 16], "seed": 0}
+    info = {
+        "role": "guide",
+        "parent": "domain",
+        "values": ["a", "b", "c"],
+        "trained_values": [0, 1, 2],
+        "image_size": [16, 16],
+        "seed": 0,
+    }
     path = save_classifier(tmp_path / "c.pt", model, info)
 
     corrupt = tmp_path / "corrupt.pt"
@@ -124,12 +175,52 @@ def test_classifier_checkpoint_errors(tmp_path):
 @pytest.mark.slow
 def test_cli_trains_guide_and_judge(tmp_path):
     store = make_store(tmp_path / "store")
-    common = ["--data", str(store.path), "--set", "trainer.max_epochs=12", "--set", "trainer.progress_bar=false",
-              "--set", "batch_size=16", "--set", "lr=0.01", "--set", "patience=8"]  # room to leave a plateau
-    assert main(["cf", "classifier", "--config", "cf_guide", "--out", str(tmp_path / "guide"), *common,
-                 "--set", "arch_kwargs.widths=[8,16]"]) == 0
-    assert main(["cf", "classifier", "--config", "cf_judge", "--out", str(tmp_path / "judge"), *common,
-                 "--set", "arch_kwargs.width=4"]) == 0
+    common = [
+        "--data",
+        str(store.path),
+        "--set",
+        "trainer.max_epochs=12",
+        "--set",
+        "trainer.progress_bar=false",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "lr=0.01",
+        "--set",
+        "patience=8",
+    ]  # room to leave a plateau
+    assert (
+        main(
+            [
+                "cf",
+                "classifier",
+                "--config",
+                "cf_guide",
+                "--out",
+                str(tmp_path / "guide"),
+                *common,
+                "--set",
+                "arch_kwargs.widths=[8,16]",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "cf",
+                "classifier",
+                "--config",
+                "cf_judge",
+                "--out",
+                str(tmp_path / "judge"),
+                *common,
+                "--set",
+                "arch_kwargs.width=4",
+            ]
+        )
+        == 0
+    )
 
     guide, guide_info = load_classifier(tmp_path / "guide")
     judge, judge_info = load_classifier(tmp_path / "judge")
@@ -141,11 +232,28 @@ def test_cli_trains_guide_and_judge(tmp_path):
     for info in (guide_info, judge_info):
         assert info["val_balanced_accuracy"] >= 0.8 and info["test_balanced_accuracy"] >= 0.8
     manifest = json.loads((tmp_path / "judge" / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["metrics"]["val"]["balanced_accuracy"] == judge_info["val_balanced_accuracy"]
+    assert (
+        manifest["status"] == "complete"
+        and manifest["metrics"]["val"]["balanced_accuracy"] == judge_info["val_balanced_accuracy"]
+    )
 
     # same config and seed -> same weights
-    assert main(["cf", "classifier", "--config", "cf_guide", "--out", str(tmp_path / "guide2"), *common,
-                 "--set", "arch_kwargs.widths=[8,16]"]) == 0
+    assert (
+        main(
+            [
+                "cf",
+                "classifier",
+                "--config",
+                "cf_guide",
+                "--out",
+                str(tmp_path / "guide2"),
+                *common,
+                "--set",
+                "arch_kwargs.widths=[8,16]",
+            ]
+        )
+        == 0
+    )
     again, _ = load_classifier(tmp_path / "guide2")
     for a, b in zip(guide.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
@@ -157,7 +265,10 @@ def test_cli_classifier_bad_input(tmp_path, capsys):
     assert main(["cf", "classifier", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c")]) == 2
     assert "does not exist" in capsys.readouterr().err
     store = make_store(tmp_path / "store")
-    assert main(["cf", "classifier", "--data", str(store.path), "--set", "val_split=nope", "--out", str(tmp_path / "c")]) == 2
+    assert (
+        main(["cf", "classifier", "--data", str(store.path), "--set", "val_split=nope", "--out", str(tmp_path / "c")])
+        == 2
+    )
     assert "split(s) nope" in capsys.readouterr().err
 
 

@@ -21,8 +21,15 @@ from cfcl.errors import StoreError
 from support.cf_stores import make_store
 
 TINY = [
-    "arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
-    "batch_size=16", "trainer.max_epochs=1", "trainer.progress_bar=false", "val_images=8", "grid_images=4",
+    "arch.widths=[8, 8, 16]",
+    "arch.blocks=[1, 1, 1]",
+    "arch.latent_channels=4",
+    "arch.stochastic_max_res=8",
+    "batch_size=16",
+    "trainer.max_epochs=1",
+    "trainer.progress_bar=false",
+    "val_images=8",
+    "grid_images=4",
     "parents=[domain, sex]",
 ]
 SEXES = np.array(["F", "M"])
@@ -42,8 +49,19 @@ def trained(tmp_path_factory):
 
 def generate(trained, out: Path, *changes: str) -> int:
     root, store = trained
-    return main(["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path), "--out", str(out),
-                 *sets(["progress_bar=false", "chunk=16", *changes])])
+    return main(
+        [
+            "cf",
+            "generate",
+            "--generator",
+            str(root / "gen"),
+            "--data",
+            str(store.path),
+            "--out",
+            str(out),
+            *sets(["progress_bar=false", "chunk=16", *changes]),
+        ]
+    )
 
 
 def test_sex_store_holds_each_image_under_the_other_sex_only(trained, tmp_path):
@@ -54,10 +72,17 @@ def test_sex_store_holds_each_image_under_the_other_sex_only(trained, tmp_path):
     source = cf.meta["source_index"].to_numpy()
     assert cf.intervened == {"sex": ["F", "M"]} and len(cf) == len(train) and set(source) == set(train)
     assert (SEXES[cf.meta["target_sex"]] != store.meta["sex"].to_numpy()[source]).all()
-    assert "target_domain" not in cf.meta and (cf.meta["domain"].to_numpy() == store.meta["domain"].to_numpy()[source]).all()
+    assert (
+        "target_domain" not in cf.meta
+        and (cf.meta["domain"].to_numpy() == store.meta["domain"].to_numpy()[source]).all()
+    )
     table = cf.counterfactual_table(len(store), len(store.domains))
     own = cf.source_cells(store)
-    assert table.shape == (len(store), 2) and (table[train, own[train]] == -1).all() and (table[train, 1 - own[train]] >= 0).all()
+    assert (
+        table.shape == (len(store), 2)
+        and (table[train, own[train]] == -1).all()
+        and (table[train, 1 - own[train]] >= 0).all()
+    )
     model, _ = load_generator(root / "gen")
     rows = cf.meta.iloc[::5]
     x = torch.from_numpy(store.images[rows["source_index"].to_numpy()]).float()[:, None] / 255
@@ -90,9 +115,11 @@ def test_pairing_draws_the_other_sex_and_refuses_a_store_of_another_parent(train
     data = open_pretrain_data("sex-cf-simclr", store.path, tmp_path / "sex")
     assert data.targets == [0, 1]
     sources = data.sources[:12]
-    plan = plan_views("sex-cf-simclr", sources, data.cells[sources], data.cf_table, data.targets, np.random.default_rng(0))
-    second = plan.rows[len(sources):]
-    assert plan.from_cf[len(sources):].all() and (data.cf.meta["source_index"].to_numpy()[second] == sources).all()
+    plan = plan_views(
+        "sex-cf-simclr", sources, data.cells[sources], data.cf_table, data.targets, np.random.default_rng(0)
+    )
+    second = plan.rows[len(sources) :]
+    assert plan.from_cf[len(sources) :].all() and (data.cf.meta["source_index"].to_numpy()[second] == sources).all()
     assert (SEXES[data.cf.meta["target_sex"].to_numpy()[second]] != store.meta["sex"].to_numpy()[sources]).all()
     with pytest.raises(StoreError, match="cf_store of method 'cf-simclr': .* intervenes on sex, not on domain"):
         open_pretrain_data("cf-simclr", store.path, tmp_path / "sex")
@@ -114,16 +141,23 @@ def test_intervening_on_a_parent_the_generator_lacks_is_refused_before_writing(t
     root, _ = trained
     assert generate(trained, tmp_path / "x", "intervene=[age]") == 2
     err = capsys.readouterr().err
-    assert f"cannot intervene on parent 'age': generator {root / 'gen' / 'generator.pt'} was conditioned on domain, sex only" in err
+    assert (
+        f"cannot intervene on parent 'age': generator {root / 'gen' / 'generator.pt'} "
+        "was conditioned on domain, sex only" in err
+    )
     assert err.count("\n") == 1 and not (tmp_path / "x").exists()
 
 
 def test_a_parent_with_one_value_or_continuous_is_refused():
     sex = ParentSpec("sex", "discrete", 2, (0,), ("F", "M"), categories=("F", "M"))
-    with pytest.raises(ParentError, match=r"parent 'sex' of generator g.pt: it has one value \(F\) in the training split"):
+    with pytest.raises(
+        ParentError, match=r"parent 'sex' of generator g.pt: it has one value \(F\) in the training split"
+    ):
         intervened_specs([sex], ["sex"], Path("g.pt"))
     unknown = ParentSpec("sex", "discrete", 3, (0, 1), ("", "F", "M"), categories=("", "F", "M"))
-    with pytest.raises(ParentError, match=r"one value \(F\) in the training split"):  # an empty (unknown) sex is no target
+    with pytest.raises(
+        ParentError, match=r"one value \(F\) in the training split"
+    ):  # an empty (unknown) sex is no target
         intervened_specs([unknown], ["sex"], Path("g.pt"))
     with pytest.raises(ParentError, match="parent 'age' of generator g.pt: it is continuous"):
         intervened_specs([ParentSpec("age", "continuous")], ["age"], Path("g.pt"))

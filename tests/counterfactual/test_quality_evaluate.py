@@ -22,8 +22,18 @@ from cfcl.data.store import ImageStore
 from cfcl.stage import fingerprint
 from support.cf_stores import gamma_cf, make_store
 
-TRAIN = ["--set", "trainer.max_epochs=12", "--set", "trainer.progress_bar=false", "--set", "batch_size=16", "--set", "lr=0.01",
-         "--set", "patience=8"]  # room to leave a plateau
+TRAIN = [
+    "--set",
+    "trainer.max_epochs=12",
+    "--set",
+    "trainer.progress_bar=false",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "lr=0.01",
+    "--set",
+    "patience=8",
+]  # room to leave a plateau
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +41,56 @@ def setup(tmp_path_factory):
     """A gamma store with its true counterfactuals, a judge trained on it and an (untrained) guide."""
     root = tmp_path_factory.mktemp("cfq")
     store = make_store(root / "store")
-    assert main(["cf", "classifier", "--config", "cf_judge", "--data", str(store.path), "--out", str(root / "judge"),
-                 *TRAIN, "--set", "arch_kwargs.width=4"]) == 0
-    info = {"role": "guide", "parent": "domain", "values": store.domains, "trained_values": [0, 1, 2], "image_size": list(store.size), "seed": 1}
+    assert (
+        main(
+            [
+                "cf",
+                "classifier",
+                "--config",
+                "cf_judge",
+                "--data",
+                str(store.path),
+                "--out",
+                str(root / "judge"),
+                *TRAIN,
+                "--set",
+                "arch_kwargs.width=4",
+            ]
+        )
+        == 0
+    )
+    info = {
+        "role": "guide",
+        "parent": "domain",
+        "values": store.domains,
+        "trained_values": [0, 1, 2],
+        "image_size": list(store.size),
+        "seed": 1,
+    }
     save_classifier(root / "guide.pt", build_classifier("cnn", 4, widths=[4]), info)
     return root, store
 
 
 def evaluate(root, generator, judge, out, *extra):
-    return main(["cf", "evaluate", "--data", str(root / "store"), "--generator", str(generator), "--judge", str(judge),
-                 "--out", str(out), "--set", "n_per_domain=8", "--set", "batch_size=10", *extra])
+    return main(
+        [
+            "cf",
+            "evaluate",
+            "--data",
+            str(root / "store"),
+            "--generator",
+            str(generator),
+            "--judge",
+            str(judge),
+            "--out",
+            str(out),
+            "--set",
+            "n_per_domain=8",
+            "--set",
+            "batch_size=10",
+            *extra,
+        ]
+    )
 
 
 def test_true_counterfactuals_are_a_perfect_generator(setup):
@@ -49,13 +99,19 @@ def test_true_counterfactuals_are_a_perfect_generator(setup):
     result = json.loads((root / "perfect" / "cf_quality.json").read_text())
     assert result["evaluated_domains"] == ["major", "middle", "rare"] and result["rare_domain"] == "rare"
     assert result["n_images"] == {"major": 8, "middle": 6, "rare": 3}  # the test split holds 15, 6, 3
-    assert len(result["pairs"]) == 6 and all(p["n"] == result["n_images"][p["pair"].split("->")[0]] for p in result["pairs"])
+    assert len(result["pairs"]) == 6 and all(
+        p["n"] == result["n_images"][p["pair"].split("->")[0]] for p in result["pairs"]
+    )
     assert result["effectiveness"]["balanced_accuracy"] >= 0.95
     assert np.array(result["effectiveness"]["confusion"]["matrix"]).sum() == 17 * 2
     truth = result["truth"]
     assert truth["mae_cf"] == 0 and truth["ratio"] == 0 and truth["mae_identity"] > 0.05
     assert truth["rare_as_source"]["ratio"] == 0 and truth["rare_as_target"]["mae_identity"] > 0.05
-    assert result["reversibility"]["mae"] == 0 and result["composition"]["mae_1"] == 0 and result["composition"]["mae_10"] == 0
+    assert (
+        result["reversibility"]["mae"] == 0
+        and result["composition"]["mae_1"] == 0
+        and result["composition"]["mae_10"] == 0
+    )
     assert result["passed"] and all(t["pass"] for t in result["targets"].values())
     assert (root / "perfect" / "cf_grid.png").stat().st_size > 1000
     assert (root / "perfect" / "pairs.csv").read_text().startswith("pair,source,target,n,judge_accuracy")
@@ -91,7 +147,9 @@ def test_identity_and_exact_generators(setup):
     assert exact["reversibility"]["mae"] < 1e-5 and exact["effectiveness"]["balanced_accuracy"] > 0.8
     assert all(exact["targets"][name]["pass"] for name in ("mae_ratio", "mae_ratio_rare_as_source", "reversibility"))
     by_pair = {p["pair"]: p for p in exact["pairs"]}
-    assert set(by_pair) == {f"{a}->{b}" for a in ("major", "middle", "rare") for b in ("major", "middle", "rare") if a != b}
+    assert set(by_pair) == {
+        f"{a}->{b}" for a in ("major", "middle", "rare") for b in ("major", "middle", "rare") if a != b
+    }
 
 
 def test_guide_is_refused_as_judge(setup, capsys):
@@ -103,8 +161,14 @@ def test_guide_is_refused_as_judge(setup, capsys):
     generator = root / "tuned"
     shutil.copytree(root / "store" / "true_cf", generator)
     judge_file = classifier_file(root / "judge")
-    atomic.write_json(generator / "manifest.json", {"status": "complete", "fingerprint": "x", "inputs": {
-        "guide": {"path": str(judge_file), "fingerprint": fingerprint(judge_file)}}})
+    atomic.write_json(
+        generator / "manifest.json",
+        {
+            "status": "complete",
+            "fingerprint": "x",
+            "inputs": {"guide": {"path": str(judge_file), "fingerprint": fingerprint(judge_file)}},
+        },
+    )
     assert evaluate(root, generator, root / "judge", root / "refused") == 2
     assert "guided the fine-tuning" in capsys.readouterr().err
 
@@ -124,7 +188,6 @@ def test_bad_input_is_one_line(setup, capsys):
     other = make_store(root / "other", seed=1)
     assert evaluate(root, other.path / "true_cf", root / "judge", root / "x") == 2
     assert "was made from store" in capsys.readouterr().err
-
 
 
 @pytest.mark.slow
@@ -161,7 +224,11 @@ def test_model_generator_path(setup, capsys):
             x_true = torch.from_numpy(truth.images[[table[row, target]]]).float()[:, None] / 255
             back = counterfactual(model, x_star, pa_star, pa)
             errors.setdefault((domains[row], target), []).append(
-                ((x_star - x_true).abs().mean().item(), (back - x).abs().mean().item(), (x - x_true).abs().mean().item())
+                (
+                    (x_star - x_true).abs().mean().item(),
+                    (back - x).abs().mean().item(),
+                    (x - x_true).abs().mean().item(),
+                )
             )
     assert set(errors) == set(pairs.index)
     for pair, values in errors.items():

@@ -18,8 +18,18 @@ from cfcl.counterfactual.parents import parent_specs
 from cfcl.data.store import ImageStore
 from support.cf_stores import make_store
 
-TRAIN = ["--set", "trainer.max_epochs=8", "--set", "trainer.progress_bar=false", "--set", "batch_size=16", "--set", "lr=0.01",
-         "--set", "arch_kwargs.width=4"]
+TRAIN = [
+    "--set",
+    "trainer.max_epochs=8",
+    "--set",
+    "trainer.progress_bar=false",
+    "--set",
+    "batch_size=16",
+    "--set",
+    "lr=0.01",
+    "--set",
+    "arch_kwargs.width=4",
+]
 ARCH = HVAEArch(widths=[4, 8], blocks=[1, 1], latent_channels=2, stochastic_max_res=8)
 
 
@@ -30,24 +40,67 @@ def sexed(tmp_path_factory):
     root = tmp_path_factory.mktemp("sexq")
     store = make_store(root / "store", sexes=("F", "M"), sex_shade=0.3)
     for name, parent in (("judge", "domain"), ("judge_sex", "sex")):
-        assert main(["cf", "classifier", "--config", "cf_judge", "--data", str(store.path), "--out", str(root / name),
-                     *TRAIN, "--set", f"parent={parent}"]) == 0
+        assert (
+            main(
+                [
+                    "cf",
+                    "classifier",
+                    "--config",
+                    "cf_judge",
+                    "--data",
+                    str(store.path),
+                    "--out",
+                    str(root / name),
+                    *TRAIN,
+                    "--set",
+                    f"parent={parent}",
+                ]
+            )
+            == 0
+        )
     for name, parents in (("hvae", ["domain"]), ("hvae_sex", ["domain", "sex"])):
         torch.manual_seed(0)
-        save_generator(root / name, HVAE(16, ARCH, parent_specs(store, parents, store.indices("train"))), {"domains": store.domains})
+        save_generator(
+            root / name,
+            HVAE(16, ARCH, parent_specs(store, parents, store.indices("train"))),
+            {"domains": store.domains},
+        )
     return root, store
 
 
 def evaluate(root, generator, judges, out, *extra):
-    return main(["cf", "evaluate", "--data", str(root / "store"), "--generator", str(root / generator),
-                 "--set", f"judge=[{', '.join(str(root / j) for j in judges)}]", "--out", str(out),
-                 "--set", "n_per_domain=8", "--set", "batch_size=10", "--set", "null_steps=2", *extra])
+    return main(
+        [
+            "cf",
+            "evaluate",
+            "--data",
+            str(root / "store"),
+            "--generator",
+            str(root / generator),
+            "--set",
+            f"judge=[{', '.join(str(root / j) for j in judges)}]",
+            "--out",
+            str(out),
+            "--set",
+            "n_per_domain=8",
+            "--set",
+            "batch_size=10",
+            "--set",
+            "null_steps=2",
+            *extra,
+        ]
+    )
 
 
 def test_a_sex_classifier_reads_the_sex(sexed):
     root, store = sexed
     judge, info = load_classifier(root / "judge_sex")
-    assert (info["role"], info["parent"], info["values"], info["trained_values"]) == ("judge", "sex", ["F", "M"], [0, 1])
+    assert (info["role"], info["parent"], info["values"], info["trained_values"]) == (
+        "judge",
+        "sex",
+        ["F", "M"],
+        [0, 1],
+    )
     assert info["val_balanced_accuracy"] >= 0.9 and info["test_balanced_accuracy"] >= 0.9
     # the same patient drawn as either sex (any scanner): the judge follows the sex, not the image's other content
     truth = ImageStore.open(root / "store" / "true_cf_sex")
@@ -70,11 +123,21 @@ def test_quality_of_sex_against_the_true_sex_counterfactuals(sexed, tmp_path):
     assert list(pairs.index) == ["F->M", "M->F"] and pairs["n"].sum() == 17
     assert (pairs.loc["F->M", "source"], pairs.loc["F->M", "target"]) == (0, 1)
     assert (pairs.loc["M->F", "source"], pairs.loc["M->F", "target"]) == (1, 0)
-    assert (pairs["mae_cf"] == 0).all() and (pairs["mae_identity"] > 0.02).all() and (pairs["judge_accuracy"] >= 0.7).all()
-    assert result["effectiveness"]["confusion"]["labels"] == ["F", "M"] and result["effectiveness"]["balanced_accuracy"] >= 0.85
+    assert (
+        (pairs["mae_cf"] == 0).all() and (pairs["mae_identity"] > 0.02).all() and (pairs["judge_accuracy"] >= 0.7).all()
+    )
+    assert (
+        result["effectiveness"]["confusion"]["labels"] == ["F", "M"]
+        and result["effectiveness"]["balanced_accuracy"] >= 0.85
+    )
     assert result["truth"]["ratio"] == 0 and result["reversibility"]["mae"] == 0 and result["composition"]["mae_2"] == 0
-    assert set(result["targets"]) == {"effectiveness", "mae_ratio", "mae_ratio_rare_as_source", "mae_ratio_rare_as_target",
-                                      "reversibility"}
+    assert set(result["targets"]) == {
+        "effectiveness",
+        "mae_ratio",
+        "mae_ratio_rare_as_source",
+        "mae_ratio_rare_as_target",
+        "reversibility",
+    }
     assert all(result["targets"][name]["pass"] for name in ("mae_ratio", "mae_ratio_rare_as_source", "reversibility"))
     # the scanner's truth is no sex counterfactual: a store of another parent is refused
     assert evaluate(root, "store/true_cf", ["judge_sex"], tmp_path / "x", "--set", "intervene=[sex]") == 2
@@ -82,8 +145,19 @@ def test_quality_of_sex_against_the_true_sex_counterfactuals(sexed, tmp_path):
 
 def test_joint_quality_judges_each_parent_and_has_no_truth(sexed, tmp_path):
     root, store = sexed
-    assert evaluate(root, "hvae_sex", ["judge_sex", "judge"], tmp_path / "q", "--set", "intervene=[domain, sex]",
-                    "--set", "n_per_domain=2") == 0
+    assert (
+        evaluate(
+            root,
+            "hvae_sex",
+            ["judge_sex", "judge"],
+            tmp_path / "q",
+            "--set",
+            "intervene=[domain, sex]",
+            "--set",
+            "n_per_domain=2",
+        )
+        == 0
+    )
     result = json.loads((tmp_path / "q" / "cf_quality.json").read_text())
     assert result["intervened"] == {"domain": store.domains, "sex": ["F", "M"]}
     assert result["truth"] is None and result["true_cf"] is None  # the benchmark has no joint truth
@@ -111,16 +185,24 @@ def test_bad_parents_and_judges_are_one_line(sexed, tmp_path, capsys):
     err = refused("hvae", ["judge_sex"], tmp_path / "x", "--set", "intervene=[sex]")
     assert f"cannot intervene on parent 'sex': generator {root / 'hvae'} was conditioned on domain only" in err
     assert "is a judge of 'domain'" in refused("hvae_sex", ["judge"], tmp_path / "x", "--set", "intervene=[sex]")
-    assert "no judge of parent 'sex'" in refused("hvae_sex", ["judge"], tmp_path / "x", "--set", "intervene=[domain, sex]")
-    assert "a second judge of 'sex'" in refused("hvae_sex", ["judge_sex", "judge_sex"], tmp_path / "x", "--set", "intervene=[sex]")
+    assert "no judge of parent 'sex'" in refused(
+        "hvae_sex", ["judge"], tmp_path / "x", "--set", "intervene=[domain, sex]"
+    )
+    assert "a second judge of 'sex'" in refused(
+        "hvae_sex", ["judge_sex", "judge_sex"], tmp_path / "x", "--set", "intervene=[sex]"
+    )
 
 
 def test_a_classifier_of_a_parent_with_one_value_is_refused(tmp_path, capsys):
     store = make_store(tmp_path / "store", true_cf=False, sexes=("F",))
-    assert main(["cf", "classifier", "--data", str(store.path), "--out", str(tmp_path / "c"), "--set", "parent=sex"]) == 2
+    assert (
+        main(["cf", "classifier", "--data", str(store.path), "--out", str(tmp_path / "c"), "--set", "parent=sex"]) == 2
+    )
     err = capsys.readouterr().err
     assert f"cannot classify parent 'sex' of image store {store.path}: it has one value (F) in split train" in err
     assert err.count("\n") == 1 and not (tmp_path / "c").exists()
-    assert main(["cf", "classifier", "--data", str(store.path), "--out", str(tmp_path / "c"), "--set", "parent=age"]) == 2
+    assert (
+        main(["cf", "classifier", "--data", str(store.path), "--out", str(tmp_path / "c"), "--set", "parent=age"]) == 2
+    )
     assert "parent 'age' is not a column" in capsys.readouterr().err
     assert np.array_equal(store.meta["sex"].unique(), ["F"])

@@ -54,8 +54,15 @@ def test_train_writes_a_generator_stage(trained):
     out = root / "gen"
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["stage"] == "cf_model"
-    for name in ("generator.pt", "config.yaml", "counterfactual_grid.png", "prior_samples.png", "training_curve.png",
-                 "checkpoints/last.ckpt", "logs/metrics.csv"):
+    for name in (
+        "generator.pt",
+        "config.yaml",
+        "counterfactual_grid.png",
+        "prior_samples.png",
+        "training_curve.png",
+        "checkpoints/last.ckpt",
+        "logs/metrics.csv",
+    ):
         assert (out / name).is_file(), name
     model, info = load_generator(out)
     assert info["store"] == store.content_hash and info["image_size"] == 16 and info["steps"] > 0
@@ -66,7 +73,9 @@ def test_train_writes_a_generator_stage(trained):
 
 def test_training_is_deterministic(trained, tmp_path):
     root, store = trained
-    assert main(["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "again"), *sets(TINY_GENERATOR)]) == 0
+    assert (
+        main(["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "again"), *sets(TINY_GENERATOR)]) == 0
+    )
     a, _ = load_generator(root / "gen")
     b, _ = load_generator(tmp_path / "again")
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
@@ -74,22 +83,50 @@ def test_training_is_deterministic(trained, tmp_path):
 
 def test_training_skips_non_finite_updates(trained, tmp_path):
     _, store = trained
-    args = ["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "skip"),
-            *sets([*TINY_GENERATOR, "trainer.max_epochs=1", "optim.grad_skip=1e-9"])]
+    args = [
+        "cf",
+        "train",
+        "--data",
+        str(store.path),
+        "--out",
+        str(tmp_path / "skip"),
+        *sets([*TINY_GENERATOR, "trainer.max_epochs=1", "optim.grad_skip=1e-9"]),
+    ]
     assert main(args) == 0
     model, info = load_generator(tmp_path / "skip")
     assert info["skipped_updates"] == info["steps"] > 0
     torch.manual_seed(0)
     fresh = type(model)(16, model.arch, model.specs)
-    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(fresh.state_dict().values(), model.state_dict().values()))
+    assert all(
+        torch.allclose(p, q, atol=1e-6) for p, q in zip(fresh.state_dict().values(), model.state_dict().values())
+    )
 
 
 @pytest.mark.slow
 def test_generate_writes_every_source_times_other_domain(trained, tmp_path):
     root, store = trained
     out = tmp_path / "cf"
-    assert main(["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path), "--out", str(out),
-                 "--set", "batch_size=7", "--set", "chunk=10", "--set", "progress_bar=false"]) == 0
+    assert (
+        main(
+            [
+                "cf",
+                "generate",
+                "--generator",
+                str(root / "gen"),
+                "--data",
+                str(store.path),
+                "--out",
+                str(out),
+                "--set",
+                "batch_size=7",
+                "--set",
+                "chunk=10",
+                "--set",
+                "progress_bar=false",
+            ]
+        )
+        == 0
+    )
     cf = ImageStore.open(out)
     train = store.indices("train")
     assert cf.kind == "counterfactuals" and len(cf) == 2 * len(train)
@@ -131,8 +168,18 @@ def _interrupt_after_two_chunks(monkeypatch) -> list:
 
 def test_generate_resumes_an_interrupted_run(trained, tmp_path, monkeypatch):
     root, store = trained
-    args = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path),
-            "--set", "chunk=16", "--set", "progress_bar=false"]
+    args = [
+        "cf",
+        "generate",
+        "--generator",
+        str(root / "gen"),
+        "--data",
+        str(store.path),
+        "--set",
+        "chunk=16",
+        "--set",
+        "progress_bar=false",
+    ]
     assert main([*args, "--out", str(tmp_path / "full")]) == 0
     real = generate_store.generate_chunk
     calls = _interrupt_after_two_chunks(monkeypatch)
@@ -159,20 +206,32 @@ def test_generate_bad_targets(trained, tmp_path, capsys):
 
 def test_train_bad_input(trained, tmp_path, capsys):
     _, store = trained
-    assert main(["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "t"), "--set", "parents=[domain, sex]"]) == 2
+    assert (
+        main(["cf", "train", "--data", str(store.path), "--out", str(tmp_path / "t"), "--set", "parents=[domain, sex]"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "parent 'sex' is not a column of metadata.csv" in err and err.count("\n") == 1
     corrupt = tmp_path / "bad.pt"
     corrupt.write_bytes(b"not a checkpoint")
-    assert main(["cf", "generate", "--generator", str(corrupt), "--data", str(store.path), "--out", str(tmp_path / "g")]) == 2
+    assert (
+        main(["cf", "generate", "--generator", str(corrupt), "--data", str(store.path), "--out", str(tmp_path / "g")])
+        == 2
+    )
     assert "corrupt" in capsys.readouterr().err
 
 
 def save_guide(path, role, seed=0, parent="domain", values=("major", "middle", "rare", "ood")):
     torch.manual_seed(seed)
     model = build_classifier("cnn", len(values), widths=[4, 8]).eval()
-    info = {"role": role, "parent": parent, "values": list(values), "trained_values": list(range(min(3, len(values)))),
-            "image_size": [16, 16], "seed": seed}
+    info = {
+        "role": role,
+        "parent": parent,
+        "values": list(values),
+        "trained_values": list(range(min(3, len(values)))),
+        "image_size": [16, 16],
+        "seed": seed,
+    }
     return save_classifier(path, model, info)
 
 
@@ -181,9 +240,28 @@ def test_finetune_trains_the_decoder_only(trained, tmp_path, capsys):
     root, store = trained
     save_guide(tmp_path / "guide", "guide")
     save_guide(tmp_path / "judge", "judge")
-    base = ["cf", "finetune", "--generator", str(root / "gen"), "--data", str(store.path),
-            "--set", "lr=0.001", "--set", "trainer.max_epochs=1", "--set", "batch_size=16", "--set", "bound_batches=2",
-            "--set", "trainer.progress_bar=false", "--set", "grid_images=4", "--set", "trainer.log_every_n_steps=1"]
+    base = [
+        "cf",
+        "finetune",
+        "--generator",
+        str(root / "gen"),
+        "--data",
+        str(store.path),
+        "--set",
+        "lr=0.001",
+        "--set",
+        "trainer.max_epochs=1",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "bound_batches=2",
+        "--set",
+        "trainer.progress_bar=false",
+        "--set",
+        "grid_images=4",
+        "--set",
+        "trainer.log_every_n_steps=1",
+    ]
     assert main([*base, "--guide", str(tmp_path / "judge"), "--out", str(tmp_path / "bad")]) == 2
     assert "the judge never guides" in capsys.readouterr().err
     assert main([*base, "--guide", str(tmp_path / "guide"), "--out", str(tmp_path / "ft")]) == 0
@@ -200,7 +278,8 @@ def test_finetune_trains_the_decoder_only(trained, tmp_path, capsys):
     assert "train/multiplier_step" in metrics and "train/guide_accuracy_step" in metrics
     assert "train/round_trip_mae_step" in metrics and "train/round_trip_multiplier_step" in metrics
     # each step minimised guide CE + lambda (nELBO - bound) + mu (round trip - bound) with the multipliers of the
-    # step before (defaults 1 and 10), then raised each multiplier by its rate (10, 200) times the violation, floored at 0
+    # step before (defaults 1 and 10), then raised each multiplier by its rate (10, 200) times the violation,
+    # floored at 0
     steps = pd.read_csv(tmp_path / "ft" / "logs" / "metrics.csv").dropna(subset=["train/loss_step"]).sort_values("step")
     assert len(steps) == info["steps"]
     bound, lam, mu = info["elbo_bound"], 1.0, 10.0
@@ -218,24 +297,55 @@ def test_finetune_guided_by_the_scanner_and_sex_minimises_the_mean_of_their_cros
     store = make_store(tmp_path / "store", true_cf=False, sexes=["F", "M"])
     torch.manual_seed(0)
     arch = HVAEArch(widths=[8, 8, 16], blocks=[1, 1, 1], latent_channels=4, stochastic_max_res=8)
-    save_generator(tmp_path / "gen", HVAE(16, arch, parent_specs(store, ["domain", "sex"], store.indices("train"))),
-                   {"store": store.content_hash, "domains": store.domains})
-    scanner, sex = save_guide(tmp_path / "guide", "guide"), save_guide(tmp_path / "guide_sex", "guide", 1, "sex", ("F", "M"))
-    argv = ["cf", "finetune", "--generator", str(tmp_path / "gen"), "--data", str(store.path), "--out", str(tmp_path / "ft"),
-            "--guide", str(tmp_path / "guide"), "--guide", str(tmp_path / "guide_sex"),
-            *sets(["batch_size=16", "bound_batches=2", "grid_images=4", "trainer.max_epochs=1", "trainer.progress_bar=false",
-                   "trainer.log_every_n_steps=1"])]
+    save_generator(
+        tmp_path / "gen",
+        HVAE(16, arch, parent_specs(store, ["domain", "sex"], store.indices("train"))),
+        {"store": store.content_hash, "domains": store.domains},
+    )
+    scanner, sex = (
+        save_guide(tmp_path / "guide", "guide"),
+        save_guide(tmp_path / "guide_sex", "guide", 1, "sex", ("F", "M")),
+    )
+    argv = [
+        "cf",
+        "finetune",
+        "--generator",
+        str(tmp_path / "gen"),
+        "--data",
+        str(store.path),
+        "--out",
+        str(tmp_path / "ft"),
+        "--guide",
+        str(tmp_path / "guide"),
+        "--guide",
+        str(tmp_path / "guide_sex"),
+        *sets(
+            [
+                "batch_size=16",
+                "bound_batches=2",
+                "grid_images=4",
+                "trainer.max_epochs=1",
+                "trainer.progress_bar=false",
+                "trainer.log_every_n_steps=1",
+            ]
+        ),
+    ]
     assert main(argv) == 0
     _, info = load_generator(tmp_path / "ft")
     assert info["guide"] == [fingerprint(scanner), fingerprint(sex)] and info["steps"] > 0
     # neither guide can judge the generator it guided
-    assert _judge_identity(tmp_path / "guide_sex") | _judge_identity(tmp_path / "guide") <= _recorded_guides(tmp_path / "ft", info["guide"])
+    assert _judge_identity(tmp_path / "guide_sex") | _judge_identity(tmp_path / "guide") <= _recorded_guides(
+        tmp_path / "ft", info["guide"]
+    )
     steps = pd.read_csv(tmp_path / "ft" / "logs" / "metrics.csv").dropna(subset=["train/loss_step"])
     assert len(steps) == info["steps"]
     mean = (steps["train/ce_domain_step"] + steps["train/ce_sex_step"]) / 2
-    assert np.allclose(steps["train/ce_step"], mean, rtol=1e-5) and not np.allclose(steps["train/ce_step"], steps["train/ce_sex_step"])
+    assert np.allclose(steps["train/ce_step"], mean, rtol=1e-5) and not np.allclose(
+        steps["train/ce_step"], steps["train/ce_sex_step"]
+    )
     assert steps["train/guide_accuracy_sex_step"].between(0, 1).all() and "train/guide_accuracy_domain_step" in steps
-    # the guides are frozen, BatchNorm statistics included: the sex guide in the last training checkpoint is the one given
+    # the guides are frozen, BatchNorm statistics included: the sex guide in the last training checkpoint is the
+    # one given
     trained = torch.load(tmp_path / "ft" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     given = torch.load(sex, weights_only=True)["state_dict"]
     assert given and all(torch.equal(trained[f"guides.sex.{k}"], v) for k, v in given.items())
@@ -245,9 +355,28 @@ def test_finetune_guided_by_the_scanner_and_sex_minimises_the_mean_of_their_cros
 def test_finetune_round_trip_constraint_is_optional_and_validated(trained, tmp_path, capsys):
     root, store = trained
     save_guide(tmp_path / "guide", "guide")
-    base = ["cf", "finetune", "--generator", str(root / "gen"), "--data", str(store.path), "--guide", str(tmp_path / "guide"),
-            "--set", "trainer.max_epochs=1", "--set", "batch_size=16", "--set", "bound_batches=2",
-            "--set", "trainer.progress_bar=false", "--set", "grid_images=4", "--set", "trainer.log_every_n_steps=1"]
+    base = [
+        "cf",
+        "finetune",
+        "--generator",
+        str(root / "gen"),
+        "--data",
+        str(store.path),
+        "--guide",
+        str(tmp_path / "guide"),
+        "--set",
+        "trainer.max_epochs=1",
+        "--set",
+        "batch_size=16",
+        "--set",
+        "bound_batches=2",
+        "--set",
+        "trainer.progress_bar=false",
+        "--set",
+        "grid_images=4",
+        "--set",
+        "trainer.log_every_n_steps=1",
+    ]
     assert main([*base, "--set", "round_trip_bound=-0.01", "--out", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err
     assert "round_trip_bound" in err and err.count("\n") == 1
@@ -276,8 +405,18 @@ def test_train_resumes_an_interrupted_run(trained, tmp_path):
 def test_generate_split_over_two_processes_matches_one_and_resumes_a_one_process_run(trained, tmp_path, monkeypatch):
 
     root, store = trained
-    args = ["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path),
-            "--set", "chunk=16", "--set", "progress_bar=false"]
+    args = [
+        "cf",
+        "generate",
+        "--generator",
+        str(root / "gen"),
+        "--data",
+        str(store.path),
+        "--set",
+        "chunk=16",
+        "--set",
+        "progress_bar=false",
+    ]
     two = ["--set", "trainer.accelerator=cpu", "--set", "trainer.devices=2"]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     one = ImageStore.open(tmp_path / "one")
@@ -299,7 +438,10 @@ def test_generate_split_over_two_processes_matches_one_and_resumes_a_one_process
     assert (resumed_store.images[:32] == 7).all() and np.array_equal(resumed_store.images[32:], one.images[32:])
     for folder in ("two", "resumed"):
         assert ImageStore.open(tmp_path / folder).meta.equals(one.meta), folder
-        assert not list((tmp_path / folder).glob("progress*.json")) and not (tmp_path / folder / "images.npy.partial").exists()
+        assert (
+            not list((tmp_path / folder).glob("progress*.json"))
+            and not (tmp_path / folder / "images.npy.partial").exists()
+        )
         assert json.loads((tmp_path / folder / "manifest.json").read_text())["status"] == "complete"
 
 
@@ -310,11 +452,34 @@ def test_generate_with_a_source_reconstructs_its_rows_of_the_same_pairs(trained,
     assert with_truth.content_hash == store.content_hash
     truth = ImageStore.open(tmp_path / "store" / "true_cf")
     out = tmp_path / "recon"
-    assert main(["cf", "generate", "--generator", str(root / "gen"), "--data", str(with_truth.path), "--out", str(out),
-                 "--set", f"source={truth.path}", "--set", "batch_size=7", "--set", "progress_bar=false"]) == 0
+    assert (
+        main(
+            [
+                "cf",
+                "generate",
+                "--generator",
+                str(root / "gen"),
+                "--data",
+                str(with_truth.path),
+                "--out",
+                str(out),
+                "--set",
+                f"source={truth.path}",
+                "--set",
+                "batch_size=7",
+                "--set",
+                "progress_bar=false",
+            ]
+        )
+        == 0
+    )
     recon = ImageStore.open(out)
     own = store.meta["domain"].to_numpy()[truth.meta["source_index"]]
-    pairs = truth.meta["split"].eq("train") & truth.meta["target_domain"].isin([0, 1, 2]) & (truth.meta["target_domain"] != own)
+    pairs = (
+        truth.meta["split"].eq("train")
+        & truth.meta["target_domain"].isin([0, 1, 2])
+        & (truth.meta["target_domain"] != own)
+    )
     expected = truth.meta[pairs.to_numpy()]
     assert list(recon.meta.columns) == list(truth.meta.columns)
     assert recon.meta.drop(columns="index").equals(expected.drop(columns="index").reset_index(drop=True))
@@ -322,8 +487,10 @@ def test_generate_with_a_source_reconstructs_its_rows_of_the_same_pairs(trained,
     assert recon.info["source_store"] == store.content_hash and recon.info["reconstructed"] == truth.content_hash
     model, _ = load_generator(root / "gen")
     x = torch.from_numpy(truth.images[expected["index"].to_numpy()]).float()[:, None] / 255
-    pa = intervene(parents_from_store(store, expected["source_index"].to_numpy(), model.specs),
-                   domain=torch.as_tensor(expected["target_domain"].to_numpy()))
+    pa = intervene(
+        parents_from_store(store, expected["source_index"].to_numpy(), model.specs),
+        domain=torch.as_tensor(expected["target_domain"].to_numpy()),
+    )
     with torch.no_grad():
         posterior = model.decode_posterior(pa, model.encode(x))
         # With its abducted pixel noise the reconstruction would be the true counterfactual itself.
@@ -331,6 +498,21 @@ def test_generate_with_a_source_reconstructs_its_rows_of_the_same_pairs(trained,
     written = torch.from_numpy(recon.images[:]).float()
     assert (written - (posterior.mu.clamp(0, 1)[:, 0] * 255).round()).abs().max() <= 1
     assert (written - x[:, 0] * 255).abs().mean() > 1.0
-    assert main(["cf", "generate", "--generator", str(root / "gen"), "--data", str(store.path), "--out", str(tmp_path / "x"),
-                 "--set", f"source={store.path}"]) == 2
+    assert (
+        main(
+            [
+                "cf",
+                "generate",
+                "--generator",
+                str(root / "gen"),
+                "--data",
+                str(store.path),
+                "--out",
+                str(tmp_path / "x"),
+                "--set",
+                f"source={store.path}",
+            ]
+        )
+        == 2
+    )
     assert "is an image store, not a counterfactual store" in capsys.readouterr().err

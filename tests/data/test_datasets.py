@@ -207,8 +207,11 @@ def test_chexpert_findings_with_each_uncertainty_policy(tmp_path, policy, uncert
     assert label["train/patient00002/study1/view2_frontal.jpg"] == 1
     assert (label.to_numpy() == (store.finding_matrix() == 1).any(axis=1)).all()
     report = pd.read_json(tmp_path / "out/prepare_report.json", typ="series")
-    assert report["findings"]["Edema"] == {"present": 4 + (4 if policy == "ones" else 0), "absent": 7 + (4 if policy == "zeros" else 0),
-                                           "missing": 4 if policy == "ignore" else 0}
+    assert report["findings"]["Edema"] == {
+        "present": 4 + (4 if policy == "ones" else 0),
+        "absent": 7 + (4 if policy == "zeros" else 0),
+        "missing": 4 if policy == "ignore" else 0,
+    }
     assert_patient_level(store)
 
 
@@ -221,7 +224,9 @@ def test_chexpert_bad_findings_are_named_before_any_image_is_written(tmp_path, c
     table["Edema"] = table["Edema"].astype(object)
     table.loc[1, "Edema"] = "2"
     table.to_csv(root / "valid.csv", index=False)
-    with pytest.raises(DatasetError, match=r"valid.csv: column 'Edema' holds 2\.0 in row 3; expected 1, 0, -1 \(uncertain\) or blank"):
+    with pytest.raises(
+        DatasetError, match=r"valid.csv: column 'Edema' holds 2\.0 in row 3; expected 1, 0, -1 \(uncertain\) or blank"
+    ):
         prepare(root, out, "chexpert", chexpert={"findings": ["Edema"]})
     table.loc[1, "Edema"] = "yes"
     table.to_csv(root / "valid.csv", index=False)
@@ -246,13 +251,28 @@ def rsna_root(tmp_path: Path) -> Path:
         pid = f"{i:04x}-rsna"
         target = int(i % 3 == 0)
         for _ in range(2 if target else 1):
-            boxes.append({"patientId": pid, "x": 10.0 if target else np.nan, "y": 20.0 if target else np.nan,
-                          "width": 5.0 if target else np.nan, "height": 5.0 if target else np.nan, "Target": target})
+            boxes.append(
+                {
+                    "patientId": pid,
+                    "x": 10.0 if target else np.nan,
+                    "y": 20.0 if target else np.nan,
+                    "width": 5.0 if target else np.nan,
+                    "height": 5.0 if target else np.nan,
+                    "Target": target,
+                }
+            )
         classes.append({"patientId": pid, "class": "Lung Opacity" if target else "Normal"})
         stored = np.full((32, 32), 10 * i, dtype=np.uint8)
         stored[:, :16] = 200
-        write_dicom(root / "stage_2_train_images" / f"{pid}.dcm", stored, 8, PatientSex="F" if i % 2 else "M",
-                    PatientAge=str(30 + i), ViewPosition="AP" if i < 6 else "PA", Modality="CR")
+        write_dicom(
+            root / "stage_2_train_images" / f"{pid}.dcm",
+            stored,
+            8,
+            PatientSex="F" if i % 2 else "M",
+            PatientAge=str(30 + i),
+            ViewPosition="AP" if i < 6 else "PA",
+            Modality="CR",
+        )
     pd.DataFrame(boxes).to_csv(root / "stage_2_train_labels.csv", index=False)
     pd.DataFrame(classes).to_csv(root / "stage_2_detailed_class_info.csv", index=False)
     return root
@@ -302,20 +322,52 @@ def embed_root(tmp_path: Path) -> Path:
         empi, acc = f"{100 + i // 2}", f"{5000 + i}"
         side = "R" if i % 2 else "L"
         rel = f"cohort_1/{empi}/{acc}/1.2.3.{i}.dcm"
-        meta.append({"empi_anon": empi, "acc_anon": acc, "anon_dicom_path": EMBED_PREFIX + rel,
-                     "FinalImageType": "cview" if i == 11 else "2D", "ManufacturerModelName": models[i % 3],
-                     "ViewPosition": "CC", "ImageLateralityFinal": side, "Manufacturer": "HOLOGIC, Inc."})
+        meta.append(
+            {
+                "empi_anon": empi,
+                "acc_anon": acc,
+                "anon_dicom_path": EMBED_PREFIX + rel,
+                "FinalImageType": "cview" if i == 11 else "2D",
+                "ManufacturerModelName": models[i % 3],
+                "ViewPosition": "CC",
+                "ImageLateralityFinal": side,
+                "Manufacturer": "HOLOGIC, Inc.",
+            }
+        )
         density = [1, 2, 3, 4, 5, np.nan][i % 6] if i < 6 else 1 + i % 4
-        clinical.append({"empi_anon": empi, "acc_anon": acc, "tissueden": density, "age_at_study": 50.5 + i,
-                         "side": side, "GENDER_DESC": "Female"})
-        clinical.append({"empi_anon": empi, "acc_anon": acc, "tissueden": density, "age_at_study": 50.5 + i,
-                         "side": "B", "GENDER_DESC": "Female"})
+        clinical.append(
+            {
+                "empi_anon": empi,
+                "acc_anon": acc,
+                "tissueden": density,
+                "age_at_study": 50.5 + i,
+                "side": side,
+                "GENDER_DESC": "Female",
+            }
+        )
+        clinical.append(
+            {
+                "empi_anon": empi,
+                "acc_anon": acc,
+                "tissueden": density,
+                "age_at_study": 50.5 + i,
+                "side": "B",
+                "GENDER_DESC": "Female",
+            }
+        )
         photometric = "MONOCHROME1" if i == 7 else "MONOCHROME2"
         stored = mammogram(side == "L")
         if photometric == "MONOCHROME1":
             stored = (4095 - stored).astype(np.uint16)
-        write_dicom(root / rel, stored, 12, PhotometricInterpretation=photometric, ImageLaterality=side,
-                    WindowCenter=2048, WindowWidth=4096)
+        write_dicom(
+            root / rel,
+            stored,
+            12,
+            PhotometricInterpretation=photometric,
+            ImageLaterality=side,
+            WindowCenter=2048,
+            WindowWidth=4096,
+        )
     (root / "tables").mkdir()
     pd.DataFrame(meta).to_csv(root / "tables/EMBED_OpenData_metadata.csv", index=False)
     pd.DataFrame(clinical).to_csv(root / "tables/EMBED_OpenData_clinical.csv", index=False)
@@ -350,12 +402,32 @@ def vindr_root(tmp_path: Path) -> Path:
     for i in range(8):
         study, image = f"study{i // 2}", f"img{i:03d}"
         side = "R" if i % 2 else "L"
-        notes.append({"study_id": study, "series_id": f"ser{i}", "image_id": image, "laterality": side,
-                      "view_position": "MLO", "height": 40, "width": 32, "breast_birads": "BI-RADS 1",
-                      "breast_density": f"DENSITY {'ABCD'[i % 4]}", "split": "test" if i >= 6 else "training"})
-        meta.append({"Series Instance UID": f"ser{i}", "SOP Instance UID": image, "Patient's Age": f"{40 + i:03d}Y",
-                     "View Position": "MLO", "Image Laterality": side, "Photometric Interpretation": "MONOCHROME2",
-                     "Manufacturer": "SIEMENS" if i % 2 == 0 else "Planmed", "Manufacturer's Model Name": models[i % 2]})
+        notes.append(
+            {
+                "study_id": study,
+                "series_id": f"ser{i}",
+                "image_id": image,
+                "laterality": side,
+                "view_position": "MLO",
+                "height": 40,
+                "width": 32,
+                "breast_birads": "BI-RADS 1",
+                "breast_density": f"DENSITY {'ABCD'[i % 4]}",
+                "split": "test" if i >= 6 else "training",
+            }
+        )
+        meta.append(
+            {
+                "Series Instance UID": f"ser{i}",
+                "SOP Instance UID": image,
+                "Patient's Age": f"{40 + i:03d}Y",
+                "View Position": "MLO",
+                "Image Laterality": side,
+                "Photometric Interpretation": "MONOCHROME2",
+                "Manufacturer": "SIEMENS" if i % 2 == 0 else "Planmed",
+                "Manufacturer's Model Name": models[i % 2],
+            }
+        )
         write_dicom(root / "images" / study / f"{image}.dicom", mammogram(side == "L"), 12)
     pd.DataFrame(notes).to_csv(root / "breast-level_annotations.csv", index=False)
     pd.DataFrame(meta).to_csv(root / "metadata.csv", index=False)
@@ -388,16 +460,40 @@ def mimic_root(tmp_path: Path) -> Path:
         for view_no, view in enumerate(views):
             dicom = f"d{study_no}{view_no}-abc"
             procedure = "CHEST (PORTABLE AP)" if view == "AP" else "CHEST (PA AND LAT)"
-            meta.append({"dicom_id": dicom, "subject_id": subject, "study_id": study, "PerformedProcedureStepDescription": procedure,
-                         "ViewPosition": view, "Rows": 16, "Columns": 20, "StudyDate": 21800506, "StudyTime": 213014.531})
-            split.append({"dicom_id": dicom, "study_id": study, "subject_id": subject, "split": "test" if study_no >= 6 else "train"})
+            meta.append(
+                {
+                    "dicom_id": dicom,
+                    "subject_id": subject,
+                    "study_id": study,
+                    "PerformedProcedureStepDescription": procedure,
+                    "ViewPosition": view,
+                    "Rows": 16,
+                    "Columns": 20,
+                    "StudyDate": 21800506,
+                    "StudyTime": 213014.531,
+                }
+            )
+            split.append(
+                {
+                    "dicom_id": dicom,
+                    "study_id": study,
+                    "subject_id": subject,
+                    "split": "test" if study_no >= 6 else "train",
+                }
+            )
             folder = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
             folder.mkdir(parents=True, exist_ok=True)
             Image.new("L", (20, 16), 20 * study_no + 5 * view_no).save(folder / f"{dicom}.jpg", quality=95)
         if study_no != 6:
             cycle = [1.0, 0.0, -1.0, np.nan]
-            labels.append({"subject_id": subject, "study_id": study, "No Finding": np.nan,
-                           **{name: cycle[(study_no + k) % 4] for k, name in enumerate(MIMIC_FINDINGS)}})
+            labels.append(
+                {
+                    "subject_id": subject,
+                    "study_id": study,
+                    "No Finding": np.nan,
+                    **{name: cycle[(study_no + k) % 4] for k, name in enumerate(MIMIC_FINDINGS)},
+                }
+            )
     pd.DataFrame(meta).to_csv(root / "mimic-cxr-2.0.0-metadata.csv", index=False)
     pd.DataFrame(labels).to_csv(root / "mimic-cxr-2.0.0-chexpert.csv", index=False)
     pd.DataFrame(split).to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
@@ -409,15 +505,28 @@ def test_mimic_study_findings_frontal_views_official_split_and_pixels(tmp_path, 
     store = prepare(mimic_root(tmp_path), tmp_path / "out", "mimic", mimic={"uncertain": policy})
     meta = store.meta.set_index("image_id")
     # frontal images of the labelled studies: studies 0-5 one each, study 7 two; study 6 has no labels
-    assert sorted(meta.index) == ["d00-abc", "d10-abc", "d20-abc", "d30-abc", "d40-abc", "d50-abc", "d70-abc", "d71-abc"]
+    assert sorted(meta.index) == [
+        "d00-abc",
+        "d10-abc",
+        "d20-abc",
+        "d30-abc",
+        "d40-abc",
+        "d50-abc",
+        "d70-abc",
+        "d71-abc",
+    ]
     assert store.findings == MIMIC_FINDINGS and store.domains == ["AP", "PA"]
     assert str(meta.loc["d30-abc", "patient_id"]) == "11000032" and meta.loc["d30-abc", "domain_name"] == "PA"
     assert str(meta.loc["d30-abc", "study_id"]) == "50000003"
     # study 2: Atelectasis -1, Cardiomegaly blank, Consolidation 1, Edema 0, Pleural Effusion -1
     np.testing.assert_array_equal(findings_of(store, "d20-abc"), [uncertain, 0.0, 1.0, 0.0, uncertain])
-    np.testing.assert_array_equal(store.finding_matrix(meta.index.get_indexer(["d70-abc", "d71-abc"])),
-                                  [[0.0, 1.0, 0.0, uncertain, 0.0]] * 2)  # both images of study 7
-    assert set(meta.loc[["d70-abc", "d71-abc"], "official_split"]) == {"test"} and meta.loc["d00-abc", "official_split"] == "train"
+    np.testing.assert_array_equal(
+        store.finding_matrix(meta.index.get_indexer(["d70-abc", "d71-abc"])), [[0.0, 1.0, 0.0, uncertain, 0.0]] * 2
+    )  # both images of study 7
+    assert (
+        set(meta.loc[["d70-abc", "d71-abc"], "official_split"]) == {"test"}
+        and meta.loc["d00-abc", "official_split"] == "train"
+    )
     assert_patient_level(store)
     assert np.abs(image_of(store, "d71-abc").astype(int) - 145).max() <= 2
     report = pd.read_json(tmp_path / "out/prepare_report.json", typ="series")
@@ -433,14 +542,23 @@ def test_mimic_domain_column_and_bad_labeller_values(tmp_path):
         prepare(root, tmp_path / "out2", "mimic", mimic={"findings": ["Edema", "Fracture"]})
     labels.loc[4, "Edema"] = -2
     labels.to_csv(root / "mimic-cxr-2.0.0-chexpert.csv", index=False)
-    with pytest.raises(DatasetError, match=r"mimic-cxr-2.0.0-chexpert.csv: column 'Edema' holds -2\.0 in row 6; expected 1, 0, -1"):
+    with pytest.raises(
+        DatasetError, match=r"mimic-cxr-2.0.0-chexpert.csv: column 'Edema' holds -2\.0 in row 6; expected 1, 0, -1"
+    ):
         prepare(root, tmp_path / "out2", "mimic")
     assert not (tmp_path / "out2/images.npy.partial").exists()
 
 
 # ----------------------------------------------------------------------------- NIH ChestX-ray14
 
-NIH_LABELS = ["Cardiomegaly|Effusion", "No Finding", "Atelectasis", "Effusion|Infiltration|Mass", "No Finding", "Hernia"]
+NIH_LABELS = [
+    "Cardiomegaly|Effusion",
+    "No Finding",
+    "Atelectasis",
+    "Effusion|Infiltration|Mass",
+    "No Finding",
+    "Hernia",
+]
 
 
 def nih_root(tmp_path: Path) -> Path:
@@ -453,9 +571,22 @@ def nih_root(tmp_path: Path) -> Path:
         folder = root / f"images_00{1 + i // 6}" / "images"
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((24, 24), 15 * i, dtype=np.uint8)).save(folder / name)
-        rows.append({"Image Index": name, "Finding Labels": NIH_LABELS[i % 6], "Follow-up #": i % 3, "Patient ID": patient,
-                     "Patient Age": 30 + i, "Patient Gender": "F" if i % 2 else "M", "View Position": "AP" if i % 4 == 0 else "PA",
-                     "OriginalImage[Width": 2500, "Height]": 2048, "OriginalImagePixelSpacing[x": 0.14, "y]": 0.14, "Unnamed: 11": np.nan})
+        rows.append(
+            {
+                "Image Index": name,
+                "Finding Labels": NIH_LABELS[i % 6],
+                "Follow-up #": i % 3,
+                "Patient ID": patient,
+                "Patient Age": 30 + i,
+                "Patient Gender": "F" if i % 2 else "M",
+                "View Position": "AP" if i % 4 == 0 else "PA",
+                "OriginalImage[Width": 2500,
+                "Height]": 2048,
+                "OriginalImagePixelSpacing[x": 0.14,
+                "y]": 0.14,
+                "Unnamed: 11": np.nan,
+            }
+        )
     pd.DataFrame(rows).to_csv(root / "Data_Entry_2017.csv", index=False)
     names = [r["Image Index"] for r in rows]
     (root / "train_val_list.txt").write_text("\n".join(names[:9]) + "\n")
@@ -468,14 +599,22 @@ def test_nih_findings_from_finding_labels_official_lists_and_images_in_every_arc
     store = prepare(nih_root(tmp_path), tmp_path / "out", "nih", nih={"findings": findings})
     meta = store.meta.set_index("image_id")
     assert len(store) == 12 and store.findings == findings and store.domains == ["AP", "PA"]
-    expected = {"Cardiomegaly|Effusion": [1, 1, 0, 0], "No Finding": [0, 0, 0, 0], "Atelectasis": [0, 0, 0, 0],
-                "Effusion|Infiltration|Mass": [0, 1, 0, 0], "Hernia": [0, 0, 1, 0]}
+    expected = {
+        "Cardiomegaly|Effusion": [1, 1, 0, 0],
+        "No Finding": [0, 0, 0, 0],
+        "Atelectasis": [0, 0, 0, 0],
+        "Effusion|Infiltration|Mass": [0, 1, 0, 0],
+        "Hernia": [0, 0, 1, 0],
+    }
     for i, name in enumerate(store.meta["image_id"]):
         position = int(store.meta["age"].iat[i]) - 30  # the row of Data_Entry_2017.csv
         assert findings_of(store, name) == expected[NIH_LABELS[position % 6]], name
     assert not np.isnan(store.finding_matrix()).any()  # ChestX-ray14 has no uncertain labels
     assert list(meta.loc[["00000002_000.png", "00000002_001.png"], "label"]) == [1, 0]  # Effusion / No Finding
-    assert meta.loc["00000005_000.png", "official_split"] == "test" and meta.loc["00000001_002.png", "official_split"] == "train_val"
+    assert (
+        meta.loc["00000005_000.png", "official_split"] == "test"
+        and meta.loc["00000001_002.png", "official_split"] == "train_val"
+    )
     assert str(meta.loc["00000002_000.png", "patient_id"]) == "2" and meta.loc["00000002_000.png", "sex"] == "F"
     assert meta.loc["00000002_000.png", "domain_name"] == "PA" and meta.loc["00000002_001.png", "domain_name"] == "AP"
     assert_patient_level(store)
@@ -494,7 +633,9 @@ def test_nih_bad_labels_findings_and_lists_are_named(tmp_path):
     table = pd.read_csv(root / "Data_Entry_2017.csv")
     table.loc[4, "Finding Labels"] = "Effusion|Pneumonitis"
     table.to_csv(root / "Data_Entry_2017.csv", index=False)
-    with pytest.raises(DatasetError, match=r"Data_Entry_2017.csv: column 'Finding Labels' holds 'Pneumonitis' in row 6"):
+    with pytest.raises(
+        DatasetError, match=r"Data_Entry_2017.csv: column 'Finding Labels' holds 'Pneumonitis' in row 6"
+    ):
         prepare(root, tmp_path / "out2", "nih")
     assert not (tmp_path / "out2/images.npy.partial").exists()
 
@@ -536,8 +677,16 @@ def test_prepare_presets_are_valid():
     from cfcl.presets import preset_names, resolve_config_path
 
     names = [name for name in preset_names("stage") if name.startswith("prepare_")]
-    assert {"prepare_padchest", "prepare_chexpert", "prepare_rsna", "prepare_embed", "prepare_vindr",
-            "prepare_chexpert5", "prepare_mimic", "prepare_nih"} <= set(names)
+    assert {
+        "prepare_padchest",
+        "prepare_chexpert",
+        "prepare_rsna",
+        "prepare_embed",
+        "prepare_vindr",
+        "prepare_chexpert5",
+        "prepare_mimic",
+        "prepare_nih",
+    } <= set(names)
     for name in names:
         config = build_config(PrepareConfig, resolve_config_path(name))
         assert name.startswith(f"prepare_{config.dataset}")
@@ -609,7 +758,9 @@ def test_splits_are_seeded_and_patient_level():
     assert first.value_counts().to_dict() == {"train": 210, "test": 60, "val": 30}
 
 
-def test_compressed_dicoms_are_decoded_and_one_without_a_decoder_is_skipped_with_its_reason(tmp_path, monkeypatch, capsys):
+def test_compressed_dicoms_are_decoded_and_one_without_a_decoder_is_skipped_with_its_reason(
+    tmp_path, monkeypatch, capsys
+):
     from pydicom.pixels import get_decoder
     from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, RLELossless
 
@@ -623,8 +774,21 @@ def test_compressed_dicoms_are_decoded_and_one_without_a_decoder_is_skipped_with
     table.to_csv(root / "table.csv", index=False)
     monkeypatch.setattr(get_decoder(JPEGLosslessSV1), "_available", {})
     options = [f"--set=csv.{k}={v}" for k, v in CSV_OPTIONS.items() if not isinstance(v, list)]
-    argv = ["data", "prepare", "--dataset", "csv", "--root", str(root), "--out", str(tmp_path / "out"),
-            "--size", str(SIZE), "--workers", "1", *options]
+    argv = [
+        "data",
+        "prepare",
+        "--dataset",
+        "csv",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "out"),
+        "--size",
+        str(SIZE),
+        "--workers",
+        "1",
+        *options,
+    ]
     assert main(argv) == 2
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "imgs/7.dcm: pixel data compressed as JPEG Lossless" in error
@@ -641,8 +805,21 @@ def test_cli_prepare_with_flags(tmp_path, capsys):
     root = csv_root(tmp_path)
     (root / "imgs/2.png").write_bytes(b"broken")
     options = [f"--set=csv.{k}={v}" for k, v in CSV_OPTIONS.items() if not isinstance(v, list)]
-    argv = ["data", "prepare", "--dataset", "csv", "--root", str(root), "--out", str(tmp_path / "out"),
-            "--size", "[12, 8]", "--workers", "1", *options]
+    argv = [
+        "data",
+        "prepare",
+        "--dataset",
+        "csv",
+        "--root",
+        str(root),
+        "--out",
+        str(tmp_path / "out"),
+        "--size",
+        "[12, 8]",
+        "--workers",
+        "1",
+        *options,
+    ]
     assert main(argv) == 2 and "2.png" in capsys.readouterr().err
     assert main([*argv, "--skip-bad"]) == 0
     store = ImageStore.open(tmp_path / "out")
@@ -654,13 +831,16 @@ def test_cli_prepare_with_flags(tmp_path, capsys):
 def test_prepare_says_in_one_line_what_it_wrote_and_skipped(tmp_path, capsys):
     root = csv_root(tmp_path)
     (root / "imgs/4.png").write_bytes(b"broken")
-    store = prepare(root, tmp_path / "out", "csv", csv=CSV_OPTIONS, skip_bad=True, domains=["a", "b"], other_domains="drop")
+    store = prepare(
+        root, tmp_path / "out", "csv", csv=CSV_OPTIONS, skip_bad=True, domains=["a", "b"], other_domains="drop"
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("data: ")]
     assert len(lines) == 1 and re.match(rf"data: {re.escape(str(tmp_path / 'out'))} done in [\d.]+ s; ", lines[0])
     counts = store.meta.groupby(["split", "domain"]).size()
     per_split = "; ".join(
         f"{split}: " + ", ".join(f"{store.domains[d]} {n}" for d, n in counts[split].items())
-        for split in ("train", "val", "test") if split in counts
+        for split in ("train", "val", "test")
+        if split in counts
     )
     # 12 rows, the 4 of scanner c filtered out, the unreadable 4.png (scanner b) skipped
     assert f"7 images written ({per_split}); 4 rows left out" in lines[0]
@@ -671,11 +851,15 @@ def test_a_missing_or_wrong_root_is_refused_before_anything_is_written(tmp_path,
     from cfcl.data.prepare import check
     from cfcl.errors import MissingKeyError
 
-    with pytest.raises(MissingKeyError, match=r"'root' is not set: pass --set root=DIR \(the folder holding the dataset"):
+    with pytest.raises(
+        MissingKeyError, match=r"'root' is not set: pass --set root=DIR \(the folder holding the dataset"
+    ):
         check(PrepareConfig())
     (tmp_path / "file").write_text("")
     for root in (tmp_path / "nowhere", tmp_path / "file"):
-        with pytest.raises(ConfigError, match=rf"dataset root {re.escape(str(root))} \(config key 'root'\) is not a folder"):
+        with pytest.raises(
+            ConfigError, match=rf"dataset root {re.escape(str(root))} \(config key 'root'\) is not a folder"
+        ):
             run(PrepareConfig(root=str(root)), tmp_path / "out")
     out = tmp_path / "cli"
     assert main(["data", "prepare", "--dataset", "csv", "--out", str(out)]) == 2

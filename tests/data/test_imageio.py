@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pydicom
 import pytest
@@ -156,10 +155,14 @@ LOSSLESS_SYNTAXES = [RLELossless, JPEGLSLossless, JPEG2000Lossless]
 
 
 @pytest.mark.parametrize("syntax", LOSSLESS_SYNTAXES, ids=lambda uid: uid.name)
-@pytest.mark.parametrize(("bits", "attributes"), [
-    (12, {"WindowCenter": 1800, "WindowWidth": 2500}),
-    (8, {"PhotometricInterpretation": "MONOCHROME1"}),
-], ids=["12-bit windowed", "8-bit MONOCHROME1"])
+@pytest.mark.parametrize(
+    ("bits", "attributes"),
+    [
+        (12, {"WindowCenter": 1800, "WindowWidth": 2500}),
+        (8, {"PhotometricInterpretation": "MONOCHROME1"}),
+    ],
+    ids=["12-bit windowed", "8-bit MONOCHROME1"],
+)
 def test_losslessly_compressed_dicom_decodes_to_the_uncompressed_pixels(tmp_path, syntax, bits, attributes):
     noise = np.random.default_rng(0).integers(0, 2**bits // 8, (32, 48))
     stored = (ramp(32, 48, 2**bits - 1) * 7 // 8 + noise).astype(np.uint16 if bits > 8 else np.uint8)
@@ -206,6 +209,15 @@ def test_the_test_extra_installs_the_dicom_extra_whose_plugins_decode_hospital_e
 
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert any(r.name == "cfcl" and "dicom" in r.extras for r in map(Requirement, extras["test"]))
-    for syntax in [RLELossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless,
-                   JPEGLSNearLossless, JPEG2000Lossless, JPEG2000]:
+    for syntax in [
+        RLELossless,
+        JPEGBaseline8Bit,
+        JPEGExtended12Bit,
+        JPEGLossless,
+        JPEGLosslessSV1,
+        JPEGLSLossless,
+        JPEGLSNearLossless,
+        JPEG2000Lossless,
+        JPEG2000,
+    ]:
         assert get_decoder(syntax).is_available, syntax.name

@@ -75,7 +75,9 @@ def test_writer_resumes_written_chunks(tmp_path):
 
 def test_counterfactual_table(tmp_path):
     meta = pd.DataFrame({"index": [0, 1, 2], "source_index": [0, 0, 2], "target_domain": [1, 2, 0]})
-    cf = write_store(tmp_path / "cf", np.zeros((3, 2, 2), np.uint8), meta, ["A", "B", "C"], ["n", "p"], kind="counterfactuals")
+    cf = write_store(
+        tmp_path / "cf", np.zeros((3, 2, 2), np.uint8), meta, ["A", "B", "C"], ["n", "p"], kind="counterfactuals"
+    )
     table = cf.counterfactual_table(3, 3)
     assert table[0, 1] == 0 and table[0, 2] == 1 and table[2, 0] == 2
     assert (table[1] == -1).all()
@@ -93,16 +95,30 @@ def test_counterfactual_store_must_come_from_its_source(tmp_path):
     source = write_store(tmp_path / "src", np.zeros((2, 4, 4), np.uint8), _meta(2), ["A", "B"], ["n", "p"])
     other = write_store(tmp_path / "oth", np.ones((2, 4, 4), np.uint8), _meta(2), ["A", "B"], ["n", "p"])
     meta = pd.DataFrame({"index": [0, 1], "source_index": [0, 1], "target_domain": [1, 0]})
-    cf = write_store(tmp_path / "cf", np.zeros((2, 4, 4), np.uint8), meta, ["A", "B"], ["n", "p"],
-                     kind="counterfactuals", extra={"source_store": source.content_hash})
+    cf = write_store(
+        tmp_path / "cf",
+        np.zeros((2, 4, 4), np.uint8),
+        meta,
+        ["A", "B"],
+        ["n", "p"],
+        kind="counterfactuals",
+        extra={"source_store": source.content_hash},
+    )
     cf.require_counterfactuals_of(source)
     with pytest.raises(StoreError, match="was made from store"):
         cf.require_counterfactuals_of(other)
     with pytest.raises(StoreError, match="not a counterfactual store"):
         source.require_counterfactuals_of(source)
     small = write_store(tmp_path / "small", np.zeros((2, 2, 2), np.uint8), _meta(2), ["A", "B"], ["n", "p"])
-    cf_small = write_store(tmp_path / "cf2", np.zeros((2, 4, 4), np.uint8), meta, ["A", "B"], ["n", "p"],
-                           kind="counterfactuals", extra={"source_store": small.content_hash})
+    cf_small = write_store(
+        tmp_path / "cf2",
+        np.zeros((2, 4, 4), np.uint8),
+        meta,
+        ["A", "B"],
+        ["n", "p"],
+        kind="counterfactuals",
+        extra={"source_store": small.content_hash},
+    )
     with pytest.raises(StoreError, match="4x4 images"):
         cf_small.require_counterfactuals_of(small)
 
@@ -121,14 +137,20 @@ ANY = ["negative", "any finding"]
 
 
 def _with_findings():
-    return _meta(6).assign(**{"label": [1, 0, 1, 1, 0, 0], "finding_Edema": [1, 0, np.nan, 1, 0, 0],
-                              "finding_Pleural Effusion": [0.0, np.nan, 1, 1, 0, 0]})
+    return _meta(6).assign(
+        **{
+            "label": [1, 0, 1, 1, 0, 0],
+            "finding_Edema": [1, 0, np.nan, 1, 0, 0],
+            "finding_Pleural Effusion": [0.0, np.nan, 1, 1, 0, 0],
+        }
+    )
 
 
 def test_findings_are_written_read_and_hashed(tmp_path):
     images = np.zeros((6, 2, 2), np.uint8)
-    store = write_store(tmp_path / "s", images, _with_findings(), ["A", "B"], ANY,
-                        extra={"findings": ["Edema", "Pleural Effusion"]})
+    store = write_store(
+        tmp_path / "s", images, _with_findings(), ["A", "B"], ANY, extra={"findings": ["Edema", "Pleural Effusion"]}
+    )
     again = ImageStore.open(tmp_path / "s")
     assert again.findings == ["Edema", "Pleural Effusion"] and again.content_hash == store.content_hash
     expected = np.array([[1, 0], [0, np.nan], [np.nan, 1], [1, 1], [0, 0], [0, 0]])
@@ -139,10 +161,12 @@ def test_findings_are_written_read_and_hashed(tmp_path):
     assert list(written["finding_Edema"]) == ["1", "0", "", "1", "0", "0"]  # 1 / 0 / empty = missing
     other = _with_findings()
     other.loc[1, "finding_Pleural Effusion"] = 0  # missing -> absent
-    changed = write_store(tmp_path / "t", images, other, ["A", "B"], ANY,
-                          extra={"findings": ["Edema", "Pleural Effusion"]})
-    swapped = write_store(tmp_path / "u", images, _with_findings(), ["A", "B"], ANY,
-                          extra={"findings": ["Pleural Effusion", "Edema"]})
+    changed = write_store(
+        tmp_path / "t", images, other, ["A", "B"], ANY, extra={"findings": ["Edema", "Pleural Effusion"]}
+    )
+    swapped = write_store(
+        tmp_path / "u", images, _with_findings(), ["A", "B"], ANY, extra={"findings": ["Pleural Effusion", "Edema"]}
+    )
     assert len({store.content_hash, changed.content_hash, swapped.content_hash}) == 3
     np.testing.assert_array_equal(swapped.finding_matrix(), expected[:, ::-1])
 
@@ -150,7 +174,9 @@ def test_findings_are_written_read_and_hashed(tmp_path):
 def test_bad_findings_are_refused_naming_the_column(tmp_path):
     images = np.zeros((6, 2, 2), np.uint8)
     bad = _with_findings().assign(finding_Edema=[1, 0, 2, 1, 0, 0])
-    with pytest.raises(StoreError, match=r"column 'finding_Edema' holds 2; expected 1 \(present\), 0 \(absent\) or empty"):
+    with pytest.raises(
+        StoreError, match=r"column 'finding_Edema' holds 2; expected 1 \(present\), 0 \(absent\) or empty"
+    ):
         write_store(tmp_path / "s", images, bad, ["A", "B"], ANY, extra={"findings": ["Edema"]})
     with pytest.raises(StoreError, match="finding_Oedema"):
         write_store(tmp_path / "s", images, _with_findings(), ["A", "B"], ANY, extra={"findings": ["Oedema"]})
@@ -158,11 +184,23 @@ def test_bad_findings_are_refused_naming_the_column(tmp_path):
         write_store(tmp_path / "s", images, _with_findings(), ["A", "B"], ANY, extra={"findings": ["Edema", "Edema"]})
     for labels, label in ((["n", "p"], [1, 0, 1, 1, 0, 0]), (ANY, [1, 0, 0, 1, 0, 0])):  # label is not "any finding"
         with pytest.raises(StoreError, match="label is 1 exactly where some finding is 1"):
-            write_store(tmp_path / "s", images, _with_findings().assign(label=label), ["A", "B"], labels,
-                        extra={"findings": ["Edema", "Pleural Effusion"]})
+            write_store(
+                tmp_path / "s",
+                images,
+                _with_findings().assign(label=label),
+                ["A", "B"],
+                labels,
+                extra={"findings": ["Edema", "Pleural Effusion"]},
+            )
     assert not (tmp_path / "s/store.json").exists()
-    write_store(tmp_path / "s", images, _with_findings().assign(label=[1, 0, 0, 1, 0, 0]), ["A", "B"], ANY,
-                extra={"findings": ["Edema"]})
+    write_store(
+        tmp_path / "s",
+        images,
+        _with_findings().assign(label=[1, 0, 0, 1, 0, 0]),
+        ["A", "B"],
+        ANY,
+        extra={"findings": ["Edema"]},
+    )
     csv = tmp_path / "s/metadata.csv"
     edited = pd.read_csv(csv, dtype=str, keep_default_na=False)
     edited.loc[3, "finding_Edema"] = "yes"

@@ -65,8 +65,14 @@ def _rank(rank: int, port: int, root: str) -> None:
 
         array = cached(root / "features", name, len(images), extract, BATCH, coordinator)
         results[label] = {"extracted": calls, "got_array": array is not None}
-    short = cached(root / "features", "short", 3, lambda rows: np.arange(rows.start, rows.stop, dtype=np.float32)[:, None],
-                   BATCH, coordinator)
+    short = cached(
+        root / "features",
+        "short",
+        3,
+        lambda rows: np.arange(rows.start, rows.stop, dtype=np.float32)[:, None],
+        BATCH,
+        coordinator,
+    )
     results["short"] = short.tolist() if short is not None else None
     (root / f"rank{rank}.json").write_text(json.dumps(results))
     dist.destroy_process_group()
@@ -77,7 +83,9 @@ def test_two_processes_extract_their_shards_resume_one_and_merge_into_the_one_pr
     from support.evaluation import tiny_encoder, tiny_store
 
     store = tiny_store(tmp_path / "data")
-    encoders = {name: load_encoder(tiny_encoder(tmp_path / "pretrain" / name, name, seed=0))[0] for name in ("fresh", "resumed")}
+    encoders = {
+        name: load_encoder(tiny_encoder(tmp_path / "pretrain" / name, name, seed=0))[0] for name in ("fresh", "resumed")
+    }
     single = {name: extract_features(encoder, store.images, BATCH) for name, encoder in encoders.items()}
     share0, share1 = (rank_rows(len(store), r, 2, BATCH) for r in range(2))
     # An interrupted run left rank 1's shard of the second encoder; marked, so a recomputed one would show.

@@ -11,9 +11,9 @@ from cfcl.evaluation.metrics import (
     auroc,
     balanced_accuracy,
     bootstrap_ci,
+    multiplicities,
     paired_gain_ci,
     paired_seed_gain,
-    multiplicities,
     stratified_resamples,
     weighted_auroc,
     weighted_balanced_accuracy,
@@ -78,7 +78,9 @@ def test_metrics_weighted_by_multiplicities_equal_sklearn_on_each_explicit_resam
     expected = [roc_auc_score(y3[row], prob[row], multi_class="ovr", average="macro") for row in idx]
     np.testing.assert_allclose(weighted_auroc(y3, prob, multiplicities(idx, len(y3))), expected, atol=1e-12)
     expected = [balanced_accuracy_score(y3[row], prob[row].argmax(1)) for row in idx]
-    np.testing.assert_allclose(weighted_balanced_accuracy(y3, prob.argmax(1), multiplicities(idx, len(y3))), expected, atol=1e-12)
+    np.testing.assert_allclose(
+        weighted_balanced_accuracy(y3, prob.argmax(1), multiplicities(idx, len(y3))), expected, atol=1e-12
+    )
 
 
 def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_more_data():
@@ -153,7 +155,9 @@ def test_variance_components_split_seed_and_draw_spread_by_hand():
 
     from cfcl.evaluation.metrics import variance_components
 
-    gains = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "draw": [0, 1] * 3, "value": [0.10, 0.14, 0.00, 0.02, 0.05, 0.11]})
+    gains = pd.DataFrame(
+        {"seed": [0, 0, 1, 1, 2, 2], "draw": [0, 1] * 3, "value": [0.10, 0.14, 0.00, 0.02, 0.05, 0.11]}
+    )
     parts = variance_components(gains)
     within = np.mean([np.var([0.10, 0.14], ddof=1), np.var([0.00, 0.02], ddof=1), np.var([0.05, 0.11], ddof=1)])
     means = np.array([0.12, 0.01, 0.08])

@@ -22,6 +22,7 @@ from cfcl.training import DevicesConfig, TrainerConfig
 from support.datasets import CSV_OPTIONS, csv_root
 from support.pipeline import QUIET, TINY_RUN
 
+
 def tiny_run(out: Path, **changes) -> RunConfig:
     return RunConfig.model_validate({**TINY_RUN, "out": str(out), **changes})
 
@@ -30,7 +31,12 @@ def test_plan_wires_stages_in_dependency_order(tmp_path):
     nodes = plan(tiny_run(tmp_path))
     names = [n.name for n in nodes]
     assert names[0] == "data" and names[-1] == "eval"
-    assert names.index("cf_model") < names.index("cf_finetune") < names.index("cf_store") < names.index("pretrain/cf-simclr-s0")
+    assert (
+        names.index("cf_model")
+        < names.index("cf_finetune")
+        < names.index("cf_store")
+        < names.index("pretrain/cf-simclr-s0")
+    )
     by_name = {n.name: n for n in nodes}
     assert by_name["pretrain/oracle-s0"].config.cf_store == tmp_path / "data" / "true_cf"
     assert by_name["pretrain/cf-simclr-s0"].config.cf_store == tmp_path / "cf_store"
@@ -39,13 +45,19 @@ def test_plan_wires_stages_in_dependency_order(tmp_path):
     assert by_name["cf_quality_base"].config.generator == tmp_path / "cf_model"
     assert [Path(e).name for e in by_name["eval"].config.encoders] == ["simclr-s0", "cf-simclr-s0", "oracle-s0"]
     assert by_name["cf_guide"].config.role == "guide" and by_name["cf_judge"].config.role == "judge"
-    assert all(n.config.trainer.progress_bar is False for n in nodes if isinstance(getattr(n.config, "trainer", None), TrainerConfig))
+    assert all(
+        n.config.trainer.progress_bar is False
+        for n in nodes
+        if isinstance(getattr(n.config, "trainer", None), TrainerConfig)
+    )
     # The counterfactual store takes only the run trainer's device keys, which stay out of its config hash.
     devices = plan(tiny_run(tmp_path, trainer={**QUIET, "accelerator": "cpu", "devices": 2}))
     store = next(n.config for n in devices if n.name == "cf_store")
     assert type(store.trainer) is DevicesConfig and store.trainer.devices == 2 and store.trainer.accelerator == "cpu"
     assert config_hash(store) == config_hash(by_name["cf_store"].config)
-    assert config_hash(next(n.config for n in devices if n.name == "cf_model")) != config_hash(by_name["cf_model"].config)
+    assert config_hash(next(n.config for n in devices if n.name == "cf_model")) != config_hash(
+        by_name["cf_model"].config
+    )
 
 
 def test_plan_judges_the_sex_counterfactuals_only_with_a_generated_sex_method(tmp_path):
@@ -55,17 +67,25 @@ def test_plan_judges_the_sex_counterfactuals_only_with_a_generated_sex_method(tm
     sexed = {n.name: n for n in plan(tiny_run(tmp_path, methods=[*TINY_RUN["methods"], "sex-cf-simclr"]))}
     judge, quality, guide = sexed["cf_judge_sex"], sexed["cf_quality_sex"], sexed["cf_guide_sex"]
     assert (guide.group, guide.config.role, guide.config.parent) == ("cf_guide", "guide", "sex")
-    assert guide.config.arch_kwargs == sexed["cf_guide"].config.arch_kwargs and guide.config.seed == sexed["cf_guide"].config.seed
+    assert (
+        guide.config.arch_kwargs == sexed["cf_guide"].config.arch_kwargs
+        and guide.config.seed == sexed["cf_guide"].config.seed
+    )
     # fine-tuning is guided by the scanner and by sex, so that the sex counterfactuals change sex
     assert sexed["cf_finetune"].config.guide == [tmp_path / "cf_guide", tmp_path / "cf_guide_sex"]
-    assert [n.name for n in plan(tiny_run(tmp_path, methods=["sex-cf-simclr"]))].index("cf_guide_sex") < list(sexed).index("cf_finetune")
-    assert "cf_guide_sex" not in {n.name for n in plan(tiny_run(tmp_path, methods=["sex-cf-simclr"], finetune={"enabled": False}))}
+    assert [n.name for n in plan(tiny_run(tmp_path, methods=["sex-cf-simclr"]))].index("cf_guide_sex") < list(
+        sexed
+    ).index("cf_finetune")
+    assert "cf_guide_sex" not in {
+        n.name for n in plan(tiny_run(tmp_path, methods=["sex-cf-simclr"], finetune={"enabled": False}))
+    }
     assert (judge.group, judge.config.role, judge.config.parent) == ("cf_judge", "judge", "sex")
     assert judge.config.arch_kwargs == sexed["cf_judge"].config.arch_kwargs  # the judge section and preset
     assert quality.group == "cf_quality" and quality.config.intervene == ["sex"]
     assert quality.config.judge == [tmp_path / "cf_judge_sex"]
     assert quality.config.generator == sexed["cf_store_sex"].config.generator == tmp_path / "cf_finetune"
-    # the scanner's classifiers, quality and store keep their configs, so a run made before resumes with the new stages only
+    # the scanner's classifiers, quality and store keep their configs, so a run made before resumes with the new
+    # stages only
     # (cf_finetune's changes with its guides: it and what reads it run again)
     for name in ("cf_guide", "cf_judge", "cf_quality_base", "cf_store", "cf_quality"):
         assert config_hash(sexed[name].config) == config_hash(scanner[name].config)
@@ -73,7 +93,9 @@ def test_plan_judges_the_sex_counterfactuals_only_with_a_generated_sex_method(tm
     # a single guide, or a list of one, dumps as the single path it was before several guides could be given
     one = scanner["cf_finetune"].config
     assert one.model_dump()["guide"] == tmp_path / "cf_guide"
-    assert config_hash(type(one).model_validate({**one.model_dump(), "guide": [tmp_path / "cf_guide"]})) == config_hash(one)
+    assert config_hash(type(one).model_validate({**one.model_dump(), "guide": [tmp_path / "cf_guide"]})) == config_hash(
+        one
+    )
 
 
 def test_plan_without_generated_counterfactuals_skips_the_generator(tmp_path):
@@ -96,16 +118,20 @@ def test_run_config_errors_name_the_section(tmp_path):
 
 
 def _metrics(run: Path) -> pd.DataFrame:
-    return pd.read_csv(run / "eval" / "metrics.csv").sort_values(
-        ["method", "seed", "protocol", "label_fraction", "test_set", "domain", "metric"]
-    ).reset_index(drop=True)
+    return (
+        pd.read_csv(run / "eval" / "metrics.csv")
+        .sort_values(["method", "seed", "protocol", "label_fraction", "test_set", "domain", "metric"])
+        .reset_index(drop=True)
+    )
 
 
 def _run_until(config_file: Path, stage_dir: Path) -> None:
     """Start `cfcl run` and kill it as soon as ``stage_dir`` holds a running manifest."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "cfcl.cli", "run", str(config_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.time() + 300
     manifest = stage_dir / "manifest.json"
@@ -128,8 +154,12 @@ def test_killed_run_finishes_with_the_metrics_of_an_uninterrupted_one(tmp_path, 
     printed = capsys.readouterr().out  # every stage says in one line what it did
     for node in plan(tiny_run(reference)):
         assert re.search(rf"^\S+: {re.escape(str(node.out))} done in [\d.]+ s", printed, re.M), node.name
-    assert re.search(r"^cf_store: \S+ done in [\d.]+ s; 192 counterfactuals of the train images \(domain changed\)$", printed, re.M)
-    assert re.search(r"^cf_quality: \S+ done in [\d.]+ s; \d+ of \d+ quality targets met.*; cf_quality.json$", printed, re.M)
+    assert re.search(
+        r"^cf_store: \S+ done in [\d.]+ s; 192 counterfactuals of the train images \(domain changed\)$", printed, re.M
+    )
+    assert re.search(
+        r"^cf_quality: \S+ done in [\d.]+ s; \d+ of \d+ quality targets met.*; cf_quality.json$", printed, re.M
+    )
     run_pipeline(tiny_run(reference))
     second = capsys.readouterr().out
     assert second.count("up to date") == len(plan(tiny_run(reference)))
@@ -160,18 +190,34 @@ def test_only_and_from_select_stages(tmp_path, capsys):
         run_pipeline(run, start="nonsense")
     run_pipeline(run, dry_run=True)
     plan_text = capsys.readouterr().out
-    assert re.search(r"^  data +up to date$", plan_text, re.M) and re.search(r"^  pretrain/simclr-s0 +run$", plan_text, re.M)
+    assert re.search(r"^  data +up to date$", plan_text, re.M) and re.search(
+        r"^  pretrain/simclr-s0 +run$", plan_text, re.M
+    )
 
 
 @pytest.mark.slow
 def test_dino_methods_run_through_evaluation_and_report(tmp_path):
     pretrain = {
-        **TINY_RUN["pretrain"], "optimizer": "adamw",
-        "encoder": {"arch": "vit", "arch_kwargs": {"image_size": 32, "patch_size": 8, "width": 16, "depth": 1, "heads": 2, "mlp_dim": 32}},
-        "dino": {"prototypes": 32, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 16, "ibot_weight": 1.0},
+        **TINY_RUN["pretrain"],
+        "optimizer": "adamw",
+        "encoder": {
+            "arch": "vit",
+            "arch_kwargs": {"image_size": 32, "patch_size": 8, "width": 16, "depth": 1, "heads": 2, "mlp_dim": 32},
+        },
+        "dino": {
+            "prototypes": 32,
+            "head_hidden": 16,
+            "head_bottleneck": 8,
+            "n_local": 2,
+            "local_size": 16,
+            "ibot_weight": 1.0,
+        },
     }
     generated = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["dino", "cf-dino"], pretrain=pretrain))}
-    assert generated["pretrain/cf-dino-s0"].cf_store == tmp_path / "cf_store" and generated["pretrain/dino-s0"].cf_store is None
+    assert (
+        generated["pretrain/cf-dino-s0"].cf_store == tmp_path / "cf_store"
+        and generated["pretrain/dino-s0"].cf_store is None
+    )
     # the true counterfactuals keep the run small (no generator) and still train on counterfactual views
     run = tiny_run(tmp_path, methods=["dino", "oracle-dino"], pretrain=pretrain)
     run_pipeline(run)
@@ -205,7 +251,10 @@ def test_sex_methods_run_through_evaluation_and_report(tmp_path):
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     assert {"sex-cf-simclr", "sex-oracle"} <= set(metrics["method"])
     store = ImageStore.open(tmp_path / "cf_store_sex")
-    assert store.intervened == {"sex": ["F", "M"]} and store.info["source_store"] == ImageStore.open(tmp_path / "data").content_hash
+    assert (
+        store.intervened == {"sex": ["F", "M"]}
+        and store.info["source_store"] == ImageStore.open(tmp_path / "data").content_hash
+    )
     assert (tmp_path / "report" / "index.html").is_file()
 
 
@@ -224,14 +273,21 @@ def test_the_oracle_controls_add_their_stores_only_when_listed(tmp_path):
     assert nodes["pretrain/cf-simclr-base-s0"].cf_store == tmp_path / "cf_store_base"
     assert nodes["pretrain/oracle-renoised-s0"].cf_store == tmp_path / "data" / "true_cf_renoised"
     assert nodes["pretrain/oracle-recon-s0"].cf_store == tmp_path / "cf_store_recon"
-    # Every other stage keeps its config hash, but data's (only when oracle-renoised is listed) and eval's (more encoders).
+    # Every other stage keeps its config hash, but data's (only when oracle-renoised is listed) and eval's (more
+    # encoders).
     for name, config in plain.items():
         assert config_hash(nodes[name]) == config_hash(config) or name in ("data", "eval"), name
-    generated_only = {n.name: n.config for n in plan(tiny_run(tmp_path, methods=["simclr", "cf-simclr-base", "oracle-recon"]))}
+    generated_only = {
+        n.name: n.config for n in plan(tiny_run(tmp_path, methods=["simclr", "cf-simclr-base", "oracle-recon"]))
+    }
     assert config_hash(generated_only["data"]) == config_hash(plain["data"]) and "cf_store" not in generated_only
     # Without fine-tuning the generator before it is the generator: cf-simclr-base reads cf_store.
-    unfinetuned = [n for n in plan(tiny_run(tmp_path, methods=["cf-simclr", "cf-simclr-base"], finetune={"enabled": False}))]
-    assert [n.name for n in unfinetuned].count("cf_store") == 1 and not any(n.name == "cf_store_base" for n in unfinetuned)
+    unfinetuned = [
+        n for n in plan(tiny_run(tmp_path, methods=["cf-simclr", "cf-simclr-base"], finetune={"enabled": False}))
+    ]
+    assert [n.name for n in unfinetuned].count("cf_store") == 1 and not any(
+        n.name == "cf_store_base" for n in unfinetuned
+    )
     assert {n.name: n.config for n in unfinetuned}["pretrain/cf-simclr-base-s0"].cf_store == tmp_path / "cf_store"
 
 
@@ -242,7 +298,9 @@ def test_every_shipped_run_preset_plans_and_the_benchmark_presets_share_one_reci
     assert {"benchmark", "benchmark_science", "demo", "padchest"} <= set(run_presets)
     planned = {name: {n.name: n.config for n in plan(load_run_config(name, out=tmp_path)[0])} for name in run_presets}
     # The decisive preset and the full science differ in methods and baselines, not in how an encoder is trained.
-    simclr = [planned[name]["pretrain/simclr-s0"] for name in ("benchmark", "benchmark_science", "benchmark_oracle_controls")]
+    simclr = [
+        planned[name]["pretrain/simclr-s0"] for name in ("benchmark", "benchmark_science", "benchmark_oracle_controls")
+    ]
     assert len({config_hash(c) for c in simclr}) == 1 and simclr[0].trainer.precision == "bf16-mixed"
     assert planned["benchmark"]["eval"].label_draws == planned["benchmark_science"]["eval"].label_draws == 10
     # That recipe is the pretrain preset in bfloat16 with channels-last, and nothing else: the two files cannot drift.
@@ -262,7 +320,10 @@ def test_the_benchmark_preset_keeps_its_stages_and_hashes_beside_the_controls(tm
     # Without a generated sex method fine-tuning is guided by the scanner alone, one path as before (so its hash holds).
     for preset in ("benchmark", "demo", "benchmark_oracle_controls", "benchmark_dino"):
         nodes = {n.name: n.config for n in plan(load_run_config(preset, out=tmp_path)[0])}
-        assert not any(name.startswith("cf_guide_") for name in nodes) and nodes["cf_finetune"].guide == tmp_path / "cf_guide"
+        assert (
+            not any(name.startswith("cf_guide_") for name in nodes)
+            and nodes["cf_finetune"].guide == tmp_path / "cf_guide"
+        )
     planned = [n.name for n in plan(controls)]
     assert {"cf_store", "cf_store_base", "cf_store_recon", "pretrain/oracle-renoised-s2"} <= set(planned)
 
@@ -294,8 +355,17 @@ def test_the_dataset_root_is_checked_before_anything_runs_unless_the_data_is_up_
     run_pipeline(run, dry_run=True)
     assert re.search(r"^  data +up to date$", capsys.readouterr().out, re.M)
     for start in ("data", None):
-        changed = run if start else tiny_run(tmp_path / "run", methods=["simclr"], data={**data, "prepare": {**data["prepare"], "seed": 1}})
-        with pytest.raises(ConfigError, match=rf"section 'data.prepare': dataset root {re.escape(str(root))} \(config key 'root'\) is not a folder"):
+        changed = (
+            run
+            if start
+            else tiny_run(
+                tmp_path / "run", methods=["simclr"], data={**data, "prepare": {**data["prepare"], "seed": 1}}
+            )
+        )
+        with pytest.raises(
+            ConfigError,
+            match=rf"section 'data.prepare': dataset root {re.escape(str(root))} \(config key 'root'\) is not a folder",
+        ):
             run_pipeline(changed, start=start, dry_run=True)
         with pytest.raises(ConfigError, match="not a folder"):
             run_pipeline(changed, start=start)

@@ -27,13 +27,23 @@ def scanner_store(path: Path, size: int = 16, n: int = 96, seed: int = 0) -> Ima
     n_ood = n // 8
     domain = np.concatenate([np.arange(n - n_ood) % 3, np.full(n_ood, 3)])
     label = np.arange(n) % 2
-    split = [("ood_train", "ood_test")[i % 2] if d == 3 else ("train", "train", "val", "test")[(i // 3) % 4]
-             for i, d in enumerate(domain)]
+    split = [
+        ("ood_train", "ood_test")[i % 2] if d == 3 else ("train", "train", "val", "test")[(i // 3) % 4]
+        for i, d in enumerate(domain)
+    ]
     images = rng.normal(0.3, 0.05, (n, size, size)) + 0.1 * domain[:, None, None]
     c = size // 4
     images[:, c:-c, c:-c] += 0.25 * label[:, None, None]
-    meta = pd.DataFrame({"index": np.arange(n), "image_id": [f"img{i}" for i in range(n)],
-                         "patient_id": [f"p{i}" for i in range(n)], "split": split, "domain": domain, "label": label})
+    meta = pd.DataFrame(
+        {
+            "index": np.arange(n),
+            "image_id": [f"img{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "split": split,
+            "domain": domain,
+            "label": label,
+        }
+    )
     pixels = np.round(np.clip(images, 0, 1) * 255).astype(np.uint8)
     return write_store(path, pixels, meta, SCANNERS, ["healthy", "opacity"], extra={"ood_domains": [3]})
 

@@ -31,13 +31,23 @@ def make_store(
         for k in range(n):
             latents.append(rng.uniform(0.05, 0.95, (size, size)))
             split = ("ood_train" if k % 2 else "ood_test") if d == 3 else ("train", "train", "val", "test")[k % 4]
-            rows.append({"image_id": f"i{len(rows)}", "patient_id": f"p{len(rows)}", "split": split, "domain": d, "label": k % 2})
+            rows.append(
+                {
+                    "image_id": f"i{len(rows)}",
+                    "patient_id": f"p{len(rows)}",
+                    "split": split,
+                    "domain": d,
+                    "label": k % 2,
+                }
+            )
     meta = pd.DataFrame(rows)
     meta.insert(0, "index", np.arange(len(meta)))
     if sexes:
         meta["sex"] = [sexes[(i // 4) % len(sexes)] for i in range(len(meta))]
     u = np.stack(latents)
-    sex_codes = np.zeros(len(meta), dtype=np.int64) if sex_shade is None else meta["sex"].map(list(sexes).index).to_numpy()
+    sex_codes = (
+        np.zeros(len(meta), dtype=np.int64) if sex_shade is None else meta["sex"].map(list(sexes).index).to_numpy()
+    )
     shades = np.ones((2, size, size))
     if sex_shade is not None:
         shades[1, : size // 2] = sex_shade
@@ -50,24 +60,47 @@ def make_store(
     images = render(domains, sex_codes)
     store = write_store(path, images, meta, DOMAINS, ["neg", "pos"], extra={"ood_domains": [3]})
     if true_cf:
-        all_cf = np.stack([render(np.full(n, d), sex_codes) for d in range(len(DOMAINS))], axis=1).reshape(-1, size, size)
-        cf_meta = pd.DataFrame({
-            "index": np.arange(n * len(DOMAINS)),
-            "source_index": np.repeat(np.arange(n), len(DOMAINS)),
-            "target_domain": np.tile(np.arange(len(DOMAINS)), n),
-        })
+        all_cf = np.stack([render(np.full(n, d), sex_codes) for d in range(len(DOMAINS))], axis=1).reshape(
+            -1, size, size
+        )
+        cf_meta = pd.DataFrame(
+            {
+                "index": np.arange(n * len(DOMAINS)),
+                "source_index": np.repeat(np.arange(n), len(DOMAINS)),
+                "target_domain": np.tile(np.arange(len(DOMAINS)), n),
+            }
+        )
         cf_meta["split"] = np.repeat(meta["split"].to_numpy(), len(DOMAINS))
         cf_meta["domain"] = cf_meta["target_domain"]
-        write_store(path / "true_cf", all_cf, cf_meta, DOMAINS, ["neg", "pos"], kind="counterfactuals",
-                    extra={"source_store": store.content_hash})
+        write_store(
+            path / "true_cf",
+            all_cf,
+            cf_meta,
+            DOMAINS,
+            ["neg", "pos"],
+            kind="counterfactuals",
+            extra={"source_store": store.content_hash},
+        )
     if true_cf and sex_shade is not None:
         by_sex = np.stack([render(domains, np.full(n, s)) for s in (0, 1)], axis=1)
-        sex_meta = pd.DataFrame({
-            "index": np.arange(2 * n), "source_index": np.repeat(np.arange(n), 2), "target_sex": np.tile([0, 1], n),
-            "split": np.repeat(meta["split"].to_numpy(), 2), "domain": np.repeat(domains, 2),
-        })
-        write_store(path / "true_cf_sex", by_sex.reshape(-1, size, size), sex_meta, DOMAINS, ["neg", "pos"],
-                    kind="counterfactuals", extra={"source_store": store.content_hash, "intervened": {"sex": list(sexes)}})
+        sex_meta = pd.DataFrame(
+            {
+                "index": np.arange(2 * n),
+                "source_index": np.repeat(np.arange(n), 2),
+                "target_sex": np.tile([0, 1], n),
+                "split": np.repeat(meta["split"].to_numpy(), 2),
+                "domain": np.repeat(domains, 2),
+            }
+        )
+        write_store(
+            path / "true_cf_sex",
+            by_sex.reshape(-1, size, size),
+            sex_meta,
+            DOMAINS,
+            ["neg", "pos"],
+            kind="counterfactuals",
+            extra={"source_store": store.content_hash, "intervened": {"sex": list(sexes)}},
+        )
     return store
 
 

@@ -8,9 +8,21 @@ from pathlib import Path
 from support.paths import REPO
 
 RANK_VARIABLES = (
-    "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-    "MASTER_PORT", "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
-    "SLURM_JOB_NAME", "SLURM_JOB_ID",
+    "RANK",
+    "LOCAL_RANK",
+    "NODE_RANK",
+    "GROUP_RANK",
+    "WORLD_SIZE",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "TORCHELASTIC_RUN_ID",
+    "SLURM_NTASKS",
+    "SLURM_PROCID",
+    "SLURM_LOCALID",
+    "SLURM_NODEID",
+    "SLURM_JOB_NAME",
+    "SLURM_JOB_ID",
 )
 SRC = str(REPO / "src")  # the subprocesses import this checkout's cfcl
 
@@ -21,8 +33,10 @@ class Cfcl:
     def __init__(self, args, log: Path, env=None, cwd=None):
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cfcl", *map(str, args)], cwd=cwd,
-            stdout=open(f"{log}.out", "w"), stderr=open(f"{log}.err", "w"),
+            [sys.executable, "-m", "cfcl", *map(str, args)],
+            cwd=cwd,
+            stdout=open(f"{log}.out", "w"),
+            stderr=open(f"{log}.err", "w"),
             env={**{k: v for k, v in os.environ.items() if k not in RANK_VARIABLES}, "PYTHONPATH": SRC, **(env or {})},
         )
 
@@ -40,8 +54,16 @@ class Cfcl:
 
 # `cfcl cf train` overrides for a generator that trains in seconds.
 TINY_GENERATOR = [
-    "arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
-    "batch_size=16", "trainer.max_epochs=2", "trainer.progress_bar=false", "trainer.log_every_n_steps=1", "val_images=8", "grid_images=4",
+    "arch.widths=[8, 8, 16]",
+    "arch.blocks=[1, 1, 1]",
+    "arch.latent_channels=4",
+    "arch.stochastic_max_res=8",
+    "batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.progress_bar=false",
+    "trainer.log_every_n_steps=1",
+    "val_images=8",
+    "grid_images=4",
 ]
 
 

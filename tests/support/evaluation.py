@@ -1,4 +1,5 @@
-"""Builders shared by the evaluation and report tests: a tiny labelled multi-domain store, encoders, a reference probe."""
+"""Builders shared by the evaluation and report tests: a tiny labelled multi-domain store, encoders, a reference
+probe."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
 from cfcl.config import StrictModel
+from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
 from cfcl.data.store import ImageStore, write_store
 from cfcl.evaluation.features import extract_features
 from cfcl.evaluation.probe import class_probabilities, fit_probe
@@ -64,7 +65,11 @@ def tiny_encoder(folder: Path, method: str, seed: int, size: int = 16) -> Path:
     """A small random ResNet saved as a pretrain folder's ``encoder.pt``."""
     torch.manual_seed(100 + seed + zlib.crc32(method.encode()) % 97)
     folder.mkdir(parents=True, exist_ok=True)
-    save_encoder(folder, build_encoder("small", width=4, blocks=[1, 1]), {"image_size": [size, size], "method": method, "seed": seed})
+    save_encoder(
+        folder,
+        build_encoder("small", width=4, blocks=[1, 1]),
+        {"image_size": [size, size], "method": method, "seed": seed},
+    )
     complete_stage(folder, "pretrain")
     return folder
 

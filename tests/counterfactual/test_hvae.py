@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -15,6 +14,7 @@ from cfcl.config import build_config
 from cfcl.counterfactual.classifier.model import build_classifier
 from cfcl.counterfactual.config import CFTrainConfig
 from cfcl.counterfactual.data import domain_balanced_weights
+from cfcl.counterfactual.generator import module as generator_module
 from cfcl.counterfactual.generator.checkpoint import load_generator, save_generator
 from cfcl.counterfactual.generator.hvae import HVAE, HVAEArch
 from cfcl.counterfactual.generator.inference import abduct, apply_noise, counterfactual, pixel_noise, predict
@@ -28,7 +28,6 @@ from cfcl.counterfactual.generator.losses import (
     random_other_values,
     round_trip_mae,
 )
-from cfcl.counterfactual.generator import module as generator_module
 from cfcl.counterfactual.generator.module import (
     GeneratorModule,
     adamw,
@@ -51,11 +50,18 @@ def store(tmp_path_factory):
     """16 px random images with domain (3 seen of 4), sex (text) and age (integer years) parents."""
     rng = np.random.default_rng(0)
     n = 24
-    meta = pd.DataFrame({
-        "index": range(n), "image_id": [f"i{i}" for i in range(n)], "patient_id": [f"p{i}" for i in range(n)],
-        "split": ["train"] * 18 + ["val"] * 6, "domain": np.arange(n) % 3, "label": np.arange(n) % 2,
-        "sex": ["F", "M"] * (n // 2), "age": rng.integers(20, 90, n),
-    })
+    meta = pd.DataFrame(
+        {
+            "index": range(n),
+            "image_id": [f"i{i}" for i in range(n)],
+            "patient_id": [f"p{i}" for i in range(n)],
+            "split": ["train"] * 18 + ["val"] * 6,
+            "domain": np.arange(n) % 3,
+            "label": np.arange(n) % 2,
+            "sex": ["F", "M"] * (n // 2),
+            "age": rng.integers(20, 90, n),
+        }
+    )
     images = rng.integers(0, 256, (n, 16, 16), dtype=np.uint8)
     return write_store(tmp_path_factory.mktemp("hvae") / "store", images, meta, ["a", "b", "c", "d"], ["neg", "pos"])
 
@@ -141,10 +147,12 @@ def test_null_intervention_reproduces_the_image(store, model):
 
 
 def test_pixel_noise_by_hand(store, model):
-    assert pixel_noise(torch.tensor([0.5]), torch.tensor([0.3]), torch.log(torch.tensor([0.1]))).item() == pytest.approx(2.0)
-    assert apply_noise(torch.tensor([0.9, 0.1]), torch.log(torch.tensor([0.1, 0.1])), torch.tensor([2.0, -0.5])).tolist() == (
-        pytest.approx([1.0, 0.05])
-    )
+    assert pixel_noise(
+        torch.tensor([0.5]), torch.tensor([0.3]), torch.log(torch.tensor([0.1]))
+    ).item() == pytest.approx(2.0)
+    assert apply_noise(
+        torch.tensor([0.9, 0.1]), torch.log(torch.tensor([0.1, 0.1])), torch.tensor([2.0, -0.5])
+    ).tolist() == (pytest.approx([1.0, 0.05]))
     x, pa = batch(store, model.specs)
     with torch.no_grad():
         ab = abduct(model, x, pa)
@@ -183,7 +191,10 @@ def test_generator_checkpoint_roundtrip_and_errors(tmp_path, store, model):
     loaded, info = load_generator(tmp_path)
     assert not loaded.training and info["store"] == store.content_hash and info["parents"][0]["name"] == "domain"
     with torch.no_grad():
-        assert torch.equal(counterfactual(loaded, x, pa, intervene(pa, domain=2)), counterfactual(model, x, pa, intervene(pa, domain=2)))
+        assert torch.equal(
+            counterfactual(loaded, x, pa, intervene(pa, domain=2)),
+            counterfactual(model, x, pa, intervene(pa, domain=2)),
+        )
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes((tmp_path / "generator.pt").read_bytes()[:200])
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -215,7 +226,9 @@ def test_224_preset_has_about_40m_parameters(store):
     model = HVAE(224, config.arch, specs)
     n = sum(p.numel() for p in model.parameters())
     assert 35e6 <= n <= 45e6, n
-    assert model.resolutions[0] == 224 and max(r for r in model.resolutions if r <= config.arch.stochastic_max_res) >= 56
+    assert (
+        model.resolutions[0] == 224 and max(r for r in model.resolutions if r <= config.arch.stochastic_max_res) >= 56
+    )
 
 
 def test_small_pure_functions():
@@ -253,10 +266,15 @@ def test_guidance_terms_by_hand():
     assert terms["accuracy"].item() == 0.5
 
 
-def test_counterfactual_guidance_of_the_scanner_alone_is_the_step_before_other_parents_and_of_several_their_mean(store, model):
+def test_counterfactual_guidance_of_the_scanner_alone_is_the_step_before_other_parents_and_of_several_their_mean(
+    store, model
+):
     x, pa = batch(store, model.specs)
     torch.manual_seed(1)
-    guides = {"domain": build_classifier("cnn", 4, widths=[4]).eval(), "sex": build_classifier("cnn", 2, widths=[4]).eval()}
+    guides = {
+        "domain": build_classifier("cnn", 4, widths=[4]).eval(),
+        "sex": build_classifier("cnn", 2, widths=[4]).eval(),
+    }
     values = {"domain": torch.tensor([0, 1, 2]), "sex": torch.tensor([0, 1])}
     with torch.no_grad():
         torch.manual_seed(0)
@@ -266,18 +284,28 @@ def test_counterfactual_guidance_of_the_scanner_alone_is_the_step_before_other_p
         target = random_other_values(pa["domain"], values["domain"])
         pa_star = intervene(pa, domain=target)
         x_star = counterfactual(model, x, pa, pa_star)
-        before = {**guidance_terms(guides["domain"], x_star, target), "round_trip_mae": round_trip_mae(model, x, x_star, pa, pa_star)}
+        before = {
+            **guidance_terms(guides["domain"], x_star, target),
+            "round_trip_mae": round_trip_mae(model, x, x_star, pa, pa_star),
+        }
         assert all(torch.equal(scanner[k], before[k]) for k in ("ce", "accuracy", "round_trip_mae"))
-        assert "ce_sex" not in scanner and "round_trip_mae" not in counterfactual_guidance(model, guides, values, x, pa, False)
+        assert "ce_sex" not in scanner and "round_trip_mae" not in counterfactual_guidance(
+            model, guides, values, x, pa, False
+        )
         torch.manual_seed(0)
         both = counterfactual_guidance(model, guides, values, x, pa, round_trip=True)
         torch.manual_seed(0)
-        domain_target, sex_target = random_other_values(pa["domain"], values["domain"]), random_other_values(pa["sex"], values["sex"])
+        domain_target, sex_target = (
+            random_other_values(pa["domain"], values["domain"]),
+            random_other_values(pa["sex"], values["sex"]),
+        )
         x_sex = counterfactual(model, x, pa, intervene(pa, sex=sex_target))  # sex alone changed, the domain kept
         of_sex = guidance_terms(guides["sex"], x_sex, sex_target)
     assert torch.equal(domain_target, target) and torch.equal(sex_target, 1 - pa["sex"])
     assert torch.equal(both["ce_domain"], scanner["ce"]) and torch.allclose(both["ce_sex"], of_sex["ce"])
-    assert torch.allclose(both["ce"], (scanner["ce"] + of_sex["ce"]) / 2) and not torch.allclose(both["ce"], scanner["ce"])
+    assert torch.allclose(both["ce"], (scanner["ce"] + of_sex["ce"]) / 2) and not torch.allclose(
+        both["ce"], scanner["ce"]
+    )
     assert torch.allclose(both["accuracy"], (scanner["accuracy"] + of_sex["accuracy"]) / 2)
     assert torch.allclose(both["round_trip_mae"], (both["round_trip_mae_domain"] + both["round_trip_mae_sex"]) / 2)
     assert torch.equal(both["round_trip_mae_domain"], scanner["round_trip_mae"])
@@ -336,11 +364,19 @@ def test_generator_ema_follows_the_ramped_decay_step_by_step():
 def test_the_skip_rule_on_the_device_skips_what_the_host_rule_skipped():
     for grad_skip in (25000.0, 0.1):  # norms are >= 0, NaN or inf; 0.1 lies between two float32 values
         limit = torch.tensor(grad_skip)
-        norms = torch.cat([torch.tensor([0.0, 1.0, 350.0, 3e4, 1e38, math.inf, math.nan]), limit[None],
-                           torch.nextafter(limit, torch.tensor(math.inf))[None], torch.nextafter(limit, torch.tensor(0.0))[None]])
+        norms = torch.cat(
+            [
+                torch.tensor([0.0, 1.0, 350.0, 3e4, 1e38, math.inf, math.nan]),
+                limit[None],
+                torch.nextafter(limit, torch.tensor(math.inf))[None],
+                torch.nextafter(limit, torch.tensor(0.0))[None],
+            ]
+        )
         flags = skipped_update(norms, grad_skip)
         assert flags.dtype == torch.float32
-        host_rule = [float(not math.isfinite(float(v)) or float(v) > grad_skip) for v in norms]  # read on the host before
+        host_rule = [
+            float(not math.isfinite(float(v)) or float(v) > grad_skip) for v in norms
+        ]  # read on the host before
         assert flags.tolist() == host_rule and 0 < sum(host_rule) < len(host_rule), grad_skip
 
 
@@ -433,8 +469,14 @@ def test_the_levers_are_off_by_default_and_reach_the_module_and_its_optimiser(st
 
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda fn: compiled.append(fn) or torch._dynamo.optimize("eager")(fn))
-    levers = ["optim.implementation=fused", "optim.lr_scaling=sqrt", "optim.reference_batch=8", "batch_size=32",
-              "trainer.compile=true", "trainer.channels_last=true"]
+    levers = [
+        "optim.implementation=fused",
+        "optim.lr_scaling=sqrt",
+        "optim.reference_batch=8",
+        "batch_size=32",
+        "trainer.compile=true",
+        "trainer.channels_last=true",
+    ]
     torch.manual_seed(0)
     module = training_module(build_config(CFTrainConfig, None, ["data=unused", *arch, *levers]), 16, specs)
     assert compiled == [elbo_terms] and (module.lr, module.warmup_steps) == (pytest.approx(2e-3), 25)
@@ -450,5 +492,7 @@ def test_the_levers_are_off_by_default_and_reach_the_module_and_its_optimiser(st
     loss.backward()
     module.clip_and_skip(optimizer, "32-true")
     optimizer.step()
-    assert all(not torch.equal(a, b) for a, b in zip(weights, module.trainable()) if b.grad is not None and b.grad.any())
+    assert all(
+        not torch.equal(a, b) for a, b in zip(weights, module.trainable()) if b.grad is not None and b.grad.any()
+    )
     assert int(module.skipped) == 0
