@@ -47,8 +47,11 @@ def synthetic_store(out: Path, size: int, n_train: int) -> Path:
     from cfcl.data.synthetic.config import SynthConfig
     from cfcl.data.synthetic.generate import run
 
-    config = build_config(SynthConfig, None, [f"image_size={size}", f"n_train={n_train}", "n_val=512", "n_test=64",
-                                              "n_ood_train=0", "n_ood_test=64"])
+    config = build_config(
+        SynthConfig,
+        None,
+        [f"image_size={size}", f"n_train={n_train}", "n_val=512", "n_test=64", "n_ood_train=0", "n_ood_test=64"],
+    )
     with contextlib.redirect_stdout(sys.stderr):  # stdout: the JSON lines alone
         run(config, out)
     return out
@@ -66,23 +69,43 @@ def validation_nelbo(model: torch.nn.Module, dataset: ParentImageDataset, batch_
     return total / len(dataset)
 
 
-def train_at(config: CFTrainConfig, train_set: ParentImageDataset, val_set: ParentImageDataset, image_size: int,
-             specs: list, images: int, out: Path) -> dict:
+def train_at(
+    config: CFTrainConfig,
+    train_set: ParentImageDataset,
+    val_set: ParentImageDataset,
+    image_size: int,
+    specs: list,
+    images: int,
+    out: Path,
+) -> dict:
     steps = max(1, images // config.batch_size)
     torch.manual_seed(config.seed)
     module = training_module(config, image_size, specs)
-    trainer = make_trainer(config.trainer, out, max_steps=steps, max_epochs=-1, logger=False, num_sanity_val_steps=0,
-                           use_distributed_sampler=False)
+    trainer = make_trainer(
+        config.trainer,
+        out,
+        max_steps=steps,
+        max_epochs=-1,
+        logger=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
     batches = training_batches(train_set, config.batch_size, config.seed)
     began = time.perf_counter()
     trainer.fit(module, step_loader(batches, trainer_progress(trainer), 0))
     seconds = time.perf_counter() - began
     skipped = int(module.skipped)
     return {
-        "batch_size": config.batch_size, "lr": module.lr, "warmup_steps": module.warmup_steps, "steps": steps,
-        "images": steps * config.batch_size, "skipped": skipped, "skipped_update_rate": round(skipped / steps, 4),
+        "batch_size": config.batch_size,
+        "lr": module.lr,
+        "warmup_steps": module.warmup_steps,
+        "steps": steps,
+        "images": steps * config.batch_size,
+        "skipped": skipped,
+        "skipped_update_rate": round(skipped / steps, 4),
         "val_nelbo": round(validation_nelbo(module.model, val_set, 128), 4),
-        "val_nelbo_ema": round(validation_nelbo(module.ema_model, val_set, 128), 4), "seconds": round(seconds, 1),
+        "val_nelbo_ema": round(validation_nelbo(module.ema_model, val_set, 128), 4),
+        "seconds": round(seconds, 1),
     }
 
 
@@ -93,7 +116,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=6400, help="training images seen at every batch size")
     parser.add_argument("--rule", choices=["none", "linear", "sqrt"], default="sqrt")
     parser.add_argument("--reference-batch", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=1, help="1: a busy 2-core machine slows two threads down many times")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="1: a busy 2-core machine slows two threads down many times"
+    )
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="more cf train settings")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -101,8 +126,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         store = open_image_store(args.data or synthetic_store(tmp / "store", 32, 3000))
-        base = [f"data={store.path}", *([] if args.data else TINY), "trainer.accelerator=cpu", "trainer.progress_bar=false",
-                "trainer.precision=32-true", f"optim.lr_scaling={args.rule}", f"optim.reference_batch={args.reference_batch}"]
+        base = [
+            f"data={store.path}",
+            *([] if args.data else TINY),
+            "trainer.accelerator=cpu",
+            "trainer.progress_bar=false",
+            "trainer.precision=32-true",
+            f"optim.lr_scaling={args.rule}",
+            f"optim.reference_batch={args.reference_batch}",
+        ]
         results = []
         for batch_size in args.batches:
             config = build_config(CFTrainConfig, None, [*base, f"batch_size={batch_size}", *args.overrides])
@@ -110,19 +142,46 @@ def main() -> None:
             specs = parent_specs(store, config.parents, train_rows)
             val_rows = store.indices(config.val_split)
             val_rows = val_rows[np.linspace(0, len(val_rows) - 1, min(config.val_images, len(val_rows))).astype(int)]
-            result = train_at(config, ParentImageDataset(store, train_rows, specs), ParentImageDataset(store, val_rows, specs),
-                              store.size[0], specs, args.images, tmp / f"b{batch_size}")
+            result = train_at(
+                config,
+                ParentImageDataset(store, train_rows, specs),
+                ParentImageDataset(store, val_rows, specs),
+                store.size[0],
+                specs,
+                args.images,
+                tmp / f"b{batch_size}",
+            )
             results.append(result)
-            print(json.dumps({"benchmark": "cf_batch_scaling", "rule": args.rule, "reference_batch": args.reference_batch,
-                              **result}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "cf_batch_scaling",
+                        "rule": args.rule,
+                        "reference_batch": args.reference_batch,
+                        **result,
+                    }
+                ),
+                flush=True,
+            )
         first = results[0]
-        print(json.dumps({
-            "benchmark": "cf_batch_scaling", "summary": True, "rule": args.rule, "images": args.images,
-            "val_nelbo_minus_smallest_batch": {r["batch_size"]: round(r["val_nelbo"] - first["val_nelbo"], 4) for r in results},
-            "ema_val_nelbo_minus_smallest_batch": {r["batch_size"]: round(r["val_nelbo_ema"] - first["val_nelbo_ema"], 4)
-                                                   for r in results},
-            "max_skipped_update_rate": max(r["skipped_update_rate"] for r in results), "target_skipped_update_rate": 0.01,
-        }))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "cf_batch_scaling",
+                    "summary": True,
+                    "rule": args.rule,
+                    "images": args.images,
+                    "val_nelbo_minus_smallest_batch": {
+                        r["batch_size"]: round(r["val_nelbo"] - first["val_nelbo"], 4) for r in results
+                    },
+                    "ema_val_nelbo_minus_smallest_batch": {
+                        r["batch_size"]: round(r["val_nelbo_ema"] - first["val_nelbo_ema"], 4) for r in results
+                    },
+                    "max_skipped_update_rate": max(r["skipped_update_rate"] for r in results),
+                    "target_skipped_update_rate": 0.01,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

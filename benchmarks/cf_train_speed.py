@@ -40,12 +40,21 @@ def main() -> None:
         manifest = run(config, out, force=True)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     metrics = manifest["metrics"]
-    print(json.dumps({
-        "benchmark": "cf_train_speed", "seconds": round(wall, 1), "fit_seconds": manifest["timings"]["fit"],
-        "cpu_seconds": round(cpu, 1), "threads": args.threads, "parameters": manifest["parameters"],
-        "epochs": config.trainer.max_epochs, "val_nelbo": round(metrics.get("val/nelbo", float("nan")), 4),
-        "target_seconds": 240,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "cf_train_speed",
+                "seconds": round(wall, 1),
+                "fit_seconds": manifest["timings"]["fit"],
+                "cpu_seconds": round(cpu, 1),
+                "threads": args.threads,
+                "parameters": manifest["parameters"],
+                "epochs": config.trainer.max_epochs,
+                "val_nelbo": round(metrics.get("val/nelbo", float("nan")), 4),
+                "target_seconds": 240,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,11 +44,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import demo_time
 import numpy as np
+import pretrain_throughput as throughput
 import torch
 
-import demo_time
-import pretrain_throughput as throughput
 from cfcl.config import build_config
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.counterfactual.config import CFGenerateConfig, CFTrainConfig
@@ -131,12 +131,14 @@ class ProfileSteps:
         self.callback = Callback()
 
 
-def autotuned_and_profiled(config: PretrainConfig, tmp: Path, steps: int, warmup: int, profile_dir: Path | None,
-                           name: str) -> float:
+def autotuned_and_profiled(
+    config: PretrainConfig, tmp: Path, steps: int, warmup: int, profile_dir: Path | None, name: str
+) -> float:
     """Views/s of cfcl's loop with determinism off; with ``profile_dir``, also a profiler table of 3 steps
     (``profile_dir/NAME.txt``)."""
-    autotuned, _ = throughput.cfcl_pipeline(config, tmp / f"{name}_autotuned", steps, warmup,
-                                            deterministic=False, benchmark=True)
+    autotuned, _ = throughput.cfcl_pipeline(
+        config, tmp / f"{name}_autotuned", steps, warmup, deterministic=False, benchmark=True
+    )
     if profile_dir is not None:
         profile = ProfileSteps(profile_dir / f"{name}.txt", start=2, n=3)
         throughput.cfcl_pipeline(config, tmp / f"{name}_profiled", 4, 1, callbacks=(profile.callback,))
@@ -144,13 +146,22 @@ def autotuned_and_profiled(config: PretrainConfig, tmp: Path, steps: int, warmup
 
 
 def emit(figure: str, value: float | None, unit: str, device: str, **details) -> None:
-    print(json.dumps({"suite": "gpu_suite", "figure": figure, "value": value, "unit": unit, "device": device, **details}), flush=True)
+    print(
+        json.dumps({"suite": "gpu_suite", "figure": figure, "value": value, "unit": unit, "device": device, **details}),
+        flush=True,
+    )
 
 
 def pretrain_config(sizes: Sizes, data: Path, tiny: bool, compile_encoder: bool, accelerator: str) -> PretrainConfig:
     """ResNet-50 with the reference head, bf16 and channels-last on a GPU; the demo encoder at toy size."""
-    base = {"data": str(data), "batch_size": sizes.pretrain_batch, "online_probe": False, "compile": compile_encoder,
-            "augment": {"preset": "chest"}, "trainer": {"accelerator": accelerator, "progress_bar": False}}
+    base = {
+        "data": str(data),
+        "batch_size": sizes.pretrain_batch,
+        "online_probe": False,
+        "compile": compile_encoder,
+        "augment": {"preset": "chest"},
+        "trainer": {"accelerator": accelerator, "progress_bar": False},
+    }
     if tiny:
         base.update(encoder={"arch": "small", "arch_kwargs": {"width": 4, "blocks": [1, 1]}}, projection=[8])
         base["trainer"]["num_workers"] = 0
@@ -160,14 +171,27 @@ def pretrain_config(sizes: Sizes, data: Path, tiny: bool, compile_encoder: bool,
     return build_config(PretrainConfig, base=base)
 
 
-def pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool, compile_encoder: bool,
-                profile_dir: Path | None) -> float:
+def pretraining(
+    sizes: Sizes,
+    data: Path,
+    tmp: Path,
+    device: torch.device,
+    name: str,
+    tiny: bool,
+    compile_encoder: bool,
+    profile_dir: Path | None,
+) -> float:
     """The ResNet figures; returns cfcl's views/s (the rate the estimate needs)."""
     config = pretrain_config(sizes, data, tiny, compile_encoder, device.type)
     size = ImageStore.open(data).size
     steps, warmup = sizes.pretrain_steps, sizes.pretrain_warmup
-    setting = {"encoder": config.encoder.arch, "image_size": size[0], "views_per_step": 2 * config.batch_size,
-               "compiled": config.compile, "steps": steps}
+    setting = {
+        "encoder": config.encoder.arch,
+        "image_size": size[0],
+        "views_per_step": 2 * config.batch_size,
+        "compiled": config.compile,
+        "steps": steps,
+    }
     fastest_kernels()
     bare, _ = throughput.bare(config, size, device, steps, warmup)
     emit("pretrain_bare_views_per_s", round(bare, 1), "views/s", name, **setting)
@@ -180,13 +204,21 @@ def pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name:
     emit("pretrain_cfcl_over_bare", round(cfcl / bare, 3), "ratio", name, **setting, target=0.85, stretch=0.9)
     emit("pretrain_cfcl_over_pil", round(cfcl / pil, 3), "ratio", name, **setting, target=1.5)
     autotuned = autotuned_and_profiled(config, tmp, steps, warmup, profile_dir, "pretrain_resnet")
-    emit("pretrain_cfcl_autotuned_over_bare", round(autotuned / bare, 3), "ratio", name, **setting,
-         views_per_s=round(autotuned, 1), deterministic=False)
+    emit(
+        "pretrain_cfcl_autotuned_over_bare",
+        round(autotuned / bare, 3),
+        "ratio",
+        name,
+        **setting,
+        views_per_s=round(autotuned, 1),
+        deterministic=False,
+    )
     return cfcl
 
 
-def dino_pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool,
-                     profile_dir: Path | None) -> None:
+def dino_pretraining(
+    sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: str, tiny: bool, profile_dir: Path | None
+) -> None:
     """The ViT path: cfcl's DINO loop with the reference settings (ViT-B/16, 224 px, batch 60, 2 global
     and 8 local crops, iBOT) against the bare encoder work of the step (forward + backward over the
     same views, the teacher's forward over the global views)."""
@@ -194,15 +226,30 @@ def dino_pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, 
     base.update(data=str(data), online_probe=False, batch_size=sizes.pretrain_batch if tiny else 60)
     base["trainer"].update(accelerator=device.type, progress_bar=False)
     if tiny:
-        base.update(encoder={"arch": "vit", "arch_kwargs": {"image_size": sizes.image, "patch_size": 4, "width": 16,
-                                                             "depth": 1, "heads": 2, "mlp_dim": 32}},
-                    dino={"prototypes": 32, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 8})
+        base.update(
+            encoder={
+                "arch": "vit",
+                "arch_kwargs": {
+                    "image_size": sizes.image,
+                    "patch_size": 4,
+                    "width": 16,
+                    "depth": 1,
+                    "heads": 2,
+                    "mlp_dim": 32,
+                },
+            },
+            dino={"prototypes": 32, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 8},
+        )
         base["trainer"]["num_workers"] = 0
     config = build_config(PretrainConfig, base=base)
     size = ImageStore.open(data).size
     steps, warmup = sizes.pretrain_steps, sizes.pretrain_warmup
-    setting = {"encoder": config.encoder.arch, "method": "dino", "steps": steps,
-               "views_per_step": sum(n for n, _ in throughput.view_shapes(config, size))}
+    setting = {
+        "encoder": config.encoder.arch,
+        "method": "dino",
+        "steps": steps,
+        "views_per_step": sum(n for n, _ in throughput.view_shapes(config, size)),
+    }
     fastest_kernels()
     bare, _ = throughput.bare(config, size, device, steps, warmup)
     emit("pretrain_vit_dino_bare_views_per_s", round(bare, 1), "views/s", name, **setting)
@@ -210,16 +257,36 @@ def dino_pretraining(sizes: Sizes, data: Path, tmp: Path, device: torch.device, 
     emit("pretrain_vit_dino_cfcl_views_per_s", round(cfcl, 1), "views/s", name, **setting)
     emit("pretrain_vit_dino_cfcl_over_bare", round(cfcl / bare, 3), "ratio", name, **setting, target=0.85)
     autotuned = autotuned_and_profiled(config, tmp, steps, warmup, profile_dir, "pretrain_vit_dino")
-    emit("pretrain_vit_dino_cfcl_autotuned_over_bare", round(autotuned / bare, 3), "ratio", name, **setting,
-         views_per_s=round(autotuned, 1), deterministic=False)
+    emit(
+        "pretrain_vit_dino_cfcl_autotuned_over_bare",
+        round(autotuned / bare, 3),
+        "ratio",
+        name,
+        **setting,
+        views_per_s=round(autotuned, 1),
+        deterministic=False,
+    )
 
 
 def generator_config(data: Path, batch: int, tiny: bool, accelerator: str, levers: list[str] = ()) -> CFTrainConfig:
-    overrides = [f"data={data}", f"batch_size={batch}", "trainer.progress_bar=false", f"trainer.accelerator={accelerator}",
-                 f"trainer.precision={'32-true' if accelerator == 'cpu' else 'bf16-mixed'}", "trainer.log_every_n_steps=50", *levers]
+    overrides = [
+        f"data={data}",
+        f"batch_size={batch}",
+        "trainer.progress_bar=false",
+        f"trainer.accelerator={accelerator}",
+        f"trainer.precision={'32-true' if accelerator == 'cpu' else 'bf16-mixed'}",
+        "trainer.log_every_n_steps=50",
+        *levers,
+    ]
     if tiny:
-        overrides += ["arch.widths=[8, 8, 16]", "arch.blocks=[1, 1, 1]", "arch.latent_channels=4", "arch.stochastic_max_res=8",
-                      "trainer.num_workers=0", "trainer.compile=false"]  # compiling on a CPU takes minutes
+        overrides += [
+            "arch.widths=[8, 8, 16]",
+            "arch.blocks=[1, 1, 1]",
+            "arch.latent_channels=4",
+            "arch.stochastic_max_res=8",
+            "trainer.num_workers=0",
+            "trainer.compile=false",
+        ]  # compiling on a CPU takes minutes
     return build_config(CFTrainConfig, resolve_config_path("cf_train_224"), overrides)
 
 
@@ -229,7 +296,9 @@ def _step_batch(dataset: ParentImageDataset, batch: int, device: torch.device) -
     return x, {k: v[rows].to(device) for k, v in dataset.parents.items()}
 
 
-def peak_memory_gb(config: CFTrainConfig, dataset: ParentImageDataset, specs: list, batch: int, device: torch.device) -> float:
+def peak_memory_gb(
+    config: CFTrainConfig, dataset: ParentImageDataset, specs: list, batch: int, device: torch.device
+) -> float:
     """Peak GPU memory of one bf16 training step (forward, backward, AdamW) of a fresh generator at ``batch``."""
     module = training_module(config, dataset.images.shape[-1], specs).to(device)
     optimizer = torch.optim.AdamW(module.trainable(), lr=config.optim.lr, weight_decay=config.optim.weight_decay)
@@ -244,7 +313,9 @@ def peak_memory_gb(config: CFTrainConfig, dataset: ParentImageDataset, specs: li
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def largest_batch(config: CFTrainConfig, dataset: ParentImageDataset, specs: list, device: torch.device, start: int) -> tuple[int, float]:
+def largest_batch(
+    config: CFTrainConfig, dataset: ParentImageDataset, specs: list, device: torch.device, start: int
+) -> tuple[int, float]:
     """The largest power-of-two multiple of ``start`` whose step fits in 80 GB, and its peak memory."""
     total = torch.cuda.get_device_properties(device).total_memory / 2**30
     torch.cuda.set_per_process_memory_fraction(min(1.0, GPU_MEMORY_CAP_GB / total), device)
@@ -262,15 +333,31 @@ def largest_batch(config: CFTrainConfig, dataset: ParentImageDataset, specs: lis
     return fits, peak
 
 
-def training_rate(config: CFTrainConfig, dataset: ParentImageDataset, specs: list, steps: int, warmup: int, out: Path,
-                  device: torch.device) -> tuple[float, HVAETrainModule, float | None]:
+def training_rate(
+    config: CFTrainConfig,
+    dataset: ParentImageDataset,
+    specs: list,
+    steps: int,
+    warmup: int,
+    out: Path,
+    device: torch.device,
+) -> tuple[float, HVAETrainModule, float | None]:
     """Training images/s of a fresh generator in cfcl's loop over ``steps`` steps after ``warmup`` (which
-    includes compiling), the trained module (``skipped``: its skipped updates) and the peak GPU memory (None on a CPU)."""
+    includes compiling), the trained module (``skipped``: its skipped updates) and the peak GPU memory (None on a
+    CPU)."""
     torch.manual_seed(0)
     module = training_module(config, dataset.images.shape[-1], specs)
     timer = throughput.StepTimer(warmup, steps)
-    trainer = make_trainer(config.trainer, out, callbacks=[timer.callback], max_steps=warmup + steps,
-                           max_epochs=-1, logger=False, num_sanity_val_steps=0, use_distributed_sampler=False)
+    trainer = make_trainer(
+        config.trainer,
+        out,
+        callbacks=[timer.callback],
+        max_steps=warmup + steps,
+        max_epochs=-1,
+        logger=False,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,
+    )
     batches = training_batches(dataset, config.batch_size, seed=0)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -286,36 +373,96 @@ def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: s
     rows = store.indices(config.splits)
     specs = parent_specs(store, config.parents, rows)
     dataset = ParentImageDataset(store, rows, specs)
-    setting = {"preset": "cf_train_224", "image_size": store.size[0], "batch_size": config.batch_size,
-               "precision": config.trainer.precision}
+    setting = {
+        "preset": "cf_train_224",
+        "image_size": store.size[0],
+        "batch_size": config.batch_size,
+        "precision": config.trainer.precision,
+    }
     on_gpu = device.type == "cuda"
-    emit("cf_train_peak_memory_gb", round(peak_memory_gb(config, dataset, specs, config.batch_size, device), 2) if on_gpu else None,
-         "GiB", name, **setting, **({} if on_gpu else {"skipped": "CUDA only"}))
+    emit(
+        "cf_train_peak_memory_gb",
+        round(peak_memory_gb(config, dataset, specs, config.batch_size, device), 2) if on_gpu else None,
+        "GiB",
+        name,
+        **setting,
+        **({} if on_gpu else {"skipped": "CUDA only"}),
+    )
     if on_gpu and sizes.batch_search:
         batch, peak = largest_batch(config, dataset, specs, device, config.batch_size)
-        emit("cf_train_largest_batch", batch, "images", name, **setting, peak_memory_gb=round(peak, 2), cap_gb=GPU_MEMORY_CAP_GB)
+        emit(
+            "cf_train_largest_batch",
+            batch,
+            "images",
+            name,
+            **setting,
+            peak_memory_gb=round(peak, 2),
+            cap_gb=GPU_MEMORY_CAP_GB,
+        )
     else:
         emit("cf_train_largest_batch", None, "images", name, **setting, skipped="--quick" if on_gpu else "CUDA only")
 
     setting["parameters"] = sum(p.numel() for p in training_module(config, store.size[0], specs).model.parameters())
     rate, module, _ = training_rate(config, dataset, specs, sizes.cf_steps, sizes.cf_warmup, tmp / "cf_model", device)
-    emit("cf_train_images_per_s", round(rate, 1), "images/s", name, **setting, steps=sizes.cf_steps, skipped=int(module.skipped))
+    emit(
+        "cf_train_images_per_s",
+        round(rate, 1),
+        "images/s",
+        name,
+        **setting,
+        steps=sizes.cf_steps,
+        skipped=int(module.skipped),
+    )
 
     chosen = {**setting, "batch_size": sizes.cf_chosen_batch}
     off = generator_config(data, sizes.cf_chosen_batch, tiny, device.type)
-    off_rate, _, off_peak = training_rate(off, dataset, specs, sizes.cf_levers_off_steps, 2, tmp / "cf_off", device)  # nothing to compile
-    emit("cf_train_batch_images_per_s", round(off_rate, 1), "images/s", name, **chosen, levers=False,
-         steps=sizes.cf_levers_off_steps, peak_memory_gb=off_peak and round(off_peak, 2))
+    off_rate, _, off_peak = training_rate(
+        off, dataset, specs, sizes.cf_levers_off_steps, 2, tmp / "cf_off", device
+    )  # nothing to compile
+    emit(
+        "cf_train_batch_images_per_s",
+        round(off_rate, 1),
+        "images/s",
+        name,
+        **chosen,
+        levers=False,
+        steps=sizes.cf_levers_off_steps,
+        peak_memory_gb=off_peak and round(off_peak, 2),
+    )
     on = generator_config(data, sizes.cf_chosen_batch, tiny, device.type, LEVERS)
     steps, warmup = sizes.cf_levers_steps, sizes.cf_levers_warmup
     levers_rate, levers_module, peak = training_rate(on, dataset, specs, steps, warmup, tmp / "cf_levers", device)
     skipped = int(levers_module.skipped)
-    levers = {"levers": True, "compiled": on.trainer.compile, "channels_last": on.trainer.channels_last,
-              "optimizer": on.optim.implementation, "lr_scaling": on.optim.lr_scaling}
-    emit("cf_train_batch_levers_images_per_s", round(levers_rate, 1), "images/s", name, **chosen, **levers, steps=steps,
-         peak_memory_gb=peak and round(peak, 2), over_levers_off=round(levers_rate / off_rate, 3), target=200)
-    emit("cf_train_skipped_update_rate", round(skipped / (warmup + steps), 4), "fraction", name, **chosen, **levers,
-         steps=warmup + steps, skipped=skipped, target="no skipped update beyond 1 %")
+    levers = {
+        "levers": True,
+        "compiled": on.trainer.compile,
+        "channels_last": on.trainer.channels_last,
+        "optimizer": on.optim.implementation,
+        "lr_scaling": on.optim.lr_scaling,
+    }
+    emit(
+        "cf_train_batch_levers_images_per_s",
+        round(levers_rate, 1),
+        "images/s",
+        name,
+        **chosen,
+        **levers,
+        steps=steps,
+        peak_memory_gb=peak and round(peak, 2),
+        over_levers_off=round(levers_rate / off_rate, 3),
+        target=200,
+    )
+    emit(
+        "cf_train_skipped_update_rate",
+        round(skipped / (warmup + steps), 4),
+        "fraction",
+        name,
+        **chosen,
+        **levers,
+        steps=warmup + steps,
+        skipped=skipped,
+        target="no skipped update beyond 1 %",
+    )
 
     model = module.ema_model.eval().to(device)
     generate = build_config(CFGenerateConfig, resolve_config_path("cf_generate"), [f"data={data}", "generator=unused"])
@@ -329,20 +476,41 @@ def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: s
     generate_chunk(model, store, cf_rows, batch, device)
     throughput.synchronize(device)
     generate_rate = len(cf_rows) / (time.perf_counter() - began)
-    emit("cf_generate_images_per_s", round(generate_rate, 1), "images/s", name, image_size=store.size[0], batch_size=batch,
-         counterfactuals=len(cf_rows))
-    return {"train_images_per_s": levers_rate, "train_batch": sizes.cf_chosen_batch, "generate_images_per_s": generate_rate}
+    emit(
+        "cf_generate_images_per_s",
+        round(generate_rate, 1),
+        "images/s",
+        name,
+        image_size=store.size[0],
+        batch_size=batch,
+        counterfactuals=len(cf_rows),
+    )
+    return {
+        "train_images_per_s": levers_rate,
+        "train_batch": sizes.cf_chosen_batch,
+        "generate_images_per_s": generate_rate,
+    }
 
 
-def training_hours(images: int, gpus: int, generator_epochs: int, generator_images_per_s: float, counterfactuals: int,
-                   generate_images_per_s: float, pretrain_epochs: int, pretrain_views_per_s: float | None) -> dict:
+def training_hours(
+    images: int,
+    gpus: int,
+    generator_epochs: int,
+    generator_images_per_s: float,
+    counterfactuals: int,
+    generate_images_per_s: float,
+    pretrain_epochs: int,
+    pretrain_views_per_s: float | None,
+) -> dict:
     """Hours to train the generator (``generator_epochs`` over ``images``), write its store (``counterfactuals``
     images) and pretrain one encoder (``pretrain_epochs``, two views per image) on ``gpus`` GPUs at the
     rates measured on one, assuming the rates add up over GPUs (data parallel, no loss to communication:
     a lower bound). ``pretrain_views_per_s`` None: that part and the total are None."""
     generator = generator_epochs * images / (generator_images_per_s * gpus) / 3600
     store = counterfactuals / (generate_images_per_s * gpus) / 3600
-    pretrain = None if pretrain_views_per_s is None else pretrain_epochs * 2 * images / (pretrain_views_per_s * gpus) / 3600
+    pretrain = (
+        None if pretrain_views_per_s is None else pretrain_epochs * 2 * images / (pretrain_views_per_s * gpus) / 3600
+    )
     total = None if pretrain is None else generator + store + pretrain
     return {"generator_hours": generator, "store_hours": store, "pretrain_hours": pretrain, "total_hours": total}
 
@@ -350,16 +518,42 @@ def training_hours(images: int, gpus: int, generator_epochs: int, generator_imag
 def estimate(rates: dict[str, float], pretrain_views_per_s: float | None, images: int, gpus: int, device: str) -> None:
     """The estimate of ``training_hours`` for the reference presets: ``cf_train_224``'s epochs, one
     counterfactual per training image and other scanner (two scanners: one), ``pretrain_padchest``'s epochs."""
-    generator_epochs = build_config(CFTrainConfig, resolve_config_path("cf_train_224"), ["data=unused"]).trainer.max_epochs
-    pretrain_epochs = build_config(PretrainConfig, resolve_config_path("pretrain_padchest"), ["data=unused"]).trainer.max_epochs
-    hours = training_hours(images, gpus, generator_epochs, rates["train_images_per_s"], images, rates["generate_images_per_s"],
-                           pretrain_epochs, pretrain_views_per_s)
+    generator_epochs = build_config(
+        CFTrainConfig, resolve_config_path("cf_train_224"), ["data=unused"]
+    ).trainer.max_epochs
+    pretrain_epochs = build_config(
+        PretrainConfig, resolve_config_path("pretrain_padchest"), ["data=unused"]
+    ).trainer.max_epochs
+    hours = training_hours(
+        images,
+        gpus,
+        generator_epochs,
+        rates["train_images_per_s"],
+        images,
+        rates["generate_images_per_s"],
+        pretrain_epochs,
+        pretrain_views_per_s,
+    )
     rounded = {k: None if v is None else round(v, 3) for k, v in hours.items()}
-    emit("training_hours_estimate", rounded["total_hours"], "hours", device, **rounded, images=images, gpus=gpus,
-         generator_epochs=generator_epochs, generator_batch=rates["train_batch"], levers=True,
-         generator_images_per_s=round(rates["train_images_per_s"], 1), counterfactuals=images, pretrain_epochs=pretrain_epochs,
-         pretrain_views_per_s=pretrain_views_per_s and round(pretrain_views_per_s, 1), estimated=True,
-         note="rates measured on one GPU, taken to add up over GPUs" + ("" if pretrain_views_per_s else "; pretrain not measured"))
+    emit(
+        "training_hours_estimate",
+        rounded["total_hours"],
+        "hours",
+        device,
+        **rounded,
+        images=images,
+        gpus=gpus,
+        generator_epochs=generator_epochs,
+        generator_batch=rates["train_batch"],
+        levers=True,
+        generator_images_per_s=round(rates["train_images_per_s"], 1),
+        counterfactuals=images,
+        pretrain_epochs=pretrain_epochs,
+        pretrain_views_per_s=pretrain_views_per_s and round(pretrain_views_per_s, 1),
+        estimated=True,
+        note="rates measured on one GPU, taken to add up over GPUs"
+        + ("" if pretrain_views_per_s else "; pretrain not measured"),
+    )
 
 
 def demo_wall_time(tmp: Path, device: str, run: bool, why: str) -> None:
@@ -368,7 +562,9 @@ def demo_wall_time(tmp: Path, device: str, run: bool, why: str) -> None:
         return
     began = time.perf_counter()
     subprocess.run([sys.executable, "-m", "cfcl", "demo", "--out", str(tmp / "demo")], check=True, stdout=sys.stderr)
-    emit("demo_seconds", round(time.perf_counter() - began, 1), "s", device, stages=demo_time.stage_seconds(tmp / "demo"))
+    emit(
+        "demo_seconds", round(time.perf_counter() - began, 1), "s", device, stages=demo_time.stage_seconds(tmp / "demo")
+    )
 
 
 def parse_args() -> argparse.Namespace:
@@ -376,12 +572,21 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="fewer steps, no batch search, no demo (< 2 min)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder (cfcl's and the bare one)")
     parser.add_argument("--data", type=Path, help="a 224-px image store; default: random images")
-    parser.add_argument("--cf-batch", type=int, help="the generator's chosen batch (default 64), with the levers off and on")
+    parser.add_argument(
+        "--cf-batch", type=int, help="the generator's chosen batch (default 64), with the levers off and on"
+    )
     parser.add_argument("--images", type=int, default=DEFAULT_TRAIN_IMAGES, help="training images of the estimate")
     parser.add_argument("--gpus", type=int, default=1, help="GPUs of the estimate")
-    parser.add_argument("--only", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS),
-                        help="measure these parts only (default: all but demo); 'generator' includes the estimate")
-    parser.add_argument("--profile-dir", type=Path, help="write profiler tables of a few steps of the pretraining loops here")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        default=list(DEFAULT_PARTS),
+        help="measure these parts only (default: all but demo); 'generator' includes the estimate",
+    )
+    parser.add_argument(
+        "--profile-dir", type=Path, help="write profiler tables of a few steps of the pretraining loops here"
+    )
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help=argparse.SUPPRESS)
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # toy sizes: tests the script on a CPU
     return parser.parse_args()

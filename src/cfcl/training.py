@@ -38,10 +38,15 @@ warnings.filterwarnings("ignore", message=r'\.fit\(ckpt_path="last"\) is set, bu
 # an advertisement, its Ctrl-C notice: cfcl says in one line how to resume, :func:`fit`); its warnings
 # about the run stay.
 LIGHTNING_CHATTER = re.compile(
-    r"(GPU|TPU) available: |Seed set to \d+|💡 Tip: For seamless cloud logging and experiment tracking, try installing \[litlogger\]"
+    r"(GPU|TPU) available: |Seed set to \d+|"
+    r"💡 Tip: For seamless cloud logging and experiment tracking, try installing \[litlogger\]"
     r"|\s*Detected KeyboardInterrupt"
 )
-for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero", "lightning.fabric.utilities.seed"):
+for _name in (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+    "lightning.fabric.utilities.seed",
+):
     logging.getLogger(_name).addFilter(lambda record: not LIGHTNING_CHATTER.match(record.getMessage()))
 
 
@@ -74,11 +79,13 @@ class TrainerConfig(DevicesConfig):
         True, description="several GPUs: BatchNorm statistics over every rank's batch (on CPU each rank's own)"
     )
     keep_every_n_epochs: PositiveInt | None = Field(
-        None, description="also keep checkpoints/epochNNN.ckpt every N epochs; default: only last.ckpt, the resume point"
+        None,
+        description="also keep checkpoints/epochNNN.ckpt every N epochs; default: only last.ckpt, the resume point",
     )
     loggers: list[Literal["csv", "tensorboard", "wandb", "mlflow"]] = Field(
         ["csv", "tensorboard"],
-        description="where the curves go, all under the stage folder: csv (logs/metrics.csv, always kept: the report reads it), "
+        description="where the curves go, all under the stage folder: "
+        "csv (logs/metrics.csv, always kept: the report reads it), "
         "tensorboard, wandb (offline unless WANDB_MODE says otherwise), mlflow (a file store, mlruns/)",
     )
 
@@ -99,6 +106,7 @@ class TrainerConfig(DevicesConfig):
 
 def busy_cores(seconds: float = 0.2) -> float | None:
     """How many CPU cores other processes keep busy, averaged over ``seconds`` (``/proc/stat``; None elsewhere)."""
+
     def times() -> list[int]:
         with open("/proc/stat") as f:
             return [int(v) for v in f.readline().split()[1:]]
@@ -158,7 +166,8 @@ def loader_workers(cfg: TrainerConfig) -> int:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: this process's CUDA GPU (``local_rank``) when there is one, else the CPU; for loops outside Lightning."""
+    """``auto``: this process's CUDA GPU (``local_rank``) when there is one, else the CPU; for loops outside
+    Lightning."""
     import torch
 
     if name == "auto":
@@ -289,7 +298,9 @@ def _csv_logger(out: Path):
 
         def save(self) -> None:
             if self.metrics:
-                self._write(pd.concat([f for f in (self._rows(), pd.DataFrame(self.metrics)) if len(f)], ignore_index=True))
+                self._write(
+                    pd.concat([f for f in (self._rows(), pd.DataFrame(self.metrics)) if len(f)], ignore_index=True)
+                )
                 self.metrics = []
 
         def keep_before(self, step: int) -> None:
@@ -315,7 +326,10 @@ def _csv_logger(out: Path):
             self.resumed = trainer.ckpt_path is not None
             if not (self.resumed and trainer.is_global_zero):
                 return
-            print(f"resumed from {trainer.ckpt_path}: epoch {trainer.current_epoch}, step {trainer.global_step}", flush=True)
+            print(
+                f"resumed from {trainer.ckpt_path}: epoch {trainer.current_epoch}, step {trainer.global_step}",
+                flush=True,
+            )
             for logger in trainer.loggers:
                 if isinstance(logger, ResumedCSVLogger):
                     logger.experiment.keep_before(trainer.global_step)
@@ -407,7 +421,9 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
 
     # A deprecation that torch raises inside Lightning itself, nothing the user can act on; set here, not at
     # import, so that it holds wherever the warning filters were reset since (``warnings.catch_warnings``).
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
     out = Path(out)
     cuda = uses_cuda(cfg)
     if cuda:
@@ -425,10 +441,15 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         class KeptEpochs(ModelCheckpoint):  # a class of its own: Lightning keys a callback's state by its class
             pass
 
-        checkpoints.append(KeptEpochs(
-            dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-            save_top_k=-1, every_n_epochs=cfg.keep_every_n_epochs,
-        ))
+        checkpoints.append(
+            KeptEpochs(
+                dirpath=out / "checkpoints",
+                filename="epoch{epoch:03d}",
+                auto_insert_metric_name=False,
+                save_top_k=-1,
+                every_n_epochs=cfg.keep_every_n_epochs,
+            )
+        )
     csv_logger, resume_log = _csv_logger(out)
     loggers = [csv_logger, *(_logger(name, out) for name in cfg.loggers if name != "csv")]
     lr_monitor = [] if overrides.get("logger") is False else [LearningRateMonitor(logging_interval="step")]

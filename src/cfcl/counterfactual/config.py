@@ -30,21 +30,31 @@ class OptimConfig(StrictModel):
     grad_skip: float = Field(25000.0, gt=0)
     ema_decay: float = Field(0.999, ge=0, lt=1)
     implementation: Literal["default", "foreach", "fused"] = Field(
-        "default", description="AdamW's kernels: default (PyTorch's choice), foreach, or fused (one kernel for all tensors, "
+        "default",
+        description="AdamW's kernels: default (PyTorch's choice), foreach, or fused (one kernel for all tensors, "
         "and skipped updates decided on the device with no host read each step: the choice on a GPU)",
     )
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
-        "none", description="scale lr and warm-up from reference_batch to batch_size: lr x k or x sqrt(k), k = batch_size / "
-        "reference_batch, warm-up over the same number of images (cfcl.counterfactual.generator.module.scaled_lr_and_warmup)",
+        "none",
+        description="scale lr and warm-up from reference_batch to batch_size: lr x k or x sqrt(k), k = batch_size / "
+        "reference_batch, warm-up over the same number of images "
+        "(cfcl.counterfactual.generator.module.scaled_lr_and_warmup)",
     )
-    reference_batch: PositiveInt = Field(32, description="the batch size lr and warmup_steps are set for (with lr_scaling)")
+    reference_batch: PositiveInt = Field(
+        32, description="the batch size lr and warmup_steps are set for (with lr_scaling)"
+    )
 
 
 class GeneratorTrainerConfig(TrainerConfig):
     """The trainer settings, and how the HVAE runs: compiled, channels-last."""
 
-    compile: bool = Field(False, description="torch.compile the HVAE's training ELBO (worth it on a GPU for long runs; compiling takes minutes)")
-    channels_last: bool = Field(False, description="the HVAE's weights and activations in channels-last layout (faster convolutions on a GPU)")
+    compile: bool = Field(
+        False,
+        description="torch.compile the HVAE's training ELBO (worth it on a GPU for long runs; compiling takes minutes)",
+    )
+    channels_last: bool = Field(
+        False, description="the HVAE's weights and activations in channels-last layout (faster convolutions on a GPU)"
+    )
 
 
 class CFTrainConfig(StrictModel):
@@ -120,12 +130,16 @@ class CFGenerateConfig(StrictModel):
     data: Path
     generator: Path
     intervene: list[str] = Field(
-        default_factory=lambda: ["domain"], min_length=1,
-        description="discrete parents of the generator to intervene on, jointly: [domain] (the scanner), [sex], [domain, sex]",
+        default_factory=lambda: ["domain"],
+        min_length=1,
+        description="discrete parents of the generator to intervene on, jointly: "
+        "[domain] (the scanner), [sex], [domain, sex]",
     )
     source: Path | None = Field(
-        None, description="a counterfactual store of data (e.g. DATA/true_cf) to reconstruct instead of generating: its rows "
-        "for the same (image, target) pairs, each image abducted with its own parents and decoded under them without its "
+        None,
+        description="a counterfactual store of data (e.g. DATA/true_cf) to reconstruct instead of generating: its rows "
+        "for the same (image, target) pairs, each image abducted with its own parents and decoded under them "
+        "without its "
         "pixel noise (the method oracle-recon's store)",
     )
     splits: list[str] = ["train"]
@@ -136,9 +150,9 @@ class CFGenerateConfig(StrictModel):
     device: str = Field("auto", description="auto: each rank's own CUDA GPU when there is one, else the CPU")
     progress_bar: bool = True
     trainer: DevicesConfig = Field(
-        DevicesConfig(), description="processes to split the generation over (devices x num_nodes); under cfcl run, the run's"
+        DevicesConfig(),
+        description="processes to split the generation over (devices x num_nodes); under cfcl run, the run's",
     )
-
 
     _distinct_parents = field_validator("intervene")(_distinct)
 
@@ -161,7 +175,8 @@ class QualityConfig(StrictModel):
         None, description="the judge of each intervened parent: one classifier folder, or a list (one per parent)"
     )
     intervene: list[str] = Field(
-        default_factory=lambda: ["domain"], min_length=1,
+        default_factory=lambda: ["domain"],
+        min_length=1,
         description="discrete parents to intervene on, jointly: [domain] (the scanner), [sex], [domain, sex]",
     )
     splits: list[str] = Field(default_factory=lambda: ["test"])

@@ -54,7 +54,9 @@ class ResBlock(nn.Module):
     def __init__(self, cin: int, cmid: int, cout: int, residual: bool = True, out_scale: float = 1.0):
         super().__init__()
         self.residual = residual
-        self.convs = nn.ModuleList([_conv(cin, cmid, 1), _conv(cmid, cmid, 3), _conv(cmid, cmid, 3), _conv(cmid, cout, 1)])
+        self.convs = nn.ModuleList(
+            [_conv(cin, cmid, 1), _conv(cmid, cmid, 3), _conv(cmid, cmid, 3), _conv(cmid, cout, 1)]
+        )
         with torch.no_grad():
             self.convs[-1].weight.mul_(out_scale)
 
@@ -111,13 +113,15 @@ class HVAE(nn.Module):
             raise ConfigError("arch.widths and arch.blocks must be non-empty lists of the same length")
         if image_size % 2 ** (len(arch.widths) - 1):
             raise ConfigError(
-                f"image size {image_size} is not divisible by 2**{len(arch.widths) - 1} (arch has {len(arch.widths)} levels)"
+                f"image size {image_size} is not divisible by 2**{len(arch.widths) - 1} "
+                f"(arch has {len(arch.widths)} levels)"
             )
         self.image_size, self.arch, self.specs = image_size, arch, list(specs)
         self.resolutions = [image_size // 2**i for i in range(len(arch.widths))]
         if arch.stochastic_max_res < self.resolutions[-1]:
             raise ConfigError(
-                f"arch.stochastic_max_res {arch.stochastic_max_res} is below the lowest resolution {self.resolutions[-1]}"
+                f"arch.stochastic_max_res {arch.stochastic_max_res} is below the lowest resolution "
+                f"{self.resolutions[-1]}"
             )
         pdim = sum(s.width for s in self.specs)
         n_blocks = sum(arch.blocks)
@@ -160,16 +164,22 @@ class HVAE(nn.Module):
                 h = self.enc_down[i](F.avg_pool2d(h, 2))
         return acts
 
-    def decode_prior(self, pa: dict[str, torch.Tensor], t: float | None = None, batch_size: int | None = None) -> Decoded:
+    def decode_prior(
+        self, pa: dict[str, torch.Tensor], t: float | None = None, batch_size: int | None = None
+    ) -> Decoded:
         """Top-down pass with latents from the prior; ``t`` scales the sampling noise (None: the prior's mean)."""
         return self._decode(pa, None, None, t, batch_size)
 
-    def decode_posterior(self, pa: dict[str, torch.Tensor], acts: list[torch.Tensor], t: float | None = None) -> Decoded:
+    def decode_posterior(
+        self, pa: dict[str, torch.Tensor], acts: list[torch.Tensor], t: float | None = None
+    ) -> Decoded:
         """Top-down pass with latents from the posterior given the bottom-up ``acts`` of :meth:`encode`
         (``t`` as in :meth:`decode_prior`); also returns the per-image KL to the prior."""
         return self._decode(pa, acts, None, t, None)
 
-    def decode_latents(self, pa: dict[str, torch.Tensor], latents: list[torch.Tensor], batch_size: int | None = None) -> Decoded:
+    def decode_latents(
+        self, pa: dict[str, torch.Tensor], latents: list[torch.Tensor], batch_size: int | None = None
+    ) -> Decoded:
         """Top-down pass with the given latents (one per stochastic block, e.g. abducted ones)."""
         return self._decode(pa, None, latents, None, batch_size)
 
@@ -190,7 +200,9 @@ class HVAE(nn.Module):
         k = 0
         for level in reversed(range(len(self.dec_levels))):
             if level < len(self.dec_levels) - 1:
-                h = F.interpolate(self.dec_up[level](h), scale_factor=2, mode="nearest")  # 1x1 conv first: same, cheaper
+                h = F.interpolate(
+                    self.dec_up[level](h), scale_factor=2, mode="nearest"
+                )  # 1x1 conv first: same, cheaper
             for block in self.dec_levels[level]:
                 z = None
                 if block.zdim and latents is not None:
@@ -209,8 +221,12 @@ class HVAE(nn.Module):
 
     def arch_dict(self) -> dict:
         """Everything needed to rebuild this model (stored in checkpoints)."""
-        return {"image_size": self.image_size, "arch": self.arch.model_dump(), "parents": [s.to_dict() for s in self.specs]}
+        return {
+            "image_size": self.image_size,
+            "arch": self.arch.model_dump(),
+            "parents": [s.to_dict() for s in self.specs],
+        }
 
     @classmethod
-    def from_arch_dict(cls, d: dict) -> "HVAE":
+    def from_arch_dict(cls, d: dict) -> HVAE:
         return cls(d["image_size"], HVAEArch(**d["arch"]), [ParentSpec.from_dict(s) for s in d["parents"]])

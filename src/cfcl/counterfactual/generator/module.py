@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-
 from typing import Literal
 
 import lightning as L
@@ -22,7 +21,9 @@ def ema_decay(n_averaged: int, decay: float) -> float:
     return min(decay, (1.0 + n_averaged) / (10.0 + n_averaged))
 
 
-def ema_average(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor, decay: float) -> None:
+def ema_average(
+    averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor, decay: float
+) -> None:
     """One EMA step of every tensor in one multi-tensor ``lerp``; the update count is read once per
     step (a GPU host sync), not once per parameter."""
     torch._foreach_lerp_(averaged, current, 1.0 - ema_decay(int(n_averaged), decay))
@@ -36,7 +37,9 @@ def warmup_factor(step: int, warmup_steps: int) -> float:
 LrScaling = Literal["none", "linear", "sqrt"]
 
 
-def scaled_lr_and_warmup(lr: float, warmup_steps: int, batch_size: int, reference_batch: int, rule: LrScaling) -> tuple[float, int]:
+def scaled_lr_and_warmup(
+    lr: float, warmup_steps: int, batch_size: int, reference_batch: int, rule: LrScaling
+) -> tuple[float, int]:
     """The learning rate and warm-up steps for ``batch_size`` from those set for ``reference_batch``.
 
     ``linear``: lr x k, ``sqrt``: lr x sqrt(k) (the rule for Adam-type optimisers), with k = batch_size /
@@ -61,7 +64,9 @@ def skipped_update(norm: torch.Tensor, grad_skip: float) -> torch.Tensor:
     return (norm <= limit.item()).logical_not().float()
 
 
-def adamw(parameters: list[torch.nn.Parameter], lr: float, weight_decay: float, implementation: str) -> torch.optim.AdamW:
+def adamw(
+    parameters: list[torch.nn.Parameter], lr: float, weight_decay: float, implementation: str
+) -> torch.optim.AdamW:
     """AdamW as ``optim.implementation`` says: ``default`` (PyTorch's choice: foreach on CUDA, one tensor
     at a time on CPU), ``foreach`` or ``fused`` (one kernel for all tensors; it honours ``found_inf``,
     so skipped updates need no host read). Every accelerator cfcl trains on (CPU, CUDA, MPS) has the
@@ -121,8 +126,15 @@ class HVAETrainModule(GeneratorModule):
     ELBO (forward of the HVAE and the loss) is ``torch.compile``d (the weights and their names do not change)."""
 
     def __init__(
-        self, model: HVAE, beta: float, lr: float, weight_decay: float, warmup_steps: int, implementation: str = "default",
-        compile: bool = False, **kwargs,
+        self,
+        model: HVAE,
+        beta: float,
+        lr: float,
+        weight_decay: float,
+        warmup_steps: int,
+        implementation: str = "default",
+        compile: bool = False,
+        **kwargs,
     ):
         super().__init__(model, **kwargs)
         self.beta, self.lr, self.weight_decay, self.warmup_steps = beta, lr, weight_decay, warmup_steps
@@ -132,7 +144,9 @@ class HVAETrainModule(GeneratorModule):
     def training_step(self, batch, batch_idx):
         x, pa = split_batch(batch)
         terms = self.training_elbo(self.model, x, pa, self.beta)
-        self.log_dict({f"train/{k}": v for k, v in terms.items()}, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x))
+        self.log_dict(
+            {f"train/{k}": v for k, v in terms.items()}, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(x)
+        )
         return terms["loss"]
 
     def validation_step(self, batch, batch_idx):

@@ -19,9 +19,9 @@ from cfcl.counterfactual.generator.module import HVAETrainModule, scaled_lr_and_
 from cfcl.counterfactual.parents import ParentSpec, parent_specs
 from cfcl.data.store import INFO, ImageStore
 from cfcl.errors import StoreError
+from cfcl.loaders import ordered_loader, step_loader, trainer_progress
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.loaders import ordered_loader, step_loader, trainer_progress
 from cfcl.training import fit, loader_workers, make_trainer
 
 STAGE = layout.CF_MODEL
@@ -48,20 +48,37 @@ def training_module(config: CFTrainConfig, image_size: int, specs: list[ParentSp
     """A fresh HVAE of ``config.arch`` in its training module (optimizer, learning rate scaled to the batch,
     clipping, skipping, EMA, compiling and memory layout as configured)."""
     optim = config.optim
-    lr, warmup_steps = scaled_lr_and_warmup(optim.lr, optim.warmup_steps, config.batch_size, optim.reference_batch, optim.lr_scaling)
+    lr, warmup_steps = scaled_lr_and_warmup(
+        optim.lr, optim.warmup_steps, config.batch_size, optim.reference_batch, optim.lr_scaling
+    )
     model = HVAE(image_size, config.arch, specs)
     if config.trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return HVAETrainModule(
-        model, beta=config.beta, lr=lr, weight_decay=optim.weight_decay, warmup_steps=warmup_steps,
-        implementation=optim.implementation, compile=config.trainer.compile, grad_clip=optim.grad_clip,
-        grad_skip=optim.grad_skip, ema_decay=optim.ema_decay,
+        model,
+        beta=config.beta,
+        lr=lr,
+        weight_decay=optim.weight_decay,
+        warmup_steps=warmup_steps,
+        implementation=optim.implementation,
+        compile=config.trainer.compile,
+        grad_clip=optim.grad_clip,
+        grad_skip=optim.grad_skip,
+        ema_decay=optim.ema_decay,
     )
 
 
 def run(config: CFTrainConfig, out: Path, force: bool = False) -> dict:
     store = open_image_store(config.data)
-    return run_stage(STAGE, out, config, lambda stage: _train(config, store, stage), force, {"data": store.path / INFO}, every_rank=True)
+    return run_stage(
+        STAGE,
+        out,
+        config,
+        lambda stage: _train(config, store, stage),
+        force,
+        {"data": store.path / INFO},
+        every_rank=True,
+    )
 
 
 def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | None:
@@ -87,15 +104,24 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     ema = module.ema_model.cpu().eval()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     info = {
-        "store": store.content_hash, "domains": store.domains, "splits": config.splits,
-        "beta": config.beta, "steps": trainer.global_step, "skipped_updates": int(module.skipped),
-        "parameters": sum(p.numel() for p in ema.parameters()), "metrics": metrics,
+        "store": store.content_hash,
+        "domains": store.domains,
+        "splits": config.splits,
+        "beta": config.beta,
+        "steps": trainer.global_step,
+        "skipped_updates": int(module.skipped),
+        "parameters": sum(p.numel() for p in ema.parameters()),
+        "metrics": metrics,
     }
     generator_path = save_generator(out, ema, info)
     x, pa = split_batch(grid_batch(train_set, config.grid_images))
     figures.counterfactual_grid(ema, x, pa, out / "counterfactual_grid.png")
     figures.prior_samples(ema, pa, out / "prior_samples.png")
-    training_curve(out / layout.TRAINER_LOG, out / layout.TRAINING_CURVE, ["train/nelbo_step", "train/kl_step", "val/nelbo"])
+    training_curve(
+        out / layout.TRAINER_LOG, out / layout.TRAINING_CURVE, ["train/nelbo_step", "train/kl_step", "val/nelbo"]
+    )
     val = f", validation -ELBO {metrics['val/nelbo']:.4g}" if "val/nelbo" in metrics else ""
     summary = f"{trainer.global_step} steps ({int(module.skipped)} skipped){val}; {generator_path.name}"
-    return dict(artefacts={"generator": generator_path.name}, metrics=metrics, parameters=info["parameters"], summary=summary)
+    return dict(
+        artefacts={"generator": generator_path.name}, metrics=metrics, parameters=info["parameters"], summary=summary
+    )

@@ -19,7 +19,8 @@ from support.report import QUALITY
 
 SCANNERS = ["flatpanel", "cr_plate", "portable"]
 SIMCLR = {"id": [0.70, 0.72, 0.71], "ood": [0.60, 0.62, 0.61], "transfer": [0.55, 0.57, 0.56]}
-# cf-simclr minus simclr per seed: a clear gain in distribution, none on the OOD scanner's own labels, a clear loss in transfer
+# cf-simclr minus simclr per seed: a clear gain in distribution, none on the OOD scanner's own labels, a clear loss
+# in transfer
 GAINS = {"id": [0.05, 0.06, 0.04], "ood": [0.03, -0.02, 0.00], "transfer": [-0.04, -0.05, -0.045]}
 T_975_2 = 4.302653  # t quantile for a 95% interval over 3 seeds
 
@@ -30,8 +31,11 @@ def small_metrics() -> pd.DataFrame:
     rows = []
     for seed in range(3):
         for fraction in (0.05, 1.0):
-            for key, (protocol, test_set) in {"id": ("linear", "id"), "ood": ("linear", "ood"),
-                                              "transfer": ("transfer", "ood")}.items():
+            for key, (protocol, test_set) in {
+                "id": ("linear", "id"),
+                "ood": ("linear", "ood"),
+                "transfer": ("transfer", "ood"),
+            }.items():
                 shifts = {"simclr": 0.0, "cf-simclr": GAINS[key][seed], "random": -0.1 + 0.01 * seed}
                 for method, shift in shifts.items():
                     value = SIMCLR[key][seed] + shift
@@ -39,7 +43,9 @@ def small_metrics() -> pd.DataFrame:
                     for domain in domains:
                         rows.append((method, seed, protocol, fraction, test_set, domain, "all", "auroc", value))
                     if key == "id":
-                        rows += [(method, seed, "linear", fraction, "rendered", d, "all", "auroc", value) for d in SCANNERS]
+                        rows += [
+                            (method, seed, "linear", fraction, "rendered", d, "all", "auroc", value) for d in SCANNERS
+                        ]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -48,7 +54,9 @@ def write_run(root, metrics: pd.DataFrame):
     complete_stage(run / "eval", "eval")
     complete_stage(run / "cf_quality", "cf_quality")
     metrics.to_csv(run / "eval" / "metrics.csv", index=False)
-    pd.DataFrame(metric_seed_gains(metrics, "simclr"), columns=SEED_GAIN_COLUMNS).to_csv(run / "eval" / "seed_gains.csv", index=False)
+    pd.DataFrame(metric_seed_gains(metrics, "simclr"), columns=SEED_GAIN_COLUMNS).to_csv(
+        run / "eval" / "seed_gains.csv", index=False
+    )
     (run / "cf_quality" / "cf_quality.json").write_text(json.dumps(QUALITY))
     return run
 
@@ -82,7 +90,8 @@ def test_the_first_section_is_the_verdict_in_words_with_its_numbers(tmp_path):
     )
     assert "not resolved (1/3 seeds > 0)" in cf_line and "supported (3/3 seeds > 0)" in cf_line
     assert verdict.index("cf-simclr</b> beats") < verdict.index(
-        "random (baseline)</b> trails simclr on ID, OOD (own labels) and OOD (direct transfer)")
+        "random (baseline)</b> trails simclr on ID, OOD (own labels) and OOD (direct transfer)"
+    )
     summary = (run / "report" / "summary.md").read_text()
     assert re.findall(r"^## (.*)$", summary, re.M)[0] == "Verdict"
     assert "- **cf-simclr** " + cf_line.removeprefix("cf-simclr ") in summary
@@ -94,8 +103,10 @@ def test_one_seed_says_there_is_no_interval_and_what_to_run(tmp_path):
     verdict = sections(run_report(run).read_text())["Verdict"]
     assert "One seed: no interval" in verdict and "run `cfcl run benchmark`" in verdict
     assert "supported" not in verdict.replace("no gain here is supported or ruled out", "")
-    assert "<li><b>cf-simclr</b> minus simclr: ID +0.050; OOD (own labels) +0.030; OOD (direct transfer) -0.040 " \
-           "(one seed: no interval).</li>" in verdict
+    assert (
+        "<li><b>cf-simclr</b> minus simclr: ID +0.050; OOD (own labels) +0.030; OOD (direct transfer) -0.040 "
+        "(one seed: no interval).</li>" in verdict
+    )
 
 
 def test_the_terminal_headline_fits_100_columns_and_keeps_every_column(tmp_path, capsys):
@@ -112,7 +123,9 @@ def test_the_terminal_headline_fits_100_columns_and_keeps_every_column(tmp_path,
 def test_counterfactual_quality_is_named_tables_without_python_reprs(tmp_path):
     run = write_run(tmp_path, small_metrics())
     quality = sections(run_report(run).read_text())["Counterfactuals"]
-    assert not re.search(r"\[\{|\{'|\[\[|\['|\d[eE][-+]?\d", quality), "a Python repr or an exponent in the quality section"
+    assert not re.search(r"\[\{|\{'|\[\[|\['|\d[eE][-+]?\d", quality), (
+        "a Python repr or an exponent in the quality section"
+    )
     confusion = quality.split("Confusion matrix of the judge")[1].split("</table>")[0]
     header, *rows = re.findall(r"<tr.*?</tr>", confusion, re.S)
     assert re.findall(r"<th>(\w+)</th>", header) == ["major", "rare", "ood"]
@@ -152,10 +165,17 @@ def test_gain_figure_names_test_sets_as_the_tables_do_and_they_do_not_overlap():
 
 @pytest.mark.parametrize("seeds", [1, 3])
 def test_interval_bars_are_drawn_only_where_there_is_an_interval(seeds):
-    table = pd.DataFrame({"method": ["simclr", "cf-simclr"] * seeds, "seed": np.repeat(range(seeds), 2),
-                          "balanced_accuracy": np.linspace(0.5, 0.9, 2 * seeds), "chance": 1 / 3,
-                          "knn_purity": np.linspace(0.1, 0.4, 2 * seeds), "silhouette": np.linspace(0.0, 0.2, 2 * seeds),
-                          "cf_invariance": np.nan})
+    table = pd.DataFrame(
+        {
+            "method": ["simclr", "cf-simclr"] * seeds,
+            "seed": np.repeat(range(seeds), 2),
+            "balanced_accuracy": np.linspace(0.5, 0.9, 2 * seeds),
+            "chance": 1 / 3,
+            "knn_purity": np.linspace(0.1, 0.4, 2 * seeds),
+            "silhouette": np.linspace(0.0, 0.2, 2 * seeds),
+            "cf_invariance": np.nan,
+        }
+    )
     ax = figures.predictability_figure(table).axes[0]
     assert bool([c for c in ax.containers if isinstance(c, ErrorbarContainer)]) == (seeds > 1)
     metrics = small_metrics()

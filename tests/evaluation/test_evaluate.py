@@ -7,17 +7,15 @@ import torch
 
 from cfcl.cli import main
 from cfcl.contrastive.encoders import build_encoder
-from cfcl.data.store import ImageStore
+from cfcl.data.store import ImageStore, write_store
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import evaluate as evaluate_module
 from cfcl.evaluation.config import EvaluateConfig
-from cfcl.data.store import write_store
 from cfcl.evaluation.embeddings import domain_predictability, domain_silhouette, equal_per_domain, knn_domain_purity
 from cfcl.evaluation.evaluate import run
 from cfcl.evaluation.features import extract_features
+from cfcl.evaluation.metrics import MetricError, paired_seed_gain
 from cfcl.evaluation.probe import class_probabilities, fit_probe
-from cfcl.evaluation.metrics import MetricError
-from cfcl.evaluation.metrics import paired_seed_gain
 from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS
 from cfcl.report.report import run_report
 from support.evaluation import DOMAINS, complete_stage, probe_auroc, tiny_encoder, tiny_store
@@ -26,21 +24,36 @@ SMALL_EMBEDDINGS = {"per_domain": 30, "tsne_points": 60, "folds": 3}
 
 
 def config(store, encoders, **changes):
-    base = dict(data=store, encoders=encoders, seeds=[0, 1], label_fractions=[0.5, 1.0], n_boot=50,
-                embeddings=SMALL_EMBEDDINGS, finetune={"supervised": False})
+    base = dict(
+        data=store,
+        encoders=encoders,
+        seeds=[0, 1],
+        label_fractions=[0.5, 1.0],
+        n_boot=50,
+        embeddings=SMALL_EMBEDDINGS,
+        finetune={"supervised": False},
+    )
     return EvaluateConfig(**{**base, **changes})
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory):
-    """One evaluation with every protocol: two pretrained methods (seeds 0, 1), both baselines, fine-tuning for one epoch."""
+    """One evaluation with every protocol: two pretrained methods (seeds 0, 1), both baselines, fine-tuning for one
+    epoch."""
     root = tmp_path_factory.mktemp("run")
     tiny_store(root / "data", sex=True)
     encoders = [tiny_encoder(root / "pretrain" / f"{m}-s{s}", m, s) for m in ("simclr", "cf_simclr") for s in (0, 1)]
-    cfg = config(root / "data", encoders, finetune={
-        "enabled": True, "supervised": True, "ood": True, "batch_size": 32,
-        "trainer": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
-    })
+    cfg = config(
+        root / "data",
+        encoders,
+        finetune={
+            "enabled": True,
+            "supervised": True,
+            "ood": True,
+            "batch_size": 32,
+            "trainer": {"max_epochs": 1, "progress_bar": False, "log_every_n_steps": 1},
+        },
+    )
     run(cfg, root / "eval")
     return root
 
@@ -58,7 +71,12 @@ def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
     assert set(metrics.loc[metrics["test_set"] == "id", "domain"]) == {"all", *DOMAINS[:3]}
     assert set(metrics.loc[metrics["test_set"] == "ood", "domain"]) == {"all"}
     assert set(metrics["metric"]) == {
-        "auroc", "balanced_accuracy", "auroc_ci_low", "auroc_ci_high", "balanced_accuracy_ci_low", "balanced_accuracy_ci_high",
+        "auroc",
+        "balanced_accuracy",
+        "auroc_ci_low",
+        "auroc_ci_high",
+        "balanced_accuracy_ci_low",
+        "balanced_accuracy_ci_high",
         "balanced_accuracy_val_threshold",
     }
     # the threshold chosen on ID validation images scores the ID probe only (linear ID, transfer), not the OOD probe
@@ -75,7 +93,9 @@ def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
     store = ImageStore.open(evaluated / "data")
     encoder = evaluated / "pretrain" / "cf_simclr-s1"
     for protocol, test_set, train_split, test_split in (
-        ("linear", "id", "train", "test"), ("transfer", "ood", "train", "ood_test"), ("linear", "ood", "ood_train", "ood_test"),
+        ("linear", "id", "train", "test"),
+        ("transfer", "ood", "train", "ood_test"),
+        ("linear", "ood", "ood_train", "ood_test"),
     ):
         reported = wide.loc[("cf_simclr", 1, protocol, 1.0, test_set, "all", "all"), "auroc"]
         assert reported == pytest.approx(probe_auroc(store, encoder, train_split, test_split), abs=1e-9), protocol
@@ -88,7 +108,9 @@ def test_pretrained_features_beat_nothing_and_the_label_is_learnt(evaluated):
     assert linear.groupby("method")["value"].mean().min() > 0.7
     # ... and no better than a probe that never saw a validation, test or OOD label: the score is not leaked
     store = ImageStore.open(evaluated / "data")
-    id_linear = linear[(linear["test_set"] == "id") & (linear["label_fraction"] == 1.0)].set_index(["method", "seed"])["value"]
+    id_linear = linear[(linear["test_set"] == "id") & (linear["label_fraction"] == 1.0)].set_index(["method", "seed"])[
+        "value"
+    ]
     for method in ("simclr", "cf_simclr"):
         for seed in (0, 1):
             expected = probe_auroc(store, evaluated / "pretrain" / f"{method}-s{seed}", "train", "test")
@@ -111,7 +133,8 @@ def test_gains_and_embedding_outputs(evaluated):
     predictability = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
     # every method's encoder of every seed, the random encoder beside the pretrained ones
     assert sorted(zip(predictability["method"], predictability["seed"])) == sorted(
-        (m, s) for m in ("simclr", "cf_simclr", "random") for s in (0, 1))
+        (m, s) for m in ("simclr", "cf_simclr", "random") for s in (0, 1)
+    )
     assert np.allclose(predictability["chance"], 1 / 4) and set(predictability["knn_k"]) == {10}
     # the tiny store's domains differ in brightness: any encoder's features tell them apart, and cluster by it
     assert (predictability["balanced_accuracy"] > 0.5).all()
@@ -126,26 +149,38 @@ def test_gains_and_embedding_outputs(evaluated):
 def test_seed_gains_are_t_intervals_over_seeds_of_every_metric_and_invariance_measure(evaluated):
     seed_gains = pd.read_csv(evaluated / "eval" / "seed_gains.csv")
     assert list(seed_gains.columns) == SEED_GAIN_COLUMNS
-    assert set(seed_gains["reference"]) == {"simclr"} and set(seed_gains["method"]) == {"cf_simclr", "random", "supervised"}
+    assert set(seed_gains["reference"]) == {"simclr"} and set(seed_gains["method"]) == {
+        "cf_simclr",
+        "random",
+        "supervised",
+    }
     assert (seed_gains["n_seeds"] == 2).all()
     metrics = pd.read_csv(evaluated / "eval" / "metrics.csv")
     probes = seed_gains[seed_gains["protocol"] != "embedding"]
     assert set(probes["metric"]) == {"auroc", "balanced_accuracy", "balanced_accuracy_val_threshold"}
     for row in probes.sample(10, random_state=0).itertuples():
-        pick = metrics.query("protocol == @row.protocol and label_fraction == @row.label_fraction and "
-                             "test_set == @row.test_set and domain == @row.domain and metric == @row.metric and "
-                             "subgroup == 'all'")
-        diffs = (pick[pick["method"] == row.method].set_index("seed")["value"]
-                 - pick[pick["method"] == "simclr"].set_index("seed")["value"])
+        pick = metrics.query(
+            "protocol == @row.protocol and label_fraction == @row.label_fraction and "
+            "test_set == @row.test_set and domain == @row.domain and metric == @row.metric and "
+            "subgroup == 'all'"
+        )
+        diffs = (
+            pick[pick["method"] == row.method].set_index("seed")["value"]
+            - pick[pick["method"] == "simclr"].set_index("seed")["value"]
+        )
         half = 12.7062 * diffs.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
         assert row.gain == pytest.approx(diffs.mean()) and row.ci_high == pytest.approx(diffs.mean() + half, abs=1e-4)
         assert row.n_positive == (diffs > 0).sum() and row.supported == (row.ci_low > 0 or row.ci_high < 0)
     # the invariance measures: CF-SimCLR (and the random encoder) against SimCLR, paired by seed
     embedding = seed_gains[seed_gains["protocol"] == "embedding"].set_index(["method", "metric"])
-    assert set(embedding.index) == {(m, k) for m in ("cf_simclr", "random") for k in ("domain_predictability", "knn_purity", "silhouette")}
+    assert set(embedding.index) == {
+        (m, k) for m in ("cf_simclr", "random") for k in ("domain_predictability", "knn_purity", "silhouette")
+    }
     assert set(embedding["test_set"]) == {"test+ood_test"}
     table = pd.read_csv(evaluated / "eval" / "domain_predictability.csv")
-    expected = paired_seed_gain(*(table[table["method"] == m].set_index("seed")["knn_purity"] for m in ("cf_simclr", "simclr")))
+    expected = paired_seed_gain(
+        *(table[table["method"] == m].set_index("seed")["knn_purity"] for m in ("cf_simclr", "simclr"))
+    )
     assert embedding.loc[("cf_simclr", "knn_purity"), "gain"] == pytest.approx(expected.mean)
     assert embedding.loc[("cf_simclr", "knn_purity"), "ci_low"] == pytest.approx(expected.ci_low)
     # this store lists no covariates: the covariates baseline is skipped, and says so
@@ -160,19 +195,32 @@ def test_subgroup_rows_are_the_auroc_of_each_sex_and_sex_by_scanner_where_counts
     encoder = evaluated / "pretrain" / "simclr-s0"
     # the probe of every protocol, on one sex's test images only (scikit-learn's AUROC on that subset)
     for protocol, test_set, train_split, test_split in (
-        ("linear", "id", "train", "test"), ("transfer", "ood", "train", "ood_test"), ("linear", "ood", "ood_train", "ood_test"),
+        ("linear", "id", "train", "test"),
+        ("transfer", "ood", "train", "ood_test"),
+        ("linear", "ood", "ood_train", "ood_test"),
     ):
         for sex in ("F", "M"):
             expected = probe_auroc(store, encoder, train_split, test_split, sex=sex)
-            assert auroc[("simclr", 0, protocol, 1.0, test_set, "all", f"sex={sex}")] == pytest.approx(expected, abs=1e-9)
-    # sex x scanner: the major scanner has 15 test images of each class per sex; middle and rare 7-8, under the default 10
+            assert auroc[("simclr", 0, protocol, 1.0, test_set, "all", f"sex={sex}")] == pytest.approx(
+                expected, abs=1e-9
+            )
+    # sex x scanner: the major scanner has 15 test images of each class per sex; middle and rare 7-8, under the
+    # default 10
     expected = probe_auroc(store, encoder, "train", "test", sex="M", domain=0)
     assert auroc[("simclr", 0, "linear", 1.0, "id", "major", "sex=M")] == pytest.approx(expected, abs=1e-9)
     subgroups = metrics[metrics["subgroup"] != "all"]
-    assert set(subgroups["domain"]) == {"all", "major"} and set(subgroups["method"]) == {"simclr", "cf_simclr", "random", "supervised"}
+    assert set(subgroups["domain"]) == {"all", "major"} and set(subgroups["method"]) == {
+        "simclr",
+        "cf_simclr",
+        "random",
+        "supervised",
+    }
     assert set(subgroups["protocol"]) == {"linear", "transfer", "finetune"}
     notes = (evaluated / "eval" / "notes.txt").read_text()
-    assert "subgroup sex=F of test set id/middle skipped: [8, 8] images of classes [0, 1], fewer than subgroups.min_per_class=10" in notes
+    assert (
+        "subgroup sex=F of test set id/middle skipped: [8, 8] images of classes [0, 1], "
+        "fewer than subgroups.min_per_class=10" in notes
+    )
     assert "subgroup sex=M of test set id/rare skipped" in notes
 
 
@@ -185,10 +233,14 @@ def test_subgroup_gaps_are_male_minus_female_paired_by_seed(evaluated):
     assert set(gaps["domain"]) == {"all", "major"}
     assert set(gaps["method"]) == {"simclr", "cf_simclr", "random", "supervised"}
     for row in gaps.sample(10, random_state=0).itertuples():
-        pick = metrics.query("method == @row.method and protocol == @row.protocol and label_fraction == @row.label_fraction "
-                             "and test_set == @row.test_set and domain == @row.domain and metric == @row.metric")
-        diffs = (pick[pick["subgroup"] == "sex=M"].set_index("seed")["value"]
-                 - pick[pick["subgroup"] == "sex=F"].set_index("seed")["value"])
+        pick = metrics.query(
+            "method == @row.method and protocol == @row.protocol and label_fraction == @row.label_fraction "
+            "and test_set == @row.test_set and domain == @row.domain and metric == @row.metric"
+        )
+        diffs = (
+            pick[pick["subgroup"] == "sex=M"].set_index("seed")["value"]
+            - pick[pick["subgroup"] == "sex=F"].set_index("seed")["value"]
+        )
         half = 12.7062 * diffs.std(ddof=1) / np.sqrt(2)  # t(0.975, 1 degree of freedom)
         assert row.gap == pytest.approx(diffs.mean()) and row.ci_low == pytest.approx(diffs.mean() - half, abs=1e-4)
         assert row.n_positive == (diffs > 0).sum() and row.supported == (row.ci_low > 0 or row.ci_high < 0)
@@ -221,11 +273,34 @@ def test_same_config_gives_identical_metrics(evaluated, tmp_path):
     encoders = [evaluated / "pretrain" / "simclr-s0", evaluated / "pretrain" / "simclr-s1"]
     cfg = config(evaluated / "data", encoders, embeddings={"enabled": False}, random_baseline=False)
     run(cfg, tmp_path / "a")
-    assert main(["evaluate", "--data", str(evaluated / "data"), "--encoder", str(encoders[0]), "--encoder", str(encoders[1]),
-                 "--out", str(tmp_path / "b"),
-                 "--set", "seeds=[0,1]", "--set", "label_fractions=[0.5,1.0]", "--set", "n_boot=50",
-                 "--set", "embeddings.enabled=false", "--set", "random_baseline=false",
-                 "--set", "finetune.supervised=false"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                str(evaluated / "data"),
+                "--encoder",
+                str(encoders[0]),
+                "--encoder",
+                str(encoders[1]),
+                "--out",
+                str(tmp_path / "b"),
+                "--set",
+                "seeds=[0,1]",
+                "--set",
+                "label_fractions=[0.5,1.0]",
+                "--set",
+                "n_boot=50",
+                "--set",
+                "embeddings.enabled=false",
+                "--set",
+                "random_baseline=false",
+                "--set",
+                "finetune.supervised=false",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()
 
 
@@ -243,10 +318,15 @@ def test_feature_extraction_keeps_batchnorm_in_eval_mode():
 def test_multiclass_labels_use_macro_auroc(tmp_path):
     tiny_store(tmp_path / "data", n_labels=4)
     encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
-    run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[1.0], embeddings={"enabled": False}), tmp_path / "eval")
+    run(
+        config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[1.0], embeddings={"enabled": False}),
+        tmp_path / "eval",
+    )
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     assert metrics.query("metric == 'auroc' and domain == 'all'")["value"].between(0.5, 1).all()
-    linear_id = "method == 'simclr' and protocol == 'linear' and test_set == 'id' and domain == 'all' and metric == 'auroc'"
+    linear_id = (
+        "method == 'simclr' and protocol == 'linear' and test_set == 'id' and domain == 'all' and metric == 'auroc'"
+    )
     reported = metrics.query(linear_id)["value"]
     store = ImageStore.open(tmp_path / "data")
     assert reported.item() == pytest.approx(probe_auroc(store, encoder, "train", "test"), abs=1e-9)
@@ -256,8 +336,17 @@ def test_multiclass_labels_use_macro_auroc(tmp_path):
 def test_fraction_too_small_for_every_class_is_skipped_with_a_note(tmp_path):
     tiny_store(tmp_path / "data")
     encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
-    run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[0.001, 1.0], embeddings={"enabled": False},
-               random_baseline=False), tmp_path / "eval")
+    run(
+        config(
+            tmp_path / "data",
+            [encoder],
+            seeds=[0],
+            label_fractions=[0.001, 1.0],
+            embeddings={"enabled": False},
+            random_baseline=False,
+        ),
+        tmp_path / "eval",
+    )
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     assert set(metrics["label_fraction"]) == {1.0}
     notes = (tmp_path / "eval" / "notes.txt").read_text()
@@ -267,7 +356,9 @@ def test_fraction_too_small_for_every_class_is_skipped_with_a_note(tmp_path):
 def test_encoder_of_another_resolution_is_a_one_line_error(tmp_path):
     tiny_store(tmp_path / "data")
     encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0, size=32)
-    with pytest.raises(CheckpointError, match=r"simclr-s0/encoder.pt was trained on 32x32 images; store .* holds 16x16"):
+    with pytest.raises(
+        CheckpointError, match=r"simclr-s0/encoder.pt was trained on 32x32 images; store .* holds 16x16"
+    ):
         run(config(tmp_path / "data", [encoder]), tmp_path / "eval")
     assert not (tmp_path / "eval").exists()
 
@@ -283,7 +374,9 @@ def test_missing_inputs_and_single_class_test_set_are_clear_errors(tmp_path):
     from cfcl.data.store import write_store
     from support.evaluation import complete_stage
 
-    write_store(tmp_path / "one_class", np.asarray(store.images), meta, store.domains, store.labels, extra={"ood_domains": [3]})
+    write_store(
+        tmp_path / "one_class", np.asarray(store.images), meta, store.domains, store.labels, extra={"ood_domains": [3]}
+    )
     complete_stage(tmp_path / "one_class", "data_synth")
     encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
     with pytest.raises(MetricError, match="split 'ood_test' holds a single label"):
@@ -329,27 +422,46 @@ def store_with_covariates(path, source):
     meta = source.meta.copy()
     meta["age"] = np.round(50 + 15 * meta["label"] + rng.normal(0, 10, len(meta)))
     meta["sex"] = rng.choice(["F", "M"], len(meta))
-    store = write_store(path, np.asarray(source.images), meta, source.domains, source.labels,
-                       extra={"ood_domains": [3], "covariates": ["age", "sex"]})
+    store = write_store(
+        path,
+        np.asarray(source.images),
+        meta,
+        source.domains,
+        source.labels,
+        extra={"ood_domains": [3], "covariates": ["age", "sex"]},
+    )
     complete_stage(path, "data_synth")
     return store
 
 
-def test_covariates_baseline_is_a_probe_on_the_covariates_alone_for_every_fraction_seed_and_test_set(evaluated, tmp_path):
+def test_covariates_baseline_is_a_probe_on_the_covariates_alone_for_every_fraction_seed_and_test_set(
+    evaluated, tmp_path
+):
     store = store_with_covariates(tmp_path / "data", ImageStore.open(evaluated / "data"))
     encoders = [evaluated / "pretrain" / "simclr-s0", evaluated / "pretrain" / "simclr-s1"]
     run(config(tmp_path / "data", encoders, embeddings={"enabled": False}, random_baseline=False), tmp_path / "eval")
-    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").query("metric == 'auroc' and domain == 'all' and subgroup == 'all'")
+    metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv").query(
+        "metric == 'auroc' and domain == 'all' and subgroup == 'all'"
+    )
     covariates = metrics[metrics["method"] == "covariates"]
-    assert set(zip(covariates["seed"], covariates["label_fraction"], covariates["protocol"], covariates["test_set"])) == {
-        (s, f, p, t) for s in (0, 1) for f in (0.5, 1.0) for p, t in (("linear", "id"), ("transfer", "ood"), ("linear", "ood"))}
+    assert set(
+        zip(covariates["seed"], covariates["label_fraction"], covariates["protocol"], covariates["test_set"])
+    ) == {
+        (s, f, p, t)
+        for s in (0, 1)
+        for f in (0.5, 1.0)
+        for p, t in (("linear", "id"), ("transfer", "ood"), ("linear", "ood"))
+    }
     # the reported value is a probe fitted here on age and sex (one-hot) of every ID training image
     labels = store.meta["label"].to_numpy()
     features = np.column_stack([store.meta["age"], store.meta["sex"] == "M"]).astype(float)
     train, test = store.indices("train"), store.indices("test")
     prob = class_probabilities(fit_probe(features[train], labels[train]), features[test], 2)
     from sklearn.metrics import roc_auc_score
-    reported = covariates.query("seed == 0 and label_fraction == 1.0 and protocol == 'linear' and test_set == 'id'")["value"]
+
+    reported = covariates.query("seed == 0 and label_fraction == 1.0 and protocol == 'linear' and test_set == 'id'")[
+        "value"
+    ]
     assert reported.item() == pytest.approx(roc_auc_score(labels[test], prob[:, 1]), abs=1e-9)
     assert reported.item() > 0.7  # age carries the label here, with no image at all
 
@@ -357,8 +469,17 @@ def test_covariates_baseline_is_a_probe_on_the_covariates_alone_for_every_fracti
 def test_a_store_without_the_subgroup_column_skips_subgroups_with_a_note(tmp_path):
     tiny_store(tmp_path / "data")
     encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
-    run(config(tmp_path / "data", [encoder], seeds=[0], label_fractions=[1.0], embeddings={"enabled": False},
-               random_baseline=False), tmp_path / "eval")
+    run(
+        config(
+            tmp_path / "data",
+            [encoder],
+            seeds=[0],
+            label_fractions=[1.0],
+            embeddings={"enabled": False},
+            random_baseline=False,
+        ),
+        tmp_path / "eval",
+    )
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     assert set(metrics["subgroup"]) == {"all"} and len(metrics) > 0
     assert pd.read_csv(tmp_path / "eval" / "subgroup_gaps.csv").empty
@@ -370,14 +491,28 @@ def test_a_subgroup_column_with_one_value_is_skipped_and_unknown_values_belong_t
     source = tiny_store(tmp_path / "source", sex=True)
     meta = source.meta.copy()
     for name, sex in (("single", "F"), ("partly_known", np.where(meta.index % 5 == 0, "", meta["sex"]))):
-        write_store(tmp_path / name, np.asarray(source.images), meta.assign(sex=sex), source.domains, source.labels,
-                    extra={"ood_domains": [3]})
+        write_store(
+            tmp_path / name,
+            np.asarray(source.images),
+            meta.assign(sex=sex),
+            source.domains,
+            source.labels,
+            extra={"ood_domains": [3]},
+        )
     encoder = tiny_encoder(tmp_path / "simclr-s0", "simclr", 0)
-    single = evaluate_module.Evaluation(config(tmp_path / "single", [encoder]), ImageStore.open(tmp_path / "single"), tmp_path)
+    single = evaluate_module.Evaluation(
+        config(tmp_path / "single", [encoder]), ImageStore.open(tmp_path / "single"), tmp_path
+    )
     assert single.attributes == {}
-    assert single.notes == [f"subgroups by 'sex' skipped: {tmp_path / 'single' / 'metadata.csv'} holds 1 value(s) ['F'] in 'sex'"]
-    partly = evaluate_module.Evaluation(config(tmp_path / "partly_known", [encoder]), ImageStore.open(tmp_path / "partly_known"), tmp_path)
-    assert partly.notes == [f"{len(meta[meta.index % 5 == 0])} image(s) without a 'sex' value belong to no 'sex' subgroup"]
+    assert single.notes == [
+        f"subgroups by 'sex' skipped: {tmp_path / 'single' / 'metadata.csv'} holds 1 value(s) ['F'] in 'sex'"
+    ]
+    partly = evaluate_module.Evaluation(
+        config(tmp_path / "partly_known", [encoder]), ImageStore.open(tmp_path / "partly_known"), tmp_path
+    )
+    assert partly.notes == [
+        f"{len(meta[meta.index % 5 == 0])} image(s) without a 'sex' value belong to no 'sex' subgroup"
+    ]
     assert set(partly.attributes["sex"]) == {"", "F", "M"}
 
 
@@ -388,8 +523,14 @@ def test_label_draws_average_independent_subsets_per_seed_and_split_the_variance
     from cfcl.evaluation.subsets import labelled_subset
 
     encoders = [evaluated / "pretrain" / f"{m}-s{s}" for m in ("simclr", "cf_simclr") for s in (0, 1)]
-    cfg = config(evaluated / "data", encoders, label_draws=3, embeddings={"enabled": False}, random_baseline=False,
-                 covariates_baseline=False)
+    cfg = config(
+        evaluated / "data",
+        encoders,
+        label_draws=3,
+        embeddings={"enabled": False},
+        random_baseline=False,
+        covariates_baseline=False,
+    )
     run(cfg, tmp_path / "eval")
     store = ImageStore.open(evaluated / "data")
     features = extract_features(load_encoder(encoders[0])[0], store.images, 256)
@@ -401,16 +542,22 @@ def test_label_draws_average_independent_subsets_per_seed_and_split_the_variance
         by_hand.append(roc_auc_score(labels[test], class_probabilities(probe, features[test], 2)[:, 1]))
     assert len(set(by_hand)) == 3  # three different labelled subsets
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
-    row = metrics.query("method == 'simclr' and seed == 0 and protocol == 'linear' and test_set == 'id' and "
-                        "label_fraction == 0.5 and domain == 'all' and subgroup == 'all' and metric == 'auroc'")
+    row = metrics.query(
+        "method == 'simclr' and seed == 0 and protocol == 'linear' and test_set == 'id' and "
+        "label_fraction == 0.5 and domain == 'all' and subgroup == 'all' and metric == 'auroc'"
+    )
     assert row["value"].item() == pytest.approx(np.mean(by_hand))
     variance = pd.read_csv(tmp_path / "eval" / "variance_components.csv")
-    pair = variance.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and label_fraction == 0.5 "
-                          "and domain == 'all'")
+    pair = variance.query(
+        "method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and label_fraction == 0.5 "
+        "and domain == 'all'"
+    )
     assert (pair["n_seeds"].item(), pair["n_draws"].item()) == (2, 3) and pair["sd_draw"].item() > 0
     assert pair["sd_test"].item() > 0 and pair["half_width"].item() > 0
     assert (variance.query("label_fraction == 1.0")["n_draws"] == 1).all()  # all labels: one draw
-    per_domain = variance.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and label_fraction == 0.5")
+    per_domain = variance.query(
+        "method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and label_fraction == 0.5"
+    )
     assert "all" in set(per_domain["domain"]) and len(per_domain) > 1  # the whole set and each scanner
     assert (per_domain["seeds_needed"].dropna() >= 2).all()
     (tmp_path / "run").mkdir()
@@ -426,10 +573,23 @@ def write_true_cf(store: ImageStore) -> ImageStore:
     own = store.meta["domain"].to_numpy()
     shifted = [np.clip(store.images / 255 + 0.12 * (target - own)[:, None, None], 0, 1) for target in range(d)]
     images = (np.stack(shifted, axis=1).reshape(-1, *store.size) * 255).astype(np.uint8)
-    meta = pd.DataFrame({"index": np.arange(n * d), "source_index": np.repeat(np.arange(n), d), "target_domain": np.tile(np.arange(d), n)})
+    meta = pd.DataFrame(
+        {
+            "index": np.arange(n * d),
+            "source_index": np.repeat(np.arange(n), d),
+            "target_domain": np.tile(np.arange(d), n),
+        }
+    )
     meta["split"], meta["domain"] = np.repeat(store.meta["split"].to_numpy(), d), meta["target_domain"]
-    return write_store(store.path / "true_cf", images, meta, DOMAINS, store.labels, kind="counterfactuals",
-                       extra={"source_store": store.content_hash})
+    return write_store(
+        store.path / "true_cf",
+        images,
+        meta,
+        DOMAINS,
+        store.labels,
+        kind="counterfactuals",
+        extra={"source_store": store.content_hash},
+    )
 
 
 def test_the_rendered_test_set_is_every_id_test_patient_under_every_scanner(tmp_path):
@@ -440,7 +600,13 @@ def test_the_rendered_test_set_is_every_id_test_patient_under_every_scanner(tmp_
     store = tiny_store(tmp_path / "data")
     cf = write_true_cf(store)
     encoder = tiny_encoder(tmp_path / "pretrain" / "simclr-s0", "simclr", 0)
-    plain = dict(seeds=[0], label_fractions=[1.0], random_baseline=False, covariates_baseline=False, embeddings={"enabled": False})
+    plain = dict(
+        seeds=[0],
+        label_fractions=[1.0],
+        random_baseline=False,
+        covariates_baseline=False,
+        embeddings={"enabled": False},
+    )
     run(config(tmp_path / "data", [encoder], **plain), tmp_path / "eval")
     metrics = pd.read_csv(tmp_path / "eval" / "metrics.csv")
     rendered = metrics[(metrics.test_set == "rendered") & (metrics.metric == "auroc") & (metrics.subgroup == "all")]
@@ -456,7 +622,9 @@ def test_the_rendered_test_set_is_every_id_test_patient_under_every_scanner(tmp_
     for d, name in enumerate(DOMAINS):
         rows = cf.meta[(cf.meta.target_domain == d) & cf.meta.source_index.isin(test)]
         assert len(rows) == len(test)  # every test patient, whichever scanner imaged it
-        expected = roc_auc_score(labels[rows.source_index], class_probabilities(probe, cf_features[rows.index], 2)[:, 1])
+        expected = roc_auc_score(
+            labels[rows.source_index], class_probabilities(probe, cf_features[rows.index], 2)[:, 1]
+        )
         assert rendered.loc[rendered.domain == name, "value"].item() == pytest.approx(expected), name
     run(config(tmp_path / "data", [encoder], **plain, rendered_test=False), tmp_path / "eval_off")
     assert "rendered" not in set(pd.read_csv(tmp_path / "eval_off" / "metrics.csv").test_set)
@@ -481,9 +649,12 @@ def test_headroom_is_each_scanners_ceiling_probe_its_gap_to_the_id_probe_and_cou
     labels, meta = store.meta["label"].to_numpy(), store.meta
     train, val, test = (store.indices(s) for s in ("train", "val", "test"))
     for d, name in enumerate(DOMAINS):
-        # independently: a probe on every training patient as scanner d renders them, tested on the test patients it renders
-        under = {split: cf.meta[(cf.meta.target_domain == d) & cf.meta.source_index.isin(rows)]
-                 for split, rows in (("train", train), ("test", test))}
+        # independently: a probe on every training patient as scanner d renders them, tested on the test patients
+        # it renders
+        under = {
+            split: cf.meta[(cf.meta.target_domain == d) & cf.meta.source_index.isin(rows)]
+            for split, rows in (("train", train), ("test", test))
+        }
         probe = fit_probe(cf_features[under["train"].index], labels[under["train"].source_index])
         prob = class_probabilities(probe, cf_features[under["test"].index], 2)[:, 1]
         ceiling = roc_auc_score(labels[under["test"].source_index], prob)
@@ -499,7 +670,9 @@ def test_headroom_is_each_scanners_ceiling_probe_its_gap_to_the_id_probe_and_cou
     assert value["linear", "id", "all", "balanced_accuracy_val_threshold"] == pytest.approx(expected)
     # counterfactual invariance: each test image's distance to itself on the other scanners over the median distance
     # between two test images of different patients
-    other = cf.meta[cf.meta.source_index.isin(test) & (cf.meta.target_domain != meta["domain"][cf.meta.source_index].to_numpy())]
+    other = cf.meta[
+        cf.meta.source_index.isin(test) & (cf.meta.target_domain != meta["domain"][cf.meta.source_index].to_numpy())
+    ]
     moved = np.linalg.norm(cf_features[other.index] - features[other.source_index], axis=1).mean()
     distances = cdist(features[test], features[test])
     patients = meta["patient_id"].to_numpy()[test]
@@ -510,7 +683,9 @@ def test_headroom_is_each_scanners_ceiling_probe_its_gap_to_the_id_probe_and_cou
     gains = pd.read_csv(tmp_path / "eval" / "seed_gains.csv").set_index(["metric", "domain"])
     gaps = every[every.metric == "robustness_gap"].pivot(index="domain", columns="method", values="value")
     for name in DOMAINS:
-        assert gains.loc[("robustness_gap", name), "gain"] == pytest.approx(gaps.loc[name, "cf_simclr"] - gaps.loc[name, "simclr"])
+        assert gains.loc[("robustness_gap", name), "gain"] == pytest.approx(
+            gaps.loc[name, "cf_simclr"] - gaps.loc[name, "simclr"]
+        )
     invariance = table.loc["cf_simclr", "cf_invariance"] - table.loc["simclr", "cf_invariance"]
     assert gains.loc[("cf_invariance", "all"), "gain"] == pytest.approx(invariance)
     run(config(tmp_path / "data", [encoder], **plain, rendered_test=False), tmp_path / "eval_off")

@@ -13,43 +13,30 @@ from PIL import Image
 
 from cfcl.cli import main
 from cfcl.evaluation.results import (
-    COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS, VARIANCE_COLUMNS, invariance_seed_gains, metric_seed_gains,
+    COLUMNS,
+    SEED_GAIN_COLUMNS,
+    SUBGROUP_GAP_COLUMNS,
+    VARIANCE_COLUMNS,
+    invariance_seed_gains,
+    metric_seed_gains,
     subgroup_gap_rows,
 )
 from cfcl.plotting import save_png
 from cfcl.report.report import run_report
 from cfcl.report.summary import (
-    ReportError, gain_cell, gap_caption, headline_gain_table, headline_table, invariance_table, print_headline, subgroup_gap_table,
+    ReportError,
+    gain_cell,
+    gap_caption,
+    headline_gain_table,
+    headline_table,
+    invariance_table,
+    print_headline,
+    subgroup_gap_table,
 )
 from support.evaluation import complete_stage
+from support.report import QUALITY
 
 DOMAINS = ["major", "rare"]
-# A cf_quality.json as `cfcl cf evaluate` writes it (scanners major, rare and the held-out ood), with the
-# tiny values and nested records a real one has.
-QUALITY = {
-    "domains": ["major", "rare", "ood"], "evaluated_domains": ["major", "rare"], "rare_domain": "rare", "splits": ["test"],
-    "n_images": {"major": 32, "rare": 32},
-    "generator": {"guide": "956c9a94c082cb02", "kind": "model", "path": "/runs/demo/cf_finetune/generator.pt"},
-    "judge": {"arch": "small", "path": "/runs/demo/cf_judge/classifier.pt", "role": "judge", "seed": 2,
-              "val_balanced_accuracy": 0.987654321},
-    "effectiveness": {"auroc": {"major": 0.9912345, "rare": 0.97}, "auroc_macro": 0.98061725, "balanced_accuracy": 0.953125,
-                      "confusion": {"labels": ["major", "rare", "ood"], "matrix": [[0, 29, 3], [32, 0, 0], [0, 0, 0]]}},
-    "pairs": [
-        {"judge_accuracy": 0.90625, "mae_cf": 0.0857982411980629, "mae_identity": 0.2765634655952453, "n": 32,
-         "pair": "major->rare", "ratio": 0.310230, "reversibility": 1.195697318934208e-09, "source": 0, "target": 1},
-        {"judge_accuracy": 1.0, "mae_cf": 0.09123, "mae_identity": 0.2611, "n": 32, "pair": "rare->major",
-         "ratio": 0.3494, "reversibility": 0.0012, "source": 1, "target": 0},
-    ],
-    "composition": {"mae_1": 1.268241067720055e-08, "mae_10": 2.5e-05, "per_source": {"major": 3.1e-05, "rare": 1.9e-05}},
-    "reversibility": {"mae": 0.00060059, "rare_as_source": 0.0012, "rare_as_target": 1.195697318934208e-09},
-    "truth": {"mae_cf": 0.0885, "mae_identity": 0.2688, "ratio": 0.3292,
-              "rare_as_source": {"mae_cf": 0.09123, "mae_identity": 0.2611, "ratio": 0.3494},
-              "rare_as_target": {"mae_cf": 0.0857982411980629, "mae_identity": 0.2765634655952453, "ratio": 0.310230}},
-    "targets": {"effectiveness": {"pass": True, "threshold": 0.95, "value": 0.953125},
-                "mae_ratio": {"pass": True, "threshold": 0.5, "value": 0.3292},
-                "reversibility": {"pass": True, "threshold": 0.02, "value": 0.00060059}},
-    "passed": True,
-}
 
 
 def fake_metrics(rng) -> pd.DataFrame:
@@ -59,20 +46,39 @@ def fake_metrics(rng) -> pd.DataFrame:
         for seed in (0, 1, 2):
             for fraction in (0.1, 0.5, 1.0):
                 for protocol, test_set, domains in (
-                    ("linear", "id", ["all", *DOMAINS]), ("linear", "ood", ["all"]), ("transfer", "ood", ["all"]),
+                    ("linear", "id", ["all", *DOMAINS]),
+                    ("linear", "ood", ["all"]),
+                    ("transfer", "ood", ["all"]),
                 ):
                     for domain in domains:
                         for subgroup in ("all", "sex=F", "sex=M"):
                             value = rng.uniform(0.6, 0.9)
-                            for metric, v in (("auroc", value), ("auroc_ci_low", value - 0.05),
-                                              ("auroc_ci_high", value + 0.05), ("balanced_accuracy", value - 0.1)):
+                            for metric, v in (
+                                ("auroc", value),
+                                ("auroc_ci_low", value - 0.05),
+                                ("auroc_ci_high", value + 0.05),
+                                ("balanced_accuracy", value - 0.1),
+                            ):
                                 rows.append((method, seed, protocol, fraction, test_set, domain, subgroup, metric, v))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-VARIANCE_ROW = dict(method="cf_simclr", reference="simclr", protocol="linear", label_fraction=0.1, test_set="id",
-                    domain="rare", n_seeds=3, n_draws=2, sd_seed=0.01, sd_draw=0.02, sd_test=0.005, half_width=0.03,
-                    half_width_10_seeds=0.012, seeds_needed=7)
+VARIANCE_ROW = dict(
+    method="cf_simclr",
+    reference="simclr",
+    protocol="linear",
+    label_fraction=0.1,
+    test_set="id",
+    domain="rare",
+    n_seeds=3,
+    n_draws=2,
+    sd_seed=0.01,
+    sd_draw=0.02,
+    sd_test=0.005,
+    half_width=0.03,
+    half_width_10_seeds=0.012,
+    seeds_needed=7,
+)
 
 
 def png(path):
@@ -93,17 +99,43 @@ def run_dir(tmp_path):
         png(run / "pretrain" / name / "loss_curve.png")
     eval_dir = run / "eval"
     fake_metrics(rng).to_csv(eval_dir / "metrics.csv", index=False)
-    pd.DataFrame([dict(method="cf_simclr", reference="simclr", protocol="linear", label_fraction=f, test_set="id",
-                       domain=d, n_seeds=3, gain=0.02, ci_low=-0.01, ci_high=0.05)
-                  for f in (0.1, 1.0) for d in ("all", *DOMAINS)]).to_csv(eval_dir / "gains.csv", index=False)
-    invariance = pd.DataFrame(dict(
-        method=["simclr"] * 3 + ["cf_simclr"] * 3 + ["random"] * 3, seed=[0, 1, 2] * 3,
-        balanced_accuracy=[0.9, 0.92, 0.94, 0.4, 0.5, 0.45, 1.0, 1.0, 1.0], std=[0.02] * 9, chance=[1 / 3] * 9,
-        n_domains=[3] * 9, n_per_domain=[50] * 9, knn_purity=[0.5, 0.6, 0.7, 0.2, 0.25, 0.3, 0.9, 0.8, 0.85], knn_k=[10] * 9,
-        silhouette=[0.1, 0.2, 0.15, 0.0, 0.05, 0.02, 0.3, 0.3, 0.3], cf_invariance=[0.4, 0.5, 0.45, 0.1, 0.15, 0.1, 0.9, 0.8, 0.9],
-    ))
+    pd.DataFrame(
+        [
+            dict(
+                method="cf_simclr",
+                reference="simclr",
+                protocol="linear",
+                label_fraction=f,
+                test_set="id",
+                domain=d,
+                n_seeds=3,
+                gain=0.02,
+                ci_low=-0.01,
+                ci_high=0.05,
+            )
+            for f in (0.1, 1.0)
+            for d in ("all", *DOMAINS)
+        ]
+    ).to_csv(eval_dir / "gains.csv", index=False)
+    invariance = pd.DataFrame(
+        dict(
+            method=["simclr"] * 3 + ["cf_simclr"] * 3 + ["random"] * 3,
+            seed=[0, 1, 2] * 3,
+            balanced_accuracy=[0.9, 0.92, 0.94, 0.4, 0.5, 0.45, 1.0, 1.0, 1.0],
+            std=[0.02] * 9,
+            chance=[1 / 3] * 9,
+            n_domains=[3] * 9,
+            n_per_domain=[50] * 9,
+            knn_purity=[0.5, 0.6, 0.7, 0.2, 0.25, 0.3, 0.9, 0.8, 0.85],
+            knn_k=[10] * 9,
+            silhouette=[0.1, 0.2, 0.15, 0.0, 0.05, 0.02, 0.3, 0.3, 0.3],
+            cf_invariance=[0.4, 0.5, 0.45, 0.1, 0.15, 0.1, 0.9, 0.8, 0.9],
+        )
+    )
     invariance.to_csv(eval_dir / "domain_predictability.csv", index=False)
-    seed_gains = metric_seed_gains(pd.read_csv(eval_dir / "metrics.csv"), "simclr") + invariance_seed_gains(invariance, "simclr", "test")
+    seed_gains = metric_seed_gains(pd.read_csv(eval_dir / "metrics.csv"), "simclr") + invariance_seed_gains(
+        invariance, "simclr", "test"
+    )
     pd.DataFrame(seed_gains, columns=SEED_GAIN_COLUMNS).to_csv(eval_dir / "seed_gains.csv", index=False)
     gaps = subgroup_gap_rows(pd.read_csv(eval_dir / "metrics.csv"))
     pd.DataFrame(gaps, columns=SUBGROUP_GAP_COLUMNS).to_csv(eval_dir / "subgroup_gaps.csv", index=False)
@@ -127,11 +159,15 @@ def test_headline_table_is_mean_and_std_over_seeds(run_dir):
     table = headline_table(metrics, 0.1)
     assert list(table.columns) == ["ID", "ID major", "ID rare", "OOD (own labels)", "OOD (direct transfer)"]
     assert list(table.index) == ["cf_simclr (linear)", "simclr (linear)"]
-    values = metrics.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc' "
-                           "and subgroup == 'all'")["value"]
+    values = metrics.query(
+        "method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc' "
+        "and subgroup == 'all'"
+    )["value"]
     assert table.loc["simclr (linear)", "OOD (direct transfer)"] == f"{values.mean():.3f} ± {values.std():.3f}"
-    values = metrics.query("method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and domain == 'rare' "
-                           "and label_fraction == 0.1 and metric == 'auroc' and subgroup == 'all'")["value"]
+    values = metrics.query(
+        "method == 'cf_simclr' and protocol == 'linear' and test_set == 'id' and domain == 'rare' "
+        "and label_fraction == 0.1 and metric == 'auroc' and subgroup == 'all'"
+    )["value"]
     assert table.loc["cf_simclr (linear)", "ID rare"] == f"{values.mean():.3f} ± {values.std():.3f}"
 
 
@@ -141,17 +177,32 @@ def test_headline_gains_are_paired_seed_means_with_t_intervals(run_dir):
     table = headline_gain_table(seed_gains, 0.1)
     assert list(table.columns) == ["ID", "ID major", "ID rare", "OOD (own labels)", "OOD (direct transfer)"]
     assert list(table.index) == ["cf_simclr (linear)"]
-    pick = metrics.query("protocol == 'linear' and test_set == 'id' and domain == 'rare' and label_fraction == 0.1 "
-                         "and metric == 'auroc' and subgroup == 'all'")
-    diffs = pick[pick.method == "cf_simclr"].set_index("seed")["value"] - pick[pick.method == "simclr"].set_index("seed")["value"]
+    pick = metrics.query(
+        "protocol == 'linear' and test_set == 'id' and domain == 'rare' and label_fraction == 0.1 "
+        "and metric == 'auroc' and subgroup == 'all'"
+    )
+    diffs = (
+        pick[pick.method == "cf_simclr"].set_index("seed")["value"]
+        - pick[pick.method == "simclr"].set_index("seed")["value"]
+    )
     assert table.loc["cf_simclr (linear)", "ID rare"] == three_seed_cell(diffs)[0]
-    one_seed = dict(gain=0.05, n_seeds=1, note="1 seed: no interval", ci_low=np.nan, ci_high=np.nan, n_positive=1, supported=False)
+    one_seed = dict(
+        gain=0.05, n_seeds=1, note="1 seed: no interval", ci_low=np.nan, ci_high=np.nan, n_positive=1, supported=False
+    )
     assert gain_cell(pd.Series(one_seed)) == "+0.050 (1 seed: no interval)"
 
 
 def test_invariance_table_has_intervals_over_seeds_and_the_random_encoder_beside():
-    table = pd.DataFrame(dict(method=["simclr"] * 3 + ["random"], seed=[0, 1, 2, 0], balanced_accuracy=[0.9, 0.92, 0.94, 1.0],
-                              knn_purity=[0.5, 0.6, 0.7, 0.9], silhouette=[0.1, 0.2, 0.3, 0.4], cf_invariance=np.nan))
+    table = pd.DataFrame(
+        dict(
+            method=["simclr"] * 3 + ["random"],
+            seed=[0, 1, 2, 0],
+            balanced_accuracy=[0.9, 0.92, 0.94, 1.0],
+            knn_purity=[0.5, 0.6, 0.7, 0.9],
+            silhouette=[0.1, 0.2, 0.3, 0.4],
+            cf_invariance=np.nan,
+        )
+    )
     shown = invariance_table(table)
     half = 4.302653 * 0.1 / np.sqrt(3)
     assert shown.loc["simclr", "knn_purity"] == f"0.600 [{0.6 - half:.3f}, {0.6 + half:.3f}]"
@@ -171,9 +222,19 @@ def test_report_is_one_self_contained_page_with_every_figure(run_dir):
     assert len(images) == 8
     for data in images:
         Image.open(io.BytesIO(base64.b64decode(data))).load()
-    for text in ("Verdict", "Headline results", "cf_simclr (linear)", "major → rare", "0.906", "reversibility MAE",
-                 "Counterfactuals of the fine-tuned generator on test images", "Pretraining cf_simclr, seed 0",
-                 "Stages, timings and configs", "pretrain/simclr-s0/config.yaml", "Complete run."):
+    for text in (
+        "Verdict",
+        "Headline results",
+        "cf_simclr (linear)",
+        "major → rare",
+        "0.906",
+        "reversibility MAE",
+        "Counterfactuals of the fine-tuned generator on test images",
+        "Pretraining cf_simclr, seed 0",
+        "Stages, timings and configs",
+        "pretrain/simclr-s0/config.yaml",
+        "Complete run.",
+    ):
         assert text in page
     summary = (run_dir / "report" / "summary.md").read_text()
     assert "| cf_simclr (linear) |" in summary and "absent" not in summary
@@ -187,7 +248,8 @@ def test_report_is_one_self_contained_page_with_every_figure(run_dir):
     assert "## Subgroup gaps" in summary and "AUROC gap sex=M minus sex=F at 10% labels, paired by seed" in summary
     assert "AUROC gap sex=M minus sex=F at 100% labels" in summary and "(figures/subgroup_gap_sex_M.png)" in summary
     assert sorted(p.name for p in (run_dir / "report" / "figures").glob("*.png")) == sorted(
-        re.findall(r"\(figures/([^)]+)\)", summary))
+        re.findall(r"\(figures/([^)]+)\)", summary)
+    )
 
 
 def test_partial_run_report_shows_what_exists_and_names_what_is_absent(run_dir, tmp_path):
@@ -247,11 +309,18 @@ def test_subgroup_gap_is_male_minus_female_paired_by_seed_with_a_t_interval(run_
     table = subgroup_gap_table(gaps, 0.1, "sex=M")
     assert list(table.columns) == ["ID", "ID major", "ID rare", "OOD (own labels)", "OOD (direct transfer)"]
     assert list(table.index) == ["cf_simclr (linear)", "simclr (linear)"]
-    pick = metrics.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'")
-    diffs = pick[pick.subgroup == "sex=M"].set_index("seed")["value"] - pick[pick.subgroup == "sex=F"].set_index("seed")["value"]
+    pick = metrics.query(
+        "method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'"
+    )
+    diffs = (
+        pick[pick.subgroup == "sex=M"].set_index("seed")["value"]
+        - pick[pick.subgroup == "sex=F"].set_index("seed")["value"]
+    )
     cell, low = three_seed_cell(diffs)
     assert table.loc["simclr (linear)", "OOD (direct transfer)"] == cell
-    row = gaps.query("method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'").iloc[0]
+    row = gaps.query(
+        "method == 'simclr' and protocol == 'transfer' and label_fraction == 0.1 and metric == 'auroc'"
+    ).iloc[0]
     assert row["gap"] == pytest.approx(diffs.mean()) and row["ci_low"] == pytest.approx(low, abs=1e-5)
     assert row["n_seeds"] == 3 and row["n_positive"] == (diffs > 0).sum()
     # one seed: the gap alone, and the caption says once why there is no interval and what to run
@@ -261,9 +330,14 @@ def test_subgroup_gap_is_male_minus_female_paired_by_seed_with_a_t_interval(run_
     assert "at 10% labels, one seed: no interval; run `cfcl run benchmark`" in gap_caption(one, 0.1, "sex=M")
 
 
-@pytest.mark.parametrize(("table", "column"), [
-    ("metrics.csv", "subgroup"), ("variance_components.csv", "seeds_needed"), ("domain_predictability.csv", "silhouette"),
-])
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        ("metrics.csv", "subgroup"),
+        ("variance_components.csv", "seeds_needed"),
+        ("domain_predictability.csv", "silhouette"),
+    ],
+)
 def test_a_table_without_a_column_of_this_cfcl_is_a_one_line_error_naming_the_rewrite(run_dir, table, column):
     path = run_dir / "eval" / table
     pd.read_csv(path).drop(columns=column).to_csv(path, index=False)
@@ -284,10 +358,19 @@ def test_missing_evaluation_tables_are_named_with_the_command_that_writes_them(r
 def test_gain_figure_draws_an_interval_that_misses_its_point_as_it_is():
     from cfcl.report.figures import gain_figure
 
-    gains = pd.DataFrame({
-        "method": ["cf-simclr"], "reference": ["simclr"], "protocol": ["linear"], "label_fraction": [0.05],
-        "test_set": ["id"], "domain": ["all"], "gain": [0.05], "ci_low": [0.01], "ci_high": [0.04],
-    })
+    gains = pd.DataFrame(
+        {
+            "method": ["cf-simclr"],
+            "reference": ["simclr"],
+            "protocol": ["linear"],
+            "label_fraction": [0.05],
+            "test_set": ["id"],
+            "domain": ["all"],
+            "gain": [0.05],
+            "ci_low": [0.01],
+            "ci_high": [0.04],
+        }
+    )
     ax = gain_figure(gains).axes[0]
     (segment,) = ax.collections[0].get_segments()
     assert segment[:, 1].tolist() == [0.01, 0.04]  # the bootstrap bounds, not stretched to the point
@@ -308,9 +391,17 @@ def test_variance_components_name_the_test_set_and_scanner_and_the_seeds_needed(
 def test_the_quality_of_sex_counterfactuals_is_one_table_beside_the_scanners(run_dir):
     def quality(folder, intervened, effectiveness):
         complete_stage(run_dir / folder, "cf_quality")
-        (run_dir / folder / "cf_quality.json").write_text(json.dumps({"intervened": intervened, "targets": {
-            "effectiveness": {"value": effectiveness, "threshold": 0.95, "pass": effectiveness >= 0.95},
-            "reversibility": {"value": 0.01, "threshold": 0.02, "pass": True}}}))
+        (run_dir / folder / "cf_quality.json").write_text(
+            json.dumps(
+                {
+                    "intervened": intervened,
+                    "targets": {
+                        "effectiveness": {"value": effectiveness, "threshold": 0.95, "pass": effectiveness >= 0.95},
+                        "reversibility": {"value": 0.01, "threshold": 0.02, "pass": True},
+                    },
+                }
+            )
+        )
 
     quality("cf_quality_sex", {"sex": ["F", "M"]}, 0.8125)
     quality("cf_quality_base", None, 0.123)  # the scanner's quality before fine-tuning: not a parent's table
@@ -318,7 +409,9 @@ def test_the_quality_of_sex_counterfactuals_is_one_table_beside_the_scanners(run
     summary = (run_dir / "report" / "summary.md").read_text()
     assert "Quality of the counterfactuals of sex: 1 of 2 pass marks met" in summary
     table = summary.split("Quality of the counterfactuals of sex: 1 of 2 pass marks met")[1]
-    assert re.search(r"\| effectiveness: the judge finds the intended sex \(balanced accuracy\) \| 0\.812 \| ≥ 0\.95 \| no \|", table)
+    assert re.search(
+        r"\| effectiveness: the judge finds the intended sex \(balanced accuracy\) \| 0\.812 \| ≥ 0\.95 \| no \|", table
+    )
     assert "0.123" not in summary and "Counterfactual quality against its pass marks: 3 of 3 pass marks met" in summary
 
 
@@ -335,11 +428,20 @@ def markdown_after(summary: str, caption: str) -> dict[str, dict[str, str]]:
 def test_the_robustness_gap_is_a_table_per_scanner_with_its_gain_over_the_reference(run_dir):
     metrics = pd.read_csv(run_dir / "eval" / "metrics.csv")
     run_report(run_dir)
-    assert "Robustness gap" not in (run_dir / "report" / "summary.md").read_text()  # no true counterfactuals: no section
+    assert (
+        "Robustness gap" not in (run_dir / "report" / "summary.md").read_text()
+    )  # no true counterfactuals: no section
     rng = np.random.default_rng(1)
-    gaps = pd.DataFrame([(method, seed, "linear", fraction, "rendered", domain, "all", "robustness_gap", rng.uniform(0, 0.2))
-                         for method in ("simclr", "cf_simclr") for seed in (0, 1, 2) for fraction in (0.1, 1.0)
-                         for domain in DOMAINS], columns=COLUMNS)
+    gaps = pd.DataFrame(
+        [
+            (method, seed, "linear", fraction, "rendered", domain, "all", "robustness_gap", rng.uniform(0, 0.2))
+            for method in ("simclr", "cf_simclr")
+            for seed in (0, 1, 2)
+            for fraction in (0.1, 1.0)
+            for domain in DOMAINS
+        ],
+        columns=COLUMNS,
+    )
     metrics = pd.concat([metrics, gaps], ignore_index=True)
     metrics.to_csv(run_dir / "eval" / "metrics.csv", index=False)
     seed_gains = pd.DataFrame(metric_seed_gains(metrics, "simclr"), columns=SEED_GAIN_COLUMNS)
