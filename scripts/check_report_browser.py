@@ -39,9 +39,18 @@ window.addEventListener("load", () => {
 });
 </script>"""
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--virtual-time-budget=10000",
+    "--dump-dom",
 ]
 CONSOLE = re.compile(r":CONSOLE[:(]\d*\)?\]\s*(.*)")
 FIRST_SCREEN = "1280,900"  # width, height in CSS pixels of the window the screenshot shows
@@ -66,35 +75,63 @@ def check(index: Path, chromium: str, screenshot: Path | None = None) -> dict:
         tic = time.time()
         done = subprocess.run(
             [chromium, *FLAGS, f"--user-data-dir={profile}", page.as_uri()],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         seconds = round(time.time() - tic, 2)
         if screenshot is not None:
             flags = [f for f in FLAGS if f != "--dump-dom"]
             shot = subprocess.run(
-                [chromium, *flags, f"--user-data-dir={profile}", f"--window-size={FIRST_SCREEN}",
-                 f"--screenshot={screenshot.resolve()}", page.as_uri()],
-                capture_output=True, text=True, timeout=120,
+                [
+                    chromium,
+                    *flags,
+                    f"--user-data-dir={profile}",
+                    f"--window-size={FIRST_SCREEN}",
+                    f"--screenshot={screenshot.resolve()}",
+                    page.as_uri(),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             if shot.returncode != 0 or not screenshot.is_file():
-                return {"ok": False, "error": f"chromium exited {shot.returncode} without a screenshot",
-                        "stderr_tail": shot.stderr[-500:]}
+                return {
+                    "ok": False,
+                    "error": f"chromium exited {shot.returncode} without a screenshot",
+                    "stderr_tail": shot.stderr[-500:],
+                }
     console = [m.group(1) for m in map(CONSOLE.search, done.stderr.splitlines()) if m]
     found = re.search(r'<pre id="cfcl-probe">(.*?)</pre>', done.stdout, re.S)
     if done.returncode != 0 or found is None:
-        return {"ok": False, "error": f"chromium exited {done.returncode} without the probe's result", "console": console,
-                "stderr_tail": done.stderr[-500:]}
-    probe = json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+        return {
+            "ok": False,
+            "error": f"chromium exited {done.returncode} without the probe's result",
+            "console": console,
+            "stderr_tail": done.stderr[-500:],
+        }
+    probe = json.loads(
+        found.group(1).replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    )
     ok = not console and not probe["broken"] and not probe["resources"] and probe["images"] > 0
-    return {"ok": ok, "index": str(index), "images": probe["images"], "broken": probe["broken"],
-            "external_resources": probe["resources"], "console": console, "seconds": seconds,
-            **({"screenshot": str(screenshot)} if screenshot is not None else {})}
+    return {
+        "ok": ok,
+        "index": str(index),
+        "images": probe["images"],
+        "broken": probe["broken"],
+        "external_resources": probe["resources"],
+        "console": console,
+        "seconds": seconds,
+        **({"screenshot": str(screenshot)} if screenshot is not None else {}),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("report", type=Path, help="run folder, report folder or index.html")
-    parser.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
+    parser.add_argument(
+        "--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium"
+    )
     parser.add_argument("--screenshot", type=Path, help="also save the first screen (1280 x 900) as this PNG")
     args = parser.parse_args()
     result = check(find_index(args.report), args.chromium, args.screenshot)
