@@ -4,9 +4,10 @@ The script writes a store of 32-px textures (stripes of four orientations, a che
 rings, a disk, a cross, speckle; each with a random phase, contrast, brightness, a random
 brightness ramp and noise) with cfcl's store writer, pretrains the small ResNet with cfcl's
 ``dino`` at the settings it ships for small data (``PretrainConfig`` and ``DinoConfig``
-defaults; local crops of 16 px, as the default 32 px are for 64-px images) and ``simclr``
-beside it, and probes each frozen encoder (DINO: the teacher) with cfcl's linear probe on 10 %
-of the training labels, scored by balanced accuracy on the test split, beside the random
+defaults) and ``simclr`` beside it, both at batch 32 for ``--epochs`` 20 (1,240 steps), DINO
+without local crops (see :func:`config`), and probes each frozen encoder (DINO: the teacher)
+with cfcl's linear probe on 10 % of the training labels, scored by balanced accuracy on the test
+split, beside the random
 encoder of the same seed. ``--reference`` adds lightly's DINO training step (lightly's
 ``DINOProjectionHead``, ``DINOLoss``, ``update_momentum``, ``cosine_schedule``, assembled as in
 lightly's DINO example) on the same store, encoder, views and number of steps: an A/B of the
