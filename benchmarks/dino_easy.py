@@ -7,11 +7,10 @@ brightness ramp and noise) with cfcl's store writer, pretrains the small ResNet 
 defaults) and ``simclr`` beside it, both at batch 32 for ``--epochs`` 20 (1,240 steps), DINO
 without local crops (see :func:`config`), and probes each frozen encoder (DINO: the teacher)
 with cfcl's linear probe on 10 % of the training labels, scored by balanced accuracy on the test
-split, beside the random
-encoder of the same seed. ``--reference`` adds lightly's DINO training step (lightly's
-``DINOProjectionHead``, ``DINOLoss``, ``update_momentum``, ``cosine_schedule``, assembled as in
-lightly's DINO example) on the same store, encoder, views and number of steps: an A/B of the
-training step alone. Prints one JSON line per seed and method, then a Markdown table.
+split, beside the random encoder of the same seed. ``--reference`` adds lightly's DINO training
+step (lightly's ``DINOProjectionHead``, ``DINOLoss``, ``update_momentum``, ``cosine_schedule``,
+assembled as in lightly's DINO example) on the same store, encoder, views and number of steps:
+an A/B of the training step alone. Prints one JSON line per seed and method, then a Markdown table.
 
     python benchmarks/dino_easy.py --out runs/dino_easy --seeds 0 1 2 --reference
 
