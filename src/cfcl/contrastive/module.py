@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import lightning as L
 import numpy as np
@@ -111,9 +111,21 @@ class ContrastiveModule(NonFiniteGuard):
     """
 
     def __init__(
-        self, encoder: torch.nn.Module, head: torch.nn.Module, augment: torch.nn.Module, *, temperature: float,
-        optimizer: str, lr: float, weight_decay: float, warmup_steps: int, cosine: bool, seed: int,
-        n_classes: int | None = None, channels_last: bool = False, stop_skipped_fraction: float = 1.0,
+        self,
+        encoder: torch.nn.Module,
+        head: torch.nn.Module,
+        augment: torch.nn.Module,
+        *,
+        temperature: float,
+        optimizer: str,
+        lr: float,
+        weight_decay: float,
+        warmup_steps: int,
+        cosine: bool,
+        seed: int,
+        n_classes: int | None = None,
+        channels_last: bool = False,
+        stop_skipped_fraction: float = 1.0,
     ):
         super().__init__(stop_skipped_fraction)
         self.encoder, self.head, self.augment = encoder, head, augment
@@ -140,7 +152,9 @@ class ContrastiveModule(NonFiniteGuard):
         cfg = self.optim
         params = [p for p in self.parameters() if p.requires_grad]
         make = torch.optim.AdamW if cfg["name"] == "adamw" else torch.optim.Adam
-        optimizer = make(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True)  # one kernel for all tensors
+        optimizer = make(
+            params, lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=True
+        )  # one kernel for all tensors
         total = int(self.trainer.estimated_stepping_batches)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_cosine(step, cfg["warmup_steps"], total, cfg["cosine"])

@@ -21,12 +21,12 @@ from cfcl.contrastive.data import PretrainData, ViewBatches, open_pretrain_data
 from cfcl.contrastive.dino_module import DinoModule
 from cfcl.contrastive.encoders import build_encoder, save_encoder
 from cfcl.contrastive.heads import projection_head
-from cfcl.contrastive.module import ContrastiveModule
 from cfcl.contrastive.methods import METHODS, default_cf_store
+from cfcl.contrastive.module import ContrastiveModule
 from cfcl.errors import ConfigError
+from cfcl.loaders import step_loader, trainer_progress
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
-from cfcl.loaders import step_loader, trainer_progress
 from cfcl.training import fit, loader_workers, make_trainer, uses_cuda
 
 STAGE = layout.PRETRAIN
@@ -51,11 +51,18 @@ def build_module(config: PretrainConfig, image_size: tuple[int, int], n_classes:
     if config.compile:
         encoder.compile()  # in place: the state dict keeps its keys, so encoder.pt and checkpoints do not change
     return ContrastiveModule(
-        encoder, projection_head(encoder.feature_dim, config.projection),
-        build_augment(config.augment.resolve(), image_size), temperature=config.temperature,
-        optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_steps, cosine=config.schedule == "cosine", seed=config.seed,
-        n_classes=n_classes if config.online_probe else None, channels_last=config.channels_last,
+        encoder,
+        projection_head(encoder.feature_dim, config.projection),
+        build_augment(config.augment.resolve(), image_size),
+        temperature=config.temperature,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        warmup_steps=config.warmup_steps,
+        cosine=config.schedule == "cosine",
+        seed=config.seed,
+        n_classes=n_classes if config.online_probe else None,
+        channels_last=config.channels_last,
         stop_skipped_fraction=config.stop_skipped_fraction,
     )
 
@@ -65,7 +72,8 @@ def global_size(config: PretrainConfig, data: PretrainData) -> tuple[int, int]:
     size = (config.dino.global_size,) * 2 if config.dino.global_size else data.image_size
     if config.dino.local_size > min(size):
         raise ConfigError(
-            f"dino.local_size {config.dino.local_size} is larger than the global crops ({size[0]}x{size[1]}, dino.global_size)"
+            f"dino.local_size {config.dino.local_size} is larger than the global crops "
+            f"({size[0]}x{size[1]}, dino.global_size)"
         )
     return size
 
@@ -73,9 +81,15 @@ def global_size(config: PretrainConfig, data: PretrainData) -> tuple[int, int]:
 def build_dino_module(config: PretrainConfig, data: PretrainData, steps_per_epoch: int) -> DinoModule:
     return DinoModule(
         lambda: build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **config.encoder.arch_kwargs),
-        config.dino, config.augment.resolve(), global_size(config, data), lr=config.lr,
-        cosine=config.schedule == "cosine", steps_per_epoch=steps_per_epoch, seed=config.seed,
-        n_classes=len(data.data.labels) if config.online_probe else None, stop_skipped_fraction=config.stop_skipped_fraction,
+        config.dino,
+        config.augment.resolve(),
+        global_size(config, data),
+        lr=config.lr,
+        cosine=config.schedule == "cosine",
+        steps_per_epoch=steps_per_epoch,
+        seed=config.seed,
+        n_classes=len(data.data.labels) if config.online_probe else None,
+        stop_skipped_fraction=config.stop_skipped_fraction,
     )
 
 
@@ -92,7 +106,9 @@ def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
     if config.dino is not None:
         global_size(config, data)
     inputs = {"cf_store": data.cf.path} if data.cf is not None else {}  # the oracle's default is not in the config
-    return run_stage(STAGE, out, config, lambda stage: _train(config, data, n_cf_views, stage), force, inputs, every_rank=True)
+    return run_stage(
+        STAGE, out, config, lambda stage: _train(config, data, n_cf_views, stage), force, inputs, every_rank=True
+    )
 
 
 def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: Stage) -> dict | None:
@@ -107,7 +123,9 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
         module = build_dino_module(config, data, batches.batches_per_epoch(trainer.world_size))
     else:
         module = build_module(config, data.image_size, len(data.data.labels))
-    loader = step_loader(batches, trainer_progress(trainer), loader_workers(config.trainer), pin_memory=uses_cuda(config.trainer))
+    loader = step_loader(
+        batches, trainer_progress(trainer), loader_workers(config.trainer), pin_memory=uses_cuda(config.trainer)
+    )
     started = time.time()
     fit(trainer, module, loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
@@ -116,11 +134,15 @@ def _train(config: PretrainConfig, data: PretrainData, n_cf_views: int, stage: S
     info = {"image_size": list(data.image_size), "method": config.method, "seed": config.seed}
     encoder = getattr(module, saved_encoder(config.method))
     encoder_path = save_encoder(out, encoder, info)
-    training_curve(out / layout.TRAINER_LOG, out / layout.LOSS_CURVE, ["train/loss_step", "train/loss_epoch", "probe/accuracy"])
+    training_curve(
+        out / layout.TRAINER_LOG, out / layout.LOSS_CURVE, ["train/loss_step", "train/loss_epoch", "probe/accuracy"]
+    )
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     return dict(
-        artefacts={"encoder": encoder_path.name, "loss_curve": layout.LOSS_CURVE}, metrics=metrics,
-        steps=trainer.global_step, resumed_from=str(stage.resume_from) if stage.resume_from else None,
+        artefacts={"encoder": encoder_path.name, "loss_curve": layout.LOSS_CURVE},
+        metrics=metrics,
+        steps=trainer.global_step,
+        resumed_from=str(stage.resume_from) if stage.resume_from else None,
         images_seen=trainer.global_step * config.batch_size * trainer.world_size,
         summary=f"{config.method}, {trainer.global_step} steps; {encoder_path.name}",
     )

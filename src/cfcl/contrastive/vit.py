@@ -40,7 +40,8 @@ def vit_kwargs(arch: str, arch_kwargs: dict[str, Any]) -> dict[str, int]:
     kwargs.update(arch_kwargs)
     if kwargs["image_size"] % kwargs["patch_size"]:
         raise ConfigError(
-            f"encoder.arch_kwargs.image_size {kwargs['image_size']} is not a multiple of patch_size {kwargs['patch_size']}"
+            f"encoder.arch_kwargs.image_size {kwargs['image_size']} is not a multiple of "
+            f"patch_size {kwargs['patch_size']}"
         )
     if kwargs["width"] % kwargs["heads"]:
         raise ConfigError(f"encoder.arch_kwargs.width {kwargs['width']} is not a multiple of heads {kwargs['heads']}")

@@ -171,6 +171,7 @@ def _ddp_worker(rank: int, port: int, out: str) -> None:
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_equals_one_process_on_the_whole_batch(tmp_path):
     mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(0)

@@ -8,9 +8,6 @@ import pandas as pd
 import pytest
 import torch
 from lightly.utils.scheduler import cosine_schedule
-from support.benchmarks import load_benchmark
-from support.pretrain import N_TRAIN, SIZE, Interrupted
-from support.pretrain import interrupt_after as _interrupt_after
 from torchvision.models.vision_transformer import VisionTransformer
 
 from cfcl.api import embed
@@ -21,37 +18,8 @@ from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.layout import TRAINER_LOG
 from cfcl.stage import read_manifest
-
-TINY_VIT = {
-    "arch": "vit",
-    "arch_kwargs": {"image_size": SIZE, "patch_size": 4, "width": 16, "depth": 1, "heads": 2, "mlp_dim": 32},
-}
-
-
-def _config(stores, **overrides):
-    values = {
-        "data": str(stores / "data"),
-        "method": "cf-dino",
-        "cf_store": str(stores / "cf"),
-        "batch_size": 4,
-        "encoder": TINY_VIT,
-        "lr": 1e-3,
-        "optimizer": "adamw",
-        "dino": {
-            "prototypes": 32,
-            "head_hidden": 16,
-            "head_bottleneck": 8,
-            "n_local": 2,
-            "local_size": 8,
-            "ibot_weight": 1.0,
-            "mask_p": 1.0,
-            "teacher_temp_warmup_epochs": 1.0,
-            "warmup_epochs": 0.5,
-        },
-        "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1},
-        **overrides,
-    }
-    return build_config(PretrainConfig, base=values)
+from support.benchmarks import load_benchmark
+from support.pretrain import N_TRAIN, SIZE, TINY_VIT, Interrupted, dino_config, interrupt_after
 
 
 def test_vit_encoder_features_tokens_and_checkpoint_round_trip(tmp_path):
@@ -139,7 +107,7 @@ def test_teacher_moves_only_by_the_scheduled_ema_of_the_student(stores, tmp_path
     recorder = Recorder()
     real = pretrain.make_trainer
     monkeypatch.setattr(pretrain, "make_trainer", lambda cfg, out, **kw: real(cfg, out, callbacks=[recorder], **kw))
-    config = _config(stores, method="dino", cf_store=None)
+    config = dino_config(stores, method="dino", cf_store=None)
     manifest = pretrain.run(config, tmp_path)
     total = manifest["steps"]
     assert total == 2 * N_TRAIN // 4 and len(recorder.steps) == total
@@ -171,7 +139,7 @@ def test_prototypes_are_frozen_for_the_first_epoch_only(stores, tmp_path, monkey
     recorder = PrototypeRecorder()
     real = pretrain.make_trainer
     monkeypatch.setattr(pretrain, "make_trainer", lambda cfg, out, **kw: real(cfg, out, callbacks=[recorder], **kw))
-    pretrain.run(_config(stores, method="dino", cf_store=None), tmp_path)  # 2 epochs, prototypes frozen for 1
+    pretrain.run(dino_config(stores, method="dino", cf_store=None), tmp_path)  # 2 epochs, prototypes frozen for 1
     per_epoch = N_TRAIN // 4
     assert len(recorder.moved) == 2 * per_epoch
     assert recorder.moved[:per_epoch] == [(False, True)] * per_epoch  # the MLP learns, the prototypes wait
@@ -179,7 +147,7 @@ def test_prototypes_are_frozen_for_the_first_epoch_only(stores, tmp_path, monkey
 
 
 def test_teacher_temperature_and_weight_decay_follow_their_schedules(stores):
-    config = _config(stores)
+    config = dino_config(stores)
     config = config.model_copy(update={"dino": config.dino.model_copy(update={"teacher_temp": (0.04, 0.07)})})
     module = pretrain.build_dino_module(config, pretrain.open_pretrain_data("dino", stores / "data", None), 6)
     assert [module.teacher_temperature(s) for s in (0, 3, 6, 9)] == pytest.approx([0.04, 0.055, 0.07, 0.07])
@@ -188,9 +156,9 @@ def test_teacher_temperature_and_weight_decay_follow_their_schedules(stores):
 
 def test_head_batch_norm_reaches_student_and_teacher_heads_alike(stores):
     data = pretrain.open_pretrain_data("dino", stores / "data", None)
-    dino = _config(stores).dino.model_dump()
-    plain = pretrain.build_dino_module(_config(stores, dino={**dino, "head_batch_norm": False}), data, 6)
-    with_bn = pretrain.build_dino_module(_config(stores, dino={**dino, "head_batch_norm": True}), data, 6)
+    dino = dino_config(stores).dino.model_dump()
+    plain = pretrain.build_dino_module(dino_config(stores, dino={**dino, "head_batch_norm": False}), data, 6)
+    with_bn = pretrain.build_dino_module(dino_config(stores, dino={**dino, "head_batch_norm": True}), data, 6)
 
     def norms(head):
         return sum(isinstance(m, torch.nn.BatchNorm1d) for m in head.modules())
@@ -204,7 +172,7 @@ def test_head_batch_norm_reaches_student_and_teacher_heads_alike(stores):
 
 
 def _resume_config(stores):
-    return _config(stores, method="oracle-dino", cf_store=None, batch_size=8)  # 3 steps per epoch
+    return dino_config(stores, method="oracle-dino", cf_store=None, batch_size=8)  # 3 steps per epoch
 
 
 class FinalState(L.Callback):
@@ -229,7 +197,7 @@ def test_resume_continues_exactly_teacher_and_centres_included(stores, tmp_path,
     config = _resume_config(stores)
     _, whole = _run_recording_final_state(monkeypatch, config, tmp_path / "whole")
     with monkeypatch.context() as patch:
-        _interrupt_after(patch, 2)
+        interrupt_after(patch, 2)
         with pytest.raises(Interrupted):
             pretrain.run(config, tmp_path / "split")
     assert read_manifest(tmp_path / "split")["status"] == "running"
@@ -253,7 +221,7 @@ def test_resume_continues_exactly_teacher_and_centres_included(stores, tmp_path,
 )
 def test_bad_dino_input_is_refused_before_training(stores, tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
-        pretrain.run(_config(stores, **overrides), tmp_path / "out")
+        pretrain.run(dino_config(stores, **overrides), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -270,17 +238,17 @@ def test_bad_dino_input_is_refused_before_training(stores, tmp_path, overrides, 
 )
 def test_bad_dino_config_is_a_one_line_error_naming_the_key(stores, overrides, message):
     with pytest.raises(ConfigError, match=message) as error:
-        _config(stores, **overrides)
+        dino_config(stores, **overrides)
     assert "\n" not in str(error.value)
 
 
 def test_dino_settings_are_dropped_for_the_simclr_family_so_they_cannot_change_its_config_hash(stores):
-    simclr = _config(stores, method="simclr", cf_store=None, encoder={"arch": "small"})
+    simclr = dino_config(stores, method="simclr", cf_store=None, encoder={"arch": "small"})
     assert simclr.dino is None
     assert config_hash(
-        _config(stores, method="simclr", cf_store=None, encoder={"arch": "small"}, dino={"n_local": 8})
+        dino_config(stores, method="simclr", cf_store=None, encoder={"arch": "small"}, dino={"n_local": 8})
     ) == config_hash(simclr)
-    assert _config(stores, method="dino", cf_store=None, dino={}).dino.n_local == 4
+    assert dino_config(stores, method="dino", cf_store=None, dino={}).dino.n_local == 4
 
 
 def test_dino_skips_non_finite_steps_on_the_device_and_stops_after_an_epoch_of_them(stores, tmp_path, monkeypatch):
@@ -298,7 +266,7 @@ def test_dino_skips_non_finite_steps_on_the_device_and_stops_after_an_epoch_of_t
     monkeypatch.setattr(dino_module, "dino_loss", poisoned)
     with pytest.raises(NonFiniteLossError, match=rf"skipped {N_TRAIN // 4} of {N_TRAIN // 4} updates of epoch 1"):
         pretrain.run(
-            _config(
+            dino_config(
                 stores,
                 method="dino",
                 cf_store=None,
@@ -331,7 +299,7 @@ def test_dino_weight_decay_is_decoupled_under_either_optimizer_name_and_spares_t
     real = pretrain.make_trainer
     monkeypatch.setattr(pretrain, "make_trainer", lambda cfg, out, **kw: real(cfg, out, callbacks=[final], **kw))
     trainer = {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu"}
-    pretrain.run(_config(stores, method="dino", cf_store=None, optimizer="adam", trainer=trainer), tmp_path)
+    pretrain.run(dino_config(stores, method="dino", cf_store=None, optimizer="adam", trainer=trainer), tmp_path)
     optimizer, module = final.optimizer, final.module
     # coupled L2 through Adam is divided by the small gradients of self-distillation and shrinks the weights
     assert type(optimizer) is torch.optim.AdamW
