@@ -37,8 +37,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import torch
-
 from calibrate_synth import as_tensor, auroc, log, predict, train_classifier
+
 from cfcl.atomic import write_json
 from cfcl.config import build_config, config_hash
 from cfcl.data.store import ImageStore
@@ -70,7 +70,9 @@ class Gate(NamedTuple):
     def line(self) -> str:
         value = "n/a" if self.value is None else f"{self.value:+.3f}"
         sign = ">=" if self.at_least else "<="
-        return f"{self.name:<44} {value:>7} {sign} {self.threshold:<5g} {'PASS' if self.passed else 'FAIL'}{'  ' + self.note if self.note else ''}"
+        verdict = "PASS" if self.passed else "FAIL"
+        note = f"  {self.note}" if self.note else ""
+        return f"{self.name:<44} {value:>7} {sign} {self.threshold:<5g} {verdict}{note}"
 
 
 def mean_interval(values: list[float]) -> tuple[float, float | None, float | None]:
@@ -99,8 +101,12 @@ def headroom_gates(label: str, gaps: dict[str, list[float]], scanners: list[str]
     return [Gate(f"{label} G, {s}", float(np.mean(gaps[s])), HEADROOM, at_least=True) for s in scanners]
 
 
-def closure_gates(oracle_mix: dict[str, list[float]], simclr_mix: dict[str, list[float]], simclr_gaps: dict[str, list[float]],
-                  scanners: list[str]) -> list[Gate]:
+def closure_gates(
+    oracle_mix: dict[str, list[float]],
+    simclr_mix: dict[str, list[float]],
+    simclr_gaps: dict[str, list[float]],
+    scanners: list[str],
+) -> list[Gate]:
     """(d): per scanner, the oracle's ID-mix gain over SimCLR's as a fraction of SimCLR's mean G, >= CLOSED, and the
     gain's t-interval over seeds above 0 (one seed, or a gap of SimCLR's <= 0: not measurable)."""
     gates = []
@@ -114,7 +120,15 @@ def closure_gates(oracle_mix: dict[str, list[float]], simclr_mix: dict[str, list
         elif low is None:
             gates.append(Gate(name, None, CLOSED, True, f"{mean / gap:+.2f} of the gap; an interval needs >= 2 seeds"))
         elif low <= 0:
-            gates.append(Gate(name, None, CLOSED, True, f"{mean / gap:+.2f} of the gap, gain interval [{low:+.3f}, {high:+.3f}] holds 0"))
+            gates.append(
+                Gate(
+                    name,
+                    None,
+                    CLOSED,
+                    True,
+                    f"{mean / gap:+.2f} of the gap, gain interval [{low:+.3f}, {high:+.3f}] holds 0",
+                )
+            )
         else:
             gates.append(Gate(name, mean / gap, CLOSED, True, f"gain {mean:+.3f} [{low:+.3f}, {high:+.3f}]"))
     return gates
@@ -126,13 +140,19 @@ def closure_gates(oracle_mix: dict[str, list[float]], simclr_mix: dict[str, list
 def check_store(path: Path) -> ImageStore:
     """A development store this script can read: true counterfactuals, training and validation images; else one line."""
     if not (path / "store.json").is_file():
-        raise SystemExit(f"calibrate_headroom: {path} is not an image store (no store.json); pass a `cfcl data synth` folder")
+        raise SystemExit(
+            f"calibrate_headroom: {path} is not an image store (no store.json); pass a `cfcl data synth` folder"
+        )
     if not (true_cf(path) / "store.json").is_file():
-        raise SystemExit(f"calibrate_headroom: {true_cf(path)} is missing; gates need the true counterfactuals of a synthetic store")
+        raise SystemExit(
+            f"calibrate_headroom: {true_cf(path)} is missing; gates need the true counterfactuals of a synthetic store"
+        )
     store = ImageStore.open(path)
     for split in ("train", "val"):
         if len(store.indices(split)) == 0:
-            raise SystemExit(f"calibrate_headroom: {path} has no '{split}' images; the gates fit on train and score on val")
+            raise SystemExit(
+                f"calibrate_headroom: {path} has no '{split}' images; the gates fit on train and score on val"
+            )
     return store
 
 
@@ -156,13 +176,15 @@ def draw_store(synth: SynthConfig, out: Path) -> ImageStore:
 
 
 def read_record(out: Path) -> dict:
-    """What was measured on the store in ``out`` (``out.json``): its synth config hash and its ceilings per CNN budget."""
+    """What was measured on the store in ``out`` (``out.json``): its synth config hash and its ceilings per CNN
+    budget."""
     path = out.with_suffix(".json")
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def ceilings(store: ImageStore, epochs: int, seed: int) -> dict[str, float]:
-    """(a): per scanner, a supervised CNN fitted on every training patient as it renders them, on validation as it renders it."""
+    """(a): per scanner, a supervised CNN fitted on every training patient as it renders them, on validation as it
+    renders it."""
     cf = ImageStore.open(true_cf(store.path))
     train, val = store.indices("train"), store.indices("val")
     labels = store.meta["label"].to_numpy()
@@ -175,7 +197,8 @@ def ceilings(store: ImageStore, epochs: int, seed: int) -> dict[str, float]:
 
 
 def cached_ceilings(store: ImageStore, epochs: int, seed: int, out: Path | None) -> dict[str, float]:
-    """:func:`ceilings`, kept in the record of the store drawn in ``out`` (None: not kept), so a rerun only pretrains and probes."""
+    """:func:`ceilings`, kept in the record of the store drawn in ``out`` (None: not kept), so a rerun only pretrains
+    and probes."""
     record = read_record(out) if out else {}
     key = f"epochs={epochs}"
     if key not in record.get("ceiling", {}):
@@ -194,15 +217,25 @@ def pretrained(store: ImageStore, name: str, seed: int, epochs: int, work: Path)
 
     method, preset = ENCODERS[name]
     out = work / f"{name}-s{seed}"
-    config = build_config(PretrainConfig, resolve_config_path("pretrain"), [
-        f"method={method}", f"data={store.path}", f"seed={seed}", f"trainer.max_epochs={epochs}",
-        "trainer.progress_bar=false", f"augment.preset={preset}",
-    ])
+    config = build_config(
+        PretrainConfig,
+        resolve_config_path("pretrain"),
+        [
+            f"method={method}",
+            f"data={store.path}",
+            f"seed={seed}",
+            f"trainer.max_epochs={epochs}",
+            "trainer.progress_bar=false",
+            f"augment.preset={preset}",
+        ],
+    )
     pretrain.run(config, out)
     return out
 
 
-def probe_scores(store: ImageStore, encoder_dir: Path, fraction: float, draws: int, seed: int) -> dict[str, dict[str, float]]:
+def probe_scores(
+    store: ImageStore, encoder_dir: Path, fraction: float, draws: int, seed: int
+) -> dict[str, dict[str, float]]:
     """Per scanner: ``mix`` (ID-mix probe) and ``ceiling`` (probe on that scanner's rendering) validation AUROC, and
     ``id_val`` (the ID-mix probe on validation as acquired), each the mean over ``draws`` labelled subsets."""
     from cfcl.api import embed, load_encoder
@@ -215,7 +248,9 @@ def probe_scores(store: ImageStore, encoder_dir: Path, fraction: float, draws: i
     labels = store.meta["label"].to_numpy()
     own = embed(encoder, store.images)
     train_rows, val_rows = rendered_rows(store, cf, train), rendered_rows(store, cf, val)
-    rendered = {s: (embed(encoder, cf.images[train_rows[s]]), embed(encoder, cf.images[val_rows[s]])) for s in store.domains}
+    rendered = {
+        s: (embed(encoder, cf.images[train_rows[s]]), embed(encoder, cf.images[val_rows[s]])) for s in store.domains
+    }
     position = {int(r): i for i, r in enumerate(train)}
 
     def score(features_fit, rows, features_val, y_val) -> float:
@@ -243,8 +278,12 @@ def synth_config(args: argparse.Namespace, seed: int) -> SynthConfig:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--synth", type=Path, help="synth config file (default: the default benchmark)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], help="synth config override, e.g. frames=false")
-    parser.add_argument("--data", type=Path, help="an existing development store (train, val, true_cf) instead of drawing one")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="synth config override, e.g. frames=false"
+    )
+    parser.add_argument(
+        "--data", type=Path, help="an existing development store (train, val, true_cf) instead of drawing one"
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--n-val", type=int, default=1200)
     parser.add_argument("--epochs", type=int, default=8, help="supervised CNN epochs (gate a)")
@@ -258,16 +297,22 @@ def main(argv: list[str] | None = None) -> None:
     if args.synth is not None and not args.synth.is_file():
         raise SystemExit(f"calibrate_headroom: --synth {args.synth} is not a file")
     if args.data is not None and (args.pretrain or len(args.seeds) > 1):
-        raise SystemExit("calibrate_headroom: --data measures gate (a) on one existing store; drop --pretrain and extra --seeds")
+        raise SystemExit(
+            "calibrate_headroom: --data measures gate (a) on one existing store; drop --pretrain and extra --seeds"
+        )
     torch.set_num_threads(args.threads)
     started = time.time()
     per_seed = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         for seed in args.seeds:
-            store = check_store(args.data) if args.data else draw_store(synth_config(args, seed), work / f"data-s{seed}")
+            store = (
+                check_store(args.data) if args.data else draw_store(synth_config(args, seed), work / f"data-s{seed}")
+            )
             roles = scanner_roles(store)
-            found = {"ceiling": cached_ceilings(store, args.epochs, seed, None if args.data else work / f"data-s{seed}")}
+            found = {
+                "ceiling": cached_ceilings(store, args.epochs, seed, None if args.data else work / f"data-s{seed}")
+            }
             log("ceilings", seed, found["ceiling"])
             if args.pretrain:
                 for name in ENCODERS:
@@ -278,17 +323,30 @@ def main(argv: list[str] | None = None) -> None:
     scanners = list(per_seed[0]["ceiling"])
     ceiling = {s: [r["ceiling"][s] for r in per_seed] for s in scanners}
     gates = information_gates(ceiling, roles["majority"])
-    result = {"synth": str(args.synth or "default"), "overrides": args.overrides, "seeds": args.seeds, **roles, "ceiling": ceiling}
+    result = {
+        "synth": str(args.synth or "default"),
+        "overrides": args.overrides,
+        "seeds": args.seeds,
+        **roles,
+        "ceiling": ceiling,
+    }
     if args.pretrain:
         shifted = [roles["rare"], roles["ood"]]
-        gaps = {name: {s: [robustness_gap(r[name][s]["ceiling"], r[name][s]["mix"]) for r in per_seed] for s in scanners}
-                for name in ENCODERS}
+        gaps = {
+            name: {s: [robustness_gap(r[name][s]["ceiling"], r[name][s]["mix"]) for r in per_seed] for s in scanners}
+            for name in ENCODERS
+        }
         mix = {name: {s: [r[name][s]["mix"] for r in per_seed] for s in scanners} for name in ENCODERS}
         gates += headroom_gates("(b) SimCLR", gaps["simclr"], shifted)
         gates += headroom_gates("(c) SimCLR-acquisition", gaps["simclr-acquisition"], shifted)
         gates += closure_gates(mix["oracle"], mix["simclr"], gaps["simclr"], shifted)
-        result.update(gaps=gaps, mix=mix, id_val={name: [r[name]["id_val"]["mix"] for r in per_seed] for name in ENCODERS})
-    print(f"majority {roles['majority']}, rare {roles['rare']}, OOD {roles['ood']}; seeds {args.seeds}; validation split only")
+        result.update(
+            gaps=gaps, mix=mix, id_val={name: [r[name]["id_val"]["mix"] for r in per_seed] for name in ENCODERS}
+        )
+    print(
+        f"majority {roles['majority']}, rare {roles['rare']}, OOD {roles['ood']}; seeds {args.seeds}; "
+        "validation split only"
+    )
     for gate in gates:
         print(gate.line())
     result.update(gates=[{**g._asdict(), "passed": g.passed} for g in gates], seconds=round(time.time() - started, 1))
@@ -300,6 +358,7 @@ def scanner_roles(store: ImageStore) -> dict[str, str]:
     train = store.meta.loc[store.indices("train"), "domain"].value_counts()
     ood = store.domains[store.ood_domains[0]] if store.ood_domains else None
     return {"majority": store.domains[int(train.idxmax())], "rare": store.domains[int(train.idxmin())], "ood": ood}
+
 
 if __name__ == "__main__":
     main()

@@ -14,8 +14,22 @@ from cfcl.data.synthetic.scanners import blur
 
 # The per-patient traits :func:`patient_anatomy` computes, in its column order.
 ANATOMY_TRAITS = (
-    "body_w", "habitus", "lung_w", "lung_h", "lung_cx", "lung_top", "lung_depth", "dome_h", "heart_w", "heart_h",
-    "rib_spacing", "rib_tilt", "rib_phase", "bone_density", "vessel_amp", "breast",
+    "body_w",
+    "habitus",
+    "lung_w",
+    "lung_h",
+    "lung_cx",
+    "lung_top",
+    "lung_depth",
+    "dome_h",
+    "heart_w",
+    "heart_h",
+    "rib_spacing",
+    "rib_tilt",
+    "rib_phase",
+    "bone_density",
+    "vessel_amp",
+    "breast",
 )
 # A patient's exogenous noise: one standard normal per trait (rib_phase: uniform in [0, 1)).
 NOISE_COLUMNS = tuple(f"noise_{t}" for t in ANATOMY_TRAITS)
@@ -24,7 +38,10 @@ NOISE_COLUMNS = tuple(f"noise_{t}" for t in ANATOMY_TRAITS)
 def sample_patient_noise(rng: np.random.Generator, breast_rng: np.random.Generator, n: int) -> pd.DataFrame:
     """The exogenous noise of ``n`` patients' anatomy; ``breast`` comes from its own stream, so the
     other traits draw what they drew before it existed."""
-    noise = {f"noise_{t}": rng.uniform(0.0, 1.0, n) if t == "rib_phase" else rng.standard_normal(n) for t in ANATOMY_TRAITS[:-1]}
+    noise = {
+        f"noise_{t}": rng.uniform(0.0, 1.0, n) if t == "rib_phase" else rng.standard_normal(n)
+        for t in ANATOMY_TRAITS[:-1]
+    }
     return pd.DataFrame({**noise, "noise_breast": breast_rng.standard_normal(n)})
 
 
@@ -36,24 +53,26 @@ def patient_anatomy(sex: np.ndarray, age: np.ndarray, noise: pd.DataFrame, breas
     the other sex, it gives the patient's true sex counterfactual."""
     male, decades = np.asarray(sex, dtype=float), (np.asarray(age, dtype=float) - 55.0) / 10.0
     z = {t: noise[f"noise_{t}"].to_numpy() for t in ANATOMY_TRAITS}
-    return pd.DataFrame({
-        "body_w": 0.80 + 0.06 * male + 0.04 * z["body_w"],
-        "habitus": np.clip(0.46 + 0.02 * male + 0.06 * z["habitus"], 0.32, 0.62),
-        "lung_w": 0.26 + 0.02 * male + 0.015 * z["lung_w"],
-        "lung_h": 0.50 + 0.03 * male - 0.012 * decades + 0.025 * z["lung_h"],
-        "lung_cx": 0.36 + 0.015 * z["lung_cx"],
-        "lung_top": -0.62 + 0.03 * z["lung_top"],
-        "lung_depth": np.clip(0.30 + 0.04 * z["lung_depth"], 0.18, 0.42),
-        "dome_h": np.clip(0.08 + 0.02 * z["dome_h"], 0.03, 0.14),
-        "heart_w": 0.23 + 0.015 * male + 0.012 * decades + 0.02 * z["heart_w"],
-        "heart_h": 0.19 + 0.015 * z["heart_h"],
-        "rib_spacing": 0.15 + 0.008 * z["rib_spacing"],
-        "rib_tilt": 0.32 + 0.04 * z["rib_tilt"],
-        "rib_phase": z["rib_phase"],
-        "bone_density": np.clip(0.13 - 0.015 * decades + 0.02 * z["bone_density"], 0.04, 0.22),
-        "vessel_amp": np.clip(0.05 + 0.012 * z["vessel_amp"], 0.02, 0.08),
-        "breast": (1.0 - male) * breast_shadow * np.clip(1.0 + 0.3 * z["breast"], 0.3, 1.7),
-    })
+    return pd.DataFrame(
+        {
+            "body_w": 0.80 + 0.06 * male + 0.04 * z["body_w"],
+            "habitus": np.clip(0.46 + 0.02 * male + 0.06 * z["habitus"], 0.32, 0.62),
+            "lung_w": 0.26 + 0.02 * male + 0.015 * z["lung_w"],
+            "lung_h": 0.50 + 0.03 * male - 0.012 * decades + 0.025 * z["lung_h"],
+            "lung_cx": 0.36 + 0.015 * z["lung_cx"],
+            "lung_top": -0.62 + 0.03 * z["lung_top"],
+            "lung_depth": np.clip(0.30 + 0.04 * z["lung_depth"], 0.18, 0.42),
+            "dome_h": np.clip(0.08 + 0.02 * z["dome_h"], 0.03, 0.14),
+            "heart_w": 0.23 + 0.015 * male + 0.012 * decades + 0.02 * z["heart_w"],
+            "heart_h": 0.19 + 0.015 * z["heart_h"],
+            "rib_spacing": 0.15 + 0.008 * z["rib_spacing"],
+            "rib_tilt": 0.32 + 0.04 * z["rib_tilt"],
+            "rib_phase": z["rib_phase"],
+            "bone_density": np.clip(0.13 - 0.015 * decades + 0.02 * z["bone_density"], 0.04, 0.22),
+            "vessel_amp": np.clip(0.05 + 0.012 * z["vessel_amp"], 0.02, 0.08),
+            "breast": (1.0 - male) * breast_shadow * np.clip(1.0 + 0.3 * z["breast"], 0.3, 1.7),
+        }
+    )
 
 
 def sample_pose(rng: np.random.Generator, n: int) -> pd.DataFrame:
@@ -62,14 +81,16 @@ def sample_pose(rng: np.random.Generator, n: int) -> pd.DataFrame:
     Technique (tube voltage and current) changes the overall density and contrast of the
     exam independently of the scanner: ``exposure_gain`` and ``exposure_gamma``.
     """
-    return pd.DataFrame({
-        "pose_angle": 0.04 * rng.standard_normal(n),
-        "pose_dx": 0.03 * rng.standard_normal(n),
-        "pose_dy": 0.03 * rng.standard_normal(n),
-        "pose_scale": 1.0 + 0.03 * rng.standard_normal(n),
-        "exposure_gain": rng.uniform(0.8, 1.2, n),
-        "exposure_gamma": np.exp(0.2 * rng.standard_normal(n)),
-    })
+    return pd.DataFrame(
+        {
+            "pose_angle": 0.04 * rng.standard_normal(n),
+            "pose_dx": 0.03 * rng.standard_normal(n),
+            "pose_dy": 0.03 * rng.standard_normal(n),
+            "pose_scale": 1.0 + 0.03 * rng.standard_normal(n),
+            "exposure_gain": rng.uniform(0.8, 1.2, n),
+            "exposure_gamma": np.exp(0.2 * rng.standard_normal(n)),
+        }
+    )
 
 
 def apply_exposure(p: pd.DataFrame | dict, atten: np.ndarray) -> np.ndarray:
@@ -110,7 +131,9 @@ def breast_profile(p: pd.DataFrame | dict, x: np.ndarray, y: np.ndarray) -> np.n
     return (across * height).astype(np.float32)
 
 
-def render_anatomy(p: pd.DataFrame | dict, size: int, texture: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple, np.ndarray]:
+def render_anatomy(
+    p: pd.DataFrame | dict, size: int, texture: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, tuple, np.ndarray]:
     """Attenuation image ``[N, H, W]`` (about [0, 1]), the lung mask, the body coordinates and the
     breast-tissue density (``breast`` times :func:`breast_profile`).
 

@@ -20,8 +20,10 @@ class DiseaseConfig(StrictModel):
         0.0, description="log-odds spread of disease across scanners (0: scanner and disease independent)"
     )
     acquisition_confounding: dict[str, float] = Field(
-        default_factory=dict, description="extra log-odds of disease of TRAINING images acquired by each named scanner, "
-        "e.g. {portable: 1.5} (ICU patients imaged at the bedside are more often ill); validation and test stay unconfounded",
+        default_factory=dict,
+        description="extra log-odds of disease of TRAINING images acquired by each named scanner, "
+        "e.g. {portable: 1.5} (ICU patients imaged at the bedside are more often ill); "
+        "validation and test stay unconfounded",
     )
     contrast_min: float = Field(0.12, gt=0, description="lesion peak attenuation, lower end")
     contrast_max: float = Field(0.30, gt=0, description="lesion peak attenuation, upper end")
@@ -50,10 +52,14 @@ class SexConfig(StrictModel):
     """How sex enters the benchmark: who is drawn, and the breast tissue that makes a subgroup gap."""
 
     female_share: dict[str, float] = Field(
-        default_factory=dict, description="share of women among each split's patients, e.g. {train: 0.3}; unlisted splits 0.5",
+        default_factory=dict,
+        description="share of women among each split's patients, e.g. {train: 0.3}; unlisted splits 0.5",
     )
     breast_shadow: float = Field(
-        0.0, ge=0, le=0.3, description="attenuation breast tissue adds over women's lower lung fields at its densest "
+        0.0,
+        ge=0,
+        le=0.3,
+        description="attenuation breast tissue adds over women's lower lung fields at its densest "
         "(0: none, the default benchmark; the benchmark_sex preset: 0.15)",
     )
     breast_masking: float = Field(
@@ -96,7 +102,8 @@ class SynthConfig(StrictModel):
     max_images_per_patient: int = Field(2, ge=1, description="follow-up images share the patient's anatomy")
     frames: bool = Field(True, description="burn each scanner's collimation border and marker into its images")
     renoised_counterfactuals: bool = Field(
-        False, description="also write true_cf_renoised: the true scanner counterfactuals with an independent acquisition "
+        False,
+        description="also write true_cf_renoised: the true scanner counterfactuals with an independent acquisition "
         "noise per (image, scanner), the method oracle-renoised's (cfcl run sets it when that method is listed)",
     )
     scanner_overrides: dict[str, dict[str, bool | float | int | str | list[float]]] = Field(
@@ -156,7 +163,6 @@ class SynthConfig(StrictModel):
         if unknown:
             raise ValueError(f"acquisition_confounding names {unknown}, not among scanners {info.data.get('scanners')}")
         return value
-
 
     @property
     def acquisition(self) -> list[Scanner]:

@@ -8,7 +8,9 @@ import pandas as pd
 from cfcl.data.synthetic.scanners import blur
 
 
-def disease_probability(age: np.ndarray, domain: np.ndarray, n_domains: int, cfg, shortcut: np.ndarray | float = 0.0) -> np.ndarray:
+def disease_probability(
+    age: np.ndarray, domain: np.ndarray, n_domains: int, cfg, shortcut: np.ndarray | float = 0.0
+) -> np.ndarray:
     """P(opacity | age, scanner): logistic in age; the scanner term is the optional confounder, and
     ``shortcut`` adds log-odds per image (:func:`acquisition_log_odds`)."""
     logit = np.log(cfg.prevalence / (1.0 - cfg.prevalence)) + cfg.age_log_odds_per_decade * (age - 55.0) / 10.0
@@ -51,7 +53,11 @@ def sample_lesions(rng: np.random.Generator, label: np.ndarray, cfg) -> pd.DataF
 
 
 def render_lesions(
-    p: pd.DataFrame | dict, coords: tuple[np.ndarray, np.ndarray], lungs: np.ndarray, mottle: np.ndarray, max_patches: int
+    p: pd.DataFrame | dict,
+    coords: tuple[np.ndarray, np.ndarray],
+    lungs: np.ndarray,
+    mottle: np.ndarray,
+    max_patches: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Added attenuation ``[N, H, W]`` of the opacities, and their binary mask.
 

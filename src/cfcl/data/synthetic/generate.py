@@ -19,7 +19,16 @@ from cfcl.data.synthetic.anatomy import ANATOMY_TRAITS
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.overview import overview_rows, save_overview
 from cfcl.data.synthetic.scm import (
-    ID_SPLITS, LABELS, OOD_SPLITS, SEXES, acquire_all, acquire_own, exogenous_fields, other_sex, render_physical, renoised_noise,
+    ID_SPLITS,
+    LABELS,
+    OOD_SPLITS,
+    SEXES,
+    acquire_all,
+    acquire_own,
+    exogenous_fields,
+    other_sex,
+    render_physical,
+    renoised_noise,
     sample_cohort,
 )
 from cfcl.stage import Stage, run_stage
@@ -33,11 +42,13 @@ META_COLUMNS = ["image_id", "patient_id", "split", "domain", "label", *COVARIATE
 
 def summary_table(meta: pd.DataFrame, domains: list[str]) -> pd.DataFrame:
     """Image counts by split x domain x label (names, not ids), in pipeline order."""
-    named = pd.DataFrame({
-        "split": pd.Categorical(meta["split"], categories=[*ID_SPLITS, *OOD_SPLITS]),
-        "domain": pd.Categorical.from_codes(meta["domain"], categories=domains),
-        "label": pd.Categorical.from_codes(meta["label"], categories=LABELS),
-    })
+    named = pd.DataFrame(
+        {
+            "split": pd.Categorical(meta["split"], categories=[*ID_SPLITS, *OOD_SPLITS]),
+            "domain": pd.Categorical.from_codes(meta["domain"], categories=domains),
+            "label": pd.Categorical.from_codes(meta["label"], categories=LABELS),
+        }
+    )
     table = named.groupby(["split", "domain", "label"], observed=True).size().unstack("label", fill_value=0)
     return table[table.sum(axis=1) > 0]
 
@@ -49,10 +60,13 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
     key = config_hash(cfg)
     images = StoreWriter(out, n, size, size, key=key, chunk=CHUNK)
     counterfactuals = StoreWriter(layout.true_cf(out), n * n_dom, size, size, key=key, chunk=CHUNK * n_dom)
-    sex_counterfactuals = StoreWriter(layout.true_cf(out, ("sex",)), n * n_sex, size, size, key=key, chunk=CHUNK * n_sex)
+    sex_counterfactuals = StoreWriter(
+        layout.true_cf(out, ("sex",)), n * n_sex, size, size, key=key, chunk=CHUNK * n_sex
+    )
     renoised = (
         StoreWriter(layout.true_cf(out, variant=layout.RENOISED), n * n_dom, size, size, key=key, chunk=CHUNK * n_dom)
-        if cfg.renoised_counterfactuals else None
+        if cfg.renoised_counterfactuals
+        else None
     )
     wanted = set(overview_rows(cohort))
     masks, area = {}, np.zeros(n)
@@ -99,12 +113,15 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
             if start in renoised_due:
                 renoised.write(start * n_dom, redrawn.reshape(-1, size, size))
     meta = cohort.assign(
-        lesion_area=area.round(5), lesion_contrast=cohort["lesion_contrast"].round(4),
+        lesion_area=area.round(5),
+        lesion_contrast=cohort["lesion_contrast"].round(4),
         **{trait: cohort[trait].round(5) for trait in ANATOMY_TRAITS},
     )[META_COLUMNS]
     meta.insert(0, "index", np.arange(n))
     store = images.finish(
-        meta, cfg.scanners, LABELS,
+        meta,
+        cfg.scanners,
+        LABELS,
         extra={"ood_domains": [cfg.ood_domain], "synthetic": True, "seed": cfg.seed, "covariates": COVARIATES},
     )
     scanner_cells = ("domain", np.arange(n_dom), ["lesion_area"], {})
@@ -114,7 +131,10 @@ def generate(cfg: SynthConfig, out: Path) -> tuple[pd.DataFrame, dict[int, np.nd
         writers.append((renoised, ("domain", np.arange(n_dom), ["lesion_area"], {"renoised": True})))
     for writer, (parent, values, kept, info) in writers:
         writer.finish(
-            true_counterfactual_rows(meta, parent, values, kept), cfg.scanners, LABELS, kind="counterfactuals",
+            true_counterfactual_rows(meta, parent, values, kept),
+            cfg.scanners,
+            LABELS,
+            kind="counterfactuals",
             extra={"source_store": store.content_hash, "synthetic": True, **info},
         )
     return meta, masks
@@ -150,4 +170,6 @@ def _synthesise(config: SynthConfig, stage: Stage) -> dict:
     table = summary_table(meta, config.scanners)
     print(f"synthetic benchmark: {len(meta)} images x {len(config.scanners)} scanners -> {out}")
     print(table.to_string())
-    return dict(n_images=len(meta), counts={f"{s}/{d}": {k: int(v) for k, v in r.items()} for (s, d), r in table.iterrows()})
+    return dict(
+        n_images=len(meta), counts={f"{s}/{d}": {k: int(v) for k, v in r.items()} for (s, d), r in table.iterrows()}
+    )

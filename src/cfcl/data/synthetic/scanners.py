@@ -63,7 +63,9 @@ class Scanner:
         if len(self.local_contrast) != len(self.local_contrast_sigma):
             raise ValueError("local_contrast and local_contrast_sigma need one value each per scale")
         if any(a <= -1.0 for a in self.local_contrast) or any(s <= 0 for s in self.local_contrast_sigma):
-            raise ValueError("local_contrast amounts must be > -1 and local_contrast_sigma > 0 (else it cannot be undone)")
+            raise ValueError(
+                "local_contrast amounts must be > -1 and local_contrast_sigma > 0 (else it cannot be undone)"
+            )
         if not 0.0 <= self.grid_depth < 1.0 or self.grid_period <= 0 or abs(self.heel) >= 1.0:
             raise ValueError("grid_depth must lie in [0, 1), grid_period > 0 and heel in (-1, 1)")
         if self.display_log < 0:
@@ -74,28 +76,72 @@ SCANNERS: dict[str, Scanner] = {
     s.name: s
     for s in (
         Scanner(
-            "flatpanel", "modern flat-panel DR: sharp, low noise, mild edge enhancement, linear response",
-            psf_sigma=0.5, downsample=1, sharpen_amount=0.6, sharpen_sigma=1.5, gamma=1.0, gain=1.0,
-            offset=0.0, noise_std=0.025, noise_sigma=0.0, border=(0.03, 0.03, 0.03, 0.03), border_value=0.0,
-            marker="F", marker_at=(0.05, 0.84),
+            "flatpanel",
+            "modern flat-panel DR: sharp, low noise, mild edge enhancement, linear response",
+            psf_sigma=0.5,
+            downsample=1,
+            sharpen_amount=0.6,
+            sharpen_sigma=1.5,
+            gamma=1.0,
+            gain=1.0,
+            offset=0.0,
+            noise_std=0.025,
+            noise_sigma=0.0,
+            border=(0.03, 0.03, 0.03, 0.03),
+            border_value=0.0,
+            marker="F",
+            marker_at=(0.05, 0.84),
         ),
         Scanner(
-            "cr_plate", "computed radiography plate: soft (phosphor blur), log-like response, correlated noise",
-            psf_sigma=1.2, downsample=1, sharpen_amount=0.0, sharpen_sigma=1.0, gamma=0.7, gain=0.92,
-            offset=0.06, noise_std=0.04, noise_sigma=0.7, border=(0.06, 0.0, 0.05, 0.05), border_value=0.85,
-            marker="C", marker_at=(0.08, 0.06),
+            "cr_plate",
+            "computed radiography plate: soft (phosphor blur), log-like response, correlated noise",
+            psf_sigma=1.2,
+            downsample=1,
+            sharpen_amount=0.0,
+            sharpen_sigma=1.0,
+            gamma=0.7,
+            gain=0.92,
+            offset=0.06,
+            noise_std=0.04,
+            noise_sigma=0.7,
+            border=(0.06, 0.0, 0.05, 0.05),
+            border_value=0.85,
+            marker="C",
+            marker_at=(0.08, 0.06),
         ),
         Scanner(
-            "portable", "bedside portable unit: coarse detector, high noise, contrast-stretched, tight collimation",
-            psf_sigma=0.8, downsample=2, sharpen_amount=0.4, sharpen_sigma=2.0, gamma=1.5, gain=1.05,
-            offset=-0.02, noise_std=0.07, noise_sigma=0.0, border=(0.09, 0.06, 0.09, 0.09), border_value=0.15,
-            marker="P", marker_at=(0.82, 0.08),
+            "portable",
+            "bedside portable unit: coarse detector, high noise, contrast-stretched, tight collimation",
+            psf_sigma=0.8,
+            downsample=2,
+            sharpen_amount=0.4,
+            sharpen_sigma=2.0,
+            gamma=1.5,
+            gain=1.05,
+            offset=-0.02,
+            noise_std=0.07,
+            noise_sigma=0.0,
+            border=(0.09, 0.06, 0.09, 0.09),
+            border_value=0.15,
+            marker="P",
+            marker_at=(0.82, 0.08),
         ),
         Scanner(
-            "legacy", "older DR from another site: blurred, washed out, strong large-radius edge enhancement",
-            psf_sigma=1.4, downsample=2, sharpen_amount=1.6, sharpen_sigma=3.5, gamma=0.6, gain=0.78,
-            offset=0.14, noise_std=0.05, noise_sigma=1.0, border=(0.0, 0.08, 0.0, 0.0), border_value=1.0,
-            marker="R", marker_at=(0.82, 0.84),
+            "legacy",
+            "older DR from another site: blurred, washed out, strong large-radius edge enhancement",
+            psf_sigma=1.4,
+            downsample=2,
+            sharpen_amount=1.6,
+            sharpen_sigma=3.5,
+            gamma=0.6,
+            gain=0.78,
+            offset=0.14,
+            noise_std=0.05,
+            noise_sigma=1.0,
+            border=(0.0, 0.08, 0.0, 0.0),
+            border_value=1.0,
+            marker="R",
+            marker_at=(0.82, 0.84),
         ),
     )
 }
@@ -155,7 +201,8 @@ def heel_gradient(h: int, w: int, strength: float, angle: float) -> np.ndarray:
 
 def grid_lines(h: int, w: int, depth: float, period: float, angle: float) -> np.ndarray:
     """An anti-scatter grid's shadow ``[H, W]``: ``1 - depth * (1 + cos(2 pi s / period)) / 2``, ``s`` in pixels
-    from the centre across the lines, so a line's centre keeps ``1 - depth`` of the signal and the gap between keeps all."""
+    from the centre across the lines, so a line's centre keeps ``1 - depth`` of the signal and the gap between keeps
+    all."""
     return 1.0 - depth * 0.5 * (1.0 + np.cos(2.0 * np.pi * direction(h, w, angle, pixels=True) / period))
 
 

@@ -14,7 +14,12 @@ import numpy as np
 import pandas as pd
 
 from cfcl.data.synthetic.anatomy import (
-    ANATOMY_TRAITS, apply_exposure, patient_anatomy, render_anatomy, sample_patient_noise, sample_pose,
+    ANATOMY_TRAITS,
+    apply_exposure,
+    patient_anatomy,
+    render_anatomy,
+    sample_patient_noise,
+    sample_pose,
 )
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.disease import acquisition_log_odds, disease_probability, render_lesions, sample_lesions
@@ -28,8 +33,11 @@ SEXES = ["F", "M"]  # codes of the sex parent, as a generator conditioned on sex
 
 def split_sizes(cfg: SynthConfig) -> dict[str, int]:
     return {
-        "train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test,
-        "ood_train": cfg.n_ood_train, "ood_test": cfg.n_ood_test,
+        "train": cfg.n_train,
+        "val": cfg.n_val,
+        "test": cfg.n_test,
+        "ood_train": cfg.n_ood_train,
+        "ood_test": cfg.n_ood_test,
     }
 
 
@@ -113,7 +121,9 @@ def acquire_all(phys: np.ndarray, u: np.ndarray, scanners: list[Scanner], frame:
     return np.stack([to_uint8(acquire(phys, n, scanner, frame)) for n, scanner in zip(noise, scanners)], axis=1)
 
 
-def acquire_own(phys: np.ndarray, u: np.ndarray, domains: np.ndarray, scanners: list[Scanner], frame: bool = True) -> np.ndarray:
+def acquire_own(
+    phys: np.ndarray, u: np.ndarray, domains: np.ndarray, scanners: list[Scanner], frame: bool = True
+) -> np.ndarray:
     """uint8 ``[N, H, W]``: each physical image acquired by its own scanner ``domains[i]``."""
     out = np.empty(phys.shape, dtype=np.uint8)
     for d in np.unique(domains):

@@ -16,7 +16,15 @@ from cfcl.data.synthetic.config import DiseaseConfig, SynthConfig
 from cfcl.data.synthetic.disease import acquisition_log_odds, disease_probability
 from cfcl.data.synthetic.generate import CHUNK, run
 from cfcl.data.synthetic.scanners import (
-    SCANNERS, acquire, change_resolution, display_curve, frame_masks, glyph_mask, grid_lines, heel_gradient, local_contrast,
+    SCANNERS,
+    acquire,
+    change_resolution,
+    display_curve,
+    frame_masks,
+    glyph_mask,
+    grid_lines,
+    heel_gradient,
+    local_contrast,
     unit_noise,
 )
 from cfcl.data.synthetic.scm import acquire_all, exogenous_fields, render_physical, sample_cohort
@@ -76,8 +84,16 @@ def test_default_config_matches_the_shipped_preset():
 
 def test_response_curve_matches_hand_computation_without_blur_or_noise():
     bare = dataclasses.replace(
-        SCANNERS["flatpanel"], psf_sigma=0.0, downsample=1, sharpen_amount=0.0, noise_std=0.0,
-        gamma=2.0, gain=0.5, offset=0.1, border=(0.0, 0.0, 0.0, 0.0), marker_at=(0.0, 0.0),
+        SCANNERS["flatpanel"],
+        psf_sigma=0.0,
+        downsample=1,
+        sharpen_amount=0.0,
+        noise_std=0.0,
+        gamma=2.0,
+        gain=0.5,
+        offset=0.1,
+        border=(0.0, 0.0, 0.0, 0.0),
+        marker_at=(0.0, 0.0),
     )
     phys = np.full((1, 16, 16), 0.6, dtype=np.float32)
     out = acquire(phys, np.zeros_like(phys), bare)
@@ -99,8 +115,15 @@ def test_scanner_overrides_change_only_the_named_parameters():
     cfg = tiny(scanner_overrides={"portable": {"gain": -1.0, "offset": 1.0, "border": [0.0, 0.0, 0.0, 0.0]}})
     portable = cfg.acquisition[cfg.scanners.index("portable")]
     assert (portable.gain, portable.offset, portable.border) == (-1.0, 1.0, (0.0, 0.0, 0.0, 0.0))
-    assert dataclasses.replace(portable, gain=SCANNERS["portable"].gain, offset=SCANNERS["portable"].offset,
-                               border=SCANNERS["portable"].border) == SCANNERS["portable"]
+    assert (
+        dataclasses.replace(
+            portable,
+            gain=SCANNERS["portable"].gain,
+            offset=SCANNERS["portable"].offset,
+            border=SCANNERS["portable"].border,
+        )
+        == SCANNERS["portable"]
+    )
     assert cfg.acquisition[0] == SCANNERS[cfg.scanners[0]]
 
 
@@ -138,14 +161,34 @@ def test_display_curve_is_a_monotone_log_and_optionally_inverted():
 
 
 LEVERS = {  # one of each lever, as a candidate design sets them
-    "cr_plate": {"local_contrast": [-0.5, 1.0], "local_contrast_sigma": [12.0, 4.0], "display_log": 3.0, "heel": 0.2, "heel_angle": 90.0},
-    "portable": {"local_contrast": [1.5], "local_contrast_sigma": [2.0], "display_inverted": True, "grid_depth": 0.15, "grid_period": 2.5},
+    "cr_plate": {
+        "local_contrast": [-0.5, 1.0],
+        "local_contrast_sigma": [12.0, 4.0],
+        "display_log": 3.0,
+        "heel": 0.2,
+        "heel_angle": 90.0,
+    },
+    "portable": {
+        "local_contrast": [1.5],
+        "local_contrast_sigma": [2.0],
+        "display_inverted": True,
+        "grid_depth": 0.15,
+        "grid_period": 2.5,
+    },
 }
 
 
 def test_levers_act_as_documented_in_the_acquisition_chain():
     """Gain field before the response curve and noise; local contrast and display after the noise (on it too)."""
-    bare = {"psf_sigma": 0.0, "downsample": 1, "sharpen_amount": 0.0, "noise_sigma": 0.0, "gamma": 1.0, "gain": 1.0, "offset": 0.0}
+    bare = {
+        "psf_sigma": 0.0,
+        "downsample": 1,
+        "sharpen_amount": 0.0,
+        "noise_sigma": 0.0,
+        "gamma": 1.0,
+        "gain": 1.0,
+        "offset": 0.0,
+    }
     base = dataclasses.replace(SCANNERS["flatpanel"], **bare, noise_std=0.05)
     rng = np.random.default_rng(0)
     phys = rng.uniform(0.2, 0.6, (2, 16, 16)).astype(np.float32)
@@ -153,8 +196,14 @@ def test_levers_act_as_documented_in_the_acquisition_chain():
     lit = dataclasses.replace(base, heel=0.2, grid_depth=0.1, grid_period=4.0)
     field = heel_gradient(16, 16, 0.2, 0.0) * grid_lines(16, 16, 0.1, 4.0 * 16 / 64, 0.0)
     signal = phys * field
-    assert np.allclose(acquire(phys, u, lit, frame=False), np.clip(signal + 0.05 * np.sqrt(np.clip(signal, 0.05, 1)) * u, 0, 1), atol=1e-6)
-    processed = dataclasses.replace(base, local_contrast=(1.0,), local_contrast_sigma=(8.0,), display_log=4.0, display_inverted=True)
+    assert np.allclose(
+        acquire(phys, u, lit, frame=False),
+        np.clip(signal + 0.05 * np.sqrt(np.clip(signal, 0.05, 1)) * u, 0, 1),
+        atol=1e-6,
+    )
+    processed = dataclasses.replace(
+        base, local_contrast=(1.0,), local_contrast_sigma=(8.0,), display_log=4.0, display_inverted=True
+    )
     detected = phys + 0.05 * np.sqrt(np.clip(phys, 0.05, 1)) * u
     expected = 1 - display_curve(local_contrast(detected, (1.0,), (8.0 * 16 / 64,)), 4.0, False)
     assert np.allclose(acquire(phys, u, processed, frame=False), expected, atol=1e-6)
@@ -174,7 +223,9 @@ def test_true_counterfactuals_stay_exact_with_the_levers_on(tmp_path):
         expected = np.round(np.clip(acquire(phys, fields["u"], scanner, frame=False), 0, 1) * 255).astype(np.uint8)
         assert np.array_equal(images[:, d], expected), scanner.name
     portable = plain.scanners.index("portable")
-    assert np.corrcoef(images[:, 0].ravel().astype(float), images[:, portable].ravel().astype(float))[0, 1] < -0.5  # inverted
+    assert (
+        np.corrcoef(images[:, 0].ravel().astype(float), images[:, portable].ravel().astype(float))[0, 1] < -0.5
+    )  # inverted
 
 
 def test_correlated_noise_keeps_unit_variance():
@@ -374,14 +425,27 @@ def test_rerun_is_skipped_and_another_config_needs_force(tmp_path, capsys):
 
 # ---- sex ------------------------------------------------------------------------------------
 
-SEX_FREE_TRAITS = ["lung_cx", "lung_top", "lung_depth", "dome_h", "heart_h", "rib_spacing", "rib_tilt", "rib_phase",
-                   "bone_density", "vessel_amp"]
+SEX_FREE_TRAITS = [
+    "lung_cx",
+    "lung_top",
+    "lung_depth",
+    "dome_h",
+    "heart_h",
+    "rib_spacing",
+    "rib_tilt",
+    "rib_phase",
+    "bone_density",
+    "vessel_amp",
+]
 SEX_CAUSED_TRAITS = ["body_w", "lung_w", "lung_h", "heart_w", "breast"]
 
 
 def test_sex_share_per_split_changes_only_who_is_drawn():
-    cohort = sample_cohort(SynthConfig(n_train=3000, n_val=100, n_test=100, n_ood_train=50, n_ood_test=50,
-                                       sex={"female_share": {"train": 0.2}}))
+    cohort = sample_cohort(
+        SynthConfig(
+            n_train=3000, n_val=100, n_test=100, n_ood_train=50, n_ood_test=50, sex={"female_share": {"train": 0.2}}
+        )
+    )
     women = (cohort["sex"] == "F").groupby(cohort["split"]).mean()
     assert women["train"] == pytest.approx(0.2, abs=0.03)
     balanced = sample_cohort(SynthConfig(n_train=3000, n_val=100, n_test=100, n_ood_train=50, n_ood_test=50))
@@ -405,8 +469,16 @@ def test_breast_tissue_shadows_womens_lower_lungs_and_hides_lesions_there():
     assert extra[:, 20:, :].mean() > 5 * max(extra[:, :10, :].mean(), 1e-6)  # lower fields, not the apices
     hidden = tiny(sex={"breast_shadow": 0.05, "breast_masking": 1.0})
     ill_women = women & (rows["label"] == 1).to_numpy()
-    lesion_seen = lambda cfg, r: render_physical(r, 32, fields, cfg)[0] - render_physical(r.assign(lesion_contrast=0.0), 32, fields, cfg)[0]  # noqa: E731
-    assert np.abs(lesion_seen(hidden, rows)[ill_women]).sum() < np.abs(lesion_seen(tiny(sex={"breast_shadow": 0.05, "breast_masking": 0.0}), rows)[ill_women]).sum()
+
+    def lesion_seen(cfg, r):
+        return (
+            render_physical(r, 32, fields, cfg)[0] - render_physical(r.assign(lesion_contrast=0.0), 32, fields, cfg)[0]
+        )
+
+    assert (
+        np.abs(lesion_seen(hidden, rows)[ill_women]).sum()
+        < np.abs(lesion_seen(tiny(sex={"breast_shadow": 0.05, "breast_masking": 0.0}), rows)[ill_women]).sum()
+    )
 
 
 def test_true_sex_counterfactual_is_the_patient_drawn_with_the_other_sex(tmp_path):
@@ -420,7 +492,11 @@ def test_true_sex_counterfactual_is_the_patient_drawn_with_the_other_sex(tmp_pat
     assert set(m.meta["sex"]) == {"M"} and set(w.meta["sex"]) == {"F"}
     assert np.allclose(m.meta[SEX_FREE_TRAITS], w.meta[SEX_FREE_TRAITS])
     assert all((m.meta[t] != w.meta[t]).all() for t in SEX_CAUSED_TRAITS)
-    assert (m.meta[["label", "domain", "age", "lesion_contrast"]] == w.meta[["label", "domain", "age", "lesion_contrast"]]).all().all()
+    assert (
+        (m.meta[["label", "domain", "age", "lesion_contrast"]] == w.meta[["label", "domain", "age", "lesion_contrast"]])
+        .all()
+        .all()
+    )
     for store, folder, own, other in ((m, men, 1, 0), (w, women, 0, 1)):
         cf = ImageStore.open(folder / "true_cf_sex")
         assert cf.intervened == {"sex": ["F", "M"]} and cf.info["source_store"] == store.content_hash
@@ -441,7 +517,9 @@ def test_true_sex_counterfactual_is_the_patient_drawn_with_the_other_sex(tmp_pat
 # ---- renoised true counterfactuals (the oracle-renoised control) ---------------------------------
 
 
-def test_renoised_counterfactuals_are_written_only_when_asked_and_leave_the_other_stores_as_they_were(generated, tmp_path):
+def test_renoised_counterfactuals_are_written_only_when_asked_and_leave_the_other_stores_as_they_were(
+    generated, tmp_path
+):
     assert not (generated / "true_cf_renoised").exists()
     assert tiny().renoised_counterfactuals is False
     out = tmp_path / "data"
@@ -451,7 +529,8 @@ def test_renoised_counterfactuals_are_written_only_when_asked_and_leave_the_othe
     store, truth, renoised = (ImageStore.open(p) for p in (out, out / "true_cf", out / "true_cf_renoised"))
     assert renoised.info["source_store"] == store.content_hash and renoised.info["renoised"] is True
     assert renoised.meta.equals(truth.meta)
-    # Every cell has its own noise: each counterfactual differs from the true one, and the image's own cell from the image.
+    # Every cell has its own noise: each counterfactual differs from the true one, and the image's own cell from
+    # the image.
     differs = (renoised.images[:].astype(int) != truth.images[:]).mean(axis=(1, 2))
     assert (differs > 0.2).all()
     run(tiny(renoised_counterfactuals=True), tmp_path / "again")
@@ -465,7 +544,11 @@ def test_renoised_counterfactuals_differ_from_the_true_ones_by_the_noise_alone(t
     quiet = tmp_path / "quiet"
     assert np.array_equal(ImageStore.open(quiet / "true_cf_renoised").images, ImageStore.open(quiet / "true_cf").images)
     # With white noise the two noises are independent draws, so the difference has sqrt(2) x the scanner's noise std.
-    cfg = tiny(renoised_counterfactuals=True, frames=False, scanner_overrides={s: {"noise_sigma": 0.0} for s in tiny().scanners})
+    cfg = tiny(
+        renoised_counterfactuals=True,
+        frames=False,
+        scanner_overrides={s: {"noise_sigma": 0.0} for s in tiny().scanners},
+    )
     run(cfg, tmp_path / "noisy")
     truth = ImageStore.open(tmp_path / "noisy" / "true_cf").images[:].astype(float) / 255
     renoised = ImageStore.open(tmp_path / "noisy" / "true_cf_renoised").images[:].astype(float) / 255

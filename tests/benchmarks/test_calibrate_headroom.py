@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from support.benchmarks import BENCHMARKS, load_benchmark
 
 
@@ -29,7 +30,9 @@ def test_information_gate_is_the_mean_paired_deficit_below_the_majority(headroom
 
 def test_headroom_gate_is_the_mean_gap_over_seeds(headroom):
     assert headroom.robustness_gap(0.80, 0.72) == pytest.approx(0.08)
-    gates = headroom.headroom_gates("(b) SimCLR", {"portable": [0.08, 0.04], "legacy": [0.03, 0.05]}, ["portable", "legacy"])
+    gates = headroom.headroom_gates(
+        "(b) SimCLR", {"portable": [0.08, 0.04], "legacy": [0.03, 0.05]}, ["portable", "legacy"]
+    )
     assert [g.value for g in gates] == pytest.approx([0.06, 0.04])
     assert [g.passed for g in gates] == [True, False]
     assert "PASS" in gates[0].line() and "FAIL" in gates[1].line()
@@ -44,7 +47,9 @@ def test_closure_is_the_oracle_gain_over_simclrs_gap_with_an_interval_above_zero
     assert noisy.value is None and not noisy.passed and "holds 0" in noisy.note  # mean 0.03, interval spans 0
     one_seed = headroom.closure_gates({"legacy": [0.80]}, {"legacy": [0.70]}, {"legacy": [0.10]}, ["legacy"])[0]
     assert one_seed.value is None and "+1.00 of the gap" in one_seed.note and ">= 2 seeds" in one_seed.note
-    no_gap = headroom.closure_gates({"legacy": [0.80, 0.8]}, {"legacy": [0.70, 0.7]}, {"legacy": [-0.01, 0.0]}, ["legacy"])[0]
+    no_gap = headroom.closure_gates(
+        {"legacy": [0.80, 0.8]}, {"legacy": [0.70, 0.7]}, {"legacy": [-0.01, 0.0]}, ["legacy"]
+    )[0]
     assert no_gap.value is None and "no gap" in no_gap.note
 
 
