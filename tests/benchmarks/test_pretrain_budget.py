@@ -6,7 +6,7 @@ import torch
 
 from cfcl.contrastive import pretrain
 from support.benchmarks import load_benchmark
-from support.pretrain import dino_config
+from support.pretrain import KEEP_EVERY_EPOCH, dino_config
 
 
 def load_script():
@@ -24,13 +24,7 @@ def test_epoch_encoders_are_the_teacher_at_the_end_of_each_epoch(stores, tmp_pat
             stores,
             method="dino",
             cf_store=None,
-            trainer={
-                "max_epochs": 2,
-                "progress_bar": False,
-                "accelerator": "cpu",
-                "log_every_n_steps": 1,
-                "keep_every_n_epochs": 1,
-            },
+            trainer=KEEP_EVERY_EPOCH,
         ),
         tmp_path,
     )

@@ -19,7 +19,7 @@ from cfcl.errors import CheckpointError, ConfigError
 from cfcl.layout import TRAINER_LOG
 from cfcl.stage import read_manifest
 from support.benchmarks import load_benchmark
-from support.pretrain import N_TRAIN, SIZE, TINY_VIT, Interrupted, dino_config, interrupt_after
+from support.pretrain import KEEP_EVERY_EPOCH, N_TRAIN, SIZE, TINY_VIT, Interrupted, dino_config, interrupt_after
 
 
 def test_vit_encoder_features_tokens_and_checkpoint_round_trip(tmp_path):
@@ -270,13 +270,7 @@ def test_dino_skips_non_finite_steps_on_the_device_and_stops_after_an_epoch_of_t
                 stores,
                 method="dino",
                 cf_store=None,
-                trainer={
-                    "max_epochs": 2,
-                    "progress_bar": False,
-                    "accelerator": "cpu",
-                    "log_every_n_steps": 1,
-                    "keep_every_n_epochs": 1,
-                },
+                trainer=KEEP_EVERY_EPOCH,
             ),
             tmp_path,
         )

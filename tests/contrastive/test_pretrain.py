@@ -13,7 +13,16 @@ from cfcl.contrastive.encoders import load_encoder
 from cfcl.data.store import ImageStore
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import read_manifest
-from support.pretrain import N_TRAIN, SIZE, Interrupted, interrupt_after, noise_cf_store, noise_store, pretrain_config
+from support.pretrain import (
+    KEEP_EVERY_EPOCH,
+    N_TRAIN,
+    SIZE,
+    Interrupted,
+    interrupt_after,
+    noise_cf_store,
+    noise_store,
+    pretrain_config,
+)
 
 
 @pytest.mark.parametrize("method", ["cf-simclr-multi", "oracle-multi"])
@@ -204,13 +213,7 @@ def test_an_epoch_of_non_finite_steps_stops_and_keeps_the_last_good_checkpoint(s
         pretrain.run(
             pretrain_config(
                 stores,
-                trainer={
-                    "max_epochs": 2,
-                    "progress_bar": False,
-                    "accelerator": "cpu",
-                    "log_every_n_steps": 1,
-                    "keep_every_n_epochs": 1,
-                },
+                trainer=KEEP_EVERY_EPOCH,
             ),
             tmp_path,
         )

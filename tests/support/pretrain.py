@@ -66,6 +66,12 @@ def noise_cf_store(path, data, size=SIZE):
     )
 
 
+TRAINER = {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1}
+"""The trainer of both configs below: 2 epochs on the CPU, logged every step."""
+KEEP_EVERY_EPOCH = {**TRAINER, "keep_every_n_epochs": 1}
+"""`TRAINER` keeping each epoch's checkpoint."""
+
+
 def pretrain_config(stores, **overrides):
     """A SimCLR config on the ``stores`` fixture's data: a tiny ResNet, 2 epochs on the CPU."""
     values = {
@@ -74,7 +80,7 @@ def pretrain_config(stores, **overrides):
         "projection": [16, 8],
         "warmup_steps": 2,
         "encoder": {"arch": "small", "arch_kwargs": {"width": 4, "blocks": [1, 1]}},
-        "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1},
+        "trainer": TRAINER,
         **overrides,
     }
     return build_config(PretrainConfig, base=values)
@@ -101,7 +107,7 @@ def dino_config(stores, **overrides):
             "teacher_temp_warmup_epochs": 1.0,
             "warmup_epochs": 0.5,
         },
-        "trainer": {"max_epochs": 2, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1},
+        "trainer": TRAINER,
         **overrides,
     }
     return build_config(PretrainConfig, base=values)
