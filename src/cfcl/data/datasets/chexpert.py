@@ -15,14 +15,13 @@ import pandas as pd
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.common import (
-    ANY_FINDING_LABELS,
     DatasetError,
     Findings,
     Table,
+    findings_table,
     keep,
     normalise_sex,
     read_table,
-    with_findings,
 )
 
 COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"]
@@ -102,13 +101,7 @@ def load(root: Path, options: CheXpertOptions) -> Table:
     )
     findings = {name: resolve_uncertain(table[name], options.uncertain) for name in observed}
     if options.findings:
-        return Table(
-            with_findings(rows, findings),
-            ANY_FINDING_LABELS,
-            dropped,
-            domain_source=options.domain_column,
-            findings=list(options.findings),
-        )
+        return findings_table(rows, findings, dropped, options.domain_column)
     label = np.where(findings[options.label] == 1.0, options.label.lower(), "negative")
     return Table(
         rows.assign(label=label), ["negative", options.label.lower()], dropped, domain_source=options.domain_column

@@ -5,7 +5,7 @@ image: ``path, image_id, patient_id, domain, label`` (domain and label as names)
 (``F``/``M``/empty), ``age`` (years, NaN when unknown), ``laterality`` (``L``/``R``/empty) and any
 dataset extras. A multi-label adapter also names its binary ``findings`` and gives one column
 ``finding_<name>`` per finding (1 / 0 / NaN missing); its ``label`` is "any finding"
-(:func:`with_findings`). The rest of ``cfcl data prepare`` is the same for every dataset.
+(:func:`findings_table`). The rest of ``cfcl data prepare`` is the same for every dataset.
 """
 
 from __future__ import annotations
@@ -61,16 +61,20 @@ class Table:
             raise DatasetError(f"label value(s) {unknown} are not among the labels {self.labels}")
 
 
-def with_findings(rows: pd.DataFrame, findings: dict[str, pd.Series]) -> pd.DataFrame:
-    """``rows`` with one ``finding_<name>`` column per finding (floats 1 / 0 / NaN missing) and
-    ``label`` "any finding" when at least one finding is 1, else "negative" (a missing finding
-    is not a positive one): the rows of a :class:`Table` with ``ANY_FINDING_LABELS``."""
+def findings_table(
+    rows: pd.DataFrame, findings: dict[str, pd.Series], dropped: dict[str, int], domain_source: str
+) -> Table:
+    """A multi-label adapter's :class:`Table` (labels ``ANY_FINDING_LABELS``): ``rows`` with one
+    ``finding_<name>`` column per finding (floats 1 / 0 / NaN missing) and ``label`` "any finding"
+    when at least one finding is 1, else "negative" (a missing finding is not a positive one)."""
     columns = {finding_column(name): values.to_numpy(dtype=float) for name, values in findings.items()}
     positive = np.zeros(len(rows), dtype=bool)
     for values in columns.values():
         positive |= values == 1
     labelled = rows.assign(label=np.where(positive, ANY_FINDING_LABELS[1], ANY_FINDING_LABELS[0]))
-    return labelled.assign(**columns)
+    return Table(
+        labelled.assign(**columns), ANY_FINDING_LABELS, dropped, domain_source=domain_source, findings=list(findings)
+    )
 
 
 def read_table(path: Path, required: list[str], **kwargs) -> pd.DataFrame:

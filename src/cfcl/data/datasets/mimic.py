@@ -10,7 +10,7 @@ from pydantic import Field
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.chexpert import COMPETITION_FINDINGS, Uncertain, labeller_values, resolve_uncertain
-from cfcl.data.datasets.common import ANY_FINDING_LABELS, Findings, Table, keep, read_table, with_findings
+from cfcl.data.datasets.common import Findings, Table, findings_table, keep, read_table
 
 METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "ViewPosition"]
 STUDY = ["subject_id", "study_id"]
@@ -76,10 +76,4 @@ def load(root: Path, options: MimicOptions) -> Table:
         }
     )
     findings = {name: resolve_uncertain(joined[name], options.uncertain) for name in options.findings}
-    return Table(
-        with_findings(rows, findings),
-        ANY_FINDING_LABELS,
-        dropped,
-        domain_source=options.domain_column,
-        findings=list(options.findings),
-    )
+    return findings_table(rows, findings, dropped, options.domain_column)

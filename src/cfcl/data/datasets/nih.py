@@ -10,15 +10,14 @@ from pydantic import Field
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.common import (
-    ANY_FINDING_LABELS,
     DatasetError,
     Findings,
     Table,
+    findings_table,
     keep,
     normalise_sex,
     parse_age,
     read_table,
-    with_findings,
 )
 
 COLUMNS = [
@@ -127,10 +126,4 @@ def load(root: Path, options: NihOptions) -> Table:
         }
     )
     findings = {name: names.map(lambda found, name=name: float(name in found)) for name in options.findings}
-    return Table(
-        with_findings(rows, findings),
-        ANY_FINDING_LABELS,
-        dropped,
-        domain_source=options.domain_column,
-        findings=list(options.findings),
-    )
+    return findings_table(rows, findings, dropped, options.domain_column)

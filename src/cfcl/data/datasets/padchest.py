@@ -9,14 +9,13 @@ import pandas as pd
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.common import (
-    ANY_FINDING_LABELS,
     DatasetError,
     Findings,
     Table,
+    findings_table,
     keep,
     normalise_sex,
     read_table,
-    with_findings,
 )
 
 COLUMNS = [
@@ -93,12 +92,6 @@ def load(root: Path, options: PadChestOptions) -> Table:
     )
     if options.findings:
         findings = {name: labels.map(lambda names, name=name: float(name in names)) for name in options.findings}
-        return Table(
-            with_findings(rows, findings),
-            ANY_FINDING_LABELS,
-            dropped,
-            domain_source=options.domain_column,
-            findings=list(options.findings),
-        )
+        return findings_table(rows, findings, dropped, options.domain_column)
     label = labels.map(lambda names: options.label if options.label in names else "negative")
     return Table(rows.assign(label=label), ["negative", options.label], dropped, domain_source=options.domain_column)
