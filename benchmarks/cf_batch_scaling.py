@@ -26,14 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from cfcl.config import build_config
 from cfcl.counterfactual.config import CFTrainConfig
 from cfcl.counterfactual.data import ParentImageDataset, split_batch, split_indices, training_batches
 from cfcl.counterfactual.generator.losses import elbo_terms
-from cfcl.counterfactual.generator.train import open_image_store, training_module
+from cfcl.counterfactual.generator.train import open_image_store, training_module, validation_rows
 from cfcl.counterfactual.parents import parent_specs
 from cfcl.loaders import ordered_loader, step_loader, trainer_progress
 from cfcl.training import make_trainer
@@ -140,8 +139,7 @@ def main() -> None:
             config = build_config(CFTrainConfig, None, [*base, f"batch_size={batch_size}", *args.overrides])
             train_rows = split_indices(store, config.splits)
             specs = parent_specs(store, config.parents, train_rows)
-            val_rows = store.indices(config.val_split)
-            val_rows = val_rows[np.linspace(0, len(val_rows) - 1, min(config.val_images, len(val_rows))).astype(int)]
+            val_rows = validation_rows(store, config)
             result = train_at(
                 config,
                 ParentImageDataset(store, train_rows, specs),

@@ -37,9 +37,21 @@ def open_image_store(path: Path) -> ImageStore:
     return store
 
 
+def evenly_spread(length: int, n: int) -> np.ndarray:
+    """``min(n, length)`` positions spread evenly over ``range(length)``, the first and the last included."""
+    return np.linspace(0, length - 1, min(n, length)).astype(int)
+
+
+def validation_rows(store: ImageStore, config: CFTrainConfig) -> np.ndarray:
+    """The store rows the generator is validated on: ``val_images`` of ``val_split`` spread evenly (none without
+    either)."""
+    rows = store.indices(config.val_split) if config.val_split else np.array([], dtype=int)
+    return rows[evenly_spread(len(rows), config.val_images)]
+
+
 def grid_batch(dataset: ParentImageDataset, n: int) -> dict[str, torch.Tensor]:
     """``n`` images spread evenly over the dataset, as one batch."""
-    rows = np.linspace(0, len(dataset) - 1, min(n, len(dataset))).astype(int)
+    rows = evenly_spread(len(dataset), n)
     items = [dataset[i] for i in rows]
     return {k: torch.stack([item[k] for item in items]) for k in items[0]}
 
@@ -91,11 +103,10 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     trainer = make_trainer(config.trainer, out, num_sanity_val_steps=0, use_distributed_sampler=False)
     batches = training_batches(train_set, config.batch_size, config.seed, config.balanced_sampling)
     loader = step_loader(batches, trainer_progress(trainer), loader_workers(config.trainer))
-    val_loader = None
-    val_rows = store.indices(config.val_split) if config.val_split else np.array([], dtype=int)
-    if len(val_rows) and config.val_images:
-        val_rows = val_rows[np.linspace(0, len(val_rows) - 1, min(config.val_images, len(val_rows))).astype(int)]
-        val_loader = ordered_loader(ParentImageDataset(store, val_rows, specs), config.batch_size)
+    val_rows = validation_rows(store, config)
+    val_loader = (
+        ordered_loader(ParentImageDataset(store, val_rows, specs), config.batch_size) if len(val_rows) else None
+    )
     started = time.time()
     fit(trainer, module, loader, val_loader, ckpt_path=stage.resume_from)
     stage.timed("fit", time.time() - started)
