@@ -248,12 +248,10 @@ def _robustness(report: Report, metrics: pd.DataFrame, seed_gains: pd.DataFrame 
         return
     section = report.section("Robustness gap per scanner")
     for fraction in headline_fractions(gaps):
-        n_seeds = gaps.loc[gaps["label_fraction"] == fraction, "seed"].nunique()
-        spread = f"mean ± std over {n_seeds} seeds" if n_seeds > 1 else f"{n_seeds} seed: no spread"
         report.table(
             section,
             headline_table(gaps, fraction, ROBUSTNESS_GAP),
-            f"Robustness gap at {fraction * 100:g}% labels ({spread}): on the ID test patients as each scanner "
+            f"{headline_caption(gaps, fraction, 'Robustness gap')}: on the ID test patients as each scanner "
             "renders them, the AUROC of the scanner's ceiling (a probe trained on the labelled training patients "
             "as that scanner renders them) minus the ID probe's; 0: the ID probe loses nothing on that scanner",
             "method (protocol)",

@@ -160,12 +160,12 @@ def invariance_gain_table(seed_gains: pd.DataFrame) -> pd.DataFrame:
     )  # cf_invariance: synthetic only
 
 
-def headline_caption(metrics: pd.DataFrame, fraction: float) -> str:
-    """What a headline table shows: mean ± std over several seeds, or one seed's values."""
+def headline_caption(metrics: pd.DataFrame, fraction: float, what: str = "AUROC") -> str:
+    """What a headline table of ``what`` shows: mean ± std over several seeds, or one seed's values."""
     n_seeds = metrics.loc[metrics["label_fraction"] == fraction, "seed"].nunique()
     if n_seeds < 2:
-        return f"AUROC at {fraction * 100:g}% labels ({n_seeds} seed: no spread)"
-    return f"AUROC at {fraction * 100:g}% labels (mean ± std over {n_seeds} seeds)"
+        return f"{what} at {fraction * 100:g}% labels ({n_seeds} seed: no spread)"
+    return f"{what} at {fraction * 100:g}% labels (mean ± std over {n_seeds} seeds)"
 
 
 def readable(value) -> str:
