@@ -257,12 +257,11 @@ def _robustness(report: Report, metrics: pd.DataFrame, seed_gains: pd.DataFrame 
             "method (protocol)",
         )
         if seed_gains is not None and (seed_gains["metric"] == ROBUSTNESS_GAP).any():
-            reference = ", ".join(sorted(set(seed_gains["reference"])))
+            caption = gain_caption(seed_gains, fraction, ROBUSTNESS_GAP, "Robustness gap minus {reference}'s")
             report.table(
                 section,
                 headline_gain_table(seed_gains, fraction, ROBUSTNESS_GAP),
-                f"Robustness gap minus {reference}'s at {fraction * 100:g}% labels, paired by seed: mean "
-                "[95% t-interval over seeds], seeds > 0 / seeds (negative: a smaller gap than the reference's)",
+                f"{caption} (negative: a smaller gap than the reference's)",
                 "method (protocol)",
             )
 

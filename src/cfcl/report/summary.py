@@ -97,14 +97,17 @@ def headline_gain_table(seed_gains: pd.DataFrame, fraction: float, metric: str =
     return _method_rows(rows, test_columns(rows), lambda row: gain_cell(row, note=not _one_seed(rows)))
 
 
-def gain_caption(seed_gains: pd.DataFrame, fraction: float, metric: str = "auroc") -> str:
-    """What the headline gain table shows, with the reference and the interval's level it was computed with."""
-    reference = ", ".join(sorted(set(seed_gains["reference"])))
+def gain_caption(
+    seed_gains: pd.DataFrame, fraction: float, metric: str = "auroc", difference: str = "AUROC gain over {reference}"
+) -> str:
+    """What a headline gain table of ``metric`` shows, with the reference (``difference`` names the gain) and the
+    interval's level it was computed with."""
+    what = difference.format(reference=", ".join(sorted(set(seed_gains["reference"]))))
     level = float(seed_gains["level"].iloc[0]) * 100
     if _one_seed(seed_gains[(seed_gains["label_fraction"] == fraction) & (seed_gains["metric"] == metric)]):
-        return f"AUROC gain over {reference} at {fraction * 100:g}% labels, one seed: no interval; {MORE_SEEDS}"
+        return f"{what} at {fraction * 100:g}% labels, one seed: no interval; {MORE_SEEDS}"
     return (
-        f"AUROC gain over {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% t-interval over "
+        f"{what} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% t-interval over "
         f"seeds], seeds with a gain > 0 / seeds; supported = the interval excludes 0"
     )
 
