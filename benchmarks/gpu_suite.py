@@ -402,8 +402,8 @@ def generator(sizes: Sizes, data: Path, tmp: Path, device: torch.device, name: s
     else:
         emit("cf_train_largest_batch", None, "images", name, **setting, skipped="--quick" if on_gpu else "CUDA only")
 
-    setting["parameters"] = sum(p.numel() for p in training_module(config, store.size[0], specs).model.parameters())
     rate, module, _ = training_rate(config, dataset, specs, sizes.cf_steps, sizes.cf_warmup, tmp / "cf_model", device)
+    setting["parameters"] = sum(p.numel() for p in module.model.parameters())
     emit(
         "cf_train_images_per_s",
         round(rate, 1),
