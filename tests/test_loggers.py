@@ -109,3 +109,22 @@ def test_mlflow_logs_the_curves_to_a_file_store_under_the_stage_folder(stores, t
         csv["train/loss_step"].notna()
     ].tolist()
     assert client.get_metric_history(run.info.run_id, "lr-Adam")
+
+
+def test_lightnings_notice_of_modules_in_eval_mode_is_not_shown_but_other_warnings_are(tmp_path):
+    from lightning.pytorch.utilities import rank_zero_warn
+    from lightning.pytorch.utilities.warnings import PossibleUserWarning
+
+    from cfcl.training import TrainerConfig, make_trainer
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_trainer(TrainerConfig(accelerator="cpu"), tmp_path)
+        rank_zero_warn(
+            "Found 22 module(s) in eval mode at the start of training. This may lead to unexpected behavior during "
+            "training. If this is intentional, you can ignore this warning.",
+            category=PossibleUserWarning,
+        )
+        rank_zero_warn("about the run", category=PossibleUserWarning)
+    shown = [str(w.message) for w in caught]
+    assert "about the run" in shown and not any("eval mode" in message for message in shown)

@@ -424,6 +424,9 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
     warnings.filterwarnings(
         "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
     )
+    # cfcl's modules keep their frozen parts (the guide classifiers of counterfactual fine-tuning) in eval mode
+    # on purpose; Lightning's notice of it would be noise on every fine-tuning run.
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     out = Path(out)
     cuda = uses_cuda(cfg)
     if cuda:
