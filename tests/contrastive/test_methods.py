@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from cfcl.cli import main
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.methods import METHODS, default_cf_store
+from cfcl.pipeline.config import RunConfig
+from cfcl.pipeline.plan import plan
+from support.pipeline import TINY_RUN
 
 NAMES = [
     "simclr",
@@ -20,6 +23,7 @@ NAMES = [
     "cf-simclr-multi",
     "oracle",
     "oracle-multi",
+    "simclr-multi",
     "dino",
     "dino+",
     "cf-dino",
@@ -51,9 +55,10 @@ def test_every_method_is_what_it_was_declared_to_be():
     assert _where(lambda m: m.cf_source == "generated") == GENERATED
     assert _where(lambda m: m.cf_source == "true") == TRUE
     assert _where(lambda m: m.needs_generator) == GENERATED | {"oracle-recon"}
-    assert _where(lambda m: m.multi_positive) == {"cf-simclr-multi", "oracle-multi"}
+    assert _where(lambda m: m.multi_positive) == {"cf-simclr-multi", "oracle-multi", "simclr-multi"}
     assert _where(lambda m: m.family == "dino") == {"dino", "dino+", "cf-dino", "oracle-dino"}
     assert _where(lambda m: m.views == "self") == {"simclr", "dino"}
+    assert _where(lambda m: not m.uses_counterfactuals) == {"simclr", "dino", "simclr-multi"}
     assert _where(lambda m: m.views == "replace") == {"simclr+", "dino+"}
     assert _where(lambda m: m.parents == ("sex",)) == {"sex-cf-simclr", "sex-oracle"}
     assert _where(lambda m: m.parents == ("domain",)) == set(NAMES) - {"sex-cf-simclr", "sex-oracle"}
@@ -72,7 +77,8 @@ def test_every_method_is_what_it_was_declared_to_be():
 def test_a_control_is_the_method_it_controls_reading_another_store():
     for name, m in METHODS.items():
         assert m.name == name and m.description
-        assert (m.views == "self") == (not m.uses_counterfactuals)
+        assert m.views != "self" or not m.uses_counterfactuals  # a method with counterfactuals uses them in its views
+        assert m.uses_counterfactuals or m.views in ("self", "multi")
         if m.base is not None:
             base = METHODS[m.base]
             assert base.base is None and m.store_variant is not None
@@ -80,6 +86,13 @@ def test_a_control_is_the_method_it_controls_reading_another_store():
                 dataclasses.replace(m, name=base.name, description=base.description, base=None, store_variant=None)
                 == base
             )
+
+
+def test_a_run_of_simclr_multi_plans_no_generator_and_no_counterfactual_store(tmp_path):
+    nodes = plan(RunConfig.model_validate({**TINY_RUN, "out": str(tmp_path), "methods": ["simclr", "simclr-multi"]}))
+    assert not any(n.name.startswith("cf_") for n in nodes)
+    multi = next(n.config for n in nodes if n.name == "pretrain/simclr-multi-s0")
+    assert multi.method == "simclr-multi" and multi.cf_store is None and multi.n_cf_views is None
 
 
 def _help_tokens(text: str) -> set[str]:
@@ -96,7 +109,7 @@ def test_cfcl_pretrain_help_names_every_method_and_every_store(capsys):
     store_part = text[text.index("--cf-store CF_STORE") : text.index("--resume")]
     assert set(NAMES) <= _help_tokens(method_part)
     store_words = _help_tokens(store_part)
-    assert GENERATED | TRUE <= store_words and not {"simclr", "dino"} & store_words
+    assert GENERATED | TRUE <= store_words and not {"simclr", "dino", "simclr-multi"} & store_words
     assert {f"DATA/{store}" for store in DEFAULT_STORES.values()} <= store_words
 
 

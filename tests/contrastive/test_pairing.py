@@ -63,6 +63,19 @@ def test_multi_positive_draws_distinct_counterfactuals_sharing_the_group():
         _plan("cf-simclr", n_cf_views=4)
 
 
+@pytest.mark.parametrize("n_cf_views", [2, 3])
+def test_simclr_multi_takes_as_many_views_as_cf_simclr_multi_all_of_the_image(n_cf_views):
+    sources = np.arange(N_IMAGES)
+    plan = plan_views("simclr-multi", sources, DOMAINS, None, TARGETS, np.random.default_rng(0), n_cf_views=n_cf_views)
+    multi = _plan("cf-simclr-multi", n_cf_views=n_cf_views)
+    assert len(plan.rows) == len(multi.rows) == (1 + n_cf_views) * N_IMAGES
+    assert plan.rows.tolist() == list(range(N_IMAGES)) * (1 + n_cf_views) and not plan.from_cf.any()
+    assert np.array_equal(plan.groups, multi.groups)
+    no_cf = _plan("cf-simclr-multi", n_cf_views=n_cf_views, p_cf=0.0)  # cf-simclr-multi never drawing one
+    for field in ("rows", "from_cf", "groups"):
+        assert np.array_equal(getattr(plan, field), getattr(no_cf, field))
+
+
 def test_simclr_plus_replaces_the_image_then_takes_two_views_of_it():
     rng = np.random.default_rng(2)
     replaced = []

@@ -13,10 +13,12 @@ from cfcl.contrastive.encoders import load_encoder
 from cfcl.data.store import ImageStore
 from cfcl.errors import ConfigError, StoreError
 from cfcl.stage import read_manifest
+from support.cf_stores import make_store
 from support.pretrain import (
     KEEP_EVERY_EPOCH,
     N_TRAIN,
     SIZE,
+    TRAINER,
     Interrupted,
     interrupt_after,
     noise_cf_store,
@@ -25,7 +27,7 @@ from support.pretrain import (
 )
 
 
-@pytest.mark.parametrize("method", ["cf-simclr-multi", "oracle-multi"])
+@pytest.mark.parametrize("method", ["cf-simclr-multi", "oracle-multi", "simclr-multi"])
 def test_multi_positive_methods_take_every_other_domain_by_default(stores, method):
     three = SimpleNamespace(targets=[0, 1, 2], data=SimpleNamespace(path="store"))
     assert pretrain.cf_views(pretrain_config(stores, method=method), three) == 2
@@ -34,6 +36,48 @@ def test_multi_positive_methods_take_every_other_domain_by_default(stores, metho
     two = SimpleNamespace(targets=[0, 1], data=SimpleNamespace(path="store"))
     with pytest.raises(ConfigError, match=f"'{method}' needs n_cf_views >= 2"):
         pretrain.cf_views(pretrain_config(stores, method=method), two)
+
+
+def test_simclr_multi_trains_on_three_independently_augmented_views_of_each_image_without_a_cf_store(
+    tmp_path, monkeypatch
+):
+    data = make_store(tmp_path / "data", n_per_domain=(8, 8, 8), n_ood=2, true_cf=False)  # 3 ID scanners
+    drawn, losses, augmented = [], [], []
+
+    class RecordedBatches(pretrain.ViewBatches):
+        def __getitem__(self, key):
+            drawn.append(super().__getitem__(key))
+            return drawn[-1]
+
+    real_loss, real_augmented = module_mod.nt_xent, module_mod.ContrastiveModule._augmented
+
+    def recorded_loss(z, groups, temperature):
+        losses.append((groups.clone(), real_loss(z, groups, temperature)))
+        return losses[-1][1]
+
+    def recorded_augmented(self, views):
+        augmented.append(real_augmented(self, views))
+        return augmented[-1]
+
+    monkeypatch.setattr(pretrain, "ViewBatches", RecordedBatches)
+    monkeypatch.setattr(module_mod, "nt_xent", recorded_loss)
+    monkeypatch.setattr(module_mod.ContrastiveModule, "_augmented", recorded_augmented)
+    config = pretrain_config(tmp_path, method="simclr-multi", data=str(data.path), trainer={**TRAINER, "max_epochs": 1})
+    assert config.cf_store is None
+    manifest = pretrain.run(config, tmp_path / "out")
+    assert manifest["status"] == "complete" and set(manifest["inputs"]) == {"data"}
+    train = set(data.indices("train").tolist())
+    where = {image.tobytes(): i for i, image in enumerate(data.images)}
+    assert len(drawn) == len(losses) == len(augmented) == manifest["steps"] == len(train) // 4
+    for item, (groups, loss), views in zip(drawn, losses, augmented):
+        sources = [where[v.numpy().tobytes()] for v in item["views"][:, 0]]
+        assert len(sources) == 3 * 4 and set(sources) <= train  # as many views as cf-simclr-multi: 1 + 2 domains
+        assert sources == sources[:4] * 3  # every view of the image itself
+        assert groups.tolist() == item["groups"].tolist() == list(range(4)) * 3  # mutual positives
+        assert torch.isfinite(loss)
+        copies = views.reshape(3, 4, -1)
+        for a, b in ((0, 1), (0, 2), (1, 2)):  # the same image augmented apart in each of its views
+            assert ((copies[a] - copies[b]).abs().amax(dim=1) > 0).all()
 
 
 def test_cf_simclr_run_writes_encoder_curve_and_manifest(stores, tmp_path, monkeypatch):

@@ -87,7 +87,8 @@ class PretrainConfig(StrictModel):
         ge=1,
         description=(
             "counterfactual views per image: default 1 (paired views), every other domain "
-            f"({names(lambda m: m.multi_positive)})"
+            f"({names(lambda m: m.multi_positive)}; {names(lambda m: m.multi_positive and not m.uses_counterfactuals)} "
+            "takes as many further views of the image itself)"
         ),
     )
     augment: AugmentConfig = AugmentConfig()

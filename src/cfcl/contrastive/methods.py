@@ -24,11 +24,12 @@ class Method:
     ``n_local`` local crops). ``views``, how :func:`~cfcl.contrastive.pairing.plan_views` chooses them:
     ``self`` (all of the image itself), ``replace`` (the image or one of its counterfactuals, then all views of
     that), ``paired`` (counterfactuals as further views: SimCLR's second view, DINO's second global view and
-    half of its local crops), ``multi`` (``paired`` with several counterfactual views, all mutual positives).
-    ``cf_source``: whose counterfactuals, ``none``, ``generated`` (by the counterfactual generator) or ``true``
-    (the synthetic benchmark's). ``parents``: the parents its counterfactuals change. A control of why
-    generated counterfactuals beat true ones takes the views of ``base`` with a ``store_variant`` of its
-    counterfactual store (``cfcl.layout.true_cf`` / ``cf_store_name`` append it to the store's name).
+    half of its local crops), ``multi`` (``paired`` with several counterfactual views, all mutual positives; with
+    ``cf_source`` ``none``, as many views all of the image itself, which separates "more views" from
+    "counterfactuals"). ``cf_source``: whose counterfactuals, ``none``, ``generated`` (by the counterfactual
+    generator) or ``true`` (the synthetic benchmark's). ``parents``: the parents its counterfactuals change. A
+    control of why generated counterfactuals beat true ones takes the views of ``base`` with a ``store_variant`` of
+    its counterfactual store (``cfcl.layout.true_cf`` / ``cf_store_name`` append it to the store's name).
     """
 
     name: str
@@ -46,7 +47,8 @@ class Method:
 
     @property
     def multi_positive(self) -> bool:
-        """Several counterfactual views per image (``n_cf_views`` >= 2, default every other domain)."""
+        """Several further views per image, all mutual positives (``n_cf_views`` >= 2, default every other domain):
+        counterfactuals, or the image itself without ``cf_source``."""
         return self.views == "multi"
 
     @property
@@ -86,6 +88,13 @@ METHODS: dict[str, Method] = {
             "oracle", "simclr", "paired", "true", "cf-simclr with the true counterfactuals of the synthetic benchmark"
         ),
         Method("oracle-multi", "simclr", "multi", "true", "cf-simclr-multi with the true counterfactuals"),
+        Method(
+            "simclr-multi",
+            "simclr",
+            "multi",
+            "none",
+            "cf-simclr-multi without counterfactuals: as many views, all of the image itself, all positives",
+        ),
         Method("dino", "dino", "self", "none", "two global views and n_local local crops of the image"),
         Method(
             "dino+",

@@ -3,6 +3,8 @@
 
 - ``self``: every view of the image itself (SimCLR: two; DINO: two global views then ``n_local``
   local crops).
+- ``multi`` without counterfactuals (``simclr-multi``): ``1 + n_cf_views`` views of the image itself,
+  as many as ``cf-simclr-multi`` takes.
 - ``replace``: the image is replaced by one of its counterfactuals with probability ``p_replace``
   (counterfactuals added as data, unpaired), then every view of that.
 - ``paired`` / ``multi``, SimCLR family: view 1 from the image; each further view (``n_cf_views``,
@@ -73,11 +75,15 @@ def plan_views(
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r} (expected one of {', '.join(METHODS)})")
-    views, dino = METHODS[method].views, METHODS[method].family == "dino"
+    spec = METHODS[method]
+    views, dino = spec.views, spec.family == "dino"
     b = len(sources)
     groups_block = np.arange(b)
-    n_views = 2 + n_local if dino else 2
-    if views == "self":
+    if dino:
+        n_views = 2 + n_local
+    else:
+        n_views = 1 + n_cf_views if views in ("paired", "multi") else 2
+    if not spec.uses_counterfactuals:
         return ViewPlan(np.tile(sources, n_views), np.zeros(n_views * b, dtype=bool), np.tile(groups_block, n_views))
     if cf_table is None:
         raise ValueError(f"method {method!r} needs a counterfactual table")
@@ -104,4 +110,4 @@ def plan_views(
     cf_view_rows = np.where(use, np.take_along_axis(cf_rows, pick, axis=1), sources[:, None])
     rows = np.concatenate([sources, cf_view_rows.T.reshape(-1)])
     from_cf = np.concatenate([np.zeros(b, dtype=bool), use.T.reshape(-1)])
-    return ViewPlan(rows, from_cf, np.tile(groups_block, 1 + n_cf_views))
+    return ViewPlan(rows, from_cf, np.tile(groups_block, n_views))
