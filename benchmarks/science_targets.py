@@ -3,13 +3,30 @@
 Reads ``RUN/eval/metrics.csv``, ``RUN/eval/domain_predictability.csv`` and ``RUN/data``
 (which scanner is rare and which is out of distribution) and reports, at the lowest label
 fraction of the linear probes, every gain paired by seed (seed s = pretraining seed s and
-label draw s, repeats of a seed averaged) with its mean, 95 % t-interval over seeds, n, sign
-count and ``supported`` (the interval excludes 0; docs/results.md, "How gains are reported"):
+label draw s, repeats of a seed averaged) with its mean, 95 % t-interval, n, sign count and
+``supported`` (the interval excludes 0; docs/results.md, "How gains are reported").
 
+The unit of replication is the seed in a run of one data draw. A run of several draws of the
+synthetic benchmark (``draws``: ``RUN/draw-<d>/``, each a whole run) is read draw by draw: each
+gain is paired by seed within a draw and averaged over the draw's seeds, and its interval is the
+t-interval over draws (n = the number of draws, ``per_draw``; docs/results.md, "Replicates over
+data draws"). Every draw must hold the same methods.
+
+- The primary endpoints (:data:`PRIMARY_ENDPOINTS`), CF-SimCLR against SimCLR: the reduction of
+  the robustness gap (SimCLR's minus CF-SimCLR's; the gap is a scanner's ceiling AUROC minus the
+  ID probe's on its renderings) on the rare ID scanner and on the OOD scanner, and the AUROC gain
+  on both scanners' renderings of the ID test patients, on the OOD scanner with the ID probe
+  (``transfer``) and with a probe on its own labels (``ood_probe``). Each has its paired t-test's
+  p, its Holm-adjusted p over the primary endpoints and the interval at its Holm level
+  (1 - 0.05 / (m - rank + 1), rank 1 the smallest p); ``supported`` = Holm-adjusted p < 0.05 and
+  a positive mean. A run lacking the rendered test set or its ceiling probes is refused.
+- Secondary, unadjusted, where the run has the methods: the same endpoints against SimCLR of every
+  other method of :data:`SECONDARY` (cf-simclr or cf-simclr-multi, simclr+, the oracles,
+  simclr-multi), the judged method against its oracle, and cf-simclr-multi against simclr-multi.
 - CF-SimCLR minus SimCLR AUROC on the OOD scanner (``transfer``: the ID probe applied to it;
-  ``ood_probe``: a probe on its own labels) and on the rare ID scanner and, where the evaluation
-  has the rendered test set, on every ID test patient as the rare and the OOD scanner render
-  them (``rare_rendered``, ``ood_rendered``); target: mean >= 0.02 and supported;
+  ``ood_probe``: a probe on its own labels), on the rare ID scanner and on every ID test patient
+  as the rare and the OOD scanner render them (``rare_rendered``, ``ood_rendered``); target: mean
+  >= 0.02 and supported;
 - SimCLR's scanner predictability, k-NN scanner purity and silhouette minus CF-SimCLR's
   (``invariance_drop``); targets: predictability drop >= 0.15 and supported, purity drop
   above 0 and supported;
@@ -25,7 +42,7 @@ count and ``supported`` (the interval excludes 0; docs/results.md, "How gains ar
 
 Whole-test-set rows are those of subgroup ``all`` (a metrics.csv without the column holds only those).
 
-    python benchmarks/science_targets.py runs/benchmark [--method cf-simclr-multi]
+    python benchmarks/science_targets.py runs/benchmark_decide [--method cf-simclr-multi]
 """
 
 from __future__ import annotations
@@ -36,15 +53,32 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import ttest_1samp
 
 from cfcl.data.store import ImageStore
-from cfcl.evaluation.metrics import paired_seed_gain
-from cfcl.evaluation.results import WHOLE
+from cfcl.evaluation.metrics import seed_interval
+from cfcl.evaluation.results import RENDERED, ROBUSTNESS_GAP, WHOLE
 from cfcl.layout import PREDICTABILITY, RunLayout
+
+# The primary endpoints, CF-SimCLR against SimCLR at the lowest label fraction: name -> (column of the figure
+# table, sign). Sign +1: CF-SimCLR's value minus SimCLR's (an AUROC gain); -1: SimCLR's minus CF-SimCLR's (the
+# reduction of a robustness gap). Either way a positive value is the claim.
+PRIMARY_ENDPOINTS: dict[str, tuple[str, int]] = {
+    "gap_reduction_rare": ("gap_rare", -1),
+    "gap_reduction_ood": ("gap_ood", -1),
+    "gain_rare_rendered": ("rare_rendered", 1),
+    "gain_ood_rendered": ("ood_rendered", 1),
+    "gain_transfer": ("transfer", 1),
+    "gain_ood_probe": ("ood_probe", 1),
+}
+ALPHA = 0.05  # the family-wise error rate of the primary endpoints
+# The methods whose endpoints against SimCLR are secondary (the judged method's are primary).
+SECONDARY = ("cf-simclr", "cf-simclr-multi", "simclr+", "oracle", "oracle-multi", "simclr-multi")
+DECIDING_PRESET = "benchmark_decide"  # the run preset whose evaluation has everything the primary endpoints read
 
 
 def auroc_table(metrics: pd.DataFrame, fraction: float, rare: str, ood: str, subgroup: str = WHOLE) -> pd.DataFrame:
-    """AUROC per (method, seed) and comparison: ``id``, ``rare``, ``transfer``, ``ood_probe`` and, where the
+    """AUROC per (method, draw, seed) and comparison: ``id``, ``rare``, ``transfer``, ``ood_probe`` and, where the
     evaluation has the rendered test set, ``rare_rendered`` and ``ood_rendered`` (every ID test patient as the
     rare and the OOD scanner render them), on ``subgroup``'s images."""
     m = metrics[(metrics.metric == "auroc") & (metrics.label_fraction == fraction) & (metrics.subgroup == subgroup)]
@@ -53,43 +87,129 @@ def auroc_table(metrics: pd.DataFrame, fraction: float, rare: str, ood: str, sub
         "rare": (m.protocol == "linear") & (m.test_set == "id") & (m.domain == rare),
         "transfer": (m.protocol == "transfer") & (m.test_set == "ood") & (m.domain == "all"),
         "ood_probe": (m.protocol == "linear") & (m.test_set == "ood") & (m.domain == "all"),
-        "rare_rendered": (m.protocol == "linear") & (m.test_set == "rendered") & (m.domain == rare),
-        "ood_rendered": (m.protocol == "linear") & (m.test_set == "rendered") & (m.domain == ood),
+        "rare_rendered": (m.protocol == "linear") & (m.test_set == RENDERED) & (m.domain == rare),
+        "ood_rendered": (m.protocol == "linear") & (m.test_set == RENDERED) & (m.domain == ood),
     }
-    columns = {name: m[mask].groupby(["method", "seed"])["value"].mean() for name, mask in picks.items() if mask.any()}
-    return pd.DataFrame(columns)
+    return _columns(m, picks)
+
+
+def gap_table(metrics: pd.DataFrame, fraction: float, rare: str, ood: str) -> pd.DataFrame:
+    """The robustness gap per (method, draw, seed) on the rare ID scanner's and the OOD scanner's renderings
+    (``gap_rare``, ``gap_ood``)."""
+    m = metrics[
+        (metrics.metric == ROBUSTNESS_GAP)
+        & (metrics.label_fraction == fraction)
+        & (metrics.subgroup == WHOLE)
+        & (metrics.protocol == "linear")
+        & (metrics.test_set == RENDERED)
+    ]
+    return _columns(m, {"gap_rare": m.domain == rare, "gap_ood": m.domain == ood})
+
+
+def _columns(metrics: pd.DataFrame, picks: dict[str, pd.Series]) -> pd.DataFrame:
+    """One column per pick: the mean value of its rows per (method, draw, seed); picks without rows left out."""
+    keys = ["method", "draw", "seed"]
+    return pd.DataFrame(
+        {name: metrics[mask].groupby(keys)["value"].mean() for name, mask in picks.items() if mask.any()}
+    )
 
 
 def rounded(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
 
 
-def gain_fields(method: pd.Series, reference: pd.Series) -> dict:
-    """One paired gain (Series indexed by seed): per seed, mean, 95 % t-interval over seeds, n, signs, supported."""
-    gain = paired_seed_gain(method, reference)
-    per_seed = (method.groupby(level=0).mean() - reference.groupby(level=0).mean()).dropna()
+def unit_gains(method: pd.Series, reference: pd.Series, unit: str) -> pd.Series:
+    """``method - reference`` (Series indexed by draw and seed, repeats averaged) paired by seed within each draw,
+    per unit of replication: per seed (``unit`` seed: one draw), or each draw's seeds averaged (``unit`` draw)."""
+    paired = (method.groupby(level=[0, 1]).mean() - reference.groupby(level=[0, 1]).mean()).dropna()
+    return paired.groupby(level=0 if unit == "draw" else 1).mean()
+
+
+def interval_fields(values: pd.Series, unit: str, level: float = 0.95) -> dict:
+    """A gain per unit: the units' values, mean, t-interval over units at ``level``, n, signs, supported."""
+    gain = seed_interval(values, level)
     return {
-        "per_seed": [round(float(v), 4) for v in per_seed],
+        f"per_{unit}": [round(float(v), 4) for v in values],
         "mean": rounded(gain.mean),
         "ci_low": rounded(gain.ci_low),
         "ci_high": rounded(gain.ci_high),
         "n": gain.n_seeds,
         "signs": gain.signs,
         "supported": gain.supported,
-        **({"note": gain.note} if gain.note else {}),
+        **({"note": gain.note.replace("seed", unit)} if gain.note else {}),
     }
 
 
-def gains(table: pd.DataFrame, method: str, reference: str) -> dict:
-    """The paired gain of ``method`` over ``reference`` for every column of ``table`` (indexed by method, seed)."""
+def gain_fields(method: pd.Series, reference: pd.Series, unit: str) -> dict:
+    """One paired gain (Series indexed by draw and seed): :func:`interval_fields` of its :func:`unit_gains`."""
+    return interval_fields(unit_gains(method, reference, unit), unit)
+
+
+def gains(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict:
+    """The paired gain of ``method`` over ``reference`` for every column of ``table`` (indexed by method, draw,
+    seed)."""
     if method not in table.index.get_level_values(0) or reference not in table.index.get_level_values(0):
         return {}
     return {
-        col: gain_fields(table.loc[method, col].dropna(), table.loc[reference, col].dropna()) for col in table.columns
+        col: gain_fields(table.loc[method, col].dropna(), table.loc[reference, col].dropna(), unit)
+        for col in table.columns
     }
 
 
-def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None) -> tuple[dict, dict]:
+def endpoint_values(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict[str, pd.Series]:
+    """Each primary endpoint of ``method`` against ``reference`` per unit, signed so that positive is the claim."""
+    values = {}
+    for name, (column, sign) in PRIMARY_ENDPOINTS.items():
+        ours, theirs = (table.loc[m, column].dropna() for m in (method, reference))
+        values[name] = unit_gains(ours, theirs, unit) if sign > 0 else unit_gains(theirs, ours, unit)
+    return values
+
+
+def endpoints(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict:
+    """The primary endpoints of ``method`` against ``reference``, each with its unadjusted interval; empty
+    when the run lacks either method."""
+    if not {method, reference} <= set(table.index.get_level_values(0)):
+        return {}
+    return {name: interval_fields(v, unit) for name, v in endpoint_values(table, method, reference, unit).items()}
+
+
+def holm(p_values: list[float], alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down over ``p_values``: each one's adjusted p (the running maximum of (m - rank + 1) * p in
+    rank order, at most 1) and the level of its adjusted interval, 1 - alpha / (m - rank + 1); rank 1 is the
+    smallest p, and a p that could not be computed (NaN) counts as 1."""
+    p = np.nan_to_num(np.asarray(p_values, dtype=float), nan=1.0)
+    order = np.argsort(p, kind="stable")
+    factors = len(p) - np.arange(len(p))  # m - rank + 1
+    adjusted, levels = np.empty(len(p)), np.empty(len(p))
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(factors * p[order]))
+    levels[order] = 1 - alpha / factors
+    return adjusted, levels
+
+
+def primary_endpoints(table: pd.DataFrame, method: str, unit: str) -> dict:
+    """The primary endpoints of ``method`` against SimCLR with their paired t-tests, Holm-adjusted over the
+    endpoints: p, adjusted p, the interval at the Holm level and ``supported`` (adjusted p < alpha, mean > 0)."""
+    values = endpoint_values(table, method, "simclr", unit)
+    p = [ttest_1samp(v, 0.0).pvalue if len(v) > 1 else np.nan for v in values.values()]
+    adjusted, levels = holm(p)
+    result = {}
+    for (name, v), p_value, p_holm, level in zip(values.items(), p, adjusted, levels):
+        fields = interval_fields(v, unit)
+        at_level = seed_interval(v, level)
+        result[name] = {
+            **fields,
+            "supported_unadjusted": fields["supported"],
+            "p": rounded(p_value),
+            "p_holm": rounded(p_holm) if not np.isnan(p_value) else None,
+            "holm_level": round(float(level), 6),
+            "holm_ci_low": rounded(at_level.ci_low),
+            "holm_ci_high": rounded(at_level.ci_high),
+            "supported": bool(not np.isnan(p_value) and p_holm < ALPHA and fields["mean"] > 0),
+        }
+    return result
+
+
+def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None, unit: str) -> tuple[dict, dict]:
     """Per method and comparison: AUROC(sex=M) - AUROC(sex=F), and that gap minus SimCLR's, both paired by seed."""
     male, female = (auroc_table(metrics, fraction, rare, ood, f"sex={s}").dropna(axis=1, how="all") for s in ("M", "F"))
     columns = [c for c in male.columns if c in female.columns]
@@ -98,18 +218,18 @@ def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None)
     gap = (male[columns] - female[columns]).dropna(how="all")
     methods = gap.index.get_level_values(0).unique()
     per_method = {
-        m: {c: gain_fields(male.loc[m, c].dropna(), female.loc[m, c].dropna()) for c in columns} for m in methods
+        m: {c: gain_fields(male.loc[m, c].dropna(), female.loc[m, c].dropna(), unit) for c in columns} for m in methods
     }
-    return per_method, {m: gains(gap, m, "simclr") for m in methods if m != "simclr"}
+    return per_method, {m: gains(gap, m, "simclr", unit) for m in methods if m != "simclr"}
 
 
 def met(gain: dict, at_least: float = 0.0) -> bool:
-    """A gain target: the mean reaches ``at_least`` and the interval over seeds lies above 0."""
+    """A gain target: the mean reaches ``at_least`` and the interval lies above 0."""
     return gain["mean"] is not None and gain["mean"] >= at_least and gain["ci_low"] is not None and gain["ci_low"] > 0
 
 
 def supervised_auroc(metrics: pd.DataFrame, fraction: float) -> float | None:
-    """The supervised-from-scratch baseline's ID AUROC at ``fraction`` (mean over seeds)."""
+    """The supervised-from-scratch baseline's ID AUROC at ``fraction`` (mean over draws and seeds)."""
     m = metrics[
         (metrics.method == "supervised")
         & (metrics.metric == "auroc")
@@ -122,7 +242,7 @@ def supervised_auroc(metrics: pd.DataFrame, fraction: float) -> float | None:
 
 
 def read_tables(run: RunLayout, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The run's metrics and domain predictability; exits with one line naming what is missing."""
+    """One run folder's metrics and domain predictability; exits with one line naming what is missing."""
     paths = [run.metrics, run.eval / PREDICTABILITY]
     for path in paths:
         if not path.is_file():
@@ -135,56 +255,125 @@ def read_tables(run: RunLayout, method: str) -> tuple[pd.DataFrame, pd.DataFrame
             f"science_targets: {paths[0]} holds no linear-probe rows of method(s) {', '.join(missing)} "
             f"(it has {', '.join(sorted(present)) or 'none'}); the targets compare {method} with simclr"
         )
+    needed = {
+        f"rendered test-set rows (test_set '{RENDERED}')": metrics.test_set == RENDERED,
+        f"{ROBUSTNESS_GAP} rows (the ceiling probes of the rendered test set)": metrics.metric == ROBUSTNESS_GAP,
+    }
+    for what, rows in needed.items():
+        if not rows.any():
+            raise SystemExit(
+                f"science_targets: {paths[0]} holds no {what}, which the primary endpoints need; a synthetic "
+                f"benchmark run evaluated with evaluate.rendered_test: true makes them (cfcl run {DECIDING_PRESET})"
+            )
     return metrics, predictability
+
+
+def scanners(run: RunLayout) -> tuple[str, str | None]:
+    """The rare ID scanner (fewest training images) and the OOD scanner of a run's store."""
+    store = ImageStore.open(run.data)
+    train = store.meta.loc[store.indices("train"), "domain"].value_counts()
+    rare = store.domains[min((d for d in train.index if d in store.id_domains), key=lambda d: train[d])]
+    return rare, store.domains[store.ood_domains[0]] if store.ood_domains else None
+
+
+def read_run(root: Path, method: str) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, str | None], str]:
+    """The metrics and predictability of every draw of the run ``root`` (column ``draw``; one draw, labelled 0,
+    without ``draw-<d>/`` folders), its scanners and its unit of replication (``draw`` or ``seed``); exits with
+    one line when a draw lacks what the others have."""
+    draws = RunLayout(root).draws()
+    folders = draws or {0: RunLayout(root)}
+    tables = {d: read_tables(run, method) for d, run in folders.items()}
+    found = {d: scanners(run) for d, run in folders.items()}
+    if len(set(found.values())) > 1:
+        raise SystemExit(f"science_targets: the draws of {root} differ in their rare and OOD scanners: {found}")
+    methods = {d: frozenset(metrics.loc[metrics.protocol == "linear", "method"]) for d, (metrics, _) in tables.items()}
+    every = frozenset.union(*methods.values())
+    for d, present in methods.items():
+        if present != every:
+            raise SystemExit(
+                f"science_targets: {folders[d].metrics} holds no linear-probe rows of method(s) "
+                f"{', '.join(sorted(every - present))}, which other draws of {root} have; every draw evaluates the "
+                "same methods"
+            )
+    metrics, predictability = (pd.concat([t[i].assign(draw=d) for d, t in tables.items()]) for i in (0, 1))
+    return metrics, predictability, next(iter(found.values())), "draw" if draws else "seed"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a finished `cfcl run` folder")
+    parser.add_argument("run", type=Path, help="a finished `cfcl run` folder (of one draw, or holding draw-<d>/)")
     parser.add_argument("--method", default="cf-simclr", help="the counterfactual method judged (default cf-simclr)")
     parser.add_argument("--oracle", help="its oracle (default: oracle-multi for cf-simclr-multi, else oracle)")
     args = parser.parse_args(argv)
     oracle_method = args.oracle or ("oracle-multi" if args.method == "cf-simclr-multi" else "oracle")
-    run = RunLayout(args.run)
-    metrics, predictability = read_tables(run, args.method)
-    store = ImageStore.open(run.data)
-    train = store.meta.loc[store.indices("train"), "domain"].value_counts()
-    rare = store.domains[min((d for d in train.index if d in store.id_domains), key=lambda d: train[d])]
-    ood = store.domains[store.ood_domains[0]] if store.ood_domains else None
+    metrics, predictability, (rare, ood), unit = read_run(args.run, args.method)
     fraction = float(metrics[metrics.protocol == "linear"].label_fraction.min())
-    table = auroc_table(metrics, fraction, rare, ood)
+    auroc, robustness_gap = auroc_table(metrics, fraction, rare, ood), gap_table(metrics, fraction, rare, ood)
+    table = auroc.join(robustness_gap, how="outer")
+    run_methods = set(table.index.get_level_values(0))
+    if args.oracle and args.oracle not in run_methods:
+        raise SystemExit(
+            f"science_targets: {args.run} holds no linear-probe rows of the oracle {args.oracle}; a run listing it "
+            f"in methods makes them (cfcl run {DECIDING_PRESET} or benchmark_science)"
+        )
 
-    cf = gains(table, args.method, "simclr")
-    oracle = gains(table, oracle_method, "simclr")
+    cf = gains(auroc, args.method, "simclr", unit)
+    oracle = gains(auroc, oracle_method, "simclr", unit)
     pred = predictability.groupby("method")["balanced_accuracy"].mean()
     ood_gain = lambda g: np.mean([g["transfer"]["mean"], g["ood_probe"]["mean"]]) if g else float("nan")  # noqa: E731
+    simclr_units = auroc.loc["simclr"].index
     result = {
         "run": str(args.run),
+        "unit": unit,
+        **({"draws": sorted(int(d) for d in simclr_units.get_level_values(0).unique())} if unit == "draw" else {}),
         "label_fraction": fraction,
         "rare_scanner": rare,
         "ood_scanner": ood,
-        "seeds": sorted(int(s) for s in table.loc["simclr"].index),
+        "seeds": sorted(int(s) for s in simclr_units.get_level_values(1).unique()),
         "auroc_mean": {
-            method: {col: round(float(v), 4) for col, v in table.loc[method].mean().items() if not np.isnan(v)}
-            for method in table.index.get_level_values(0).unique()
+            method: {col: round(float(v), 4) for col, v in auroc.loc[method].mean().items() if not np.isnan(v)}
+            for method in auroc.index.get_level_values(0).unique()
+        },
+        "robustness_gap_mean": {
+            method: {col: round(float(v), 4) for col, v in robustness_gap.loc[method].mean().items()}
+            for method in robustness_gap.index.get_level_values(0).unique()
+        },
+        "primary": {"method": args.method, "reference": "simclr", "alpha": ALPHA, "correction": "holm"},
+        "secondary": {
+            **{
+                f"{m}_vs_simclr": endpoints(table, m, "simclr", unit)
+                for m in SECONDARY
+                if m != args.method and m in run_methods
+            },
+            **(
+                {f"{args.method}_vs_{oracle_method}": endpoints(table, args.method, oracle_method, unit)}
+                if oracle_method in run_methods
+                else {}
+            ),
+            **(
+                {"cf-simclr-multi_vs_simclr-multi": endpoints(table, "cf-simclr-multi", "simclr-multi", unit)}
+                if {"cf-simclr-multi", "simclr-multi"} <= run_methods
+                else {}
+            ),
         },
         f"{args.method}_vs_simclr": cf,
-        "simclr+_vs_simclr": gains(table, "simclr+", "simclr"),
+        "simclr+_vs_simclr": gains(auroc, "simclr+", "simclr", unit),
         f"{oracle_method}_vs_simclr": oracle,
-        "simclr_vs_random": gains(table, "simclr", "random"),
-        "simclr_vs_covariates": gains(table, "simclr", "covariates"),
+        "simclr_vs_random": gains(auroc, "simclr", "random", unit),
+        "simclr_vs_covariates": gains(auroc, "simclr", "covariates", unit),
         "supervised_id": supervised_auroc(metrics, fraction),
         "predictability": {k: round(float(v), 4) for k, v in pred.items()},
     }
-    result["sex_gap"], result["sex_gap_vs_simclr"] = sex_gaps(metrics, fraction, rare, ood)
+    result["primary"]["endpoints"] = primary_endpoints(table, args.method, unit)
+    result["sex_gap"], result["sex_gap_vs_simclr"] = sex_gaps(metrics, fraction, rare, ood, unit)
     targets = {}
     for col in ("transfer", "ood_probe", "rare", "rare_rendered", "ood_rendered"):
         if col in cf:
             targets[f"gain_{col}"] = met(cf[col], 0.02)
-    invariance = predictability.set_index(["method", "seed"])
+    invariance = predictability.set_index(["method", "draw", "seed"]).sort_index()
     if {"simclr", args.method} <= set(pred.index):
         result["invariance_drop"] = {
-            measure: gain_fields(invariance.loc["simclr", measure], invariance.loc[args.method, measure])
+            measure: gain_fields(invariance.loc["simclr", measure], invariance.loc[args.method, measure], unit)
             for measure in ("balanced_accuracy", "knn_purity", "silhouette")
             if measure in invariance.columns
         }

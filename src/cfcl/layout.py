@@ -7,6 +7,7 @@ the summary and the benchmarks read them through :class:`RunLayout`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ BASE = "base"  # cf_store_base: the counterfactuals of the generator before fine
 PRETRAIN = "pretrain"  # holds one folder per method and seed
 EVAL = "eval"
 REPORT = "report"
+DRAW = "draw"  # draw-<d>/: one complete run per data draw of the synthetic benchmark (a run config's draws)
 
 # Model files of the training stages.
 GENERATOR_FILE = "generator.pt"
@@ -74,6 +76,11 @@ def tsne_png(method: str) -> str:
     return f"tsne_{method}.png"
 
 
+def draw_name(draw: int) -> str:
+    """The run-relative folder of the sub-run of data draw ``draw`` (the synthetic benchmark's seed)."""
+    return f"{DRAW}-{draw}"
+
+
 def pretrain_name(method: str, seed: int) -> str:
     """The run-relative folder of one pretraining run."""
     return f"{PRETRAIN}/{method}-s{seed}"
@@ -112,6 +119,14 @@ class RunLayout:
     def stage(self, name: str) -> Path:
         """The folder of stage ``name`` (``cf_model``, ``pretrain/simclr-s0``...)."""
         return self.root / name
+
+    def draws(self) -> dict[int, RunLayout]:
+        """The sub-run of each data draw (``draw-<d>/``), by draw; empty for a run of one draw."""
+        found = {}
+        for folder in self.root.glob(f"{DRAW}-*"):
+            if folder.is_dir() and (match := re.fullmatch(rf"{DRAW}-(\d+)", folder.name)):
+                found[int(match[1])] = RunLayout(folder)
+        return dict(sorted(found.items()))
 
 
 def _folder_name(base: str, parents: tuple[str, ...], variant: str | None = None) -> str:

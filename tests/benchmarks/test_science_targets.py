@@ -4,11 +4,13 @@ hand-computed ones."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as t_dist
 
 from cfcl.data.store import write_store
 from cfcl.evaluation.results import COLUMNS
@@ -16,16 +18,36 @@ from support.benchmarks import load_benchmark
 
 DOMAINS = ["major", "middle", "rare", "held_out"]
 
-# AUROC at the lowest label fraction, seeds 0 and 1: (id, rare scanner, transfer, ood probe)
+# AUROC at the lowest label fraction, seeds 0 and 1: (id, rare scanner, transfer, ood probe, and on the rendered
+# test set as the rare and as the OOD scanner render it)
 AUROC = {
-    "simclr": [(0.80, 0.70, 0.60, 0.75), (0.82, 0.72, 0.62, 0.77)],
-    "cf-simclr": [(0.81, 0.75, 0.65, 0.78), (0.80, 0.74, 0.66, 0.76)],
-    "oracle": [(0.84, 0.78, 0.70, 0.80), (0.84, 0.78, 0.70, 0.80)],
-    "random": [(0.60, 0.55, 0.52, 0.58), (0.60, 0.55, 0.52, 0.58)],
-    "covariates": [(0.70, 0.65, 0.60, 0.62), (0.71, 0.66, 0.61, 0.63)],
+    "simclr": [(0.80, 0.70, 0.60, 0.75, 0.70, 0.60), (0.82, 0.72, 0.62, 0.77, 0.71, 0.64)],
+    "cf-simclr": [(0.81, 0.75, 0.65, 0.78, 0.73, 0.61), (0.80, 0.74, 0.66, 0.76, 0.75, 0.66)],
+    "oracle": [(0.84, 0.78, 0.70, 0.80, 0.76, 0.70), (0.84, 0.78, 0.70, 0.80, 0.76, 0.70)],
+    "random": [(0.60, 0.55, 0.52, 0.58, 0.55, 0.52), (0.60, 0.55, 0.52, 0.58, 0.55, 0.52)],
+    "covariates": [(0.70, 0.65, 0.60, 0.62, 0.60, 0.60), (0.71, 0.66, 0.61, 0.63, 0.61, 0.61)],
+}
+# The robustness gap at the lowest label fraction, seeds 0 and 1: (rare scanner, OOD scanner)
+GAP = {
+    "simclr": [(0.10, 0.20), (0.12, 0.18)],
+    "cf-simclr": [(0.06, 0.15), (0.07, 0.16)],
+    "oracle": [(0.03, 0.05), (0.03, 0.05)],
+    "random": [(0.20, 0.30), (0.20, 0.30)],
+    "covariates": [(0.15, 0.25), (0.15, 0.25)],
 }
 T_975_1DF = 12.7062  # t(0.975) with 1 degree of freedom: two seeds
-PICKS = [("linear", "id", "all"), ("linear", "id", "rare"), ("transfer", "ood", "all"), ("linear", "ood", "all")]
+T_975_2DF = 4.3027  # t(0.975) with 2 degrees of freedom: three draws
+# (protocol, test_set, domain, metric) of each column of AUROC, then of GAP
+PICKS = [
+    ("linear", "id", "all", "auroc"),
+    ("linear", "id", "rare", "auroc"),
+    ("transfer", "ood", "all", "auroc"),
+    ("linear", "ood", "all", "auroc"),
+    ("linear", "rendered", "rare", "auroc"),
+    ("linear", "rendered", "held_out", "auroc"),
+    ("linear", "rendered", "rare", "robustness_gap"),
+    ("linear", "rendered", "held_out", "robustness_gap"),
+]
 
 
 def load_script():
@@ -37,11 +59,14 @@ def metrics_table(methods=tuple(AUROC)) -> pd.DataFrame:
     rows = []
     for method in methods:
         for seed, values in enumerate(AUROC[method]):
-            for (protocol, test_set, domain), value in zip(PICKS, values):
+            for (protocol, test_set, domain, metric), value in zip(PICKS, (*values, *GAP[method][seed])):
                 key = dict(method=method, seed=seed, protocol=protocol, test_set=test_set, domain=domain)
-                rows.append({**key, "label_fraction": 0.1, "metric": "auroc", "value": value})
-                rows.append({**key, "label_fraction": 0.1, "metric": "auroc_ci_low", "value": 0.0})
-                rows.append({**key, "label_fraction": 1.0, "metric": "auroc", "value": 0.99})
+                rows.append({**key, "label_fraction": 0.1, "metric": metric, "value": value})
+                rows.append({**key, "label_fraction": 0.1, "metric": f"{metric}_ci_low", "value": 0.0})
+                rows.append({**key, "label_fraction": 1.0, "metric": metric, "value": 0.99})
+            for protocol, domain in (("linear", "major"), ("ceiling", "rare")):  # another scanner, the ceiling probe
+                key = dict(method=method, seed=seed, protocol=protocol, test_set="rendered", domain=domain)
+                rows.append({**key, "label_fraction": 0.1, "metric": "auroc", "value": 0.05})
             rows.append(
                 dict(
                     method=method,
@@ -154,14 +179,17 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
     assert result["supervised_id"] == pytest.approx(0.75)
     assert result["invariance_drop"]["balanced_accuracy"]["mean"] == pytest.approx(0.25)
     assert result["auroc_mean"]["simclr"] == pytest.approx(
-        {"id": 0.81, "rare": 0.71, "transfer": 0.61, "ood_probe": 0.76}
+        {"id": 0.81, "rare": 0.71, "transfer": 0.61, "ood_probe": 0.76, "rare_rendered": 0.705, "ood_rendered": 0.62}
     )
+    assert result["robustness_gap_mean"]["cf-simclr"] == pytest.approx({"gap_rare": 0.065, "gap_ood": 0.155})
     # transfer and rare gains (and the predictability drop 0.3, 0.2) are positive in both seeds, but
     # two seeds this far apart cannot exclude 0: not met
     assert result["targets_met"] == {
         "gain_transfer": False,
         "gain_ood_probe": False,
         "gain_rare": False,
+        "gain_rare_rendered": False,
+        "gain_ood_rendered": False,
         "predictability_drop": False,
         "clustering_drop": True,
         "oracle_fraction": False,
@@ -242,35 +270,159 @@ def test_a_folder_without_evaluation_is_a_one_line_message(tmp_path):
 
 
 def test_rendered_test_set_gains_are_read_for_the_rare_and_the_ood_scanner(tmp_path, capsys):
-    root = run_folder(tmp_path)
-    rendered = {
-        "simclr": {"rare": (0.70, 0.71), "held_out": (0.60, 0.64), "major": (0.9, 0.9)},
-        "cf-simclr": {"rare": (0.73, 0.75), "held_out": (0.61, 0.66), "major": (0.1, 0.1)},
-    }
-    rows = [
-        dict(
-            method=m,
-            seed=s,
-            protocol="linear",
-            label_fraction=0.1,
-            test_set="rendered",
-            domain=d,
-            subgroup="all",
-            metric="auroc",
-            value=v[s],
-        )
-        for m, by_domain in rendered.items()
-        for d, v in by_domain.items()
-        for s in (0, 1)
-    ]
-    metrics = pd.read_csv(root / "eval" / "metrics.csv")
-    pd.concat([metrics, pd.DataFrame(rows)]).to_csv(root / "eval" / "metrics.csv", index=False)
-    load_script().main([str(root)])
+    load_script().main([str(run_folder(tmp_path))])
     result = json.loads(capsys.readouterr().out)
     cf = result["cf-simclr_vs_simclr"]
-    assert result["ood_scanner"] == "held_out"
-    assert cf["rare_rendered"]["per_seed"] == pytest.approx([0.03, 0.04]) and cf["ood_rendered"][
-        "per_seed"
-    ] == pytest.approx([0.01, 0.02])
-    assert cf["rare"]["per_seed"] == pytest.approx([0.05, 0.02])  # the rare scanner's own test images, as before
-    assert result["targets_met"]["gain_rare_rendered"] is False and "gain_ood_rendered" in result["targets_met"]
+    assert result["ood_scanner"] == "held_out" and result["unit"] == "seed" and "draws" not in result
+    # the linear probe's rows of the rare and the OOD scanner, not another scanner's, nor the ceiling probe's
+    assert cf["rare_rendered"]["per_seed"] == pytest.approx([0.03, 0.04])
+    assert cf["ood_rendered"]["per_seed"] == pytest.approx([0.01, 0.02])
+    assert cf["rare"]["per_seed"] == pytest.approx([0.05, 0.02])  # the rare scanner's own test images
+
+
+def test_one_draw_gives_primary_endpoints_over_seeds(tmp_path, capsys):
+    load_script().main([str(run_folder(tmp_path))])
+    primary = json.loads(capsys.readouterr().out)["primary"]
+    assert (primary["method"], primary["reference"], primary["correction"]) == ("cf-simclr", "simclr", "holm")
+    endpoints = primary["endpoints"]
+    assert list(endpoints) == list(load_script().PRIMARY_ENDPOINTS)
+    # the reduction of the robustness gap is SimCLR's gap minus CF-SimCLR's, seed by seed
+    assert endpoints["gap_reduction_rare"]["per_seed"] == pytest.approx([0.04, 0.05])
+    assert endpoints["gap_reduction_ood"]["per_seed"] == pytest.approx([0.05, 0.02])
+    assert endpoints["gain_transfer"]["per_seed"] == pytest.approx([0.05, 0.04])
+    assert not any(e["supported"] for e in endpoints.values())  # two seeds: nothing survives the correction
+
+
+def write_draws(root: Path, draws: dict[int, dict[str, list[float]]]) -> Path:
+    """A run of several data draws: ``draw-<d>/`` is the run folder of :func:`run_folder` with CF-SimCLR's
+    values of each endpoint's rows shifted by ``draws[d][endpoint]`` (both seeds)."""
+    columns = dict(zip(load_script().PRIMARY_ENDPOINTS, [PICKS[6], PICKS[7], PICKS[4], PICKS[5], PICKS[2], PICKS[3]]))
+    for draw, shifts in draws.items():
+        folder = run_folder(root / f"draw-{draw}")
+        metrics = pd.read_csv(folder / "eval" / "metrics.csv")
+        for endpoint, shift in shifts.items():
+            protocol, test_set, domain, metric = columns[endpoint]
+            rows = (
+                (metrics.method == "cf-simclr")
+                & (metrics.protocol == protocol)
+                & (metrics.test_set == test_set)
+                & (metrics.domain == domain)
+                & (metrics.metric == metric)
+            )
+            metrics.loc[rows, "value"] += shift
+        metrics.to_csv(folder / "eval" / "metrics.csv", index=False)
+    return root
+
+
+def test_several_draws_give_intervals_over_draws_and_holm_adjusted_primary_endpoints(tmp_path, capsys):
+    # each draw's endpoint (its two seeds' paired gains averaged), signed so that positive is the claim
+    expected = {
+        "gap_reduction_rare": [0.045, 0.055, 0.050],
+        "gap_reduction_ood": [0.035, 0.005, 0.065],
+        "gain_rare_rendered": [0.035, 0.045, 0.040],
+        "gain_ood_rendered": [0.015, -0.015, 0.030],
+        "gain_transfer": [0.045, 0.040, 0.050],
+        "gain_ood_probe": [0.010, -0.020, 0.000],
+    }
+    one_draw = {name: values[0] for name, values in expected.items()}  # draw 100: the single-draw folder as is
+    # CF-SimCLR's rows shifted: a gap shifted up is reduced less
+    sign = {name: -1 if name.startswith("gap") else 1 for name in expected}
+    shifts = {
+        d: {n: sign[n] * (v[k] - one_draw[n]) for n, v in expected.items()} for k, d in enumerate((100, 101, 102))
+    }
+    root = write_draws(tmp_path, shifts)
+    (root / "notes").mkdir()  # not a draw
+    load_script().main([str(root)])
+    result = json.loads(capsys.readouterr().out)
+    assert result["unit"] == "draw" and result["draws"] == [100, 101, 102] and result["seeds"] == [0, 1]
+    endpoints = result["primary"]["endpoints"]
+    p = {}
+    for name, values in expected.items():
+        e = endpoints[name]
+        mean, se = np.mean(values), np.std(values, ddof=1) / np.sqrt(3)
+        assert e["per_draw"] == pytest.approx(values, abs=1e-4) and e["n"] == 3
+        assert (e["mean"], e["ci_low"], e["ci_high"]) == pytest.approx(
+            (mean, mean - T_975_2DF * se, mean + T_975_2DF * se), abs=1e-4
+        )
+        p[name] = 2 * t_dist.sf(abs(mean) / se, 2)  # the paired t-test over draws
+        assert e["p"] == pytest.approx(p[name], abs=1e-4)
+    # Holm by hand: p in rising order gap_reduction_rare < gain_transfer < gain_rare_rendered < gap_reduction_ood
+    # < gain_ood_rendered < gain_ood_probe; adjusted p = running maximum of (7 - rank) * p, at most 1
+    rising = ["gap_reduction_rare", "gain_transfer", "gain_rare_rendered", "gap_reduction_ood"]
+    assert sorted(p, key=p.get) == [*rising, "gain_ood_rendered", "gain_ood_probe"]
+    holm = {
+        "gap_reduction_rare": 6 * p["gap_reduction_rare"],
+        "gain_transfer": max(6 * p["gap_reduction_rare"], 5 * p["gain_transfer"]),
+        "gain_rare_rendered": max(6 * p["gap_reduction_rare"], 5 * p["gain_transfer"], 4 * p["gain_rare_rendered"]),
+        "gap_reduction_ood": 3 * p["gap_reduction_ood"],
+        "gain_ood_rendered": 1.0,
+        "gain_ood_probe": 1.0,
+    }
+    assert {n: endpoints[n]["p_holm"] for n in holm} == pytest.approx(holm, abs=1e-4)
+    assert {n for n, e in endpoints.items() if e["supported"]} == set(rising[:3])
+    # the unadjusted 95 % interval of the OOD own-label probe holds 0; every interval at its Holm level is wider
+    assert endpoints["gain_ood_probe"]["supported_unadjusted"] is False
+    assert endpoints["gap_reduction_rare"]["holm_level"] == pytest.approx(1 - 0.05 / 6)
+    values = expected["gap_reduction_rare"]
+    half = t_dist.ppf(1 - 0.05 / 12, 2) * np.std(values, ddof=1) / np.sqrt(3)
+    assert endpoints["gap_reduction_rare"]["holm_ci_low"] == pytest.approx(np.mean(values) - half, abs=1e-4)
+    assert endpoints["gain_ood_probe"]["holm_level"] == pytest.approx(0.95)
+    # every other figure is over draws too: the ID gain is the same in every draw (-0.005), so sd 0
+    assert result["cf-simclr_vs_simclr"]["id"]["per_draw"] == pytest.approx([-0.005] * 3)
+    assert result["invariance_drop"]["knn_purity"]["per_draw"] == pytest.approx([0.475] * 3)
+    # secondary: the oracle against SimCLR, and CF-SimCLR against the oracle, paired within each draw
+    secondary = result["secondary"]
+    assert set(secondary) == {"oracle_vs_simclr", "cf-simclr_vs_oracle"}
+    assert secondary["oracle_vs_simclr"]["gain_transfer"]["per_draw"] == pytest.approx([0.09] * 3)
+    assert secondary["cf-simclr_vs_oracle"]["gain_transfer"]["per_draw"] == pytest.approx(
+        [0.045 - 0.09, 0.040 - 0.09, 0.050 - 0.09], abs=1e-4
+    )
+
+
+def test_holm_adjusts_three_p_values_by_hand():
+    adjusted, levels = load_script().holm([0.04, 0.01, 0.03])
+    # rising: 0.01 (x 3 = 0.03), 0.03 (x 2 = 0.06), 0.04 (x 1 = 0.04, below the running maximum 0.06)
+    assert adjusted == pytest.approx([0.06, 0.03, 0.06])
+    assert levels == pytest.approx([0.95, 1 - 0.05 / 3, 1 - 0.05 / 2])
+    assert load_script().holm([0.5, float("nan")])[0] == pytest.approx([1.0, 1.0])  # NaN counts as 1
+
+
+def test_the_secondary_comparisons_include_simclr_multi_when_present(tmp_path, capsys):
+    root = run_folder(tmp_path)
+    metrics = pd.read_csv(root / "eval" / "metrics.csv")
+    renamed = {"simclr": "simclr-multi", "cf-simclr": "cf-simclr-multi"}
+    multi = metrics[metrics.method.isin(list(renamed))].replace({"method": renamed})
+    pd.concat([metrics, multi]).to_csv(root / "eval" / "metrics.csv", index=False)
+    load_script().main([str(root)])
+    secondary = json.loads(capsys.readouterr().out)["secondary"]
+    assert secondary["cf-simclr-multi_vs_simclr-multi"]["gain_transfer"]["per_seed"] == pytest.approx([0.05, 0.04])
+    assert secondary["simclr-multi_vs_simclr"]["gain_transfer"]["per_seed"] == pytest.approx([0.0, 0.0])
+
+
+@pytest.mark.parametrize(
+    "drop, named",
+    [
+        (lambda m: m.test_set == "rendered", "no rendered test-set rows (test_set 'rendered')"),
+        (lambda m: m.metric == "robustness_gap", "no robustness_gap rows (the ceiling probes of the rendered"),
+    ],
+)
+def test_a_draw_without_what_the_primary_endpoints_need_is_a_one_line_message(tmp_path, drop, named):
+    root = write_draws(tmp_path, {0: {}, 1: {}})
+    path = root / "draw-1" / "eval" / "metrics.csv"
+    metrics = pd.read_csv(path)
+    metrics[~drop(metrics)].to_csv(path, index=False)
+    with pytest.raises(SystemExit) as err:
+        load_script().main([str(root)])
+    message = str(err.value)
+    assert f"{path} holds {named}" in message and "cfcl run benchmark_decide" in message and "\n" not in message
+
+
+def test_draws_of_other_methods_or_a_missing_oracle_are_one_line_messages(tmp_path):
+    root = write_draws(tmp_path, {0: {}, 1: {}})
+    path = root / "draw-1" / "eval" / "metrics.csv"
+    metrics = pd.read_csv(path)
+    metrics[metrics.method != "oracle"].to_csv(path, index=False)
+    with pytest.raises(SystemExit, match=rf"{re.escape(str(path))} holds no linear-probe rows of method\(s\) oracle, "):
+        load_script().main([str(root)])
+    with pytest.raises(SystemExit, match=r"no linear-probe rows of the oracle oracle-multi; .*benchmark_decide"):
+        load_script().main([str(run_folder(tmp_path / "one")), "--oracle", "oracle-multi"])

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -115,6 +116,83 @@ def test_run_config_errors_name_the_section(tmp_path):
         plan(RunConfig.model_validate(real))
     with pytest.raises(ValueError, match="methods"):
         RunConfig.model_validate({"methods": ["byol"]})
+
+
+def test_draws_plan_one_whole_run_per_draw_each_the_run_of_that_synthetic_seed(tmp_path):
+    single = plan(tiny_run(tmp_path))
+    nodes = plan(tiny_run(tmp_path, draws=[100, 7]))
+    assert len(nodes) == 2 * len(single)
+    for k, draw in enumerate((100, 7)):
+        own = nodes[k * len(single) : (k + 1) * len(single)]
+        synth = {**TINY_RUN["data"]["synth"], "seed": draw}
+        alone = plan(tiny_run(tmp_path / f"draw-{draw}", data={**TINY_RUN["data"], "synth": synth}))
+        assert [n.name for n in own] == [f"draw-{draw}/{n.name}" for n in alone]
+        assert [(n.out, n.group, n.section, n.config) for n in own] == [
+            (n.out, n.group, n.section, n.config) for n in alone
+        ]
+        assert own[0].out == tmp_path / f"draw-{draw}" / "data" and own[0].config.seed == draw
+    by_name = {n.name: n.config for n in nodes}
+    assert by_name["draw-7/pretrain/cf-simclr-s0"].cf_store == tmp_path / "draw-7" / "cf_store"
+    assert by_name["draw-7/cf_model"].data == tmp_path / "draw-7" / "data"
+    assert by_name["draw-100/eval"].encoders[0] == tmp_path / "draw-100" / "pretrain" / "simclr-s0"
+
+
+def test_a_run_without_draws_plans_as_before(tmp_path):
+    without = plan(tiny_run(tmp_path))
+    assert [(n.name, n.out, n.config) for n in without] == [
+        (n.name, n.out, n.config) for n in plan(tiny_run(tmp_path, draws=[]))
+    ]
+    assert all(n.out == tmp_path / n.name for n in without)
+
+
+def test_draws_need_the_synthetic_benchmark_and_set_its_seed_alone(tmp_path):
+    real = {"source": "prepare", "prepare": {"dataset": "csv", "root": str(tmp_path)}}
+    with pytest.raises(ConfigError) as err:
+        plan(tiny_run(tmp_path, methods=["simclr"], data=real, draws=[1, 2]))
+    assert re.fullmatch(
+        r"run config: draws \[1, 2\] need data.source synth .*a real dataset \('prepare'\) has one draw: remove draws",
+        str(err.value),
+    )
+    seeded = {**TINY_RUN["data"], "synth": {**TINY_RUN["data"]["synth"], "seed": 3}}
+    with pytest.raises(ConfigError, match=r"data.synth.seed and draws both set .*: remove data.synth.seed$"):
+        plan(tiny_run(tmp_path, data=seeded, draws=[1]))
+    with pytest.raises(ValueError, match="draws must be a list of distinct non-negative integers"):
+        tiny_run(tmp_path, draws=[1, 1])
+
+
+def test_each_draw_is_a_run_folder_of_its_own_and_is_skipped_when_done(tmp_path, capsys):
+    run, source = load_run_config("demo", out=tmp_path / "r", overrides=["draws=[1,2]"])
+    assert run.draws == [1, 2] and plan(run, source)[0].name == "draw-1/data"  # cfcl run NAME --set draws=...
+    run = tiny_run(tmp_path / "r", methods=["simclr"], draws=[1, 2])
+    run_pipeline(run, only="data")
+    draws = [tmp_path / "r" / f"draw-{d}" for d in (1, 2)]
+    first, second = (np.load(d / "data" / "images.npy") for d in draws)
+    assert first.shape == second.shape and not np.array_equal(first, second)  # another draw of the benchmark
+    for draw, folder in zip((1, 2), draws):
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        assert config["data"]["synth"]["seed"] == draw and config["draws"] == [] and config["out"] == str(folder)
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["draws"] == [1, 2]
+    capsys.readouterr()
+    run_pipeline(tiny_run(tmp_path / "r", methods=["simclr"], draws=[1, 2, 3]), dry_run=True)
+    planned = capsys.readouterr().out
+    for name, action in (("draw-1/data", "up to date"), ("draw-2/data", "up to date"), ("draw-3/data", "run")):
+        assert re.search(rf"^  {name} +{action}$", planned, re.M), name
+    assert re.search(r"^  draw-2/pretrain/simclr-s0 +run$", planned, re.M)
+
+
+def test_the_deciding_preset_runs_the_benchmark_on_five_fresh_draws(tmp_path):
+    benchmark = {n.name: n.config for n in plan(load_run_config("benchmark", out=tmp_path)[0])}
+    decide, source = load_run_config("benchmark_decide", out=tmp_path)
+    nodes = {n.name: n.config for n in plan(decide, source)}
+    assert decide.draws == [100, 101, 102, 103, 104] and 0 not in decide.draws and 1 not in decide.draws
+    for draw in decide.draws:
+        folder = tmp_path / f"draw-{draw}"
+        # the benchmark's synthetic data (its synth preset) with the draw's seed, and its pretraining recipe
+        assert nodes[f"draw-{draw}/data"] == benchmark["data"].model_copy(update={"seed": draw})
+        simclr = nodes[f"draw-{draw}/pretrain/simclr-s0"]
+        assert simclr == benchmark["pretrain/simclr-s0"].model_copy(update={"data": folder / "data"})
+        assert {"oracle-multi-s3", "cf-simclr-multi-s3"} <= {p.name for p in nodes[f"draw-{draw}/eval"].encoders}
+        assert nodes[f"draw-{draw}/eval"].label_draws == 10
 
 
 def _metrics(run: Path) -> pd.DataFrame:

@@ -35,6 +35,11 @@ class RunConfig(StrictModel):
     out: Path = Path("runs/run")
     methods: list[str] = Field(default_factory=lambda: ["simclr", "simclr+", "cf-simclr", "oracle"])
     seeds: list[int] = Field(default_factory=lambda: [0])
+    draws: list[int] = Field(
+        default_factory=list,
+        description="data draws of the synthetic benchmark: one whole run per draw d in OUT/draw-<d>/ with "
+        "data.synth.seed=d (empty: one run in OUT with the data section's seed)",
+    )
     trainer: dict[str, Any] = Field(default_factory=dict)
     data: DataSection = DataSection()
     generator: dict[str, Any] = Field(default_factory=dict)
@@ -60,6 +65,13 @@ class RunConfig(StrictModel):
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError("seeds must be a non-empty list of distinct integers")
         return seeds
+
+    @field_validator("draws")
+    @classmethod
+    def _distinct_draws(cls, draws: list[int]) -> list[int]:
+        if len(set(draws)) != len(draws) or any(d < 0 for d in draws):
+            raise ValueError("draws must be a list of distinct non-negative integers (the synthetic benchmark's seeds)")
+        return draws
 
     @property
     def needs_generator(self) -> bool:

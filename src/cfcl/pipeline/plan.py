@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +111,46 @@ class _Planner:
             self.build("pretrain", {"data": self.run.out, "method": first_dino})
 
 
+def draw_runs(run: RunConfig, source: str = "run config") -> list[RunConfig]:
+    """The runs of one data draw that ``run`` stands for: ``run`` itself, or with ``draws`` one per draw d,
+    the run ``--out OUT/draw-<d> --set data.synth.seed=d`` would be (docs/architecture.md, "The run layout")."""
+    if not run.draws:
+        return [run]
+    if run.data.source != "synth":
+        raise ConfigError(
+            f"{source}: draws {run.draws} need data.source synth (a draw is a seed of the synthetic benchmark); "
+            f"a real dataset ('{run.data.source}') has one draw: remove draws"
+        )
+    if "seed" in run.data.synth:
+        raise ConfigError(
+            f"{source}: data.synth.seed and draws both set the synthetic benchmark's seed; draws {run.draws} set it "
+            "per draw: remove data.synth.seed"
+        )
+    return [
+        run.model_copy(
+            update={
+                "out": run.out / layout.draw_name(draw),
+                "draws": [],
+                "data": run.data.model_copy(update={"synth": {**run.data.synth, "seed": draw}}),
+            }
+        )
+        for draw in run.draws
+    ]
+
+
 def plan(run: RunConfig, source: str = "run config") -> list[Node]:
     """All stages of ``run`` in dependency order, into the run layout under ``run.out``
-    (docs/architecture.md, "The run graph"); every section of ``run`` is validated, used or not."""
+    (docs/architecture.md, "The run graph"), draw after draw; every section of ``run`` is validated, used or not.
+    A stage is named by its folder in the run (``pretrain/simclr-s0``, ``draw-100/pretrain/simclr-s0``)."""
+    return [
+        replace(node, name=node.out.relative_to(run.out).as_posix())
+        for one in draw_runs(run, source)
+        for node in _plan_draw(one, source)
+    ]
+
+
+def _plan_draw(run: RunConfig, source: str) -> list[Node]:
+    """The stages of a run of one data draw, each in ``run.out``."""
     p = _Planner(run, source)
     if run.data.source == "synth":
         renoised = (

@@ -12,7 +12,7 @@ from cfcl.distributed import Coordinator, check_machine, is_writer, session
 from cfcl.errors import ConfigError, MissingKeyError
 from cfcl.lock import folder_lock
 from cfcl.pipeline.config import RunConfig
-from cfcl.pipeline.plan import GROUPS, Node, plan
+from cfcl.pipeline.plan import GROUPS, Node, draw_runs, plan
 from cfcl.stage import check_output_folder, stage_state, write_config
 from cfcl.training import DevicesConfig, TrainerConfig
 
@@ -103,7 +103,8 @@ def run_pipeline(
     dry_run: bool = False,
     argv: Sequence[str] = (),
 ) -> Path:
-    """Run every stage of ``run`` that is not up to date, then write the report; returns the run folder.
+    """Run every stage of ``run`` that is not up to date, then write the report (of each draw's run, with
+    ``draws``); returns the run folder.
 
     ``only`` runs one stage group, ``start`` re-runs a group and everything after it, ``force``
     re-runs everything; ``dry_run`` prints the plan and runs nothing. With several devices or
@@ -127,6 +128,9 @@ def run_pipeline(
         writer = coordinator.ranks.is_writer
         if writer:
             write_config(run.out, run)
+            if run.draws:  # each draw's folder is a run of its own, which cfcl report and the benchmarks read
+                for one in draw_runs(run, source):
+                    write_config(one.out, one)
             print(
                 f"run folder: {run.out}"
                 + (f" ({coordinator.ranks.world_size} processes)" if coordinator.ranks.world_size > 1 else ""),
@@ -136,7 +140,8 @@ def run_pipeline(
         if only in (None, layout.REPORT) and writer:
             from cfcl.report.report import run_report
 
-            run_report(run.out)
+            for one in draw_runs(run, source):
+                run_report(one.out)
     return run.out
 
 
