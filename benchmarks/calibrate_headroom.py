@@ -22,12 +22,14 @@ Each gate prints its measured value, threshold and PASS / FAIL; one JSON line fo
 
     python benchmarks/calibrate_headroom.py [--synth FILE] [--set KEY=VALUE ...] [--seeds 0 1] [--pretrain]
         [--work DIR] [--n-val 1200] [--epochs 8] [--pretrain-epochs 10] [--fraction 0.05] [--draws 5]
+        [--recipe pretrain_benchmark] [--pretrain-set KEY=VALUE ...]
     python benchmarks/calibrate_headroom.py --data DIR   # gate (a) on an existing development store
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import tempfile
 import time
@@ -210,25 +212,29 @@ def cached_ceilings(store: ImageStore, epochs: int, seed: int, out: Path | None)
     return record["ceiling"][key]
 
 
-def pretrained(store: ImageStore, name: str, seed: int, epochs: int, work: Path) -> Path:
+def pretrained(store: ImageStore, name: str, seed: int, args: argparse.Namespace, work: Path) -> Path:
+    """Encoder ``name`` pretrained with the ``--recipe`` preset and ``--pretrain-set`` overrides, in a folder of
+    ``work`` named for them (so recipes do not overwrite each other's encoders)."""
     from cfcl.contrastive import pretrain
     from cfcl.contrastive.config import PretrainConfig
     from cfcl.presets import resolve_config_path
 
     method, preset = ENCODERS[name]
-    out = work / f"{name}-s{seed}"
+    recipe = [f"trainer.max_epochs={args.pretrain_epochs}", *args.pretrain_overrides]
     config = build_config(
         PretrainConfig,
-        resolve_config_path("pretrain"),
+        resolve_config_path(args.recipe),
         [
+            *recipe,
             f"method={method}",
             f"data={store.path}",
             f"seed={seed}",
-            f"trainer.max_epochs={epochs}",
             "trainer.progress_bar=false",
             f"augment.preset={preset}",
         ],
     )
+    tag = hashlib.sha256(json.dumps([args.recipe, *recipe]).encode()).hexdigest()[:8]
+    out = work / f"{name}-{tag}-s{seed}"
     pretrain.run(config, out)
     return out
 
@@ -289,6 +295,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=8, help="supervised CNN epochs (gate a)")
     parser.add_argument("--pretrain", action="store_true", help="also pretrain and measure gates (b)-(d)")
     parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument(
+        "--recipe", default="pretrain_benchmark", help="pretrain preset of the encoders (default: the benchmark's)"
+    )
+    parser.add_argument(
+        "--pretrain-set",
+        dest="pretrain_overrides",
+        action="append",
+        default=[],
+        help="pretrain config override for every encoder, e.g. p_cf=0.5",
+    )
     parser.add_argument("--fraction", type=float, default=0.05, help="label fraction of the probes")
     parser.add_argument("--draws", type=int, default=5, help="labelled subsets per seed")
     parser.add_argument("--work", type=Path, help="keep stores and encoders here (default: a temporary folder)")
@@ -316,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             log("ceilings", seed, found["ceiling"])
             if args.pretrain:
                 for name in ENCODERS:
-                    encoder = pretrained(store, name, seed, args.pretrain_epochs, work)
+                    encoder = pretrained(store, name, seed, args, work)
                     found[name] = probe_scores(store, encoder, args.fraction, args.draws, seed)
                     log(name, seed, found[name])
             per_seed.append(found)
@@ -326,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "synth": str(args.synth or "default"),
         "overrides": args.overrides,
+        "recipe": [args.recipe, f"trainer.max_epochs={args.pretrain_epochs}", *args.pretrain_overrides],
         "seeds": args.seeds,
         **roles,
         "ceiling": ceiling,
