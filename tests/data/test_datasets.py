@@ -134,7 +134,7 @@ def chexpert_root(tmp_path: Path) -> Path:
     root = tmp_path / "CheXpert-v1.0-small"
     tables = {"train": [], "valid": []}
     for i in range(16):
-        split = "valid" if i >= 13 else "train"
+        split = "valid" if i >= 14 else "train"  # patients 1-7 in train.csv, patient 8 in valid.csv
         patient = f"patient{i // 2 + 1:05d}"
         lateral = i == 5
         rel = f"{split}/{patient}/study1/view{i % 2 + 1}_{'lateral' if lateral else 'frontal'}.jpg"
@@ -478,7 +478,7 @@ def mimic_root(tmp_path: Path) -> Path:
                     "dicom_id": dicom,
                     "study_id": study,
                     "subject_id": subject,
-                    "split": "test" if study_no >= 6 else "train",
+                    "split": "test" if study_no >= 6 else "validate" if study_no >= 4 else "train",
                 }
             )
             folder = root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study}"
@@ -638,6 +638,87 @@ def test_nih_bad_labels_findings_and_lists_are_named(tmp_path):
     ):
         prepare(root, tmp_path / "out2", "nih")
     assert not (tmp_path / "out2/images.npy.partial").exists()
+
+
+# ----------------------------------------------------------------------------- official splits
+
+# each dataset's official split values -> the store splits they may become (train_val: split by patient)
+OFFICIAL = {
+    "chexpert": {"train": {"train", "val"}, "valid": {"test"}},
+    "mimic": {"train": {"train"}, "validate": {"val"}, "test": {"test"}},
+    "nih": {"train_val": {"train", "val"}, "test": {"test"}},
+    "vindr": {"training": {"train", "val"}, "test": {"test"}},
+}
+ROOTS = {"chexpert": chexpert_root, "mimic": mimic_root, "nih": nih_root, "vindr": vindr_root}
+
+
+@pytest.mark.parametrize("dataset", sorted(OFFICIAL))
+def test_official_split_keeps_the_published_test_set_and_draws_validation_patients_from_training(tmp_path, dataset):
+    root = ROOTS[dataset](tmp_path)
+    store = prepare(root, tmp_path / "out", dataset, split="official", val_fraction=0.4, test_fraction=0.0)
+    meta = store.meta
+    for official, splits in OFFICIAL[dataset].items():
+        taken = set(meta.loc[meta["official_split"] == official, "split"])
+        assert taken == splits, (official, taken)
+    assert_patient_level(store)
+    pooled = meta.loc[meta["split"].isin(["train", "val"]), "patient_id"].nunique()  # test_fraction is not used
+    if dataset != "mimic":  # MIMIC publishes its validation set; the others' is val_fraction of the training patients
+        assert meta.loc[meta["split"] == "val", "patient_id"].nunique() == round(0.4 * pooled)
+
+
+def test_official_split_puts_an_ood_domain_of_the_official_test_set_in_ood_test(tmp_path):
+    store = prepare(vindr_root(tmp_path), tmp_path / "out", "vindr", split="official", ood_domains=["Planmed Nuance"])
+    split = store.meta.set_index("image_id")["split"]
+    assert split["img006"] == "test" and split["img007"] == "ood_test"  # study 3: the official test set
+    assert set(split[[f"img00{i}" for i in (1, 3, 5)]]) == {"ood_train"}
+
+
+def test_a_patient_in_two_official_splits_is_named_before_any_image_is_written(tmp_path):
+    root = chexpert_root(tmp_path)
+    valid = pd.read_csv(root / "valid.csv")
+    valid.loc[0, "Path"] = "CheXpert-v1.0-small/valid/patient00001/study2/view1_frontal.jpg"
+    valid.to_csv(root / "valid.csv", index=False)
+    with pytest.raises(
+        DatasetError,
+        match=r"train.csv / .*valid.csv: patient patient00001 is in official splits \['train', 'valid'\] "
+        r"\(1 patient\(s\) in more than one\)",
+    ):
+        prepare(root, tmp_path / "out", "chexpert", chexpert={"views": ["AP", "PA"]}, split="official")
+    assert not (tmp_path / "out/store.json").exists() and not (tmp_path / "out/images.npy.partial").exists()
+    root = mimic_root(tmp_path)
+    split = pd.read_csv(root / "mimic-cxr-2.0.0-split.csv.gz", dtype=str)
+    split.loc[split["dicom_id"] == "d00-abc", "split"] = "test"
+    split.to_csv(root / "mimic-cxr-2.0.0-split.csv.gz", index=False)
+    with pytest.raises(DatasetError, match=r"split.csv.gz: patient 10000032 is in official splits \['test', 'train'\]"):
+        prepare(root, tmp_path / "out", "mimic", split="official")
+
+
+def test_an_image_in_no_official_split_is_named(tmp_path):
+    root = nih_root(tmp_path)
+    with pytest.raises(
+        DatasetError,
+        match=r"train_val_list.txt: image 00000005_000.png has no official split \(3 image\(s\) without one of "
+        r"\['test', 'train_val'\]\); split: official needs every image in one",
+    ):
+        prepare(root, tmp_path / "out", "nih", nih={"test_list": ""}, split="official")
+    notes = pd.read_csv(vindr_root(tmp_path) / "breast-level_annotations.csv")
+    notes.loc[2, "split"] = "validation"
+    notes.to_csv(tmp_path / "vindr/breast-level_annotations.csv", index=False)
+    with pytest.raises(
+        DatasetError, match=r"annotations.csv column 'split': image img002 has official split 'validation'"
+    ):
+        prepare(tmp_path / "vindr", tmp_path / "out", "vindr", split="official")
+
+
+def test_official_split_of_a_dataset_without_one_is_refused_in_one_line(tmp_path, capsys):
+    with pytest.raises(ConfigError, match=r"dataset 'padchest' publishes no official split \(datasets with one: "):
+        prepare(padchest_root(tmp_path), tmp_path / "out", "padchest", split="official")
+    assert not (tmp_path / "out").exists()
+    argv = ["data", "prepare", "--dataset", "csv", "--root", str(csv_root(tmp_path)), "--out", str(tmp_path / "cli")]
+    assert main([*argv, "--set", "split=official"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "dataset 'csv' publishes no official split" in error and "chexpert" in error
+    assert not (tmp_path / "cli").exists()
 
 
 # ----------------------------------------------------------------------------- generic CSV and bad input

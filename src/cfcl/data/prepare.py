@@ -63,6 +63,7 @@ class PrepareConfig(StrictModel):
     workers: int = Field(1, ge=1)
     chunk: int = Field(64, ge=1)
     seed: int = 0
+    split: Literal["seeded", "official"] = "seeded"  # official: the dataset's published split (OFFICIAL_SPLITS)
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     domains: list[str] | None = None
@@ -84,6 +85,12 @@ class PrepareConfig(StrictModel):
     @property
     def height_width(self) -> tuple[int, int]:
         return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)
+
+
+def official_splits(dataset: str) -> dict[str, str]:
+    """How a dataset's published split (its ``official_split`` values) maps onto the store's patient
+    groups; empty for a dataset that publishes none as part of its release."""
+    return getattr(import_module(f"cfcl.data.datasets.{dataset}"), "OFFICIAL_SPLITS", {})
 
 
 def load_table(config: PrepareConfig, root: Path) -> Table:
@@ -226,7 +233,13 @@ def _finish_without(
 
 def check(config: PrepareConfig) -> None:
     """What is refused before anything is read or written (also by ``cfcl run --dry-run``): no
-    dataset root, or one that is not a folder."""
+    dataset root, or one that is not a folder; an official split of a dataset that publishes none."""
+    if config.split == "official" and not official_splits(config.dataset):
+        having = ", ".join(d for d in DATASETS if official_splits(d))
+        raise ConfigError(
+            f"split: official: dataset {config.dataset!r} publishes no official split (datasets with one: {having}); "
+            "use split: seeded"
+        )
     if config.root is None:
         raise MissingKeyError("root", ROOT, "DIR")
     if not Path(config.root).is_dir():
@@ -279,6 +292,7 @@ def _prepare(config: PrepareConfig, root: Path, stage: Stage) -> dict:
         config.val_fraction,
         config.test_fraction,
         dropped,
+        official_splits(config.dataset) if config.split == "official" else None,
     )
     meta = encoded.meta
     paths = meta["path"].tolist()

@@ -15,6 +15,7 @@ import pandas as pd
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.common import (
+    TRAIN_VAL,
     DatasetError,
     Findings,
     Table,
@@ -27,6 +28,8 @@ from cfcl.data.datasets.common import (
 COLUMNS = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA"]
 COMPETITION_FINDINGS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion"]
 Uncertain = Literal["zeros", "ones", "ignore"]
+# ``split: official``: the validation set (valid.csv) is the usual test set; validation patients come from train.csv
+OFFICIAL_SPLITS = {"train": TRAIN_VAL, "valid": "test"}
 
 
 class CheXpertOptions(StrictModel):
@@ -100,9 +103,14 @@ def load(root: Path, options: CheXpertOptions) -> Table:
         }
     )
     findings = {name: resolve_uncertain(table[name], options.uncertain) for name in observed}
+    split_source = " / ".join(str(root / name) for name in options.files)
     if options.findings:
-        return findings_table(rows, findings, dropped, options.domain_column)
+        return findings_table(rows, findings, dropped, options.domain_column, split_source)
     label = np.where(findings[options.label] == 1.0, options.label.lower(), "negative")
     return Table(
-        rows.assign(label=label), ["negative", options.label.lower()], dropped, domain_source=options.domain_column
+        rows.assign(label=label),
+        ["negative", options.label.lower()],
+        dropped,
+        domain_source=options.domain_column,
+        split_source=split_source,
     )

@@ -22,6 +22,7 @@ from cfcl.data.store import ANY_FINDING_LABELS, finding_column
 from cfcl.errors import CfclError, ConfigError
 
 ROW_COLUMNS = ["path", "image_id", "patient_id", "domain", "label", "sex", "age", "laterality"]
+TRAIN_VAL = "train_val"  # an official split whose patients the validation split is drawn from
 
 
 def _distinct(names: list[str]) -> list[str]:
@@ -50,6 +51,7 @@ class Table:
     breast_mask: bool = False
     flip_right: bool = False
     domain_source: str = "domain"  # where the domain comes from, for error messages
+    split_source: str = ""  # the file(s) holding the official split (column ``official_split``), for error messages
     findings: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -62,7 +64,11 @@ class Table:
 
 
 def findings_table(
-    rows: pd.DataFrame, findings: dict[str, pd.Series], dropped: dict[str, int], domain_source: str
+    rows: pd.DataFrame,
+    findings: dict[str, pd.Series],
+    dropped: dict[str, int],
+    domain_source: str,
+    split_source: str = "",
 ) -> Table:
     """A multi-label adapter's :class:`Table` (labels ``ANY_FINDING_LABELS``): ``rows`` with one
     ``finding_<name>`` column per finding (floats 1 / 0 / NaN missing) and ``label`` "any finding"
@@ -73,7 +79,12 @@ def findings_table(
         positive |= values == 1
     labelled = rows.assign(label=np.where(positive, ANY_FINDING_LABELS[1], ANY_FINDING_LABELS[0]))
     return Table(
-        labelled.assign(**columns), ANY_FINDING_LABELS, dropped, domain_source=domain_source, findings=list(findings)
+        labelled.assign(**columns),
+        ANY_FINDING_LABELS,
+        dropped,
+        domain_source=domain_source,
+        split_source=split_source,
+        findings=list(findings),
     )
 
 
@@ -116,16 +127,10 @@ def parse_age(values: pd.Series) -> pd.Series:
     return pd.to_numeric(values.astype(str).str.extract(r"(\d+)", expand=False), errors="coerce")
 
 
-def assign_splits(
-    patients: pd.Series, is_ood: pd.Series, seed: int, val_fraction: float, test_fraction: float
-) -> pd.Series:
-    """Seeded patient-level splits: every image of a patient falls on the same side.
-
-    Patients are shuffled with ``seed`` and the first ``test_fraction`` of them form the test group,
-    the next ``val_fraction`` the validation group, the rest the training group. In-distribution
-    rows get ``test``/``val``/``train``; out-of-distribution rows get ``ood_test`` (test group) or
-    ``ood_train`` (the others), so no test patient is ever in a training split.
-    """
+def seeded_groups(patients: pd.Series, seed: int, val_fraction: float, test_fraction: float) -> pd.Series:
+    """Each row's patient group, ``test`` / ``val`` / ``train``, drawn with ``seed``: patients are
+    shuffled and the first ``test_fraction`` of them form the test group, the next ``val_fraction``
+    the validation group, the rest the training group."""
     unique = np.array(sorted(set(patients.astype(str))), dtype=object)
     order = np.random.default_rng(seed).permutation(len(unique))
     rank = np.empty(len(unique), dtype=np.int64)
@@ -133,11 +138,51 @@ def assign_splits(
     n_test = int(round(test_fraction * len(unique)))
     n_val = int(round(val_fraction * len(unique)))
     group = np.where(rank < n_test, "test", np.where(rank < n_test + n_val, "val", "train"))
-    by_patient = dict(zip(unique, group))
-    split = patients.astype(str).map(by_patient)
+    return patients.astype(str).map(dict(zip(unique, group)))
+
+
+def with_ood(groups: pd.Series, is_ood: pd.Series) -> pd.Series:
+    """In-distribution rows keep their group as split; out-of-distribution rows get ``ood_test``
+    (test group) or ``ood_train`` (the others), so no test patient is ever in a training split."""
     ood = is_ood.to_numpy(dtype=bool)
-    split = split.where(~ood, np.where(split == "test", "ood_test", "ood_train"))
-    return split
+    return groups.where(~ood, np.where(groups == "test", "ood_test", "ood_train"))
+
+
+def assign_splits(
+    patients: pd.Series, is_ood: pd.Series, seed: int, val_fraction: float, test_fraction: float
+) -> pd.Series:
+    """Seeded patient-level splits: every image of a patient falls on the same side."""
+    return with_ood(seeded_groups(patients, seed, val_fraction, test_fraction), is_ood)
+
+
+def official_groups(
+    rows: pd.DataFrame, groups: dict[str, str], seed: int, val_fraction: float, source: str
+) -> pd.Series:
+    """Each row's patient group from its ``official_split`` value, as ``groups`` maps it: ``test``,
+    ``val``, ``train``, or ``TRAIN_VAL``, whose patients are split into ``val`` (``val_fraction``
+    of them, drawn with ``seed``) and ``train``. An image without a known official split, or a
+    patient in two official splits, is an error naming ``source``."""
+    official = rows["official_split"].astype(str)
+    unknown = ~official.isin(groups)
+    if unknown.any():
+        value = official[unknown].iat[0]
+        what = f"official split {value!r}" if value else "no official split"
+        raise DatasetError(
+            f"{source}: image {rows['image_id'][unknown].iat[0]} has {what} ({int(unknown.sum())} image(s) "
+            f"without one of {sorted(groups)}); split: official needs every image in one"
+        )
+    patients = rows["patient_id"].astype(str)
+    per_patient = official.groupby(patients).unique()
+    shared = per_patient[per_patient.map(len) > 1]
+    if len(shared):
+        raise DatasetError(
+            f"{source}: patient {shared.index[0]} is in official splits {sorted(shared.iat[0])} "
+            f"({len(shared)} patient(s) in more than one); split: official needs splits that share no patient"
+        )
+    group = official.map(groups)
+    pooled = group == TRAIN_VAL
+    group[pooled] = seeded_groups(patients[pooled], seed, val_fraction, 0.0)
+    return group
 
 
 @dataclass
@@ -156,8 +201,10 @@ def encode(
     val_fraction: float,
     test_fraction: float,
     dropped: dict[str, int],
+    official: dict[str, str] | None = None,
 ) -> Encoded:
-    """Integer domain/label codes, the domain list (config order or sorted) and the splits."""
+    """Integer domain/label codes, the domain list (config order or sorted) and the splits: seeded,
+    or with ``official`` (the dataset's official split values -> groups) the dataset's own."""
     rows = table.rows.reset_index(drop=True)
     present = sorted(set(rows["domain"].astype(str)))
     if domains is not None:
@@ -179,7 +226,11 @@ def encode(
     rows = rows.reset_index(drop=True)
     domain_code = rows["domain"].astype(str).map({d: i for i, d in enumerate(names)}).astype(int)
     label_code = rows["label"].map({name: i for i, name in enumerate(table.labels)}).astype(int)
-    split = assign_splits(rows["patient_id"], rows["domain"].isin(ood_domains), seed, val_fraction, test_fraction)
+    is_ood = rows["domain"].isin(ood_domains)
+    if official is None:
+        split = assign_splits(rows["patient_id"], is_ood, seed, val_fraction, test_fraction)
+    else:
+        split = with_ood(official_groups(rows, official, seed, val_fraction, table.split_source), is_ood)
     extras = [c for c in rows.columns if c not in ROW_COLUMNS]
     meta = pd.DataFrame(
         {

@@ -15,6 +15,7 @@ from cfcl.data.datasets.common import Findings, Table, findings_table, keep, rea
 METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "ViewPosition"]
 STUDY = ["subject_id", "study_id"]
 IDS = {"dicom_id": str, "subject_id": str, "study_id": str}
+OFFICIAL_SPLITS = {"train": "train", "validate": "val", "test": "test"}  # ``split: official``
 
 
 class MimicOptions(StrictModel):
@@ -50,7 +51,8 @@ def load(root: Path, options: MimicOptions) -> Table:
     labels_path = as_distributed(root / options.labels_csv)
     labels = read_table(labels_path, STUDY + options.findings, dtype=IDS)
     labels[options.findings] = labeller_values(labels, options.findings, labels_path)
-    split = read_table(as_distributed(root / options.split_csv), ["dicom_id", "split"], dtype=IDS)
+    split_path = as_distributed(root / options.split_csv)
+    split = read_table(split_path, ["dicom_id", "split"], dtype=IDS)
     dropped: dict[str, int] = {}
     meta = keep(meta, meta["ViewPosition"].isin(options.views), f"ViewPosition not in {options.views}", dropped)
     meta = keep(meta, meta[options.domain_column].notna(), f"{options.domain_column} missing", dropped)
@@ -76,4 +78,4 @@ def load(root: Path, options: MimicOptions) -> Table:
         }
     )
     findings = {name: resolve_uncertain(joined[name], options.uncertain) for name in options.findings}
-    return findings_table(rows, findings, dropped, options.domain_column)
+    return findings_table(rows, findings, dropped, options.domain_column, str(split_path))

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from cfcl.config import StrictModel
 from cfcl.data.datasets.common import (
+    TRAIN_VAL,
     DatasetError,
     Findings,
     Table,
@@ -46,6 +47,8 @@ FINDINGS = [
     "Pneumothorax",
 ]
 NO_FINDING = "No Finding"
+# ``split: official``: validation patients come from train_val_list.txt
+OFFICIAL_SPLITS = {TRAIN_VAL: TRAIN_VAL, "test": "test"}
 
 
 class NihOptions(StrictModel):
@@ -86,7 +89,7 @@ def image_files(root: Path, pattern: str) -> dict[str, Path]:
 def official_split(root: Path, options: NihOptions, images: pd.Series) -> pd.Series:
     """``train_val`` / ``test`` by the official lists (empty names: not read), else empty."""
     split = pd.Series("", index=images.index, dtype=object)
-    for key, value in (("train_val_list", "train_val"), ("test_list", "test")):
+    for key, value in (("train_val_list", TRAIN_VAL), ("test_list", "test")):
         name = getattr(options, key)
         if not name:
             continue
@@ -126,4 +129,5 @@ def load(root: Path, options: NihOptions) -> Table:
         }
     )
     findings = {name: names.map(lambda found, name=name: float(name in found)) for name in options.findings}
-    return findings_table(rows, findings, dropped, options.domain_column)
+    lists = " / ".join(str(root / name) for name in (options.train_val_list, options.test_list) if name)
+    return findings_table(rows, findings, dropped, options.domain_column, lists)

@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 
 from cfcl.config import StrictModel
-from cfcl.data.datasets.common import DatasetError, Table, keep, parse_age, read_table
+from cfcl.data.datasets.common import TRAIN_VAL, DatasetError, Table, keep, parse_age, read_table
 
 ANNOTATION_COLUMNS = ["study_id", "series_id", "image_id", "laterality", "view_position", "breast_density", "split"]
 DENSITY = ["A", "B", "C", "D"]
+OFFICIAL_SPLITS = {"training": TRAIN_VAL, "test": "test"}  # ``split: official``: validation studies from training
 
 
 class VindrOptions(StrictModel):
@@ -66,4 +67,5 @@ def load(root: Path, options: VindrOptions) -> Table:
         breast_mask=options.breast_mask,
         flip_right=options.flip_right,
         domain_source=options.domain_column,
+        split_source=f"{root / options.annotations_csv} column 'split'",
     )
