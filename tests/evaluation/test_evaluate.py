@@ -1,12 +1,15 @@
 """The evaluate stage end to end on a tiny store: metrics.csv layout, protocols, baselines, caching, bad input."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 
 from cfcl.cli import main
-from cfcl.contrastive.encoders import build_encoder
+from cfcl.contrastive.encoders import build_encoder, load_encoder
 from cfcl.data.store import ImageStore, write_store
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation import evaluate as evaluate_module
@@ -19,8 +22,15 @@ from cfcl.evaluation.probe import class_probabilities, fit_probe
 from cfcl.evaluation.results import COLUMNS, SEED_GAIN_COLUMNS, SUBGROUP_GAP_COLUMNS
 from cfcl.report.report import run_report
 from support.evaluation import DOMAINS, complete_stage, probe_auroc, tiny_encoder, tiny_store
+from support.findings import FINDING_NAMES, findings_store
 
 SMALL_EMBEDDINGS = {"per_domain": 30, "tsne_points": 60, "folds": 3}
+# (protocol, test set, the split its probe trains on, the split it is tested on)
+PROTOCOL_SPLITS = (
+    ("linear", "id", "train", "test"),
+    ("transfer", "ood", "train", "ood_test"),
+    ("linear", "ood", "ood_train", "ood_test"),
+)
 
 
 def config(store, encoders, **changes):
@@ -92,11 +102,7 @@ def test_metrics_csv_is_long_format_with_every_protocol_and_test_set(evaluated):
     # each protocol's probe learnt from its own training split only, and transfer applied the ID probe to OOD images
     store = ImageStore.open(evaluated / "data")
     encoder = evaluated / "pretrain" / "cf_simclr-s1"
-    for protocol, test_set, train_split, test_split in (
-        ("linear", "id", "train", "test"),
-        ("transfer", "ood", "train", "ood_test"),
-        ("linear", "ood", "ood_train", "ood_test"),
-    ):
+    for protocol, test_set, train_split, test_split in PROTOCOL_SPLITS:
         reported = wide.loc[("cf_simclr", 1, protocol, 1.0, test_set, "all", "all"), "auroc"]
         assert reported == pytest.approx(probe_auroc(store, encoder, train_split, test_split), abs=1e-9), protocol
 
@@ -691,3 +697,122 @@ def test_headroom_is_each_scanners_ceiling_probe_its_gap_to_the_id_probe_and_cou
     run(config(tmp_path / "data", [encoder], **plain, rendered_test=False), tmp_path / "eval_off")
     off = pd.read_csv(tmp_path / "eval_off" / "metrics.csv")
     assert "ceiling" not in set(off.protocol) and "robustness_gap" not in set(off.metric)
+
+
+# ---- a multi-label store: one head over every finding, scored per finding and by the mean ----------------------
+
+
+@pytest.fixture(scope="module")
+def evaluated_findings(tmp_path_factory):
+    """A store with three findings, some missing: two methods (seeds 0, 1), linear probes and one epoch of
+    fine-tuning; a label fraction too small for every finding."""
+    root = tmp_path_factory.mktemp("findings")
+    findings_store(root / "data", sex=True)
+    encoders = [tiny_encoder(root / "pretrain" / f"{m}-s{s}", m, s) for m in ("simclr", "cf_simclr") for s in (0, 1)]
+    finetune = {"enabled": True, "supervised": False, "batch_size": 32, "trainer": {"max_epochs": 1}}
+    cfg = config(
+        root / "data",
+        encoders,
+        label_fractions=[0.02, 0.5, 1.0],
+        embeddings={"enabled": False},
+        finetune={**finetune, "trainer": {**finetune["trainer"], "progress_bar": False, "log_every_n_steps": 1}},
+    )
+    run(cfg, root / "eval")
+    return root
+
+
+def test_a_store_with_findings_is_scored_per_finding_and_by_the_mean_over_findings(evaluated_findings):
+    metrics = pd.read_csv(evaluated_findings / "eval" / "metrics.csv")
+    assert list(metrics.columns) == COLUMNS
+    per_finding = {f"{m}:{f}" for m in ("auroc", "auroc_ci_low", "auroc_ci_high") for f in FINDING_NAMES}
+    assert set(metrics["metric"]) == {"mean_auroc", "mean_auroc_ci_low", "mean_auroc_ci_high", *per_finding}
+    combos = set(metrics[["method", "protocol", "test_set"]].itertuples(index=False, name=None))
+    for method in ("simclr", "cf_simclr"):
+        assert {(method, p, t) for p, t in [("linear", "id"), ("linear", "ood"), ("transfer", "ood")]} <= combos
+        assert {(method, "finetune", "id"), (method, "finetune", "ood")} <= combos
+    wide = metrics.pivot_table(index=COLUMNS[:7], columns="metric", values="value")
+    assert len(wide) > 50 and not wide.isna().any(axis=None)
+    findings = wide[[f"auroc:{f}" for f in FINDING_NAMES]]
+    np.testing.assert_allclose(wide["mean_auroc"], findings.mean(axis=1), atol=1e-12)
+    for metric in ["mean_auroc", *findings.columns]:
+        low, high = (wide[metric.replace("auroc", f"auroc_ci_{b}", 1)] for b in ("low", "high"))
+        assert ((low <= wide[metric]) & (wide[metric] <= high)).all(), metric
+    assert set(metrics["subgroup"]) == {"all", "sex=F", "sex=M"}
+    # seed 1's draw of 2% of the labels lacks a finding: skipped, with a note (seed 0's holds every one)
+    assert set(metrics.loc[metrics["label_fraction"] == 0.02, "seed"]) == {0}
+    notes = (evaluated_findings / "eval" / "notes.txt").read_text()
+    assert re.search(r"label fraction 0\.02 of split 'train' \(\d+ images\) holds finding\(s\) \[.+\] not both", notes)
+
+
+def test_each_findings_auroc_is_a_probe_fitted_here_on_the_images_where_that_finding_is_known(evaluated_findings):
+    store = ImageStore.open(evaluated_findings / "data")
+    metrics = pd.read_csv(evaluated_findings / "eval" / "metrics.csv").query("label_fraction == 1.0")
+    wide = metrics.pivot_table(index=COLUMNS[:7], columns="metric", values="value")
+    findings = store.finding_matrix()
+    for method in ("simclr", "cf_simclr"):
+        features = extract_features(
+            load_encoder(evaluated_findings / "pretrain" / f"{method}-s1")[0], store.images, 256
+        )
+        for protocol, test_set, train_split, test_split in PROTOCOL_SPLITS:
+            train, test = store.indices(train_split), store.indices(test_split)
+            for f, name in enumerate(FINDING_NAMES):
+                fit = train[~np.isnan(findings[train, f])]
+                scored = test[~np.isnan(findings[test, f])]
+                probe = fit_probe(features[fit], findings[fit, f].astype(int))
+                expected = roc_auc_score(findings[scored, f], probe.predict_proba(features[scored])[:, 1])
+                reported = wide.loc[(method, 1, protocol, 1.0, test_set, "all", "all"), f"auroc:{name}"]
+                assert reported == pytest.approx(expected, abs=1e-9), (method, protocol, name)
+
+
+def test_fine_tuning_a_store_with_findings_predicts_every_finding(evaluated_findings):
+    store = ImageStore.open(evaluated_findings / "data")
+    runs = sorted((evaluated_findings / "eval" / "finetune").glob("simclr-s0-f1-id-*"))
+    assert len(runs) == 1
+    prob = np.load(runs[0] / "test_prob.npy")
+    assert prob.shape == (len(store.indices("test")), len(FINDING_NAMES)) and ((prob > 0) & (prob < 1)).all()
+    metrics = pd.read_csv(evaluated_findings / "eval" / "metrics.csv")
+    tuned = metrics.query("method == 'simclr' and seed == 0 and protocol == 'finetune' and test_set == 'id'")
+    tuned = tuned.query("label_fraction == 1.0 and domain == 'all' and subgroup == 'all'").set_index("metric")["value"]
+    findings = store.finding_matrix(store.indices("test"))
+    for f, name in enumerate(FINDING_NAMES):
+        known = ~np.isnan(findings[:, f])
+        assert tuned[f"auroc:{name}"] == pytest.approx(roc_auc_score(findings[known, f], prob[known, f]), abs=1e-9)
+
+
+def test_seed_gains_and_bootstrap_gains_of_a_store_with_findings(evaluated_findings):
+    metrics = pd.read_csv(evaluated_findings / "eval" / "metrics.csv").query("subgroup == 'all'")
+    keys = ["method", "protocol", "label_fraction", "test_set", "domain", "metric", "seed"]
+    values = metrics.set_index(keys)["value"].sort_index()
+    seed_gains = pd.read_csv(evaluated_findings / "eval" / "seed_gains.csv")
+    assert set(seed_gains["metric"]) == {"mean_auroc", *(f"auroc:{f}" for f in FINDING_NAMES)}
+
+    def paired(method, key):  # method minus simclr, per seed both have (seed 1 skipped some)
+        return (values.loc[(method, *key)] - values.loc[("simclr", *key)]).dropna()
+
+    for row in seed_gains.itertuples():
+        diffs = paired(row.method, (row.protocol, row.label_fraction, row.test_set, row.domain, row.metric))
+        assert row.n_seeds == len(diffs) and row.gain == pytest.approx(diffs.mean(), abs=1e-12)
+    assert set(seed_gains["n_seeds"]) == {1, 2}
+    gains = pd.read_csv(evaluated_findings / "eval" / "gains.csv")  # the paired bootstrap: of the mean AUROC
+    assert set(gains["method"]) == {"cf_simclr", "random"} and len(gains) > 10
+    for row in gains.itertuples():
+        key = (row.protocol, row.label_fraction, row.test_set, row.domain, "mean_auroc")
+        expected = paired(row.method, key).mean()
+        assert row.gain == pytest.approx(expected, abs=1e-9) and row.ci_low <= row.gain <= row.ci_high, key
+    variance = pd.read_csv(evaluated_findings / "eval" / "variance_components.csv")
+    assert len(variance) == len(gains)
+
+
+def test_the_report_of_a_store_with_findings_leads_with_the_mean_and_shows_each_finding(evaluated_findings, tmp_path):
+    run_report(evaluated_findings, tmp_path / "report")
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "AUROC (mean over findings) gain of each method over simclr" in summary.split("## Verdict")[1]
+    headline = summary.split("## Headline results")[1].split("\n## ")[0]
+    assert "**AUROC (mean over findings) at 100% labels (mean ± std over 2 seeds)**" in headline
+    assert "| cf_simclr (linear) | 0." in headline
+    section = summary.split("## AUROC per finding")[1].split("\n## ")[0]
+    assert "| method (protocol, test set) | Pleural Effusion | Edema | Nodule | mean |" in section
+    for row in ("simclr (linear, id)", "simclr (transfer, ood)", "cf_simclr (finetune, ood)"):
+        assert f"| {row} | 0." in section
+    index = (tmp_path / "report" / "index.html").read_text()
+    assert "AUROC per finding" in index and "Pleural Effusion" in index

@@ -11,6 +11,8 @@ from cfcl.evaluation.metrics import (
     auroc,
     balanced_accuracy,
     bootstrap_ci,
+    finding_aurocs,
+    finding_bootstrap_ci,
     multiplicities,
     paired_gain_ci,
     paired_seed_gain,
@@ -110,6 +112,56 @@ def test_paired_gain_is_zero_for_identical_scores_and_positive_for_a_better_meth
     gain, low, high = paired_gain_ci(y, better, reference, n_boot=200)
     expected = np.mean([auroc(y, b) - auroc(y, r) for b, r in zip(better, reference)])
     assert gain == pytest.approx(expected) and 0 < low < gain < high
+
+
+def findings_and_scores(rng, n=300):
+    """Three findings (1 / 0 / NaN missing) and scores that rank each one, better for the first; the images of a
+    missing finding score high, as uncertain ones often look like positives."""
+    findings = (rng.random((n, 3)) < [0.3, 0.5, 0.2]).astype(float)
+    findings[rng.random((n, 3)) < [0.0, 0.2, 0.3]] = np.nan
+    prob = rng.random((n, 3)) + np.nan_to_num(findings) * [0.6, 0.4, 0.3] + np.isnan(findings)
+    return findings, prob
+
+
+def test_each_findings_auroc_is_sklearns_on_the_images_where_it_is_known_and_auroc_is_their_mean():
+    findings, prob = findings_and_scores(np.random.default_rng(0))
+    expected = [roc_auc_score(findings[known, f], prob[known, f]) for f, known in enumerate((~np.isnan(findings)).T)]
+    np.testing.assert_allclose(finding_aurocs(findings, prob), expected, atol=1e-12)
+    assert auroc(findings, prob) == pytest.approx(np.mean(expected))
+    # read as absent, the missing images would count: a different AUROC
+    assert abs(roc_auc_score(np.nan_to_num(findings[:, 2]), prob[:, 2]) - expected[2]) > 0.1
+    findings[:, 1] = np.where(np.isnan(findings[:, 1]), np.nan, 1.0)
+    with pytest.raises(MetricError, match="finding 1 is not both present and absent"):
+        auroc(findings, prob)
+
+
+def test_resamples_of_findings_keep_every_findings_present_absent_and_missing_counts():
+    findings, _ = findings_and_scores(np.random.default_rng(1))
+    counts = [[(c == 1).sum(), (c == 0).sum(), np.isnan(c).sum()] for c in findings.T]
+    for row in stratified_resamples(findings, 30, np.random.default_rng(0)):
+        drawn = findings[row]
+        assert [[(c == 1).sum(), (c == 0).sum(), np.isnan(c).sum()] for c in drawn.T] == counts
+
+
+def test_finding_bootstrap_weights_give_each_resamples_own_aurocs_and_bracket_the_estimates():
+    rng = np.random.default_rng(2)
+    findings, prob = findings_and_scores(rng)
+    idx = stratified_resamples(findings, 20, rng)
+    expected = [auroc(findings[row], prob[row]) for row in idx]
+    np.testing.assert_allclose(weighted_auroc(findings, prob, multiplicities(idx, len(findings))), expected)
+    bounds, (low, high) = finding_bootstrap_ci(findings, prob, n_boot=300, seed=0)
+    point = finding_aurocs(findings, prob)
+    assert bounds.shape == (3, 2) and (bounds[:, 0] < point).all() and (point < bounds[:, 1]).all()
+    assert low < point.mean() < high < bounds[:, 1].max()
+
+
+def test_paired_gain_of_findings_is_the_gain_in_mean_auroc():
+    rng = np.random.default_rng(3)
+    findings, reference = findings_and_scores(rng)
+    better = reference + np.nan_to_num(findings) * 2.0
+    assert paired_gain_ci(findings, [reference], [reference], n_boot=50) == (0.0, 0.0, 0.0)
+    gain, low, high = paired_gain_ci(findings, [better], [reference], n_boot=200)
+    assert gain == pytest.approx(auroc(findings, better) - auroc(findings, reference)) and 0 < low < gain < high
 
 
 def by_seed(values: dict) -> pd.Series:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
+from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout, require_findings
 
 
 @pytest.fixture
@@ -48,3 +48,10 @@ def test_patient_holdout_keeps_patients_on_one_side(meta):
     assert len(train) + len(val) == len(rows)
     assert 0.1 < len(val) / len(rows) < 0.3
     assert set(meta["label"].to_numpy()[val]) == {0, 1}
+
+
+def test_a_subset_must_hold_every_finding_present_and_absent_among_its_known_images():
+    findings = np.array([[1, 0], [0, np.nan], [0, 1], [1, np.nan], [0, 0]], dtype=float)
+    require_findings(findings, ["Edema", "Nodule"], np.array([0, 1, 2, 4]), "subset")
+    with pytest.raises(SubsetTooSmall, match=r"subset \(3 images\) holds finding\(s\) \['Nodule'\] not both present"):
+        require_findings(findings, ["Edema", "Nodule"], np.array([0, 1, 3]), "subset")

@@ -37,6 +37,7 @@ from support.evaluation import complete_stage
 from support.report import QUALITY
 
 DOMAINS = ["major", "rare"]
+FINDINGS = ["Pleural Effusion", "Edema"]
 
 
 def fake_metrics(rng) -> pd.DataFrame:
@@ -458,3 +459,43 @@ def test_the_robustness_gap_is_a_table_per_scanner_with_its_gain_over_the_refere
         assert shown["cf_simclr (linear)"][f"ID patients as {domain}"] == f"{own.mean():.3f} ± {own.std():.3f}"
         diffs = own - pick[pick.method == "simclr"].set_index("seed")["value"]
         assert gain["cf_simclr (linear)"][f"ID patients as {domain}"] == three_seed_cell(diffs)[0]
+
+
+def test_a_multi_label_runs_report_leads_with_the_mean_over_findings_and_shows_each_finding(run_dir):
+    run_report(run_dir)
+    assert "AUROC per finding" not in (run_dir / "report" / "summary.md").read_text()  # a single-label store
+    rng = np.random.default_rng(2)
+    auroc = pd.read_csv(run_dir / "eval" / "metrics.csv").query("metric == 'auroc'")
+    per_finding = [auroc.assign(metric=f"auroc:{name}", value=rng.uniform(0.5, 1, len(auroc))) for name in FINDINGS]
+    mean = auroc.assign(metric="mean_auroc", value=np.mean([p["value"] for p in per_finding], axis=0))
+    metrics = pd.concat([*per_finding, mean], ignore_index=True)
+    metrics.to_csv(run_dir / "eval" / "metrics.csv", index=False)
+    seed_gains = pd.DataFrame(metric_seed_gains(metrics, "simclr"), columns=SEED_GAIN_COLUMNS)
+    seed_gains.to_csv(run_dir / "eval" / "seed_gains.csv", index=False)
+    gaps = pd.DataFrame(subgroup_gap_rows(metrics), columns=SUBGROUP_GAP_COLUMNS)
+    gaps.to_csv(run_dir / "eval" / "subgroup_gaps.csv", index=False)
+    run_report(run_dir)
+    summary = (run_dir / "report" / "summary.md").read_text()
+    assert "AUROC (mean over findings) gain of each method over simclr" in summary.split("## Verdict")[1]
+    whole = metrics.query("label_fraction == 0.1 and subgroup == 'all' and domain == 'all' and method == 'cf_simclr'")
+
+    def cell(rows):
+        values = rows.set_index("seed")["value"]
+        return f"{values.mean():.3f} ± {values.std():.3f}"
+
+    headline = markdown_after(summary, "AUROC (mean over findings) at 10% labels (mean ± std over 3 seeds)")
+    assert headline["cf_simclr (linear)"]["ID"] == cell(whole.query("metric == 'mean_auroc' and test_set == 'id'"))
+    gain = markdown_after(summary, "AUROC (mean over findings) gain over simclr at 10% labels, paired by seed")
+    assert set(gain) == {"cf_simclr (linear)"}
+    table = markdown_after(
+        summary, "AUROC of each finding (on the test images where it is known) and their mean at 10%"
+    )
+    assert list(table["cf_simclr (linear, id)"]) == [*FINDINGS, "mean"]
+    for protocol, test_set in (("linear", "id"), ("linear", "ood"), ("transfer", "ood")):
+        row = table[f"cf_simclr ({protocol}, {test_set})"]
+        shown = whole[(whole.protocol == protocol) & (whole.test_set == test_set)]
+        for name in FINDINGS:
+            assert row[name] == cell(shown[shown.metric == f"auroc:{name}"])
+        assert row["mean"] == cell(shown[shown.metric == "mean_auroc"])
+    assert "AUROC (mean over findings) gap sex=M minus sex=F at 10% labels" in summary
+    assert "AUROC per finding" in (run_dir / "report" / "index.html").read_text()

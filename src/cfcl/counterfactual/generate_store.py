@@ -39,7 +39,7 @@ from cfcl.counterfactual.parents import (
     parents_to,
     value_names,
 )
-from cfcl.data.store import INFO, ImageStore, StoreWriter
+from cfcl.data.store import FINDINGS, INFO, ImageStore, StoreWriter, finding_column
 from cfcl.distributed import current
 from cfcl.errors import CheckpointError, StoreError
 from cfcl.stage import Stage, run_stage
@@ -81,7 +81,8 @@ def counterfactual_rows(
     """One row per (source image, combination of target values other than its own), source-major.
 
     ``target_<parent>`` holds each intervened parent's target code; ``domain`` is the image's
-    domain after the intervention."""
+    domain after the intervention; ``label`` and a multi-label store's ``finding_<name>`` columns are the source
+    image's."""
     combos = np.array(np.meshgrid(*targets.values(), indexing="ij")).reshape(len(targets), -1)
     source_index = np.repeat(sources, combos.shape[1])
     target = {p: np.tile(combos[i], len(sources)).astype(np.int64) for i, p in enumerate(targets)}
@@ -106,6 +107,7 @@ def counterfactual_rows(
             "label": src["label"].to_numpy(),
             "patient_id": src["patient_id"].to_numpy(),
             "image_id": [f"{i}_cf{t}" for i, t in zip(src["image_id"], label)],
+            **{finding_column(f): src[finding_column(f)].to_numpy() for f in store.findings},
         }
     )
 
@@ -250,6 +252,8 @@ def _generate(
     if config.intervene != ["domain"]:
         names = {s.name: value_names(s) for s in model.specs}
         extra["intervened"] = {p: store.domains if p == "domain" else names[p] for p in targets}
+    if store.findings:
+        extra[FINDINGS] = store.findings
     if source is not None:
         extra["reconstructed"] = source.content_hash
         rows = rows.assign(index=np.arange(len(rows)))

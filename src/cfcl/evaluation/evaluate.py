@@ -31,6 +31,13 @@ robustness gap, the ceiling's AUROC minus the ID probe's; and each encoder's cou
 the ID validation images.
 A label fraction too small to hold every class is skipped with a line in ``notes.txt``.
 
+A multi-label store (``store.json`` ``findings``) trains one head over all its findings wherever a single-label
+store trains one over its classes: one logistic probe per finding on the images where it is known
+(:func:`cfcl.evaluation.probe.fit_finding_probes`), and fine-tuning with a binary cross-entropy per finding from
+which missing findings are masked out (:func:`cfcl.evaluation.finetune_encoder.masked_bce`). Label fractions are
+drawn by domain and ``label`` ("any finding") as always, and must hold every finding present and absent. It is scored
+per finding and by the mean AUROC over findings (:mod:`cfcl.evaluation.results`).
+
 Baselines: ``random`` (the architecture at random initialisation), ``supervised`` (fine-tuned
 from it) and ``covariates``: the linear probe on the covariates the store lists (the synthetic
 benchmark's age, sex and anatomy traits), no image at all: what a probe gets without the lesion.
@@ -59,10 +66,10 @@ from cfcl.evaluation import embeddings
 from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.features import cache_key, cached, extract_features, save_array
 from cfcl.evaluation.finetune_encoder import finetune, predict_probabilities
-from cfcl.evaluation.metrics import MetricError, val_threshold
-from cfcl.evaluation.probe import class_probabilities, fit_probe
+from cfcl.evaluation.metrics import MetricError, auroc_defined, val_threshold
+from cfcl.evaluation.probe import class_probabilities, finding_probabilities, fit_finding_probes, fit_probe
 from cfcl.evaluation.results import CEILING, RENDERED, Invariance, Prediction, Results, TsneMap, write_tables
-from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout
+from cfcl.evaluation.subsets import SubsetTooSmall, labelled_subset, patient_holdout, require_findings
 from cfcl.stage import Stage, fingerprint, run_stage
 from cfcl.training import resolve_device
 
@@ -211,6 +218,10 @@ class Evaluation:
         self.labels = store.meta["label"].to_numpy()
         self.domains = store.meta["domain"].to_numpy()
         self.n_classes = len(store.labels)
+        self.findings = store.findings
+        # what a classifier learns: the labels, or a multi-label store's findings [N, F] (1 / 0 / NaN missing)
+        self.targets = store.finding_matrix() if self.findings else self.labels
+        self.n_outputs = len(self.findings) or self.n_classes
         self.rows = {s: store.indices(s) for s in (ID_TRAIN, ID_VAL, ID_TEST, OOD_TRAIN, OOD_TEST)}
         self.results = Results()
         self.predictions, self.notes = self.results.predictions, self.results.notes  # appended to as it runs
@@ -222,7 +233,10 @@ class Evaluation:
         if len(self.rows[split]) == 0:
             return None
         try:
-            return labelled_subset(self.store.meta, self.rows[split], fraction, seed, split, draw)
+            subset = labelled_subset(self.store.meta, self.rows[split], fraction, seed, split, draw)
+            if self.findings:
+                require_findings(self.targets, self.findings, subset, f"label fraction {fraction:g} of split '{split}'")
+            return subset
         except SubsetTooSmall as exc:
             self.notes.append(f"seed {seed}{f' draw {draw}' if draw else ''}: skipped: {exc}")
             return None
@@ -240,8 +254,9 @@ class Evaluation:
         domains: np.ndarray | None = None,
         threshold: float | None = None,
     ) -> None:
-        """Scores of the store's ``rows`` (their labels and subgroups), imaged by ``domains`` (default: their own,
-        and the whole test set is scored too; given ``domains``, the same patients under several, only each domain)."""
+        """Scores of the store's ``rows`` (their labels or findings, and subgroups), imaged by ``domains`` (default:
+        their own, and the whole test set is scored too; given ``domains``, the same patients under several, only each
+        domain)."""
         self.predictions.append(
             Prediction(
                 method,
@@ -249,13 +264,14 @@ class Evaluation:
                 protocol,
                 fraction,
                 test_set,
-                self.labels[rows],
+                self.targets[rows],
                 self.domains[rows] if domains is None else domains,
                 prob,
                 {column: values[rows] for column, values in self.attributes.items()},
                 draw,
                 pooled=domains is None,
                 threshold=threshold,
+                findings=self.findings,
             )
         )
 
@@ -282,6 +298,20 @@ class Evaluation:
             attributes[column] = values
         return attributes
 
+    def fit(self, features: np.ndarray, targets: np.ndarray, seed: int):
+        """The linear probe of ``features`` for ``targets`` (rows of :attr:`targets`): one over the classes, or one
+        per finding."""
+        cfg = self.config.probe
+        if self.findings:
+            return fit_finding_probes(features, targets, cfg.C, cfg.max_iter, seed)
+        return fit_probe(features, targets, cfg.C, cfg.max_iter, seed)
+
+    def probabilities(self, probe, features: np.ndarray) -> np.ndarray:
+        """``[N, n_outputs]``: a :meth:`fit` probe's class probabilities, or each finding's."""
+        if self.findings:
+            return finding_probabilities(probe, features)
+        return class_probabilities(probe, features, self.n_classes)
+
     def linear(
         self,
         method: str,
@@ -295,17 +325,16 @@ class Evaluation:
         test patients under every scanner (linear, test_set ``rendered``), there beside each scanner's ceiling
         probe (given the ``rendered_train`` features); OOD probe -> OOD test (linear); once per label draw (all
         labels: one draw, the others would be the same)."""
-        probe_cfg = self.config.probe
         test, ood_test = self.rows[ID_TEST], self.rows[OOD_TEST]
         for draw in range(self.config.label_draws if fraction < 1 else 1):
             train = self.subset(ID_TRAIN, fraction, seed, draw)
             if train is not None:
-                probe = fit_probe(features[train], self.labels[train], probe_cfg.C, probe_cfg.max_iter, seed)
+                probe = self.fit(features[train], self.targets[train], seed)
                 threshold = self.threshold(probe, features)
-                prob = class_probabilities(probe, features[test], self.n_classes)
+                prob = self.probabilities(probe, features[test])
                 self.record(method, seed, "linear", fraction, "id", test, prob, draw, threshold=threshold)
                 if rendered is not None:
-                    prob = class_probabilities(probe, rendered, self.n_classes)
+                    prob = self.probabilities(probe, rendered)
                     self.record(
                         method,
                         seed,
@@ -332,32 +361,31 @@ class Evaluation:
                         self.rendered.domains,
                     )
                 if len(ood_test):
-                    prob = class_probabilities(probe, features[ood_test], self.n_classes)
+                    prob = self.probabilities(probe, features[ood_test])
                     self.record(method, seed, "transfer", fraction, "ood", ood_test, prob, draw, threshold=threshold)
             ood_train = self.subset(OOD_TRAIN, fraction, seed, draw)
             if ood_train is not None and len(ood_test):
-                probe = fit_probe(features[ood_train], self.labels[ood_train], probe_cfg.C, probe_cfg.max_iter, seed)
-                prob = class_probabilities(probe, features[ood_test], self.n_classes)
+                probe = self.fit(features[ood_train], self.targets[ood_train], seed)
+                prob = self.probabilities(probe, features[ood_test])
                 self.record(method, seed, "linear", fraction, "ood", ood_test, prob, draw)
 
     def threshold(self, probe, features: np.ndarray) -> float | None:
         """The ID probe's threshold with the best balanced accuracy on the ID validation images; None beyond two
-        classes or without validation images of both."""
+        classes, with findings or without validation images of both classes."""
         val = self.rows[ID_VAL]
-        if self.n_classes != 2 or len(np.unique(self.labels[val])) < 2:
+        if self.findings or self.n_classes != 2 or len(np.unique(self.labels[val])) < 2:
             return None
         return val_threshold(self.labels[val], class_probabilities(probe, features[val], self.n_classes)[:, 1])
 
     def ceiling(self, rendered: np.ndarray, rendered_train: np.ndarray, train: np.ndarray, seed: int) -> np.ndarray:
         """Probabilities on the ``rendered`` test images of, per scanner, a probe trained on the labelled
         ``train`` patients as that scanner renders them: the best a linear probe of these features does there."""
-        probe_cfg = self.config.probe
-        prob = np.empty((len(rendered), self.n_classes))
+        prob = np.empty((len(rendered), self.n_outputs))
         for domain in np.unique(self.rendered.domains):
             fit_rows = rendered_train[self.rendered_train.positions(train, domain)]
-            probe = fit_probe(fit_rows, self.labels[train], probe_cfg.C, probe_cfg.max_iter, seed)
+            probe = self.fit(fit_rows, self.targets[train], seed)
             shown = self.rendered.domains == domain
-            prob[shown] = class_probabilities(probe, rendered[shown], self.n_classes)
+            prob[shown] = self.probabilities(probe, rendered[shown])
         return prob
 
     def finetune(self, ref: EncoderRef, method: str, seed: int, fraction: float) -> None:
@@ -377,9 +405,10 @@ class Evaluation:
         for test_set, train, val, test in plans:
             if train is None:
                 continue
-            if len(np.unique(self.labels[val])) < 2:
+            if not auroc_defined(self.targets[val]):
+                lacking = "a finding not both present and absent" if self.findings else "a single class"
                 self.notes.append(
-                    f"{method} seed {seed}: fine-tuning on {test_set} skipped: validation set holds a single class"
+                    f"{method} seed {seed}: fine-tuning on {test_set} skipped: validation set holds {lacking}"
                 )
                 continue
             key = cache_key(ref.key(self.store), config_hash(cfg))
@@ -389,7 +418,7 @@ class Evaluation:
                 prob = np.load(result)
             else:
                 model = finetune(
-                    ref.build().train(), self.store.images, self.labels, train, val, self.n_classes, cfg, run_dir, seed
+                    ref.build().train(), self.store.images, self.targets, train, val, self.n_outputs, cfg, run_dir, seed
                 )
                 prob = predict_probabilities(model, self.store.images, test, self.config.batch_size, self.device)
                 save_array(result, prob)

@@ -1,11 +1,14 @@
 """Classification metrics, their bootstrap intervals and seed-level gains, as pure functions.
 
 AUROC is computed from ranks (Mann-Whitney U); it equals scikit-learn's ``roc_auc_score``
-(binary) and its macro one-vs-rest average (several classes). Bootstrap resamples are drawn
-within each class, so every resample holds every class of the test set and the metric is always
-defined; a resample's metrics are computed from how often it draws each image (its
-multiplicities) over the images sorted once, so a bootstrap costs O(resamples x images) and no
-sort per resample.
+(binary) and its macro one-vs-rest average (several classes). The targets ``y`` are labels ``[N]``
+or, for a multi-label store, its findings ``[N, F]`` (1 present, 0 absent, NaN missing), scored by
+``prob [N, F]``: then AUROC is the mean over findings of each finding's AUROC on the images where
+it is known. Bootstrap resamples are drawn within each class (with findings: within each pattern
+of present, absent and missing findings), so every resample holds as many images of every class
+(of every finding) as the test set and the metric is always defined; a resample's metrics are
+computed from how often it draws each image (its multiplicities) over the images sorted once, so a
+bootstrap costs O(resamples x images) and no sort per resample.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ class MetricError(CfclError):
 
 
 def _check_classes(y: np.ndarray, n_classes: int, name: str) -> None:
+    if y.ndim == 2:
+        for f, column in enumerate(y.T):
+            if not auroc_defined(column[~np.isnan(column)]):
+                raise MetricError(f"test set '{name}': finding {f} is not both present and absent: AUROC is undefined")
+        return
     present = np.unique(y)
     if len(present) < 2:
         raise MetricError(f"test set '{name}' holds a single class ({present.tolist()}): AUROC is undefined")
@@ -40,13 +48,36 @@ def binary_auroc(positive: np.ndarray, score: np.ndarray) -> np.ndarray:
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def auroc(y: np.ndarray, prob: np.ndarray, name: str = "test") -> float:
-    """ROC-AUC; with more than two classes, the macro average of one-vs-rest AUROCs.
+def auroc_defined(y: np.ndarray) -> bool:
+    """Whether labels ``[N]`` hold two classes or more, or findings ``[N, F]`` each finding present and absent."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return bool(((y == 1).any(axis=0) & (y == 0).any(axis=0)).all())
+    return len(np.unique(y)) > 1
 
-    ``prob`` is ``[N, n_classes]``; binary uses column 1.
+
+def finding_aurocs(findings: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """``[F]`` AUROC of each finding (a column of ``findings``: 1 / 0 / NaN missing) by its column of ``prob`` on
+    the images where it is known; NaN for a finding not both present and absent there."""
+    known = ~np.isnan(findings)
+    return np.array(
+        [
+            binary_auroc(column[k] == 1, score[k]) if auroc_defined(column[k]) else np.nan
+            for column, score, k in zip(findings.T, np.asarray(prob, dtype=np.float64).T, known.T)
+        ]
+    )
+
+
+def auroc(y: np.ndarray, prob: np.ndarray, name: str = "test") -> float:
+    """ROC-AUC; with more than two classes, the macro average of one-vs-rest AUROCs; with findings ``y [N, F]``,
+    the mean of :func:`finding_aurocs`.
+
+    ``prob`` is ``[N, n_classes]`` (binary uses column 1) or ``[N, F]``.
     """
     y, prob = np.asarray(y), np.asarray(prob, dtype=np.float64)
     _check_classes(y, prob.shape[1], name)
+    if y.ndim == 2:
+        return float(finding_aurocs(y, prob).mean())
     if prob.shape[1] == 2:
         return float(binary_auroc(y == 1, prob[:, 1]))
     return float(np.mean([binary_auroc(y == c, prob[:, c]) for c in np.unique(y)]))
@@ -76,9 +107,22 @@ def weighted_binary_auroc(positive: np.ndarray, score: np.ndarray, weights: np.n
     return (pos_tied * (neg_below + 0.5 * neg_tied)).sum(axis=1) / (pos_tied.sum(axis=1) * neg_tied.sum(axis=1))
 
 
+def weighted_finding_aurocs(findings: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``[F, B]``: :func:`finding_aurocs` under each row of per-image ``weights [B, N]``."""
+    known = ~np.isnan(findings)
+    return np.stack(
+        [
+            weighted_binary_auroc(column[k] == 1, score[k], weights[:, k])
+            for column, score, k in zip(findings.T, prob.T, known.T)
+        ]
+    )
+
+
 def weighted_auroc(y: np.ndarray, prob: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUROC of ``(y, prob [N, C])`` under each row of per-image ``weights [B, N]``; with a resample's
     :func:`multiplicities`, as :func:`auroc` on that resample."""
+    if y.ndim == 2:
+        return weighted_finding_aurocs(y, prob, weights).mean(axis=0)
     if prob.shape[-1] == 2:
         return weighted_binary_auroc(y == 1, prob[:, 1], weights)
     return np.mean([weighted_binary_auroc(y == c, prob[:, c], weights) for c in np.unique(y)], axis=0)
@@ -109,8 +153,12 @@ def val_threshold(y: np.ndarray, score: np.ndarray) -> float:
 
 
 def stratified_resamples(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``[n_boot, N]`` indices, each row resampling every class with replacement at its own size."""
+    """``[n_boot, N]`` indices, each row resampling every class with replacement at its own size; with findings
+    ``y [N, F]``, every pattern of present, absent and missing findings, so that each finding keeps its numbers of
+    positive, negative and missing images."""
     y = np.asarray(y)
+    if y.ndim == 2:
+        y = np.unique(np.where(np.isnan(y), 2, y), axis=0, return_inverse=True)[1].reshape(-1)
     rows = np.empty((n_boot, len(y)), dtype=np.int64)
     start = 0
     for c in np.unique(y):
@@ -137,6 +185,19 @@ def bootstrap_ci(
     return out
 
 
+def finding_bootstrap_ci(
+    findings: np.ndarray, prob: np.ndarray, n_boot: int = 200, level: float = 0.95, seed: int = 0
+) -> tuple[np.ndarray, tuple[float, float]]:
+    """Percentile bootstrap intervals ``[F, 2]`` of each finding's AUROC and ``(low, high)`` of their mean, from
+    the same resamples of the images (within patterns of findings: :func:`stratified_resamples`)."""
+    prob = np.asarray(prob, dtype=np.float64)
+    weights = multiplicities(stratified_resamples(findings, n_boot, np.random.default_rng(seed)), len(findings))
+    values = weighted_finding_aurocs(findings, prob, weights)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values.mean(axis=0), [tail, 100 - tail])
+    return np.percentile(values, [tail, 100 - tail], axis=1).T, (float(low), float(high))
+
+
 def paired_gain_ci(
     y: np.ndarray,
     prob: list[np.ndarray],
@@ -145,7 +206,8 @@ def paired_gain_ci(
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Gain in AUROC of one method over a reference on the same test set, averaged over seeds.
+    """Gain in AUROC (with findings ``y [N, F]``: mean AUROC over findings) of one method over a reference on the
+    same test set, averaged over seeds.
 
     ``prob[s]`` and ``reference[s]`` are the scores of seed ``s``; each bootstrap resample of
     the test images is shared by all seeds and both methods (paired), so the interval reflects

@@ -11,6 +11,13 @@ Bootstrap intervals are extra rows whose metric is ``<metric>_ci_low`` / ``<metr
 ``all`` for the whole test set (or one of its domains) and ``<column>=<value>`` (``sex=F``) for the test images
 with that metadata value.
 
+A multi-label store (``store.json`` ``findings``) is scored per finding, on the images where that finding is known:
+metric ``auroc:<finding>`` (and its ``auroc_ci_low:<finding>`` / ``auroc_ci_high:<finding>``), and ``mean_auroc``,
+the mean over findings, which stands where a single-label store has ``auroc`` (:data:`AUROC_METRICS`). Every
+metric name is ``<metric>[:<finding>]`` (:func:`finding_metric`, :func:`metric_parts`), so every reader of the long
+format (draw averages, seed gains, subgroup gaps) treats a finding's AUROC as one more metric, and a single-label
+store's tables are those they always were.
+
 Headroom on the synthetic benchmark (a store with true counterfactuals): protocol ``ceiling``, test set
 ``rendered`` holds, per scanner, a probe trained on the labelled training patients as that scanner renders
 them and tested on the test patients it renders, the best a linear probe of these features does there; the
@@ -39,8 +46,11 @@ from cfcl import atomic, layout
 from cfcl.evaluation.config import EvaluateConfig
 from cfcl.evaluation.metrics import (
     auroc,
+    auroc_defined,
     balanced_accuracy,
     bootstrap_ci,
+    finding_aurocs,
+    finding_bootstrap_ci,
     paired_gain_ci,
     paired_seed_gain,
     variance_components,
@@ -112,7 +122,10 @@ VARIANCE_COLUMNS = [
 ]
 RESOLVED_GAIN = 0.02  # the AUROC gain the benchmark is designed to resolve: the half-width `seeds_needed` aims at
 MAX_SEEDS = 1000
-POINT_METRICS = ("auroc", "balanced_accuracy", VAL_THRESHOLD, ROBUSTNESS_GAP)
+MEAN_AUROC = "mean_auroc"  # a multi-label store's AUROC: the mean over its findings
+AUROC_METRICS = ("auroc", MEAN_AUROC)  # the AUROC of a single-label store / of a multi-label store
+POINT_METRICS = ("auroc", "balanced_accuracy", VAL_THRESHOLD, ROBUSTNESS_GAP, MEAN_AUROC)
+FINDING_SEPARATOR = ":"
 # Columns of ``domain_predictability.csv`` -> their metric name in ``seed_gains.csv`` (protocol ``embedding``).
 INVARIANCE_MEASURES = {
     "balanced_accuracy": "domain_predictability",
@@ -122,9 +135,33 @@ INVARIANCE_MEASURES = {
 }
 
 
+def finding_metric(metric: str, finding: str) -> str:
+    """The name of ``metric`` of one finding: ``auroc:Edema``."""
+    return f"{metric}{FINDING_SEPARATOR}{finding}"
+
+
+def metric_parts(name: str) -> tuple[str, str | None]:
+    """``(metric, finding)`` of a metric name; the finding is None for a metric of the whole task."""
+    metric, separator, finding = name.partition(FINDING_SEPARATOR)
+    return metric, finding if separator else None
+
+
+def point_metrics(names: pd.Series) -> pd.Series:
+    """Which metric names are point values of :data:`POINT_METRICS` (of the task or of a finding), not bounds."""
+    return names.str.partition(FINDING_SEPARATOR)[0].isin(POINT_METRICS)
+
+
+def auroc_metric(table: pd.DataFrame) -> str:
+    """The AUROC of the store that ``table`` (``metrics.csv``, ``seed_gains.csv``...) scores, as its ``metric`` names
+    it: :data:`MEAN_AUROC` for a multi-label store, else ``auroc``."""
+    return MEAN_AUROC if (table["metric"] == MEAN_AUROC).any() else "auroc"
+
+
 @dataclass
 class Prediction:
-    """Scores of one trained classifier on one test set."""
+    """Scores of one trained classifier on one test set: labels ``y [N]`` and class probabilities ``prob [N, C]``,
+    or for a multi-label store (``findings``: their names) its findings ``y [N, F]`` (1 / 0 / NaN missing) and each
+    finding's probability ``prob [N, F]``."""
 
     method: str
     seed: int
@@ -138,10 +175,19 @@ class Prediction:
     draw: int = 0  # which labelled subset of the seed (evaluate.label_draws)
     pooled: bool = True  # whether the whole test set is a population; not for the same patients under every scanner
     threshold: float | None = None  # on the class-1 probability, chosen on ID validation images (binary labels)
+    findings: list[str] = field(default_factory=list)
 
     @property
     def key(self) -> tuple:
         return self.protocol, self.label_fraction, self.test_set
+
+    def class_counts(self, mask: np.ndarray) -> dict:
+        """The images of ``mask`` per class of the test set; with findings, per finding absent and present
+        (``Edema=0``, ``Edema=1``) among those where it is known."""
+        y = self.y[mask]
+        if self.findings:
+            return {f"{n}={v}": int((column == v).sum()) for n, column in zip(self.findings, y.T) for v in (0, 1)}
+        return {c: int((y == c).sum()) for c in np.unique(self.y).tolist()}
 
 
 @dataclass
@@ -209,21 +255,20 @@ def metric_groups(
     pred: Prediction, domain_names: list[str], min_per_class: int, notes: list[str]
 ) -> list[tuple[str, str, np.ndarray]]:
     """``(subgroup, domain, mask)``: the whole test set and its domains (:func:`domain_groups`), then each value of each
-    subgroup column on them, where it holds at least ``min_per_class`` images of every class of the test set (else
-    noted)."""
+    subgroup column on them, where it holds at least ``min_per_class`` images of every class of the test set (with
+    findings: of every finding absent and present; else noted)."""
     domains = domain_groups(pred, domain_names)
     groups = [(WHOLE, domain, mask) for domain, mask in domains]
-    classes = np.unique(pred.y)
     for column, values in pred.attributes.items():
         for value in sorted(set(values) - {""}):
             subgroup = f"{column}={value}"
             for domain, mask in domains:
                 mask = mask & (values == value)
-                counts = [int((pred.y[mask] == c).sum()) for c in classes]
-                if min(counts) < min_per_class:
+                counts = pred.class_counts(mask)
+                if min(counts.values()) < min_per_class:
                     notes.append(
-                        f"subgroup {subgroup} of test set {pred.test_set}/{domain} skipped: {counts} images of classes "
-                        f"{classes.tolist()}, fewer than subgroups.min_per_class={min_per_class}"
+                        f"subgroup {subgroup} of test set {pred.test_set}/{domain} skipped: {list(counts.values())} "
+                        f"images of classes {list(counts)}, fewer than subgroups.min_per_class={min_per_class}"
                     )
                     continue
                 groups.append((subgroup, domain, mask))
@@ -233,21 +278,24 @@ def metric_groups(
 def metric_rows(
     pred: Prediction, domain_names: list[str], n_boot: int, level: float, notes: list[str], min_per_class: int
 ) -> list[dict]:
-    """Point values and bootstrap intervals per group of :func:`metric_groups`; a single-class group is noted and
-    skipped."""
+    """Point values and bootstrap intervals per group of :func:`metric_groups` (with findings:
+    :func:`finding_scores`); a single-class group (with findings: one where some finding is not both present and
+    absent) is noted and skipped."""
     rows = []
     for subgroup, domain, mask in metric_groups(pred, domain_names, min_per_class, notes):
         y, prob = pred.y[mask], pred.prob[mask]
-        if len(np.unique(y)) < 2:
-            notes.append(
-                f"{pred.method} seed {pred.seed} {pred.protocol} {pred.test_set}/{domain}: single class, no metrics"
-            )
+        if not auroc_defined(y):
+            what = "single class" if not pred.findings else "a finding not both present and absent"
+            notes.append(f"{pred.method} seed {pred.seed} {pred.protocol} {pred.test_set}/{domain}: {what}, no metrics")
             continue
-        values = {"auroc": auroc(y, prob), "balanced_accuracy": balanced_accuracy(y, prob.argmax(-1))}
-        if pred.threshold is not None:
-            values[VAL_THRESHOLD] = balanced_accuracy(y, (prob[:, 1] >= pred.threshold).astype(int))
-        for metric, (low, high) in bootstrap_ci(y, prob, n_boot, level, seed=pred.seed).items():
-            values[f"{metric}_ci_low"], values[f"{metric}_ci_high"] = low, high
+        if pred.findings:
+            values = finding_scores(pred.findings, y, prob, n_boot, level, pred.seed)
+        else:
+            values = {"auroc": auroc(y, prob), "balanced_accuracy": balanced_accuracy(y, prob.argmax(-1))}
+            if pred.threshold is not None:
+                values[VAL_THRESHOLD] = balanced_accuracy(y, (prob[:, 1] >= pred.threshold).astype(int))
+            for metric, (low, high) in bootstrap_ci(y, prob, n_boot, level, seed=pred.seed).items():
+                values[f"{metric}_ci_low"], values[f"{metric}_ci_high"] = low, high
         base = dict(
             method=pred.method,
             seed=pred.seed,
@@ -260,6 +308,20 @@ def metric_rows(
         )
         rows += [{**base, "metric": metric, "value": value} for metric, value in values.items()]
     return rows
+
+
+def finding_scores(
+    names: list[str], findings: np.ndarray, prob: np.ndarray, n_boot: int, level: float, seed: int
+) -> dict[str, float]:
+    """``mean_auroc`` and each finding's ``auroc:<finding>``, with their bootstrap bounds, of ``prob [N, F]`` on
+    ``findings [N, F]`` (each finding on the images where it is known)."""
+    aurocs = finding_aurocs(findings, prob)
+    bounds, (low, high) = finding_bootstrap_ci(findings, prob, n_boot, level, seed)
+    values = {MEAN_AUROC: float(aurocs.mean()), f"{MEAN_AUROC}_ci_low": low, f"{MEAN_AUROC}_ci_high": high}
+    for name, value, (low, high) in zip(names, aurocs, bounds):
+        values[finding_metric("auroc", name)] = float(value)
+        values[finding_metric("auroc_ci_low", name)], values[finding_metric("auroc_ci_high", name)] = low, high
+    return values
 
 
 def robustness_gap_rows(draws: pd.DataFrame) -> pd.DataFrame:
@@ -283,8 +345,8 @@ def average_draws(rows: pd.DataFrame) -> pd.DataFrame:
 def gain_rows(
     preds: list[Prediction], reference: str, domain_names: list[str], n_boot: int, level: float
 ) -> list[dict]:
-    """AUROC gain of every method over ``reference`` averaged over seeds and label draws, paired bootstrap interval per
-    domain."""
+    """AUROC gain (with findings: of the mean AUROC over findings) of every method over ``reference`` averaged over
+    seeds and label draws, paired bootstrap interval per domain."""
     by_key: dict[tuple, dict[str, dict[tuple[int, int], Prediction]]] = defaultdict(lambda: defaultdict(dict))
     for p in preds:
         by_key[p.key][p.method][p.seed, p.draw] = p
@@ -299,7 +361,7 @@ def gain_rows(
                 continue
             first = seeds[common[0]]
             for domain, mask in domain_groups(first, domain_names):
-                if len(np.unique(first.y[mask])) < 2:
+                if not auroc_defined(first.y[mask]):
                     continue
                 gain, low, high = paired_gain_ci(
                     first.y[mask],
@@ -366,7 +428,7 @@ def seed_gain_rows(
 def metric_seed_gains(metrics: pd.DataFrame, reference: str, level: float = 0.95) -> list[dict]:
     """``seed_gains.csv`` rows of ``metrics.csv``'s point metrics (not of their bootstrap bounds) on whole test sets."""
     whole = whole_test_sets(metrics)
-    return seed_gain_rows(whole[whole["metric"].isin(POINT_METRICS)], reference, METRIC_KEYS, level)
+    return seed_gain_rows(whole[point_metrics(whole["metric"])], reference, METRIC_KEYS, level)
 
 
 def subgroup_gap_rows(metrics: pd.DataFrame, level: float = 0.95) -> list[dict]:
@@ -376,7 +438,7 @@ def subgroup_gap_rows(metrics: pd.DataFrame, level: float = 0.95) -> list[dict]:
     The reference is the column's first value in text order, so the sign convention is fixed: the
     sex gap is ``sex=M`` minus ``sex=F`` (positive: the classifier does better on male images).
     """
-    values = metrics[metrics["metric"].isin(POINT_METRICS) & (metrics["subgroup"] != WHOLE)]
+    values = metrics[point_metrics(metrics["metric"]) & (metrics["subgroup"] != WHOLE)]
     rows = []
     for _, part in values.groupby(values["subgroup"].str.split("=").str[0], sort=True):
         rows += seed_gain_rows(part, min(part["subgroup"]), ["method", *METRIC_KEYS], level, by="subgroup")
@@ -399,8 +461,8 @@ def invariance_seed_gains(table: pd.DataFrame, reference: str, test_set: str, le
 
 
 def variance_rows(draws: pd.DataFrame, gains: pd.DataFrame, reference: str, level: float = 0.95) -> list[dict]:
-    """``variance_components.csv``: for each method's AUROC gain over ``reference`` on each test set and
-    each of its domains (``all``: the whole set), how much of its spread comes from the pretraining
+    """``variance_components.csv``: for each method's AUROC gain (with findings: mean AUROC) over ``reference`` on each
+    test set and each of its domains (``all``: the whole set), how much of its spread comes from the pretraining
     seed, the label draw (:func:`~cfcl.evaluation.metrics.variance_components`) and the test images
     (``sd_test``: the standard error of the averaged gain from its paired bootstrap in ``gains.csv``;
     every seed shares the test set, so more seeds do not shrink it), and ``seeds_needed``: the fewest
@@ -408,7 +470,7 @@ def variance_rows(draws: pd.DataFrame, gains: pd.DataFrame, reference: str, leve
 
     ``draws`` holds :func:`metric_rows` of every label draw (``draw`` column), before :func:`average_draws`.
     """
-    auc = draws[(draws["metric"] == "auroc") & (draws["subgroup"] == WHOLE)]
+    auc = draws[draws["metric"].isin(AUROC_METRICS) & (draws["subgroup"] == WHOLE)]
     keys = ["protocol", "label_fraction", "test_set", "domain"]
     z = float(norm.ppf((1 + level) / 2))
     rows = []

@@ -1,4 +1,7 @@
-"""Label-fraction subsets of a training split, stratified by domain and label, seeded."""
+"""Label-fraction subsets of a training split, stratified by domain and label, seeded.
+
+A multi-label store's subsets are drawn the same way (its ``label`` is "any finding"); a subset must then also hold
+every finding present and absent (:func:`require_findings`)."""
 
 from __future__ import annotations
 
@@ -35,6 +38,15 @@ def labelled_subset(
             f"label fraction {fraction:g} of split '{split}' ({len(rows)} images) holds no image of label(s) {missing}"
         )
     return subset
+
+
+def require_findings(findings: np.ndarray, names: list[str], rows: np.ndarray, what: str) -> None:
+    """Raise :class:`SubsetTooSmall` unless every finding (a column of ``findings``: 1 / 0 / NaN missing) is both
+    present and absent among ``rows``, which ``what`` names."""
+    chosen = findings[rows]
+    lacking = [n for n, c in zip(names, chosen.T) if not ((c == 1).any() and (c == 0).any())]
+    if lacking:
+        raise SubsetTooSmall(f"{what} ({len(rows)} images) holds finding(s) {lacking} not both present and absent")
 
 
 def patient_holdout(meta: pd.DataFrame, rows: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

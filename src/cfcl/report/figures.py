@@ -9,11 +9,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from cfcl.evaluation.metrics import seed_interval
-from cfcl.evaluation.results import INVARIANCE_MEASURES, whole_test_sets
+from cfcl.evaluation.results import INVARIANCE_MEASURES, MEAN_AUROC, whole_test_sets
 
 LINESTYLE = {"linear": "-", "transfer": "-", "finetune": "--", "ceiling": ":"}
 TRANSFER_COLUMN = "OOD (direct transfer)"  # the ID probe applied to the OOD test set (protocol ``transfer``)
 TICK_CHARACTERS = 14  # a test set's name wraps to lines of at most this many characters under its tick
+
+
+def metric_words(metric: str) -> str:
+    """How the report names a metric: ``AUROC``, a multi-label store's ``AUROC (mean over findings)``."""
+    return "AUROC (mean over findings)" if metric == MEAN_AUROC else metric.upper()
 
 
 def method_colours(methods) -> dict[str, str]:
@@ -57,9 +62,10 @@ def panel_columns(rows: pd.DataFrame, protocol: str) -> list[tuple[str, str, str
     return [(TRANSFER_COLUMN, "ood", "all")] if protocol == "transfer" else test_columns(rows)
 
 
-def auroc_vs_fraction(metrics: pd.DataFrame) -> Figure:
-    """AUROC against label fraction, one panel per test set: mean ± std over seeds, points alone with one seed."""
-    summary = seed_summary(metrics)
+def auroc_vs_fraction(metrics: pd.DataFrame, metric: str = "auroc") -> Figure:
+    """``metric`` (AUROC) against label fraction, one panel per test set: mean ± std over seeds, points alone with one
+    seed."""
+    summary = seed_summary(metrics, metric)
     panels = [(name, t, d, False) for name, t, d in test_columns(metrics)]
     if (summary["protocol"] == "transfer").any():
         panels.append((TRANSFER_COLUMN, "ood", "all", True))
@@ -90,7 +96,7 @@ def auroc_vs_fraction(metrics: pd.DataFrame) -> Figure:
         ax.minorticks_off()
         ax.set_title(name)
         ax.set_xlabel("label fraction (%)")
-        ax.set_ylabel("AUROC")
+        ax.set_ylabel(metric_words(metric))
         ax.grid(alpha=0.3)
     for ax in axes[n:]:
         ax.set_visible(False)

@@ -17,12 +17,14 @@ from cfcl import atomic, layout
 from cfcl.evaluation.results import (
     COLUMNS,
     GAIN_COLUMNS,
+    MEAN_AUROC,
     PREDICTABILITY_COLUMNS,
     RESOLVED_GAIN,
     ROBUSTNESS_GAP,
     SEED_GAIN_COLUMNS,
     SUBGROUP_GAP_COLUMNS,
     VARIANCE_COLUMNS,
+    auroc_metric,
 )
 from cfcl.plotting import png_bytes
 from cfcl.report import figures
@@ -30,6 +32,7 @@ from cfcl.report.html import Block, Section, render_page
 from cfcl.report.quality import pass_caption, pass_marks, quality_tables
 from cfcl.report.summary import (
     ReportError,
+    finding_table,
     gain_caption,
     gap_caption,
     headline_caption,
@@ -159,17 +162,24 @@ def png_file(path: Path) -> bytes | None:
     return path.read_bytes()
 
 
-def _verdict(report: Report, run_dir: Path) -> None:
+def run_auroc_metric(run_dir: Path) -> str:
+    """The AUROC the report leads with: :func:`~cfcl.evaluation.results.auroc_metric` of the run's ``metrics.csv``
+    (``mean_auroc`` for a multi-label store), ``auroc`` without one."""
+    metrics = optional_csv(layout.RunLayout(run_dir).eval / layout.METRICS, COLUMNS)
+    return auroc_metric(metrics) if metrics is not None else "auroc"
+
+
+def _verdict(report: Report, run_dir: Path, metric: str) -> None:
     """The first section: which method beats the reference, by how much and how sure, in words."""
     section = report.section("Verdict")
     path = layout.RunLayout(run_dir).eval / layout.SEED_GAINS
     seed_gains = optional_csv(path, SEED_GAIN_COLUMNS)
-    found = verdict(seed_gains) if seed_gains is not None else None
+    found = verdict(seed_gains, metric) if seed_gains is not None else None
     if found is None:
         report.text(
             section,
-            f"No verdict: {path} holds no AUROC gain over the reference method (run `cfcl evaluate` "
-            "with the reference method among the encoders).",
+            f"No verdict: {path} holds no {figures.metric_words(metric)} gain over the reference method (run "
+            "`cfcl evaluate` with the reference method among the encoders).",
         )
         return
     report.text(section, found.lead)
@@ -177,7 +187,7 @@ def _verdict(report: Report, run_dir: Path) -> None:
     report.text(section, "Every test set, scanner and label fraction: the headline results below.")
 
 
-def _results(report: Report, run_dir: Path) -> None:
+def _results(report: Report, run_dir: Path, metric: str) -> None:
     eval_dir = layout.RunLayout(run_dir).eval
     metrics_path = eval_dir / layout.METRICS
     section = report.section("Headline results")
@@ -190,19 +200,25 @@ def _results(report: Report, run_dir: Path) -> None:
         return
     seed_gains_path = eval_dir / layout.SEED_GAINS
     seed_gains = optional_csv(seed_gains_path, SEED_GAIN_COLUMNS)
+    words = figures.metric_words(metric)
     for fraction in headline_fractions(metrics):
         report.table(
-            section, headline_table(metrics, fraction), headline_caption(metrics, fraction), "method (protocol)"
+            section,
+            headline_table(metrics, fraction, metric),
+            headline_caption(metrics, fraction, words),
+            "method (protocol)",
         )
         if seed_gains is not None:
             report.table(
                 section,
-                headline_gain_table(seed_gains, fraction),
-                gain_caption(seed_gains, fraction),
+                headline_gain_table(seed_gains, fraction, metric),
+                gain_caption(seed_gains, fraction, metric, f"{words} gain over {{reference}}"),
                 "method (protocol)",
             )
     if seed_gains is None:
         report.missing(section, f"seed-level gains in {seed_gains_path} (the reference method was not evaluated)")
+    if metric == MEAN_AUROC:
+        _findings(report, metrics)
     _robustness(report, metrics, seed_gains)
     curves = report.section("AUROC against label fraction")
     n_seeds = metrics["seed"].nunique()
@@ -211,8 +227,8 @@ def _results(report: Report, run_dir: Path) -> None:
     report.figure(
         curves,
         "auroc_vs_fraction.png",
-        png_bytes(figures.auroc_vs_fraction(metrics)),
-        f"AUROC against the fraction of training labels on each test set ({spread}{dashed})",
+        png_bytes(figures.auroc_vs_fraction(metrics, metric)),
+        f"{words} against the fraction of training labels on each test set ({spread}{dashed})",
     )
     gains_section = report.section("Gain over the reference method per domain, test-set bootstrap")
     gains_path = eval_dir / layout.GAINS
@@ -224,13 +240,13 @@ def _results(report: Report, run_dir: Path) -> None:
             gains_section,
             "gain_over_reference.png",
             png_bytes(figures.gain_figure(gains, figures.method_colours(metrics["method"]))),
-            "Seed-averaged AUROC gain over the reference per test set, with its paired-bootstrap interval over "
+            f"Seed-averaged {words} gain over the reference per test set, with its paired-bootstrap interval over "
             "test images (not over seeds)",
         )
         report.table(
             gains_section,
             bootstrap_gain_table(gains),
-            "AUROC gain over the reference; interval: paired bootstrap of the test images, which says how much "
+            f"{words} gain over the reference; interval: paired bootstrap of the test images, which says how much "
             "the test set alone moves the seed-averaged gain. Whether a gain holds across seeds: the verdict "
             "and the headline gain tables",
             "method",
@@ -239,6 +255,20 @@ def _results(report: Report, run_dir: Path) -> None:
     if notes.is_file() and notes.read_text().strip():
         section.blocks.append(Block("pre", notes.read_text(), "evaluation notes (skipped settings)"))
         report.markdown.append("Evaluation notes:\n\n```\n" + notes.read_text() + "```\n")
+
+
+def _findings(report: Report, metrics: pd.DataFrame) -> None:
+    """A multi-label store's AUROC of each finding beside their mean, per headline label fraction."""
+    section = report.section("AUROC per finding")
+    for fraction in headline_fractions(metrics):
+        report.table(
+            section,
+            finding_table(metrics, fraction),
+            headline_caption(
+                metrics, fraction, "AUROC of each finding (on the test images where it is known) and their mean"
+            ),
+            "method (protocol, test set)",
+        )
 
 
 def _robustness(report: Report, metrics: pd.DataFrame, seed_gains: pd.DataFrame | None) -> None:
@@ -288,7 +318,7 @@ def bootstrap_gain_table(gains: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _subgroups(report: Report, run_dir: Path) -> None:
+def _subgroups(report: Report, run_dir: Path, metric: str) -> None:
     """Per subgroup column (sex), each method's AUROC gap between its values: tables and a figure."""
     path = layout.RunLayout(run_dir).eval / layout.SUBGROUP_GAPS
     section = report.section("Subgroup gaps")
@@ -296,7 +326,7 @@ def _subgroups(report: Report, run_dir: Path) -> None:
         report.missing(section, f"{path} (run `cfcl evaluate`)")
         return
     gaps = optional_csv(path, SUBGROUP_GAP_COLUMNS)
-    auroc = gaps[gaps["metric"] == "auroc"] if gaps is not None else None
+    auroc = gaps[gaps["metric"] == metric] if gaps is not None else None
     if auroc is None or auroc.empty:
         report.text(
             section,
@@ -309,11 +339,14 @@ def _subgroups(report: Report, run_dir: Path) -> None:
         for fraction in headline_fractions(part):
             report.table(
                 section,
-                subgroup_gap_table(part, fraction, subgroup),
-                gap_caption(part, fraction, subgroup),
+                subgroup_gap_table(part, fraction, subgroup, metric),
+                gap_caption(part, fraction, subgroup, metric),
                 "method (protocol)",
             )
-        what, level = f"AUROC {subgroup} minus {part['reference'].iloc[0]}", float(part["level"].iloc[0]) * 100
+        what, level = (
+            f"{figures.metric_words(metric)} {subgroup} minus {part['reference'].iloc[0]}",
+            float(part["level"].iloc[0]) * 100,
+        )
         name = "subgroup_gap_" + re.sub(r"[^A-Za-z0-9]+", "_", subgroup) + ".png"
         report.figure(
             section,
@@ -323,7 +356,7 @@ def _subgroups(report: Report, run_dir: Path) -> None:
         )
 
 
-def _variance(report: Report, run_dir: Path) -> None:
+def _variance(report: Report, run_dir: Path, metric: str) -> None:
     """Where the spread of each AUROC gain at the lowest label fraction comes from (``variance_components.csv``),
     on each test set and its scanners."""
     section = report.section("Where the spread of a gain comes from")
@@ -352,7 +385,8 @@ def _variance(report: Report, run_dir: Path) -> None:
     report.table(
         section,
         frame,
-        f"AUROC gain over {lowest['reference'].iloc[0]} at {lowest['label_fraction'].iloc[0]:g} of the labels, "
+        f"{figures.metric_words(metric)} gain over {lowest['reference'].iloc[0]} at "
+        f"{lowest['label_fraction'].iloc[0]:g} of the labels, "
         "on each test set and each of its scanners: standard deviation of one seed's gain from the pretraining "
         "seed and from the label draw, the test-image standard error of the averaged gain (shared by every "
         "seed), the 95% half-width over the seeds measured and projected for 10 seeds, and the fewest seeds "
@@ -510,10 +544,11 @@ def build_report(run_dir: Path) -> Report:
             f"{MANIFEST})"
         )
     report = Report()
-    _verdict(report, run_dir)
-    _results(report, run_dir)
-    _subgroups(report, run_dir)
-    _variance(report, run_dir)
+    metric = run_auroc_metric(run_dir)
+    _verdict(report, run_dir, metric)
+    _results(report, run_dir, metric)
+    _subgroups(report, run_dir, metric)
+    _variance(report, run_dir, metric)
     _embeddings(report, run_dir)
     _counterfactuals(report, run_dir)
     _pretraining(report, run_dir)

@@ -1,5 +1,6 @@
 """The headline tables as text and markdown: method x test set, AUROC mean ± std over seeds, and each
-method's gain over the reference with its t-interval over seeds; the verdict in words; the domain-invariance tables."""
+method's gain over the reference with its t-interval over seeds; the verdict in words; the domain-invariance tables;
+for a multi-label store, whose headline AUROC is the mean over its findings, each finding's AUROC."""
 
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ from cfcl import layout
 from cfcl.errors import CfclError
 from cfcl.evaluation.evaluate import COVARIATES, RANDOM, SUPERVISED
 from cfcl.evaluation.metrics import seed_interval
-from cfcl.evaluation.results import INVARIANCE_MEASURES
-from cfcl.report.figures import TRANSFER_COLUMN, measured, seed_summary, test_columns
+from cfcl.evaluation.results import (
+    INVARIANCE_MEASURES,
+    MEAN_AUROC,
+    auroc_metric,
+    finding_metric,
+    metric_parts,
+)
+from cfcl.report.figures import TRANSFER_COLUMN, measured, metric_words, seed_summary, test_columns
 
 TERMINAL_WIDTH = 100  # the headline printed by `cfcl demo` / `cfcl run` fits a terminal this wide
 SMALLEST = 1e-4  # a nonzero value below this prints as "< 0.0001": its digits are noise to a reader
@@ -124,12 +131,11 @@ def gap_caption(gaps: pd.DataFrame, fraction: float, subgroup: str, metric: str 
     reference = gaps.loc[gaps["subgroup"] == subgroup, "reference"].iloc[0]
     level = float(gaps["level"].iloc[0]) * 100
     rows = gaps[(gaps["label_fraction"] == fraction) & (gaps["metric"] == metric) & (gaps["subgroup"] == subgroup)]
+    what = f"{metric_words(metric)} gap {subgroup} minus {reference} at {fraction * 100:g}% labels"
     if _one_seed(rows):
-        return (
-            f"AUROC gap {subgroup} minus {reference} at {fraction * 100:g}% labels, one seed: no interval; {MORE_SEEDS}"
-        )
+        return f"{what}, one seed: no interval; {MORE_SEEDS}"
     return (
-        f"AUROC gap {subgroup} minus {reference} at {fraction * 100:g}% labels, paired by seed: mean [{level:g}% "
+        f"{what}, paired by seed: mean [{level:g}% "
         f"t-interval over seeds], seeds with a gap > 0 / seeds; supported = the interval excludes 0"
     )
 
@@ -161,6 +167,19 @@ def invariance_gain_table(seed_gains: pd.DataFrame) -> pd.DataFrame:
     return cells.reindex(
         columns=[m for m in INVARIANCE_MEASURES.values() if m in cells.columns]
     )  # cf_invariance: synthetic only
+
+
+def finding_table(metrics: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """A multi-label store's AUROC of each finding and their mean (columns) per method, protocol and whole test set
+    (rows), mean ± std over seeds at label ``fraction``."""
+    shown = metrics[(metrics["label_fraction"] == fraction) & (metrics["domain"] == "all")]
+    findings = dict.fromkeys(f for m, f in map(metric_parts, shown["metric"]) if m == "auroc" and f is not None)
+    columns = {**{name: finding_metric("auroc", name) for name in findings}, "mean": MEAN_AUROC}
+    table: dict[str, dict[str, str]] = {}
+    for column, metric in columns.items():
+        for _, row in seed_summary(shown, metric).iterrows():
+            table.setdefault(f"{row['method']} ({row['protocol']}, {row['test_set']})", {})[column] = _cell(row)
+    return pd.DataFrame.from_dict(table, orient="index").reindex(columns=list(columns)).fillna("–")
 
 
 def headline_caption(metrics: pd.DataFrame, fraction: float, what: str = "AUROC") -> str:
@@ -235,7 +254,7 @@ def verdict(seed_gains: pd.DataFrame, metric: str = "auroc") -> Verdict | None:
     reference = ", ".join(sorted(set(rows["reference"])))
     n_seeds, level = int(rows["n_seeds"].max()), float(rows["level"].iloc[0]) * 100
     what = (
-        f"{metric.upper()} gain of each method over {reference} (the reference) at {fraction * 100:g}% of the "
+        f"{metric_words(metric)} gain of each method over {reference} (the reference) at {fraction * 100:g}% of the "
         "labels, the lowest fraction evaluated; ID: the in-distribution test set, OOD: the held-out scanner with a "
         "probe of its own labels or the ID probe transferred (direct transfer)."
     )
@@ -291,10 +310,11 @@ def _text_width(frame: pd.DataFrame) -> int:
 def headline_text(metrics: pd.DataFrame, seed_gains: pd.DataFrame | None = None) -> str:
     """Plain-text headline for a terminal of :data:`TERMINAL_WIDTH` columns: the verdict (with ``seed_gains``),
     then one table per headline label fraction."""
-    found = verdict(seed_gains) if seed_gains is not None else None
+    metric = auroc_metric(metrics)
+    found = verdict(seed_gains, metric) if seed_gains is not None else None
     blocks = [found.text()] if found is not None else []
     blocks += [
-        f"{headline_caption(metrics, f)}\n{fit_columns(headline_table(metrics, f))}"
+        f"{headline_caption(metrics, f, metric_words(metric))}\n{fit_columns(headline_table(metrics, f, metric))}"
         for f in headline_fractions(metrics)
     ]
     return "\n\n".join(blocks) if blocks else "no metrics"
