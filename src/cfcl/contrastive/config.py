@@ -97,7 +97,7 @@ class PretrainConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["cosine", "constant"] = Field(
-        "constant", description="constant as the reference; a cosine decay starves short runs (docs/results.md)"
+        "constant", description="constant as the reference; a cosine decay starves short runs (docs/history.md)"
     )
     online_probe: bool = Field(True, description="detached linear probe on the label, for monitoring only")
     channels_last: bool = False
