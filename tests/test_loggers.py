@@ -1,6 +1,7 @@
 """``trainer.loggers``: where the curves go, refused before anything is written when a package is
 missing; the learning-rate monitor; a terminal that shows the run, not Lightning's chatter."""
 
+import json
 import logging
 import sys
 import warnings
@@ -10,7 +11,10 @@ import pytest
 
 from cfcl import cli
 from cfcl.config import build_config, config_hash
+from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
+from cfcl.training import LOGGER_RUNS
+from support.pretrain import TRAINER, Interrupted, interrupt_after, pretrain_config
 
 TINY = [
     "--set",
@@ -109,6 +113,47 @@ def test_mlflow_logs_the_curves_to_a_file_store_under_the_stage_folder(stores, t
         csv["train/loss_step"].notna()
     ].tolist()
     assert client.get_metric_history(run.info.run_id, "lr-Adam")
+
+
+def test_a_resumed_stage_logs_on_into_the_same_wandb_and_mlflow_runs_and_a_fresh_start_into_new_ones(
+    stores, tmp_path, monkeypatch
+):
+    import wandb
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    config = pretrain_config(stores, trainer={**TRAINER, "loggers": ["wandb", "mlflow"]})
+    out = tmp_path / "run"
+    wandb.finish()  # a run an earlier test left open: each command below runs as if in a process of its own
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 4)  # mid-epoch 2 (3 steps an epoch)
+        with pytest.raises(Interrupted):
+            pretrain.run(config, out)
+    wandb.finish()  # as the end of the command's process does (Lightning leaves the W&B run open)
+    runs = json.loads((out / LOGGER_RUNS).read_text())
+    assert set(runs) == {"wandb", "mlflow"}
+    assert pretrain.run(config, out)["resumed_from"].endswith("last.ckpt")
+    wandb.finish()
+    assert json.loads((out / LOGGER_RUNS).read_text()) == runs
+    # W&B offline: one folder per process, both of the one run (``wandb sync`` uploads them into it)
+    assert sorted(f.name for f in out.glob("wandb/offline-run-*/run-*.wandb")) == [f"run-{runs['wandb']}.wandb"] * 2
+    client = MlflowClient(f"file:{out / 'mlruns'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cfcl").experiment_id])
+    assert run.info.run_id == runs["mlflow"] and run.info.status == "FINISHED"
+    logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, "train/loss_step"))
+    csv = pd.read_csv(out / "logs" / "metrics.csv")
+    assert logged == csv["step"][csv["train/loss_step"].notna()].tolist()  # both sides of the interruption, once
+    assert logged[0] < 4 and logged[-1] == 11  # 2 epochs of 6 steps
+    # a fresh start (MLflow left out: its file store lives as long as the process, so a fresh start that clears
+    # mlruns/ is a command of its own)
+    pretrain.run(pretrain_config(stores, trainer={**TRAINER, "loggers": ["wandb"]}), out, force=True)
+    wandb.finish()
+    (fresh,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    assert (
+        json.loads((out / LOGGER_RUNS).read_text()) == {"wandb": fresh.name[4:-6]} and fresh.name[4:-6] != runs["wandb"]
+    )
 
 
 def test_lightnings_notice_of_modules_in_eval_mode_is_not_shown_but_other_warnings_are(tmp_path):

@@ -9,6 +9,7 @@ on Ctrl-C, holding the RNG states, so a resumed run goes on as the uninterrupted
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -52,6 +53,8 @@ for _name in (
 
 #: The package each optional logger of ``trainer.loggers`` imports (installed by the extra of the logger's name).
 LOGGER_PACKAGES = {"wandb": "wandb", "mlflow": "mlflow"}
+#: The W&B and MLflow runs a training folder logs into, by logger name; under ``logs/``, so a fresh start clears it.
+LOGGER_RUNS = Path("logs") / "logger_runs.json"
 
 
 class DevicesConfig(StrictModel):
@@ -350,10 +353,10 @@ def _csv_logger(out: Path):
     return ResumedCSVLogger(out, name="logs", version=""), ResumeLog()
 
 
-def _logger(name: str, out: Path):
+def _logger(name: str, out: Path, run_id: str | None):
     """The logger ``name`` of ``trainer.loggers`` beside the CSV one, writing under ``out`` and needing no
     network or login: W&B offline (``wandb sync`` uploads it later) unless ``WANDB_MODE`` says otherwise,
-    MLflow to a file store."""
+    MLflow to a file store. ``run_id``: the W&B or MLflow run to go on in (None: a new one)."""
     if name == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -362,12 +365,46 @@ def _logger(name: str, out: Path):
         from lightning.pytorch.loggers import WandbLogger
 
         # mode, not offline=True: Lightning's offline flag sets WANDB_MODE for the rest of the process
-        return WandbLogger(save_dir=out, project="cfcl", name=out.name, mode=os.environ.get("WANDB_MODE", "offline"))
+        mode = os.environ.get("WANDB_MODE", "offline")
+        return WandbLogger(save_dir=out, project="cfcl", name=out.name, mode=mode, id=run_id, resume="allow")
     from lightning.pytorch.loggers import MLFlowLogger
 
     # MLflow 3 keeps the file store (the one that needs no database packages) behind this opt-in
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return MLFlowLogger(experiment_name="cfcl", run_name=out.name, tracking_uri=f"file:{out.resolve()}/mlruns")
+    return MLFlowLogger(
+        experiment_name="cfcl", run_name=out.name, tracking_uri=f"file:{out.resolve()}/mlruns", run_id=run_id
+    )
+
+
+def _resumed_logger_runs(out: Path) -> dict[str, str]:
+    """The W&B and MLflow run ids recorded in ``out`` when its training resumes from ``last.ckpt``, so
+    that it logs on into the same runs; empty when it starts afresh."""
+    path = out / LOGGER_RUNS
+    if last_checkpoint(out) is None or not path.is_file():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _logger_runs_callback(out: Path, recorded: dict[str, str]):
+    """Records the runs of the W&B and MLflow loggers in ``out`` (rank 0, atomically) as soon as they
+    exist: Lightning makes them before any callback's ``setup``."""
+    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
+
+    class LoggerRuns(Callback):
+        def setup(self, trainer, module, stage) -> None:
+            if not trainer.is_global_zero:
+                return
+            runs = dict(recorded)
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    runs["wandb"] = logger.experiment.id
+                elif isinstance(logger, MLFlowLogger):
+                    runs["mlflow"] = logger.run_id
+            if runs != recorded:
+                atomic.write_json(out / LOGGER_RUNS, runs)
+
+    return LoggerRuns()
 
 
 def _step_end_stop():
@@ -454,7 +491,9 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
             )
         )
     csv_logger, resume_log = _csv_logger(out)
-    loggers = [csv_logger, *(_logger(name, out) for name in cfg.loggers if name != "csv")]
+    runs = _resumed_logger_runs(out)
+    loggers = [csv_logger, *(_logger(name, out, runs.get(name)) for name in cfg.loggers if name != "csv")]
+    run_records = [_logger_runs_callback(out, runs)] if set(cfg.loggers) & set(LOGGER_PACKAGES) else []
     lr_monitor = [] if overrides.get("logger") is False else [LearningRateMonitor(logging_interval="step")]
     kwargs = dict(
         accelerator=cfg.accelerator,
@@ -468,7 +507,15 @@ def make_trainer(cfg: TrainerConfig, out: str | os.PathLike, callbacks: list | N
         log_every_n_steps=cfg.log_every_n_steps,
         gradient_clip_val=cfg.gradient_clip_val,
         enable_progress_bar=cfg.progress_bar,
-        callbacks=[_step_end_stop(), *checkpoints, resume_log, *lr_monitor, *progress, *(callbacks or [])],
+        callbacks=[
+            _step_end_stop(),
+            *checkpoints,
+            resume_log,
+            *run_records,
+            *lr_monitor,
+            *progress,
+            *(callbacks or []),
+        ],
         logger=loggers,
         plugins=[_atomic_checkpoint_io()],
         default_root_dir=out,
