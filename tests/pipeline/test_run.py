@@ -116,6 +116,9 @@ def test_run_config_errors_name_the_section(tmp_path):
         plan(RunConfig.model_validate(real))
     with pytest.raises(ValueError, match="methods"):
         RunConfig.model_validate({"methods": ["byol"]})
+    empty_preset = {**TINY_RUN, "data": {"source": "prepare", "prepare": {"preset": None}}}
+    with pytest.raises(ConfigError, match=r"section 'data.prepare': preset is empty"):
+        plan(RunConfig.model_validate(empty_preset))
 
 
 def test_draws_plan_one_whole_run_per_draw_each_the_run_of_that_synthetic_seed(tmp_path):

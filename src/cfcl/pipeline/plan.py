@@ -80,6 +80,8 @@ class _Planner:
         words, preset = SECTIONS[section]
         model = _command(*words).load().config
         raw_section = copy.deepcopy(_section(self.run, section))
+        if "preset" in raw_section and not str(raw_section["preset"] or "").strip():
+            raise ConfigError(f"{self.source}, section '{section}': preset is empty; name a preset or remove the key")
         preset = raw_section.pop("preset", preset)
         raw: dict = read_yaml(resolve_config_path(preset)) if preset else {}
         merge(raw, raw_section)
