@@ -10,6 +10,7 @@ from cfcl.config import build_config
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
 from cfcl.contrastive.encoders import build_encoder, load_encoder, save_encoder
+from cfcl.contrastive.timm_encoders import with_image_size
 from cfcl.data.store import ImageStore
 from cfcl.errors import CheckpointError, ConfigError
 from cfcl.evaluation.features import extract_features
@@ -237,13 +238,48 @@ def test_unknown_timm_model_is_refused_when_the_config_is_validated(tmp_path):
     assert preset.encoder.arch == "timm/densenet121" and preset.method == "cf-simclr"
 
 
+def test_a_timm_vit_is_made_for_its_training_images_and_refuses_a_size_its_patches_do_not_tile(
+    stores, tmp_path, monkeypatch
+):
+    from timm.models import vision_transformer
+
+    vit = "timm/vit_tiny_patch16_224"
+    assert with_image_size(vit, {}, (32, 64)) == {"img_size": [32, 64]}
+    assert with_image_size(vit, {"img_size": 48}, (32, 32)) == {"img_size": 48}  # the user's own: kept
+    assert with_image_size("timm/resnet10t", {}, (30, 30)) == {} and with_image_size("small", {}, (30, 30)) == {}
+    with pytest.raises(
+        ConfigError,
+        match=r"encoder timm/vit_tiny_patch16_224: the training images' size 40x32 is not a multiple of its patch "
+        r"size 16x16; prepare the store at a multiple of it",
+    ):
+        with_image_size(vit, {}, (40, 32))
+    encoder = build_encoder(vit, **with_image_size(vit, {}, (32, 64))).eval()
+    assert encoder.backbone.pos_embed.shape[1] == 1 + 2 * 4  # the class token and the 2x4 patch grid
+    unchanged = []
+    resample = vision_transformer.resample_abs_pos_embed
+
+    def spy(posemb, *args, **kwargs):
+        resampled = resample(posemb, *args, **kwargs)
+        unchanged.append(resampled is posemb)
+        return resampled
+
+    monkeypatch.setattr(vision_transformer, "resample_abs_pos_embed", spy)
+    encoder(torch.rand(2, 1, 32, 64))
+    encoder(torch.rand(2, 1, 16, 16))  # another size (DINO's local crops) is still resampled
+    assert unchanged == [True, False]
+    config = pretrain_config(stores, encoder={"arch": "timm/test_vit", "arch_kwargs": {"patch_size": 6}})
+    with pytest.raises(ConfigError, match=rf"encoder timm/test_vit: the training images' size {SIZE}x{SIZE} .* 6x6"):
+        pretrain.run(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_one_epoch_of_simclr_and_dino_pretraining_with_timm_encoders(stores, tmp_path):
     """SimCLR with a timm CNN; DINO (features only, no iBOT) with a timm ViT on 16 px global and 8 px local crops."""
     trainer = {"max_epochs": 1, "progress_bar": False, "accelerator": "cpu", "log_every_n_steps": 1}
     cnn, vit = (
         {"arch": "timm/test_resnet"},
-        {"arch": "timm/test_vit", "arch_kwargs": {"img_size": SIZE, "patch_size": 4}},
+        {"arch": "timm/test_vit", "arch_kwargs": {"patch_size": 4}},  # img_size: the store's
     )
     dino = {"prototypes": 16, "head_hidden": 16, "head_bottleneck": 8, "n_local": 2, "local_size": 8}
     runs = [
@@ -266,6 +302,8 @@ def test_one_epoch_of_simclr_and_dino_pretraining_with_timm_encoders(stores, tmp
         loaded, info = load_encoder(tmp_path / name)
         assert info["arch"] == config.encoder.arch and info["feature_dim"] == dim and info["image_size"] == [SIZE, SIZE]
         assert loaded(torch.rand(2, 1, SIZE, SIZE)).shape == (2, dim)
+        if name == "dino":
+            assert info["arch_kwargs"] == {"patch_size": 4, "img_size": [SIZE, SIZE]}
         images = ImageStore.open(stores / "data").images
         features = extract_features(loaded, images, batch_size=5)
         assert features.shape == (len(images), dim) and np.isfinite(features).all()

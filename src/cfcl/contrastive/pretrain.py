@@ -23,6 +23,7 @@ from cfcl.contrastive.encoders import build_encoder, save_encoder
 from cfcl.contrastive.heads import projection_head
 from cfcl.contrastive.methods import METHODS, default_cf_store
 from cfcl.contrastive.module import ContrastiveModule
+from cfcl.contrastive.timm_encoders import with_image_size
 from cfcl.errors import ConfigError
 from cfcl.loaders import step_loader, trainer_progress
 from cfcl.plotting import training_curve
@@ -45,7 +46,11 @@ def cf_views(config: PretrainConfig, data: PretrainData) -> int:
 
 
 def build_module(config: PretrainConfig, image_size: tuple[int, int], n_classes: int) -> ContrastiveModule:
-    encoder = build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **config.encoder.arch_kwargs)
+    encoder = build_encoder(
+        config.encoder.arch,
+        config.encoder.pretrained_weights,
+        **with_image_size(config.encoder.arch, config.encoder.arch_kwargs, image_size),
+    )
     if config.channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
     if config.compile:
@@ -79,11 +84,13 @@ def global_size(config: PretrainConfig, data: PretrainData) -> tuple[int, int]:
 
 
 def build_dino_module(config: PretrainConfig, data: PretrainData, steps_per_epoch: int) -> DinoModule:
+    size = global_size(config, data)
+    arch_kwargs = with_image_size(config.encoder.arch, config.encoder.arch_kwargs, size)
     return DinoModule(
-        lambda: build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **config.encoder.arch_kwargs),
+        lambda: build_encoder(config.encoder.arch, config.encoder.pretrained_weights, **arch_kwargs),
         config.dino,
         config.augment.resolve(),
-        global_size(config, data),
+        size,
         lr=config.lr,
         cosine=config.schedule == "cosine",
         steps_per_epoch=steps_per_epoch,
@@ -103,8 +110,8 @@ def run(config: PretrainConfig, out: Path, force: bool = False) -> dict:
     cf_path = config.cf_store or default_cf_store(config.method, config.data)
     data = open_pretrain_data(config.method, config.data, cf_path, config.split)
     n_cf_views = cf_views(config, data)
-    if config.dino is not None:
-        global_size(config, data)
+    size = global_size(config, data) if config.dino is not None else data.image_size
+    with_image_size(config.encoder.arch, config.encoder.arch_kwargs, size)  # a ViT's patches must tile them
     inputs = {"cf_store": data.cf.path} if data.cf is not None else {}  # the oracle's default is not in the config
     return run_stage(
         STAGE, out, config, lambda stage: _train(config, data, n_cf_views, stage), force, inputs, every_rank=True

@@ -3,7 +3,9 @@
 timm does the adaptations cfcl writes by hand for its torchvision encoders: ``in_chans=1`` sums
 pretrained RGB stem filters to one channel, ``num_classes=0`` leaves pooled features, and
 ``dynamic_img_size`` resamples a ViT's position embeddings to each input's patch grid
-(``dynamic_img_pad``: any image size, padded to whole patches). Pretrained weights go through
+(``dynamic_img_pad``: any image size, padded to whole patches). Pretraining makes a ViT for the size
+of its training images (:func:`with_image_size`), so only other sizes (DINO's local crops) are
+resampled. Pretrained weights go through
 timm's loading too (a local file, a timm pretrained tag, or a Hugging Face Hub repository).
 timm is imported only when a timm encoder is asked for.
 """
@@ -35,6 +37,40 @@ def timm_name(arch: str) -> str:
     if not name or not timm.is_model(name):
         raise ConfigError(f"encoder.arch {arch!r}: timm has no model {name!r} (timm.list_models() lists them)")
     return name
+
+
+def _patch_size(name: str, arch_kwargs: dict[str, Any]) -> tuple[int, int] | None:
+    """The patch size of timm model ``name`` when it cuts images into patches (a ViT), else None. The
+    model is made on the meta device: nothing is allocated, initialised or downloaded."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, in_chans=1, num_classes=0, **arch_kwargs)
+    except TypeError:
+        return None  # arguments that do not fit the model: building the encoder says so
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    return None if patch is None else tuple(patch)
+
+
+def with_image_size(arch: str, arch_kwargs: dict[str, Any], image_size: tuple[int, int]) -> dict[str, Any]:
+    """``arch_kwargs`` with ``img_size`` the size of the images a timm ViT trains on (unless set), so its
+    position embeddings are made for their patch grid instead of timm's default (224) and resampled
+    at every forward; a size that is not a whole number of patches is a one-line ``ConfigError``.
+    Other encoders' arguments are returned as they are."""
+    if not is_timm_arch(arch) or "img_size" in arch_kwargs:
+        return arch_kwargs
+    patch = _patch_size(timm_name(arch), arch_kwargs)
+    if patch is None:
+        return arch_kwargs
+    height, width = image_size
+    if height % patch[0] or width % patch[1]:
+        raise ConfigError(
+            f"encoder {arch}: the training images' size {height}x{width} is not a multiple of its patch size "
+            f"{patch[0]}x{patch[1]}; prepare the store at a multiple of it (--size) or set encoder.arch_kwargs.img_size"
+        )
+    return {**arch_kwargs, "img_size": [height, width]}
 
 
 def _create(name: str, arch_kwargs: dict[str, Any], **pretrained: Any) -> nn.Module:
