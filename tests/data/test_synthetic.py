@@ -179,7 +179,8 @@ LEVERS = {  # one of each lever, as a candidate design sets them
 
 
 def test_levers_act_as_documented_in_the_acquisition_chain():
-    """Gain field before the response curve and noise; local contrast and display after the noise (on it too)."""
+    """Heel and grid before the response curve and noise; flat field, local contrast and display after the noise
+    (on it too)."""
     bare = {
         "psf_sigma": 0.0,
         "downsample": 1,
@@ -201,10 +202,13 @@ def test_levers_act_as_documented_in_the_acquisition_chain():
         np.clip(signal + 0.05 * np.sqrt(np.clip(signal, 0.05, 1)) * u, 0, 1),
         atol=1e-6,
     )
+    detected = phys + 0.05 * np.sqrt(np.clip(phys, 0.05, 1)) * u
+    flat_field = dataclasses.replace(base, flat_field=0.3, flat_field_angle=90.0)
+    expected = np.clip(detected * heel_gradient(16, 16, 0.3, 90.0), 0, 1)
+    assert np.allclose(acquire(phys, u, flat_field, frame=False), expected, atol=1e-6)
     processed = dataclasses.replace(
         base, local_contrast=(1.0,), local_contrast_sigma=(8.0,), display_log=4.0, display_inverted=True
     )
-    detected = phys + 0.05 * np.sqrt(np.clip(phys, 0.05, 1)) * u
     expected = 1 - display_curve(local_contrast(detected, (1.0,), (8.0 * 16 / 64,)), 4.0, False)
     assert np.allclose(acquire(phys, u, processed, frame=False), expected, atol=1e-6)
 

@@ -49,8 +49,10 @@ class Scanner:
     marker: str  # burned-in glyph
     marker_at: tuple[float, float]  # its top-left corner (fraction of height, width)
     # The levers below are off by default (the catalogue's scanners leave them off).
-    heel: float = 0.0  # heel effect / detector non-uniformity: signal gain 1 + heel * t, t in [-1, 1] along heel_angle
+    heel: float = 0.0  # heel effect: beam intensity 1 + heel * t before the noise, t in [-1, 1] along heel_angle
     heel_angle: float = 0.0  # direction in which the gain grows, degrees (0: towards the image's right, 90: down)
+    flat_field: float = 0.0  # uncorrected detector gain 1 + flat_field * t after the noise (keeps the SNR)
+    flat_field_angle: float = 0.0  # as heel_angle
     grid_depth: float = 0.0  # anti-scatter grid: fraction of the signal a grid line removes at its centre
     grid_period: float = 3.0  # distance between grid lines
     grid_angle: float = 0.0  # direction across the lines, degrees (0: vertical lines)
@@ -66,8 +68,12 @@ class Scanner:
             raise ValueError(
                 "local_contrast amounts must be > -1 and local_contrast_sigma > 0 (else it cannot be undone)"
             )
-        if not 0.0 <= self.grid_depth < 1.0 or self.grid_period <= 0 or abs(self.heel) >= 1.0:
-            raise ValueError("grid_depth must lie in [0, 1), grid_period > 0 and heel in (-1, 1)")
+        if (
+            not 0.0 <= self.grid_depth < 1.0
+            or self.grid_period <= 0
+            or max(abs(self.heel), abs(self.flat_field)) >= 1.0
+        ):
+            raise ValueError("grid_depth must lie in [0, 1), grid_period > 0, and heel and flat_field in (-1, 1)")
         if self.display_log < 0:
             raise ValueError("display_log must be >= 0")
 
@@ -253,6 +259,8 @@ def acquire(phys: np.ndarray, u: np.ndarray, scanner: Scanner, frame: bool = Tru
     x = scanner.offset + scanner.gain * np.clip(x, 0.0, 1.0) ** scanner.gamma
     noise = unit_noise(u, scanner.noise_sigma * px)
     x = x + scanner.noise_std * np.sqrt(np.clip(x, 0.05, 1.0)) * noise
+    if scanner.flat_field:
+        x = x * heel_gradient(h, w, scanner.flat_field, scanner.flat_field_angle)
     if scanner.local_contrast:
         x = local_contrast(x, scanner.local_contrast, tuple(s * px for s in scanner.local_contrast_sigma))
     if scanner.display_log or scanner.display_inverted:
