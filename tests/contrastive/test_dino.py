@@ -2,6 +2,7 @@
 input, and learning on easy data."""
 
 import math
+import warnings
 
 import lightning as L
 import pandas as pd
@@ -347,3 +348,16 @@ def test_dino_learns_grossly_different_textures_beyond_the_random_encoder(tmp_pa
     random = easy.probe_accuracy(embed(easy.random_encoder(config), store), store, 0.1, 0)
     # 0.58 against 0.47; the teacher with the student's BatchNorm statistics: 0.44
     assert trained > random + 0.05, (trained, random)
+
+
+def test_building_the_dino_head_prints_no_dependency_deprecation(stores):
+    """lightly's head warns that torch's weight_norm is deprecated; cfcl builds it without the warning, and the
+    filter does not outlive the build."""
+    from cfcl.contrastive.dino_module import projection_head
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        head = projection_head(16, dino_config(stores).dino)
+        warnings.warn("`torch.nn.utils.weight_norm` is deprecated (a later one)", FutureWarning, stacklevel=1)
+    assert head.last_layer.weight.shape[0] == dino_config(stores).dino.prototypes
+    assert [str(w.message) for w in caught] == ["`torch.nn.utils.weight_norm` is deprecated (a later one)"]

@@ -12,6 +12,7 @@ schedules are functions of the global step, so a resumed run continues exactly.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -58,6 +59,18 @@ def block_masks(n: int, grid: tuple[int, int], ratio: tuple[float, float], p: fl
     return masks.flatten(1)
 
 
+def projection_head(feature_dim: int, dino: DinoConfig) -> DINOProjectionHead:
+    """lightly's DINO head of ``dino``'s sizes. lightly builds its weight-normalised last layer with a torch API
+    that warns of its deprecation, which the user cannot act on: silenced here only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.nn\.utils\.weight_norm` is deprecated", category=FutureWarning
+        )
+        return DINOProjectionHead(
+            feature_dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm
+        )
+
+
 class DinoModule(NonFiniteGuard):
     """Student encoder + DINO head trained against an EMA teacher; the saved encoder is the teacher's."""
 
@@ -79,12 +92,7 @@ class DinoModule(NonFiniteGuard):
         self.encoder: Encoder = make_encoder()
         self.teacher_encoder: Encoder = make_encoder()
         dim = self.encoder.feature_dim
-        self.head = DINOProjectionHead(
-            dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm
-        )
-        self.teacher_head = DINOProjectionHead(
-            dim, dino.head_hidden, dino.head_bottleneck, dino.prototypes, dino.head_batch_norm
-        )
+        self.head, self.teacher_head = projection_head(dim, dino), projection_head(dim, dino)
         for student, teacher in ((self.encoder, self.teacher_encoder), (self.head, self.teacher_head)):
             teacher.load_state_dict(student.state_dict())
             teacher.requires_grad_(False)
