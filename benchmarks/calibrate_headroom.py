@@ -29,7 +29,6 @@ Each gate prints its measured value, threshold and PASS / FAIL; one JSON line fo
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import tempfile
 import time
@@ -214,7 +213,7 @@ def cached_ceilings(store: ImageStore, epochs: int, seed: int, out: Path | None)
 
 def pretrained(store: ImageStore, name: str, seed: int, args: argparse.Namespace, work: Path) -> Path:
     """Encoder ``name`` pretrained with the ``--recipe`` preset and ``--pretrain-set`` overrides, in a folder of
-    ``work`` named for them (so recipes do not overwrite each other's encoders)."""
+    ``work`` named for its config's hash (so recipes do not overwrite each other's encoders)."""
     from cfcl.contrastive import pretrain
     from cfcl.contrastive.config import PretrainConfig
     from cfcl.presets import resolve_config_path
@@ -233,8 +232,7 @@ def pretrained(store: ImageStore, name: str, seed: int, args: argparse.Namespace
             f"augment.preset={preset}",
         ],
     )
-    tag = hashlib.sha256(json.dumps([args.recipe, *recipe]).encode()).hexdigest()[:8]
-    out = work / f"{name}-{tag}-s{seed}"
+    out = work / f"{name}-{config_hash(config)[:8]}-s{seed}"
     pretrain.run(config, out)
     return out
 
