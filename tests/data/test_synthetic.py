@@ -20,6 +20,7 @@ from cfcl.data.synthetic.scanners import (
     acquire,
     change_resolution,
     display_curve,
+    dust_specks,
     frame_masks,
     glyph_mask,
     grid_lines,
@@ -174,6 +175,9 @@ LEVERS = {  # one of each lever, as a candidate design sets them
         "display_inverted": True,
         "grid_depth": 0.15,
         "grid_period": 2.5,
+        "dust": 0.4,
+        "dust_size": 1.5,
+        "dust_level": 2.0,
     },
 }
 
@@ -206,6 +210,10 @@ def test_levers_act_as_documented_in_the_acquisition_chain():
     flat_field = dataclasses.replace(base, flat_field=0.3, flat_field_angle=90.0)
     expected = np.clip(detected * heel_gradient(16, 16, 0.3, 90.0), 0, 1)
     assert np.allclose(acquire(phys, u, flat_field, frame=False), expected, atol=1e-6)
+    dusty = dataclasses.replace(base, dust=0.5, dust_size=4.0, local_contrast=(1.0,), local_contrast_sigma=(8.0,))
+    specks = dust_specks(u, 4.0 * 16 / 64, 3.0)
+    expected = np.clip(local_contrast(detected + 0.5 * specks, (1.0,), (8.0 * 16 / 64,)), 0, 1)
+    assert np.allclose(acquire(phys, u, dusty, frame=False), expected, atol=1e-6)
     processed = dataclasses.replace(
         base, local_contrast=(1.0,), local_contrast_sigma=(8.0,), display_log=4.0, display_inverted=True
     )
@@ -230,6 +238,23 @@ def test_true_counterfactuals_stay_exact_with_the_levers_on(tmp_path):
     assert (
         np.corrcoef(images[:, 0].ravel().astype(float), images[:, portable].ravel().astype(float))[0, 1] < -0.5
     )  # inverted
+
+
+def test_dust_specks_sit_where_the_mirrored_noise_peaks():
+    """One spike of noise makes one speck at the mirrored pixel, as tall as its smoothed height allows; a field
+    below the level makes none."""
+    # Smoothed to unit variance, a spike of height A peaks at A * sqrt(4 pi sigma^2) * g0^2, g0 the centre weight
+    # of scipy's 1-D kernel (radius 3 sigma, rounded); A is chosen so that the peak lies 0.4 SD above the level.
+    kernel = np.exp(-(np.arange(-5.0, 6.0) ** 2) / (2 * 1.5**2))
+    u = np.zeros((1, 32, 32), dtype=np.float32)
+    u[0, 5, 9] = 3.4 / (np.sqrt(4 * np.pi * 1.5**2) / kernel.sum() ** 2)
+    specks = dust_specks(u, 1.5, 3.0)
+    assert np.unravel_index(np.argmax(specks[0]), (32, 32)) == (26, 22)
+    assert specks[0, 26, 22] == pytest.approx(0.8, abs=1e-4)
+    assert specks[0, :16, :].max() == 0.0  # nothing near the spike itself
+    assert dust_specks(np.full((1, 32, 32), 0.1, dtype=np.float32), 1.5, 3.0).max() == 0.0
+    with pytest.raises(ValueError, match="dust"):
+        dataclasses.replace(SCANNERS["portable"], dust=-0.1)
 
 
 def test_correlated_noise_keeps_unit_variance():

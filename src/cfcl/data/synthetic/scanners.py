@@ -6,8 +6,9 @@ shape. ``u`` is sampled once per image and reused for every scanner, so the imag
 patient under another scanner (the true counterfactual) is exact.
 
 The chain: detector blur and pitch, edge enhancement, the signal's gain field (heel effect,
-grid lines), response curve, quantum noise, then the vendor's post-processing of the detected
-image (multi-scale local contrast, display curve), collimation and marker. Post-processing
+grid lines), response curve, quantum noise, the detector's own flaws (flat-field gain, dust
+specks), then the vendor's post-processing of the detected image (multi-scale local contrast,
+display curve), collimation and marker. Post-processing
 comes after the noise and is invertible, so it changes how a lesion looks without destroying
 information about it; blur, pitch and noise do destroy some.
 """
@@ -53,6 +54,9 @@ class Scanner:
     heel_angle: float = 0.0  # direction in which the gain grows, degrees (0: towards the image's right, 90: down)
     flat_field: float = 0.0  # uncorrected detector gain 1 + flat_field * t after the noise (keeps the SNR)
     flat_field_angle: float = 0.0  # as heel_angle
+    dust: float = 0.0  # bright specks on the detector (dust, dead-pixel clusters) of this peak height, after the noise
+    dust_size: float = 1.0  # a speck's scale (Gaussian sigma)
+    dust_level: float = 3.0  # specks lie where a smoothed field of the exogenous noise exceeds this many SDs
     grid_depth: float = 0.0  # anti-scatter grid: fraction of the signal a grid line removes at its centre
     grid_period: float = 3.0  # distance between grid lines
     grid_angle: float = 0.0  # direction across the lines, degrees (0: vertical lines)
@@ -72,8 +76,13 @@ class Scanner:
             not 0.0 <= self.grid_depth < 1.0
             or self.grid_period <= 0
             or max(abs(self.heel), abs(self.flat_field)) >= 1.0
+            or self.dust < 0
+            or self.dust_size <= 0
         ):
-            raise ValueError("grid_depth must lie in [0, 1), grid_period > 0, and heel and flat_field in (-1, 1)")
+            raise ValueError(
+                "grid_depth must lie in [0, 1), grid_period > 0, heel and flat_field in (-1, 1), dust >= 0 and "
+                "dust_size > 0"
+            )
         if self.display_log < 0:
             raise ValueError("display_log must be >= 0")
 
@@ -212,6 +221,15 @@ def grid_lines(h: int, w: int, depth: float, period: float, angle: float) -> np.
     return 1.0 - depth * 0.5 * (1.0 + np.cos(2.0 * np.pi * direction(h, w, angle, pixels=True) / period))
 
 
+def dust_specks(u: np.ndarray, size: float, level: float) -> np.ndarray:
+    """Specks ``[N, H, W]`` in [0, 1] where ``u``, mirrored and smoothed at ``size`` px to unit variance, exceeds
+    ``level`` (full height half an SD above it): blob-like, at random places fixed by the image's exogenous noise,
+    so every scanner puts them in the same places and the true counterfactual stays exact. The mirror keeps a
+    speck from sitting on the noise it is drawn from."""
+    field = unit_noise(np.ascontiguousarray(u[:, ::-1, ::-1]), size)
+    return np.clip(2.0 * (field - level), 0.0, 1.0)
+
+
 def display_curve(x: np.ndarray, log_strength: float, inverted: bool) -> np.ndarray:
     """The display's look-up: ``log(1 + k x) / log(1 + k)`` on ``x`` clipped to [0, 1] (``k = 0``: linear),
     then ``1 - y`` if ``inverted``. Monotone, so it keeps every grey-level order."""
@@ -261,6 +279,8 @@ def acquire(phys: np.ndarray, u: np.ndarray, scanner: Scanner, frame: bool = Tru
     x = x + scanner.noise_std * np.sqrt(np.clip(x, 0.05, 1.0)) * noise
     if scanner.flat_field:
         x = x * heel_gradient(h, w, scanner.flat_field, scanner.flat_field_angle)
+    if scanner.dust:
+        x = x + scanner.dust * dust_specks(u, scanner.dust_size * px, scanner.dust_level)
     if scanner.local_contrast:
         x = local_contrast(x, scanner.local_contrast, tuple(s * px for s in scanner.local_contrast_sigma))
     if scanner.display_log or scanner.display_inverted:
