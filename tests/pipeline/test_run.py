@@ -14,11 +14,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from cfcl.config import config_hash
+from cfcl.config import build_config, config_hash
+from cfcl.data.synthetic.config import SynthConfig
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
 from cfcl.pipeline.plan import plan
 from cfcl.pipeline.run import load_run_config, run_pipeline
+from cfcl.presets import resolve_config_path
 from cfcl.training import DevicesConfig, TrainerConfig
 from support.datasets import CSV_OPTIONS, csv_root
 from support.pipeline import QUIET, TINY_RUN
@@ -183,17 +185,19 @@ def test_each_draw_is_a_run_folder_of_its_own_and_is_skipped_when_done(tmp_path,
     assert re.search(r"^  draw-2/pretrain/simclr-s0 +run$", planned, re.M)
 
 
-def test_the_deciding_preset_runs_the_benchmark_on_five_fresh_draws(tmp_path):
+def test_the_deciding_preset_runs_the_benchmark_with_headroom_on_five_fresh_draws(tmp_path):
     benchmark = {n.name: n.config for n in plan(load_run_config("benchmark", out=tmp_path)[0])}
+    headroom = build_config(SynthConfig, resolve_config_path("synth_headroom"))
     decide, source = load_run_config("benchmark_decide", out=tmp_path)
     nodes = {n.name: n.config for n in plan(decide, source)}
     assert decide.draws == [100, 101, 102, 103, 104] and 0 not in decide.draws and 1 not in decide.draws
     for draw in decide.draws:
         folder = tmp_path / f"draw-{draw}"
-        # the benchmark's synthetic data (its synth preset) with the draw's seed, and its pretraining recipe
-        assert nodes[f"draw-{draw}/data"] == benchmark["data"].model_copy(update={"seed": draw})
+        # the benchmark with headroom (its synth preset) with the draw's seed, and the benchmark's pretraining
+        # recipe with half of the positive pairs across scanners
+        assert nodes[f"draw-{draw}/data"] == headroom.model_copy(update={"seed": draw})
         simclr = nodes[f"draw-{draw}/pretrain/simclr-s0"]
-        assert simclr == benchmark["pretrain/simclr-s0"].model_copy(update={"data": folder / "data"})
+        assert simclr == benchmark["pretrain/simclr-s0"].model_copy(update={"data": folder / "data", "p_cf": 0.5})
         assert {"oracle-multi-s3", "cf-simclr-multi-s3"} <= {p.name for p in nodes[f"draw-{draw}/eval"].encoders}
         assert nodes[f"draw-{draw}/eval"].label_draws == 10
 
