@@ -20,7 +20,7 @@ measure, per encoder and scanner s, the robustness gap
       of the ID-mix probes, with the 95 % t-interval over seeds of that gain above 0.
 Each gate prints its measured value, threshold and PASS / FAIL; one JSON line follows with every number.
 
-    python benchmarks/calibrate_headroom.py [--synth FILE] [--set KEY=VALUE ...] [--seeds 0 1] [--pretrain]
+    python benchmarks/calibrate_headroom.py [--synth FILE_OR_PRESET] [--set KEY=VALUE ...] [--seeds 0 1] [--pretrain]
         [--work DIR] [--n-val 1200] [--epochs 8] [--pretrain-epochs 10] [--fraction 0.05] [--draws 5]
         [--recipe pretrain_benchmark] [--pretrain-set KEY=VALUE ...]
     python benchmarks/calibrate_headroom.py --data DIR   # gate (a) on an existing development store
@@ -47,6 +47,7 @@ from cfcl.data.synthetic.config import SynthConfig
 from cfcl.data.synthetic.generate import generate
 from cfcl.evaluation.metrics import seed_interval
 from cfcl.layout import true_cf
+from cfcl.presets import resolve_config_path
 
 KEPT = 0.02  # (a) largest ceiling deficit of a scanner below the majority scanner's
 HEADROOM = 0.05  # (b), (c) smallest robustness gap on the rare and the OOD scanner
@@ -216,7 +217,6 @@ def pretrained(store: ImageStore, name: str, seed: int, args: argparse.Namespace
     ``work`` named for its config's hash (so recipes do not overwrite each other's encoders)."""
     from cfcl.contrastive import pretrain
     from cfcl.contrastive.config import PretrainConfig
-    from cfcl.presets import resolve_config_path
 
     method, preset = ENCODERS[name]
     recipe = [f"trainer.max_epochs={args.pretrain_epochs}", *args.pretrain_overrides]
@@ -274,6 +274,14 @@ def probe_scores(
     return {**result, "id_val": {"mix": float(np.mean(id_val))}}
 
 
+def synth_file(name: str) -> Path:
+    """``--synth``'s config: a file, or a shipped stage preset such as ``synth_headroom``; else one line."""
+    path = resolve_config_path(name)
+    if not path.is_file():
+        raise SystemExit(f"calibrate_headroom: --synth {name} is neither a file nor a stage preset")
+    return path
+
+
 def synth_config(args: argparse.Namespace, seed: int) -> SynthConfig:
     sizes = [f"seed={seed}", f"n_val={args.n_val}", "n_test=0", "n_ood_train=0", "n_ood_test=0"]
     return build_config(SynthConfig, args.synth, [*args.overrides, *sizes])
@@ -281,7 +289,9 @@ def synth_config(args: argparse.Namespace, seed: int) -> SynthConfig:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--synth", type=Path, help="synth config file (default: the default benchmark)")
+    parser.add_argument(
+        "--synth", help="synth config file or stage preset, e.g. synth_headroom (default: the default benchmark)"
+    )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="synth config override, e.g. frames=false"
     )
@@ -308,8 +318,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, help="keep stores and encoders here (default: a temporary folder)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.synth is not None and not args.synth.is_file():
-        raise SystemExit(f"calibrate_headroom: --synth {args.synth} is not a file")
+    if args.synth is not None:
+        args.synth = synth_file(args.synth)
     if args.data is not None and (args.pretrain or len(args.seeds) > 1):
         raise SystemExit(
             "calibrate_headroom: --data measures gate (a) on one existing store; drop --pretrain and extra --seeds"

@@ -83,3 +83,16 @@ def test_a_work_folder_keeps_its_draw_and_ceilings_and_refuses_another_config(he
     assert headroom.cached_ceilings(store, 6, 0, out) == {"flatpanel": 0.9}  # measured once, not trained again
     with pytest.raises(SystemExit, match="another synth config"):
         headroom.draw_store(SynthConfig(**sizes, frames=False), out)
+
+
+def test_synth_is_a_file_or_a_stage_preset_and_anything_else_a_one_line_refusal(headroom, tmp_path):
+    from cfcl.config import build_config
+    from cfcl.data.synthetic.config import SynthConfig
+
+    own = tmp_path / "mine.yaml"
+    own.write_text("frames: false\n")
+    assert headroom.synth_file(str(own)) == own
+    preset = build_config(SynthConfig, headroom.synth_file("synth_headroom"))
+    assert [s.display_inverted for s in preset.acquisition] == [False, False, True, True]
+    with pytest.raises(SystemExit, match=r"^calibrate_headroom: --synth nosuch is neither a file nor a stage preset$"):
+        headroom.main(["--synth", "nosuch"])

@@ -8,9 +8,9 @@ patient under another scanner (the true counterfactual) is exact.
 The chain: detector blur and pitch, edge enhancement, the signal's gain field (heel effect,
 grid lines), response curve, quantum noise, the detector's own flaws (flat-field gain, dust
 specks), then the vendor's post-processing of the detected image (multi-scale local contrast,
-display curve), collimation and marker. Post-processing
-comes after the noise and is invertible, so it changes how a lesion looks without destroying
-information about it; blur, pitch and noise do destroy some.
+display curve), collimation and marker. Post-processing comes after the noise and is invertible,
+so it changes how a lesion looks without destroying information about it; blur, pitch, noise and
+dust do destroy some.
 """
 
 from __future__ import annotations
