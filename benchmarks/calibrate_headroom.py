@@ -290,7 +290,9 @@ def synth_config(args: argparse.Namespace, seed: int) -> SynthConfig:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--synth", help="synth config file or stage preset, e.g. synth_headroom (default: the default benchmark)"
+        "--synth",
+        type=synth_file,
+        help="synth config file or stage preset, e.g. synth_headroom (default: the default benchmark)",
     )
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], help="synth config override, e.g. frames=false"
@@ -318,8 +320,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, help="keep stores and encoders here (default: a temporary folder)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
-    if args.synth is not None:
-        args.synth = synth_file(args.synth)
     if args.data is not None and (args.pretrain or len(args.seeds) > 1):
         raise SystemExit(
             "calibrate_headroom: --data measures gate (a) on one existing store; drop --pretrain and extra --seeds"
