@@ -9,11 +9,15 @@ import signal
 import time
 from pathlib import Path
 
+import lightning as L
 import pandas as pd
 import pytest
 import torch
 
+from cfcl.cli import main
 from cfcl.contrastive import pretrain
+from cfcl.counterfactual.classifier import train as classifier_train
+from cfcl.counterfactual.classifier.model import load_classifier
 from cfcl.counterfactual.generator.checkpoint import load_generator
 from support.cf_stores import make_store
 from support.cli import TINY_GENERATOR, Cfcl, sets
@@ -82,3 +86,34 @@ def test_a_five_epoch_run_keeps_the_resume_point_and_only_the_epochs_asked_for(s
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(["last.ckpt", *kept])
     assert _step(tmp_path / "checkpoints" / "last.ckpt") == 5 * 6  # the end of the run, 6 steps an epoch
     assert (tmp_path / "encoder.pt").is_file()
+
+
+def test_a_stop_inside_validation_resumes_from_the_epoch_before_and_ends_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    """Lightning cannot resume a validation: a checkpoint written inside one would resume as an epoch
+    without its metrics, and early stopping would fail for want of its metric."""
+    store = make_store(tmp_path / "store")
+    args = ["cf", "classifier", "--config", "cf_judge", "--data", str(store.path)]
+    args += sets(["trainer.max_epochs=3", "trainer.progress_bar=false", "batch_size=16", "arch_kwargs.width=4"])
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+
+    class StopInSecondValidation(L.Callback):
+        def on_validation_batch_end(self, trainer, *args):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    real = classifier_train.make_trainer
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            classifier_train,
+            "make_trainer",
+            lambda cfg, out, callbacks=(), **kw: real(cfg, out, callbacks=[*callbacks, StopInSecondValidation()], **kw),
+        )
+        assert main([*args, "--out", str(tmp_path / "split")]) == 130
+    last = tmp_path / "split" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 0  # the end of the first epoch
+
+    assert main([*args, "--out", str(tmp_path / "split")]) == 0
+    (resumed, info), (whole, whole_info) = load_classifier(tmp_path / "split"), load_classifier(tmp_path / "whole")
+    assert info["val_balanced_accuracy"] == whole_info["val_balanced_accuracy"]
+    for (key, value), expected in zip(resumed.state_dict().items(), whole.state_dict().values(), strict=True):
+        assert torch.equal(value, expected), key

@@ -191,11 +191,17 @@ def last_checkpoint(out: str | os.PathLike) -> Path | None:
 
 def _interrupt_checkpoint(dirpath: Path):
     """Lightning's ``OnExceptionCheckpoint`` writing ``last.ckpt`` and, unlike the original, keeping
-    it at teardown: it is the point an interrupted run resumes from."""
+    it at teardown: it is the point an interrupted run resumes from.
+
+    A stop inside an epoch's validation writes nothing: Lightning cannot resume a validation, so that
+    state would resume as an epoch without its metrics (early stopping then fails for want of its
+    metric). The run resumes from the previous epoch's end instead and repeats the epoch."""
     from lightning.pytorch.callbacks import OnExceptionCheckpoint
 
     class KeptOnExceptionCheckpoint(OnExceptionCheckpoint):
         def on_exception(self, trainer, *args, **kwargs) -> None:
+            if trainer.validating or trainer.sanity_checking:
+                return
             trainer.save_checkpoint(self.ckpt_path, weights_only=False)
 
         def teardown(self, *args, **kwargs) -> None:
