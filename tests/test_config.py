@@ -3,6 +3,7 @@ from pydantic import Field
 
 from cfcl.config import StrictModel, build_config, config_hash, parse_overrides
 from cfcl.errors import ConfigError
+from cfcl.presets import resolve_config_path
 
 
 class Inner(StrictModel):
@@ -73,3 +74,33 @@ def test_another_arch_starts_from_empty_arch_kwargs(tmp_path):
     assert (from_cli.encoder.arch, from_cli.encoder.arch_kwargs) == ("vit", {})
     same_arch = build_config(PretrainConfig, overrides=["encoder.arch=small", "encoder.arch_kwargs.width=8"], base=base)
     assert same_arch.encoder.arch_kwargs == {"width": 8, "blocks": [1, 1, 1, 1]}
+
+
+def test_a_file_builds_on_a_preset_or_another_file_and_its_own_keys_win(tmp_path):
+    from cfcl.contrastive.config import PretrainConfig
+
+    (tmp_path / "base.yaml").write_text(
+        "preset: pretrain_benchmark\nlr: 0.01\nencoder: {arch: vit, arch_kwargs: {depth: 2}}\n"
+    )
+    (tmp_path / "mine.yaml").write_text("preset: base.yaml\nlr: 0.02\n")  # a path relative to this file's folder
+    mine = build_config(PretrainConfig, tmp_path / "mine.yaml", base={"data": "store"})
+    shipped = build_config(PretrainConfig, resolve_config_path("pretrain"), base={"data": "store"})
+    assert mine.lr == 0.02 and mine.encoder.arch_kwargs == {"depth": 2}  # a new arch starts from empty arch_kwargs
+    assert mine.trainer.precision == "bf16-mixed"  # pretrain_benchmark's own key
+    assert mine.batch_size == shipped.batch_size and mine.projection == shipped.projection  # pretrain's, two levels up
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("preset: nosuch\n", "preset 'nosuch' is neither a shipped preset nor a file"),
+        ("preset: ''\n", "'preset' must name a preset or a file, got ''"),
+        ("preset: loop.yaml\n", "preset 'loop.yaml' builds on itself (loop.yaml -> loop.yaml)"),
+    ],
+)
+def test_a_preset_that_is_missing_empty_or_circular_is_a_one_line_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        build_config(Outer, path)
+    assert str(err.value) == f"config file {path}: {message}"

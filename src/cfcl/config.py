@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from cfcl.errors import ConfigError
+from cfcl.presets import resolve_config_path
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,7 +91,9 @@ def parse_overrides(overrides: Iterable[str]) -> list[tuple[str, Any]]:
     return parsed
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """The mapping a YAML config file holds. A top-level ``preset: NAME`` builds on another file:
+    a shipped preset's name or a path (relative to this file's folder); this file's keys win."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -100,7 +103,23 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys to values")
-    return raw
+    if "preset" not in raw:
+        return raw
+    name = raw.pop("preset")
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"config file {path}: 'preset' must name a preset or a file, got {name!r}")
+    chain = (*_chain, path.resolve())
+    local = path.parent / name
+    base = local if local.is_file() else resolve_config_path(name)
+    if not base.is_file():
+        raise ConfigError(f"config file {path}: preset '{name}' is neither a shipped preset nor a file")
+    if base.resolve() in chain:
+        raise ConfigError(
+            f"config file {path}: preset '{name}' builds on itself ({' -> '.join(p.name for p in (*chain, base))})"
+        )
+    inherited = read_yaml(base, chain)
+    merge(inherited, raw)
+    return inherited
 
 
 def build_config(

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from cfcl.config import build_config, config_hash
+from cfcl.config import build_config, config_hash, read_yaml
 from cfcl.data.synthetic.config import SynthConfig
 from cfcl.errors import ConfigError
 from cfcl.pipeline.config import RunConfig
@@ -388,10 +388,10 @@ def test_every_shipped_run_preset_plans_and_the_benchmark_presets_share_one_reci
     ]
     assert len({config_hash(c) for c in simclr}) == 1 and simclr[0].trainer.precision == "bf16-mixed"
     assert planned["benchmark"]["eval"].label_draws == planned["benchmark_science"]["eval"].label_draws == 10
-    # That recipe is the pretrain preset in bfloat16 with channels-last, and nothing else: the two files cannot drift.
-    recipe = yaml.safe_load(resolve_config_path("pretrain_benchmark").read_text())
+    # That recipe is the pretrain preset in bfloat16 with channels-last, and nothing else.
+    recipe = read_yaml(resolve_config_path("pretrain_benchmark"))
     assert (recipe.pop("channels_last"), recipe["trainer"].pop("precision")) == (True, "bf16-mixed")
-    assert recipe == yaml.safe_load(resolve_config_path("pretrain").read_text())
+    assert recipe == read_yaml(resolve_config_path("pretrain"))
 
 
 def test_the_benchmark_preset_keeps_its_stages_and_hashes_beside_the_controls(tmp_path):
@@ -456,3 +456,11 @@ def test_the_dataset_root_is_checked_before_anything_runs_unless_the_data_is_up_
             run_pipeline(changed, start=start)
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "data"]
     assert written == {name: (tmp_path / "run" / name).read_bytes() for name in written}
+
+
+def test_a_run_config_builds_on_a_run_preset(tmp_path):
+    (tmp_path / "mine.yaml").write_text("preset: benchmark\nseeds: [5]\n")
+    mine, _ = load_run_config(tmp_path / "mine.yaml", out=tmp_path / "r")
+    shipped, _ = load_run_config("benchmark", out=tmp_path / "r")
+    assert mine.seeds == [5] and shipped.seeds != [5]
+    assert mine.model_dump(exclude={"seeds"}) == shipped.model_dump(exclude={"seeds"})
