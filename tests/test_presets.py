@@ -6,11 +6,9 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path, PurePosixPath
 
-import yaml
-
 import cfcl
 from cfcl.cli import main
-from cfcl.config import build_config
+from cfcl.config import build_config, read_yaml
 from cfcl.presets import preset_names, resolve_config_path
 from cfcl.registry import STAGES
 from support.paths import REPO
@@ -34,7 +32,7 @@ STAGE_OF_PREFIX = {
 
 def test_a_name_is_a_run_or_a_stage_preset_never_both_and_every_file_is_one_of_them():
     run, stage = preset_names("run"), preset_names("stage")
-    assert all(yaml.safe_load(resolve_config_path(name).read_text())["methods"] for name in run)
+    assert all(read_yaml(resolve_config_path(name))["methods"] for name in run)
     assert {"demo", "benchmark", "padchest"} <= set(run) and {"cf_train", "pretrain", "prepare_padchest"} <= set(stage)
     assert not set(run) & set(stage)
     assert sorted(p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")) == sorted(
