@@ -21,7 +21,7 @@ data draws"). Every draw must hold the same methods.
   (1 - 0.05 / (m - rank + 1), rank 1 the smallest p); ``supported`` = Holm-adjusted p < 0.05 and
   a positive mean. A run lacking the rendered test set or its ceiling probes is refused.
 - Secondary, unadjusted, where the run has the methods: the same endpoints against SimCLR of every
-  other method of :data:`SECONDARY` (cf-simclr or cf-simclr-multi, simclr+, the oracles,
+  other pretrained method of the run (in the deciding run: cf-simclr-multi, simclr+, the oracles,
   simclr-multi), the judged method against its oracle, and cf-simclr-multi against simclr-multi.
 - CF-SimCLR minus SimCLR AUROC on the OOD scanner (``transfer``: the ID probe applied to it;
   ``ood_probe``: a probe on its own labels), on the rare ID scanner and on every ID test patient
@@ -34,7 +34,7 @@ data draws"). Every draw must hold the same methods.
   counterfactuals: ``oracle``, or ``oracle-multi`` for ``cf-simclr-multi``); target >= 0.7;
 - SimCLR minus the random encoder, and minus the covariates-only probe, on the ID test set;
   target: above 0 and supported;
-- the same rows for SimCLR+ and the oracle, and the supervised baseline's AUROC;
+- the same rows for every other pretrained method of the run, and the supervised baseline's AUROC;
 - per method, the sex gap (AUROC on male minus female test images, the ``subgroup_gaps.csv``
   convention) on each comparison, and each method's gap minus SimCLR's, paired by seed (no
   target: whether sex counterfactuals shrink the gap is reported, not judged); absent when the
@@ -42,7 +42,11 @@ data draws"). Every draw must hold the same methods.
 
 Whole-test-set rows are those of subgroup ``all`` (a metrics.csv without the column holds only those).
 
+``--reference`` compares with another method than SimCLR: ``--method cf-dino --oracle oracle-dino
+--reference dino`` judges the DINO family the same way (every "SimCLR" above reads "the reference").
+
     python benchmarks/science_targets.py runs/benchmark_decide [--method cf-simclr-multi]
+    python benchmarks/science_targets.py runs/benchmark_dino --method cf-dino --oracle oracle-dino --reference dino
 """
 
 from __future__ import annotations
@@ -72,8 +76,7 @@ PRIMARY_ENDPOINTS: dict[str, tuple[str, int]] = {
     "gain_ood_probe": ("ood_probe", 1),
 }
 ALPHA = 0.05  # the family-wise error rate of the primary endpoints
-# The methods whose endpoints against SimCLR are secondary (the judged method's are primary).
-SECONDARY = ("cf-simclr", "cf-simclr-multi", "simclr+", "oracle", "oracle-multi", "simclr-multi")
+BASELINES = ("random", "covariates")  # the probes of no pretrained encoder, which the reference must beat
 DECIDING_PRESET = "benchmark_decide"  # the run preset whose evaluation has everything the primary endpoints read
 
 
@@ -186,10 +189,10 @@ def holm(p_values: list[float], alpha: float = ALPHA) -> tuple[np.ndarray, np.nd
     return adjusted, levels
 
 
-def primary_endpoints(table: pd.DataFrame, method: str, unit: str) -> dict:
-    """The primary endpoints of ``method`` against SimCLR with their paired t-tests, Holm-adjusted over the
+def primary_endpoints(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict:
+    """The primary endpoints of ``method`` against ``reference`` with their paired t-tests, Holm-adjusted over the
     endpoints: p, adjusted p, the interval at the Holm level and ``supported`` (adjusted p < alpha, mean > 0)."""
-    values = endpoint_values(table, method, "simclr", unit)
+    values = endpoint_values(table, method, reference, unit)
     p = [ttest_1samp(v, 0.0).pvalue if len(v) > 1 else np.nan for v in values.values()]
     adjusted, levels = holm(p)
     result = {}
@@ -209,8 +212,11 @@ def primary_endpoints(table: pd.DataFrame, method: str, unit: str) -> dict:
     return result
 
 
-def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None, unit: str) -> tuple[dict, dict]:
-    """Per method and comparison: AUROC(sex=M) - AUROC(sex=F), and that gap minus SimCLR's, both paired by seed."""
+def sex_gaps(
+    metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None, reference: str, unit: str
+) -> tuple[dict, dict]:
+    """Per method and comparison: AUROC(sex=M) - AUROC(sex=F), and that gap minus ``reference``'s, both paired by
+    seed."""
     male, female = (auroc_table(metrics, fraction, rare, ood, f"sex={s}").dropna(axis=1, how="all") for s in ("M", "F"))
     columns = [c for c in male.columns if c in female.columns]
     if not columns:
@@ -220,7 +226,7 @@ def sex_gaps(metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None,
     per_method = {
         m: {c: gain_fields(male.loc[m, c].dropna(), female.loc[m, c].dropna(), unit) for c in columns} for m in methods
     }
-    return per_method, {m: gains(gap, m, "simclr", unit) for m in methods if m != "simclr"}
+    return per_method, {m: gains(gap, m, reference, unit) for m in methods if m != reference}
 
 
 def met(gain: dict, at_least: float = 0.0) -> bool:
@@ -241,7 +247,7 @@ def supervised_auroc(metrics: pd.DataFrame, fraction: float) -> float | None:
     return round(float(m.value.mean()), 4) if len(m) else None
 
 
-def read_tables(run: RunLayout, method: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_tables(run: RunLayout, method: str, reference: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One run folder's metrics and domain predictability; exits with one line naming what is missing."""
     paths = [run.metrics, run.eval / PREDICTABILITY]
     for path in paths:
@@ -249,11 +255,11 @@ def read_tables(run: RunLayout, method: str) -> tuple[pd.DataFrame, pd.DataFrame
             raise SystemExit(f"science_targets: {path} does not exist; pass a finished `cfcl run` folder")
     metrics, predictability = (pd.read_csv(path) for path in paths)
     present = set(metrics.loc[metrics.protocol == "linear", "method"])
-    missing = [m for m in ("simclr", method) if m not in present]
+    missing = [m for m in (reference, method) if m not in present]
     if missing:
         raise SystemExit(
             f"science_targets: {paths[0]} holds no linear-probe rows of method(s) {', '.join(missing)} "
-            f"(it has {', '.join(sorted(present)) or 'none'}); the targets compare {method} with simclr"
+            f"(it has {', '.join(sorted(present)) or 'none'}); the targets compare {method} with {reference}"
         )
     needed = {
         f"rendered test-set rows (test_set '{RENDERED}')": metrics.test_set == RENDERED,
@@ -276,13 +282,13 @@ def scanners(run: RunLayout) -> tuple[str, str | None]:
     return rare, store.domains[store.ood_domains[0]] if store.ood_domains else None
 
 
-def read_run(root: Path, method: str) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, str | None], str]:
+def read_run(root: Path, method: str, reference: str) -> tuple[pd.DataFrame, pd.DataFrame, tuple[str, str | None], str]:
     """The metrics and predictability of every draw of the run ``root`` (column ``draw``; one draw, labelled 0,
     without ``draw-<d>/`` folders), its scanners and its unit of replication (``draw`` or ``seed``); exits with
     one line when a draw lacks what the others have."""
     draws = RunLayout(root).draws()
     folders = draws or {0: RunLayout(root)}
-    tables = {d: read_tables(run, method) for d, run in folders.items()}
+    tables = {d: read_tables(run, method, reference) for d, run in folders.items()}
     found = {d: scanners(run) for d, run in folders.items()}
     if len(set(found.values())) > 1:
         raise SystemExit(f"science_targets: the draws of {root} differ in their rare and OOD scanners: {found}")
@@ -304,9 +310,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", type=Path, help="a finished `cfcl run` folder (of one draw, or holding draw-<d>/)")
     parser.add_argument("--method", default="cf-simclr", help="the counterfactual method judged (default cf-simclr)")
     parser.add_argument("--oracle", help="its oracle (default: oracle-multi for cf-simclr-multi, else oracle)")
+    parser.add_argument("--reference", default="simclr", help="the method it is compared with (default simclr)")
     args = parser.parse_args(argv)
     oracle_method = args.oracle or ("oracle-multi" if args.method == "cf-simclr-multi" else "oracle")
-    metrics, predictability, (rare, ood), unit = read_run(args.run, args.method)
+    ref = args.reference
+    metrics, predictability, (rare, ood), unit = read_run(args.run, args.method, ref)
     fraction = float(metrics[metrics.protocol == "linear"].label_fraction.min())
     auroc, robustness_gap = auroc_table(metrics, fraction, rare, ood), gap_table(metrics, fraction, rare, ood)
     table = auroc.join(robustness_gap, how="outer")
@@ -316,20 +324,22 @@ def main(argv: list[str] | None = None) -> None:
             f"science_targets: {args.run} holds no linear-probe rows of the oracle {args.oracle}; a run listing it "
             f"in methods makes them (cfcl run {DECIDING_PRESET} or benchmark_science)"
         )
+    # every pretrained method of the run beside the judged one and the reference (alphabetical)
+    others = [m for m in auroc.index.get_level_values(0).unique() if m not in (args.method, ref, *BASELINES)]
 
-    cf = gains(auroc, args.method, "simclr", unit)
-    oracle = gains(auroc, oracle_method, "simclr", unit)
+    cf = gains(auroc, args.method, ref, unit)
+    oracle = gains(auroc, oracle_method, ref, unit)
     pred = predictability.groupby("method")["balanced_accuracy"].mean()
     ood_gain = lambda g: np.mean([g["transfer"]["mean"], g["ood_probe"]["mean"]]) if g else float("nan")  # noqa: E731
-    simclr_units = auroc.loc["simclr"].index
+    ref_units = auroc.loc[ref].index
     result = {
         "run": str(args.run),
         "unit": unit,
-        **({"draws": sorted(int(d) for d in simclr_units.get_level_values(0).unique())} if unit == "draw" else {}),
+        **({"draws": sorted(int(d) for d in ref_units.get_level_values(0).unique())} if unit == "draw" else {}),
         "label_fraction": fraction,
         "rare_scanner": rare,
         "ood_scanner": ood,
-        "seeds": sorted(int(s) for s in simclr_units.get_level_values(1).unique()),
+        "seeds": sorted(int(s) for s in ref_units.get_level_values(1).unique()),
         "auroc_mean": {
             method: {col: round(float(v), 4) for col, v in auroc.loc[method].mean().items() if not np.isnan(v)}
             for method in auroc.index.get_level_values(0).unique()
@@ -338,13 +348,9 @@ def main(argv: list[str] | None = None) -> None:
             method: {col: round(float(v), 4) for col, v in robustness_gap.loc[method].mean().items()}
             for method in robustness_gap.index.get_level_values(0).unique()
         },
-        "primary": {"method": args.method, "reference": "simclr", "alpha": ALPHA, "correction": "holm"},
+        "primary": {"method": args.method, "reference": ref, "alpha": ALPHA, "correction": "holm"},
         "secondary": {
-            **{
-                f"{m}_vs_simclr": endpoints(table, m, "simclr", unit)
-                for m in SECONDARY
-                if m != args.method and m in run_methods
-            },
+            **{f"{m}_vs_{ref}": endpoints(table, m, ref, unit) for m in others},
             **(
                 {f"{args.method}_vs_{oracle_method}": endpoints(table, args.method, oracle_method, unit)}
                 if oracle_method in run_methods
@@ -356,24 +362,21 @@ def main(argv: list[str] | None = None) -> None:
                 else {}
             ),
         },
-        f"{args.method}_vs_simclr": cf,
-        "simclr+_vs_simclr": gains(auroc, "simclr+", "simclr", unit),
-        f"{oracle_method}_vs_simclr": oracle,
-        "simclr_vs_random": gains(auroc, "simclr", "random", unit),
-        "simclr_vs_covariates": gains(auroc, "simclr", "covariates", unit),
+        **{f"{m}_vs_{ref}": gains(auroc, m, ref, unit) for m in (args.method, *others)},
+        **{f"{ref}_vs_{baseline}": gains(auroc, ref, baseline, unit) for baseline in BASELINES},
         "supervised_id": supervised_auroc(metrics, fraction),
         "predictability": {k: round(float(v), 4) for k, v in pred.items()},
     }
-    result["primary"]["endpoints"] = primary_endpoints(table, args.method, unit)
-    result["sex_gap"], result["sex_gap_vs_simclr"] = sex_gaps(metrics, fraction, rare, ood, unit)
+    result["primary"]["endpoints"] = primary_endpoints(table, args.method, ref, unit)
+    result["sex_gap"], result[f"sex_gap_vs_{ref}"] = sex_gaps(metrics, fraction, rare, ood, ref, unit)
     targets = {}
     for col in ("transfer", "ood_probe", "rare", "rare_rendered", "ood_rendered"):
         if col in cf:
             targets[f"gain_{col}"] = met(cf[col], 0.02)
     invariance = predictability.set_index(["method", "draw", "seed"]).sort_index()
-    if {"simclr", args.method} <= set(pred.index):
+    if {ref, args.method} <= set(pred.index):
         result["invariance_drop"] = {
-            measure: gain_fields(invariance.loc["simclr", measure], invariance.loc[args.method, measure], unit)
+            measure: gain_fields(invariance.loc[ref, measure], invariance.loc[args.method, measure], unit)
             for measure in ("balanced_accuracy", "knn_purity", "silhouette")
             if measure in invariance.columns
         }
@@ -383,9 +386,9 @@ def main(argv: list[str] | None = None) -> None:
     if cf and oracle:
         result["oracle_fraction"] = round(float(ood_gain(cf) / ood_gain(oracle)), 3) if ood_gain(oracle) > 0 else None
         targets["oracle_fraction"] = result["oracle_fraction"] is not None and result["oracle_fraction"] >= 0.7
-    for baseline in ("random", "covariates"):
-        if result[f"simclr_vs_{baseline}"]:
-            targets[f"simclr_above_{baseline}"] = met(result[f"simclr_vs_{baseline}"]["id"])
+    for baseline in BASELINES:
+        if result[f"{ref}_vs_{baseline}"]:
+            targets[f"{ref}_above_{baseline}"] = met(result[f"{ref}_vs_{baseline}"]["id"])
     result["targets_met"] = targets
     print(json.dumps(result))
 

@@ -173,7 +173,7 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
         and drop["supported"] is True
     )
     assert result["invariance_drop"]["silhouette"]["per_seed"] == pytest.approx([0.1, 0.0])
-    assert result["simclr+_vs_simclr"] == {}
+    assert "simclr+_vs_simclr" not in result  # a method the run lacks has no row
     # a metrics.csv of whole test sets only (no subgroup rows): no sex gap
     assert result["sex_gap"] == {} and result["sex_gap_vs_simclr"] == {}
     assert result["supervised_id"] == pytest.approx(0.75)
@@ -252,6 +252,27 @@ def test_the_oracle_judged_is_the_methods_own(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["oracle-multi_vs_simclr"]["transfer"]["mean"] == pytest.approx(0.09)
     assert result["cf-simclr-multi_vs_simclr"]["transfer"]["mean"] == pytest.approx(0.045)
+
+
+def test_another_reference_judges_the_dino_family_the_same_way(tmp_path, capsys):
+    root = run_folder(tmp_path)
+    renamed = {"simclr": "dino", "cf-simclr": "cf-dino", "oracle": "oracle-dino"}
+    metrics = pd.read_csv(root / "eval" / "metrics.csv").replace({"method": renamed})
+    metrics.to_csv(root / "eval" / "metrics.csv", index=False)
+    predictability = pd.read_csv(root / "eval" / "domain_predictability.csv").replace({"method": renamed})
+    predictability.to_csv(root / "eval" / "domain_predictability.csv", index=False)
+    load_script().main([str(root), "--method", "cf-dino", "--oracle", "oracle-dino", "--reference", "dino"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["primary"]["reference"] == "dino"
+    assert result["primary"]["endpoints"]["gap_reduction_rare"]["per_seed"] == pytest.approx([0.04, 0.05])
+    assert result["cf-dino_vs_dino"]["transfer"]["per_seed"] == pytest.approx([0.05, 0.04])
+    assert result["oracle-dino_vs_dino"]["transfer"]["mean"] == pytest.approx(0.09)
+    assert result["oracle_fraction"] == pytest.approx(0.423, abs=1e-3)
+    assert result["invariance_drop"]["knn_purity"]["mean"] == pytest.approx(0.475)
+    assert result["targets_met"]["dino_above_random"] is True
+    assert list(result["secondary"]) == ["oracle-dino_vs_dino", "cf-dino_vs_oracle-dino"]
+    with pytest.raises(SystemExit, match=r"no linear-probe rows of method\(s\) simclr .*compare cf-dino with simclr$"):
+        load_script().main([str(root), "--method", "cf-dino"])
 
 
 @pytest.mark.parametrize("methods, named", [(("cf-simclr", "oracle"), "simclr"), (("simclr", "oracle"), "cf-simclr")])
