@@ -20,6 +20,9 @@ data draws"). Every draw must hold the same methods.
   p, its Holm-adjusted p over the primary endpoints and the interval at its Holm level
   (1 - 0.05 / (m - rank + 1), rank 1 the smallest p); ``supported`` = Holm-adjusted p < 0.05 and
   a positive mean. A run lacking the rendered test set or its ceiling probes is refused.
+  ``primary.decision`` is the preregistered verdict on the claim: ``supported`` when both
+  reductions of the gap are, ``partly supported`` when one is, ``not supported`` when neither is
+  while the positive control holds (the oracle's reductions, intervals above 0), else undecided.
 - Secondary, unadjusted, where the run has the methods: the same endpoints against SimCLR of every
   other pretrained method of the run (in the deciding run: cf-simclr-multi, simclr+, the oracles,
   simclr-multi), the judged method against its oracle, and cf-simclr-multi against simclr-multi.
@@ -45,7 +48,10 @@ Whole-test-set rows are those of subgroup ``all`` (a metrics.csv without the col
 ``--reference`` compares with another method than SimCLR: ``--method cf-dino --oracle oracle-dino
 --reference dino`` judges the DINO family the same way (every "SimCLR" above reads "the reference").
 
-    python benchmarks/science_targets.py runs/benchmark_decide [--method cf-simclr-multi]
+``--markdown`` prints the primary endpoints, the verdict and the secondary comparisons as the
+Markdown tables of docs/results.md instead of the JSON line.
+
+    python benchmarks/science_targets.py runs/benchmark_decide [--method cf-simclr-multi] [--markdown]
     python benchmarks/science_targets.py runs/benchmark_dino --method cf-dino --oracle oracle-dino --reference dino
 """
 
@@ -212,6 +218,19 @@ def primary_endpoints(table: pd.DataFrame, method: str, reference: str, unit: st
     return result
 
 
+def decision(primary: dict, control: dict) -> str:
+    """The preregistered verdict on the claim (docs/results.md, "Preregistration of the deciding run"): supported
+    when both reductions of the robustness gap (rare, OOD) are, partly when one is, not supported when neither is
+    while the positive control holds (the oracle's reductions, unadjusted, intervals above 0), else undecided."""
+    reductions = [primary[name]["supported"] for name in ("gap_reduction_rare", "gap_reduction_ood")]
+    if all(reductions):
+        return "supported"
+    if any(reductions):
+        return "partly supported"
+    held = control and all(met(control[name]) for name in ("gap_reduction_rare", "gap_reduction_ood"))
+    return "not supported" if held else "undecided: the positive control fails"
+
+
 def sex_gaps(
     metrics: pd.DataFrame, fraction: float, rare: str, ood: str | None, reference: str, unit: str
 ) -> tuple[dict, dict]:
@@ -305,12 +324,54 @@ def read_run(root: Path, method: str, reference: str) -> tuple[pd.DataFrame, pd.
     return metrics, predictability, next(iter(found.values())), "draw" if draws else "seed"
 
 
+def _interval(fields: dict, low: str = "ci_low", high: str = "ci_high") -> str:
+    """``+0.012 [-0.003, +0.027]``; the mean alone without an interval."""
+    if fields.get("mean") is None:
+        return "n/a"
+    if fields.get(low) is None:
+        return f"{fields['mean']:+.3f}"
+    return f"{fields['mean']:+.3f} [{fields[low]:+.3f}, {fields[high]:+.3f}]"
+
+
+def markdown(result: dict) -> str:
+    """The primary endpoints, the verdict and the secondary comparisons as Markdown tables (the docs' tables)."""
+    primary = result["primary"]
+    endpoints = primary["endpoints"]
+    n = next(iter(endpoints.values()))["n"]
+    unit = f"{n} {result['unit']}s"
+    lines = [
+        f"Primary endpoints: {primary['method']} against {primary['reference']} at "
+        f"{result['label_fraction']:g} of the labels, over {unit} (Holm over {len(endpoints)}).",
+        "",
+        "| endpoint | mean [95 % interval] | interval at the Holm level | p | Holm p | supported |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, e in endpoints.items():
+        p, p_holm = ("n/a" if v is None else f"{v:.4f}" for v in (e["p"], e["p_holm"]))
+        holm = _interval(e, "holm_ci_low", "holm_ci_high")
+        lines.append(f"| {name} | {_interval(e)} | {holm} | {p} | {p_holm} | {'yes' if e['supported'] else 'no'} |")
+    lines += ["", f"Decision: {primary['decision']}.", ""]
+    names = list(PRIMARY_ENDPOINTS)
+    lines += [
+        f"Secondary comparisons over {unit} (unadjusted 95 % intervals):",
+        "",
+        "| comparison | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for comparison, fields in result["secondary"].items():
+        if fields:
+            cells = " | ".join(_interval(fields[name]) for name in names)
+            lines.append(f"| {comparison.replace('_vs_', ' − ')} | {cells} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished `cfcl run` folder (of one draw, or holding draw-<d>/)")
     parser.add_argument("--method", default="cf-simclr", help="the counterfactual method judged (default cf-simclr)")
     parser.add_argument("--oracle", help="its oracle (default: oracle-multi for cf-simclr-multi, else oracle)")
     parser.add_argument("--reference", default="simclr", help="the method it is compared with (default simclr)")
+    parser.add_argument("--markdown", action="store_true", help="print the docs' tables instead of the JSON line")
     args = parser.parse_args(argv)
     oracle_method = args.oracle or ("oracle-multi" if args.method == "cf-simclr-multi" else "oracle")
     ref = args.reference
@@ -368,6 +429,9 @@ def main(argv: list[str] | None = None) -> None:
         "predictability": {k: round(float(v), 4) for k, v in pred.items()},
     }
     result["primary"]["endpoints"] = primary_endpoints(table, args.method, ref, unit)
+    result["primary"]["decision"] = decision(
+        result["primary"]["endpoints"], result["secondary"].get(f"{oracle_method}_vs_{ref}", {})
+    )
     result["sex_gap"], result[f"sex_gap_vs_{ref}"] = sex_gaps(metrics, fraction, rare, ood, ref, unit)
     targets = {}
     for col in ("transfer", "ood_probe", "rare", "rare_rendered", "ood_rendered"):
@@ -390,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
         if result[f"{ref}_vs_{baseline}"]:
             targets[f"{ref}_above_{baseline}"] = met(result[f"{ref}_vs_{baseline}"]["id"])
     result["targets_met"] = targets
-    print(json.dumps(result))
+    print(markdown(result) if args.markdown else json.dumps(result))
 
 
 if __name__ == "__main__":

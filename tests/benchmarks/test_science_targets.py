@@ -398,6 +398,36 @@ def test_several_draws_give_intervals_over_draws_and_holm_adjusted_primary_endpo
     assert secondary["cf-simclr_vs_oracle"]["gain_transfer"]["per_draw"] == pytest.approx(
         [0.045 - 0.09, 0.040 - 0.09, 0.050 - 0.09], abs=1e-4
     )
+    # the preregistered verdict: the rare scanner's reduction is supported, the OOD scanner's is not
+    assert result["primary"]["decision"] == "partly supported"
+    load_script().main([str(root), "--markdown"])
+    tables = capsys.readouterr().out
+    assert "over 3 draws (Holm over 6)" in tables and "Decision: partly supported." in tables
+    low, high = (
+        result["primary"]["endpoints"]["gap_reduction_rare"]["ci_low"],
+        endpoints["gap_reduction_rare"]["ci_high"],
+    )
+    assert f"| gap_reduction_rare | +0.050 [{low:+.3f}, {high:+.3f}] | " in tables
+    assert "| oracle − simclr | +0.080 [+0.080, +0.080] | " in tables  # rare-scanner G: (0.10 + 0.12) / 2 - 0.03
+
+
+@pytest.mark.parametrize(
+    ("rare", "ood", "control", "verdict"),
+    [
+        (True, True, (0.01, 0.01), "supported"),
+        (False, True, (-0.01, -0.01), "partly supported"),
+        (False, False, (0.01, 0.02), "not supported"),
+        (False, False, (0.01, -0.01), "undecided: the positive control fails"),
+        (False, False, None, "undecided: the positive control fails"),
+    ],
+)
+def test_the_verdict_follows_the_preregistered_rule(rare, ood, control, verdict):
+    primary = {"gap_reduction_rare": {"supported": rare}, "gap_reduction_ood": {"supported": ood}}
+    oracle = {
+        name: {"mean": 0.05, "ci_low": low, "ci_high": 0.1}
+        for name, low in zip(("gap_reduction_rare", "gap_reduction_ood"), control or ())
+    }
+    assert load_script().decision(primary, oracle) == verdict
 
 
 def test_holm_adjusts_three_p_values_by_hand():
