@@ -34,6 +34,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cfcl.api import embed, load_encoder
 from cfcl.data.store import ImageStore
+from cfcl.errors import CheckpointError
 from cfcl.evaluation.evaluate import RANDOM, EncoderRef
 from cfcl.evaluation.metrics import auroc, balanced_accuracy
 from cfcl.evaluation.probe import class_probabilities, fit_probe
@@ -94,11 +95,14 @@ def main() -> None:
     first = next((name for name in args.encoders if name != RANDOM), None)
     if first is None:
         raise SystemExit("factor_readout: 'random' needs a pretrained encoder among the encoders (its architecture)")
-    random_info = load_encoder(first).info if RANDOM in args.encoders else None
+    try:  # every encoder before any work: a missing one is one line, not a traceback after the others
+        random_info = load_encoder(first).info if RANDOM in args.encoders else None
+        encoders = [(name, build(name, random_info, args.seed)) for name in args.encoders]
+    except CheckpointError as exc:
+        raise SystemExit(f"factor_readout: {exc}") from None
     train, val = store.indices("train"), store.indices("val")
     rows = []
-    for name in args.encoders:
-        encoder = build(name, random_info, args.seed)
+    for name, encoder in encoders:
         features = embed(encoder, store.images[np.concatenate([train, val])])
         result = readout(
             features[: len(train)],

@@ -93,6 +93,26 @@ def test_cli_prints_a_line_per_encoder_and_names_a_missing_factor(tmp_path):
         .splitlines()[-1]
         .startswith(f"factor_readout: {store.path / 'metadata.csv'} has no column age")
     )
+    absent = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--data",
+            str(store.path),
+            str(encoder),
+            str(tmp_path / "none"),
+            "--factors",
+            "domain",
+        ],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert absent.returncode != 0 and absent.stdout == ""  # refused before the first encoder is read out
+    assert absent.stderr.strip().splitlines()[-1] == (
+        f"factor_readout: encoder checkpoint {tmp_path / 'none'} does not exist"
+    )
     alone = subprocess.run(
         [sys.executable, str(SCRIPT), "--data", str(store.path), "random", "--factors", "domain"],
         env=ENV,
