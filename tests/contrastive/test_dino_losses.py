@@ -18,6 +18,7 @@ from cfcl.contrastive.dino_losses import (
     koleo_loss,
     linear_warmup,
     masked_patches,
+    target_entropies,
     updated_center,
 )
 
@@ -98,6 +99,22 @@ def test_centre_is_an_exponential_moving_average_of_the_teacher_mean():
     step1 = updated_center(center, teacher, 0.9)
     assert torch.allclose(step1, 0.1 * teacher.reshape(-1, K).mean(0))
     assert torch.allclose(updated_center(step1, teacher, 0.9), 0.9 * step1 + 0.1 * teacher.reshape(-1, K).mean(0))
+
+
+def test_target_entropies_tell_uniform_targets_from_one_prototype_and_from_a_learning_teacher():
+    # every logit equal, or cancelled by the centre: every target uniform, both entropies log K
+    for teacher, center in ((torch.zeros(2, 3, K), torch.zeros(K)), (torch.arange(K).repeat(2, 3, 1), torch.arange(K))):
+        per_image, of_mean = target_entropies(teacher.float(), center.float(), 0.04)
+        assert per_image.item() == pytest.approx(math.log(K)) and of_mean.item() == pytest.approx(math.log(K))
+    # sharp targets: two images on prototype 0, two on prototype 1 -> about 0 each, the mean [1/2, 1/2, 0...]: log 2
+    teacher = torch.zeros(1, 4, K)
+    teacher[0, [0, 1], 0] = teacher[0, [2, 3], 1] = 10.0
+    per_image, of_mean = target_entropies(teacher, torch.zeros(K), 0.04)
+    assert per_image.item() == pytest.approx(0.0, abs=1e-6) and of_mean.item() == pytest.approx(math.log(2))
+    # a softer temperature: one image's target is softmax([10 / T, 0, ...]), its entropy by hand
+    p = torch.softmax(torch.tensor([10.0] + [0.0] * (K - 1)) / 4.0, dim=0)
+    per_image, _ = target_entropies(teacher, torch.zeros(K), 4.0)
+    assert per_image.item() == pytest.approx(float(-(p * p.log()).sum()), rel=1e-5)
 
 
 def test_ema_update_moves_every_teacher_parameter_towards_the_student_and_keeps_its_own_batchnorm_statistics():

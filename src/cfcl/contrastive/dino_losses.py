@@ -77,6 +77,21 @@ def ibot_loss(
     return (per_patch * weights).sum()
 
 
+@torch.no_grad()
+def target_entropies(
+    teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two collapse diagnostics of DINO's teacher targets (its ``[..., K]`` logits, centred and
+    sharpened as in :func:`dino_loss`), in nats: the mean entropy of one image's target and the
+    entropy of the batch's mean target. Both near ``log K``: every target uniform (collapse to the
+    centre); the second near 0: every image on the same prototype. A learning teacher has the
+    first well below ``log K`` and the second well above 0. Tensors, so that logging them does not
+    wait on the device."""
+    targets = F.softmax((teacher.float() - center) / teacher_temp, dim=-1).reshape(-1, teacher.shape[-1])
+    entropy = lambda p: -(p * p.clamp(min=1e-12).log()).sum(dim=-1)  # noqa: E731
+    return entropy(targets).mean(), entropy(targets.mean(dim=0))
+
+
 def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Kozachenko-Leonenko entropy estimate: ``-mean log(distance to the nearest other sample)`` of the
     L2-normalised ``[B, D]`` features; pushes the batch to spread over the sphere."""

@@ -30,6 +30,7 @@ from cfcl.contrastive.dino_losses import (
     koleo_loss,
     linear_warmup,
     masked_patches,
+    target_entropies,
     updated_center,
 )
 from cfcl.contrastive.encoders import Encoder
@@ -166,6 +167,9 @@ class DinoModule(NonFiniteGuard):
             koleo = sum(koleo_loss(view) for view in s_features.view(2, b, -1)) / 2
             self.log("train/koleo", koleo, on_step=True, on_epoch=True, batch_size=b)
             loss = loss + self.dino.koleo_weight * koleo
+        target, mean_target = target_entropies(t_logits, self.center, t_temp)
+        self.log("train/teacher_entropy", target, on_step=False, on_epoch=True, batch_size=b)
+        self.log("train/teacher_mean_entropy", mean_target, on_step=False, on_epoch=True, batch_size=b)
         self.center = updated_center(self.center, t_logits, self.dino.center_momentum)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
         return loss + online_probe_loss(self, s_features, batch["labels"])
