@@ -34,7 +34,7 @@ def _pretrain(stores, out, *overrides):
     )
 
 
-def test_csv_is_always_kept_and_neither_loggers_nor_kept_checkpoints_change_the_config_hash():
+def test_csv_is_always_kept_and_neither_loggers_nor_kept_checkpoints_nor_the_progress_bar_change_the_config_hash():
     config = build_config(PretrainConfig, base={"data": "store"})
     assert config.trainer.loggers == ["csv", "tensorboard"]
     other = build_config(
@@ -44,6 +44,8 @@ def test_csv_is_always_kept_and_neither_loggers_nor_kept_checkpoints_change_the_
     assert config_hash(other) == config_hash(config)
     keeping = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.keep_every_n_epochs=5"])
     assert config_hash(keeping) == config_hash(config)
+    quiet = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.progress_bar=false"])
+    assert config_hash(quiet) == config_hash(config)
     longer = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.max_epochs=3"])
     assert config_hash(longer) != config_hash(config)
 

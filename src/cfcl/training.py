@@ -92,8 +92,9 @@ class TrainerConfig(DevicesConfig):
         "tensorboard, wandb (offline unless WANDB_MODE says otherwise), mlflow (a file store, mlruns/)",
     )
 
-    #: Where the curves go and which checkpoints are kept do not change what the stage computes.
-    unhashed = frozenset({"loggers", "keep_every_n_epochs"})
+    #: Where the curves go, which checkpoints are kept and whether a progress bar shows do not change what the
+    #: stage computes: a run rerun with another of them is up to date.
+    unhashed = frozenset({"loggers", "keep_every_n_epochs", "progress_bar"})
 
     @field_validator("loggers")
     @classmethod
