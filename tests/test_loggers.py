@@ -13,6 +13,7 @@ from cfcl import cli
 from cfcl.config import build_config, config_hash
 from cfcl.contrastive import pretrain
 from cfcl.contrastive.config import PretrainConfig
+from cfcl.counterfactual.config import CFGenerateConfig
 from cfcl.training import LOGGER_RUNS
 from support.pretrain import TRAINER, Interrupted, interrupt_after, pretrain_config
 
@@ -46,6 +47,10 @@ def test_csv_is_always_kept_and_neither_loggers_nor_kept_checkpoints_nor_the_pro
     assert config_hash(keeping) == config_hash(config)
     quiet = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.progress_bar=false"])
     assert config_hash(quiet) == config_hash(config)
+    generate = {"data": "store", "generator": "gen"}
+    assert config_hash(build_config(CFGenerateConfig, base=generate, overrides=["progress_bar=false"])) == config_hash(
+        build_config(CFGenerateConfig, base=generate)
+    )
     longer = build_config(PretrainConfig, base={"data": "store"}, overrides=["trainer.max_epochs=3"])
     assert config_hash(longer) != config_hash(config)
 

@@ -125,7 +125,8 @@ class CFGenerateConfig(StrictModel):
     of the ``intervene`` parents but its own (docs/architecture.md, "Intervened parents"); with
     ``source``, that store's rows for the same pairs, reconstructed by the generator instead."""
 
-    unhashed = frozenset({"trainer"})  # the processes that share the chunks do not change the store
+    # the processes that share the chunks, and whether a progress bar shows, do not change the store
+    unhashed = frozenset({"trainer", "progress_bar"})
 
     data: Path
     generator: Path
