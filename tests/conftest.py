@@ -1,8 +1,19 @@
 """Fixtures shared by the tests of several folders (builders without pytest are in support/)."""
 
 import pytest
+import torch
 
 from support.pretrain import noise_cf_store, noise_store
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """Every test starts with the session's intra-op thread count: a benchmark script's ``main`` run in
+    the test process sets its own, and a later test comparing in-process numbers with another
+    process's (same threads, same last bits) would fail for it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
