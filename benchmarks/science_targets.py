@@ -388,8 +388,8 @@ def main(argv: list[str] | None = None) -> None:
     # every pretrained method of the run beside the judged one and the reference (alphabetical)
     others = [m for m in auroc.index.get_level_values(0).unique() if m not in (args.method, ref, *BASELINES)]
 
-    cf = gains(auroc, args.method, ref, unit)
-    oracle = gains(auroc, oracle_method, ref, unit)
+    compared = {m: gains(auroc, m, ref, unit) for m in (args.method, *others)}
+    cf, oracle = compared[args.method], compared.get(oracle_method, {})
     pred = predictability.groupby("method")["balanced_accuracy"].mean()
     ood_gain = lambda g: np.mean([g["transfer"]["mean"], g["ood_probe"]["mean"]]) if g else float("nan")  # noqa: E731
     ref_units = auroc.loc[ref].index
@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
                 else {}
             ),
         },
-        **{f"{m}_vs_{ref}": gains(auroc, m, ref, unit) for m in (args.method, *others)},
+        **{f"{m}_vs_{ref}": gain for m, gain in compared.items()},
         **{f"{ref}_vs_{baseline}": gains(auroc, ref, baseline, unit) for baseline in BASELINES},
         "supervised_id": supervised_auroc(metrics, fraction),
         "predictability": {k: round(float(v), 4) for k, v in pred.items()},
