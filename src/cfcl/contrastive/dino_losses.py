@@ -15,6 +15,11 @@ import torch.nn.functional as F
 from torch import distributed as dist
 
 
+def teacher_targets(teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float) -> torch.Tensor:
+    """The teacher's targets: its logits centred and sharpened, ``softmax((teacher - center) / teacher_temp)``."""
+    return F.softmax((teacher.float() - center) / teacher_temp, dim=-1)
+
+
 def dino_loss(
     teacher: torch.Tensor, student: torch.Tensor, center: torch.Tensor, teacher_temp: float, student_temp: float
 ) -> torch.Tensor:
@@ -34,7 +39,7 @@ def dino_loss(
             "dino_loss needs teacher [T, B, K] and student [S >= T, B, K], "
             f"got {tuple(teacher.shape)}, {tuple(student.shape)}"
         )
-    targets = F.softmax((teacher.float() - center) / teacher_temp, dim=-1)
+    targets = teacher_targets(teacher, center, teacher_temp)
     log_probs = F.log_softmax(student.float() / student_temp, dim=-1)
     cross = -torch.einsum("tbk,sbk->ts", targets, log_probs)
     n_t, n_s, b = teacher.shape[0], student.shape[0], teacher.shape[1]
@@ -72,7 +77,7 @@ def ibot_loss(
             f"ibot_loss needs [masked, K] logits for the {len(weights)} masked patches, got {tuple(teacher.shape)} "
             f"and {tuple(student.shape)}"
         )
-    targets = F.softmax((teacher.float() - center) / teacher_temp, dim=-1)
+    targets = teacher_targets(teacher, center, teacher_temp)
     per_patch = -(targets * F.log_softmax(student.float() / student_temp, dim=-1)).sum(dim=-1)
     return (per_patch * weights).sum()
 
@@ -81,13 +86,13 @@ def ibot_loss(
 def target_entropies(
     teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two collapse diagnostics of DINO's teacher targets (its ``[..., K]`` logits, centred and
-    sharpened as in :func:`dino_loss`), in nats: the mean entropy of one image's target and the
+    """The two collapse diagnostics of DINO's :func:`teacher_targets` (of its ``[..., K]`` logits), in
+    nats: the mean entropy of one image's target and the
     entropy of the batch's mean target. Both near ``log K``: every target uniform (collapse to the
     centre); the second near 0: every image on the same prototype. A learning teacher has the
     first well below ``log K`` and the second well above 0. Tensors, so that logging them does not
     wait on the device."""
-    targets = F.softmax((teacher.float() - center) / teacher_temp, dim=-1).reshape(-1, teacher.shape[-1])
+    targets = teacher_targets(teacher, center, teacher_temp).reshape(-1, teacher.shape[-1])
     entropy = lambda p: -(p * p.clamp(min=1e-12).log()).sum(dim=-1)  # noqa: E731
     return entropy(targets).mean(), entropy(targets.mean(dim=0))
 
