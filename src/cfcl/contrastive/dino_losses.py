@@ -87,11 +87,10 @@ def target_entropies(
     teacher: torch.Tensor, center: torch.Tensor, teacher_temp: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The two collapse diagnostics of DINO's :func:`teacher_targets` (of its ``[..., K]`` logits), in
-    nats: the mean entropy of one image's target and the
-    entropy of the batch's mean target. Both near ``log K``: every target uniform (collapse to the
-    centre); the second near 0: every image on the same prototype. A learning teacher has the
-    first well below ``log K`` and the second well above 0. Tensors, so that logging them does not
-    wait on the device."""
+    nats: the mean entropy of one image's target and the entropy of the batch's mean target. Both
+    near ``log K``: every target uniform (collapse to the centre); the second near 0: every image on
+    the same prototype. A learning teacher has the first well below ``log K`` and the second well
+    above 0. Tensors, so that logging them does not wait on the device."""
     targets = teacher_targets(teacher, center, teacher_temp).reshape(-1, teacher.shape[-1])
     entropy = lambda p: -(p * p.clamp(min=1e-12).log()).sum(dim=-1)  # noqa: E731
     return entropy(targets).mean(), entropy(targets.mean(dim=0))
