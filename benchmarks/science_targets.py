@@ -30,9 +30,9 @@ data draws"). Every draw must hold the same methods.
   ``ood_probe``: a probe on its own labels), on the rare ID scanner and on every ID test patient
   as the rare and the OOD scanner render them (``rare_rendered``, ``ood_rendered``); target: mean
   >= 0.02 and supported;
-- SimCLR's scanner predictability, k-NN scanner purity and silhouette minus CF-SimCLR's
-  (``invariance_drop``); targets: predictability drop >= 0.15 and supported, purity drop
-  above 0 and supported;
+- SimCLR's scanner predictability, k-NN scanner purity, silhouette and ``cf_invariance`` minus
+  CF-SimCLR's (``invariance_drop``; every pretrained method's: ``invariance_drop_vs_simclr``);
+  targets: predictability drop >= 0.15 and supported, purity drop above 0 and supported;
 - CF-SimCLR's OOD gain as a fraction of the oracle's (the same method with true
   counterfactuals: ``oracle``, or ``oracle-multi`` for ``cf-simclr-multi``); target >= 0.7;
 - SimCLR minus the random encoder, and minus the covariates-only probe, on the ID test set;
@@ -83,6 +83,7 @@ PRIMARY_ENDPOINTS: dict[str, tuple[str, int]] = {
 }
 ALPHA = 0.05  # the family-wise error rate of the primary endpoints
 BASELINES = ("random", "covariates")  # the probes of no pretrained encoder, which the reference must beat
+INVARIANCE_MEASURES = ("balanced_accuracy", "knn_purity", "silhouette", "cf_invariance")
 DECIDING_PRESET = "benchmark_decide"  # the run preset whose evaluation has everything the primary endpoints read
 
 
@@ -123,15 +124,51 @@ def _columns(metrics: pd.DataFrame, picks: dict[str, pd.Series]) -> pd.DataFrame
     )
 
 
+def invariance_drops(predictability: pd.DataFrame, methods: list[str], reference: str, unit: str) -> dict:
+    """Per method: the reference's scanner predictability, k-NN scanner purity, silhouette by scanner and
+    ``cf_invariance`` (feature distance to the true counterfactuals over that between patients) minus the
+    method's, paired like a gain (positive: the scanner shows less in the method's features); measures the
+    evaluation did not compute are left out."""
+    table = predictability.set_index(["method", "draw", "seed"]).sort_index()
+    present = set(table.index.get_level_values(0))
+    if reference not in present:
+        return {}
+    measures = [m for m in INVARIANCE_MEASURES if m in table.columns and table[m].notna().any()]
+    return {
+        method: {m: gain_fields(table.loc[reference, m], table.loc[method, m], unit) for m in measures}
+        for method in methods
+        if method in present
+    }
+
+
 def rounded(value: float) -> float | None:
     return None if np.isnan(value) else round(float(value), 4)
 
 
+def paired_gains(method: pd.Series, reference: pd.Series) -> pd.Series:
+    """``method - reference`` (Series indexed by draw and seed, repeats averaged) paired by seed within each draw."""
+    return (method.groupby(level=[0, 1]).mean() - reference.groupby(level=[0, 1]).mean()).dropna()
+
+
 def unit_gains(method: pd.Series, reference: pd.Series, unit: str) -> pd.Series:
-    """``method - reference`` (Series indexed by draw and seed, repeats averaged) paired by seed within each draw,
-    per unit of replication: per seed (``unit`` seed: one draw), or each draw's seeds averaged (``unit`` draw)."""
-    paired = (method.groupby(level=[0, 1]).mean() - reference.groupby(level=[0, 1]).mean()).dropna()
-    return paired.groupby(level=0 if unit == "draw" else 1).mean()
+    """:func:`paired_gains` per unit of replication: per seed (``unit`` seed: one draw), or each draw's seeds
+    averaged (``unit`` draw)."""
+    return paired_gains(method, reference).groupby(level=0 if unit == "draw" else 1).mean()
+
+
+def spread_over_draws(paired: pd.Series) -> dict:
+    """Where a gain's spread over draws comes from (``paired``: per draw and seed): the SD of the draws' means, the
+    pooled SD of one seed's gain within a draw, and the SD the draw itself adds (its patients, test sets and
+    generator) by the method of moments, sqrt(max(0, SD of the means^2 - pooled variance / seeds per draw))."""
+    by_draw = paired.groupby(level=0)
+    sd_means = float(by_draw.mean().std(ddof=1))
+    pooled = float(np.sqrt((by_draw.var(ddof=1) * (by_draw.size() - 1)).sum() / (by_draw.size() - 1).sum()))
+    seeds = float(by_draw.size().mean())
+    return {
+        "sd_draw_means": rounded(sd_means),
+        "sd_seed_within_draw": rounded(pooled),
+        "sd_draw_added": rounded(float(np.sqrt(max(0.0, sd_means**2 - pooled**2 / seeds)))),
+    }
 
 
 def interval_fields(values: pd.Series, unit: str, level: float = 0.95) -> dict:
@@ -165,13 +202,20 @@ def gains(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict:
     }
 
 
-def endpoint_values(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict[str, pd.Series]:
-    """Each primary endpoint of ``method`` against ``reference`` per unit, signed so that positive is the claim."""
+def endpoint_pairs(table: pd.DataFrame, method: str, reference: str) -> dict[str, pd.Series]:
+    """Each primary endpoint of ``method`` against ``reference`` per draw and seed, signed so that positive is the
+    claim."""
     values = {}
     for name, (column, sign) in PRIMARY_ENDPOINTS.items():
         ours, theirs = (table.loc[m, column].dropna() for m in (method, reference))
-        values[name] = unit_gains(ours, theirs, unit) if sign > 0 else unit_gains(theirs, ours, unit)
+        values[name] = paired_gains(ours, theirs) if sign > 0 else paired_gains(theirs, ours)
     return values
+
+
+def endpoint_values(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict[str, pd.Series]:
+    """Each primary endpoint of ``method`` against ``reference`` per unit (:func:`endpoint_pairs` averaged)."""
+    level = 0 if unit == "draw" else 1
+    return {name: v.groupby(level=level).mean() for name, v in endpoint_pairs(table, method, reference).items()}
 
 
 def endpoints(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict:
@@ -197,8 +241,10 @@ def holm(p_values: list[float], alpha: float = ALPHA) -> tuple[np.ndarray, np.nd
 
 def primary_endpoints(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict:
     """The primary endpoints of ``method`` against ``reference`` with their paired t-tests, Holm-adjusted over the
-    endpoints: p, adjusted p, the interval at the Holm level and ``supported`` (adjusted p < alpha, mean > 0)."""
+    endpoints: p, adjusted p, the interval at the Holm level and ``supported`` (adjusted p < alpha, mean > 0); over
+    draws also where the spread comes from (:func:`spread_over_draws`)."""
     values = endpoint_values(table, method, reference, unit)
+    pairs = endpoint_pairs(table, method, reference)
     p = [ttest_1samp(v, 0.0).pvalue if len(v) > 1 else np.nan for v in values.values()]
     adjusted, levels = holm(p)
     result = {}
@@ -214,6 +260,7 @@ def primary_endpoints(table: pd.DataFrame, method: str, reference: str, unit: st
             "holm_ci_low": rounded(at_level.ci_low),
             "holm_ci_high": rounded(at_level.ci_high),
             "supported": bool(not np.isnan(p_value) and p_holm < ALPHA and fields["mean"] > 0),
+            **({"spread": spread_over_draws(pairs[name])} if unit == "draw" and len(v) > 1 else {}),
         }
     return result
 
@@ -351,6 +398,19 @@ def markdown(result: dict) -> str:
         holm = _interval(e, "holm_ci_low", "holm_ci_high")
         lines.append(f"| {name} | {_interval(e)} | {holm} | {p} | {p_holm} | {'yes' if e['supported'] else 'no'} |")
     lines += ["", f"Decision: {primary['decision']}.", ""]
+    if all("spread" in e for e in endpoints.values()):
+        lines += [
+            "Where the spread comes from (SD of the draws' means; pooled SD of one seed's gain within a draw; SD the "
+            "draw adds beyond its seeds):",
+            "",
+            "| endpoint | SD of the draws' means | SD of a seed within a draw | SD the draw adds |",
+            "|---|---|---|---|",
+        ]
+        for name, e in endpoints.items():
+            spread = e["spread"]
+            cells = (spread["sd_draw_means"], spread["sd_seed_within_draw"], spread["sd_draw_added"])
+            lines.append(f"| {name} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        lines.append("")
     names = list(PRIMARY_ENDPOINTS)
     lines += [
         f"Secondary comparisons over {unit} (unadjusted 95 % intervals):",
@@ -362,6 +422,19 @@ def markdown(result: dict) -> str:
         if fields:
             cells = " | ".join(_interval(fields[name]) for name in names)
             lines.append(f"| {comparison.replace('_vs_', ' − ')} | {cells} |")
+    drops = result.get(f"invariance_drop_vs_{primary['reference']}", {})
+    measures = list(next(iter(drops.values()), {}))
+    if measures:
+        lines += [
+            "",
+            f"The scanner in the embedding, {primary['reference']}'s minus each method's over {unit} (unadjusted 95 % "
+            "intervals; positive: the scanner shows less):",
+            "",
+            "| method | " + " | ".join(measures) + " |",
+            "|---|" + "---|" * len(measures),
+        ]
+        for method, fields in drops.items():
+            lines.append(f"| {method} | " + " | ".join(_interval(fields[m]) for m in measures) + " |")
     return "\n".join(lines)
 
 
@@ -437,15 +510,12 @@ def main(argv: list[str] | None = None) -> None:
     for col in ("transfer", "ood_probe", "rare", "rare_rendered", "ood_rendered"):
         if col in cf:
             targets[f"gain_{col}"] = met(cf[col], 0.02)
-    invariance = predictability.set_index(["method", "draw", "seed"]).sort_index()
-    if {ref, args.method} <= set(pred.index):
-        result["invariance_drop"] = {
-            measure: gain_fields(invariance.loc[ref, measure], invariance.loc[args.method, measure], unit)
-            for measure in ("balanced_accuracy", "knn_purity", "silhouette")
-            if measure in invariance.columns
-        }
+    drops = invariance_drops(predictability, [args.method, *others], ref, unit)
+    if args.method in drops:
+        result["invariance_drop"] = drops[args.method]
+        result[f"invariance_drop_vs_{ref}"] = drops
         targets["predictability_drop"] = met(result["invariance_drop"]["balanced_accuracy"], 0.15)
-        if "knn_purity" in invariance.columns:
+        if "knn_purity" in drops[args.method]:
             targets["clustering_drop"] = met(result["invariance_drop"]["knn_purity"])
     if cf and oracle:
         result["oracle_fraction"] = round(float(ood_gain(cf) / ood_gain(oracle)), 3) if ood_gain(oracle) > 0 else None

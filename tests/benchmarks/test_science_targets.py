@@ -126,11 +126,12 @@ def run_folder(root: Path, methods=tuple(AUROC)) -> Path:
     metrics_table(methods).to_csv(root / "eval" / "metrics.csv", index=False)
     pd.DataFrame(
         {
-            "method": ["simclr", "simclr", "cf-simclr", "cf-simclr"],
-            "seed": [0, 1, 0, 1],
-            "balanced_accuracy": [0.9, 0.8, 0.6, 0.6],
-            "knn_purity": [0.8, 0.7, 0.3, 0.25],
-            "silhouette": [0.2, 0.3, 0.1, 0.3],
+            "method": ["simclr", "simclr", "cf-simclr", "cf-simclr", "oracle", "oracle"],
+            "seed": [0, 1, 0, 1, 0, 1],
+            "balanced_accuracy": [0.9, 0.8, 0.6, 0.6, 0.7, 0.7],
+            "knn_purity": [0.8, 0.7, 0.3, 0.25, 0.2, 0.2],
+            "silhouette": [0.2, 0.3, 0.1, 0.3, 0.0, 0.1],
+            "cf_invariance": [1.0, 1.2, 1.1, 1.1, 0.5, 0.8],
         }
     ).to_csv(root / "eval" / "domain_predictability.csv", index=False)
     return root
@@ -173,6 +174,12 @@ def test_gains_and_targets_equal_hand_computed_values(tmp_path, capsys):
         and drop["supported"] is True
     )
     assert result["invariance_drop"]["silhouette"]["per_seed"] == pytest.approx([0.1, 0.0])
+    # every pretrained method's drop, the counterfactual invariance distance included (SimCLR's minus the method's)
+    drops = result["invariance_drop_vs_simclr"]
+    assert set(drops) == {"cf-simclr", "oracle"} and drops["cf-simclr"] == result["invariance_drop"]
+    assert drops["cf-simclr"]["cf_invariance"]["per_seed"] == pytest.approx([-0.1, 0.1])
+    assert drops["oracle"]["cf_invariance"]["per_seed"] == pytest.approx([0.5, 0.4])
+    assert drops["oracle"]["knn_purity"]["per_seed"] == pytest.approx([0.6, 0.5])
     assert "simclr+_vs_simclr" not in result  # a method the run lacks has no row
     # a metrics.csv of whole test sets only (no subgroup rows): no sex gap
     assert result["sex_gap"] == {} and result["sex_gap_vs_simclr"] == {}
@@ -403,12 +410,17 @@ def test_several_draws_give_intervals_over_draws_and_holm_adjusted_primary_endpo
     load_script().main([str(root), "--markdown"])
     tables = capsys.readouterr().out
     assert "over 3 draws (Holm over 6)" in tables and "Decision: partly supported." in tables
+    assert endpoints["gap_reduction_rare"]["spread"]["sd_draw_means"] == pytest.approx(np.std(values, ddof=1), abs=1e-4)
+    assert "| gap_reduction_rare | " in tables.split("Where the spread comes from")[1]
     low, high = (
         result["primary"]["endpoints"]["gap_reduction_rare"]["ci_low"],
         endpoints["gap_reduction_rare"]["ci_high"],
     )
     assert f"| gap_reduction_rare | +0.050 [{low:+.3f}, {high:+.3f}] | " in tables
     assert "| oracle − simclr | +0.080 [+0.080, +0.080] | " in tables  # rare-scanner G: (0.10 + 0.12) / 2 - 0.03
+    # the scanner in the embedding: predictability (0.3, 0.2) and k-NN purity (0.5, 0.45) drops, seeds averaged
+    assert "| cf-simclr | +0.250 [+0.250, +0.250] | +0.475 [+0.475, +0.475] | " in tables
+    assert "| oracle | +0.150 [+0.150, +0.150] | +0.550 [+0.550, +0.550] | " in tables
 
 
 @pytest.mark.parametrize(
@@ -477,3 +489,16 @@ def test_draws_of_other_methods_or_a_missing_oracle_are_one_line_messages(tmp_pa
         load_script().main([str(root)])
     with pytest.raises(SystemExit, match=r"no linear-probe rows of the oracle oracle-multi; .*benchmark_decide"):
         load_script().main([str(run_folder(tmp_path / "one")), "--oracle", "oracle-multi"])
+
+
+def test_the_spread_over_draws_splits_into_seeds_and_the_draw_by_hand():
+    index = pd.MultiIndex.from_tuples([(1, 0), (1, 1), (2, 0), (2, 1)], names=["draw", "seed"])
+    spread = load_script().spread_over_draws(pd.Series([0.1, 0.3, 0.5, 0.7], index=index))
+    # draw means 0.2 and 0.6 (SD 0.2828); each draw's seed variance 0.02 (pooled SD 0.1414); a draw mean of two
+    # seeds carries 0.02 / 2 of it, so the draw adds sqrt(0.08 - 0.01)
+    assert spread == pytest.approx(
+        {"sd_draw_means": 0.2828, "sd_seed_within_draw": 0.1414, "sd_draw_added": 0.2646}, abs=1e-4
+    )
+    # draws whose means differ less than their seeds predict add nothing
+    same = load_script().spread_over_draws(pd.Series([0.1, 0.3, 0.15, 0.35], index=index))
+    assert same["sd_draw_added"] == 0.0 and same["sd_draw_means"] == pytest.approx(0.0354, abs=1e-4)
