@@ -13,15 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def stage_seconds(run: Path) -> dict[str, float]:
-    times = {}
-    for manifest in sorted(run.rglob("manifest.json")):
-        info = json.loads(manifest.read_text())
-        total = info.get("timings", {}).get("total")
-        if total is not None:
-            times[str(manifest.parent.relative_to(run))] = total
-    return times
+from run_time import stage_seconds
 
 
 def main() -> None:
