@@ -191,6 +191,8 @@ def test_the_deciding_preset_runs_the_benchmark_with_headroom_on_five_fresh_draw
     decide, source = load_run_config("benchmark_decide", out=tmp_path)
     nodes = {n.name: n.config for n in plan(decide, source)}
     assert decide.draws == [100, 101, 102, 103, 104] and 0 not in decide.draws and 1 not in decide.draws
+    # the default benchmark is one draw of it, the development draw
+    assert benchmark["data"] == headroom and headroom.seed == 0
     for draw in decide.draws:
         folder = tmp_path / f"draw-{draw}"
         # the benchmark with headroom (its synth preset) with the draw's seed, and the benchmark's pretraining
@@ -200,6 +202,15 @@ def test_the_deciding_preset_runs_the_benchmark_with_headroom_on_five_fresh_draw
         assert simclr == benchmark["pretrain/simclr-s0"].model_copy(update={"data": folder / "data", "p_cf": 0.5})
         assert {"oracle-multi-s3", "cf-simclr-multi-s3"} <= {p.name for p in nodes[f"draw-{draw}/eval"].encoders}
         assert nodes[f"draw-{draw}/eval"].label_draws == 10
+
+
+def test_the_sex_preset_keeps_the_benchmark_its_tissue_was_calibrated_on(tmp_path):
+    synth = build_config(SynthConfig, resolve_config_path("synth"))
+    nodes = {n.name: n.config for n in plan(load_run_config("benchmark_sex", out=tmp_path)[0])}
+    # the previous default design (frames, faint lesions) with breast tissue, and every positive pair across
+    # scanners, whatever the default benchmark has become
+    assert nodes["data"].model_copy(update={"sex": synth.sex}) == synth and nodes["data"].sex != synth.sex
+    assert nodes["pretrain/sex-cf-simclr-s0"].p_cf == nodes["pretrain/cf-simclr-s0"].p_cf == 1.0
 
 
 def _metrics(run: Path) -> pd.DataFrame:
