@@ -15,7 +15,7 @@ instead. Linear models are fitted on the ID **training** split and scored on the
 Prints one JSON line per encoder, then a Markdown table.
 
     python benchmarks/factor_readout.py --data runs/benchmark/data \\
-        runs/benchmark/pretrain/simclr-s0 runs/dino_budget/dino-e10 random
+        runs/benchmark/pretrain/simclr-s0 runs/dino_budget/dino-s0-e10 random
 
 ``random``: the first encoder's architecture, initialised as the evaluation's random encoder (``--seed``).
 """

@@ -5,7 +5,8 @@ many epochs) with the run config's ``pretrain`` section, then frozen features ar
 logistic regression on ``--fractions`` of the ID training labels (several label draws), scored
 by AUROC on the ID **validation** split, beside the random encoder of the same architecture.
 No test image is read, so the budget chosen here can be used on the test sets without bias.
-Prints one JSON line per budget and a Markdown table.
+Prints one JSON line per budget and a Markdown table. Each run is kept in
+``OUT/<method>-s<seed>-e<epochs>``, so seeds and budgets share one ``--out`` and a rerun only probes.
 
     python benchmarks/pretrain_budget.py benchmark_dino --data runs/benchmark_dino/data \\
         --method dino --epochs 2 5 10 20 --out runs/dino_budget
@@ -135,7 +136,7 @@ def main() -> None:
         config = pretrain_config(
             args.config, args.method, args.seed, args.data, args.cf_store, epochs, [*keep, *args.overrides]
         )
-        run = args.out / f"{args.method}-e{epochs}"
+        run = args.out / f"{args.method}-s{args.seed}-e{epochs}"
         tic = time.time()
         pretrain.run(config, run)
         seconds = time.time() - tic
