@@ -6,7 +6,8 @@ logistic regression on ``--fractions`` of the ID training labels (several label 
 by AUROC on the ID **validation** split, beside the random encoder of the same architecture.
 No test image is read, so the budget chosen here can be used on the test sets without bias.
 Prints one JSON line per budget and a Markdown table. Each run is kept in
-``OUT/<method>-s<seed>-e<epochs>``, so seeds and budgets share one ``--out`` and a rerun only probes.
+``OUT/<method>-s<seed>-e<epochs>``, so seeds and budgets share one ``--out``; a variant (``--set``) needs
+its own.
 
     python benchmarks/pretrain_budget.py benchmark_dino --data runs/benchmark_dino/data \\
         --method dino --epochs 2 5 10 20 --out runs/dino_budget
