@@ -150,10 +150,10 @@ def paired_gains(method: pd.Series, reference: pd.Series) -> pd.Series:
     return (method.groupby(level=[0, 1]).mean() - reference.groupby(level=[0, 1]).mean()).dropna()
 
 
-def unit_gains(method: pd.Series, reference: pd.Series, unit: str) -> pd.Series:
-    """:func:`paired_gains` per unit of replication: per seed (``unit`` seed: one draw), or each draw's seeds
+def per_unit(paired: pd.Series, unit: str) -> pd.Series:
+    """Gains per draw and seed per unit of replication: per seed (``unit`` seed: one draw), or each draw's seeds
     averaged (``unit`` draw)."""
-    return paired_gains(method, reference).groupby(level=0 if unit == "draw" else 1).mean()
+    return paired.groupby(level=0 if unit == "draw" else 1).mean()
 
 
 def spread_over_draws(paired: pd.Series) -> dict:
@@ -188,7 +188,7 @@ def interval_fields(values: pd.Series, unit: str, level: float = 0.95) -> dict:
 
 def gain_fields(method: pd.Series, reference: pd.Series, unit: str) -> dict:
     """One paired gain (Series indexed by draw and seed): :func:`interval_fields` of its :func:`unit_gains`."""
-    return interval_fields(unit_gains(method, reference, unit), unit)
+    return interval_fields(per_unit(paired_gains(method, reference), unit), unit)
 
 
 def gains(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict:
@@ -212,18 +212,13 @@ def endpoint_pairs(table: pd.DataFrame, method: str, reference: str) -> dict[str
     return values
 
 
-def endpoint_values(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict[str, pd.Series]:
-    """Each primary endpoint of ``method`` against ``reference`` per unit (:func:`endpoint_pairs` averaged)."""
-    level = 0 if unit == "draw" else 1
-    return {name: v.groupby(level=level).mean() for name, v in endpoint_pairs(table, method, reference).items()}
-
-
 def endpoints(table: pd.DataFrame, method: str, reference: str, unit: str) -> dict:
     """The primary endpoints of ``method`` against ``reference``, each with its unadjusted interval; empty
     when the run lacks either method."""
     if not {method, reference} <= set(table.index.get_level_values(0)):
         return {}
-    return {name: interval_fields(v, unit) for name, v in endpoint_values(table, method, reference, unit).items()}
+    pairs = endpoint_pairs(table, method, reference)
+    return {name: interval_fields(per_unit(v, unit), unit) for name, v in pairs.items()}
 
 
 def holm(p_values: list[float], alpha: float = ALPHA) -> tuple[np.ndarray, np.ndarray]:
@@ -243,8 +238,8 @@ def primary_endpoints(table: pd.DataFrame, method: str, reference: str, unit: st
     """The primary endpoints of ``method`` against ``reference`` with their paired t-tests, Holm-adjusted over the
     endpoints: p, adjusted p, the interval at the Holm level and ``supported`` (adjusted p < alpha, mean > 0); over
     draws also where the spread comes from (:func:`spread_over_draws`)."""
-    values = endpoint_values(table, method, reference, unit)
     pairs = endpoint_pairs(table, method, reference)
+    values = {name: per_unit(v, unit) for name, v in pairs.items()}
     p = [ttest_1samp(v, 0.0).pvalue if len(v) > 1 else np.nan for v in values.values()]
     adjusted, levels = holm(p)
     result = {}
