@@ -32,7 +32,8 @@ def stage_seconds(run: Path) -> dict[str, float]:
 
 
 def kind(stage: str) -> str:
-    """The group of a stage folder of one draw: ``data``, ``generator`` (``cf_*``), ``pretrain``, ``eval``."""
+    """The group of a stage folder of one draw: ``data``, ``generator`` (``cf_*``), ``pretrain``, ``eval``, or
+    ``other`` (the report)."""
     first = stage.split("/")[0]
     if first.startswith("cf_"):
         return "generator"
