@@ -74,10 +74,16 @@ def evaluate(store: Path, generator: Path, judge: Path, out: Path, overrides: li
         raise SystemExit(f"cf evaluate of {generator} failed with exit code {code}")
     result = json.loads((out / "cf_quality.json").read_text())
     truth = result["truth"] or {}
+    confusion = result["effectiveness"]["confusion"]
     return {
         "seconds": round(time.time() - started, 1),
         "effectiveness": result["effectiveness"]["balanced_accuracy"],
         "auroc": result["effectiveness"]["auroc_macro"],
+        "effectiveness_per_target": {
+            label: row[i] / sum(row)
+            for i, (label, row) in enumerate(zip(confusion["labels"], confusion["matrix"]))
+            if sum(row)
+        },
         "composition_mae_1": (result["composition"] or {}).get("mae_1"),
         "reversibility": (result["reversibility"] or {}).get("mae"),
         "mae_cf": truth.get("mae_cf"),
