@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from support.benchmarks import BENCHMARKS, load_benchmark
+from support.benchmarks import sibling_importing_benchmark
 
 
 @pytest.fixture(scope="module")
 def headroom():
-    import sys
-
-    sys.path.insert(0, str(BENCHMARKS))  # it imports its sibling calibrate_synth, as when run as a script
-    try:
-        yield load_benchmark("calibrate_headroom")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with sibling_importing_benchmark("calibrate_headroom") as module:
+        yield module
 
 
 def test_information_gate_is_the_mean_paired_deficit_below_the_majority(headroom):

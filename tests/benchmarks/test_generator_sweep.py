@@ -8,16 +8,13 @@ import sys
 
 import pytest
 
-from support.benchmarks import BENCHMARKS, load_benchmark
+from support.benchmarks import sibling_importing_benchmark
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    sys.path.insert(0, str(BENCHMARKS))  # it imports its sibling cf_quality, as when run as a script
-    try:
-        yield load_benchmark("generator_sweep")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with sibling_importing_benchmark("generator_sweep") as module:
+        yield module
 
 
 def test_variant_overrides_go_to_their_stage_and_lists_keep_their_commas(sweep):
