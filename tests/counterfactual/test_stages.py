@@ -102,6 +102,25 @@ def test_training_skips_non_finite_updates(trained, tmp_path):
     )
 
 
+def test_a_diverged_training_is_a_one_line_error_and_writes_no_generator(trained, tmp_path, monkeypatch, capsys):
+    from cfcl.counterfactual.generator import train
+
+    def diverging_fit(trainer, *args, **kwargs):
+        fit(trainer, *args, **kwargs)
+        trainer.callback_metrics["val/nelbo"] = torch.tensor(float("nan"))  # as after the loss blew up
+
+    fit = train.fit
+    monkeypatch.setattr(train, "fit", diverging_fit)
+    _, store = trained
+    out = tmp_path / "diverged"
+    overrides = sets([*TINY_GENERATOR, "trainer.max_epochs=1"])
+    assert main(["cf", "train", "--data", str(store.path), "--out", str(out), *overrides]) != 0
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "the generator diverged: val/nelbo is nan" in error and "optim.lr" in error
+    assert not (out / "generator.pt").exists()
+    assert json.loads((out / "manifest.json").read_text())["status"] != "complete"
+
+
 @pytest.mark.slow
 def test_generate_writes_every_source_times_other_domain(trained, tmp_path):
     root, store = trained

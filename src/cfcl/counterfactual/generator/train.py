@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from cfcl.counterfactual.generator.hvae import HVAE
 from cfcl.counterfactual.generator.module import HVAETrainModule, scaled_lr_and_warmup
 from cfcl.counterfactual.parents import ParentSpec, parent_specs
 from cfcl.data.store import INFO, ImageStore
-from cfcl.errors import StoreError
+from cfcl.errors import CfclError, StoreError
 from cfcl.loaders import ordered_loader, step_loader, trainer_progress
 from cfcl.plotting import training_curve
 from cfcl.stage import Stage, run_stage
@@ -112,8 +113,15 @@ def _train(config: CFTrainConfig, store: ImageStore, stage: Stage) -> dict | Non
     stage.timed("fit", time.time() - started)
     if not stage.primary:
         return None
-    ema = module.ema_model.cpu().eval()
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    diverged = next((k for k in ("val/nelbo", "train/nelbo_epoch") if not math.isfinite(metrics.get(k, 0.0))), None)
+    if diverged:
+        raise CfclError(
+            f"{out}: the generator diverged: {diverged} is {metrics[diverged]} after {trainer.global_step} steps "
+            f"({int(module.skipped)} skipped); no generator written. Run again with --force and a lower optim.lr "
+            "or a longer optim.warmup_steps"
+        )
+    ema = module.ema_model.cpu().eval()
     info = {
         "store": store.content_hash,
         "domains": store.domains,
