@@ -24,12 +24,9 @@ from cfcl.counterfactual.classifier.model import load_classifier
 from cfcl.counterfactual.generator.checkpoint import load_generator
 from cfcl.counterfactual.generator.inference import Abduction, abduct, predict
 from cfcl.counterfactual.parents import intervene, parents_from_store
+from cfcl.counterfactual.quality.inputs import store_images
 from cfcl.data.store import ImageStore
 from cfcl.layout import true_cf
-
-
-def images(store: ImageStore, rows: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(store.images[rows])).float()[:, None] / 255
 
 
 @torch.no_grad()
@@ -38,10 +35,11 @@ def measure(store: ImageStore, truth: ImageStore, model, judge, split: str, n: i
     domains = np.asarray(store.meta["domain"])[rows_of_split]
     seen = sorted(set(domains.tolist()))
     table = truth.counterfactual_table(len(store), len(store.domains))
+    cpu = torch.device("cpu")
     report = {}
     for source in seen:
         rows = rows_of_split[domains == source][:n]
-        x, pa = images(store, rows), parents_from_store(store, rows, model.specs)
+        x, pa = store_images(store, rows, cpu), parents_from_store(store, rows, model.specs)
         exogenous = abduct(model, x, pa)
         factual = model.decode_latents(pa, exogenous.latents, batch_size=len(x))
         entry = {
@@ -54,7 +52,7 @@ def measure(store: ImageStore, truth: ImageStore, model, judge, split: str, n: i
             if target == source:
                 continue
             pa_star = intervene(pa, domain=target)
-            x_true = images(truth, table[rows, target])
+            x_true = store_images(truth, table[rows, target], cpu)
             name = store.domains[target]
             entry[name] = {"mae_identity": float((x - x_true).abs().mean())}
             for kind, state in (("with_noise", exogenous), ("mean_only", mean_only)):
