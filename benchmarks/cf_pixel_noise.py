@@ -46,6 +46,7 @@ def measure(store: ImageStore, truth: ImageStore, model, judge, split: str, n: i
             "n": len(rows),
             "mae_x_mu": float((x - factual.mu).abs().mean()),
             "sigma": float(factual.log_scale.exp().mean()),
+            "targets": {},
         }
         mean_only = Abduction(exogenous.latents, torch.zeros_like(exogenous.u))
         for target in seen:
@@ -53,11 +54,10 @@ def measure(store: ImageStore, truth: ImageStore, model, judge, split: str, n: i
                 continue
             pa_star = intervene(pa, domain=target)
             x_true = store_images(truth, table[rows, target], cpu)
-            name = store.domains[target]
-            entry[name] = {"mae_identity": float((x - x_true).abs().mean())}
+            cell = entry["targets"][store.domains[target]] = {"mae_identity": float((x - x_true).abs().mean())}
             for kind, state in (("with_noise", exogenous), ("mean_only", mean_only)):
                 x_star = predict(model, state, pa_star)
-                entry[name][kind] = {
+                cell[kind] = {
                     "judged_target": float((judge(x_star).argmax(1) == target).float().mean()),
                     "mae_to_truth": float((x_star - x_true).abs().mean()),
                 }
@@ -72,9 +72,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for source, entry in report.items():
-        for target, cell in entry.items():
-            if not isinstance(cell, dict):
-                continue
+        for target, cell in entry["targets"].items():
             noise, mean = cell["with_noise"], cell["mean_only"]
             lines.append(
                 f"| {source} | {entry['mae_x_mu']:.3f} | {entry['sigma']:.3f} | {target} | "

@@ -187,7 +187,7 @@ def interval_fields(values: pd.Series, unit: str, level: float = 0.95) -> dict:
 
 
 def gain_fields(method: pd.Series, reference: pd.Series, unit: str) -> dict:
-    """One paired gain (Series indexed by draw and seed): :func:`interval_fields` of its :func:`unit_gains`."""
+    """One paired gain (Series indexed by draw and seed): :func:`interval_fields` of its gains :func:`per_unit`."""
     return interval_fields(per_unit(paired_gains(method, reference), unit), unit)
 
 

@@ -25,7 +25,8 @@ def test_with_and_without_noise_against_the_true_counterfactual(stores):
         model.head.bias[1] = 0.0  # a wide pixel noise, so that it matters
     judge = build_classifier("cnn", len(store.domains)).eval()
     report = script.measure(store, truth, model, judge, "val", n=2)
-    assert set(report) == {"a", "b"} and set(report["a"]) == {"n", "mae_x_mu", "sigma", "b"}
+    assert set(report) == {"a", "b"} and set(report["a"]) == {"n", "mae_x_mu", "sigma", "targets"}
+    assert set(report["a"]["targets"]) == {"b"}
     rows = store.indices("val")[np.asarray(store.meta["domain"])[store.indices("val")] == 0][:2]
     x = torch.from_numpy(np.ascontiguousarray(store.images[rows])).float()[:, None] / 255
     x_true = torch.from_numpy(
@@ -38,7 +39,7 @@ def test_with_and_without_noise_against_the_true_counterfactual(stores):
         latents = model.decode_posterior(pa, model.encode(x)).latents
         mean = model.decode_latents(intervene(pa, domain=1), latents).mu.clamp(0, 1)
         judged = float((judge(x_star).argmax(1) == 1).float().mean())
-    cell = report["a"]["b"]
+    cell = report["a"]["targets"]["b"]
     assert report["a"]["n"] == 2
     assert cell["mae_identity"] == pytest.approx(float((x - x_true).abs().mean()))
     assert cell["with_noise"]["mae_to_truth"] == pytest.approx(float((x_star - x_true).abs().mean()), abs=1e-6)
